@@ -1,0 +1,33 @@
+# tunnelmesh — one target for each thing a person does.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+BIN := $(CURDIR)/bin
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
+
+.PHONY: all build test test-unit deps bench images demo e2e vet
+all: build
+
+## build: the three binaries into bin/
+build:
+	@mkdir -p $(BIN)
+	$(GOBUILD) -o $(BIN)/ ./cmd/broker ./cmd/gateway ./cmd/meshctl
+
+## deps: install the Debian packages the tests and tools need (idempotent)
+deps:
+	@scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+## test-unit: every Go test (root-only ones fail under CI=true when not root)
+test-unit: deps vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+## test: everything CI runs
+test: test-unit e2e
+
+## bench: every benchmark; each prints a table
+bench: bench-broker bench-dataplane
+
+include $(wildcard mk/*.mk)

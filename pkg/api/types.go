@@ -1,0 +1,174 @@
+// Package api holds the broker's wire types: the records every cluster
+// publishes and the watch events that carry changes to them. The broker,
+// its client, the gateway and meshctl all speak these types.
+package api
+
+import "time"
+
+// Version is the path prefix of the broker's HTTP API.
+const Version = "v1"
+
+// Cluster is one member of the clusterset.
+type Cluster struct {
+	ID           string            `json:"id"`
+	PodCIDRs     []string          `json:"podCIDRs"`
+	ServiceCIDRs []string          `json:"serviceCIDRs"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	// TunnelIP is a broker-assigned address, unique in the clusterset, that
+	// the cluster's active gateway holds on its WireGuard interface; health
+	// probes between gateways travel between tunnel IPs.
+	TunnelIP string    `json:"tunnelIP"`
+	JoinedAt time.Time `json:"joinedAt"`
+}
+
+// Connection states of a gateway's link to one remote cluster.
+const (
+	StatusConnecting = "connecting"
+	StatusConnected  = "connected"
+	StatusError      = "error"
+)
+
+// PeerHealth is what a gateway reports of its link to one remote cluster.
+type PeerHealth struct {
+	Cluster       string    `json:"cluster"`
+	Status        string    `json:"status"`
+	Reason        string    `json:"reason,omitempty"`
+	RTTMillis     float64   `json:"rttMillis,omitempty"`
+	LossPercent   float64   `json:"lossPercent,omitempty"`
+	LastHandshake time.Time `json:"lastHandshake,omitempty"`
+	RxBytes       int64     `json:"rxBytes,omitempty"`
+	TxBytes       int64     `json:"txBytes,omitempty"`
+}
+
+// Gateway is one gateway node's endpoint. Every gateway candidate of a
+// cluster shares the cluster's WireGuard key; Active marks the one that
+// currently holds the cluster's lease and carries traffic.
+type Gateway struct {
+	ClusterID string `json:"clusterID"`
+	Hostname  string `json:"hostname"`
+	PublicIP  string `json:"publicIP,omitempty"`
+	PrivateIP string `json:"privateIP"`
+	Port      int    `json:"port"`
+	PublicKey string `json:"publicKey"`
+	Active    bool   `json:"active"`
+	// ObservedIP is the source address the broker saw on the registration
+	// (the public address behind NAT); set by the broker, ignored on input.
+	ObservedIP    string       `json:"observedIP,omitempty"`
+	Health        []PeerHealth `json:"health,omitempty"`
+	LastHeartbeat time.Time    `json:"lastHeartbeat"`
+	// Stale is set by the broker when heartbeats stopped for longer than its TTL.
+	Stale bool `json:"stale"`
+}
+
+// ServicePort is one port of an exported service.
+type ServicePort struct {
+	Name        string `json:"name,omitempty"`
+	Protocol    string `json:"protocol"`
+	Port        int32  `json:"port"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// Endpoint is one backend of a headless export.
+type Endpoint struct {
+	Addresses []string `json:"addresses"`
+	Hostname  string   `json:"hostname,omitempty"`
+	Ready     bool     `json:"ready"`
+}
+
+// Service import types (KEP-1645).
+const (
+	TypeClusterSetIP = "ClusterSetIP"
+	TypeHeadless     = "Headless"
+)
+
+// Export is one cluster's export of one service.
+type Export struct {
+	ClusterID       string        `json:"clusterID"`
+	Namespace       string        `json:"namespace"`
+	Name            string        `json:"name"`
+	Type            string        `json:"type"`
+	Ports           []ServicePort `json:"ports,omitempty"`
+	IPs             []string      `json:"ips,omitempty"`
+	IPFamilies      []string      `json:"ipFamilies,omitempty"`
+	SessionAffinity string        `json:"sessionAffinity,omitempty"`
+	// SessionAffinityTimeoutSeconds is sessionAffinityConfig.clientIP.timeoutSeconds.
+	SessionAffinityTimeoutSeconds *int32            `json:"sessionAffinityTimeoutSeconds,omitempty"`
+	InternalTrafficPolicy         string            `json:"internalTrafficPolicy,omitempty"`
+	TrafficDistribution           string            `json:"trafficDistribution,omitempty"`
+	Labels                        map[string]string `json:"labels,omitempty"`
+	Annotations                   map[string]string `json:"annotations,omitempty"`
+	// CreatedAt is the ServiceExport's creationTimestamp; the oldest export
+	// wins each conflicting property.
+	CreatedAt time.Time  `json:"createdAt"`
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// Snapshot is the whole broker state at one revision.
+type Snapshot struct {
+	Revision int64     `json:"revision"`
+	Clusters []Cluster `json:"clusters"`
+	Gateways []Gateway `json:"gateways"`
+	Exports  []Export  `json:"exports"`
+}
+
+// Kinds of record.
+const (
+	KindCluster = "cluster"
+	KindGateway = "gateway"
+	KindExport  = "export"
+)
+
+// Watch event types.
+const (
+	// EventSnapshot carries the whole state; the client replaces what it had.
+	EventSnapshot = "SNAPSHOT"
+	EventPut      = "PUT"
+	EventDelete   = "DELETE"
+	// EventBookmark carries only a revision, sent on idle streams.
+	EventBookmark = "BOOKMARK"
+)
+
+// Event is one line of the watch stream (newline-delimited JSON).
+type Event struct {
+	Type     string    `json:"type"`
+	Revision int64     `json:"revision"`
+	Kind     string    `json:"kind,omitempty"`
+	Key      string    `json:"key,omitempty"`
+	Cluster  *Cluster  `json:"cluster,omitempty"`
+	Gateway  *Gateway  `json:"gateway,omitempty"`
+	Export   *Export   `json:"export,omitempty"`
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// JoinRequest is sent with a join token to create a cluster record.
+type JoinRequest struct {
+	ClusterID    string            `json:"clusterID"`
+	PodCIDRs     []string          `json:"podCIDRs"`
+	ServiceCIDRs []string          `json:"serviceCIDRs"`
+	Labels       map[string]string `json:"labels,omitempty"`
+}
+
+// JoinResponse returns the cluster's own credential; it is shown once.
+type JoinResponse struct {
+	Cluster    Cluster `json:"cluster"`
+	Credential string  `json:"credential"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Field names the offending request field, when there is one.
+	Field string `json:"field,omitempty"`
+	// Cluster names the other cluster of a conflict.
+	Cluster string `json:"cluster,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// BrokerInfo is what `meshctl deploy-broker` writes and `meshctl join` reads.
+type BrokerInfo struct {
+	URL       string `json:"url"`
+	CA        string `json:"ca"` // PEM
+	JoinToken string `json:"joinToken,omitempty"`
+}
