@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Makes a Docker engine answer on this machine, able to run kind nodes.
+#  1. If `docker info` answers, use that engine; otherwise install Debian's
+#     docker.io when dockerd is missing and start dockerd (systemd when it is
+#     PID 1, else a background dockerd logging to /var/log/tunnelmesh-dockerd.log).
+#  2. Only where privileged containers cannot work — root's capability
+#     bounding set lacks capabilities runc grants to --privileged containers —
+#     build cmd/tm-runc-shim, install it as $SHIM and register it in
+#     /etc/docker/daemon.json as the default runtime (dockerd reloads on SIGHUP).
+#     On a normal host nothing is changed.
+#  3. Prove it: run a privileged container of a tiny locally made image.
+# Exit status 0 = engine ready; 1 = no usable engine (message on stderr).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+SHIM=/usr/local/libexec/tunnelmesh/tm-runc-shim
+RUNTIME=tm-runc
+LOG=/var/log/tunnelmesh-dockerd.log
+say() { echo "docker-engine: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+answers() { timeout 20 docker info >/dev/null 2>&1; }
+
+# caps_incomplete: true when root's bounding set misses a capability the
+# kernel knows (runc then cannot apply --privileged's capability set).
+caps_incomplete() {
+  local last bnd want
+  last=$(cat /proc/sys/kernel/cap_last_cap)
+  bnd=$((16#$(awk '/^CapBnd:/{print $2}' /proc/self/status)))
+  want=$(( (1 << (last + 1)) - 1 ))
+  [ $((bnd & want)) -ne "$want" ]
+}
+
+start_engine() {
+  command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || {
+    [ "$(id -u)" = 0 ] || die "docker.io is not installed and we are not root"
+    say "installing Debian's docker.io"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io >/dev/null ||
+      die "apt-get install docker.io failed"
+  }
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers and we are not root to start dockerd"
+  if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
+    say "starting docker.service"
+    systemctl start docker || die "systemctl start docker failed"
+  else
+    if ! pgrep -x dockerd >/dev/null; then
+      say "starting dockerd (log $LOG)"
+      setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+    fi
+  fi
+  for _ in $(seq 60); do answers && return 0; sleep 1; done
+  die "dockerd did not answer within 60 s (see $LOG)"
+}
+
+install_shim() {
+  local tmp
+  tmp=$(mktemp)
+  CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$tmp" ./cmd/tm-runc-shim ||
+    die "building cmd/tm-runc-shim failed"
+  mkdir -p "$(dirname "$SHIM")"
+  if ! cmp -s "$tmp" "$SHIM"; then install -m 0755 "$tmp" "$SHIM"; fi
+  rm -f "$tmp"
+}
+
+# register_runtime merges our runtime into daemon.json and reloads dockerd.
+register_runtime() {
+  local f=/etc/docker/daemon.json cur new
+  mkdir -p /etc/docker
+  cur=$( [ -s $f ] && cat $f || echo '{}')
+  new=$(jq --arg n "$RUNTIME" --arg p "$SHIM" \
+    '.runtimes[$n] = {path: $p} | ."default-runtime" = $n' <<<"$cur") ||
+    die "$f is not valid JSON"
+  if [ "$new" != "$(jq . <<<"$cur")" ]; then
+    say "registering $RUNTIME ($SHIM) as dockerd's default runtime in $f"
+    echo "$new" >$f
+    if [ "$(ps -p 1 -o comm=)" = systemd ]; then systemctl reload docker || systemctl restart docker
+    else pkill -HUP -x dockerd; fi
+    sleep 2
+  fi
+}
+
+# probe runs a privileged container of a tiny image made from the host's
+# /bin/true and its libraries (no registry needed).
+probe() {
+  if ! docker image inspect tunnelmesh/probe:1 >/dev/null 2>&1; then
+    local d
+    d=$(mktemp -d)
+    mkdir -p "$d/root/bin"
+    cp /bin/true "$d/root/bin/true"
+    for lib in $(ldd /bin/true | grep -o '/[^ ]*'); do
+      mkdir -p "$d/root$(dirname "$lib")" && cp -L "$lib" "$d/root$lib"
+    done
+    tar -C "$d/root" -c . | docker import - tunnelmesh/probe:1 >/dev/null
+    rm -rf "$d"
+  fi
+  docker run --rm --privileged tunnelmesh/probe:1 /bin/true
+}
+
+answers || start_engine
+if caps_incomplete; then
+  [ "$(id -u)" = 0 ] || die "capability bounding set is incomplete and we are not root to register $RUNTIME"
+  command -v jq >/dev/null || die "jq is needed to edit /etc/docker/daemon.json"
+  install_shim
+  register_runtime
+fi
+probe 2>/tmp/tm-probe.err || die "a privileged container does not start: $(cat /tmp/tm-probe.err)"
+say "ready ($(docker version -f '{{.Server.Version}}'), default runtime $(docker info -f '{{.DefaultRuntime}}'))"
