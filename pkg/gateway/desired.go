@@ -1,0 +1,219 @@
+// Package gateway is the data-plane engine: a pure function from the local
+// cluster's configuration and the broker's snapshot to the desired
+// WireGuard peers, routes and firewall, and the loop that applies it, probes
+// each peer through the tunnel and reports health.
+package gateway
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
+	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Keepalive is the persistent keepalive of every peer: it keeps NAT
+// bindings open and lets the remote side learn our endpoint.
+const Keepalive = 10 * time.Second
+
+// Local is this gateway's own configuration.
+type Local struct {
+	ClusterID    string
+	Interface    string
+	PodCIDRs     []netip.Prefix
+	ServiceCIDRs []netip.Prefix
+	// ObservedIP is the address the broker saw for this gateway, if known;
+	// a remote gateway behind the same NAT is reached on its private IP.
+	ObservedIP string
+}
+
+// RemotePeer is one remote cluster the gateway links to.
+type RemotePeer struct {
+	Cluster  string
+	TunnelIP netip.Addr // probe target
+	Gateway  string     // hostname of the chosen gateway
+	Stale    bool       // chosen gateway is stale or not active: no better one known
+	Peer     wg.Peer
+}
+
+// Desired is everything the gateway should have applied.
+type Desired struct {
+	TunnelIP netip.Addr // local cluster's tunnel IP; invalid until the broker assigned one
+	Peers    []RemotePeer
+	Routes   routes.State
+	Firewall routes.Firewall
+	// Problems lists remote clusters skipped and why.
+	Problems []string
+}
+
+// Compute derives the desired data-plane state from the local config and the
+// broker snapshot. It is pure: same inputs, same output, no I/O.
+func Compute(local Local, snap api.Snapshot) Desired {
+	var d Desired
+	local4 := slices.Concat(local.PodCIDRs, local.ServiceCIDRs)
+	d.Firewall = routes.Firewall{Interface: local.Interface, Local: slices.Clone(local4)}
+
+	gws := map[string][]api.Gateway{}
+	for _, g := range snap.Gateways {
+		gws[g.ClusterID] = append(gws[g.ClusterID], g)
+	}
+	for _, c := range snap.Clusters {
+		if c.ID != local.ClusterID {
+			continue
+		}
+		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
+			d.TunnelIP = a
+			if local.ObservedIP == "" {
+				for _, g := range gws[c.ID] {
+					if g.Active && g.ObservedIP != "" {
+						local.ObservedIP = g.ObservedIP
+					}
+				}
+			}
+		}
+	}
+	if d.TunnelIP.IsValid() {
+		d.Routes.Addresses = []routes.Address{{Dev: local.Interface, Prefix: netip.PrefixFrom(d.TunnelIP, d.TunnelIP.BitLen())}}
+	}
+
+	clusters := slices.Clone(snap.Clusters)
+	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
+	for _, c := range clusters {
+		if c.ID == local.ClusterID {
+			continue
+		}
+		rp, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID])
+		if problem != "" {
+			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: %s", c.ID, problem))
+			continue
+		}
+		d.Peers = append(d.Peers, rp)
+		remote := slices.DeleteFunc(slices.Clone(rp.Peer.AllowedIPs), func(p netip.Prefix) bool {
+			return p.Addr() == rp.TunnelIP && p.IsSingleIP()
+		})
+		d.Firewall.Remote = append(d.Firewall.Remote, remote...)
+		for _, p := range rp.Peer.AllowedIPs {
+			d.Routes.Routes = append(d.Routes.Routes, routes.Route{Dst: p, Dev: local.Interface, Src: d.TunnelIP})
+		}
+	}
+	return d
+}
+
+func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway) (RemotePeer, string) {
+	rp := RemotePeer{Cluster: c.ID}
+	g, ok := chooseGateway(gws)
+	if !ok {
+		return rp, "no gateway registered yet"
+	}
+	key, err := wgtypes.ParseKey(g.PublicKey)
+	if err != nil {
+		return rp, fmt.Sprintf("gateway %s has an invalid public key: %v", g.Hostname, err)
+	}
+	rp.Gateway, rp.Stale = g.Hostname, g.Stale || !g.Active
+	tip, err := netip.ParseAddr(c.TunnelIP)
+	if err != nil {
+		return rp, fmt.Sprintf("invalid tunnel IP %q", c.TunnelIP)
+	}
+	if tip == localTunnel {
+		return rp, fmt.Sprintf("tunnel IP %s equals ours", tip)
+	}
+	rp.TunnelIP = tip
+	allowed := []netip.Prefix{netip.PrefixFrom(tip, tip.BitLen())}
+	for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return rp, fmt.Sprintf("invalid CIDR %q", s)
+		}
+		p = p.Masked()
+		for _, l := range slices.Concat(local.PodCIDRs, local.ServiceCIDRs) {
+			if l.Overlaps(p) {
+				return rp, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
+			}
+		}
+		allowed = append(allowed, p)
+	}
+	rp.Peer = wg.Peer{
+		Cluster:    c.ID,
+		PublicKey:  key,
+		Endpoint:   endpoint(local, g),
+		AllowedIPs: allowed,
+		Keepalive:  Keepalive,
+	}
+	return rp, ""
+}
+
+// chooseGateway picks the gateway whose endpoint the peer uses: the active,
+// fresh one; failing that the freshest remaining record, so a heartbeat gap
+// (a restarting gateway, a broker outage) never tears a working tunnel down.
+// All candidates share the cluster's key, so only the endpoint depends on it.
+func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
+	if len(gws) == 0 {
+		return api.Gateway{}, false
+	}
+	rank := func(g api.Gateway) int {
+		switch {
+		case g.Active && !g.Stale:
+			return 0
+		case g.Active:
+			return 1
+		case !g.Stale:
+			return 2
+		}
+		return 3
+	}
+	best := gws[0]
+	for _, g := range gws[1:] {
+		rb, rg := rank(best), rank(g)
+		if rg < rb || rg == rb && (g.LastHeartbeat.After(best.LastHeartbeat) ||
+			g.LastHeartbeat.Equal(best.LastHeartbeat) && g.Hostname < best.Hostname) {
+			best = g
+		}
+	}
+	return best, true
+}
+
+// endpoint: the public IP when the gateway announces one; the private IP
+// when both gateways sit behind the same public address (same site) or the
+// broker saw no NAT; otherwise the address the broker observed (the NAT's
+// public side — WireGuard roaming then corrects the port once the remote
+// side's keepalives arrive).
+func endpoint(local Local, g api.Gateway) netip.AddrPort {
+	port := g.Port
+	if port == 0 {
+		port = 51820
+	}
+	pick := func(s string) netip.AddrPort {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.AddrPort{}
+		}
+		return netip.AddrPortFrom(a.Unmap(), uint16(port))
+	}
+	switch {
+	case g.PublicIP != "":
+		return pick(g.PublicIP)
+	case g.ObservedIP == "" || g.ObservedIP == g.PrivateIP || g.ObservedIP == local.ObservedIP:
+		return pick(g.PrivateIP)
+	default:
+		return pick(g.ObservedIP)
+	}
+}
+
+// ParsePrefixes parses CIDR flags, with a clear error for bad input.
+func ParsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--%s %q is not a CIDR (want e.g. 10.244.0.0/16): %w", flag, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func key(t *testing.T) string {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey().String()
+}
+
+func TestCompute(t *testing.T) {
+	kb, kc := key(t), key(t)
+	now := time.Unix(1000, 0)
+	local := Local{ClusterID: "a", Interface: "tmesh0",
+		PodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.101.0.0/16")}}
+	ca := api.Cluster{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}, TunnelIP: "100.127.0.1"}
+	cb := api.Cluster{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.102.0.0/16"}, TunnelIP: "100.127.0.2"}
+	cc := api.Cluster{ID: "c", PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.103.0.0/16"}, TunnelIP: "100.127.0.3"}
+	gb := api.Gateway{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", Port: 51820, PublicKey: kb, Active: true, LastHeartbeat: now}
+	gc := api.Gateway{ClusterID: "c", Hostname: "c1", PrivateIP: "192.0.2.3", Port: 51821, PublicKey: kc, Active: true, LastHeartbeat: now}
+
+	tests := []struct {
+		name      string
+		snap      api.Snapshot
+		local     Local
+		tunnel    string
+		endpoints map[string]string // cluster -> endpoint
+		routes    int
+		problem   string
+	}{
+		{name: "empty", snap: api.Snapshot{}},
+		{name: "only self", snap: api.Snapshot{Clusters: []api.Cluster{ca}}, tunnel: "100.127.0.1"},
+		{name: "two peers", snap: api.Snapshot{Clusters: []api.Cluster{cc, ca, cb}, Gateways: []api.Gateway{gb, gc}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820", "c": "192.0.2.3:51821"}, routes: 6},
+		{name: "cluster without gateway is skipped", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb, cc}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3, problem: `"c": no gateway`},
+		{name: "gateway of removed cluster ignored", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{gb, gc}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		{name: "public IP preferred", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.PublicIP = "203.0.113.9" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "203.0.113.9:51820"}, routes: 3},
+		{name: "NAT: observed IP used", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "198.51.100.7:51820"}, routes: 3},
+		{name: "same NAT: private IP used", local: Local{ObservedIP: "198.51.100.7"},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		{name: "active fresh gateway wins over stale and standby", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
+			with(gb, func(g *api.Gateway) { g.Hostname = "b0"; g.PrivateIP = "192.0.2.20"; g.Stale = true }),
+			with(gb, func(g *api.Gateway) { g.Hostname = "b2"; g.PrivateIP = "192.0.2.21"; g.Active = false; g.LastHeartbeat = now.Add(time.Hour) }),
+			gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		{name: "only stale gateway: tunnel kept", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.Stale = true })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		{name: "overlapping CIDR skipped", snap: api.Snapshot{Clusters: []api.Cluster{ca, {ID: "b", PodCIDRs: []string{"10.1.128.0/17"}, TunnelIP: "100.127.0.2"}}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", problem: "overlaps local CIDR 10.1.0.0/16"},
+		{name: "bad key skipped", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.PublicKey = "nope" })}},
+			tunnel: "100.127.0.1", problem: "invalid public key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := local
+			if tc.local.ObservedIP != "" {
+				l.ObservedIP = tc.local.ObservedIP
+			}
+			d := Compute(l, tc.snap)
+			if got := addrString(d.TunnelIP); got != tc.tunnel {
+				t.Errorf("tunnel IP %q, want %q", got, tc.tunnel)
+			}
+			got := map[string]string{}
+			for _, p := range d.Peers {
+				got[p.Cluster] = p.Peer.Endpoint.String()
+				if p.Peer.Keepalive != Keepalive || len(p.Peer.AllowedIPs) != 3 {
+					t.Errorf("peer %s: %+v", p.Cluster, p.Peer)
+				}
+				if p.Peer.AllowedIPs[0] != netip.PrefixFrom(p.TunnelIP, 32) {
+					t.Errorf("peer %s: first AllowedIP %s, want tunnel IP", p.Cluster, p.Peer.AllowedIPs[0])
+				}
+			}
+			if len(got) != len(tc.endpoints) {
+				t.Errorf("peers %v, want %v", got, tc.endpoints)
+			}
+			for c, ep := range tc.endpoints {
+				if got[c] != ep {
+					t.Errorf("peer %s endpoint %s, want %s", c, got[c], ep)
+				}
+			}
+			if len(d.Routes.Routes) != tc.routes {
+				t.Errorf("%d routes, want %d: %v", len(d.Routes.Routes), tc.routes, d.Routes.Routes)
+			}
+			for _, r := range d.Routes.Routes {
+				if r.Dev != "tmesh0" || r.Src != d.TunnelIP {
+					t.Errorf("route %+v", r)
+				}
+			}
+			if len(d.Firewall.Remote) != 2*len(d.Peers) || len(d.Firewall.Local) != 2 {
+				t.Errorf("firewall %+v", d.Firewall)
+			}
+			joined := strings.Join(d.Problems, "; ")
+			if (tc.problem == "") != (joined == "") || !strings.Contains(joined, tc.problem) {
+				t.Errorf("problems %q, want %q", joined, tc.problem)
+			}
+			if d2 := Compute(l, tc.snap); len(d2.Peers) != len(d.Peers) {
+				t.Error("not deterministic")
+			}
+		})
+	}
+}
+
+func with(g api.Gateway, f func(*api.Gateway)) api.Gateway { f(&g); return g }
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func TestParsePrefixes(t *testing.T) {
+	if _, err := ParsePrefixes("pod-cidr", []string{"10.0.0.0/33"}); err == nil || !strings.Contains(err.Error(), "--pod-cidr") {
+		t.Fatalf("want clear error, got %v", err)
+	}
+	p, err := ParsePrefixes("pod-cidr", []string{"10.0.0.7/16"})
+	if err != nil || p[0].String() != "10.0.0.0/16" {
+		t.Fatalf("got %v %v", p, err)
+	}
+}

@@ -1,0 +1,8 @@
+// Package routes applies the gateway's desired routes, addresses and
+// nftables table to the kernel, puts back what something else deletes, and
+// removes exactly what it made on teardown.
+//
+// Routes live in the main table, tagged with Protocol, so they need no ip
+// rule, forwarded traffic uses them as-is, and teardown (or a restarted
+// gateway) finds every route it owns by protocol alone.
+package routes

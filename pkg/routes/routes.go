@@ -1,0 +1,260 @@
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Protocol tags every route tunnelmesh installs (rtnetlink protocol number).
+const Protocol netlink.RouteProtocol = 77
+
+// Route sends Dst out of Dev; Src, when set, is the source address for
+// traffic the gateway itself originates.
+type Route struct {
+	Dst netip.Prefix
+	Dev string
+	Src netip.Addr
+}
+
+// Address is an address held on an interface.
+type Address struct {
+	Dev    string
+	Prefix netip.Prefix
+}
+
+// State is everything this package keeps applied.
+type State struct {
+	Addresses []Address
+	Routes    []Route
+}
+
+// Table keeps a State applied.
+type Table struct {
+	log   *slog.Logger
+	mu    sync.Mutex
+	want  State
+	addrs []Address // addresses this Table added, removed on teardown
+	kick  chan struct{}
+}
+
+// NewTable returns an empty Table.
+func NewTable(log *slog.Logger) *Table {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Table{log: log, kick: make(chan struct{}, 1)}
+}
+
+// Set replaces the desired state and applies it.
+func (t *Table) Set(s State) error {
+	t.mu.Lock()
+	t.want = s
+	t.mu.Unlock()
+	return t.Reconcile()
+}
+
+// Reconcile makes the kernel match the desired state: missing addresses and
+// routes are added, our routes that are no longer wanted are deleted.
+func (t *Table) Reconcile() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, a := range t.want.Addresses {
+		if err := t.ensureAddr(a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, a := range t.addrs {
+		if !slices.Contains(t.want.Addresses, a) {
+			if err := delAddr(a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	t.addrs = slices.Clone(t.want.Addresses)
+
+	have, err := Owned()
+	if err != nil {
+		return err
+	}
+	want := make(map[netip.Prefix]netlink.Route)
+	for _, r := range t.want.Routes {
+		nr, err := toNetlink(r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		want[r.Dst] = nr
+	}
+	for _, h := range have {
+		p := prefixOf(h.Dst)
+		w, ok := want[p]
+		if ok && h.LinkIndex == w.LinkIndex && h.Src.Equal(w.Src) {
+			delete(want, p)
+			continue
+		}
+		if !ok {
+			if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+			}
+		}
+	}
+	for p, w := range want {
+		if err := netlink.RouteReplace(&w); err != nil {
+			errs = append(errs, fmt.Errorf("add route %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run puts back routes and addresses that something else removes (netlink
+// route and address events) and re-checks every resync, until ctx ends.
+func (t *Table) Run(ctx context.Context, resync time.Duration) error {
+	rch := make(chan netlink.RouteUpdate, 64)
+	ach := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.RouteSubscribeWithOptions(rch, done, netlink.RouteSubscribeOptions{}); err != nil {
+		return fmt.Errorf("subscribe to route events: %w", err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(ach, done, netlink.AddrSubscribeOptions{}); err != nil {
+		return fmt.Errorf("subscribe to address events: %w", err)
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-rch:
+			if !ok {
+				return errors.New("route event stream closed")
+			}
+			if u.Type != unix.RTM_DELROUTE || !t.wantsRoute(prefixOf(u.Dst)) {
+				continue
+			}
+			t.log.Info("route removed by someone else, putting it back", "dst", prefixOf(u.Dst))
+		case u, ok := <-ach:
+			if !ok {
+				return errors.New("address event stream closed")
+			}
+			if u.NewAddr {
+				continue
+			}
+		case <-tick.C:
+		}
+		if err := t.Reconcile(); err != nil {
+			t.log.Warn("reconcile routes", "err", err)
+		}
+	}
+}
+
+func (t *Table) wantsRoute(p netip.Prefix) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.ContainsFunc(t.want.Routes, func(r Route) bool { return r.Dst == p })
+}
+
+// Teardown removes every route tagged with Protocol and every address this
+// Table added.
+func (t *Table) Teardown() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	have, err := Owned()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, h := range have {
+		if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", prefixOf(h.Dst), err))
+		}
+	}
+	for _, a := range t.addrs {
+		if err := delAddr(a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.addrs = nil
+	t.want = State{}
+	return errors.Join(errs...)
+}
+
+// Owned lists the routes in the main table tagged with Protocol.
+func Owned() ([]netlink.Route, error) {
+	var out []netlink.Route
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+func toNetlink(r Route) (netlink.Route, error) {
+	l, err := netlink.LinkByName(r.Dev)
+	if err != nil {
+		return netlink.Route{}, fmt.Errorf("route %s: interface %s: %w", r.Dst, r.Dev, err)
+	}
+	nr := netlink.Route{
+		LinkIndex: l.Attrs().Index,
+		Dst:       ipNet(r.Dst.Masked()),
+		Protocol:  Protocol,
+		Table:     unix.RT_TABLE_MAIN,
+		Scope:     netlink.SCOPE_LINK,
+	}
+	if r.Src.IsValid() && r.Src.Is4() == r.Dst.Addr().Is4() {
+		nr.Src = r.Src.AsSlice()
+	}
+	return nr, nil
+}
+
+func (t *Table) ensureAddr(a Address) error {
+	l, err := netlink.LinkByName(a.Dev)
+	if err != nil {
+		return fmt.Errorf("address %s: interface %s: %w", a.Prefix, a.Dev, err)
+	}
+	err = netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(a.Prefix)})
+	if err != nil {
+		return fmt.Errorf("add address %s to %s: %w", a.Prefix, a.Dev, err)
+	}
+	return nil
+}
+
+func delAddr(a Address) error {
+	l, err := netlink.LinkByName(a.Dev)
+	if err != nil {
+		return nil // interface gone, address with it
+	}
+	err = netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(a.Prefix)})
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete address %s from %s: %w", a.Prefix, a.Dev, err)
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func prefixOf(n *net.IPNet) netip.Prefix {
+	if n == nil {
+		return netip.Prefix{}
+	}
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
