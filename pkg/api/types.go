@@ -172,3 +172,49 @@ type BrokerInfo struct {
 	CA        string `json:"ca"` // PEM
 	JoinToken string `json:"joinToken,omitempty"`
 }
+
+// Error codes carried in Error.Code.
+const (
+	CodeBadRequest       = "BadRequest"           // malformed JSON, unknown fields, bad query
+	CodeInvalid          = "Invalid"              // a field failed validation; Field names it
+	CodeUnauthorized     = "Unauthorized"         // missing, unknown, expired or revoked credential
+	CodeForbidden        = "Forbidden"            // credential may not touch this record
+	CodeNotFound         = "NotFound"             // no such record
+	CodeConflict         = "Conflict"             // clashes with another record; Cluster names its owner
+	CodeCIDROverlap      = "CIDROverlap"          // a CIDR overlaps another cluster's (Cluster) or the tunnel CIDR
+	CodeClusterExists    = "ClusterExists"        // a cluster with this ID has already joined
+	CodeTooLarge         = "PayloadTooLarge"      // body over the size limit
+	CodeUnsupportedMedia = "UnsupportedMediaType" // body is not application/json
+	CodeExhausted        = "Exhausted"            // no free tunnel IP left
+	CodeInternal         = "Internal"             // the broker failed; retry
+	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready
+)
+
+// CreateTokenRequest asks for a new join token (admin only).
+type CreateTokenRequest struct {
+	// TTLSeconds is the token's lifetime; 0 means 24 hours.
+	TTLSeconds  int64  `json:"ttlSeconds"`
+	Description string `json:"description,omitempty"`
+}
+
+// TokenInfo describes a join token; the secret itself is never listed.
+type TokenInfo struct {
+	ID          string     `json:"id"`
+	Description string     `json:"description,omitempty"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	ExpiresAt   time.Time  `json:"expiresAt"`
+	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
+	// Uses counts the successful joins made with the token.
+	Uses int `json:"uses"`
+}
+
+// CreateTokenResponse returns the new join token; it is shown once.
+type CreateTokenResponse struct {
+	Token string    `json:"token"`
+	Info  TokenInfo `json:"info"`
+}
+
+// HeartbeatRequest is a gateway's periodic report.
+type HeartbeatRequest struct {
+	Health []PeerHealth `json:"health,omitempty"`
+}

@@ -1,0 +1,127 @@
+// Command broker is the tunnelmesh broker: `broker init` creates its CA,
+// server certificate and admin credential; `broker serve` runs it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "broker:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "broker",
+		Short:         "tunnelmesh broker: stores clusters, gateways and exports; streams changes",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newInit(), newServe())
+	return root
+}
+
+func newInit() *cobra.Command {
+	var opts broker.InitOptions
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the CA, server certificate and admin credential in --data-dir",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := broker.Init(opts); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "initialised %s\n  CA certificate: %s\n  admin credential: %s (keep it secret)\n",
+				opts.DataDir, filepath.Join(opts.DataDir, broker.FileCACert), filepath.Join(opts.DataDir, broker.FileAdminToken))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opts.DataDir, "data-dir", "", "broker data directory (required)")
+	cmd.Flags().StringSliceVar(&opts.SANs, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace an existing CA, server certificate and admin credential")
+	_ = cmd.MarkFlagRequired("data-dir")
+	return cmd
+}
+
+func newServe() *cobra.Command {
+	var (
+		dataDir, listen, tunnelCIDR, logLevel string
+		staleAfter, bookmark                  time.Duration
+		retention                             int
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the broker API over HTTPS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			slog.SetDefault(log)
+			pool, err := netip.ParsePrefix(tunnelCIDR)
+			if err != nil || pool.Masked() != pool || !pool.Addr().Is4() || pool.Bits() > 30 {
+				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
+			}
+			tlsConf, err := broker.ServerTLS(dataDir)
+			if err != nil {
+				return err
+			}
+			st, err := store.OpenBolt(dataDir)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			b, err := broker.New(broker.Config{
+				Store:            st,
+				StaleAfter:       staleAfter,
+				TunnelCIDR:       pool,
+				LogRetention:     retention,
+				BookmarkInterval: bookmark,
+				Logger:           log,
+			})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				b.Close()
+				return fmt.Errorf("listen %s: %w", listen, err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			if err := b.Serve(ctx, ln, tlsConf); err != nil {
+				return err
+			}
+			log.Info("broker stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "broker data directory made by `broker init` (required)")
+	f.StringVar(&listen, "listen", ":8443", "HTTPS listen address")
+	f.DurationVar(&staleAfter, "stale-after", broker.DefaultStaleAfter, "mark a gateway stale after this long without a heartbeat")
+	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
+	f.IntVar(&retention, "log-retention", broker.DefaultLogRetention, "changes kept for watch resumption; older watchers get a snapshot")
+	f.DurationVar(&bookmark, "bookmark-interval", broker.DefaultBookmarkInterval, "bookmark period on idle watch streams")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("data-dir")
+	return cmd
+}

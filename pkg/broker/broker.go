@@ -1,0 +1,400 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+)
+
+// Config configures a Broker. Zero values take the defaults below.
+type Config struct {
+	// Store holds the records. Required.
+	Store store.Store
+	// StaleAfter marks a gateway stale when its last heartbeat is older.
+	StaleAfter time.Duration
+	// TunnelCIDR is the pool of per-cluster tunnel IPs.
+	TunnelCIDR netip.Prefix
+	// LogRetention is how many changes are kept for watch resumption.
+	LogRetention int
+	// BookmarkInterval is how often an idle watch stream gets a bookmark.
+	BookmarkInterval time.Duration
+	// MaxBodyBytes limits request bodies.
+	MaxBodyBytes int64
+	// MaxBatch caps how many writes share one commit.
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultStaleAfter       = 30 * time.Second
+	DefaultLogRetention     = 50000
+	DefaultBookmarkInterval = 10 * time.Second
+	DefaultMaxBodyBytes     = 1 << 20
+	DefaultMaxBatch         = 512
+)
+
+// DefaultTunnelCIDR is the default pool of tunnel IPs.
+var DefaultTunnelCIDR = netip.MustParsePrefix("100.127.0.0/16")
+
+func (c *Config) setDefaults() {
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = DefaultStaleAfter
+	}
+	if !c.TunnelCIDR.IsValid() {
+		c.TunnelCIDR = DefaultTunnelCIDR
+	}
+	if c.LogRetention <= 0 {
+		c.LogRetention = DefaultLogRetention
+	}
+	if c.BookmarkInterval <= 0 {
+		c.BookmarkInterval = DefaultBookmarkInterval
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Broker holds the state and serves the API (see Handler).
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	started time.Time
+
+	mu     sync.RWMutex // guards st, log, notify
+	st     *state
+	log_   []logEntry    // retained changes, oldest first
+	notify chan struct{} // closed and replaced after every commit
+
+	snapMu    sync.Mutex
+	snapRev   int64
+	snapLine  []byte
+	reqs      chan *writeReq
+	closing   chan struct{}
+	closeOnce sync.Once
+	// draining is closed when shutdown starts: readiness fails and watch
+	// streams end, while in-flight writes still complete.
+	draining  chan struct{}
+	drainOnce sync.Once
+	wg        sync.WaitGroup
+
+	metrics *metrics
+}
+
+type writeReq struct {
+	op   func(*txn) error
+	done chan error
+}
+
+// New loads the state from cfg.Store and starts the writer and the stale sweep.
+func New(cfg Config) (*Broker, error) {
+	cfg.setDefaults()
+	if cfg.Store == nil {
+		return nil, errors.New("broker: no store")
+	}
+	loaded, err := cfg.Store.Load(context.Background(), cfg.LogRetention)
+	if err != nil {
+		return nil, err
+	}
+	st, err := loadState(loaded)
+	if err != nil {
+		return nil, err
+	}
+	if st.adminHash == "" {
+		return nil, errors.New("no admin credential in the store; run `broker init` first")
+	}
+	b := &Broker{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		store:    cfg.Store,
+		started:  time.Now(),
+		st:       st,
+		notify:   make(chan struct{}),
+		reqs:     make(chan *writeReq, 4096),
+		closing:  make(chan struct{}),
+		draining: make(chan struct{}),
+	}
+	for _, ch := range loaded.Log {
+		e, err := logEntryFromChange(ch)
+		if err != nil {
+			return nil, err
+		}
+		b.log_ = append(b.log_, e)
+	}
+	b.metrics = newMetrics(b)
+	b.wg.Add(2)
+	go b.writeLoop()
+	go b.sweepLoop()
+	b.log.Info("broker state loaded", "revision", st.rev, "clusters", len(st.clusters),
+		"gateways", len(st.gateways), "exports", len(st.exports), "logEntries", len(b.log_))
+	return b, nil
+}
+
+// Registry returns the broker's Prometheus registry.
+func (b *Broker) Registry() *prometheus.Registry { return b.metrics.reg }
+
+// Close stops the writer and the sweep; pending writes fail with Unavailable.
+// It does not close the Store.
+func (b *Broker) Close() {
+	b.drain()
+	b.closeOnce.Do(func() { close(b.closing) })
+	b.wg.Wait()
+}
+
+func (b *Broker) drain() { b.drainOnce.Do(func() { close(b.draining) }) }
+
+var errUnavailable = &api.Error{Code: api.CodeUnavailable, Message: "broker is shutting down"}
+
+// do runs op in the writer and returns once its changes are durable.
+func (b *Broker) do(ctx context.Context, op func(*txn) error) error {
+	r := &writeReq{op: op, done: make(chan error, 1)}
+	select {
+	case b.reqs <- r:
+	case <-b.closing:
+		return errUnavailable
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, wait for the outcome even if the client goes away, so
+	// the caller never reports failure for a write that became durable.
+	select {
+	case err := <-r.done:
+		return err
+	case <-b.closing:
+		select {
+		case err := <-r.done:
+			return err
+		case <-time.After(5 * time.Second):
+			return errUnavailable
+		}
+	}
+}
+
+func (b *Broker) writeLoop() {
+	defer b.wg.Done()
+	for {
+		var first *writeReq
+		select {
+		case first = <-b.reqs:
+		case <-b.closing:
+			b.failPending()
+			return
+		}
+		batch := []*writeReq{first}
+	drain:
+		for len(batch) < b.cfg.MaxBatch {
+			select {
+			case r := <-b.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		b.commitBatch(batch)
+	}
+}
+
+func (b *Broker) failPending() {
+	for {
+		select {
+		case r := <-b.reqs:
+			r.done <- errUnavailable
+		default:
+			return
+		}
+	}
+}
+
+func (b *Broker) commitBatch(batch []*writeReq) {
+	results := make([]error, len(batch))
+	b.mu.Lock()
+	t := &txn{s: b.st}
+	for i, r := range batch {
+		results[i] = r.op(t)
+	}
+	if len(t.changes) > 0 {
+		start := time.Now()
+		err := b.store.Commit(context.Background(), t.changes, b.st.rev, b.cfg.LogRetention)
+		b.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+		b.metrics.batchSize.Observe(float64(len(batch)))
+		if err != nil {
+			b.log.Error("commit failed; reloading state from the store", "err", err)
+			if rerr := b.reload(); rerr != nil {
+				b.log.Error("reload after failed commit", "err", rerr)
+			}
+			for i := range results {
+				if results[i] == nil {
+					results[i] = &api.Error{Code: api.CodeInternal, Message: "storage write failed; retry"}
+				}
+			}
+		} else {
+			b.log_ = append(b.log_, t.events...)
+			if n := len(b.log_); n > b.cfg.LogRetention+b.cfg.LogRetention/4 {
+				b.log_ = append([]logEntry(nil), b.log_[n-b.cfg.LogRetention:]...)
+			}
+			close(b.notify)
+			b.notify = make(chan struct{})
+		}
+	}
+	b.mu.Unlock()
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// reload replaces the in-memory state with the store's. Caller holds mu.
+func (b *Broker) reload() error {
+	loaded, err := b.store.Load(context.Background(), b.cfg.LogRetention)
+	if err != nil {
+		return err
+	}
+	st, err := loadState(loaded)
+	if err != nil {
+		return err
+	}
+	b.st = st
+	b.log_ = b.log_[:0]
+	for _, ch := range loaded.Log {
+		e, err := logEntryFromChange(ch)
+		if err != nil {
+			return err
+		}
+		b.log_ = append(b.log_, e)
+	}
+	return nil
+}
+
+// Snapshot returns the committed state.
+func (b *Broker) Snapshot() api.Snapshot {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.st.snapshot()
+}
+
+// Revision returns the current revision.
+func (b *Broker) Revision() int64 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.st.rev
+}
+
+func (b *Broker) sweepLoop() {
+	defer b.wg.Done()
+	every := b.cfg.StaleAfter / 4
+	if every < 100*time.Millisecond {
+		every = 100 * time.Millisecond
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.closing:
+			return
+		case <-tick.C:
+		}
+		// After a restart gateways get one full TTL to heartbeat again.
+		if time.Since(b.started) < b.cfg.StaleAfter {
+			continue
+		}
+		b.mu.RLock()
+		due := 0
+		cutoff := time.Now().Add(-b.cfg.StaleAfter)
+		for _, g := range b.st.gateways {
+			if !g.Stale && g.LastHeartbeat.Before(cutoff) {
+				due++
+			}
+		}
+		b.mu.RUnlock()
+		if due == 0 {
+			continue
+		}
+		err := b.do(context.Background(), func(t *txn) error {
+			cutoff := time.Now().Add(-b.cfg.StaleAfter)
+			for _, k := range sortedKeys(t.s.gateways) {
+				g := t.s.gateways[k]
+				if !g.Stale && g.LastHeartbeat.Before(cutoff) {
+					ng := *g
+					ng.Stale = true
+					t.putGateway(&ng)
+					b.log.Info("gateway marked stale", "cluster", g.ClusterID, "hostname", g.Hostname,
+						"lastHeartbeat", g.LastHeartbeat)
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errUnavailable) {
+			b.log.Warn("stale sweep", "err", err)
+		}
+	}
+}
+
+// watchNext returns retained events after cursor (at most max), or, when
+// cursor is 0, in the future or older than the retained log, a snapshot
+// line. notify is closed at the next commit.
+func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, snapshot bool, notify <-chan struct{}) {
+	b.mu.RLock()
+	notify = b.notify
+	rev := b.st.rev
+	oldest := rev + 1
+	if len(b.log_) > 0 {
+		oldest = b.log_[0].rev
+	}
+	if cursor <= 0 || cursor > rev || cursor < oldest-1 {
+		b.mu.RUnlock()
+		line, srev := b.snapshotLine()
+		return [][]byte{line}, srev, true, notify
+	}
+	// Binary search the first entry after cursor.
+	i, j := 0, len(b.log_)
+	for i < j {
+		h := (i + j) / 2
+		if b.log_[h].rev <= cursor {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	next = cursor
+	for ; i < len(b.log_) && len(lines) < max; i++ {
+		lines = append(lines, b.log_[i].line)
+		next = b.log_[i].rev
+	}
+	b.mu.RUnlock()
+	return lines, next, false, notify
+}
+
+// snapshotLine encodes the current state as one SNAPSHOT event, reusing the
+// encoding while the revision is unchanged.
+func (b *Broker) snapshotLine() ([]byte, int64) {
+	b.snapMu.Lock()
+	defer b.snapMu.Unlock()
+	b.mu.RLock()
+	if b.snapLine != nil && b.snapRev == b.st.rev {
+		b.mu.RUnlock()
+		return b.snapLine, b.snapRev
+	}
+	snap := b.st.snapshot()
+	b.mu.RUnlock()
+	e := newLogEntry(api.Event{Type: api.EventSnapshot, Revision: snap.Revision, Snapshot: &snap})
+	b.snapLine, b.snapRev = e.line, snap.Revision
+	return e.line, snap.Revision
+}
+
+func errorf(code, format string, args ...any) *api.Error {
+	return &api.Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,603 @@
+package broker
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/validate"
+)
+
+// principal is who made a request.
+type principal struct {
+	admin   bool
+	cluster string // set for a cluster credential
+}
+
+var errUnauthorized = &api.Error{Code: api.CodeUnauthorized,
+	Message: "missing or invalid credential; send Authorization: Bearer <admin or cluster credential>"}
+
+func bearer(r *http.Request) (auth.Parsed, bool) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return auth.Parsed{}, false
+	}
+	p, err := auth.Parse(strings.TrimSpace(tok))
+	return p, err == nil
+}
+
+// authenticate accepts admin and cluster credentials (not join tokens).
+func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
+	p, ok := bearer(r)
+	if !ok {
+		return principal{}, errUnauthorized
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	switch p.Prefix {
+	case auth.PrefixAdmin:
+		if auth.Match(p.Raw, b.st.adminHash) {
+			return principal{admin: true}, nil
+		}
+	case auth.PrefixCluster:
+		if h, ok := b.st.creds[p.ID]; ok && auth.Match(p.Raw, h) {
+			return principal{cluster: p.ID}, nil
+		}
+	}
+	return principal{}, errUnauthorized
+}
+
+func (b *Broker) requireAdmin(r *http.Request) *api.Error {
+	p, err := b.authenticate(r)
+	if err != nil {
+		return err
+	}
+	if !p.admin {
+		return &api.Error{Code: api.CodeForbidden, Message: "this operation needs the admin credential"}
+	}
+	return nil
+}
+
+// requireCluster allows only the named cluster's own credential (and the
+// admin when allowAdmin).
+func (b *Broker) requireCluster(r *http.Request, cluster string, allowAdmin bool) *api.Error {
+	p, err := b.authenticate(r)
+	if err != nil {
+		return err
+	}
+	if p.cluster == cluster || (p.admin && allowAdmin) {
+		return nil
+	}
+	who := "the admin credential"
+	if p.cluster != "" {
+		who = fmt.Sprintf("the credential of cluster %q", p.cluster)
+	}
+	return &api.Error{Code: api.CodeForbidden, Cluster: cluster,
+		Message: fmt.Sprintf("%s may not write records of cluster %q", who, cluster)}
+}
+
+func (b *Broker) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{})
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().String()
+	}
+	return host
+}
+
+// ---- join ----
+
+func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
+	p, ok := bearer(r)
+	if !ok || p.Prefix != auth.PrefixJoin {
+		b.writeError(w, r, &api.Error{Code: api.CodeUnauthorized,
+			Message: "joining needs a join token: Authorization: Bearer tmj.…"})
+		return
+	}
+	var req api.JoinRequest
+	if err := b.decodeBody(w, r, &req); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	prefixes, verr := validate.JoinRequest(&req)
+	if verr != nil {
+		b.writeError(w, r, verr)
+		return
+	}
+	var resp api.JoinResponse
+	err := b.do(r.Context(), func(t *txn) error {
+		now := time.Now().UTC()
+		tr := t.s.tokens[p.ID]
+		switch {
+		case tr == nil || !auth.Match(p.Raw, tr.Hash):
+			return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
+		case tr.RevokedAt != nil:
+			return &api.Error{Code: api.CodeUnauthorized, Message: fmt.Sprintf("join token %s was revoked", tr.ID)}
+		case !now.Before(tr.ExpiresAt):
+			return &api.Error{Code: api.CodeUnauthorized,
+				Message: fmt.Sprintf("join token %s expired at %s; ask the operator for a new one", tr.ID, tr.ExpiresAt.Format(time.RFC3339))}
+		}
+		if _, ok := t.s.clusters[req.ClusterID]; ok {
+			return &api.Error{Code: api.CodeClusterExists, Field: "clusterID", Cluster: req.ClusterID,
+				Message: fmt.Sprintf("cluster %q has already joined; remove it first (admin) or pick another ID", req.ClusterID)}
+		}
+		if err := b.checkOverlaps(t.s, req, prefixes); err != nil {
+			return err
+		}
+		tip, err := allocateTunnelIP(b.cfg.TunnelCIDR, t.s)
+		if err != nil {
+			return err
+		}
+		cred := auth.NewCluster(req.ClusterID)
+		c := &api.Cluster{
+			ID:           req.ClusterID,
+			PodCIDRs:     req.PodCIDRs,
+			ServiceCIDRs: req.ServiceCIDRs,
+			Labels:       req.Labels,
+			TunnelIP:     tip.String(),
+			JoinedAt:     now,
+		}
+		t.putCluster(c)
+		t.putCred(c.ID, auth.Hash(cred))
+		ntr := *tr
+		ntr.Uses++
+		t.putToken(&ntr)
+		resp = api.JoinResponse{Cluster: *c, Credential: cred}
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	b.log.Info("cluster joined", "cluster", resp.Cluster.ID, "tunnelIP", resp.Cluster.TunnelIP,
+		"podCIDRs", resp.Cluster.PodCIDRs, "serviceCIDRs", resp.Cluster.ServiceCIDRs)
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+// checkOverlaps refuses CIDRs that overlap the tunnel CIDR or any other
+// cluster's CIDRs, naming the other cluster.
+func (b *Broker) checkOverlaps(s *state, req api.JoinRequest, prefixes []netip.Prefix) *api.Error {
+	names := append(append([]string{}, req.PodCIDRs...), req.ServiceCIDRs...)
+	field := func(i int) string {
+		if i < len(req.PodCIDRs) {
+			return fmt.Sprintf("podCIDRs[%d]", i)
+		}
+		return fmt.Sprintf("serviceCIDRs[%d]", i-len(req.PodCIDRs))
+	}
+	for i, p := range prefixes {
+		if p.Overlaps(b.cfg.TunnelCIDR) {
+			return &api.Error{Code: api.CodeCIDROverlap, Field: field(i),
+				Message: fmt.Sprintf("CIDR %s overlaps the broker's tunnel CIDR %s; pick another", names[i], b.cfg.TunnelCIDR)}
+		}
+	}
+	for _, id := range sortedKeys(s.clusters) {
+		c := s.clusters[id]
+		for _, other := range append(append([]string{}, c.PodCIDRs...), c.ServiceCIDRs...) {
+			op, err := netip.ParsePrefix(other)
+			if err != nil {
+				continue
+			}
+			for i, p := range prefixes {
+				if p.Overlaps(op) {
+					return &api.Error{Code: api.CodeCIDROverlap, Field: field(i), Cluster: id,
+						Message: fmt.Sprintf("CIDR %s overlaps %s of cluster %q; pick another", names[i], other, id)}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// allocateTunnelIP returns the lowest free host address of the pool.
+func allocateTunnelIP(pool netip.Prefix, s *state) (netip.Addr, *api.Error) {
+	used := make(map[netip.Addr]bool, len(s.clusters))
+	for _, c := range s.clusters {
+		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
+			used[a] = true
+		}
+	}
+	a := pool.Masked().Addr().Next() // skip the network address
+	for ; pool.Contains(a); a = a.Next() {
+		if !used[a] && pool.Contains(a.Next()) { // the last address is broadcast
+			return a, nil
+		}
+	}
+	return netip.Addr{}, &api.Error{Code: api.CodeExhausted,
+		Message: fmt.Sprintf("no free tunnel IP left in %s", pool)}
+}
+
+// ---- tokens ----
+
+func (b *Broker) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+	if err := b.requireAdmin(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	var req api.CreateTokenRequest
+	if err := b.decodeBody(w, r, &req); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	if err := validate.TokenRequest(&req); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	if ttl == 0 {
+		ttl = 24 * time.Hour
+	}
+	tok, id := auth.NewJoin()
+	now := time.Now().UTC()
+	tr := &tokenRecord{TokenInfo: api.TokenInfo{ID: id, Description: req.Description,
+		CreatedAt: now, ExpiresAt: now.Add(ttl)}, Hash: auth.Hash(tok)}
+	if err := b.do(r.Context(), func(t *txn) error { t.putToken(tr); return nil }); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	b.log.Info("join token created", "id", id, "expiresAt", tr.ExpiresAt, "description", req.Description)
+	writeJSON(w, http.StatusCreated, api.CreateTokenResponse{Token: tok, Info: tr.TokenInfo})
+}
+
+func (b *Broker) handleListTokens(w http.ResponseWriter, r *http.Request) {
+	if err := b.requireAdmin(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	b.mu.RLock()
+	out := make([]api.TokenInfo, 0, len(b.st.tokens))
+	for _, id := range sortedKeys(b.st.tokens) {
+		out = append(out, b.st.tokens[id].TokenInfo)
+	}
+	b.mu.RUnlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (b *Broker) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+	if err := b.requireAdmin(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	err := b.do(r.Context(), func(t *txn) error {
+		tr := t.s.tokens[id]
+		if tr == nil {
+			return &api.Error{Code: api.CodeNotFound, Field: "id", Message: fmt.Sprintf("no join token %q", id)}
+		}
+		if tr.RevokedAt != nil {
+			return nil
+		}
+		ntr := *tr
+		now := time.Now().UTC()
+		ntr.RevokedAt = &now
+		t.putToken(&ntr)
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	b.log.Info("join token revoked", "id", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- reads ----
+
+func (b *Broker) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	if _, err := b.authenticate(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b.Snapshot())
+}
+
+// handleWatch streams NDJSON events after ?since=REV: a SNAPSHOT first when
+// REV is 0 or no longer retained, then every change in revision order, and
+// a BOOKMARK on idle streams.
+func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
+	if _, err := b.authenticate(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	var since int64
+	if s := r.URL.Query().Get("since"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			b.writeError(w, r, &api.Error{Code: api.CodeBadRequest, Field: "since",
+				Message: fmt.Sprintf("since=%q is not a revision (a non-negative integer)", s)})
+			return
+		}
+		since = v
+	}
+	b.metrics.watches.Inc()
+	defer b.metrics.watches.Dec()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	write := func(lines [][]byte) error {
+		// A watcher that cannot take a batch within 30 s is dropped; it
+		// resumes from its last revision when it reconnects.
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		for _, l := range lines {
+			if _, err := w.Write(l); err != nil {
+				return err
+			}
+		}
+		return rc.Flush()
+	}
+	ctx := r.Context()
+	bookmark := time.NewTicker(b.cfg.BookmarkInterval)
+	defer bookmark.Stop()
+	cursor := since
+	for {
+		lines, next, _, notify := b.watchNext(cursor, 256)
+		if len(lines) > 0 {
+			if err := write(lines); err != nil {
+				return
+			}
+			cursor = next
+			if len(lines) == 256 {
+				continue
+			}
+		}
+		select {
+		case <-notify:
+		case <-bookmark.C:
+			e := newLogEntry(api.Event{Type: api.EventBookmark, Revision: cursor})
+			if err := write([][]byte{e.line}); err != nil {
+				return
+			}
+		case <-ctx.Done():
+			return
+		case <-b.draining:
+			return
+		}
+	}
+}
+
+// ---- cluster-owned records ----
+
+func (b *Broker) handleRemoveCluster(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("cluster")
+	if err := b.requireCluster(r, id, true); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	err := b.do(r.Context(), func(t *txn) error {
+		if _, ok := t.s.clusters[id]; !ok {
+			return &api.Error{Code: api.CodeNotFound, Cluster: id, Message: fmt.Sprintf("no cluster %q", id)}
+		}
+		for _, k := range t.s.clusterExports(id) {
+			t.deleteExport(k)
+		}
+		for _, k := range t.s.clusterGateways(id) {
+			t.deleteGateway(k)
+		}
+		t.deleteCred(id)
+		t.deleteCluster(id)
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	b.log.Info("cluster removed", "cluster", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// pathMatch fills an empty body field from the path or refuses a mismatch.
+func pathMatch(field string, body *string, path string) *api.Error {
+	if *body == "" {
+		*body = path
+		return nil
+	}
+	if *body != path {
+		return &api.Error{Code: api.CodeInvalid, Field: field,
+			Message: fmt.Sprintf("%s %q in the body does not match %q in the URL", field, *body, path)}
+	}
+	return nil
+}
+
+func clusterMustExist(s *state, id string) *api.Error {
+	if _, ok := s.clusters[id]; !ok {
+		return &api.Error{Code: api.CodeNotFound, Cluster: id, Message: fmt.Sprintf("no cluster %q; join first", id)}
+	}
+	return nil
+}
+
+func (b *Broker) handlePutGateway(w http.ResponseWriter, r *http.Request) {
+	cluster, host := r.PathValue("cluster"), r.PathValue("hostname")
+	if err := b.requireCluster(r, cluster, false); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	var g api.Gateway
+	if err := b.decodeBody(w, r, &g); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	if err := pathMatch("clusterID", &g.ClusterID, cluster); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	if err := pathMatch("hostname", &g.Hostname, host); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	if err := validate.Gateway(&g); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	g.ObservedIP = remoteIP(r)
+	err := b.do(r.Context(), func(t *txn) error {
+		if err := clusterMustExist(t.s, cluster); err != nil {
+			return err
+		}
+		// WireGuard tells peers apart by key: two clusters may not share one.
+		for _, k := range sortedKeys(t.s.gateways) {
+			o := t.s.gateways[k]
+			if o.ClusterID != cluster && o.PublicKey == g.PublicKey {
+				return &api.Error{Code: api.CodeConflict, Field: "publicKey", Cluster: o.ClusterID,
+					Message: fmt.Sprintf("WireGuard public key is already used by gateway %s of cluster %q", o.Hostname, o.ClusterID)}
+			}
+		}
+		ng := g
+		ng.LastHeartbeat = time.Now().UTC()
+		ng.Stale = false
+		if ng.Active {
+			// One active gateway per cluster: the newest claim wins.
+			for _, k := range t.s.clusterGateways(cluster) {
+				o := t.s.gateways[k]
+				if o.Hostname != host && o.Active {
+					og := *o
+					og.Active = false
+					t.putGateway(&og)
+				}
+			}
+		}
+		t.putGateway(&ng)
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	cluster, host := r.PathValue("cluster"), r.PathValue("hostname")
+	if err := b.requireCluster(r, cluster, false); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	var hb api.HeartbeatRequest
+	if err := b.decodeBody(w, r, &hb); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	if err := validate.Health("health", hb.Health); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	observed := remoteIP(r)
+	err := b.do(r.Context(), func(t *txn) error {
+		old := t.s.gateways[gatewayKey(cluster, host)]
+		if old == nil {
+			return &api.Error{Code: api.CodeNotFound, Cluster: cluster,
+				Message: fmt.Sprintf("gateway %s of cluster %q is not registered; register it first", host, cluster)}
+		}
+		ng := *old
+		ng.Health = hb.Health
+		ng.LastHeartbeat = time.Now().UTC()
+		ng.Stale = false
+		ng.ObservedIP = observed
+		t.putGateway(&ng)
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *Broker) handleDeleteGateway(w http.ResponseWriter, r *http.Request) {
+	cluster, host := r.PathValue("cluster"), r.PathValue("hostname")
+	if err := b.requireCluster(r, cluster, true); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	err := b.do(r.Context(), func(t *txn) error {
+		k := gatewayKey(cluster, host)
+		if _, ok := t.s.gateways[k]; ok {
+			t.deleteGateway(k)
+		}
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *Broker) handlePutExport(w http.ResponseWriter, r *http.Request) {
+	cluster, ns, name := r.PathValue("cluster"), r.PathValue("namespace"), r.PathValue("name")
+	if err := b.requireCluster(r, cluster, false); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	var e api.Export
+	if err := b.decodeBody(w, r, &e); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	for _, m := range []struct {
+		f    string
+		body *string
+		path string
+	}{{"clusterID", &e.ClusterID, cluster}, {"namespace", &e.Namespace, ns}, {"name", &e.Name, name}} {
+		if err := pathMatch(m.f, m.body, m.path); err != nil {
+			b.writeError(w, r, err)
+			return
+		}
+	}
+	if err := validate.Export(&e); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	err := b.do(r.Context(), func(t *txn) error {
+		if err := clusterMustExist(t.s, cluster); err != nil {
+			return err
+		}
+		// Re-publishing an unchanged export makes no new revision.
+		if old := t.s.exports[exportKey(cluster, ns, name)]; old != nil && reflect.DeepEqual(*old, e) {
+			return nil
+		}
+		ne := e
+		t.putExport(&ne)
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (b *Broker) handleDeleteExport(w http.ResponseWriter, r *http.Request) {
+	cluster, ns, name := r.PathValue("cluster"), r.PathValue("namespace"), r.PathValue("name")
+	if err := b.requireCluster(r, cluster, true); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	err := b.do(r.Context(), func(t *txn) error {
+		k := exportKey(cluster, ns, name)
+		if _, ok := t.s.exports[k]; ok {
+			t.deleteExport(k)
+		}
+		return nil
+	})
+	if err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,166 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/validate"
+)
+
+// statusOf maps an error code to its HTTP status.
+func statusOf(code string) int {
+	switch code {
+	case api.CodeBadRequest, api.CodeInvalid:
+		return http.StatusBadRequest
+	case api.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case api.CodeForbidden:
+		return http.StatusForbidden
+	case api.CodeNotFound:
+		return http.StatusNotFound
+	case api.CodeConflict, api.CodeCIDROverlap, api.CodeClusterExists, api.CodeExhausted:
+		return http.StatusConflict
+	case api.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case api.CodeUnsupportedMedia:
+		return http.StatusUnsupportedMediaType
+	case api.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// writeError writes err as an api.Error body; other errors become Internal.
+func (b *Broker) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		b.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		ae = &api.Error{Code: api.CodeInternal, Message: "internal error; see the broker log"}
+	}
+	if ae.Code == api.CodeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tunnelmesh-broker"`)
+	}
+	writeJSON(w, statusOf(ae.Code), ae)
+}
+
+// decodeBody enforces content type and size, then decodes strictly.
+func (b *Broker) decodeBody(w http.ResponseWriter, r *http.Request, v any) *api.Error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return &api.Error{Code: api.CodeUnsupportedMedia,
+			Message: "request body must be Content-Type: application/json"}
+	}
+	body := http.MaxBytesReader(w, r.Body, b.cfg.MaxBodyBytes)
+	return validate.Decode(body, v, b.cfg.MaxBodyBytes)
+}
+
+// statusWriter records the status for metrics; Unwrap keeps Flush and
+// deadlines reachable through http.ResponseController.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Handler returns the broker's HTTP API.
+func (b *Broker) Handler() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, b.instrument(pattern, h))
+	}
+	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	handle("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-b.draining:
+			writeJSON(w, http.StatusServiceUnavailable, errUnavailable)
+		default:
+			writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "revision": b.Revision()})
+		}
+	})
+	mux.Handle("GET /metrics", b.metricsHandler())
+	p := "/" + api.Version
+	handle("POST "+p+"/join", b.handleJoin)
+	handle("POST "+p+"/tokens", b.handleCreateToken)
+	handle("GET "+p+"/tokens", b.handleListTokens)
+	handle("DELETE "+p+"/tokens/{id}", b.handleRevokeToken)
+	handle("GET "+p+"/snapshot", b.handleSnapshot)
+	handle("GET "+p+"/watch", b.handleWatch)
+	handle("DELETE "+p+"/clusters/{cluster}", b.handleRemoveCluster)
+	handle("PUT "+p+"/clusters/{cluster}/gateways/{hostname}", b.handlePutGateway)
+	handle("POST "+p+"/clusters/{cluster}/gateways/{hostname}/heartbeat", b.handleHeartbeat)
+	handle("DELETE "+p+"/clusters/{cluster}/gateways/{hostname}", b.handleDeleteGateway)
+	handle("PUT "+p+"/clusters/{cluster}/exports/{namespace}/{name}", b.handlePutExport)
+	handle("DELETE "+p+"/clusters/{cluster}/exports/{namespace}/{name}", b.handleDeleteExport)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		b.metrics.requests.WithLabelValues("unmatched", r.Method, "404").Inc()
+		writeJSON(w, http.StatusNotFound, &api.Error{Code: api.CodeNotFound,
+			Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return mux
+}
+
+func (b *Broker) instrument(route string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		start := time.Now()
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				b.log.Error("handler panic", "route", route, "panic", v)
+				if sw.code == 0 {
+					writeJSON(sw, http.StatusInternalServerError, &api.Error{Code: api.CodeInternal, Message: "internal error"})
+				}
+			}
+			code := sw.code
+			if code == 0 {
+				code = http.StatusOK
+			}
+			b.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
+			if code >= 400 || b.log.Enabled(r.Context(), slog.LevelDebug) {
+				b.log.Debug("request", "route", route, "code", code, "remote", r.RemoteAddr,
+					"duration", time.Since(start))
+			}
+		}()
+		h(sw, r)
+	})
+}

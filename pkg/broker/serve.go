@@ -1,0 +1,51 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Serve serves the broker's API with TLS on ln until ctx is done, then
+// shuts down gracefully: readiness fails, watches end, in-flight writes
+// finish.
+func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config) error {
+	srv := &http.Server{
+		Handler:           b.Handler(),
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tlsConf != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	b.log.Info("broker serving", "addr", ln.Addr().String(), "tls", tlsConf != nil)
+	select {
+	case err := <-errc:
+		b.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	b.log.Info("broker shutting down")
+	b.drain() // ends watches, fails readiness
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	b.Close()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,367 @@
+// Package validate checks broker requests. Every function is pure and
+// returns an *api.Error naming the offending field, or nil.
+package validate
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+)
+
+// Limits on list sizes, so one request cannot bloat every watcher's state.
+const (
+	MaxCIDRs     = 16
+	MaxLabels    = 64
+	MaxHealth    = 1024
+	MaxPorts     = 128
+	MaxIPs       = 2
+	MaxEndpoints = 2000
+	MaxAddresses = 16
+	MaxText      = 1024
+)
+
+func invalid(field, format string, args ...any) *api.Error {
+	return &api.Error{Code: api.CodeInvalid, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// ClusterID checks an RFC 1123 label: it is one DNS label of
+// <host>.<clusterid>.<svc>.<ns>.svc.clusterset.local.
+func ClusterID(field, id string) *api.Error {
+	if id == "" {
+		return invalid(field, "required")
+	}
+	if errs := isDNS1123Label(id); len(errs) > 0 {
+		return invalid(field, "%q is not a valid cluster ID (RFC 1123 label): %s", id, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// CIDRs parses a list of canonical CIDRs.
+func CIDRs(field string, in []string, required bool) ([]netip.Prefix, *api.Error) {
+	if len(in) == 0 && required {
+		return nil, invalid(field, "at least one CIDR is required")
+	}
+	if len(in) > MaxCIDRs {
+		return nil, invalid(field, "at most %d CIDRs", MaxCIDRs)
+	}
+	out := make([]netip.Prefix, 0, len(in))
+	for i, s := range in {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, invalid(f, "%q is not a CIDR: %v", s, err)
+		}
+		if p.Masked() != p {
+			return nil, invalid(f, "%q has host bits set; did you mean %s?", s, p.Masked())
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Overlaps reports whether two prefixes share any address.
+func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
+
+// Labels checks Kubernetes-style labels.
+func Labels(field string, m map[string]string) *api.Error {
+	if len(m) > MaxLabels {
+		return invalid(field, "at most %d entries", MaxLabels)
+	}
+	for k, v := range m {
+		if errs := isQualifiedName(k); len(errs) > 0 {
+			return invalid(field, "key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := isValidLabelValue(v); len(errs) > 0 {
+			return invalid(field+"."+k, "value %q: %s", v, strings.Join(errs, "; "))
+		}
+	}
+	return nil
+}
+
+// Annotations checks Kubernetes-style annotations (free-form values, bounded).
+func Annotations(field string, m map[string]string) *api.Error {
+	if len(m) > MaxLabels {
+		return invalid(field, "at most %d entries", MaxLabels)
+	}
+	total := 0
+	for k, v := range m {
+		if errs := isQualifiedName(k); len(errs) > 0 {
+			return invalid(field, "key %q: %s", k, strings.Join(errs, "; "))
+		}
+		total += len(k) + len(v)
+	}
+	if total > 64*1024 {
+		return invalid(field, "total size %d exceeds 64 KiB", total)
+	}
+	return nil
+}
+
+// JoinRequest checks a join's own fields; overlaps with other clusters are
+// the broker's job since they need the whole state.
+func JoinRequest(r *api.JoinRequest) ([]netip.Prefix, *api.Error) {
+	if err := ClusterID("clusterID", r.ClusterID); err != nil {
+		return nil, err
+	}
+	pods, err := CIDRs("podCIDRs", r.PodCIDRs, true)
+	if err != nil {
+		return nil, err
+	}
+	svcs, err := CIDRs("serviceCIDRs", r.ServiceCIDRs, true)
+	if err != nil {
+		return nil, err
+	}
+	all := append(append([]netip.Prefix{}, pods...), svcs...)
+	names := append(append([]string{}, r.PodCIDRs...), r.ServiceCIDRs...)
+	for i := range all {
+		for j := i + 1; j < len(all); j++ {
+			if all[i].Overlaps(all[j]) {
+				return nil, &api.Error{Code: api.CodeCIDROverlap, Field: fieldOf(i, len(pods)),
+					Message: fmt.Sprintf("CIDR %s overlaps %s of the same cluster", names[i], names[j])}
+			}
+		}
+	}
+	if err := Labels("labels", r.Labels); err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+func fieldOf(i, nPods int) string {
+	if i < nPods {
+		return fmt.Sprintf("podCIDRs[%d]", i)
+	}
+	return fmt.Sprintf("serviceCIDRs[%d]", i-nPods)
+}
+
+// WireGuardKey checks a base64 Curve25519 public key.
+func WireGuardKey(field, k string) *api.Error {
+	b, err := base64.StdEncoding.DecodeString(k)
+	if err != nil || len(b) != 32 {
+		return invalid(field, "must be a base64-encoded 32-byte WireGuard public key")
+	}
+	return nil
+}
+
+func ip(field, s string, required bool) *api.Error {
+	if s == "" {
+		if required {
+			return invalid(field, "required")
+		}
+		return nil
+	}
+	if _, err := netip.ParseAddr(s); err != nil {
+		return invalid(field, "%q is not an IP address", s)
+	}
+	return nil
+}
+
+// Health checks a gateway's per-peer health report.
+func Health(field string, hs []api.PeerHealth) *api.Error {
+	if len(hs) > MaxHealth {
+		return invalid(field, "at most %d entries", MaxHealth)
+	}
+	for i, h := range hs {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if err := ClusterID(f+".cluster", h.Cluster); err != nil {
+			return err
+		}
+		switch h.Status {
+		case api.StatusConnecting, api.StatusConnected, api.StatusError:
+		default:
+			return invalid(f+".status", "%q is not one of connecting, connected, error", h.Status)
+		}
+		if len(h.Reason) > MaxText {
+			return invalid(f+".reason", "longer than %d bytes", MaxText)
+		}
+		if h.RTTMillis < 0 || h.LossPercent < 0 || h.LossPercent > 100 || h.RxBytes < 0 || h.TxBytes < 0 {
+			return invalid(f, "negative or out-of-range figures")
+		}
+	}
+	return nil
+}
+
+// Gateway checks a gateway registration.
+func Gateway(g *api.Gateway) *api.Error {
+	if err := ClusterID("clusterID", g.ClusterID); err != nil {
+		return err
+	}
+	if g.Hostname == "" {
+		return invalid("hostname", "required")
+	}
+	if errs := isDNS1123Subdomain(g.Hostname); len(errs) > 0 {
+		return invalid("hostname", "%q: %s", g.Hostname, strings.Join(errs, "; "))
+	}
+	if err := ip("publicIP", g.PublicIP, false); err != nil {
+		return err
+	}
+	if err := ip("privateIP", g.PrivateIP, true); err != nil {
+		return err
+	}
+	if g.Port < 1 || g.Port > 65535 {
+		return invalid("port", "%d is not a UDP port (1-65535)", g.Port)
+	}
+	if err := WireGuardKey("publicKey", g.PublicKey); err != nil {
+		return err
+	}
+	return Health("health", g.Health)
+}
+
+// Export checks one exported service.
+func Export(e *api.Export) *api.Error {
+	if err := ClusterID("clusterID", e.ClusterID); err != nil {
+		return err
+	}
+	if errs := isDNS1123Label(e.Namespace); len(errs) > 0 {
+		return invalid("namespace", "%q: %s", e.Namespace, strings.Join(errs, "; "))
+	}
+	if errs := isDNS1035Label(e.Name); len(errs) > 0 {
+		return invalid("name", "%q: %s", e.Name, strings.Join(errs, "; "))
+	}
+	switch e.Type {
+	case api.TypeClusterSetIP, api.TypeHeadless:
+	default:
+		return invalid("type", "%q is not ClusterSetIP or Headless", e.Type)
+	}
+	if len(e.Ports) > MaxPorts {
+		return invalid("ports", "at most %d ports", MaxPorts)
+	}
+	for i, p := range e.Ports {
+		f := fmt.Sprintf("ports[%d]", i)
+		if p.Name != "" {
+			if errs := isDNS1123Label(p.Name); len(errs) > 0 {
+				return invalid(f+".name", "%q: %s", p.Name, strings.Join(errs, "; "))
+			}
+		}
+		switch p.Protocol {
+		case "TCP", "UDP", "SCTP":
+		default:
+			return invalid(f+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol)
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			return invalid(f+".port", "%d is out of range 1-65535", p.Port)
+		}
+		if len(p.AppProtocol) > 256 {
+			return invalid(f+".appProtocol", "longer than 256 bytes")
+		}
+	}
+	if len(e.IPs) > MaxIPs {
+		return invalid("ips", "at most one IP per family")
+	}
+	for i, s := range e.IPs {
+		if err := ip(fmt.Sprintf("ips[%d]", i), s, true); err != nil {
+			return err
+		}
+	}
+	if len(e.IPFamilies) > 2 {
+		return invalid("ipFamilies", "at most 2 families")
+	}
+	for i, f := range e.IPFamilies {
+		if f != "IPv4" && f != "IPv6" {
+			return invalid(fmt.Sprintf("ipFamilies[%d]", i), "%q is not IPv4 or IPv6", f)
+		}
+	}
+	switch e.SessionAffinity {
+	case "", "None", "ClientIP":
+	default:
+		return invalid("sessionAffinity", "%q is not None or ClientIP", e.SessionAffinity)
+	}
+	if t := e.SessionAffinityTimeoutSeconds; t != nil && (*t < 1 || *t > 86400) {
+		return invalid("sessionAffinityTimeoutSeconds", "%d is out of range 1-86400", *t)
+	}
+	switch e.InternalTrafficPolicy {
+	case "", "Cluster", "Local":
+	default:
+		return invalid("internalTrafficPolicy", "%q is not Cluster or Local", e.InternalTrafficPolicy)
+	}
+	if len(e.TrafficDistribution) > 256 {
+		return invalid("trafficDistribution", "longer than 256 bytes")
+	}
+	if err := Labels("labels", e.Labels); err != nil {
+		return err
+	}
+	if err := Annotations("annotations", e.Annotations); err != nil {
+		return err
+	}
+	if len(e.Endpoints) > MaxEndpoints {
+		return invalid("endpoints", "at most %d endpoints", MaxEndpoints)
+	}
+	for i, ep := range e.Endpoints {
+		f := fmt.Sprintf("endpoints[%d]", i)
+		if len(ep.Addresses) == 0 || len(ep.Addresses) > MaxAddresses {
+			return invalid(f+".addresses", "1 to %d addresses required", MaxAddresses)
+		}
+		for j, a := range ep.Addresses {
+			if err := ip(fmt.Sprintf("%s.addresses[%d]", f, j), a, true); err != nil {
+				return err
+			}
+		}
+		if ep.Hostname != "" {
+			if errs := isDNS1123Label(ep.Hostname); len(errs) > 0 {
+				return invalid(f+".hostname", "%q: %s", ep.Hostname, strings.Join(errs, "; "))
+			}
+		}
+	}
+	return nil
+}
+
+// TokenRequest checks a join-token request.
+func TokenRequest(r *api.CreateTokenRequest) *api.Error {
+	if r.TTLSeconds < 0 || r.TTLSeconds > 366*24*3600 {
+		return invalid("ttlSeconds", "%d is out of range 0 (default 24h) to one year", r.TTLSeconds)
+	}
+	if len(r.Description) > MaxText {
+		return invalid("description", "longer than %d bytes", MaxText)
+	}
+	return nil
+}
+
+// Decode reads exactly one JSON value into v, refusing unknown fields and
+// trailing data. limit is the size limit r enforces, for the error message.
+func Decode(r io.Reader, v any, limit int64) *api.Error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			var mbe *http.MaxBytesError
+			if errors.As(terr, &mbe) {
+				err = terr
+			} else {
+				return &api.Error{Code: api.CodeBadRequest, Message: "request body must hold exactly one JSON object"}
+			}
+		} else {
+			return nil
+		}
+	}
+	var (
+		mbe *http.MaxBytesError
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
+	case errors.As(err, &syn):
+		return &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, err)}
+	case errors.As(err, &typ):
+		return &api.Error{Code: api.CodeBadRequest, Field: typ.Field,
+			Message: fmt.Sprintf("%s: expected %s, got JSON %s", typ.Field, typ.Type, typ.Value)}
+	case errors.Is(err, io.EOF):
+		return &api.Error{Code: api.CodeBadRequest, Message: "empty request body"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &api.Error{Code: api.CodeBadRequest, Message: "truncated JSON body"}
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return &api.Error{Code: api.CodeBadRequest, Field: f, Message: fmt.Sprintf("unknown field %q", f)}
+	}
+	return &api.Error{Code: api.CodeBadRequest, Message: "invalid JSON body: " + msg}
+}
