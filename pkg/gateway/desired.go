@@ -62,10 +62,12 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	for _, g := range snap.Gateways {
 		gws[g.ClusterID] = append(gws[g.ClusterID], g)
 	}
+	member := false
 	for _, c := range snap.Clusters {
 		if c.ID != local.ClusterID {
 			continue
 		}
+		member = true
 		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
 			d.TunnelIP = a
 			if local.ObservedIP == "" {
@@ -81,6 +83,11 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		d.Routes.Addresses = []routes.Address{{Dev: local.Interface, Prefix: netip.PrefixFrom(d.TunnelIP, d.TunnelIP.BitLen())}}
 	}
 
+	if !member {
+		// Removed from the clusterset (or not joined): link to nobody.
+		d.Problems = append(d.Problems, fmt.Sprintf("cluster %q is not a member of the clusterset", local.ClusterID))
+		return d
+	}
 	clusters := slices.Clone(snap.Clusters)
 	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
 	for _, c := range clusters {
@@ -216,4 +223,3 @@ func ParsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
-

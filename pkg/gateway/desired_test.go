@@ -40,7 +40,8 @@ func TestCompute(t *testing.T) {
 		routes    int
 		problem   string
 	}{
-		{name: "empty", snap: api.Snapshot{}},
+		{name: "empty", snap: api.Snapshot{}, problem: "not a member"},
+		{name: "removed from clusterset", snap: api.Snapshot{Clusters: []api.Cluster{cb}, Gateways: []api.Gateway{gb}}, problem: "not a member"},
 		{name: "only self", snap: api.Snapshot{Clusters: []api.Cluster{ca}}, tunnel: "100.127.0.1"},
 		{name: "two peers", snap: api.Snapshot{Clusters: []api.Cluster{cc, ca, cb}, Gateways: []api.Gateway{gb, gc}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820", "c": "192.0.2.3:51821"}, routes: 6},
@@ -57,7 +58,12 @@ func TestCompute(t *testing.T) {
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
 		{name: "active fresh gateway wins over stale and standby", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
 			with(gb, func(g *api.Gateway) { g.Hostname = "b0"; g.PrivateIP = "192.0.2.20"; g.Stale = true }),
-			with(gb, func(g *api.Gateway) { g.Hostname = "b2"; g.PrivateIP = "192.0.2.21"; g.Active = false; g.LastHeartbeat = now.Add(time.Hour) }),
+			with(gb, func(g *api.Gateway) {
+				g.Hostname = "b2"
+				g.PrivateIP = "192.0.2.21"
+				g.Active = false
+				g.LastHeartbeat = now.Add(time.Hour)
+			}),
 			gb}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
 		{name: "only stale gateway: tunnel kept", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.Stale = true })}},

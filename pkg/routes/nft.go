@@ -136,4 +136,3 @@ func ifnameBytes(s string) []byte {
 	copy(b, s)
 	return b
 }
-

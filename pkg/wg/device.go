@@ -189,4 +189,3 @@ func UnderlayMTU(dst net.IP) (int, error) {
 	}
 	return l.Attrs().MTU, nil
 }
-

@@ -1,0 +1,176 @@
+// Command gateway runs tunnelmesh's data plane on a gateway node: a
+// WireGuard device with a peer per remote cluster, routes, an nftables table
+// and health probes, all following the broker.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
+)
+
+func main() {
+	if err := rootCmd().ExecuteContext(context.Background()); err != nil {
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{Use: "gateway", Short: "tunnelmesh gateway: WireGuard tunnels and routes between clusters", SilenceUsage: true}
+	root.AddCommand(runCmd())
+	return root
+}
+
+type runFlags struct {
+	clusterID, broker, caFile, credFile, keyFile, hostname string
+	publicIP, privateIP, iface, mode, runDir, stateFile    string
+	metrics, logLevel                                      string
+	podCIDRs, svcCIDRs                                     []string
+	listenPort, mtu                                        int
+}
+
+func runCmd() *cobra.Command {
+	var f runFlags
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Run the gateway outside Kubernetes",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.clusterID, "cluster-id", "", "this cluster's ID in the clusterset (required)")
+	fl.StringSliceVar(&f.podCIDRs, "pod-cidr", nil, "this cluster's pod CIDR (repeatable, required)")
+	fl.StringSliceVar(&f.svcCIDRs, "service-cidr", nil, "this cluster's service CIDR (repeatable)")
+	fl.StringVar(&f.broker, "broker", "", "broker URL, e.g. https://192.0.2.1:8443 (required)")
+	fl.StringVar(&f.caFile, "ca-file", "", "PEM file with the broker's CA certificate (required)")
+	fl.StringVar(&f.credFile, "credential-file", "", "file holding this cluster's broker credential (required)")
+	fl.StringVar(&f.keyFile, "key-file", "/var/lib/tunnelmesh/private.key", "WireGuard private key file; created if missing")
+	fl.IntVar(&f.listenPort, "listen-port", 51820, "WireGuard UDP port")
+	fl.StringVar(&f.hostname, "hostname", "", "gateway name announced to the broker (default: the host name)")
+	fl.StringVar(&f.publicIP, "public-ip", "", "public address peers should use (default: none; peers use the private or broker-observed address)")
+	fl.StringVar(&f.privateIP, "private-ip", "", "underlay address (default: the local address towards the broker)")
+	fl.IntVar(&f.mtu, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
+	fl.StringVar(&f.iface, "interface", "tmesh0", "WireGuard interface name")
+	fl.StringVar(&f.mode, "wireguard", "auto", "WireGuard implementation: auto, kernel or userspace")
+	fl.StringVar(&f.runDir, "run-dir", wg.DefaultRunDir, "directory for the UAPI socket; another directory is bound over "+wg.DefaultRunDir+" in a private mount namespace")
+	fl.StringVar(&f.stateFile, "state-file", "", "last broker state, reused when restarting during a broker outage (default: state.json next to --key-file)")
+	fl.StringVar(&f.metrics, "metrics", ":9570", "Prometheus metrics listen address (empty disables)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func run(ctx context.Context, f runFlags) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	var missing []string
+	for name, v := range map[string]string{"cluster-id": f.clusterID, "broker": f.broker, "ca-file": f.caFile, "credential-file": f.credFile} {
+		if v == "" {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(f.podCIDRs) == 0 {
+		missing = append(missing, "--pod-cidr")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing required flags: %s", strings.Join(missing, ", "))
+	}
+	pods, err := gateway.ParsePrefixes("pod-cidr", f.podCIDRs)
+	if err != nil {
+		return err
+	}
+	svcs, err := gateway.ParsePrefixes("service-cidr", f.svcCIDRs)
+	if err != nil {
+		return err
+	}
+	// Before anything else: this may re-execute the process.
+	if err := wg.UseRunDir(f.runDir); err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(f.caFile)
+	if err != nil {
+		return fmt.Errorf("read --ca-file: %w", err)
+	}
+	cred, err := os.ReadFile(f.credFile)
+	if err != nil {
+		return fmt.Errorf("read --credential-file: %w", err)
+	}
+	key, err := wg.LoadOrCreateKey(f.keyFile)
+	if err != nil {
+		return err
+	}
+	if f.hostname == "" {
+		if f.hostname, err = os.Hostname(); err != nil {
+			return fmt.Errorf("hostname: %w", err)
+		}
+	}
+	if f.privateIP == "" {
+		ip, err := gateway.OutboundIP(f.broker)
+		if err != nil {
+			return fmt.Errorf("%w; or set --private-ip", err)
+		}
+		f.privateIP = ip.String()
+	}
+	if f.mtu == 0 {
+		if f.mtu, err = gateway.TunnelMTU(net.ParseIP(f.privateIP)); err != nil {
+			return fmt.Errorf("underlay MTU: %w; or set --mtu", err)
+		}
+	}
+	if f.stateFile == "" {
+		f.stateFile = filepath.Join(filepath.Dir(f.keyFile), "state.json")
+	}
+	bc, err := brokerclient.New(f.broker, ca, strings.TrimSpace(string(cred)))
+	if err != nil {
+		return fmt.Errorf("broker client: %w", err)
+	}
+	eng := gateway.New(gateway.Config{
+		Local:      gateway.Local{ClusterID: f.clusterID, Interface: f.iface, PodCIDRs: pods, ServiceCIDRs: svcs},
+		Hostname:   f.hostname,
+		PrivateKey: key,
+		ListenPort: f.listenPort,
+		PublicIP:   f.publicIP,
+		PrivateIP:  f.privateIP,
+		MTU:        f.mtu,
+		Mode:       wg.Mode(f.mode),
+		StateFile:  f.stateFile,
+		Log:        log,
+	}, bc)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if f.metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(eng.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ln, err := net.Listen("tcp", f.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics %s: %w", f.metrics, err)
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+		defer srv.Close()
+	}
+	return eng.Run(ctx)
+}

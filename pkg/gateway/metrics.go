@@ -1,0 +1,56 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+)
+
+var (
+	descConnections = prometheus.NewDesc("tunnelmesh_gateway_connections",
+		"Connections to remote clusters by status.", []string{"status"}, nil)
+	descStatus = prometheus.NewDesc("tunnelmesh_gateway_connection_status",
+		"1 for the current status of the connection to a remote cluster.", []string{"cluster", "status"}, nil)
+	descRTT = prometheus.NewDesc("tunnelmesh_gateway_connection_rtt_seconds",
+		"Round-trip time of the latest health probe through the tunnel.", []string{"cluster"}, nil)
+	descLoss = prometheus.NewDesc("tunnelmesh_gateway_connection_probe_loss_ratio",
+		"Share of the last 10 health probes that got no reply.", []string{"cluster"}, nil)
+	descRx = prometheus.NewDesc("tunnelmesh_gateway_rx_bytes_total",
+		"Bytes received from a remote cluster's gateway.", []string{"cluster"}, nil)
+	descTx = prometheus.NewDesc("tunnelmesh_gateway_tx_bytes_total",
+		"Bytes sent to a remote cluster's gateway.", []string{"cluster"}, nil)
+	descHandshake = prometheus.NewDesc("tunnelmesh_gateway_last_handshake_age_seconds",
+		"Seconds since the last WireGuard handshake with a remote cluster (absent before the first).", []string{"cluster"}, nil)
+)
+
+// Collector exposes the engine's health as Prometheus metrics.
+type Collector struct{ e *Engine }
+
+// Collector returns a prometheus.Collector over the engine's latest health.
+func (e *Engine) Collector() prometheus.Collector { return Collector{e} }
+
+func (Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnections, descStatus, descRTT, descLoss, descRx, descTx, descHandshake} {
+		ch <- d
+	}
+}
+
+func (c Collector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	count := map[string]int{api.StatusConnecting: 0, api.StatusConnected: 0, api.StatusError: 0}
+	for _, h := range c.e.Health() {
+		count[h.Status]++
+		ch <- prometheus.MustNewConstMetric(descStatus, prometheus.GaugeValue, 1, h.Cluster, h.Status)
+		ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, h.RTTMillis/1000, h.Cluster)
+		ch <- prometheus.MustNewConstMetric(descLoss, prometheus.GaugeValue, h.LossPercent/100, h.Cluster)
+		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, float64(h.RxBytes), h.Cluster)
+		ch <- prometheus.MustNewConstMetric(descTx, prometheus.CounterValue, float64(h.TxBytes), h.Cluster)
+		if !h.LastHandshake.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descHandshake, prometheus.GaugeValue, now.Sub(h.LastHandshake).Seconds(), h.Cluster)
+		}
+	}
+	for s, n := range count {
+		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(n), s)
+	}
+}
