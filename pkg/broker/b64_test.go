@@ -1,0 +1,5 @@
+package broker_test
+
+import "encoding/base64"
+
+func encodeB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -1,0 +1,243 @@
+// Package brokerclient is the Go client of the tunnelmesh broker, used by
+// the gateway, meshctl and the tests. Errors the broker returns decode into
+// *api.Error, so errors.As(err, &apiErr) tells them apart.
+package brokerclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+)
+
+// Client talks to one broker with one credential (admin or cluster).
+type Client struct {
+	base   string
+	cred   string
+	hc     *http.Client // unary requests
+	stream *http.Client // watches: no overall timeout
+	// Logger receives watch reconnect notices; nil means slog.Default().
+	Logger *slog.Logger
+	// WatchIdleTimeout drops a watch stream that has been silent this long
+	// (the broker sends bookmarks every 10 s by default) and reconnects.
+	WatchIdleTimeout time.Duration
+}
+
+// New returns a client for the broker at url (https://host:port; a bare
+// host:port gets https://). caPEM is the broker's CA; nil uses the system
+// roots. credential is the admin or cluster credential; it may be empty for
+// a client that only joins (Join then adopts the returned credential).
+func New(rawURL string, caPEM []byte, credential string) (*Client, error) {
+	if !strings.Contains(rawURL, "://") {
+		rawURL = "https://" + rawURL
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("broker URL %q: %w", rawURL, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("broker URL %q: want https://host:port", rawURL)
+	}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(caPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("broker CA: no PEM certificate found")
+		}
+		tlsConf.RootCAs = pool
+	}
+	tr := &http.Transport{
+		Proxy:               nil, // the broker is reached directly
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsConf,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	return &Client{
+		base:             strings.TrimRight(u.String(), "/"),
+		cred:             strings.TrimSpace(credential),
+		hc:               &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		stream:           &http.Client{Transport: tr},
+		WatchIdleTimeout: 45 * time.Second,
+	}, nil
+}
+
+// Credential returns the credential the client sends.
+func (c *Client) Credential() string { return c.cred }
+
+func (c *Client) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// call sends one request and decodes a JSON answer into out (if not nil).
+func (c *Client) call(ctx context.Context, method, path, cred string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if cred != "" {
+		req.Header.Set("Authorization", "Bearer "+cred)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+	}
+	return nil
+}
+
+// decodeError turns a non-2xx response into *api.Error.
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var ae api.Error
+	if err := json.Unmarshal(b, &ae); err == nil && ae.Code != "" {
+		return &ae
+	}
+	return &api.Error{Code: fmt.Sprintf("HTTP%d", resp.StatusCode),
+		Message: fmt.Sprintf("broker answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Join creates the cluster with a join token and returns its credential.
+// A client made without a credential adopts the returned one.
+func (c *Client) Join(ctx context.Context, joinToken string, req api.JoinRequest) (*api.JoinResponse, error) {
+	var resp api.JoinResponse
+	if err := c.call(ctx, http.MethodPost, "/v1/join", strings.TrimSpace(joinToken), req, &resp); err != nil {
+		return nil, err
+	}
+	if c.cred == "" {
+		c.cred = resp.Credential
+	}
+	return &resp, nil
+}
+
+// CreateToken makes a join token valid for ttl (admin). ttl 0 means 24 h.
+func (c *Client) CreateToken(ctx context.Context, ttl time.Duration, description string) (string, error) {
+	resp, err := c.CreateTokenInfo(ctx, ttl, description)
+	if err != nil {
+		return "", err
+	}
+	return resp.Token, nil
+}
+
+// CreateTokenInfo is CreateToken that also returns the token's ID and expiry.
+func (c *Client) CreateTokenInfo(ctx context.Context, ttl time.Duration, description string) (*api.CreateTokenResponse, error) {
+	secs := int64(ttl / time.Second)
+	if ttl > 0 && secs == 0 {
+		secs = 1
+	}
+	var resp api.CreateTokenResponse
+	err := c.call(ctx, http.MethodPost, "/v1/tokens", c.cred,
+		api.CreateTokenRequest{TTLSeconds: secs, Description: description}, &resp)
+	if err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// ListTokens lists every join token, revoked and expired ones included (admin).
+func (c *Client) ListTokens(ctx context.Context) ([]api.TokenInfo, error) {
+	var out []api.TokenInfo
+	if err := c.call(ctx, http.MethodGet, "/v1/tokens", c.cred, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokeToken revokes a join token by ID (admin). Revoking twice is fine.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, "/v1/tokens/"+esc(id), c.cred, nil, nil)
+}
+
+// RemoveCluster removes a cluster with its gateways, exports and
+// credential (admin, or the cluster itself).
+func (c *Client) RemoveCluster(ctx context.Context, clusterID string) error {
+	return c.call(ctx, http.MethodDelete, "/v1/clusters/"+esc(clusterID), c.cred, nil, nil)
+}
+
+// RegisterGateway creates or replaces a gateway endpoint of the client's
+// cluster. The broker sets ObservedIP, LastHeartbeat and Stale.
+func (c *Client) RegisterGateway(ctx context.Context, gw api.Gateway) error {
+	return c.call(ctx, http.MethodPut,
+		"/v1/clusters/"+esc(gw.ClusterID)+"/gateways/"+esc(gw.Hostname), c.cred, gw, nil)
+}
+
+// Heartbeat refreshes a registered gateway and reports its peer health.
+func (c *Client) Heartbeat(ctx context.Context, clusterID, hostname string, health []api.PeerHealth) error {
+	return c.call(ctx, http.MethodPost,
+		"/v1/clusters/"+esc(clusterID)+"/gateways/"+esc(hostname)+"/heartbeat", c.cred,
+		api.HeartbeatRequest{Health: health}, nil)
+}
+
+// DeleteGateway removes a gateway endpoint; deleting a missing one is fine.
+func (c *Client) DeleteGateway(ctx context.Context, clusterID, hostname string) error {
+	return c.call(ctx, http.MethodDelete,
+		"/v1/clusters/"+esc(clusterID)+"/gateways/"+esc(hostname), c.cred, nil, nil)
+}
+
+// PublishExport creates or replaces an export. Publishing an unchanged
+// export is a no-op.
+func (c *Client) PublishExport(ctx context.Context, e api.Export) error {
+	return c.call(ctx, http.MethodPut,
+		"/v1/clusters/"+esc(e.ClusterID)+"/exports/"+esc(e.Namespace)+"/"+esc(e.Name), c.cred, e, nil)
+}
+
+// WithdrawExport removes an export; withdrawing a missing one is fine.
+func (c *Client) WithdrawExport(ctx context.Context, clusterID, namespace, name string) error {
+	return c.call(ctx, http.MethodDelete,
+		"/v1/clusters/"+esc(clusterID)+"/exports/"+esc(namespace)+"/"+esc(name), c.cred, nil, nil)
+}
+
+// Snapshot returns the broker's whole state.
+func (c *Client) Snapshot(ctx context.Context) (*api.Snapshot, error) {
+	var s api.Snapshot
+	if err := c.call(ctx, http.MethodGet, "/v1/snapshot", c.cred, nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Healthy asks /readyz.
+func (c *Client) Healthy(ctx context.Context) error {
+	return c.call(ctx, http.MethodGet, "/readyz", "", nil, nil)
+}
