@@ -1,0 +1,217 @@
+package apply
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/images/components/meshnet/plan"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// needRoot skips (or, under CI=true, fails) when the test cannot create namespaces.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root to create network namespaces")
+	}
+	t.Skip("needs root to create network namespaces")
+}
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newNS creates a named network namespace removed at cleanup.
+func newNS(t *testing.T, role string) (string, netns.NsHandle) {
+	t.Helper()
+	name := fmt.Sprintf("tmcni-%s-%d", role, rand.IntN(1_000_000))
+	sh(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name, h
+}
+
+func inNS(t *testing.T, ns netns.NsHandle, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic(err)
+		}
+	}()
+	f()
+}
+
+func TestRoutesApply(t *testing.T) {
+	needRoot(t)
+	name, ns := newNS(t, "rt")
+	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	sh(t, "ip", "-n", name, "link", "set", "eth1", "up")
+	sh(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
+	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
+	// A route someone else owns must survive every Apply.
+	sh(t, "ip", "-n", name, "route", "add", "203.0.113.0/24", "via", "192.0.2.9", "proto", "static")
+
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	r := NewRoutes(h)
+	p := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	first := []plan.Route{{Dst: p("198.18.1.0/24"), Via: a("192.0.2.2")}, {Dst: p("198.18.2.0/24"), Via: a("192.0.2.3")}}
+	if err := r.Apply(first); err != nil {
+		t.Fatal(err)
+	}
+	check := func(want []plan.Route) {
+		t.Helper()
+		got, err := r.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("routes = %v, want %v", got, want)
+		}
+		for _, w := range want {
+			if got[w.Dst] != w.Via {
+				t.Fatalf("route %s: got via %v, want %v (all: %v)", w.Dst, got[w.Dst], w.Via, got)
+			}
+		}
+	}
+	check(first)
+	// Node 2 changed address, node 1 left, node 3 joined.
+	second := []plan.Route{{Dst: p("198.18.2.0/24"), Via: a("192.0.2.4")}, {Dst: p("198.18.3.0/24"), Via: a("192.0.2.5")}}
+	if err := r.Apply(second); err != nil {
+		t.Fatal(err)
+	}
+	check(second)
+	out, _ := exec.Command("ip", "-n", name, "route", "show", "203.0.113.0/24").CombinedOutput()
+	if !strings.Contains(string(out), "via 192.0.2.9") {
+		t.Fatalf("foreign route was touched: %q", out)
+	}
+	if err := r.Apply(nil); err != nil {
+		t.Fatal(err)
+	}
+	check(nil)
+}
+
+// TestMasqueradeTraffic sends real UDP from a "pod" namespace through a "node"
+// namespace carrying the rule to an "outside" namespace, and checks which source
+// address arrives: the node's for ordinary destinations, the pod's for no-masquerade ones.
+func TestMasqueradeTraffic(t *testing.T) {
+	needRoot(t)
+	pod, podNS := newNS(t, "pod")
+	node, nodeNS := newNS(t, "node")
+	out, outNS := newNS(t, "out")
+	sh(t, "ip", "link", "add", "tmcni-p", "netns", pod, "type", "veth", "peer", "name", "tmcni-n", "netns", node)
+	sh(t, "ip", "link", "add", "tmcni-o", "netns", out, "type", "veth", "peer", "name", "tmcni-u", "netns", node)
+	for _, c := range [][]string{
+		{pod, "addr", "add", "198.18.1.2/24", "dev", "tmcni-p"},
+		{pod, "link", "set", "tmcni-p", "up"},
+		{pod, "route", "add", "default", "via", "198.18.1.1"},
+		{node, "addr", "add", "198.18.1.1/24", "dev", "tmcni-n"},
+		{node, "addr", "add", "203.0.113.1/24", "dev", "tmcni-u"},
+		{node, "link", "set", "tmcni-n", "up"},
+		{node, "link", "set", "tmcni-u", "up"},
+		{node, "route", "add", "198.51.100.0/24", "via", "203.0.113.2"},
+		{out, "addr", "add", "203.0.113.2/24", "dev", "tmcni-o"},
+		{out, "addr", "add", "198.51.100.2/32", "dev", "lo"},
+		{out, "link", "set", "tmcni-o", "up"},
+		{out, "route", "add", "198.18.1.0/24", "via", "203.0.113.1"},
+	} {
+		sh(t, append([]string{"ip", "-n"}, c...)...)
+	}
+	sh(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+	m, err := NewMasquerade(int(nodeNS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix
+	if err := m.Apply(plan.MasqueradeFor(
+		[]netip.Prefix{p("198.18.1.0/24")},
+		[]netip.Prefix{p("198.18.0.0/16"), p("198.51.100.0/24"), p("fd00::/64")},
+	)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Delete() })
+	// Apply again: must replace, not fail or duplicate.
+	if err := m.Apply(plan.MasqueradeFor([]netip.Prefix{p("198.18.1.0/24")},
+		[]netip.Prefix{p("198.18.0.0/16"), p("198.51.100.0/24")})); err != nil {
+		t.Fatalf("second apply: %v", err)
+	}
+
+	var srv net.PacketConn
+	inNS(t, outNS, func() {
+		srv, err = net.ListenPacket("udp4", "0.0.0.0:0")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	port := srv.LocalAddr().(*net.UDPAddr).Port
+
+	seenFrom := func(dst string) string {
+		t.Helper()
+		var c net.Conn
+		inNS(t, podNS, func() {
+			c, err = net.Dial("udp4", net.JoinHostPort(dst, fmt.Sprint(port)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		_ = srv.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 16)
+		_, from, err := srv.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("datagram to %s never arrived: %v", dst, err)
+		}
+		return from.(*net.UDPAddr).IP.String()
+	}
+	if got := seenFrom("203.0.113.2"); got != "203.0.113.1" {
+		t.Fatalf("to an outside address the source was %s, want the node's 203.0.113.1 (masquerade)", got)
+	}
+	if got := seenFrom("198.51.100.2"); got != "198.18.1.2" {
+		t.Fatalf("to a no-masquerade CIDR the source was %s, want the pod's 198.18.1.2", got)
+	}
+	if err := m.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+}

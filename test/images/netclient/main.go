@@ -1,0 +1,225 @@
+// Command netclient is the toolbox of the e2e client pod (no registry means no
+// busybox or dnsutils): DNS lookups through the pod's resolver, HTTP GETs and
+// TCP/UDP checks. Each check exits 0 on success and 1 on failure; -wait retries it.
+//
+//	netclient [-wait 30s] [-timeout 5s] dns [-server ip:53] [-type A|AAAA|SRV|TXT|CNAME|PTR] NAME
+//	netclient [-wait 30s] [-timeout 5s] http URL
+//	netclient [-wait 30s] [-timeout 5s] tcp HOST:PORT [PAYLOAD]
+//	netclient [-wait 30s] [-timeout 5s] udp HOST:PORT [PAYLOAD]
+//	netclient sleep
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	fs := flag.NewFlagSet("netclient", flag.ExitOnError)
+	wait := fs.Duration("wait", 0, "retry the check until it succeeds or this much time has passed")
+	timeout := fs.Duration("timeout", 5*time.Second, "timeout of one attempt")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: netclient [-wait D] [-timeout D] dns|http|tcp|udp|sleep ARGS...")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+	if fs.NArg() == 0 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	cmd, args := fs.Arg(0), fs.Args()[1:]
+	if cmd == "sleep" {
+		sleep()
+		return
+	}
+	check, err := parse(cmd, args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netclient:", err)
+		os.Exit(2)
+	}
+	deadline := time.Now().Add(*wait)
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		out, err := check(ctx)
+		cancel()
+		if err == nil {
+			fmt.Print(out)
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "netclient: %s failed after %d attempt(s): %v\n", cmd, attempt, err)
+			os.Exit(1)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+type checkFunc func(ctx context.Context) (string, error)
+
+func parse(cmd string, args []string) (checkFunc, error) {
+	switch cmd {
+	case "dns":
+		return parseDNS(args)
+	case "http":
+		if len(args) != 1 {
+			return nil, fmt.Errorf("http wants one URL, got %d arguments", len(args))
+		}
+		return func(ctx context.Context) (string, error) { return httpGet(ctx, args[0]) }, nil
+	case "tcp", "udp":
+		if len(args) < 1 || len(args) > 2 {
+			return nil, fmt.Errorf("%s wants HOST:PORT [PAYLOAD]", cmd)
+		}
+		payload := "ping\n"
+		if len(args) == 2 {
+			payload = args[1]
+		}
+		return func(ctx context.Context) (string, error) { return dial(ctx, cmd, args[0], payload) }, nil
+	}
+	return nil, fmt.Errorf("unknown command %q (want dns, http, tcp, udp or sleep)", cmd)
+}
+
+func parseDNS(args []string) (checkFunc, error) {
+	fs := flag.NewFlagSet("dns", flag.ContinueOnError)
+	server := fs.String("server", "", "DNS server ip:port (default: the pod's /etc/resolv.conf)")
+	qtype := fs.String("type", "A", "A, AAAA, SRV, TXT, CNAME or PTR")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 1 {
+		return nil, fmt.Errorf("dns wants one NAME, got %d", fs.NArg())
+	}
+	name := fs.Arg(0)
+	r := &net.Resolver{PreferGo: true}
+	if *server != "" {
+		srv := *server
+		if _, _, err := net.SplitHostPort(srv); err != nil {
+			srv = net.JoinHostPort(srv, "53")
+		}
+		r.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, srv)
+		}
+	}
+	t := strings.ToUpper(*qtype)
+	switch t {
+	case "A", "AAAA", "SRV", "TXT", "CNAME", "PTR":
+	default:
+		return nil, fmt.Errorf("unsupported DNS type %q", *qtype)
+	}
+	return func(ctx context.Context) (string, error) { return lookup(ctx, r, t, name) }, nil
+}
+
+// lookup prints one answer per line, sorted as the resolver returned them.
+func lookup(ctx context.Context, r *net.Resolver, qtype, name string) (string, error) {
+	var lines []string
+	switch qtype {
+	case "A", "AAAA":
+		network := "ip4"
+		if qtype == "AAAA" {
+			network = "ip6"
+		}
+		ips, err := r.LookupIP(ctx, network, name)
+		if err != nil {
+			return "", err
+		}
+		for _, ip := range ips {
+			lines = append(lines, ip.String())
+		}
+	case "SRV":
+		_, srvs, err := r.LookupSRV(ctx, "", "", name)
+		if err != nil {
+			return "", err
+		}
+		for _, s := range srvs {
+			lines = append(lines, fmt.Sprintf("%s %d %d %d", s.Target, s.Port, s.Priority, s.Weight))
+		}
+	case "TXT":
+		txts, err := r.LookupTXT(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		lines = txts
+	case "CNAME":
+		c, err := r.LookupCNAME(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		lines = []string{c}
+	case "PTR":
+		names, err := r.LookupAddr(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		lines = names
+	}
+	if len(lines) == 0 {
+		return "", fmt.Errorf("no %s records for %s", qtype, name)
+	}
+	return strings.Join(lines, "\n") + "\n", nil
+}
+
+func httpGet(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", fmt.Errorf("bad URL %q: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return "", fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return string(body), nil
+}
+
+// dial connects, sends payload and prints the first reply (UDP needs a reply to
+// prove reachability; TCP succeeds on connect when the peer sends nothing back).
+func dial(ctx context.Context, network, addr, payload string) (string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(c, payload); err != nil {
+		return "", fmt.Errorf("send: %w", err)
+	}
+	buf := make([]byte, 64*1024)
+	n, err := c.Read(buf)
+	if err != nil {
+		if network == "tcp" {
+			return fmt.Sprintf("connected to %s\n", c.RemoteAddr()), nil
+		}
+		return "", fmt.Errorf("no reply from %s: %w", addr, err)
+	}
+	out := string(buf[:n])
+	if !strings.HasSuffix(out, "\n") {
+		out += "\n"
+	}
+	return out, nil
+}
+
+// sleep keeps the pod running until it is told to stop.
+func sleep() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	<-ch
+}
