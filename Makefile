@@ -8,10 +8,10 @@ GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
 .PHONY: all build test test-unit deps bench images demo e2e vet
 all: build
 
-## build: the three binaries into bin/
+## build: every command under cmd/ into bin/
 build:
 	@mkdir -p $(BIN)
-	$(GOBUILD) -o $(BIN)/ ./cmd/broker ./cmd/gateway ./cmd/meshctl
+	$(GOBUILD) -o $(BIN)/ ./cmd/...
 
 ## deps: install the Debian packages the tests and tools need (idempotent)
 deps:
