@@ -1,0 +1,468 @@
+// Command broker-bench measures the broker with many simulated clusters and
+// watchers: write throughput, write→all-watchers-seen latency and the broker
+// process's RSS. It starts the broker as a separate process on loopback so
+// the RSS is the broker's own, and prints a table. It is a benchmark, not a
+// test: it never fails on a figure.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+)
+
+func main() {
+	var (
+		brokerBin = flag.String("broker-bin", "", "broker binary (default: go build ./cmd/broker into a temp dir)")
+		clusters  = flag.Int("clusters", 1000, "simulated clusters (each one gateway)")
+		exports   = flag.Int("exports", 10, "exports per cluster")
+		watchers  = flag.Int("watchers", 1000, "concurrent watchers (one per cluster, own TLS connection)")
+		writers   = flag.Int("writers", 64, "concurrent writers in the bulk phase")
+		rate      = flag.Int("rate", 50, "writes per second in the steady phase")
+		steady    = flag.Duration("steady", 20*time.Second, "length of the steady phase")
+	)
+	flag.Parse()
+	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, *rate, *steady); err != nil {
+		fmt.Fprintln(os.Stderr, "broker-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func raiseNoFile() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	return lim.Cur, nil
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}
+
+// procStatus reads VmRSS and VmHWM (peak RSS) in KiB.
+func procStatus(pid int) (rss, hwm int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1, -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v
+		case "VmHWM:":
+			hwm = v
+		}
+	}
+	return rss, hwm
+}
+
+// procCPU returns user+system CPU seconds of a process.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100 // USER_HZ
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// track follows one write until every watcher has seen it.
+type track struct {
+	start     time.Time
+	acked     time.Duration
+	remaining atomic.Int32
+	seen      atomic.Int64 // nanoseconds after start when the last watcher saw it
+}
+
+type tracker struct {
+	mu     sync.RWMutex
+	writes []*track
+	nWatch int32
+	events atomic.Int64
+}
+
+func (tr *tracker) add() (int, *track) {
+	t := &track{start: time.Now()}
+	t.remaining.Store(tr.nWatch)
+	tr.mu.Lock()
+	tr.writes = append(tr.writes, t)
+	n := len(tr.writes) - 1
+	tr.mu.Unlock()
+	return n, t
+}
+
+func (tr *tracker) saw(seq int) {
+	tr.mu.RLock()
+	if seq < 0 || seq >= len(tr.writes) {
+		tr.mu.RUnlock()
+		return
+	}
+	t := tr.writes[seq]
+	tr.mu.RUnlock()
+	if t.remaining.Add(-1) == 0 {
+		t.seen.Store(int64(time.Since(t.start)))
+	}
+}
+
+func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, steady time.Duration) error {
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // watch reconnect chatter
+	nofile, err := raiseNoFile()
+	if err != nil {
+		return fmt.Errorf("raise open-file limit: %w", err)
+	}
+	if need := uint64(2*nWatchers + 200); nofile < need {
+		return fmt.Errorf("open-file limit %d < %d needed for %d watchers", nofile, need, nWatchers)
+	}
+	tmp, err := os.MkdirTemp("", "broker-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if brokerBin == "" {
+		brokerBin = filepath.Join(tmp, "broker")
+		out, err := exec.Command("go", "build", "-o", brokerBin, "github.com/tunnelmesh/tunnelmesh/cmd/broker").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	}
+	dataDir := filepath.Join(tmp, "data")
+	if out, err := exec.Command(brokerBin, "init", "--data-dir", dataDir).CombinedOutput(); err != nil {
+		return fmt.Errorf("broker init: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(brokerBin, "serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
+		"--stale-after", "10m")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	pid := cmd.Process.Pid
+	ca, _ := os.ReadFile(filepath.Join(dataDir, "ca.crt"))
+	adminTok, _ := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	admin, err := brokerclient.New("https://"+addr, ca, strings.TrimSpace(string(adminTok)))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 0; ; i++ {
+		if admin.Healthy(ctx) == nil {
+			break
+		}
+		if i > 100 {
+			return fmt.Errorf("broker did not become ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	loadStart := loadavg()
+	tok, err := admin.CreateToken(ctx, time.Hour, "bench")
+	if err != nil {
+		return err
+	}
+
+	var rows []row
+	// Phase 0: join and register every cluster.
+	clients := make([]*brokerclient.Client, nClusters)
+	t0 := time.Now()
+	var acks0 []time.Duration
+	var ackMu sync.Mutex
+	err = parallel(32, nClusters, func(i int) error {
+		c, err := brokerclient.New("https://"+addr, ca, "")
+		if err != nil {
+			return err
+		}
+		id := fmt.Sprintf("c%04d", i)
+		s := time.Now()
+		_, err = c.Join(ctx, tok, api.JoinRequest{ClusterID: id,
+			PodCIDRs:     []string{fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)},
+			ServiceCIDRs: []string{fmt.Sprintf("172.%d.%d.0/24", 16+i/256, i%256)}})
+		if err != nil {
+			return fmt.Errorf("join %s: %w", id, err)
+		}
+		d1 := time.Since(s)
+		s = time.Now()
+		key := make([]byte, 32)
+		key[0], key[1] = byte(i>>8), byte(i)
+		err = c.RegisterGateway(ctx, api.Gateway{ClusterID: id, Hostname: "gw-0", PrivateIP: "192.0.2.1",
+			Port: 51820, PublicKey: b64(key), Active: true})
+		if err != nil {
+			return fmt.Errorf("register %s: %w", id, err)
+		}
+		ackMu.Lock()
+		acks0 = append(acks0, d1, time.Since(s))
+		ackMu.Unlock()
+		clients[i] = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{name: "join + register gateway", writes: 2 * nClusters, dur: time.Since(t0), acks: acks0})
+
+	// Watchers: one per cluster, each on its own connection.
+	tr := &tracker{nWatch: int32(nWatchers)}
+	var ready sync.WaitGroup
+	ready.Add(nWatchers)
+	tw := time.Now()
+	for i := 0; i < nWatchers; i++ {
+		c := clients[i%nClusters]
+		if i >= nClusters {
+			c, _ = brokerclient.New("https://"+addr, ca, clients[i%nClusters].Credential())
+		}
+		go func() {
+			first := true
+			_ = c.Watch(ctx, 0, func(ev api.Event) error {
+				tr.events.Add(1)
+				if first && ev.Type == api.EventSnapshot {
+					first = false
+					ready.Done()
+					return nil
+				}
+				if ev.Type == api.EventPut && ev.Export != nil {
+					if seq, err := strconv.Atoi(ev.Export.Labels["bench-seq"]); err == nil {
+						tr.saw(seq)
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	ready.Wait()
+	watchUp := time.Since(tw)
+	rssIdle, _ := procStatus(pid)
+
+	// Phase 1: bulk publish of every export by nWriters concurrent writers.
+	write := func(c *brokerclient.Client, cl, ex int, gen int) (*track, error) {
+		seq, t := tr.add()
+		e := api.Export{ClusterID: fmt.Sprintf("c%04d", cl), Namespace: "bench", Name: fmt.Sprintf("svc-%d", ex),
+			Type: api.TypeClusterSetIP, IPs: []string{fmt.Sprintf("172.%d.%d.%d", 16+cl/256, cl%256, 10+ex)},
+			IPFamilies: []string{"IPv4"},
+			Ports:      []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}, {Name: "grpc", Protocol: "TCP", Port: int32(9000 + gen)}},
+			Labels:     map[string]string{"app": "bench", "bench-seq": strconv.Itoa(seq)},
+			CreatedAt:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		err := c.PublishExport(ctx, e)
+		t.acked = time.Since(t.start)
+		return t, err
+	}
+	total := nClusters * nExports
+	var bulk []*track
+	var bulkMu sync.Mutex
+	t1 := time.Now()
+	err = parallel(nWriters, total, func(k int) error {
+		cl, ex := k%nClusters, k/nClusters
+		t, err := write(clients[cl], cl, ex, 0)
+		bulkMu.Lock()
+		bulk = append(bulk, t)
+		bulkMu.Unlock()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	bulkAckDur := time.Since(t1)
+	waitSeen(bulk, 120*time.Second)
+	bulkSeenDur := time.Since(t1)
+	rows = append(rows, row{name: fmt.Sprintf("bulk publish (%d writers)", nWriters), writes: total, dur: bulkAckDur,
+		acks: ackTimes(bulk), seen: seenTimes(bulk), allSeen: bulkSeenDur})
+	_, hwmBulk := procStatus(pid)
+
+	// Phase 2: steady updates at a fixed rate.
+	var steadyT []*track
+	var stMu sync.Mutex
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	t2 := time.Now()
+	for k := 0; time.Since(t2) < steady; k++ {
+		<-tick.C
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			cl, ex := (k*7919)%nClusters, k%nExports
+			t, err := write(clients[cl], cl, ex, 1+k)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "steady write:", err)
+				return
+			}
+			stMu.Lock()
+			steadyT = append(steadyT, t)
+			stMu.Unlock()
+		}(k)
+	}
+	tick.Stop()
+	wg.Wait()
+	steadyDur := time.Since(t2)
+	waitSeen(steadyT, 60*time.Second)
+	rows = append(rows, row{name: fmt.Sprintf("steady updates (%d/s)", rate), writes: len(steadyT), dur: steadyDur,
+		acks: ackTimes(steadyT), seen: seenTimes(steadyT)})
+
+	rss, hwm := procStatus(pid)
+	bcpu := procCPU(pid)
+	fmt.Printf("\ntunnelmesh broker benchmark — %d clusters × %d exports, %d watchers (each its own TLS connection), %d CPUs, GOMAXPROCS %d\n",
+		nClusters, nExports, nWatchers, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	fmt.Printf("load average at start: %s; at end: %s\n\n", loadStart, loadavg())
+	fmt.Printf("%-30s %7s %8s %9s %9s %9s %12s %12s %12s\n", "phase", "writes", "seconds", "writes/s",
+		"ack p50", "ack p99", "seen p50", "seen p99", "seen max")
+	for _, r := range rows {
+		fmt.Printf("%-30s %7d %8.2f %9.0f %9s %9s %12s %12s %12s\n", r.name, r.writes, r.dur.Seconds(),
+			float64(r.writes)/r.dur.Seconds(), ms(pct(r.acks, 50)), ms(pct(r.acks, 99)),
+			ms(pct(r.seen, 50)), ms(pct(r.seen, 99)), ms(pct(r.seen, 100)))
+	}
+	fmt.Printf("\nwatchers connected (initial snapshot received by all %d): %.2f s\n", nWatchers, watchUp.Seconds())
+	fmt.Printf("bulk phase: all %d writes seen by all watchers %.2f s after the first write\n", total, rows[1].allSeen.Seconds())
+	fmt.Printf("events delivered to watchers: %d\n", tr.events.Load())
+	fmt.Printf("broker RSS: %.0f MiB with watchers idle, %.0f MiB peak after bulk, %.0f MiB now, %.0f MiB peak overall\n",
+		kib(rssIdle), kib(hwmBulk), kib(rss), kib(hwm))
+	fmt.Printf("CPU seconds: broker %.1f, bench (clients + watchers) %.1f\n", bcpu, selfCPU())
+	fmt.Printf("\"ack\" = write request to durable acknowledgement; \"seen\" = write request to the last of the %d watchers decoding the event.\n", nWatchers)
+	return nil
+}
+
+type row struct {
+	name       string
+	writes     int
+	dur        time.Duration
+	acks, seen []time.Duration
+	allSeen    time.Duration
+}
+
+func kib(v int64) float64 { return float64(v) / 1024 }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func waitSeen(ts []*track, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		done := true
+		for _, t := range ts {
+			if t.remaining.Load() > 0 {
+				done = false
+				break
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Fprintln(os.Stderr, "warning: some writes not seen by every watcher within", timeout)
+}
+
+func ackTimes(ts []*track) []time.Duration {
+	out := make([]time.Duration, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.acked)
+	}
+	return out
+}
+
+func seenTimes(ts []*track) []time.Duration {
+	out := make([]time.Duration, 0, len(ts))
+	for _, t := range ts {
+		if t.remaining.Load() == 0 {
+			out = append(out, time.Duration(t.seen.Load()))
+		} else {
+			out = append(out, time.Hour) // never seen by all: counts as worst
+		}
+	}
+	return out
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return -1
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := (len(s)*p + 99) / 100
+	if i < 1 {
+		i = 1
+	}
+	if i > len(s) {
+		i = len(s)
+	}
+	return s[i-1]
+}
+
+func ms(d time.Duration) string {
+	if d < 0 {
+		return "-"
+	}
+	if d >= time.Hour {
+		return "unseen"
+	}
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+// parallel runs fn(0..n-1) on w goroutines and returns the first error.
+func parallel(w, n int, fn func(int) error) error {
+	var next atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for g := 0; g < w; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
