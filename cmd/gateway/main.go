@@ -123,15 +123,15 @@ func run(ctx context.Context, f runFlags) error {
 			return fmt.Errorf("hostname: %w", err)
 		}
 	}
+	localIP, brokerIP, err := gateway.OutboundIP(f.broker)
+	if err != nil && (f.privateIP == "" || f.mtu == 0) {
+		return fmt.Errorf("%w; or set --private-ip and --mtu", err)
+	}
 	if f.privateIP == "" {
-		ip, err := gateway.OutboundIP(f.broker)
-		if err != nil {
-			return fmt.Errorf("%w; or set --private-ip", err)
-		}
-		f.privateIP = ip.String()
+		f.privateIP = localIP.String()
 	}
 	if f.mtu == 0 {
-		if f.mtu, err = gateway.TunnelMTU(net.ParseIP(f.privateIP)); err != nil {
+		if f.mtu, err = gateway.TunnelMTU(brokerIP); err != nil {
 			return fmt.Errorf("underlay MTU: %w; or set --mtu", err)
 		}
 	}

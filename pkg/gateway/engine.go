@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ type Engine struct {
 	wgc   *wg.Configurator
 	table *routes.Table
 	probe *prober
+
+	fwApplied *routes.Firewall
 
 	mu      sync.Mutex
 	desired Desired
@@ -190,8 +193,13 @@ func (e *Engine) apply(s api.Snapshot) error {
 	if err := e.table.Set(d.Routes); err != nil {
 		errs = append(errs, err)
 	}
-	if err := routes.ApplyFirewall(d.Firewall); err != nil {
-		errs = append(errs, err)
+	if e.fwApplied == nil || !reflect.DeepEqual(*e.fwApplied, d.Firewall) {
+		if err := routes.ApplyFirewall(d.Firewall); err != nil {
+			errs = append(errs, err)
+		} else {
+			fw := d.Firewall
+			e.fwApplied = &fw
+		}
 	}
 	e.mu.Lock()
 	changed := len(e.desired.Peers) != len(d.Peers) || e.desired.TunnelIP != d.TunnelIP

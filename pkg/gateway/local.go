@@ -9,11 +9,12 @@ import (
 )
 
 // OutboundIP returns the local address this host uses to reach the broker
-// (no packet is sent) — the gateway's private IP unless one is given.
-func OutboundIP(brokerURL string) (net.IP, error) {
+// (no packet is sent) — the gateway's private IP unless one is given — and
+// the broker's address.
+func OutboundIP(brokerURL string) (local, remote net.IP, err error) {
 	u, err := url.Parse(brokerURL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("--broker %q is not a URL (want e.g. https://192.0.2.1:8443)", brokerURL)
+		return nil, nil, fmt.Errorf("--broker %q is not a URL (want e.g. https://192.0.2.1:8443)", brokerURL)
 	}
 	port := u.Port()
 	if port == "" {
@@ -21,13 +22,13 @@ func OutboundIP(brokerURL string) (net.IP, error) {
 	}
 	c, err := net.Dial("udp", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
-		return nil, fmt.Errorf("find the local address towards the broker %s: %w", u.Host, err)
+		return nil, nil, fmt.Errorf("find the local address towards the broker %s: %w", u.Host, err)
 	}
 	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP, nil
+	return c.LocalAddr().(*net.UDPAddr).IP, c.RemoteAddr().(*net.UDPAddr).IP, nil
 }
 
-// TunnelMTU is the underlay MTU towards ip minus WireGuard's IPv6-safe overhead.
+// TunnelMTU is the underlay MTU towards ip (a remote underlay address) minus WireGuard's IPv6-safe overhead.
 func TunnelMTU(ip net.IP) (int, error) {
 	m, err := wg.UnderlayMTU(ip)
 	if err != nil {

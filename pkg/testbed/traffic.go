@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -42,6 +43,8 @@ func RunHelper() bool {
 		err = clientUDP(args)
 	case "stream":
 		err = clientStream(args)
+	case "get":
+		err = httpGet(args)
 	default:
 		return false
 	}
@@ -172,6 +175,24 @@ func clientUDP(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("no echo of a %d-byte datagram", n)
+}
+
+// httpGet: get URL — prints the body of a 200 response.
+func httpGet(args []string) error {
+	if len(args) != 1 {
+		return errors.New("get URL")
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(args[0])
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", args[0], resp.Status)
+	}
+	_, err = io.Copy(os.Stdout, resp.Body)
+	return err
 }
 
 // clientStream: stream HOST SECONDS — one TCP connection, 64 KiB echoed

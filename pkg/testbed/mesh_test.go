@@ -1,0 +1,415 @@
+package testbed_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+)
+
+func TestMain(m *testing.M) {
+	if testbed.RunHelper() || brokerHelper() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// brokerHelper performs one broker call from inside a namespace (the broker
+// is reachable only on the underlay): TB_BROKER=token|join|remove.
+func brokerHelper() bool {
+	action := os.Getenv("TB_BROKER")
+	if action == "" {
+		return false
+	}
+	err := func() error {
+		ca, err := os.ReadFile(os.Getenv("TB_CA"))
+		if err != nil {
+			return err
+		}
+		cred := ""
+		if f := os.Getenv("TB_CRED"); f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			cred = strings.TrimSpace(string(b))
+		}
+		c, err := brokerclient.New(os.Getenv("TB_URL"), ca, cred)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		switch action {
+		case "token":
+			tok, err := c.CreateToken(ctx, time.Hour, "testbed")
+			if err != nil {
+				return err
+			}
+			fmt.Print(tok)
+		case "join":
+			id := os.Getenv("TB_CLUSTER")
+			r, err := c.Join(ctx, os.Getenv("TB_TOKEN"), api.JoinRequest{ClusterID: id,
+				PodCIDRs: []string{os.Getenv("TB_POD")}, ServiceCIDRs: []string{os.Getenv("TB_SVC")}})
+			if err != nil {
+				return err
+			}
+			fmt.Print(r.Credential)
+		case "remove":
+			return c.RemoveCluster(ctx, os.Getenv("TB_CLUSTER"))
+		default:
+			return fmt.Errorf("unknown action %q", action)
+		}
+		return nil
+	}()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "broker helper:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+	return true
+}
+
+type mesh struct {
+	t        *testing.T
+	bed      *testbed.Bed
+	ul       *testbed.Underlay
+	brokerNS string
+	dataDir  string
+	broker   *testbed.Proc
+	gwBin    string
+	brBin    string
+	clusters map[int]*cluster
+}
+
+type cluster struct {
+	i      int
+	id     string
+	gwNS   string
+	podNS  string
+	podIP  string
+	dir    string
+	gw     *testbed.Proc
+	pubKey string
+}
+
+const brokerURL = "https://192.0.2.2:8443"
+
+func newMesh(t *testing.T) *mesh {
+	bed := testbed.New(t)
+	m := &mesh{t: t, bed: bed, clusters: map[int]*cluster{}}
+	m.brBin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/broker")
+	m.gwBin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/gateway")
+	m.ul = bed.Underlay()
+	m.brokerNS = bed.NS("broker")
+	m.ul.Attach(m.brokerNS, "192.0.2.2/24")
+	m.dataDir = filepath.Join(bed.Dir, "broker")
+	if out, err := bed.Exec(m.brokerNS, m.brBin, "init", "--data-dir", m.dataDir, "--san", "192.0.2.2"); err != nil {
+		t.Fatalf("broker init: %v %s", err, out)
+	}
+	m.startBroker()
+	return m
+}
+
+func (m *mesh) startBroker() {
+	m.broker = m.bed.Start(m.brokerNS, "broker", nil, m.brBin, "serve", "--data-dir", m.dataDir, "--listen", "192.0.2.2:8443")
+	if err := testbed.Eventually(20*time.Second, 200*time.Millisecond, func() error {
+		_, err := m.brokerCall("token", nil)
+		return err
+	}); err != nil {
+		m.t.Fatalf("broker not answering: %v\n%s", err, m.broker.Tail(2000))
+	}
+}
+
+func (m *mesh) brokerCall(action string, env map[string]string) (string, error) {
+	args := []string{"env", "TB_BROKER=" + action, "TB_URL=" + brokerURL, "TB_CA=" + filepath.Join(m.dataDir, "ca.crt")}
+	if _, ok := env["TB_CRED"]; !ok {
+		args = append(args, "TB_CRED="+filepath.Join(m.dataDir, "admin.token"))
+	}
+	for k, v := range env {
+		args = append(args, k+"="+v)
+	}
+	exe, _ := os.Executable()
+	out, err := m.bed.Exec(m.brokerNS, append(args, exe)...)
+	return strings.TrimSpace(out), err
+}
+
+// addCluster builds cluster i's namespaces and joins it to the broker.
+func (m *mesh) addCluster(i int) *cluster {
+	t := m.t
+	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", i)}
+	c.dir = filepath.Join(m.bed.Dir, c.id)
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.gwNS = m.bed.NS("gw" + c.id[1:])
+	c.podNS = m.bed.NS("pod" + c.id[1:])
+	m.ul.Attach(c.gwNS, fmt.Sprintf("192.0.2.%d/24", 10+i))
+	m.bed.Veth(c.gwNS, "pods", c.podNS, "eth0")
+	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", i), "dev", "pods")
+	m.bed.MustIP(c.podNS, "addr", "add", c.podIP+"/24", "dev", "eth0")
+	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", i))
+	m.bed.StartHelper(c.podNS, "echo-"+c.id, "echo")
+
+	tok, err := m.brokerCall("token", nil)
+	if err != nil {
+		t.Fatalf("create join token: %v", err)
+	}
+	cred, err := m.brokerCall("join", map[string]string{"TB_CRED": "", "TB_TOKEN": tok, "TB_CLUSTER": c.id,
+		"TB_POD": fmt.Sprintf("10.%d.0.0/16", i), "TB_SVC": fmt.Sprintf("10.%d.0.0/16", 100+i)})
+	if err != nil {
+		t.Fatalf("join %s: %v", c.id, err)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "credential"), []byte(cred), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.clusters[i] = c
+	return c
+}
+
+func (m *mesh) startGateway(c *cluster) {
+	c.gw = m.bed.Start(c.gwNS, "gateway-"+c.id, nil, m.gwBin, "run",
+		"--cluster-id", c.id,
+		"--pod-cidr", fmt.Sprintf("10.%d.0.0/16", c.i),
+		"--service-cidr", fmt.Sprintf("10.%d.0.0/16", 100+c.i),
+		"--broker", brokerURL,
+		"--ca-file", filepath.Join(m.dataDir, "ca.crt"),
+		"--credential-file", filepath.Join(c.dir, "credential"),
+		"--key-file", filepath.Join(c.dir, "private.key"),
+		"--listen-port", "51820",
+		"--hostname", "gw-"+c.id,
+		"--run-dir", filepath.Join(c.dir, "run"),
+		"--metrics", "0.0.0.0:9570",
+	)
+}
+
+// wgDump returns `wg show tmesh0 dump` peer lines keyed by public key:
+// [endpoint, allowed-ips].
+func (m *mesh) wgDump(c *cluster) (string, map[string][2]string, error) {
+	out, err := m.bed.Exec(c.gwNS, "nsenter", "-t", fmt.Sprint(c.gw.Pid()), "-m", "wg", "show", "tmesh0", "dump")
+	if err != nil {
+		return "", nil, err
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	self := strings.Fields(lines[0])
+	peers := map[string][2]string{}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) >= 4 {
+			peers[f[0]] = [2]string{f[2], f[3]}
+		}
+	}
+	return self[1], peers, nil
+}
+
+// reach checks TCP (larger than the tunnel MTU, many segments) and UDP
+// (one small, one fragmented datagram) from a's pod to b's pod, and that b
+// sees a's pod address (no SNAT).
+func (m *mesh) reach(a, b *cluster) error {
+	want := "FROM " + a.podIP
+	out, err := m.bed.Helper(a.podNS, "tcp", b.podIP, "300000")
+	if err != nil {
+		return fmt.Errorf("TCP %s→%s: %w", a.id, b.id, err)
+	}
+	if out != want {
+		return fmt.Errorf("TCP %s→%s: server saw %q, want %q", a.id, b.id, out, want)
+	}
+	for _, size := range []string{"1200", "4000"} {
+		out, err := m.bed.Helper(a.podNS, "udp", b.podIP, size)
+		if err != nil {
+			return fmt.Errorf("UDP %s bytes %s→%s: %w", size, a.id, b.id, err)
+		}
+		if out != want {
+			return fmt.Errorf("UDP %s→%s: server saw %q", a.id, b.id, out)
+		}
+	}
+	return nil
+}
+
+func (m *mesh) reachAll(t *testing.T, ids []int, timeout time.Duration) {
+	t.Helper()
+	for _, i := range ids {
+		for _, j := range ids {
+			if i == j {
+				continue
+			}
+			a, b := m.clusters[i], m.clusters[j]
+			if err := testbed.Eventually(timeout, 500*time.Millisecond, func() error { return m.reach(a, b) }); err != nil {
+				t.Fatalf("%v\n--- %s log:\n%s\n--- %s log:\n%s", err, a.id, a.gw.Tail(3000), b.id, b.gw.Tail(3000))
+			}
+		}
+	}
+}
+
+func (m *mesh) ownedRoutes(c *cluster) string {
+	out, _ := m.bed.IP(c.gwNS, "route", "show", "proto", "77")
+	return out
+}
+
+func TestMesh(t *testing.T) {
+	m := newMesh(t)
+	for i := 1; i <= 3; i++ {
+		m.startGateway(m.addCluster(i))
+	}
+	c1, c2, c3 := m.clusters[1], m.clusters[2], m.clusters[3]
+
+	t.Run("pod to pod, every pair, TCP and UDP", func(t *testing.T) {
+		m.reachAll(t, []int{1, 2, 3}, 45*time.Second)
+		for _, c := range []*cluster{c1, c2, c3} {
+			pub, peers, err := m.wgDump(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.pubKey = pub
+			if len(peers) != 2 {
+				t.Errorf("%s has %d peers, want 2: %v", c.id, len(peers), peers)
+			}
+			if r := m.ownedRoutes(c); strings.Count(r, "dev tmesh0") != 6 {
+				t.Errorf("%s routes:\n%s", c.id, r)
+			}
+			if out, err := m.bed.Exec(c.gwNS, "nft", "list", "table", "inet", "tunnelmesh"); err != nil || !strings.Contains(out, "maxseg size set rt mtu") {
+				t.Errorf("%s nft table: %v\n%s", c.id, err, out)
+			}
+		}
+	})
+
+	t.Run("health and metrics", func(t *testing.T) {
+		err := testbed.Eventually(20*time.Second, time.Second, func() error {
+			out, err := m.bed.Helper(c1.podNS, "get", "http://10.1.0.1:9570/metrics")
+			if err != nil {
+				return err
+			}
+			for _, want := range []string{`tunnelmesh_gateway_connections{status="connected"} 2`,
+				`tunnelmesh_gateway_connection_rtt_seconds{cluster="c2"}`, `tunnelmesh_gateway_rx_bytes_total{cluster="c3"}`,
+				`tunnelmesh_gateway_last_handshake_age_seconds{cluster="c2"}`} {
+				if !strings.Contains(out, want) {
+					return fmt.Errorf("metrics lack %s", want)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("deleted route is put back", func(t *testing.T) {
+		m.bed.MustIP(c1.gwNS, "route", "del", "10.2.0.0/16")
+		if err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
+			if !strings.Contains(m.ownedRoutes(c1), "10.2.0.0/16 dev tmesh0") {
+				return fmt.Errorf("route to 10.2.0.0/16 not restored:\n%s", m.ownedRoutes(c1))
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		if !strings.Contains(c1.gw.Tail(1<<20), "route removed by someone else") {
+			t.Error("gateway log does not show the route being put back")
+		}
+	})
+
+	t.Run("gateway killed and restarted keeps its identity", func(t *testing.T) {
+		_, before1, _ := m.wgDump(c1)
+		_, before3, _ := m.wgDump(c3)
+		c2.gw.Kill()
+		if _, err := m.bed.IP(c2.gwNS, "link", "show", "tmesh0"); err == nil {
+			t.Error("tmesh0 survived the killed gateway")
+		}
+		m.startGateway(c2)
+		m.reachAll(t, []int{1, 2, 3}, 45*time.Second)
+		pub, _, err := m.wgDump(c2)
+		if err != nil || pub != c2.pubKey {
+			t.Errorf("restarted gateway key %s, want %s (%v)", pub, c2.pubKey, err)
+		}
+		_, after1, _ := m.wgDump(c1)
+		_, after3, _ := m.wgDump(c3)
+		if after1[c2.pubKey] != before1[c2.pubKey] || after3[c2.pubKey] != before3[c2.pubKey] {
+			t.Errorf("peers of c2 changed: c1 %v → %v, c3 %v → %v", before1[c2.pubKey], after1[c2.pubKey], before3[c2.pubKey], after3[c2.pubKey])
+		}
+	})
+
+	t.Run("broker outage: flows keep working, late gateway appears after", func(t *testing.T) {
+		c4 := m.addCluster(4)
+		stream := m.bed.StartHelper(c1.podNS, "stream-c1-c3", "stream", c3.podIP, "62")
+		if err := m.broker.Stop(10 * time.Second); err != nil {
+			t.Fatalf("stop broker: %v", err)
+		}
+		m.startGateway(c4) // joins the data plane while the broker is down
+		start := time.Now()
+		select {
+		case <-stream.Done():
+		case <-time.After(90 * time.Second):
+			t.Fatal("stream did not finish")
+		}
+		if stream.Err() != nil || !strings.Contains(stream.Tail(500), "ok ") {
+			t.Fatalf("long flow broke during the broker outage: %v\n%s", stream.Err(), stream.Tail(1000))
+		}
+		t.Logf("flow c1→c3 survived %s without the broker", time.Since(start).Round(time.Second))
+		m.reachAll(t, []int{1, 2, 3}, 5*time.Second) // new flows too
+		if err := m.reach(c4, c1); err == nil {
+			t.Error("c4 reached c1 although the broker never saw its gateway")
+		}
+		m.startBroker()
+		m.reachAll(t, []int{1, 2, 3, 4}, 60*time.Second)
+	})
+
+	t.Run("removed cluster vanishes everywhere", func(t *testing.T) {
+		if _, err := m.brokerCall("remove", map[string]string{"TB_CLUSTER": "c3"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*cluster{c1, c2, m.clusters[4]} {
+			err := testbed.Eventually(20*time.Second, 500*time.Millisecond, func() error {
+				_, peers, err := m.wgDump(c)
+				if err != nil {
+					return err
+				}
+				if _, ok := peers[c3.pubKey]; ok || len(peers) != 2 {
+					return fmt.Errorf("%s still has c3's peer (%d peers)", c.id, len(peers))
+				}
+				if r := m.ownedRoutes(c); strings.Contains(r, "10.3.0.0/16") || strings.Contains(r, "10.103.0.0/16") {
+					return fmt.Errorf("%s still routes c3:\n%s", c.id, r)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		if err := m.reach(c1, c3); err == nil {
+			t.Error("c1 still reaches removed c3")
+		}
+		m.reachAll(t, []int{1, 2, 4}, 10*time.Second)
+	})
+
+	t.Run("teardown leaves nothing", func(t *testing.T) {
+		for _, i := range []int{1, 2, 3, 4} {
+			c := m.clusters[i]
+			rules, _ := m.bed.IP(c.gwNS, "rule", "show")
+			if err := c.gw.Stop(15 * time.Second); err != nil {
+				t.Errorf("%s gateway exit: %v\n%s", c.id, err, c.gw.Tail(2000))
+			}
+			if _, err := m.bed.IP(c.gwNS, "link", "show", "tmesh0"); err == nil {
+				t.Errorf("%s: tmesh0 left behind", c.id)
+			}
+			if r := m.ownedRoutes(c); strings.TrimSpace(r) != "" {
+				t.Errorf("%s: routes left behind:\n%s", c.id, r)
+			}
+			if out, _ := m.bed.Exec(c.gwNS, "nft", "list", "tables"); strings.Contains(out, "tunnelmesh") {
+				t.Errorf("%s: nft table left behind:\n%s", c.id, out)
+			}
+			if after, _ := m.bed.IP(c.gwNS, "rule", "show"); after != rules {
+				t.Errorf("%s: ip rules changed:\n%s", c.id, after)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(c.dir, "run")); len(ents) != 0 {
+				t.Errorf("%s: UAPI socket left behind: %v", c.id, ents)
+			}
+		}
+	})
+}
