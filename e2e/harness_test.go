@@ -1,0 +1,354 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+	"sigs.k8s.io/kind/pkg/cluster"
+	"sigs.k8s.io/kind/pkg/cluster/nodes"
+	"sigs.k8s.io/kind/pkg/cluster/nodeutils"
+	kindcmd "sigs.k8s.io/kind/pkg/cmd"
+)
+
+// GatewayLabel marks the nodes that may run a tunnelmesh gateway.
+const GatewayLabel = "tunnelmesh.io/gateway"
+
+// ClusterSpec describes one kind cluster of the test bed.
+type ClusterSpec struct {
+	Name          string
+	PodSubnet     string
+	ServiceSubnet string
+	// Nodes lists the labels of each node; the first is the control plane.
+	Nodes []map[string]string
+}
+
+// TestBed is the two-cluster topology: east has two gateway-candidate
+// workers and a plain worker, west a gateway-candidate worker; CIDRs do not
+// overlap.
+var TestBed = []ClusterSpec{
+	{
+		Name: "tm-east", PodSubnet: "10.244.0.0/16", ServiceSubnet: "10.96.0.0/16",
+		Nodes: []map[string]string{nil, {GatewayLabel: "true"}, {GatewayLabel: "true"}, nil},
+	},
+	{
+		Name: "tm-west", PodSubnet: "10.245.0.0/16", ServiceSubnet: "10.97.0.0/16",
+		Nodes: []map[string]string{nil, {GatewayLabel: "true"}},
+	},
+}
+
+// Cluster is a running kind cluster of the test bed.
+type Cluster struct {
+	Spec       ClusterSpec
+	Kubeconfig string
+	Config     *rest.Config
+	Client     kubernetes.Interface
+}
+
+// Env is the state every test shares.
+type Env struct {
+	Provider  *cluster.Provider
+	NodeImage string
+	WorkDir   string
+	Clusters  []*Cluster
+}
+
+// env is set by TestMain before any test runs.
+var env *Env
+
+// Cluster returns the test-bed cluster with this name.
+func (e *Env) Cluster(name string) *Cluster {
+	for _, c := range e.Clusters {
+		if c.Spec.Name == name {
+			return c
+		}
+	}
+	panic("no cluster " + name)
+}
+
+// kindConfig renders a ClusterSpec as kind's v1alpha4 configuration. The
+// kubelet patch lets kubelet v1.36 run on hosts with cgroup v1.
+func kindConfig(s ClusterSpec) *v1alpha4.Cluster {
+	cfg := &v1alpha4.Cluster{
+		TypeMeta: v1alpha4.TypeMeta{Kind: "Cluster", APIVersion: "kind.x-k8s.io/v1alpha4"},
+		Networking: v1alpha4.Networking{
+			PodSubnet:     s.PodSubnet,
+			ServiceSubnet: s.ServiceSubnet,
+		},
+		KubeadmConfigPatches: []string{"kind: KubeletConfiguration\nfailCgroupV1: false\n"},
+	}
+	for i, labels := range s.Nodes {
+		role := v1alpha4.WorkerRole
+		if i == 0 {
+			role = v1alpha4.ControlPlaneRole
+		}
+		cfg.Nodes = append(cfg.Nodes, v1alpha4.Node{Role: role, Labels: labels})
+	}
+	return cfg
+}
+
+// prerequisites returns why the e2e tests cannot run here, or "".
+func prerequisites() (nodeImage, reason string) {
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		return "", fmt.Sprintf("no Docker engine answers (docker info: %v: %s); run `make docker-engine`", err, strings.TrimSpace(string(out)))
+	}
+	nodeImage = os.Getenv("KIND_NODE_IMAGE")
+	if nodeImage == "" {
+		f := os.Getenv("NODE_IMAGE_FILE")
+		if f == "" {
+			f = "../_output/node-image.txt"
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Sprintf("no node image: set KIND_NODE_IMAGE or run `make node-image` (%v)", err)
+		}
+		nodeImage = strings.TrimSpace(string(b))
+	}
+	if err := exec.Command("docker", "image", "inspect", nodeImage).Run(); err != nil {
+		return "", fmt.Sprintf("node image %s is not in the local engine (build it with `make node-image`)", nodeImage)
+	}
+	return nodeImage, ""
+}
+
+// Setup creates (in parallel) the test bed's clusters, waits until every
+// node and the cluster DNS are ready, and loads the project images.
+func Setup(ctx context.Context, nodeImage, workDir string) (*Env, error) {
+	e := &Env{
+		Provider:  cluster.NewProvider(cluster.ProviderWithDocker(), cluster.ProviderWithLogger(kindcmd.NewLogger())),
+		NodeImage: nodeImage,
+		WorkDir:   workDir,
+	}
+	for _, s := range TestBed {
+		e.Clusters = append(e.Clusters, &Cluster{Spec: s, Kubeconfig: filepath.Join(workDir, s.Name+".kubeconfig")})
+	}
+	// leftovers of an earlier run kept with E2E_KEEP=1 or interrupted
+	existing, err := e.Provider.List()
+	if err != nil {
+		return e, fmt.Errorf("list kind clusters: %w", err)
+	}
+	for _, c := range e.Clusters {
+		for _, name := range existing {
+			if name == c.Spec.Name {
+				logf("deleting leftover cluster %s", name)
+				if err := e.Provider.Delete(name, ""); err != nil {
+					return e, fmt.Errorf("delete leftover cluster %s: %w", name, err)
+				}
+			}
+		}
+	}
+	errs := make([]error, len(e.Clusters))
+	var wg sync.WaitGroup
+	for i, c := range e.Clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = e.create(ctx, c)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return e, err
+	}
+	if err := e.loadProjectImages(); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+func (e *Env) create(ctx context.Context, c *Cluster) error {
+	start := time.Now()
+	err := e.Provider.Create(c.Spec.Name,
+		cluster.CreateWithV1Alpha4Config(kindConfig(c.Spec)),
+		cluster.CreateWithNodeImage(e.NodeImage),
+		cluster.CreateWithKubeconfigPath(c.Kubeconfig),
+		cluster.CreateWithRetain(true), // keep failed nodes for log gathering
+		cluster.CreateWithWaitForReady(0),
+		cluster.CreateWithDisplayUsage(false),
+		cluster.CreateWithDisplaySalutation(false),
+	)
+	if err != nil {
+		return fmt.Errorf("create cluster %s: %w", c.Spec.Name, err)
+	}
+	logf("cluster %s created in %s", c.Spec.Name, time.Since(start).Round(time.Second))
+	c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("cluster %s kubeconfig: %w", c.Spec.Name, err)
+	}
+	c.Config.QPS, c.Config.Burst = 50, 100
+	c.Client, err = kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return fmt.Errorf("cluster %s client: %w", c.Spec.Name, err)
+	}
+	if err := c.WaitReady(ctx); err != nil {
+		return fmt.Errorf("cluster %s: %w", c.Spec.Name, err)
+	}
+	logf("cluster %s ready after %s", c.Spec.Name, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// WaitReady waits until every node is Ready and every kube-system
+// Deployment and DaemonSet has all its pods available.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
+	defer cancel()
+	var last string
+	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		last = c.notReady(ctx)
+		return last == "", nil
+	})
+	if err != nil {
+		return fmt.Errorf("not ready: %s", last)
+	}
+	return nil
+}
+
+// notReady describes what is not ready yet, or returns "".
+func (c *Cluster) notReady(ctx context.Context) string {
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "list nodes: " + err.Error()
+	}
+	if len(nodes.Items) != len(c.Spec.Nodes) {
+		return fmt.Sprintf("%d of %d nodes registered", len(nodes.Items), len(c.Spec.Nodes))
+	}
+	for _, n := range nodes.Items {
+		if !nodeReady(&n) {
+			return "node " + n.Name + " not Ready"
+		}
+	}
+	deps, err := c.Client.AppsV1().Deployments("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "list deployments: " + err.Error()
+	}
+	for _, d := range deps.Items {
+		if d.Spec.Replicas != nil && d.Status.AvailableReplicas < *d.Spec.Replicas {
+			return fmt.Sprintf("deployment %s: %d/%d available", d.Name, d.Status.AvailableReplicas, *d.Spec.Replicas)
+		}
+	}
+	dss, err := c.Client.AppsV1().DaemonSets("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "list daemonsets: " + err.Error()
+	}
+	for _, d := range dss.Items {
+		if d.Status.DesiredNumberScheduled == 0 || d.Status.NumberAvailable < d.Status.DesiredNumberScheduled {
+			return fmt.Sprintf("daemonset %s: %d/%d available", d.Name, d.Status.NumberAvailable, d.Status.DesiredNumberScheduled)
+		}
+	}
+	return ""
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// projectArchives lists the docker-save tarballs to load into every node.
+func projectArchives() ([]string, error) {
+	dir := os.Getenv("PROJECT_IMAGE_DIR")
+	if dir == "" {
+		dir = "../_output/project-images"
+	}
+	tars, err := filepath.Glob(filepath.Join(dir, "*.tar"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(tars)
+	return tars, nil
+}
+
+// loadProjectImages loads every project image archive into every node of
+// every cluster with kind's nodeutils.LoadImageArchive.
+func (e *Env) loadProjectImages() error {
+	tars, err := projectArchives()
+	if err != nil {
+		return err
+	}
+	if len(tars) == 0 {
+		logf("no project image archives to load")
+		return nil
+	}
+	start := time.Now()
+	var all []nodes.Node
+	for _, c := range e.Clusters {
+		ns, err := e.Provider.ListNodes(c.Spec.Name)
+		if err != nil {
+			return fmt.Errorf("list nodes of %s: %w", c.Spec.Name, err)
+		}
+		all = append(all, ns...)
+	}
+	errs := make([]error, len(all))
+	var wg sync.WaitGroup
+	for i, n := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, t := range tars {
+				if err := loadArchive(n, t); err != nil {
+					errs[i] = fmt.Errorf("load %s into %s: %w", filepath.Base(t), n.String(), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	logf("loaded %d image archives into %d nodes in %s", len(tars), len(all), time.Since(start).Round(time.Second))
+	return nil
+}
+
+func loadArchive(n nodes.Node, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return nodeutils.LoadImageArchive(n, f)
+}
+
+// GatherLogs writes every cluster's node logs (kind's collection: journal,
+// containerd, kubelet, pod logs, docker inspect) to dir/<cluster>.
+func (e *Env) GatherLogs(dir string) {
+	for _, c := range e.Clusters {
+		d := filepath.Join(dir, c.Spec.Name)
+		if err := e.Provider.CollectLogs(c.Spec.Name, d); err != nil {
+			logf("collect logs of %s: %v", c.Spec.Name, err)
+			continue
+		}
+		logf("logs of %s in %s", c.Spec.Name, d)
+	}
+}
+
+// Teardown deletes the test bed's clusters.
+func (e *Env) Teardown() {
+	for _, c := range e.Clusters {
+		if err := e.Provider.Delete(c.Spec.Name, c.Kubeconfig); err != nil {
+			logf("delete cluster %s: %v", c.Spec.Name, err)
+		}
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
+}

@@ -1,0 +1,63 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	flag.Parse()
+	ci := os.Getenv("CI") == "true"
+	nodeImage, reason := prerequisites()
+	if reason != "" {
+		if ci {
+			fmt.Println("e2e: FAIL:", reason)
+			return 1
+		}
+		fmt.Println("e2e: SKIPPED:", reason)
+		return 0
+	}
+	logDir := os.Getenv("E2E_LOG_DIR")
+	if logDir == "" {
+		logDir, _ = filepath.Abs("logs")
+	}
+	workDir, err := os.MkdirTemp("", "tm-e2e-")
+	if err != nil {
+		fmt.Println("e2e: FAIL:", err)
+		return 1
+	}
+	keep := os.Getenv("E2E_KEEP") == "1"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	start := time.Now()
+	logf("node image %s", nodeImage)
+	e, err := Setup(ctx, nodeImage, workDir)
+	code := 0
+	if err != nil {
+		fmt.Println("e2e: FAIL: setup:", err)
+		code = 1
+	} else {
+		logf("test bed ready in %s", time.Since(start).Round(time.Second))
+		env = e
+		code = m.Run()
+	}
+	if code != 0 {
+		e.GatherLogs(logDir)
+	}
+	if keep {
+		logf("E2E_KEEP=1: clusters kept; kubeconfigs in %s; delete with `kind delete cluster --name <name>`", workDir)
+		return code
+	}
+	e.Teardown()
+	os.RemoveAll(workDir)
+	return code
+}
