@@ -5,6 +5,7 @@ set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have iperf3      || need+=(iperf3)
+have ping        || need+=(iputils-ping)
 have wg          || need+=(wireguard-tools)
 have debootstrap || need+=(debootstrap)
 have nft         || need+=(nftables)
