@@ -1,0 +1,308 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// Namespace holds every object the e2e tests create.
+const Namespace = "tm-e2e"
+
+var (
+	imagesOnce sync.Once
+	imageRefs  map[string]string
+	imagesErr  error
+)
+
+// Image returns the full reference (repository:tag) of the loaded project
+// image whose repository is repo, e.g. "tunnelmesh/netclient", reading the
+// RepoTags of the docker-save archives that were loaded into the nodes.
+func Image(repo string) (string, error) {
+	imagesOnce.Do(func() {
+		imageRefs = map[string]string{}
+		tars, err := projectArchives()
+		if err != nil {
+			imagesErr = err
+			return
+		}
+		for _, t := range tars {
+			tags, err := archiveTags(t)
+			if err != nil {
+				imagesErr = fmt.Errorf("%s: %w", t, err)
+				return
+			}
+			for _, tag := range tags {
+				if i := strings.LastIndex(tag, ":"); i > 0 && !strings.Contains(tag[i:], "/") {
+					imageRefs[tag[:i]] = tag
+				}
+			}
+		}
+	})
+	if imagesErr != nil {
+		return "", imagesErr
+	}
+	ref, ok := imageRefs[repo]
+	if !ok && !strings.Contains(repo, "/") {
+		ref, ok = imageRefs["docker.io/"+repo]
+	}
+	if !ok {
+		known := make([]string, 0, len(imageRefs))
+		for k := range imageRefs {
+			known = append(known, k)
+		}
+		return "", fmt.Errorf("no loaded project image %q (loaded: %v); run `make project-images`", repo, known)
+	}
+	return ref, nil
+}
+
+// archiveTags reads the RepoTags of a docker-save archive's manifest.json.
+func archiveTags(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("no manifest.json")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if h.Name != "manifest.json" {
+			continue
+		}
+		var m []struct{ RepoTags []string }
+		if err := json.NewDecoder(tr).Decode(&m); err != nil {
+			return nil, fmt.Errorf("manifest.json: %w", err)
+		}
+		var tags []string
+		for _, e := range m {
+			tags = append(tags, e.RepoTags...)
+		}
+		return tags, nil
+	}
+}
+
+// EnsureNamespace creates the e2e namespace if it does not exist.
+func (c *Cluster) EnsureNamespace(ctx context.Context) error {
+	_, err := c.Client.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("%s: create namespace: %w", c.Spec.Name, err)
+	}
+	return nil
+}
+
+// tolerateAll lets a pod run on every node, control plane included.
+var tolerateAll = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+}
+
+// EchoPort is the echoserver's HTTP (and UDP) port.
+const EchoPort = 8080
+
+var echoMu sync.Mutex
+
+// EnsureEcho runs the echoserver as a DaemonSet (a pod on every node) behind
+// the ClusterIP Service "echo", and waits until every pod is ready. It
+// returns the ready pods.
+func (c *Cluster) EnsureEcho(ctx context.Context) ([]corev1.Pod, error) {
+	echoMu.Lock()
+	defer echoMu.Unlock()
+	img, err := Image("tunnelmesh/echoserver")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.EnsureNamespace(ctx); err != nil {
+		return nil, err
+	}
+	labels := map[string]string{"app": "echo"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: Namespace},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Tolerations: tolerateAll,
+					Containers: []corev1.Container{{
+						Name: "echo", Image: img, ImagePullPolicy: corev1.PullNever,
+						Env: []corev1.EnvVar{
+							{Name: "CLUSTER_NAME", Value: c.Spec.Name},
+							fieldEnv("POD_IP", "status.podIP"),
+							fieldEnv("NODE_NAME", "spec.nodeName"),
+							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+						},
+						Ports: []corev1.ContainerPort{{ContainerPort: EchoPort}},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(EchoPort)}},
+							PeriodSeconds: 1,
+						},
+					}},
+				},
+			},
+		},
+	}
+	if _, err := c.Client.AppsV1().DaemonSets(Namespace).Create(ctx, ds, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("%s: create echo daemonset: %w", c.Spec.Name, err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: Namespace},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports: []corev1.ServicePort{
+				{Name: "http", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort), Protocol: corev1.ProtocolTCP},
+				{Name: "udp", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort), Protocol: corev1.ProtocolUDP},
+			},
+		},
+	}
+	if _, err := c.Client.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("%s: create echo service: %w", c.Spec.Name, err)
+	}
+	var pods []corev1.Pod
+	var last string
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := c.Client.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		pods = pods[:0]
+		for _, p := range list.Items {
+			if podReady(&p) && p.DeletionTimestamp == nil {
+				pods = append(pods, p)
+			}
+		}
+		last = fmt.Sprintf("%d of %d echo pods ready", len(pods), len(c.Spec.Nodes))
+		return len(pods) == len(c.Spec.Nodes), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s", c.Spec.Name, last)
+	}
+	return pods, nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// RunCheck runs the netclient image once on node with args (e.g. "-wait",
+// "30s", "http", URL), waits for it to finish, deletes the pod and returns
+// its output; an error carries the output of a failed check.
+func (c *Cluster) RunCheck(ctx context.Context, node string, args ...string) (string, error) {
+	img, err := Image("tunnelmesh/netclient")
+	if err != nil {
+		return "", err
+	}
+	if err := c.EnsureNamespace(ctx); err != nil {
+		return "", err
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "check-", Namespace: Namespace, Labels: map[string]string{"app": "check"}},
+		Spec: corev1.PodSpec{
+			NodeName:      node,
+			RestartPolicy: corev1.RestartPolicyNever,
+			Tolerations:   tolerateAll,
+			Containers: []corev1.Container{{
+				Name: "check", Image: img, ImagePullPolicy: corev1.PullNever, Args: args,
+			}},
+		},
+	}
+	pod, err = c.Client.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("%s: create check pod: %w", c.Spec.Name, err)
+	}
+	defer func() {
+		_ = c.Client.CoreV1().Pods(Namespace).Delete(context.WithoutCancel(ctx), pod.Name, metav1.DeleteOptions{})
+	}()
+	var phase corev1.PodPhase
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := c.Client.CoreV1().Pods(Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		phase = p.Status.Phase
+		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
+	})
+	out, lerr := c.Client.CoreV1().Pods(Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if lerr != nil {
+		out = []byte("(logs: " + lerr.Error() + ")")
+	}
+	switch {
+	case err != nil:
+		return string(out), fmt.Errorf("%s: check pod %s on %s %v did not finish (phase %q): %s", c.Spec.Name, pod.Name, node, args, phase, out)
+	case phase == corev1.PodFailed:
+		return string(out), fmt.Errorf("%s: check on %s %v failed: %s", c.Spec.Name, node, args, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// EchoReply is the JSON the echoserver answers with.
+type EchoReply struct {
+	PodIP   string `json:"podIP"`
+	Cluster string `json:"cluster"`
+	Node    string `json:"node"`
+	Client  string `json:"client"`
+}
+
+func parseEcho(out string) (EchoReply, error) {
+	var r EchoReply
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil {
+		return r, fmt.Errorf("echo reply %q: %w", out, err)
+	}
+	return r, nil
+}
+
+// NodeNames returns the names of the cluster's nodes.
+func (c *Cluster) NodeNames(ctx context.Context) ([]string, error) {
+	list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, n := range list.Items {
+		names = append(names, n.Name)
+	}
+	return names, nil
+}
+
+// NodeIP returns a node's InternalIP (its address on kind's docker network).
+func (c *Cluster) NodeIP(ctx context.Context, node string) (string, error) {
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP && !strings.Contains(a.Address, ":") {
+			return a.Address, nil
+		}
+	}
+	return "", fmt.Errorf("node %s has no IPv4 InternalIP", node)
+}
