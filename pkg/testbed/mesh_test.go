@@ -78,7 +78,7 @@ func brokerHelper() bool {
 }
 
 type mesh struct {
-	t        *testing.T
+	t        testing.TB
 	bed      *testbed.Bed
 	ul       *testbed.Underlay
 	brokerNS string
@@ -102,7 +102,7 @@ type cluster struct {
 
 const brokerURL = "https://192.0.2.2:8443"
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t testing.TB) *mesh {
 	bed := testbed.New(t)
 	m := &mesh{t: t, bed: bed, clusters: map[int]*cluster{}}
 	m.brBin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/broker")
@@ -233,7 +233,7 @@ func (m *mesh) reach(a, b *cluster) error {
 	return nil
 }
 
-func (m *mesh) reachAll(t *testing.T, ids []int, timeout time.Duration) {
+func (m *mesh) reachAll(t testing.TB, ids []int, timeout time.Duration) {
 	t.Helper()
 	for _, i := range ids {
 		for _, j := range ids {

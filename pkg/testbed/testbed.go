@@ -67,6 +67,9 @@ func New(t testing.TB) *Bed {
 	return b
 }
 
+// Prefix is the bed's unique namespace-name prefix (short, for interface names too).
+func (b *Bed) Prefix() string { return b.prefix }
+
 // Close stops every process and deletes every namespace of the bed.
 func (b *Bed) Close() {
 	b.mu.Lock()

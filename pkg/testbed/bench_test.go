@@ -1,0 +1,190 @@
+package testbed_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+)
+
+// BenchmarkDataplane measures, on the same namespaces and in one run,
+// pod-to-pod TCP throughput (1 and 4 streams) and ping RTT over three
+// paths: tunnelmesh, plain veth routing with no tunnel (the ceiling), and
+// the standalone wireguard-go program of the same version configured by
+// hand with wg(8) (the reference). It prints a table; it never fails on a
+// figure. Run with: go test -run '^$' -bench Dataplane -benchtime 1x ./pkg/testbed
+func BenchmarkDataplane(b *testing.B) {
+	for _, c := range []string{"iperf3", "wg", "ping", "nft"} {
+		if _, err := exec(c); err != nil {
+			if os.Getenv("CI") == "true" {
+				b.Fatalf("%s missing (make deps)", c)
+			}
+			b.Skipf("%s missing (make deps)", c)
+		}
+	}
+	secs := 10
+	if s, err := strconv.Atoi(os.Getenv("BENCH_SECONDS")); err == nil && s > 0 {
+		secs = s
+	}
+	m := newMesh(b)
+	wgRef := testbed.Build(b, "golang.zx2c4.com/wireguard")
+	c1, c2 := m.addCluster(1), m.addCluster(2)
+	m.startGateway(c1)
+	m.startGateway(c2)
+	m.reachAll(b, []int{1, 2}, 45*time.Second)
+	bed := m.bed
+
+	// Second and third addresses on the same pods for the ceiling and reference paths.
+	for _, c := range []*cluster{c1, c2} {
+		for _, n := range []int{1, 2} {
+			bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.%d.1/24", c.i, n), "dev", "pods")
+			bed.MustIP(c.podNS, "addr", "add", fmt.Sprintf("10.%d.%d.2/24", c.i, n), "dev", "eth0")
+		}
+	}
+	// Ceiling: route 10.X.1.0/24 across the underlay, no tunnel.
+	bed.MustIP(c1.gwNS, "route", "add", "10.2.1.0/24", "via", "192.0.2.12")
+	bed.MustIP(c2.gwNS, "route", "add", "10.1.1.0/24", "via", "192.0.2.11")
+
+	// Reference: wireguard-go run by hand, configured with wg(8), same MTU
+	// as tmesh0 and the same MSS clamp; 10.X.2.0/24 over it.
+	mtu := strings.Fields(bed.MustIP(c1.gwNS, "-o", "link", "show", "tmesh0"))
+	tmeshMTU := "1420"
+	for i, f := range mtu {
+		if f == "mtu" && i+1 < len(mtu) {
+			tmeshMTU = mtu[i+1]
+		}
+	}
+	keys := map[int][2]string{}
+	for _, c := range []*cluster{c1, c2} {
+		priv := strings.TrimSpace(bed.MustExec(c.gwNS, "wg", "genkey"))
+		f := fmt.Sprintf("%s/ref%d.key", bed.Dir, c.i)
+		if err := os.WriteFile(f, []byte(priv+"\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		pub := strings.TrimSpace(bed.MustExec(c.gwNS, "sh", "-c", "wg pubkey < "+f))
+		keys[c.i] = [2]string{f, pub}
+	}
+	for _, c := range []*cluster{c1, c2} {
+		other := 3 - c.i
+		dev := fmt.Sprintf("wgref%s%d", bed.Prefix(), c.i) // UAPI sockets share /var/run/wireguard: unique names
+		p := bed.Start(c.gwNS, "wireguard-go-"+c.id, []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, wgRef, "-f", dev)
+		if err := testbed.Eventually(10*time.Second, 100*time.Millisecond, func() error {
+			_, err := bed.IP(c.gwNS, "link", "show", dev)
+			return err
+		}); err != nil {
+			b.Fatalf("wireguard-go did not start: %v\n%s", err, p.Tail(1000))
+		}
+		bed.MustExec(c.gwNS, "wg", "set", dev, "private-key", keys[c.i][0], "listen-port", "51821",
+			"peer", keys[other][1], "endpoint", fmt.Sprintf("192.0.2.%d:51821", 10+other),
+			"allowed-ips", fmt.Sprintf("10.%d.2.0/24,10.%d.1.0/24", other, other), "persistent-keepalive", "10")
+		bed.MustIP(c.gwNS, "link", "set", dev, "mtu", tmeshMTU, "up")
+		bed.MustIP(c.gwNS, "route", "add", fmt.Sprintf("10.%d.2.0/24", other), "dev", dev)
+		bed.MustExec(c.gwNS, "nft", "add table inet benchref; add chain inet benchref refclamp { type filter hook forward priority 0; policy accept; }; "+
+			"add rule inet benchref refclamp oifname "+dev+" tcp flags syn / syn,rst tcp option maxseg size set rt mtu")
+	}
+	b.Cleanup(func() {
+		for _, c := range []*cluster{c1, c2} {
+			_, _ = bed.Exec(c.gwNS, "nft", "delete", "table", "inet", "benchref")
+		}
+	})
+
+	srv := bed.Start(c2.podNS, "iperf3-server", nil, "iperf3", "-s")
+	_ = srv
+	time.Sleep(300 * time.Millisecond)
+
+	type path struct{ name, dst, src string }
+	paths := []path{
+		{"tunnelmesh (tmesh0, embedded wireguard-go)", "10.2.0.2", "10.1.0.2"},
+		{"veth, no tunnel (ceiling)", "10.2.1.2", "10.1.1.2"},
+		{"standalone wireguard-go + wg (reference)", "10.2.2.2", "10.1.2.2"},
+	}
+	for _, p := range paths {
+		if err := testbed.Eventually(20*time.Second, 500*time.Millisecond, func() error {
+			_, err := bed.Exec(c1.podNS, "ping", "-c", "1", "-W", "1", "-I", p.src, p.dst)
+			return err
+		}); err != nil {
+			b.Fatalf("%s: %v", p.name, err)
+		}
+	}
+	load := func() string {
+		s, _ := os.ReadFile("/proc/loadavg")
+		return strings.Join(strings.Fields(string(s))[:3], " ")
+	}
+	loadBefore := load()
+	type row struct{ one, four, rtt float64 }
+	res := make([]row, len(paths))
+	for n := 0; n < b.N; n++ {
+		for i, p := range paths {
+			res[i].one = iperf(b, bed, c1.podNS, p.dst, p.src, 1, secs)
+			res[i].four = iperf(b, bed, c1.podNS, p.dst, p.src, 4, secs)
+			res[i].rtt = pingRTT(b, bed, c1.podNS, p.dst, p.src)
+		}
+	}
+	loadAfter := load()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\ndataplane benchmark: pod→pod TCP, iperf3 %d s per run, %s; load avg before %s, after %s\n",
+		secs, time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadBefore, loadAfter)
+	fmt.Fprintf(&sb, "tunnel MTU %s (tmesh0 and reference), underlay veth MTU 1500\n\n", tmeshMTU)
+	fmt.Fprintf(&sb, "| %-44s | %13s | %13s | %13s |\n", "path", "1 stream Gb/s", "4 streams Gb/s", "ping RTT ms")
+	fmt.Fprintf(&sb, "|%s|%s|%s|%s|\n", strings.Repeat("-", 46), strings.Repeat("-", 15), strings.Repeat("-", 16), strings.Repeat("-", 15))
+	for i, p := range paths {
+		fmt.Fprintf(&sb, "| %-44s | %13.2f | %14.2f | %13.3f |\n", p.name, res[i].one, res[i].four, res[i].rtt)
+	}
+	ratio := func(a, b float64) string {
+		if b == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
+	fmt.Fprintf(&sb, "\ntunnelmesh / reference: 1 stream %s, 4 streams %s\n", ratio(res[0].one, res[2].one), ratio(res[0].four, res[2].four))
+	fmt.Fprintf(&sb, "tunnelmesh / ceiling:   1 stream %s, 4 streams %s\n", ratio(res[0].one, res[1].one), ratio(res[0].four, res[1].four))
+	fmt.Print(sb.String())
+	if f := os.Getenv("BENCH_OUT"); f != "" {
+		_ = os.WriteFile(f, []byte(sb.String()), 0o644)
+	}
+}
+
+func iperf(b *testing.B, bed *testbed.Bed, ns, dst, src string, streams, secs int) float64 {
+	out, err := bed.Exec(ns, "iperf3", "-c", dst, "-B", src, "-P", strconv.Itoa(streams), "-t", strconv.Itoa(secs), "-O", "1", "-J")
+	if err != nil {
+		b.Logf("iperf3 to %s: %v", dst, err)
+		return 0
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		b.Logf("iperf3 output: %v", err)
+		return 0
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+var rttRE = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
+
+func pingRTT(b *testing.B, bed *testbed.Bed, ns, dst, src string) float64 {
+	out, err := bed.Exec(ns, "ping", "-q", "-c", "20", "-i", "0.05", "-I", src, dst)
+	if err != nil {
+		b.Logf("ping %s: %v", dst, err)
+		return 0
+	}
+	m := rttRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+func exec(name string) (string, error) { return osexec.LookPath(name) }
