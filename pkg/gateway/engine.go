@@ -153,6 +153,8 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 
 	probeTick := time.NewTicker(e.cfg.ProbeInterval)
 	defer probeTick.Stop()
+	resync := time.NewTicker(30 * time.Second)
+	defer resync.Stop()
 	var last api.Snapshot
 	dirty := false
 	for {
@@ -166,6 +168,14 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			e.saveState(s)
 		case now := <-probeTick.C:
 			e.probeAndAssess(now)
+		case <-resync.C:
+			// Routes are watched through netlink events; the nft table and
+			// the peers are re-checked here.
+			if ok, err := routes.FirewallExists(); err == nil && !ok && e.fwApplied != nil {
+				e.log.Info("nftables table removed by someone else, putting it back")
+				e.fwApplied = nil
+			}
+			dirty = dirty || last.Revision != 0 || len(last.Clusters) > 0
 		}
 		if dirty {
 			if err := e.apply(last); err != nil {

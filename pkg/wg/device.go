@@ -59,7 +59,11 @@ func Open(o Options) (*Device, error) {
 		o.MTU = device.DefaultMTU
 	}
 	if l, err := netlink.LinkByName(o.Name); err == nil {
-		// A kernel device survives a crash; a TUN does not. Start clean.
+		// A kernel device survives a crash (a TUN does not): start clean,
+		// but never remove an interface of another kind that took the name.
+		if t := l.Type(); t != "wireguard" && t != "tuntap" {
+			return nil, fmt.Errorf("interface %s exists and is a %s device, not ours; remove it or pick another --interface", o.Name, t)
+		}
 		if err := netlink.LinkDel(l); err != nil {
 			return nil, fmt.Errorf("remove stale interface %s: %w", o.Name, err)
 		}

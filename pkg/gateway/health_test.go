@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
+)
+
+func TestAssess(t *testing.T) {
+	now := time.Unix(10000, 0)
+	p := RemotePeer{Cluster: "b", Gateway: "b1", Peer: wg.Peer{Endpoint: netip.MustParseAddrPort("192.0.2.2:51820")}}
+	tests := []struct {
+		name      string
+		peer      RemotePeer
+		r         result
+		hs        time.Time
+		tunnel    bool
+		status    string
+		reason    string
+		rtt, loss float64
+	}{
+		{name: "no tunnel IP yet", peer: p, r: result{FirstSeen: now}, status: api.StatusConnecting, reason: "tunnel IP"},
+		{name: "fresh reply", peer: p, tunnel: true, hs: now.Add(-time.Minute),
+			r:      result{RTT: 1500 * time.Microsecond, Loss: 0.1, LastReply: now.Add(-time.Second), FirstSeen: now.Add(-time.Hour)},
+			status: api.StatusConnected, rtt: 1.5, loss: 10},
+		{name: "just added", peer: p, tunnel: true, r: result{FirstSeen: now.Add(-5 * time.Second)}, status: api.StatusConnecting, reason: "first probe"},
+		{name: "never a handshake", peer: p, tunnel: true, r: result{FirstSeen: now.Add(-time.Minute), Loss: 1},
+			status: api.StatusError, reason: "no WireGuard handshake with b1 (192.0.2.2:51820)", loss: 100},
+		{name: "handshake but probes lost", peer: p, tunnel: true, hs: now.Add(-10 * time.Second),
+			r:      result{RTT: time.Millisecond, LastReply: now.Add(-20 * time.Second), FirstSeen: now.Add(-time.Hour), Loss: 1},
+			status: api.StatusError, reason: "probes unanswered", rtt: 1, loss: 100},
+		{name: "stale remote noted", peer: func() RemotePeer { q := p; q.Stale = true; return q }(), tunnel: true,
+			r: result{FirstSeen: now.Add(-time.Hour)}, status: api.StatusError, reason: "stale"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := assess(tc.peer, tc.r, wg.PeerStats{LastHandshake: tc.hs, RxBytes: 7, TxBytes: 9}, tc.tunnel, now)
+			if h.Status != tc.status || !strings.Contains(h.Reason, tc.reason) {
+				t.Errorf("got %s %q, want %s %q", h.Status, h.Reason, tc.status, tc.reason)
+			}
+			if h.RTTMillis != tc.rtt || h.LossPercent != tc.loss || h.RxBytes != 7 || h.TxBytes != 9 || h.Cluster != "b" {
+				t.Errorf("figures %+v", h)
+			}
+		})
+	}
+}
