@@ -83,9 +83,9 @@ func run(ctx context.Context, f runFlags) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	var missing []string
-	for name, v := range map[string]string{"cluster-id": f.clusterID, "broker": f.broker, "ca-file": f.caFile, "credential-file": f.credFile} {
-		if v == "" {
-			missing = append(missing, "--"+name)
+	for _, fv := range [][2]string{{"cluster-id", f.clusterID}, {"broker", f.broker}, {"ca-file", f.caFile}, {"credential-file", f.credFile}} {
+		if fv[1] == "" {
+			missing = append(missing, "--"+fv[0])
 		}
 	}
 	if len(f.podCIDRs) == 0 {
