@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,10 +77,22 @@ type Broker struct {
 	store   store.Store
 	started time.Time
 
-	mu     sync.RWMutex // guards st, log, notify
-	st     *state
+	// mu guards st. The writer holds it across apply and commit, so
+	// readers of st see only durable state.
+	mu sync.RWMutex
+	st *state
+
+	// logMu guards the watch log, which watchers read without waiting for
+	// commits in progress.
+	logMu  sync.RWMutex
 	log_   []logEntry    // retained changes, oldest first
+	logRev int64         // revision of the last committed change
 	notify chan struct{} // closed and replaced after every commit
+
+	// creds is the authentication table, replaced after commits that
+	// change credentials, so requests authenticate without waiting for
+	// commits either.
+	creds atomic.Pointer[authTable]
 
 	snapMu    sync.Mutex
 	snapRev   int64
@@ -136,6 +149,8 @@ func New(cfg Config) (*Broker, error) {
 		}
 		b.log_ = append(b.log_, e)
 	}
+	b.logRev = st.rev
+	b.creds.Store(newAuthTable(st))
 	b.metrics = newMetrics(b)
 	b.wg.Add(2)
 	go b.writeLoop()
@@ -243,12 +258,21 @@ func (b *Broker) commitBatch(batch []*writeReq) {
 				}
 			}
 		} else {
+			b.logMu.Lock()
 			b.log_ = append(b.log_, t.events...)
 			if n := len(b.log_); n > b.cfg.LogRetention+b.cfg.LogRetention/4 {
 				b.log_ = append([]logEntry(nil), b.log_[n-b.cfg.LogRetention:]...)
 			}
+			b.logRev = b.st.rev
 			close(b.notify)
 			b.notify = make(chan struct{})
+			b.logMu.Unlock()
+			for _, ch := range t.changes {
+				if ch.Kind == store.KindCredential || ch.Kind == store.KindMeta {
+					b.creds.Store(newAuthTable(b.st))
+					break
+				}
+			}
 		}
 	}
 	b.mu.Unlock()
@@ -267,15 +291,19 @@ func (b *Broker) reload() error {
 	if err != nil {
 		return err
 	}
-	b.st = st
-	b.log_ = b.log_[:0]
+	var log []logEntry
 	for _, ch := range loaded.Log {
 		e, err := logEntryFromChange(ch)
 		if err != nil {
 			return err
 		}
-		b.log_ = append(b.log_, e)
+		log = append(log, e)
 	}
+	b.st = st
+	b.creds.Store(newAuthTable(st))
+	b.logMu.Lock()
+	b.log_, b.logRev = log, st.rev
+	b.logMu.Unlock()
 	return nil
 }
 
@@ -288,9 +316,23 @@ func (b *Broker) Snapshot() api.Snapshot {
 
 // Revision returns the current revision.
 func (b *Broker) Revision() int64 {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.st.rev
+	b.logMu.RLock()
+	defer b.logMu.RUnlock()
+	return b.logRev
+}
+
+// authTable is an immutable copy of the credential hashes.
+type authTable struct {
+	adminHash string
+	creds     map[string]string
+}
+
+func newAuthTable(s *state) *authTable {
+	t := &authTable{adminHash: s.adminHash, creds: make(map[string]string, len(s.creds))}
+	for k, v := range s.creds {
+		t.creds[k] = v
+	}
+	return t
 }
 
 func (b *Broker) sweepLoop() {
@@ -347,15 +389,15 @@ func (b *Broker) sweepLoop() {
 // cursor is 0, in the future or older than the retained log, a snapshot
 // line. notify is closed at the next commit.
 func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, snapshot bool, notify <-chan struct{}) {
-	b.mu.RLock()
+	b.logMu.RLock()
 	notify = b.notify
-	rev := b.st.rev
+	rev := b.logRev
 	oldest := rev + 1
 	if len(b.log_) > 0 {
 		oldest = b.log_[0].rev
 	}
 	if cursor <= 0 || cursor > rev || cursor < oldest-1 {
-		b.mu.RUnlock()
+		b.logMu.RUnlock()
 		line, srev := b.snapshotLine()
 		return [][]byte{line}, srev, true, notify
 	}
@@ -374,7 +416,7 @@ func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, s
 		lines = append(lines, b.log_[i].line)
 		next = b.log_[i].rev
 	}
-	b.mu.RUnlock()
+	b.logMu.RUnlock()
 	return lines, next, false, notify
 }
 

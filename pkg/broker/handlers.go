@@ -41,15 +41,14 @@ func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
 	if !ok {
 		return principal{}, errUnauthorized
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
+	tab := b.creds.Load()
 	switch p.Prefix {
 	case auth.PrefixAdmin:
-		if auth.Match(p.Raw, b.st.adminHash) {
+		if auth.Match(p.Raw, tab.adminHash) {
 			return principal{admin: true}, nil
 		}
 	case auth.PrefixCluster:
-		if h, ok := b.st.creds[p.ID]; ok && auth.Match(p.Raw, h) {
+		if h, ok := tab.creds[p.ID]; ok && auth.Match(p.Raw, h) {
 			return principal{cluster: p.ID}, nil
 		}
 	}
