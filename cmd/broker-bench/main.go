@@ -247,8 +247,55 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, s
 	}
 	rows = append(rows, row{name: "join + register gateway", writes: 2 * nClusters, dur: time.Since(t0), acks: acks0})
 
-	// Watchers: one per cluster, each on its own connection.
+	// tr.add numbers every write; watchers report the number back.
 	tr := &tracker{nWatch: int32(nWatchers)}
+	write := func(c *brokerclient.Client, cl, ex int, gen int) (*track, error) {
+		seq, t := tr.add()
+		e := api.Export{ClusterID: fmt.Sprintf("c%04d", cl), Namespace: "bench", Name: fmt.Sprintf("svc-%d", ex),
+			Type: api.TypeClusterSetIP, IPs: []string{fmt.Sprintf("172.%d.%d.%d", 16+cl/256, cl%256, 10+ex)},
+			IPFamilies: []string{"IPv4"},
+			Ports:      []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}, {Name: "grpc", Protocol: "TCP", Port: int32(9000 + gen)}},
+			Labels:     map[string]string{"app": "bench", "bench-seq": strconv.Itoa(seq)},
+			CreatedAt:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		err := c.PublishExport(ctx, e)
+		t.acked = time.Since(t.start)
+		return t, err
+	}
+	total := nClusters * nExports
+	// Phase 1: publish every export, then withdraw them, with no watcher:
+	// the store's write throughput alone.
+	t1 := time.Now()
+	var noWatch []*track
+	var nwMu sync.Mutex
+	err = parallel(nWriters, total, func(k int) error {
+		cl, ex := k%nClusters, k/nClusters
+		t, err := write(clients[cl], cl, ex, 0)
+		nwMu.Lock()
+		noWatch = append(noWatch, t)
+		nwMu.Unlock()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{name: fmt.Sprintf("publish, no watchers (%d wr.)", nWriters), writes: total, dur: time.Since(t1), acks: ackTimes(noWatch)})
+	t1 = time.Now()
+	var wAcks []time.Duration
+	err = parallel(nWriters, total, func(k int) error {
+		cl, ex := k%nClusters, k/nClusters
+		s := time.Now()
+		err := clients[cl].WithdrawExport(ctx, fmt.Sprintf("c%04d", cl), "bench", fmt.Sprintf("svc-%d", ex))
+		ackMu.Lock()
+		wAcks = append(wAcks, time.Since(s))
+		ackMu.Unlock()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{name: fmt.Sprintf("withdraw, no watchers (%d wr.)", nWriters), writes: total, dur: time.Since(t1), acks: wAcks})
+
+	// Watchers: one per cluster, each on its own connection.
 	var ready sync.WaitGroup
 	ready.Add(nWatchers)
 	tw := time.Now()
@@ -279,23 +326,13 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, s
 	watchUp := time.Since(tw)
 	rssIdle, _ := procStatus(pid)
 
-	// Phase 1: bulk publish of every export by nWriters concurrent writers.
-	write := func(c *brokerclient.Client, cl, ex int, gen int) (*track, error) {
-		seq, t := tr.add()
-		e := api.Export{ClusterID: fmt.Sprintf("c%04d", cl), Namespace: "bench", Name: fmt.Sprintf("svc-%d", ex),
-			Type: api.TypeClusterSetIP, IPs: []string{fmt.Sprintf("172.%d.%d.%d", 16+cl/256, cl%256, 10+ex)},
-			IPFamilies: []string{"IPv4"},
-			Ports:      []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}, {Name: "grpc", Protocol: "TCP", Port: int32(9000 + gen)}},
-			Labels:     map[string]string{"app": "bench", "bench-seq": strconv.Itoa(seq)},
-			CreatedAt:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-		err := c.PublishExport(ctx, e)
-		t.acked = time.Since(t.start)
-		return t, err
-	}
-	total := nClusters * nExports
+	// Phase 2: publish every export again with every watcher following.
+	tr.mu.Lock()
+	tr.writes = nil // phase 1 had no watchers to count down
+	tr.mu.Unlock()
 	var bulk []*track
 	var bulkMu sync.Mutex
-	t1 := time.Now()
+	t1 = time.Now()
 	err = parallel(nWriters, total, func(k int) error {
 		cl, ex := k%nClusters, k/nClusters
 		t, err := write(clients[cl], cl, ex, 0)
@@ -310,11 +347,11 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, s
 	bulkAckDur := time.Since(t1)
 	waitSeen(bulk, 120*time.Second)
 	bulkSeenDur := time.Since(t1)
-	rows = append(rows, row{name: fmt.Sprintf("bulk publish (%d writers)", nWriters), writes: total, dur: bulkAckDur,
+	rows = append(rows, row{name: fmt.Sprintf("publish, %d watchers (%d wr.)", nWatchers, nWriters), writes: total, dur: bulkAckDur,
 		acks: ackTimes(bulk), seen: seenTimes(bulk), allSeen: bulkSeenDur})
 	_, hwmBulk := procStatus(pid)
 
-	// Phase 2: steady updates at a fixed rate.
+	// Phase 3: steady updates at a fixed rate.
 	var steadyT []*track
 	var stMu sync.Mutex
 	var wg sync.WaitGroup
@@ -348,15 +385,15 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, s
 	fmt.Printf("\ntunnelmesh broker benchmark — %d clusters × %d exports, %d watchers (each its own TLS connection), %d CPUs, GOMAXPROCS %d\n",
 		nClusters, nExports, nWatchers, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	fmt.Printf("load average at start: %s; at end: %s\n\n", loadStart, loadavg())
-	fmt.Printf("%-30s %7s %8s %9s %9s %9s %12s %12s %12s\n", "phase", "writes", "seconds", "writes/s",
+	fmt.Printf("%-34s %7s %8s %9s %9s %9s %12s %12s %12s\n", "phase", "writes", "seconds", "writes/s",
 		"ack p50", "ack p99", "seen p50", "seen p99", "seen max")
 	for _, r := range rows {
-		fmt.Printf("%-30s %7d %8.2f %9.0f %9s %9s %12s %12s %12s\n", r.name, r.writes, r.dur.Seconds(),
+		fmt.Printf("%-34s %7d %8.2f %9.0f %9s %9s %12s %12s %12s\n", r.name, r.writes, r.dur.Seconds(),
 			float64(r.writes)/r.dur.Seconds(), ms(pct(r.acks, 50)), ms(pct(r.acks, 99)),
 			ms(pct(r.seen, 50)), ms(pct(r.seen, 99)), ms(pct(r.seen, 100)))
 	}
 	fmt.Printf("\nwatchers connected (initial snapshot received by all %d): %.2f s\n", nWatchers, watchUp.Seconds())
-	fmt.Printf("bulk phase: all %d writes seen by all watchers %.2f s after the first write\n", total, rows[1].allSeen.Seconds())
+	fmt.Printf("bulk phase: all %d writes seen by all watchers %.2f s after the first write\n", total, rows[3].allSeen.Seconds())
 	fmt.Printf("events delivered to watchers: %d\n", tr.events.Load())
 	fmt.Printf("broker RSS: %.0f MiB with watchers idle, %.0f MiB peak after bulk, %.0f MiB now, %.0f MiB peak overall\n",
 		kib(rssIdle), kib(hwmBulk), kib(rss), kib(hwm))
