@@ -95,6 +95,9 @@ build_base() {
   tar -C "$root" --numeric-owner --xattrs -c . |
     docker import --change 'ENV container=docker' - "$base" >/dev/null || die "docker import failed"
   say "base image $base built in $(( $(date +%s) - t )) s"
+  for old in $(docker images --format '{{.Repository}}:{{.Tag}}' tunnelmesh/kind-node-base | grep -vxF "$base"); do
+    docker rmi "$old" >/dev/null 2>&1 || true
+  done
 }
 
 docker image inspect "$base" >/dev/null 2>&1 && say "base image $base reused" || build_base
@@ -113,8 +116,13 @@ tars=("$IMAGES_DIR"/*.tar)
 say "hashing inputs"
 node_hash=$( { echo "$base_hash $K8S_VERSION"; hash_tree "$here/Dockerfile";
   for f in "$work/tm-runc-shim" "$K8S_BIN"/kubelet "$K8S_BIN"/kubeadm "$K8S_BIN"/kubectl "${cni[@]}" \
-    "${tars[@]}" "$IMAGES_DIR/default-cni.yaml"; do
+    "$IMAGES_DIR/default-cni.yaml"; do
     echo "$(basename "$f") $(sha256sum <"$f" | cut -c1-64)"
+  done
+  # an image archive is identified by its manifest (tags, config and layer
+  # digests), so saving the same image again does not rebuild the node image
+  for t in "${tars[@]}"; do
+    echo "$(basename "$t") $(tar -xOf "$t" manifest.json | sha256sum | cut -c1-64)"
   done; } | sha256sum | cut -c1-12)
 image=tunnelmesh/kind-node:$K8S_VERSION-$node_hash
 
