@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,11 +37,28 @@ func main() {
 		exports   = flag.Int("exports", 10, "exports per cluster")
 		watchers  = flag.Int("watchers", 1000, "concurrent watchers (one per cluster, own TLS connection)")
 		writers   = flag.Int("writers", 64, "concurrent writers in the bulk phase")
-		rate      = flag.Int("rate", 50, "writes per second in the steady phase")
-		steady    = flag.Duration("steady", 20*time.Second, "length of the steady phase")
+		rateList  = flag.String("rates", "20,100", "comma-separated writes per second of the steady phases")
+		steady    = flag.Duration("steady", 15*time.Second, "length of each steady phase")
+		cpuProf   = flag.String("cpuprofile", "", "write the bench process's CPU profile here")
 	)
 	flag.Parse()
-	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, *rate, *steady); err != nil {
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	var rates []int
+	for _, f := range strings.Split(*rateList, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || r <= 0 {
+			fmt.Fprintf(os.Stderr, "broker-bench: bad --rates %q\n", *rateList)
+			os.Exit(2)
+		}
+		rates = append(rates, r)
+	}
+	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, rates, *steady, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "broker-bench:", err)
 		os.Exit(1)
 	}
@@ -146,7 +164,7 @@ func (tr *tracker) saw(seq int) {
 	}
 }
 
-func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, steady time.Duration) error {
+func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, debugListen string) error {
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // watch reconnect chatter
 	nofile, err := raiseNoFile()
 	if err != nil {
@@ -179,6 +197,9 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, s
 	ln.Close()
 	cmd := exec.Command(brokerBin, "serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
 		"--stale-after", "10m")
+	if debugListen != "" {
+		cmd.Args = append(cmd.Args, "--debug-listen", debugListen)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
@@ -345,40 +366,44 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters, rate int, s
 		return err
 	}
 	bulkAckDur := time.Since(t1)
-	waitSeen(bulk, 120*time.Second)
+	waitSeen(bulk, 600*time.Second)
 	bulkSeenDur := time.Since(t1)
 	rows = append(rows, row{name: fmt.Sprintf("publish, %d watchers (%d wr.)", nWatchers, nWriters), writes: total, dur: bulkAckDur,
 		acks: ackTimes(bulk), seen: seenTimes(bulk), allSeen: bulkSeenDur})
 	_, hwmBulk := procStatus(pid)
 
-	// Phase 3: steady updates at a fixed rate.
-	var steadyT []*track
-	var stMu sync.Mutex
-	var wg sync.WaitGroup
-	tick := time.NewTicker(time.Second / time.Duration(rate))
-	t2 := time.Now()
-	for k := 0; time.Since(t2) < steady; k++ {
-		<-tick.C
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
-			cl, ex := (k*7919)%nClusters, k%nExports
-			t, err := write(clients[cl], cl, ex, 1+k)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "steady write:", err)
-				return
-			}
-			stMu.Lock()
-			steadyT = append(steadyT, t)
-			stMu.Unlock()
-		}(k)
+	// Phase 3: steady updates at fixed rates, each for the steady duration.
+	gen := 0
+	for _, rate := range rates {
+		var steadyT []*track
+		var stMu sync.Mutex
+		var wg sync.WaitGroup
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		t2 := time.Now()
+		for k := 0; time.Since(t2) < steady; k++ {
+			<-tick.C
+			gen++
+			wg.Add(1)
+			go func(k, gen int) {
+				defer wg.Done()
+				cl, ex := (k*7919)%nClusters, k%nExports
+				t, err := write(clients[cl], cl, ex, gen)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "steady write:", err)
+					return
+				}
+				stMu.Lock()
+				steadyT = append(steadyT, t)
+				stMu.Unlock()
+			}(k, gen)
+		}
+		tick.Stop()
+		wg.Wait()
+		steadyDur := time.Since(t2)
+		waitSeen(steadyT, 120*time.Second)
+		rows = append(rows, row{name: fmt.Sprintf("steady updates (%d/s)", rate), writes: len(steadyT), dur: steadyDur,
+			acks: ackTimes(steadyT), seen: seenTimes(steadyT)})
 	}
-	tick.Stop()
-	wg.Wait()
-	steadyDur := time.Since(t2)
-	waitSeen(steadyT, 60*time.Second)
-	rows = append(rows, row{name: fmt.Sprintf("steady updates (%d/s)", rate), writes: len(steadyT), dur: steadyDur,
-		acks: ackTimes(steadyT), seen: seenTimes(steadyT)})
 
 	rss, hwm := procStatus(pid)
 	bcpu := procCPU(pid)

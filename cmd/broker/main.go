@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -61,9 +63,9 @@ func newInit() *cobra.Command {
 
 func newServe() *cobra.Command {
 	var (
-		dataDir, listen, tunnelCIDR, logLevel string
-		staleAfter, bookmark                  time.Duration
-		retention                             int
+		dataDir, listen, tunnelCIDR, logLevel, debugListen string
+		staleAfter, bookmark                               time.Duration
+		retention                                          int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -105,6 +107,12 @@ func newServe() *cobra.Command {
 				b.Close()
 				return fmt.Errorf("listen %s: %w", listen, err)
 			}
+			if debugListen != "" {
+				go func() {
+					// net/http/pprof registers on http.DefaultServeMux.
+					log.Warn("debug listener stopped", "err", http.ListenAndServe(debugListen, nil))
+				}()
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			if err := b.Serve(ctx, ln, tlsConf); err != nil {
@@ -121,6 +129,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
 	f.IntVar(&retention, "log-retention", broker.DefaultLogRetention, "changes kept for watch resumption; older watchers get a snapshot")
 	f.DurationVar(&bookmark, "bookmark-interval", broker.DefaultBookmarkInterval, "bookmark period on idle watch streams")
+	f.StringVar(&debugListen, "debug-listen", "", "serve Go pprof (no TLS, no auth) on this address, e.g. 127.0.0.1:6060; off by default")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd

@@ -31,7 +31,10 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch caps how many writes share one commit.
 	MaxBatch int
-	Logger   *slog.Logger
+	// WatchCoalesce is the pause after each flush of a watch stream during
+	// which further changes gather into the next flush. Negative: none.
+	WatchCoalesce time.Duration
+	Logger        *slog.Logger
 }
 
 // Defaults.
@@ -41,6 +44,7 @@ const (
 	DefaultBookmarkInterval = 10 * time.Second
 	DefaultMaxBodyBytes     = 1 << 20
 	DefaultMaxBatch         = 512
+	DefaultWatchCoalesce    = 20 * time.Millisecond
 )
 
 // DefaultTunnelCIDR is the default pool of tunnel IPs.
@@ -61,6 +65,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.WatchCoalesce == 0 {
+		c.WatchCoalesce = DefaultWatchCoalesce
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch

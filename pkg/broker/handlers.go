@@ -348,14 +348,30 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 	defer bookmark.Stop()
 	cursor := since
 	for {
-		lines, next, _, notify := b.watchNext(cursor, 256)
+		lines, next, _, notify := b.watchNext(cursor, 1024)
 		if len(lines) > 0 {
 			if err := write(lines); err != nil {
 				return
 			}
 			cursor = next
-			if len(lines) == 256 {
+			if len(lines) == 1024 {
 				continue
+			}
+			// Under a burst of commits, gather changes for a moment
+			// rather than waking and flushing once per commit: with
+			// many watchers the per-flush cost dominates. An idle
+			// stream still gets its first change at once.
+			if b.cfg.WatchCoalesce > 0 {
+				t := time.NewTimer(b.cfg.WatchCoalesce)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-b.draining:
+					t.Stop()
+					return
+				}
 			}
 		}
 		select {
