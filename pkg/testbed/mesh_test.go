@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,19 +193,19 @@ func (m *mesh) startGateway(c *cluster) {
 }
 
 // wgDump returns `wg show tmesh0 dump` peer lines keyed by public key:
-// [endpoint, allowed-ips].
-func (m *mesh) wgDump(c *cluster) (string, map[string][2]string, error) {
+// [endpoint, allowed-ips, rx bytes].
+func (m *mesh) wgDump(c *cluster) (string, map[string][3]string, error) {
 	out, err := m.bed.Exec(c.gwNS, "nsenter", "-t", fmt.Sprint(c.gw.Pid()), "-m", "wg", "show", "tmesh0", "dump")
 	if err != nil {
 		return "", nil, err
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	self := strings.Fields(lines[0])
-	peers := map[string][2]string{}
+	peers := map[string][3]string{}
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
-		if len(f) >= 4 {
-			peers[f[0]] = [2]string{f[2], f[3]}
+		if len(f) >= 6 {
+			peers[f[0]] = [3]string{f[2], f[3], f[5]}
 		}
 	}
 	return self[1], peers, nil
@@ -274,8 +276,10 @@ func TestMesh(t *testing.T) {
 			if r := m.ownedRoutes(c); strings.Count(r, "dev tmesh0") != 6 {
 				t.Errorf("%s routes:\n%s", c.id, r)
 			}
-			if out, err := m.bed.Exec(c.gwNS, "nft", "list", "table", "inet", "tunnelmesh"); err != nil || !strings.Contains(out, "maxseg size set rt mtu") {
-				t.Errorf("%s nft table: %v\n%s", c.id, err, out)
+			// The MSS clamp saw the SYNs of the transfers above.
+			out, err := m.bed.Exec(c.gwNS, "nft", "list", "table", "inet", "tunnelmesh")
+			if err != nil || !regexp.MustCompile(`counter packets [1-9]\d* bytes \d+ tcp option maxseg size set rt mtu`).MatchString(out) {
+				t.Errorf("%s nft table without a used MSS clamp: %v\n%s", c.id, err, out)
 			}
 		}
 	})
@@ -330,8 +334,15 @@ func TestMesh(t *testing.T) {
 		}
 		_, after1, _ := m.wgDump(c1)
 		_, after3, _ := m.wgDump(c3)
-		if after1[c2.pubKey] != before1[c2.pubKey] || after3[c2.pubKey] != before3[c2.pubKey] {
-			t.Errorf("peers of c2 changed: c1 %v → %v, c3 %v → %v", before1[c2.pubKey], after1[c2.pubKey], before3[c2.pubKey], after3[c2.pubKey])
+		for _, pair := range [][2][3]string{{before1[c2.pubKey], after1[c2.pubKey]}, {before3[c2.pubKey], after3[c2.pubKey]}} {
+			b, a := pair[0], pair[1]
+			rxB, _ := strconv.ParseInt(b[2], 10, 64)
+			rxA, _ := strconv.ParseInt(a[2], 10, 64)
+			// Same endpoint and AllowedIPs, and counters never reset: the
+			// peer was neither rewritten nor removed and re-added.
+			if a[0] != b[0] || a[1] != b[1] || rxA < rxB || rxB == 0 {
+				t.Errorf("peer c2 changed on a remote gateway: %v → %v", b, a)
+			}
 		}
 	})
 
