@@ -3,7 +3,7 @@
 // TCP/UDP checks. Each check exits 0 on success and 1 on failure; -wait retries it.
 //
 //	netclient [-wait 30s] [-timeout 5s] dns [-server ip:53] [-type A|AAAA|SRV|TXT|CNAME|PTR] NAME
-//	netclient [-wait 30s] [-timeout 5s] http URL
+//	netclient [-wait 30s] [-timeout 5s] [-insecure] http URL
 //	netclient [-wait 30s] [-timeout 5s] tcp HOST:PORT [PAYLOAD]
 //	netclient [-wait 30s] [-timeout 5s] udp HOST:PORT [PAYLOAD]
 //	netclient sleep
@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -27,8 +28,9 @@ func main() {
 	fs := flag.NewFlagSet("netclient", flag.ExitOnError)
 	wait := fs.Duration("wait", 0, "retry the check until it succeeds or this much time has passed")
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout of one attempt")
+	insecure := fs.Bool("insecure", false, "http: accept any TLS certificate (e.g. the broker's self-signed one)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: netclient [-wait D] [-timeout D] dns|http|tcp|udp|sleep ARGS...")
+		fmt.Fprintln(os.Stderr, "usage: netclient [-wait D] [-timeout D] [-insecure] dns|http|tcp|udp|sleep ARGS...")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
@@ -40,6 +42,9 @@ func main() {
 	if cmd == "sleep" {
 		sleep()
 		return
+	}
+	if *insecure {
+		http.DefaultTransport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // test tool, asked for explicitly
 	}
 	check, err := parse(cmd, args)
 	if err != nil {

@@ -116,4 +116,3 @@ func elements(rs []plan.Range) []nftables.SetElement {
 	}
 	return out
 }
-

@@ -8,7 +8,7 @@ import (
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-func addr(s string) netip.Addr   { return netip.MustParseAddr(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
 
 func TestRoutes(t *testing.T) {
 	nodes := []Node{
