@@ -403,6 +403,9 @@ func TestMesh(t *testing.T) {
 		for _, i := range []int{1, 2, 3, 4} {
 			c := m.clusters[i]
 			rules, _ := m.bed.IP(c.gwNS, "rule", "show")
+			// Things of others must survive our teardown.
+			m.bed.MustIP(c.gwNS, "route", "add", "198.51.100.0/24", "dev", "pods")
+			m.bed.MustExec(c.gwNS, "nft", "add", "table", "inet", "someoneelse")
 			if err := c.gw.Stop(15 * time.Second); err != nil {
 				t.Errorf("%s gateway exit: %v\n%s", c.id, err, c.gw.Tail(2000))
 			}
@@ -412,8 +415,11 @@ func TestMesh(t *testing.T) {
 			if r := m.ownedRoutes(c); strings.TrimSpace(r) != "" {
 				t.Errorf("%s: routes left behind:\n%s", c.id, r)
 			}
-			if out, _ := m.bed.Exec(c.gwNS, "nft", "list", "tables"); strings.Contains(out, "tunnelmesh") {
-				t.Errorf("%s: nft table left behind:\n%s", c.id, out)
+			if out, _ := m.bed.Exec(c.gwNS, "nft", "list", "tables"); strings.Contains(out, "tunnelmesh") || !strings.Contains(out, "someoneelse") {
+				t.Errorf("%s: want our nft table gone and the other one kept:\n%s", c.id, out)
+			}
+			if out, _ := m.bed.IP(c.gwNS, "route", "show", "198.51.100.0/24"); !strings.Contains(out, "dev pods") {
+				t.Errorf("%s: teardown removed a route that was not ours", c.id)
 			}
 			if after, _ := m.bed.IP(c.gwNS, "rule", "show"); after != rules {
 				t.Errorf("%s: ip rules changed:\n%s", c.id, after)
