@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,6 +59,7 @@ type Engine struct {
 	probe *prober
 
 	fwApplied *routes.Firewall
+	problems  []string
 
 	mu      sync.Mutex
 	desired Desired
@@ -189,8 +191,11 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 
 func (e *Engine) apply(s api.Snapshot) error {
 	d := Compute(e.cfg.Local, s)
-	for _, p := range d.Problems {
-		e.log.Warn("remote cluster skipped", "problem", p)
+	if !slices.Equal(d.Problems, e.problems) {
+		for _, p := range d.Problems {
+			e.log.Warn("remote cluster skipped", "problem", p)
+		}
+		e.problems = d.Problems
 	}
 	peers := make([]wg.Peer, 0, len(d.Peers))
 	for _, p := range d.Peers {
