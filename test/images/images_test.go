@@ -1,0 +1,88 @@
+// Package images_test runs the e2e test programs for real on loopback: echoserver
+// serving, netclient checking it over HTTP, TCP, UDP and DNS.
+package images_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func build(t *testing.T, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestEchoserverAndNetclient(t *testing.T) {
+	echo := build(t, "github.com/tunnelmesh/tunnelmesh/test/images/echoserver")
+	nc := build(t, "github.com/tunnelmesh/tunnelmesh/test/images/netclient")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := exec.Command(echo, "-listen", addr)
+	srv.Env = []string{"POD_IP=192.0.2.10", "CLUSTER_NAME=east", "NODE_NAME=east-worker"}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(nc, args...).Output()
+		return string(out), err
+	}
+	out, err := run("-wait", "10s", "http", "http://"+addr+"/who")
+	if err != nil {
+		t.Fatalf("netclient http: %v", err)
+	}
+	var rep struct{ PodIP, Cluster, Node, Client, Path, Proto string }
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("reply is not JSON: %v: %q", err, out)
+	}
+	if rep.PodIP != "192.0.2.10" || rep.Cluster != "east" || rep.Node != "east-worker" || rep.Path != "/who" || rep.Proto != "http" || !strings.HasPrefix(rep.Client, "127.0.0.1:") {
+		t.Fatalf("unexpected reply %+v", rep)
+	}
+	if out, err := run("udp", addr); err != nil || !strings.Contains(out, `"proto":"udp"`) || !strings.Contains(out, `"cluster":"east"`) {
+		t.Fatalf("netclient udp: %v %q", err, out)
+	}
+	if out, err := run("tcp", addr, "GET /healthz HTTP/1.0\r\n\r\n"); err != nil || !strings.Contains(out, "200 OK") {
+		t.Fatalf("netclient tcp: %v %q", err, out)
+	}
+	if out, err := run("dns", "-type", "A", "localhost"); err != nil || !strings.Contains(out, "127.0.0.1") {
+		t.Fatalf("netclient dns: %v %q", err, out)
+	}
+	// Failures must fail: closed ports, a bad DNS type.
+	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start := time.Now()
+	if _, err := run("-timeout", "1s", "udp", closed); err == nil {
+		t.Fatal("udp to a closed port succeeded")
+	}
+	if _, err := run("-wait", "2s", "-timeout", "1s", "tcp", closed); err == nil {
+		t.Fatal("tcp to a closed port succeeded")
+	}
+	if time.Since(start) < 2*time.Second {
+		t.Fatal("-wait did not retry")
+	}
+	if _, err := run("-timeout", "1s", "http", "http://"+closed+"/"); err == nil {
+		t.Fatal("http to a closed port succeeded")
+	}
+	if _, err := run("dns", "-type", "MX", "localhost"); err == nil {
+		t.Fatal("unsupported DNS type accepted")
+	}
+}
