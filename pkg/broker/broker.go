@@ -44,7 +44,7 @@ const (
 	DefaultBookmarkInterval = 10 * time.Second
 	DefaultMaxBodyBytes     = 1 << 20
 	DefaultMaxBatch         = 512
-	DefaultWatchCoalesce    = 20 * time.Millisecond
+	DefaultWatchCoalesce    = 100 * time.Millisecond
 )
 
 // DefaultTunnelCIDR is the default pool of tunnel IPs.
