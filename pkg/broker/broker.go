@@ -31,6 +31,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch caps how many writes share one commit.
 	MaxBatch int
+	// ReadTimeout bounds reading a request (headers and body); watch
+	// streams lift it once the request is read. Default 30 s.
+	ReadTimeout time.Duration
 	// WatchCoalesce is the pause after each flush of a watch stream during
 	// which further changes gather into the next flush. Negative: none.
 	WatchCoalesce time.Duration
@@ -65,6 +68,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
 	}
 	if c.WatchCoalesce == 0 {
 		c.WatchCoalesce = DefaultWatchCoalesce

@@ -1,8 +1,10 @@
 package broker_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -83,5 +85,36 @@ func TestFollowDeliversWholeState(t *testing.T) {
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("Follow returned %v, want context.Canceled", err)
+	}
+}
+
+// TestWatchOutlivesReadTimeout: an HTTP/1.1 watch stream keeps going past
+// the server's ReadTimeout, carrying bookmarks.
+func TestWatchOutlivesReadTimeout(t *testing.T) {
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", func(c *broker.Config) {
+		c.ReadTimeout = 300 * time.Millisecond
+		c.BookmarkInterval = 100 * time.Millisecond
+	})
+	a, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
+	hc := httpClient(t, tb) // HTTP/1.1: custom TLS config, no ForceAttemptHTTP2
+	req, _ := http.NewRequestWithContext(ctxT(t), "GET", tb.url+"/v1/watch?since=1", nil)
+	req.Header.Set("Authorization", "Bearer "+a.Credential())
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 {
+		t.Fatalf("want HTTP/1.1, got %s", resp.Proto)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	start := time.Now()
+	n := 0
+	for time.Since(start) < 1500*time.Millisecond {
+		if !sc.Scan() {
+			t.Fatalf("stream ended after %v (%d lines): %v", time.Since(start), n, sc.Err())
+		}
+		n++
 	}
 }

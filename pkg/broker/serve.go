@@ -18,7 +18,7 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config
 		Handler:           b.Handler(),
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadTimeout:       b.cfg.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          nil,
