@@ -6,13 +6,18 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +45,7 @@ func main() {
 		rateList  = flag.String("rates", "20,100", "comma-separated writes per second of the steady phases")
 		steady    = flag.Duration("steady", 15*time.Second, "length of each steady phase")
 		cpuProf   = flag.String("cpuprofile", "", "write the bench process's CPU profile here")
+		light     = flag.Bool("light-watchers", false, "watchers read the raw NDJSON stream and only look for the write's sequence number instead of decoding every event with brokerclient.Watch (shows the broker's fan-out capacity when the clients' JSON decoding does not share its CPUs)")
 	)
 	flag.Parse()
 	if *cpuProf != "" {
@@ -57,7 +63,7 @@ func main() {
 		}
 		rates = append(rates, r)
 	}
-	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, rates, *steady, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
+	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, rates, *steady, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "broker-bench:", err)
 		os.Exit(1)
@@ -164,7 +170,7 @@ func (tr *tracker) saw(seq int) {
 	}
 }
 
-func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, debugListen string) error {
+func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, light bool, debugListen string) error {
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // watch reconnect chatter
 	nofile, err := raiseNoFile()
 	if err != nil {
@@ -325,6 +331,10 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 		if i >= nClusters {
 			c, _ = brokerclient.New("https://"+addr, ca, clients[i%nClusters].Credential())
 		}
+		if light {
+			go lightWatch(ctx, addr, ca, c.Credential(), tr, ready.Done)
+			continue
+		}
 		go func() {
 			first := true
 			_ = c.Watch(ctx, 0, func(ev api.Event) error {
@@ -407,8 +417,12 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 
 	rss, hwm := procStatus(pid)
 	bcpu := procCPU(pid)
-	fmt.Printf("\ntunnelmesh broker benchmark — %d clusters × %d exports, %d watchers (each its own TLS connection), %d CPUs, GOMAXPROCS %d\n",
-		nClusters, nExports, nWatchers, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	mode := "brokerclient.Watch, full JSON decoding"
+	if light {
+		mode = "light: raw stream, sequence number only"
+	}
+	fmt.Printf("\ntunnelmesh broker benchmark — %d clusters × %d exports, %d watchers (each its own TLS connection; %s), %d CPUs, GOMAXPROCS %d\n",
+		nClusters, nExports, nWatchers, mode, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	fmt.Printf("load average at start: %s; at end: %s\n\n", loadStart, loadavg())
 	fmt.Printf("%-34s %7s %8s %9s %9s %9s %12s %12s %12s\n", "phase", "writes", "seconds", "writes/s",
 		"ack p50", "ack p99", "seen p50", "seen p99", "seen max")
@@ -527,4 +541,43 @@ func parallel(w, n int, fn func(int) error) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// lightWatch follows the watch stream over its own HTTP/1.1 TLS connection
+// and extracts only the bench sequence number of each export PUT.
+func lightWatch(ctx context.Context, addr string, ca []byte, cred string, tr *tracker, ready func()) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1/watch?since=0", nil)
+	req.Header.Set("Authorization", "Bearer "+cred)
+	resp, err := hc.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "light watcher:", err)
+		ready()
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	marker := []byte(`"bench-seq":"`)
+	first := true
+	for sc.Scan() {
+		line := sc.Bytes()
+		tr.events.Add(1)
+		if first {
+			first = false
+			ready()
+			continue
+		}
+		i := bytes.Index(line, marker)
+		if i < 0 {
+			continue
+		}
+		rest := line[i+len(marker):]
+		j := bytes.IndexByte(rest, '"')
+		if seq, err := strconv.Atoi(string(rest[:j])); err == nil {
+			tr.saw(seq)
+		}
+	}
 }
