@@ -325,8 +325,8 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 	b.metrics.watches.Inc()
 	defer b.metrics.watches.Dec()
 	rc := http.NewResponseController(w)
-	// The server's ReadTimeout guards request reading; a watch stream is
-	// long-lived, so lift it (HTTP/1.1 would otherwise cancel the stream).
+	// The server's ReadTimeout guards request reading; lift it so that it
+	// can never cut a long-lived stream.
 	_ = rc.SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
