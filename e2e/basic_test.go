@@ -50,7 +50,8 @@ func TestClustersReady(t *testing.T) {
 }
 
 // TestCoreDNS: a pod of each cluster resolves kubernetes.default through
-// CoreDNS to that cluster's kubernetes Service ClusterIP.
+// CoreDNS to that cluster's kubernetes Service ClusterIP, and a name outside
+// the cluster through CoreDNS's upstream.
 func TestCoreDNS(t *testing.T) {
 	for _, c := range env.Clusters {
 		t.Run(c.Spec.Name, func(t *testing.T) {
@@ -74,6 +75,21 @@ func TestCoreDNS(t *testing.T) {
 			}
 			if !strings.Contains(out, svc.Spec.ClusterIP) {
 				t.Errorf("kubernetes.default.svc.cluster.local answered %q, want %s", strings.TrimSpace(out), svc.Spec.ClusterIP)
+			}
+			// Names outside the cluster go to CoreDNS's upstream, the node's
+			// resolver (Docker's DNS, reached on the node address): the
+			// control-plane container's name resolves to its node IP.
+			cp := c.Spec.Name + "-control-plane"
+			cpIP, err := c.NodeIP(ctx, cp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err = c.RunCheck(ctx, nodes[0], "-wait", "30s", "dns", cp)
+			if err != nil {
+				t.Fatalf("upstream lookup through CoreDNS: %v", err)
+			}
+			if !strings.Contains(out, cpIP) {
+				t.Errorf("%s answered %q, want %s", cp, strings.TrimSpace(out), cpIP)
 			}
 		})
 	}
