@@ -9,6 +9,7 @@
 #   make project-images    tunnelmesh broker/gateway + echoserver/netclient test images,
 #                          saved to _output/project-images/*.tar (loaded by the e2e harness)
 #   make components-test   unit + netns tests of the CNI daemon and the test images
+#   make component-images-test  the built images run together against a real API server
 
 K8S_VERSION      := v1.36.0
 K8S_MAJOR        := 1
@@ -152,7 +153,7 @@ define build-image
 	@rm -rf $(IMAGE_CTX)/$(1) && mkdir -p $(IMAGE_CTX)/$(1) $(dir $(3))
 	@cp $(2)/Dockerfile $(FILES_$(1)) $(IMAGE_CTX)/$(1)/
 	@scripts/docker-engine.sh >/dev/null
-	docker build -q $(if $(filter kube-proxy,$(1)),--build-arg BASE=$(DEBIAN_IPTABLES)) -t $(IMG_$(1)) $(IMAGE_CTX)/$(1) >/dev/null
+	docker build -q $(if $(filter kube-proxy,$(1)),--build-arg BASE=$(DEBIAN_IPTABLES)) -t $(IMG_$(1)) $(IMAGE_CTX)/$(1) 2>&1 >/dev/null | { grep -v -e DEPRECATED -e 'legacy builder' -e buildx -e '^ *$$' >&2 || true; }; test $${PIPESTATUS[0]} -eq 0
 	docker save -o $(3).tmp $(IMG_$(1)) && mv $(3).tmp $(3)
 	@rm -rf $(IMAGE_CTX)/$(1)
 	@echo "image: $(IMG_$(1)) -> $(3) ($$(du -m $(3) | cut -f1) MB)"
@@ -179,3 +180,9 @@ $(IMAGES_OUT)/default-cni.yaml: images/components/meshnet/default-cni.yaml
 ## components-test: the CNI daemon's plan and appliers (netns tests need root) and the test images
 components-test:
 	$(GO) test -count=1 ./images/components/... ./test/images/...
+
+## component-images-test: run the built images together on a Docker network (etcd, kube-apiserver,
+## controller-manager, scheduler, kube-proxy iptables+nftables, CoreDNS, pause, meshnet)
+.PHONY: component-images-test
+component-images-test: k8s-binaries component-images
+	$(GO) test -tags imagetest -count=1 -timeout 15m -v ./images/components/imagetest/
