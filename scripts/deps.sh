@@ -12,6 +12,7 @@ have nft         || need+=(nftables)
 have ip          || need+=(iproute2)
 have dig         || need+=(dnsutils)
 have dockerd     || need+=(docker.io)
+have jq          || need+=(jq)
 have etcd        || need+=(etcd-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -31,14 +31,17 @@ caps_incomplete() {
   [ $((bnd & want)) -ne "$want" ]
 }
 
+# apt_install PKG...: installs Debian packages (root only).
+apt_install() {
+  [ "$(id -u)" = 0 ] || die "$* not installed and we are not root"
+  say "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+    die "apt-get install $* failed"
+}
+
 start_engine() {
-  command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || {
-    [ "$(id -u)" = 0 ] || die "docker.io is not installed and we are not root"
-    say "installing Debian's docker.io"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io >/dev/null ||
-      die "apt-get install docker.io failed"
-  }
+  command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || apt_install docker.io
   [ "$(id -u)" = 0 ] || die "no Docker engine answers and we are not root to start dockerd"
   if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
     say "starting docker.service"
@@ -100,7 +103,7 @@ probe() {
 answers || start_engine
 if caps_incomplete; then
   [ "$(id -u)" = 0 ] || die "capability bounding set is incomplete and we are not root to register $RUNTIME"
-  command -v jq >/dev/null || die "jq is needed to edit /etc/docker/daemon.json"
+  command -v jq >/dev/null || apt_install jq
   install_shim
   register_runtime
 fi

@@ -12,7 +12,13 @@ mirror() {
 }
 
 build_base() {
-  command -v debootstrap >/dev/null || die "debootstrap is not installed (make deps)"
+  if ! command -v debootstrap >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "debootstrap is not installed (make deps)"
+    say "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null ||
+      die "apt-get install debootstrap failed"
+  fi
   local pkgs root=$work/rootfs
   pkgs=$(grep -vE '^\s*(#|$)' "$here/packages.txt" | paste -sd, -)
   say "debootstrap $SUITE minbase + $pkgs"
