@@ -144,17 +144,19 @@ func BenchmarkDataplane(b *testing.B) {
 			res[i].rtt = pingRTT(b, bed, c1.podNS, p.dst, p.src)
 		}
 		for r := 0; r < rounds; r++ {
-			for i, p := range paths {
-				res[i].one = append(res[i].one, iperf(b, bed, c1.podNS, p.dst, p.src, 1, secs))
+			for k := range paths { // rotate the order every round
+				i := (k + r) % len(paths)
+				res[i].one = append(res[i].one, iperf(b, bed, c1.podNS, paths[i].dst, paths[i].src, 1, secs))
 			}
-			for i, p := range paths {
-				res[i].four = append(res[i].four, iperf(b, bed, c1.podNS, p.dst, p.src, 4, secs))
+			for k := range paths {
+				i := (k + r) % len(paths)
+				res[i].four = append(res[i].four, iperf(b, bed, c1.podNS, paths[i].dst, paths[i].src, 4, secs))
 			}
 		}
 	}
 	loadAfter := load()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\ndataplane benchmark: pod→pod TCP, iperf3 %d s per run, median of %d interleaved rounds, %s; load avg before %s, after %s\n",
+	fmt.Fprintf(&sb, "\ndataplane benchmark: pod→pod TCP, iperf3 %d s per run, median of %d interleaved rounds (order rotated), %s; load avg before %s, after %s\n",
 		secs, rounds, time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadBefore, loadAfter)
 	fmt.Fprintf(&sb, "tunnel MTU %s (tmesh0 and reference), underlay veth MTU 1500\n\n", tmeshMTU)
 	fmt.Fprintf(&sb, "| %-44s | %13s | %13s | %13s |\n", "path", "1 stream Gb/s", "4 streams Gb/s", "ping RTT ms")

@@ -2,6 +2,7 @@ package testbed_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,6 +67,12 @@ func brokerHelper() bool {
 			fmt.Print(r.Credential)
 		case "remove":
 			return c.RemoveCluster(ctx, os.Getenv("TB_CLUSTER"))
+		case "snapshot":
+			s, err := c.Snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(os.Stdout).Encode(s)
 		default:
 			return fmt.Errorf("unknown action %q", action)
 		}
@@ -304,6 +311,37 @@ func TestMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("health reported to the broker", func(t *testing.T) {
+		err := testbed.Eventually(25*time.Second, time.Second, func() error {
+			out, err := m.brokerCall("snapshot", nil)
+			if err != nil {
+				return err
+			}
+			var s api.Snapshot
+			if err := json.Unmarshal([]byte(out), &s); err != nil {
+				return err
+			}
+			for _, g := range s.Gateways {
+				n := 0
+				for _, h := range g.Health {
+					if h.Status == api.StatusConnected && h.RTTMillis > 0 {
+						n++
+					}
+				}
+				if n != 2 {
+					return fmt.Errorf("gateway %s/%s reports %+v", g.ClusterID, g.Hostname, g.Health)
+				}
+			}
+			if len(s.Gateways) != 3 {
+				return fmt.Errorf("%d gateways registered", len(s.Gateways))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+
 	t.Run("deleted route is put back", func(t *testing.T) {
 		m.bed.MustIP(c1.gwNS, "route", "del", "10.2.0.0/16")
 		if err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
@@ -348,12 +386,16 @@ func TestMesh(t *testing.T) {
 
 	t.Run("broker outage: flows keep working, late gateway appears after", func(t *testing.T) {
 		c4 := m.addCluster(4)
-		stream := m.bed.StartHelper(c1.podNS, "stream-c1-c3", "stream", c3.podIP, "62")
+		stream := m.bed.StartHelper(c1.podNS, "stream-c1-c3", "stream", c3.podIP, "65")
 		if err := m.broker.Stop(10 * time.Second); err != nil {
 			t.Fatalf("stop broker: %v", err)
 		}
-		m.startGateway(c4) // joins the data plane while the broker is down
 		start := time.Now()
+		m.startGateway(c4) // joins the data plane while the broker is down
+		// A gateway restarted during the outage comes back from its state file.
+		c2.gw.Kill()
+		m.startGateway(c2)
+		m.reachAll(t, []int{1, 2}, 30*time.Second)
 		select {
 		case <-stream.Done():
 		case <-time.After(90 * time.Second):
@@ -362,7 +404,10 @@ func TestMesh(t *testing.T) {
 		if stream.Err() != nil || !strings.Contains(stream.Tail(500), "ok ") {
 			t.Fatalf("long flow broke during the broker outage: %v\n%s", stream.Err(), stream.Tail(1000))
 		}
-		t.Logf("flow c1→c3 survived %s without the broker", time.Since(start).Round(time.Second))
+		t.Logf("flow c1→c3 kept working for %s of broker outage", time.Since(start).Round(time.Second))
+		if time.Since(start) < 60*time.Second {
+			t.Errorf("flow ended before 60 s of outage")
+		}
 		m.reachAll(t, []int{1, 2, 3}, 5*time.Second) // new flows too
 		if err := m.reach(c4, c1); err == nil {
 			t.Error("c4 reached c1 although the broker never saw its gateway")
