@@ -185,6 +185,7 @@ components-test:
 ## controller-manager, scheduler, kube-proxy iptables+nftables, CoreDNS, pause, meshnet)
 .PHONY: component-images-test
 component-images-test: k8s-binaries component-images
+	@$(foreach i,$(COMPONENT_IMAGES),docker image inspect $(IMG_$(i)) >/dev/null 2>&1 || docker load -q -i $(IMAGES_OUT)/$(i).tar;)
 	$(GO) test -tags imagetest -count=1 -timeout 15m -v ./images/components/imagetest/
 
 # test/kubeapi (real etcd + kube-apiserver for controller tests) fails under CI=true
