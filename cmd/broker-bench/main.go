@@ -207,6 +207,8 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 		cmd.Args = append(cmd.Args, "--debug-listen", debugListen)
 	}
 	cmd.Stderr = os.Stderr
+	// The broker dies with the bench, even when the bench is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -549,13 +551,20 @@ func lightWatch(ctx context.Context, addr string, ca []byte, cred string, tr *tr
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1/watch?since=0", nil)
-	req.Header.Set("Authorization", "Bearer "+cred)
-	resp, err := hc.Do(req)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "light watcher:", err)
-		ready()
-		return
+	var resp *http.Response
+	for attempt := 0; ; attempt++ { // retried like brokerclient.Watch would
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1/watch?since=0", nil)
+		req.Header.Set("Authorization", "Bearer "+cred)
+		var err error
+		resp, err = hc.Do(req)
+		if err == nil {
+			break
+		}
+		if attempt == 20 || ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "light watcher gave up:", err)
+			os.Exit(1)
+		}
+		time.Sleep(time.Duration(100<<min(attempt, 5)) * time.Millisecond)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
