@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -21,7 +22,7 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config
 		ReadTimeout:       b.cfg.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelInfo), // TLS handshake errors and the like
 	}
 	errc := make(chan error, 1)
 	go func() {
