@@ -297,6 +297,17 @@ items:
 			out, err := inNS("nft", "list", "table", "inet", "tunnelmesh-cni")
 			return err == nil && strings.Contains(out, "masquerade") && strings.Contains(out, "10.244.1.0/24") && strings.Contains(out, "10.96.0.0/16"), out
 		})
+		// A deleted route comes back: normally at once (route events), at the latest at
+		// the 30 s resync.
+		if out, err := inNS("ip", "route", "del", "10.244.2.0/24"); err != nil {
+			t.Fatalf("delete route: %v %s", err, out)
+		}
+		deleted := time.Now()
+		eventually(t, "deleted route restored", 45*time.Second, func() (bool, string) {
+			out, err := inNS("ip", "route", "show", "10.244.2.0/24")
+			return err == nil && strings.Contains(out, "via "+peerIP), out
+		})
+		t.Logf("deleted route restored after %v", time.Since(deleted).Round(100*time.Millisecond))
 		conf, err := os.ReadFile(filepath.Join(cni, "10-tunnelmesh.conflist"))
 		if err != nil || !bytes.Contains(conf, []byte(`"subnet": "10.244.1.0/24"`)) || !bytes.Contains(conf, []byte(`"type": "ptp"`)) {
 			t.Fatalf("CNI config: %v\n%s", err, conf)

@@ -109,6 +109,15 @@ func run(log *slog.Logger) error {
 		}()
 		defer srv.Close()
 	}
+	go func() {
+		onDelete := func() {
+			log.Info("a meshnet route was deleted; reconciling")
+			d.Kick()
+		}
+		if err := apply.WatchRouteDeletes(ctx, nil, onDelete); err != nil {
+			log.Warn("not watching route deletions; relying on the periodic resync", "err", err)
+		}
+	}()
 	return d.Run(ctx)
 }
 

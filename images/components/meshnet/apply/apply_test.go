@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -213,5 +214,39 @@ func TestMasqueradeTraffic(t *testing.T) {
 	}
 	if err := m.Delete(); err != nil {
 		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestWatchRouteDeletes(t *testing.T) {
+	needRoot(t)
+	name, ns := newNS(t, "watch")
+	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	sh(t, "ip", "-n", name, "link", "set", "eth1", "up")
+	sh(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
+	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
+	sh(t, "ip", "-n", name, "route", "add", "198.18.1.0/24", "via", "192.0.2.2", "proto", "77")
+	sh(t, "ip", "-n", name, "route", "add", "198.18.2.0/24", "via", "192.0.2.2", "proto", "static")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	fired := make(chan struct{}, 8)
+	done := make(chan error, 1)
+	go func() { done <- WatchRouteDeletes(ctx, &ns, func() { fired <- struct{}{} }) }()
+	time.Sleep(200 * time.Millisecond) // let the subscription start
+
+	sh(t, "ip", "-n", name, "route", "del", "198.18.2.0/24") // someone else's: no call
+	select {
+	case <-fired:
+		t.Fatal("a foreign route's deletion fired the callback")
+	case <-time.After(300 * time.Millisecond):
+	}
+	sh(t, "ip", "-n", name, "route", "del", "198.18.1.0/24") // ours: call
+	select {
+	case <-fired:
+	case <-time.After(3 * time.Second):
+		t.Fatal("deleting a meshnet route did not fire the callback")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

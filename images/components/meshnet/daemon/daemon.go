@@ -88,9 +88,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}))
 	cmInf := cmFactory.Core().V1().ConfigMaps().Informer()
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { d.kick() },
-		UpdateFunc: func(any, any) { d.kick() },
-		DeleteFunc: func(any) { d.kick() },
+		AddFunc:    func(any) { d.Kick() },
+		UpdateFunc: func(any, any) { d.Kick() },
+		DeleteFunc: func(any) { d.Kick() },
 	}
 	if _, err := nodeInf.AddEventHandler(h); err != nil {
 		return fmt.Errorf("watch nodes: %w", err)
@@ -107,7 +107,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.cfg.Log.Info("meshnet running", "node", d.cfg.NodeName, "resync", d.cfg.Resync)
 	tick := time.NewTicker(d.cfg.Resync)
 	defer tick.Stop()
-	d.kick()
+	d.Kick()
 	for {
 		force := false
 		select {
@@ -120,12 +120,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err := d.reconcile(force); err != nil {
 			d.mErrors.Inc()
 			d.cfg.Log.Error("reconcile failed; retrying", "err", err)
-			time.AfterFunc(2*time.Second, d.kick)
+			time.AfterFunc(2*time.Second, d.Kick)
 		}
 	}
 }
 
-func (d *Daemon) kick() {
+// Kick asks for a reconcile soon (coalesced with any already pending).
+func (d *Daemon) Kick() {
 	select {
 	case d.trigger <- struct{}{}:
 	default:
