@@ -128,7 +128,9 @@ func prerequisites() (nodeImage, reason string) {
 
 // Setup creates (in parallel) the test bed's clusters, waits until every
 // node and the cluster DNS are ready, and loads the project images.
-func Setup(ctx context.Context, nodeImage, workDir string) (*Env, error) {
+// With reuse, clusters of the test bed that already exist (kept by an earlier
+// run with E2E_KEEP=1) are used as they are, and only the images are loaded.
+func Setup(ctx context.Context, nodeImage, workDir string, reuse bool) (*Env, error) {
 	e := &Env{
 		Provider:  cluster.NewProvider(cluster.ProviderWithDocker(), cluster.ProviderWithLogger(kindcmd.NewLogger())),
 		NodeImage: nodeImage,
@@ -141,6 +143,14 @@ func Setup(ctx context.Context, nodeImage, workDir string) (*Env, error) {
 	existing, err := e.Provider.List()
 	if err != nil {
 		return e, fmt.Errorf("list kind clusters: %w", err)
+	}
+	if reuse && e.reusable(existing) {
+		for _, c := range e.Clusters {
+			if err := e.attach(ctx, c); err != nil {
+				return e, err
+			}
+		}
+		return e, e.loadProjectImages()
 	}
 	for _, c := range e.Clusters {
 		for _, name := range existing {
@@ -171,6 +181,49 @@ func Setup(ctx context.Context, nodeImage, workDir string) (*Env, error) {
 	return e, nil
 }
 
+// reusable reports whether every cluster of the test bed exists.
+func (e *Env) reusable(existing []string) bool {
+	for _, c := range e.Clusters {
+		found := false
+		for _, name := range existing {
+			found = found || name == c.Spec.Name
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// attach connects to an existing cluster of the test bed.
+func (e *Env) attach(ctx context.Context, c *Cluster) error {
+	if err := e.Provider.ExportKubeConfig(c.Spec.Name, c.Kubeconfig, false); err != nil {
+		return fmt.Errorf("kubeconfig of existing cluster %s: %w", c.Spec.Name, err)
+	}
+	if err := c.connect(); err != nil {
+		return err
+	}
+	if err := c.WaitReady(ctx); err != nil {
+		return fmt.Errorf("existing cluster %s: %w", c.Spec.Name, err)
+	}
+	logf("reusing cluster %s", c.Spec.Name)
+	return nil
+}
+
+func (c *Cluster) connect() error {
+	var err error
+	c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("cluster %s kubeconfig: %w", c.Spec.Name, err)
+	}
+	c.Config.QPS, c.Config.Burst = 50, 100
+	c.Client, err = kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return fmt.Errorf("cluster %s client: %w", c.Spec.Name, err)
+	}
+	return nil
+}
+
 func (e *Env) create(ctx context.Context, c *Cluster) error {
 	start := time.Now()
 	err := e.Provider.Create(c.Spec.Name,
@@ -186,14 +239,8 @@ func (e *Env) create(ctx context.Context, c *Cluster) error {
 		return fmt.Errorf("create cluster %s: %w", c.Spec.Name, err)
 	}
 	logf("cluster %s created in %s", c.Spec.Name, time.Since(start).Round(time.Second))
-	c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
-		return fmt.Errorf("cluster %s kubeconfig: %w", c.Spec.Name, err)
-	}
-	c.Config.QPS, c.Config.Burst = 50, 100
-	c.Client, err = kubernetes.NewForConfig(c.Config)
-	if err != nil {
-		return fmt.Errorf("cluster %s client: %w", c.Spec.Name, err)
+	if err := c.connect(); err != nil {
+		return err
 	}
 	if err := c.WaitReady(ctx); err != nil {
 		return fmt.Errorf("cluster %s: %w", c.Spec.Name, err)

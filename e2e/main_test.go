@@ -36,11 +36,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	keep := os.Getenv("E2E_KEEP") == "1"
+	reuse := os.Getenv("E2E_REUSE") == "1"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	start := time.Now()
 	logf("node image %s", nodeImage)
-	e, err := Setup(ctx, nodeImage, workDir)
+	e, err := Setup(ctx, nodeImage, workDir, reuse)
 	code := 0
 	if err != nil {
 		fmt.Println("e2e: FAIL: setup:", err)
@@ -54,7 +55,7 @@ func run(m *testing.M) int {
 		e.GatherLogs(logDir)
 	}
 	if keep {
-		logf("E2E_KEEP=1: clusters kept; kubeconfigs in %s; delete with `kind delete cluster --name <name>`", workDir)
+		logf("E2E_KEEP=1: clusters kept (kubeconfigs in %s); E2E_REUSE=1 runs against them; delete with `kind delete cluster --name <name>`", workDir)
 		return code
 	}
 	e.Teardown()

@@ -7,7 +7,8 @@
 #   make e2e             two kind clusters + the e2e tests in e2e/ (build tag e2e)
 #
 # KIND_NODE_IMAGE=<image> uses that node image instead of building one.
-# E2E_KEEP=1 keeps the clusters; E2E_RUN=<regexp> selects tests.
+# E2E_KEEP=1 keeps the clusters, E2E_REUSE=1 runs against kept clusters,
+# E2E_RUN=<regexp> selects tests.
 
 NODE_IMAGE_FILE   := $(CURDIR)/_output/node-image.txt
 PROJECT_IMAGE_DIR ?= $(CURDIR)/_output/project-images
