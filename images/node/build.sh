@@ -2,7 +2,7 @@
 # Builds the tunnelmesh kind node image with no container registry:
 #   base  = debootstrap'ed Debian bookworm (packages.txt) + rootfs/ → docker import (base.sh)
 #           tunnelmesh/kind-node-base:<hash of packages.txt, rootfs/, base.sh>
-#   node  = base + kubelet/kubeadm/kubectl, CNI plugins, tm-runc-shim, kind's
+#   node  = base + kubelet/kubeadm/kubectl, CNI plugins, tm-runc-shim, crictl, kind's
 #           /kind files, and every control-plane/CNI image preloaded into the
 #           node's containerd (content only; CRI unpacks on first use) → docker
 #           commit + Dockerfile → tunnelmesh/kind-node:<K8S_VERSION>-<hash of all inputs>
@@ -40,6 +40,9 @@ trap cleanup EXIT
 # The shim is built from source each time (seconds, reproducible with -trimpath).
 (cd "$repo" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/tm-runc-shim" ./cmd/tm-runc-shim) ||
   die "building tm-runc-shim failed"
+# kind runs crictl in nodes (log collection, `kind load docker-image`)
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/crictl" ./images/node/crictl) ||
+  die "building crictl failed"
 
 # hash_tree prints "path mode sha256" for every file under its arguments.
 hash_tree() {
@@ -73,7 +76,7 @@ tars=("$IMAGES_DIR"/*.tar)
 
 say "hashing inputs"
 node_hash=$( { echo "$base_hash $K8S_VERSION"; hash_tree "$here/Dockerfile";
-  for f in "$work/tm-runc-shim" "$K8S_BIN"/kubelet "$K8S_BIN"/kubeadm "$K8S_BIN"/kubectl "${cni[@]}" \
+  for f in "$work/tm-runc-shim" "$work/crictl" "$K8S_BIN"/kubelet "$K8S_BIN"/kubeadm "$K8S_BIN"/kubectl "${cni[@]}" \
     "$IMAGES_DIR/default-cni.yaml"; do
     echo "$(basename "$f") $(sha256sum <"$f" | cut -c1-64)"
   done
@@ -102,6 +105,7 @@ dx() { docker exec -i "$cid" "$@"; }
 for b in kubelet kubeadm kubectl; do docker cp "$K8S_BIN/$b" "$cid:/usr/bin/$b"; done
 for f in "${cni[@]}"; do docker cp "$f" "$cid:/opt/cni/bin/$(basename "$f")"; done
 docker cp "$work/tm-runc-shim" "$cid:/usr/local/libexec/tunnelmesh/tm-runc-shim"
+docker cp "$work/crictl" "$cid:/usr/local/bin/crictl"
 docker cp "$IMAGES_DIR/default-cni.yaml" "$cid:/kind/manifests/default-cni.yaml"
 echo "$K8S_VERSION" | dx tee /kind/version >/dev/null
 dx sed -i "s|@SANDBOX_IMAGE@|$sandbox|" /etc/containerd/config.toml
