@@ -439,7 +439,11 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 	fmt.Printf("broker RSS: %.0f MiB with watchers idle, %.0f MiB peak after bulk, %.0f MiB now, %.0f MiB peak overall\n",
 		kib(rssIdle), kib(hwmBulk), kib(rss), kib(hwm))
 	fmt.Printf("CPU seconds: broker %.1f, bench (clients + watchers) %.1f\n", bcpu, selfCPU())
-	fmt.Printf("\"ack\" = write request to durable acknowledgement; \"seen\" = write request to the last of the %d watchers decoding the event.\n", nWatchers)
+	verb := "decoding"
+	if light {
+		verb = "reading"
+	}
+	fmt.Printf("\"ack\" = write request to durable acknowledgement; \"seen\" = write request to the last of the %d watchers %s the event.\n", nWatchers, verb)
 	return nil
 }
 
