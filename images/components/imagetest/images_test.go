@@ -202,6 +202,17 @@ current-context: test
 
 	t.Run("kube-proxy programs the kubernetes Service", func(t *testing.T) {
 		for _, mode := range []string{"iptables", "nftables"} {
+			// kube-proxy waits up to 30 s for its Node's InternalIP; give it one.
+			nodeFile := filepath.Join(e.dir, "node-kp-"+mode+".yaml")
+			writeFile(t, nodeFile, "apiVersion: v1\nkind: Node\nmetadata: {name: kp-"+mode+"}\n")
+			if out, err := kc("create", "-f", nodeFile); err != nil {
+				t.Fatalf("create node: %v %s", err, out)
+			}
+			// A documentation address: it only appears in rules inside the container.
+			patch := `{"status":{"addresses":[{"type":"InternalIP","address":"192.0.2.10"}]}}`
+			if out, err := kc("patch", "node", "kp-"+mode, "--subresource=status", "--type=merge", "-p", patch); err != nil {
+				t.Fatalf("patch node: %v %s", err, out)
+			}
 			kp := e.start("kp-"+mode, append([]string{"--privileged"}, kcMount...), proxyImage,
 				"kube-proxy", "--kubeconfig=/k/kubeconfig", "--hostname-override=kp-"+mode, "--proxy-mode="+mode,
 				"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0")
