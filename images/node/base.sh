@@ -31,7 +31,7 @@ build_base() {
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
   cp -a "$here/rootfs/." "$root/"
-  chmod 0755 "$root/usr/local/bin/tm-node-entrypoint"
+  chmod 0755 "$root/usr/local/bin/tm-node-entrypoint" "$root/usr/local/libexec/tunnelmesh/kubelet-cgroups"
   # only the services a node needs start at boot
   find "$root/etc/systemd/system" -path '*.wants/*' -delete
   rm -f "$root"/lib/systemd/system/multi-user.target.wants/* \
