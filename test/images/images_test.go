@@ -58,6 +58,9 @@ func TestEchoserverAndNetclient(t *testing.T) {
 	if rep.PodIP != "192.0.2.10" || rep.Cluster != "east" || rep.Node != "east-worker" || rep.Path != "/who" || rep.Proto != "http" || !strings.HasPrefix(rep.Client, "127.0.0.1:") {
 		t.Fatalf("unexpected reply %+v", rep)
 	}
+	if out, err := run("-count", "3", "http", "http://"+addr+"/"); err != nil || strings.Count(out, `"cluster":"east"`) != 3 {
+		t.Fatalf("netclient -count 3: %v %q", err, out)
+	}
 	if out, err := run("udp", addr); err != nil || !strings.Contains(out, `"proto":"udp"`) || !strings.Contains(out, `"cluster":"east"`) {
 		t.Fatalf("netclient udp: %v %q", err, out)
 	}

@@ -1,6 +1,7 @@
 // Command netclient is the toolbox of the e2e client pod (no registry means no
 // busybox or dnsutils): DNS lookups through the pod's resolver, HTTP GETs and
-// TCP/UDP checks. Each check exits 0 on success and 1 on failure; -wait retries it.
+// TCP/UDP checks. Each check exits 0 on success and 1 on failure; -wait retries it,
+// -count N repeats it N times (one answer per run, e.g. one JSON line per echoserver reply).
 //
 //	netclient [-wait 30s] [-timeout 5s] dns [-server ip:53] [-type A|AAAA|SRV|TXT|CNAME|PTR] NAME
 //	netclient [-wait 30s] [-timeout 5s] [-insecure] http URL
@@ -28,9 +29,10 @@ func main() {
 	fs := flag.NewFlagSet("netclient", flag.ExitOnError)
 	wait := fs.Duration("wait", 0, "retry the check until it succeeds or this much time has passed")
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout of one attempt")
+	count := fs.Int("count", 1, "run the check this many times (each must succeed), printing every answer; e.g. to see which pods and clusters a Service spreads requests over")
 	insecure := fs.Bool("insecure", false, "http: accept any TLS certificate (e.g. the broker's self-signed one)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: netclient [-wait D] [-timeout D] [-insecure] dns|http|tcp|udp|sleep ARGS...")
+		fmt.Fprintln(os.Stderr, "usage: netclient [-wait D] [-timeout D] [-count N] [-insecure] dns|http|tcp|udp|sleep ARGS...")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
@@ -51,18 +53,32 @@ func main() {
 		fmt.Fprintln(os.Stderr, "netclient:", err)
 		os.Exit(2)
 	}
-	deadline := time.Now().Add(*wait)
+	if *count < 1 {
+		fmt.Fprintln(os.Stderr, "netclient: -count must be at least 1")
+		os.Exit(2)
+	}
+	for i := 0; i < *count; i++ {
+		out, err := retry(check, *wait, *timeout)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "netclient: %s (run %d of %d): %v\n", cmd, i+1, *count, err)
+			os.Exit(1)
+		}
+		fmt.Print(out)
+	}
+}
+
+// retry runs check until it succeeds or wait has passed.
+func retry(check checkFunc, wait, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		out, err := check(ctx)
 		cancel()
 		if err == nil {
-			fmt.Print(out)
-			return
+			return out, nil
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "netclient: %s failed after %d attempt(s): %v\n", cmd, attempt, err)
-			os.Exit(1)
+			return "", fmt.Errorf("failed after %d attempt(s): %w", attempt, err)
 		}
 		time.Sleep(time.Second)
 	}
