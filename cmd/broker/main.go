@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,7 +34,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInit(), newServe())
+	root.AddCommand(newInit(), newServe(), newToken())
 	return root
 }
 
@@ -113,7 +112,7 @@ func newServe() *cobra.Command {
 					log.Warn("debug listener stopped", "err", http.ListenAndServe(debugListen, nil))
 				}()
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			if err := b.Serve(ctx, ln, tlsConf); err != nil {
 				return err
