@@ -302,7 +302,7 @@ items:
 		}
 		eventually(t, "route to node2's pod CIDR", 60*time.Second, func() (bool, string) {
 			out, err := inNS("ip", "route", "show", "10.244.2.0/24")
-			return err == nil && strings.Contains(out, "via "+peerIP) && strings.Contains(out, "proto 77"), out
+			return err == nil && strings.Contains(out, "via "+peerIP) && strings.Contains(out, "proto 79"), out
 		})
 		eventually(t, "masquerade table", 30*time.Second, func() (bool, string) {
 			out, err := inNS("nft", "list", "table", "inet", "tunnelmesh-cni")

@@ -81,6 +81,8 @@ func TestRoutesApply(t *testing.T) {
 	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
 	// A route someone else owns must survive every Apply.
 	sh(t, "ip", "-n", name, "route", "add", "203.0.113.0/24", "via", "192.0.2.9", "proto", "static")
+	// Nor may a tunnelmesh gateway's route (pkg/routes tags its routes proto 77).
+	sh(t, "ip", "-n", name, "route", "add", "198.51.100.0/24", "via", "192.0.2.9", "proto", "77")
 
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -116,14 +118,21 @@ func TestRoutesApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(second)
-	out, _ := exec.Command("ip", "-n", name, "route", "show", "203.0.113.0/24").CombinedOutput()
-	if !strings.Contains(string(out), "via 192.0.2.9") {
-		t.Fatalf("foreign route was touched: %q", out)
+	foreignIntact := func() {
+		t.Helper()
+		for _, dst := range []string{"203.0.113.0/24", "198.51.100.0/24"} {
+			out, _ := exec.Command("ip", "-n", name, "route", "show", dst).CombinedOutput()
+			if !strings.Contains(string(out), "via 192.0.2.9") {
+				t.Fatalf("foreign route %s was touched: %q", dst, out)
+			}
+		}
 	}
+	foreignIntact()
 	if err := r.Apply(nil); err != nil {
 		t.Fatal(err)
 	}
 	check(nil)
+	foreignIntact()
 }
 
 // TestMasqueradeTraffic sends real UDP from a "pod" namespace through a "node"
@@ -224,7 +233,7 @@ func TestWatchRouteDeletes(t *testing.T) {
 	sh(t, "ip", "-n", name, "link", "set", "eth1", "up")
 	sh(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
 	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
-	sh(t, "ip", "-n", name, "route", "add", "198.18.1.0/24", "via", "192.0.2.2", "proto", "77")
+	sh(t, "ip", "-n", name, "route", "add", "198.18.1.0/24", "via", "192.0.2.2", "proto", "79")
 	sh(t, "ip", "-n", name, "route", "add", "198.18.2.0/24", "via", "192.0.2.2", "proto", "static")
 
 	ctx, cancel := context.WithCancel(t.Context())

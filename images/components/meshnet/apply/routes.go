@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RouteProtocol tags meshnet's routes (`ip route ... proto 77`), so routes that
+// RouteProtocol tags meshnet's routes (`ip route ... proto 79`), so routes that
 // anyone else installed (tunnelmesh gateways, kube-proxy, the admin) are never touched.
-const RouteProtocol netlink.RouteProtocol = 77
+const RouteProtocol netlink.RouteProtocol = 79
 
 // Routes applies pod-CIDR routes in one network namespace.
 type Routes struct {

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// WatchRouteDeletes calls onDelete whenever a meshnet route (proto 77) disappears
+// WatchRouteDeletes calls onDelete whenever a meshnet route (proto 79) disappears
 // from the namespace ns (nil: the caller's), so the daemon puts it back at once
 // instead of at the next resync. It returns when ctx ends.
 func WatchRouteDeletes(ctx context.Context, ns *netns.NsHandle, onDelete func()) error {
