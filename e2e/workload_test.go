@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -305,4 +306,19 @@ func (c *Cluster) NodeIP(ctx context.Context, node string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("node %s has no IPv4 InternalIP", node)
+}
+
+// GatewayNodes returns the names of the cluster's gateway-candidate nodes
+// (labelled GatewayLabel=true), sorted.
+func (c *Cluster) GatewayNodes(ctx context.Context) ([]string, error) {
+	list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: GatewayLabel + "=true"})
+	if err != nil {
+		return nil, fmt.Errorf("%s: list gateway nodes: %w", c.Spec.Name, err)
+	}
+	names := make([]string, 0, len(list.Items))
+	for _, n := range list.Items {
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	return names, nil
 }
