@@ -276,7 +276,7 @@ current-context: test
 			"-v", sa + ":/var/run/secrets/kubernetes.io/serviceaccount:ro", "-v", cni + ":/etc/cni/net.d",
 			"-e", "NODE_NAME=node1", "-e", "POD_SUBNET=10.244.0.0/16", "-e", "SERVICE_SUBNET=10.96.0.0/16",
 			"-e", "KUBERNETES_SERVICE_HOST=10.96.0.1", "-e", "KUBERNETES_SERVICE_PORT=443",
-			"-e", "CONTROL_PLANE_ENDPOINT=" + apiIP + ":6443", "-e", "METRICS_ADDR=off"}, meshnetImage)
+			"-e", "CONTROL_PLANE_ENDPOINT=" + apiIP + ":6443", "-e", "METRICS_ADDR=off", "-e", "NO_MASQUERADE_INTERFACES=tmesh"}, meshnetImage)
 		mnIP := e.ip(mn)
 		peerIP := e.ip(api) // any address on the network works as node2's InternalIP
 		nodes := fmt.Sprintf(`apiVersion: v1
@@ -306,7 +306,8 @@ items:
 		})
 		eventually(t, "masquerade table", 30*time.Second, func() (bool, string) {
 			out, err := inNS("nft", "list", "table", "inet", "tunnelmesh-cni")
-			return err == nil && strings.Contains(out, "masquerade") && strings.Contains(out, "10.244.1.0/24") && strings.Contains(out, "10.96.0.0/16"), out
+			return err == nil && strings.Contains(out, "masquerade") && strings.Contains(out, "10.244.1.0/24") &&
+				strings.Contains(out, "10.96.0.0/16") && strings.Contains(out, `oifname != "tmesh*"`), out
 		})
 		// A deleted route comes back: normally at once (route events), at the latest at
 		// the 30 s resync.

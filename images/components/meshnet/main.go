@@ -5,6 +5,8 @@
 // cluster, except to CIDRs on the no-masquerade list (env and ConfigMap).
 //
 // Environment: NODE_NAME (required), POD_SUBNET, SERVICE_SUBNET, NO_MASQUERADE_CIDRS,
+// NO_MASQUERADE_INTERFACES (name prefixes, e.g. tmesh: traffic into tunnelmesh's tunnels
+// keeps pod source IPs),
 // CONTROL_PLANE_ENDPOINT (host:port, set by kind), POD_NAMESPACE, CONFIGMAP_NAME,
 // CNI_CONF_DIR, METRICS_ADDR, RESYNC.
 package main
@@ -52,6 +54,10 @@ func run(log *slog.Logger) error {
 		}
 		skip = append(skip, ps...)
 	}
+	skipIfs, err := plan.ParseInterfacePrefixes(os.Getenv("NO_MASQUERADE_INTERFACES"))
+	if err != nil {
+		return fmt.Errorf("env NO_MASQUERADE_INTERFACES: %w", err)
+	}
 	resync := 30 * time.Second
 	if v := os.Getenv("RESYNC"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -85,6 +91,7 @@ func run(log *slog.Logger) error {
 		Client:      client,
 		CNIConfDir:  envOr("CNI_CONF_DIR", "/etc/cni/net.d"),
 		StaticSkip:  skip,
+		SkipOutIfs:  skipIfs,
 		ConfigMapNS: envOr("POD_NAMESPACE", "kube-system"),
 		ConfigMap:   envOr("CONFIGMAP_NAME", "tunnelmesh-cni"),
 		Resync:      resync,

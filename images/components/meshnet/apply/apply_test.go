@@ -145,6 +145,8 @@ func TestMasqueradeTraffic(t *testing.T) {
 	out, outNS := newNS(t, "out")
 	sh(t, "ip", "link", "add", "tmcni-p", "netns", pod, "type", "veth", "peer", "name", "tmcni-n", "netns", node)
 	sh(t, "ip", "link", "add", "tmcni-o", "netns", out, "type", "veth", "peer", "name", "tmcni-u", "netns", node)
+	// A second path to "outside" through a device named like tunnelmesh's tunnels.
+	sh(t, "ip", "link", "add", "tmcni-t", "netns", out, "type", "veth", "peer", "name", "tmesh0", "netns", node)
 	for _, c := range [][]string{
 		{pod, "addr", "add", "198.18.1.2/24", "dev", "tmcni-p"},
 		{pod, "link", "set", "tmcni-p", "up"},
@@ -158,10 +160,16 @@ func TestMasqueradeTraffic(t *testing.T) {
 		{out, "addr", "add", "198.51.100.2/32", "dev", "lo"},
 		{out, "link", "set", "tmcni-o", "up"},
 		{out, "route", "add", "198.18.1.0/24", "via", "203.0.113.1"},
+		{node, "link", "set", "tmesh0", "up"},
+		{node, "route", "add", "192.0.2.2/32", "dev", "tmesh0"},
+		{out, "link", "set", "tmcni-t", "up"},
+		{out, "addr", "add", "192.0.2.2/32", "dev", "tmcni-t"},
 	} {
 		sh(t, append([]string{"ip", "-n"}, c...)...)
 	}
 	sh(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	// Replies to the tunnel path return by the other link: no reverse-path filtering.
+	sh(t, "ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.tmcni-t.rp_filter=0")
 
 	m, err := NewMasquerade(int(nodeNS))
 	if err != nil {
@@ -176,8 +184,10 @@ func TestMasqueradeTraffic(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = m.Delete() })
 	// Apply again: must replace, not fail or duplicate.
-	if err := m.Apply(plan.MasqueradeFor([]netip.Prefix{p("198.18.1.0/24")},
-		[]netip.Prefix{p("198.18.0.0/16"), p("198.51.100.0/24")})); err != nil {
+	second := plan.MasqueradeFor([]netip.Prefix{p("198.18.1.0/24")},
+		[]netip.Prefix{p("198.18.0.0/16"), p("198.51.100.0/24")})
+	second.SkipOutInterfaces = []string{"tmesh", "vx-tm"}
+	if err := m.Apply(second); err != nil {
 		t.Fatalf("second apply: %v", err)
 	}
 
@@ -217,6 +227,9 @@ func TestMasqueradeTraffic(t *testing.T) {
 	}
 	if got := seenFrom("198.51.100.2"); got != "198.18.1.2" {
 		t.Fatalf("to a no-masquerade CIDR the source was %s, want the pod's 198.18.1.2", got)
+	}
+	if got := seenFrom("192.0.2.2"); got != "198.18.1.2" {
+		t.Fatalf("out through tmesh0 the source was %s, want the pod's 198.18.1.2", got)
 	}
 	if err := m.Delete(); err != nil {
 		t.Fatal(err)

@@ -71,15 +71,21 @@ func (a *Masquerade) Apply(m plan.Masquerade) error {
 		if err := a.conn.AddSet(skip, elements(f.skip)); err != nil {
 			return fmt.Errorf("add set %s: %w", skip.Name, err)
 		}
-		a.conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		exprs := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
 			&expr.Lookup{SourceRegister: 1, SetName: src.Name, SetID: src.ID},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.dadd, Len: f.alen},
 			&expr.Lookup{SourceRegister: 1, SetName: skip.Name, SetID: skip.ID, Invert: true},
-			&expr.Masq{},
-		}})
+		}
+		// oifname != "PREFIX*": comparing only the prefix's bytes is nft's wildcard match.
+		for _, prefix := range m.SkipOutInterfaces {
+			exprs = append(exprs,
+				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(prefix)})
+		}
+		a.conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(exprs, &expr.Masq{})})
 	}
 	if err := a.conn.Flush(); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", TableName, err)

@@ -39,6 +39,7 @@ type Config struct {
 	Client      kubernetes.Interface
 	CNIConfDir  string         // e.g. /etc/cni/net.d
 	StaticSkip  []netip.Prefix // POD_SUBNET, SERVICE_SUBNET, NO_MASQUERADE_CIDRS
+	SkipOutIfs  []string       // NO_MASQUERADE_INTERFACES: interface-name prefixes
 	ConfigMapNS string
 	ConfigMap   string
 	Resync      time.Duration // full re-apply period, restoring anything removed behind our back
@@ -172,6 +173,7 @@ func (d *Daemon) reconcile(force bool) error {
 	}
 	skip = append(skip, d.configMapSkip()...)
 	m := plan.MasqueradeFor(selfPods, skip)
+	m.SkipOutInterfaces = d.cfg.SkipOutIfs
 	if force || d.lastMasq == nil || !reflect.DeepEqual(*d.lastMasq, m) {
 		if err := d.cfg.Masquerade.Apply(m); err != nil {
 			return err

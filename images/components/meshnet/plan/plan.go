@@ -109,11 +109,13 @@ func CNIConfig(podCIDRs []netip.Prefix, mtu int) ([]byte, error) {
 }
 
 // Masquerade is the desired masquerade rule: traffic from Sources to anywhere not in
-// Skip leaves the node with the node's address. Both are merged, non-overlapping
-// ranges per family, ready to be put into nftables interval sets.
+// Skip, leaving through an interface whose name starts with none of
+// SkipOutInterfaces, leaves the node with the node's address. Sources and Skip are
+// merged, non-overlapping ranges per family, ready for nftables interval sets.
 type Masquerade struct {
-	Sources4, Skip4 []Range
-	Sources6, Skip6 []Range
+	Sources4, Skip4   []Range
+	Sources6, Skip6   []Range
+	SkipOutInterfaces []string // name prefixes, e.g. "tmesh" for tunnelmesh's tunnel devices
 }
 
 // Range is an inclusive address range.
@@ -169,6 +171,20 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
+}
+
+// ParseInterfacePrefixes parses a comma/space separated list of interface-name
+// prefixes (Linux names are at most 15 bytes).
+func ParseInterfacePrefixes(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+		f = strings.TrimSuffix(f, "*")
+		if f == "" || len(f) > 15 || strings.ContainsAny(f, "/*") {
+			return nil, fmt.Errorf("bad interface name prefix %q: want 1-15 characters, e.g. tmesh", f)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // ParseCIDRs parses a list of CIDRs separated by commas, spaces or newlines, as

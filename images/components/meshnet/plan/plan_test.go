@@ -116,3 +116,15 @@ func TestParseCIDRs(t *testing.T) {
 		t.Fatal("bad CIDR accepted")
 	}
 }
+
+func TestParseInterfacePrefixes(t *testing.T) {
+	got, err := ParseInterfacePrefixes("tmesh, vx-tm*")
+	if err != nil || !reflect.DeepEqual(got, []string{"tmesh", "vx-tm"}) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	for _, bad := range []string{"a-very-long-interface-name", "*", "eth/0"} {
+		if _, err := ParseInterfacePrefixes(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
