@@ -78,7 +78,10 @@ register_runtime() {
     say "registering $RUNTIME ($SHIM) as dockerd's default runtime in $f"
     echo "$new" >$f
     if [ "$(ps -p 1 -o comm=)" = systemd ]; then systemctl reload docker || systemctl restart docker
-    else pkill -HUP -x dockerd; fi
+    else
+      [ -s /var/run/docker.pid ] || die "dockerd runs without /var/run/docker.pid; reload it by hand"
+      kill -HUP "$(cat /var/run/docker.pid)"
+    fi
     sleep 2
   fi
 }

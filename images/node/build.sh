@@ -75,7 +75,7 @@ tars=("$IMAGES_DIR"/*.tar)
 
 
 say "hashing inputs"
-node_hash=$( { echo "$base_hash $K8S_VERSION"; hash_tree "$here/Dockerfile";
+node_hash=$( { echo "$base_hash $K8S_VERSION"; hash_tree "$here/Dockerfile" "$here/build.sh";
   for f in "$work/tm-runc-shim" "$work/crictl" "$K8S_BIN"/kubelet "$K8S_BIN"/kubeadm "$K8S_BIN"/kubectl "${cni[@]}" \
     "$IMAGES_DIR/default-cni.yaml"; do
     echo "$(basename "$f") $(sha256sum <"$f" | cut -c1-64)"
@@ -112,7 +112,7 @@ dx sed -i "s|@SANDBOX_IMAGE@|$sandbox|" /etc/containerd/config.toml
 dx chmod 0755 /usr/bin/kubelet /usr/bin/kubeadm /usr/bin/kubectl /usr/local/libexec/tunnelmesh/tm-runc-shim
 
 # Preload images: a containerd of the node itself imports them.
-docker exec -d "$cid" sh -c 'containerd >/tmp/containerd.log 2>&1'
+docker exec -d "$cid" sh -c 'echo $$ >/tmp/containerd.pid; exec containerd >/tmp/containerd.log 2>&1'
 for _ in $(seq 60); do dx ctr version >/dev/null 2>&1 && break; sleep 0.5; done
 dx ctr version >/dev/null 2>&1 || { dx cat /tmp/containerd.log >&2; die "containerd did not start in the build container"; }
 for t in "${tars[@]}"; do
@@ -135,7 +135,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "${ALLOW_MISSING_IMAGES:-}" = 1 ] || die "image tarballs lack images kubeadm needs: ${missing[*]}"
   say "WARNING: missing ${missing[*]} (ALLOW_MISSING_IMAGES=1)"
 fi
-dx sh -c 'pkill -x containerd; for i in $(seq 50); do pgrep -x containerd >/dev/null || exit 0; sleep 0.2; done; exit 1' ||
+dx sh -c 'p=$(cat /tmp/containerd.pid); kill "$p"; for i in $(seq 50); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.2; done; exit 1' ||
   die "containerd did not stop"
 dx sh -c 'rm -rf /tmp/* /run/containerd /var/lib/containerd/io.containerd.runtime.v2.task/* /var/lib/containerd/tmpmounts/*'
 
