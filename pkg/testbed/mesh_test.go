@@ -21,7 +21,9 @@ func TestMain(m *testing.M) {
 	if testbed.RunHelper() || brokerHelper() {
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbed.RemoveBuilds()
+	os.Exit(code)
 }
 
 // brokerHelper performs one broker call from inside a namespace (the broker

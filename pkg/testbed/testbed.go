@@ -262,8 +262,21 @@ func (p *Proc) Tail(n int) string {
 	return string(b)
 }
 
-var buildMu sync.Mutex
-var built = map[string]string{}
+var (
+	buildMu   sync.Mutex
+	built     = map[string]string{}
+	buildDirs []string
+)
+
+// RemoveBuilds deletes the binaries Build made; call it from TestMain after m.Run.
+func RemoveBuilds() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	for _, d := range buildDirs {
+		os.RemoveAll(d)
+	}
+	buildDirs, built = nil, map[string]string{}
+}
 
 // Build compiles a main package of this module once per test process and
 // returns the binary's path.
@@ -278,6 +291,7 @@ func Build(t testing.TB, pkg string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	buildDirs = append(buildDirs, dir)
 	out := filepath.Join(dir, filepath.Base(pkg))
 	gobin, err := exec.LookPath("go")
 	if err != nil {
