@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -26,6 +27,14 @@ func run(m *testing.M) int {
 		fmt.Println("e2e: SKIPPED:", reason)
 		return 0
 	}
+	// One test bed per Docker engine: runs share cluster names, so a second
+	// run waits for the first instead of deleting its clusters.
+	unlock, err := lockTestBed()
+	if err != nil {
+		fmt.Println("e2e: FAIL:", err)
+		return 1
+	}
+	defer unlock()
 	logDir := os.Getenv("E2E_LOG_DIR")
 	if logDir == "" {
 		logDir, _ = filepath.Abs("logs")
@@ -61,4 +70,22 @@ func run(m *testing.M) int {
 	e.Teardown()
 	os.RemoveAll(workDir)
 	return code
+}
+
+// lockTestBed takes the machine-wide e2e lock (flock on a file in the temp
+// directory), waiting while another run holds it.
+func lockTestBed() (func(), error) {
+	path := filepath.Join(os.TempDir(), "tunnelmesh-e2e.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		logf("another e2e run holds %s; waiting for it", path)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+	}
+	return func() { f.Close() }, nil
 }
