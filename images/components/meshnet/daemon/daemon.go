@@ -174,12 +174,16 @@ func (d *Daemon) reconcile(force bool) error {
 	skip = append(skip, d.configMapSkip()...)
 	m := plan.MasqueradeFor(selfPods, skip)
 	m.SkipOutInterfaces = d.cfg.SkipOutIfs
-	if force || d.lastMasq == nil || !reflect.DeepEqual(*d.lastMasq, m) {
+	changed := d.lastMasq == nil || !reflect.DeepEqual(*d.lastMasq, m)
+	if force || changed {
 		if err := d.cfg.Masquerade.Apply(m); err != nil {
 			return err
 		}
 		d.lastMasq = &m
-		d.cfg.Log.Info("masquerade rule applied", "sources", len(m.Sources4)+len(m.Sources6), "skip", len(m.Skip4)+len(m.Skip6))
+		if changed {
+			d.cfg.Log.Info("masquerade rule applied", "sources", len(m.Sources4)+len(m.Sources6),
+				"skipRanges", len(m.Skip4)+len(m.Skip6), "skipInterfaces", m.SkipOutInterfaces)
+		}
 	}
 	d.mLastSync.SetToCurrentTime()
 	return nil
