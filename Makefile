@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
 
-.PHONY: all build test test-unit deps bench images demo e2e vet
+.PHONY: all build test test-unit deps bench demo vet
 all: build
 
 ## build: every command under cmd/ into bin/
@@ -31,3 +31,7 @@ test: test-unit e2e
 bench: bench-broker bench-dataplane
 
 include $(wildcard mk/*.mk)
+
+## demo: a broker and two clusters in network namespaces, tunnels and traffic between them (root)
+demo:
+	@scripts/demo.sh

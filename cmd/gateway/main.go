@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
@@ -39,6 +40,7 @@ func rootCmd() *cobra.Command {
 
 type runFlags struct {
 	clusterID, broker, caFile, credFile, keyFile, hostname string
+	joinTokenFile                                          string
 	publicIP, privateIP, iface, mode, runDir, stateFile    string
 	metrics, logLevel                                      string
 	podCIDRs, svcCIDRs                                     []string
@@ -60,7 +62,8 @@ func runCmd() *cobra.Command {
 	fl.StringSliceVar(&f.svcCIDRs, "service-cidr", nil, "this cluster's service CIDR (repeatable)")
 	fl.StringVar(&f.broker, "broker", "", "broker URL, e.g. https://192.0.2.1:8443 (required)")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file with the broker's CA certificate (required)")
-	fl.StringVar(&f.credFile, "credential-file", "", "file holding this cluster's broker credential (required)")
+	fl.StringVar(&f.credFile, "credential-file", "", "file holding this cluster's broker credential (required; written by a join with --join-token-file)")
+	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "join token to use when --credential-file does not exist yet; the credential it yields is stored there")
 	fl.StringVar(&f.keyFile, "key-file", "/var/lib/tunnelmesh/private.key", "WireGuard private key file; created if missing")
 	fl.IntVar(&f.listenPort, "listen-port", 51820, "WireGuard UDP port")
 	fl.StringVar(&f.hostname, "hostname", "", "gateway name announced to the broker (default: the host name)")
@@ -110,9 +113,11 @@ func run(ctx context.Context, f runFlags) error {
 	if err != nil {
 		return fmt.Errorf("read --ca-file: %w", err)
 	}
-	cred, err := os.ReadFile(f.credFile)
+	cred, err := ensureCredential(ctx, f.broker, ca, f.credFile, f.joinTokenFile, api.JoinRequest{
+		ClusterID: f.clusterID, PodCIDRs: f.podCIDRs, ServiceCIDRs: f.svcCIDRs,
+	})
 	if err != nil {
-		return fmt.Errorf("read --credential-file: %w", err)
+		return err
 	}
 	key, err := wg.LoadOrCreateKey(f.keyFile)
 	if err != nil {
@@ -138,7 +143,7 @@ func run(ctx context.Context, f runFlags) error {
 	if f.stateFile == "" {
 		f.stateFile = filepath.Join(filepath.Dir(f.keyFile), "state.json")
 	}
-	bc, err := brokerclient.New(f.broker, ca, strings.TrimSpace(string(cred)))
+	bc, err := brokerclient.New(f.broker, ca, cred)
 	if err != nil {
 		return fmt.Errorf("broker client: %w", err)
 	}

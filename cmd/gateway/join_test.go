@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+)
+
+// startBroker runs a real broker on loopback and returns its URL, CA and an admin client.
+func startBroker(t *testing.T) (string, []byte, *brokerclient.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := broker.Init(broker.InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tlsConf, err := broker.ServerTLS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(broker.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Serve(ctx, ln, tlsConf) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		st.Close()
+	})
+	url := "https://" + ln.Addr().String()
+	ca, _ := os.ReadFile(filepath.Join(dir, broker.FileCACert))
+	admin, _ := os.ReadFile(filepath.Join(dir, broker.FileAdminToken))
+	ac, err := brokerclient.New(url, ca, string(admin[:len(admin)-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url, ca, ac
+}
+
+func TestEnsureCredential(t *testing.T) {
+	url, ca, admin := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "join.token")
+	credFile := filepath.Join(dir, "east", "credential")
+	tok, err := admin.CreateToken(ctx, time.Hour, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(tokFile, []byte(tok+"\n"), 0o600)
+	east := api.JoinRequest{ClusterID: "east", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}}
+
+	if _, err := ensureCredential(ctx, url, ca, credFile, "", east); err == nil {
+		t.Fatal("no credential and no join token: want an error")
+	}
+	cred, err := ensureCredential(ctx, url, ca, credFile, tokFile, east)
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	st, err := os.Stat(credFile)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("credential file: %v, mode %v; want 0600", err, st.Mode())
+	}
+	// The credential works: it may register east's gateway.
+	c, _ := brokerclient.New(url, ca, cred)
+	if err := c.RegisterGateway(ctx, api.Gateway{ClusterID: "east", Hostname: "gw1", PrivateIP: "192.0.2.10", Port: 51820,
+		PublicKey: "9kq3sNSNyH9qLAJd7lpUzsDnp8lYjQ/yuxrSpsVq1lo=", Active: true}); err != nil {
+		t.Fatalf("register with the stored credential: %v", err)
+	}
+	// A restart reads the file and never joins again (the token's use count stays 1).
+	again, err := ensureCredential(ctx, url, ca, credFile, tokFile, east)
+	if err != nil || again != cred {
+		t.Fatalf("second start: %q, %v; want the stored credential", again, err)
+	}
+	toks, err := admin.ListTokens(ctx)
+	if err != nil || len(toks) != 1 || toks[0].Uses != 1 {
+		t.Fatalf("tokens after restart = %+v, %v; want one token used once", toks, err)
+	}
+
+	// A join the broker refuses (overlapping CIDRs) stores nothing.
+	westCred := filepath.Join(dir, "west", "credential")
+	west := api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.1.128.0/17"}, ServiceCIDRs: []string{"10.102.0.0/16"}}
+	_, err = ensureCredential(ctx, url, ca, westCred, tokFile, west)
+	var apiErr *api.Error
+	if !errors.As(err, &apiErr) || apiErr.Cluster != "east" {
+		t.Fatalf("overlapping join: err = %v; want a conflict naming east", err)
+	}
+	if _, err := os.Stat(westCred); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("refused join left a credential file: %v", err)
+	}
+}
