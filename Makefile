@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
 
-.PHONY: all build test test-unit deps bench demo vet
+.PHONY: all build test test-unit deps bench demo vet images
 all: build
 
 ## build: every command under cmd/ into bin/
@@ -31,6 +31,9 @@ test: test-unit e2e
 bench: bench-broker bench-dataplane
 
 include $(wildcard mk/*.mk)
+
+## images: the kind node image and every container image, built here with no registry
+images: node-image project-images
 
 ## demo: a broker and two clusters in network namespaces, tunnels and traffic between them (root)
 demo:
