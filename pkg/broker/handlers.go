@@ -463,7 +463,7 @@ func (b *Broker) handlePutGateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.ObservedIP = remoteIP(r)
-	err := b.do(r.Context(), func(t *txn) error {
+	b.commit(w, r, func(t *txn) error {
 		if err := clusterMustExist(t.s, cluster); err != nil {
 			return err
 		}
@@ -492,11 +492,6 @@ func (b *Broker) handlePutGateway(w http.ResponseWriter, r *http.Request) {
 		t.putGateway(&ng)
 		return nil
 	})
-	if err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
@@ -515,7 +510,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	observed := remoteIP(r)
-	err := b.do(r.Context(), func(t *txn) error {
+	b.commit(w, r, func(t *txn) error {
 		old := t.s.gateways[gatewayKey(cluster, host)]
 		if old == nil {
 			return &api.Error{Code: api.CodeNotFound, Cluster: cluster,
@@ -529,11 +524,6 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		t.putGateway(&ng)
 		return nil
 	})
-	if err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (b *Broker) handleDeleteGateway(w http.ResponseWriter, r *http.Request) {
@@ -542,18 +532,13 @@ func (b *Broker) handleDeleteGateway(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	err := b.do(r.Context(), func(t *txn) error {
+	b.commit(w, r, func(t *txn) error {
 		k := gatewayKey(cluster, host)
 		if _, ok := t.s.gateways[k]; ok {
 			t.deleteGateway(k)
 		}
 		return nil
 	})
-	if err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (b *Broker) handlePutExport(w http.ResponseWriter, r *http.Request) {
@@ -581,7 +566,7 @@ func (b *Broker) handlePutExport(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	err := b.do(r.Context(), func(t *txn) error {
+	b.commit(w, r, func(t *txn) error {
 		if err := clusterMustExist(t.s, cluster); err != nil {
 			return err
 		}
@@ -593,11 +578,6 @@ func (b *Broker) handlePutExport(w http.ResponseWriter, r *http.Request) {
 		t.putExport(&ne)
 		return nil
 	})
-	if err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (b *Broker) handleDeleteExport(w http.ResponseWriter, r *http.Request) {
@@ -606,14 +586,18 @@ func (b *Broker) handleDeleteExport(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	err := b.do(r.Context(), func(t *txn) error {
+	b.commit(w, r, func(t *txn) error {
 		k := exportKey(cluster, ns, name)
 		if _, ok := t.s.exports[k]; ok {
 			t.deleteExport(k)
 		}
 		return nil
 	})
-	if err != nil {
+}
+
+// commit applies fn as one durable transaction and answers 204, or the error.
+func (b *Broker) commit(w http.ResponseWriter, r *http.Request, fn func(*txn) error) {
+	if err := b.do(r.Context(), fn); err != nil {
 		b.writeError(w, r, err)
 		return
 	}
