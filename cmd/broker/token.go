@@ -53,6 +53,16 @@ func (f *adminFlags) client() (*brokerclient.Client, error) {
 	return brokerclient.New(f.url, caPEM, strings.TrimSpace(string(tok)))
 }
 
+// connect returns an admin client and a context bounding one request.
+func (f *adminFlags) connect(parent context.Context) (*brokerclient.Client, context.Context, context.CancelFunc, error) {
+	c, err := f.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
+	return c, ctx, cancel, nil
+}
+
 func newToken() *cobra.Command {
 	var af adminFlags
 	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke join tokens (admin)"}
@@ -65,11 +75,10 @@ func newToken() *cobra.Command {
 		Short: "Create a join token and print it (it is shown once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
+			c, ctx, cancel, err := af.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			tok, err := c.CreateToken(ctx, ttl, desc)
 			if err != nil {
@@ -88,11 +97,10 @@ func newToken() *cobra.Command {
 		Short: "List join tokens (secrets are never shown)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client()
+			c, ctx, cancel, err := af.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			toks, err := c.ListTokens(ctx)
 			if err != nil {
@@ -130,11 +138,10 @@ func newToken() *cobra.Command {
 		Short: "Revoke a join token; clusters that already joined keep their credentials",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client()
+			c, ctx, cancel, err := af.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			if err := c.RevokeToken(ctx, args[0]); err != nil {
 				return fmt.Errorf("revoke token %s: %w", args[0], err)
