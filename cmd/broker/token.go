@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,14 +54,18 @@ func (f *adminFlags) client() (*brokerclient.Client, error) {
 	return brokerclient.New(f.url, caPEM, strings.TrimSpace(string(tok)))
 }
 
-// connect returns an admin client and a context bounding one request.
-func (f *adminFlags) connect(parent context.Context) (*brokerclient.Client, context.Context, context.CancelFunc, error) {
-	c, err := f.client()
-	if err != nil {
-		return nil, nil, nil, err
+// run makes a cobra RunE that calls fn with an admin client and a context
+// bounding the request.
+func (f *adminFlags) run(fn func(ctx context.Context, c *brokerclient.Client, out io.Writer, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := f.client()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+		defer cancel()
+		return fn(ctx, c, cmd.OutOrStdout(), args)
 	}
-	ctx, cancel := context.WithTimeout(parent, 30*time.Second)
-	return c, ctx, cancel, nil
 }
 
 func newToken() *cobra.Command {
@@ -74,19 +79,14 @@ func newToken() *cobra.Command {
 		Use:   "create",
 		Short: "Create a join token and print it (it is shown once)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := af.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: af.run(func(ctx context.Context, c *brokerclient.Client, out io.Writer, _ []string) error {
 			tok, err := c.CreateToken(ctx, ttl, desc)
 			if err != nil {
 				return fmt.Errorf("create token: %w", err)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			fmt.Fprintln(out, tok)
 			return nil
-		},
+		}),
 	}
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token may be used to join")
 	create.Flags().StringVar(&desc, "description", "", "what the token is for")
@@ -96,26 +96,21 @@ func newToken() *cobra.Command {
 		Use:   "list",
 		Short: "List join tokens (secrets are never shown)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := af.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: af.run(func(ctx context.Context, c *brokerclient.Client, out io.Writer, _ []string) error {
 			toks, err := c.ListTokens(ctx)
 			if err != nil {
 				return fmt.Errorf("list tokens: %w", err)
 			}
 			switch output {
 			case "json":
-				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(toks)
 			case "table", "":
 			default:
 				return fmt.Errorf("-o %q: want table or json", output)
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tDESCRIPTION\tEXPIRES\tSTATE\tUSES")
 			now := time.Now()
 			for _, t := range toks {
@@ -129,7 +124,7 @@ func newToken() *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\n", t.ID, t.Description, t.ExpiresAt.UTC().Format(time.RFC3339), state, t.Uses)
 			}
 			return w.Flush()
-		},
+		}),
 	}
 	list.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 
@@ -137,18 +132,13 @@ func newToken() *cobra.Command {
 		Use:   "revoke ID",
 		Short: "Revoke a join token; clusters that already joined keep their credentials",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := af.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
+		RunE: af.run(func(ctx context.Context, c *brokerclient.Client, out io.Writer, args []string) error {
 			if err := c.RevokeToken(ctx, args[0]); err != nil {
 				return fmt.Errorf("revoke token %s: %w", args[0], err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", args[0])
+			fmt.Fprintf(out, "token %s revoked\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
