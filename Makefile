@@ -17,8 +17,18 @@ build:
 deps:
 	@scripts/deps.sh
 
-vet:
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(CURDIR)/_output/tools/staticcheck
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/_output/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## vet: gofmt, go vet and staticcheck must all be clean
+vet: $(STATICCHECK)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 ## test-unit: every Go test (root-only ones fail under CI=true when not root)
 test-unit: deps vet

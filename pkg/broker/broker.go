@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -448,8 +447,4 @@ func (b *Broker) snapshotLine() ([]byte, int64) {
 	e := newLogEntry(api.Event{Type: api.EventSnapshot, Revision: snap.Revision, Snapshot: &snap})
 	b.snapLine, b.snapRev = e.line, snap.Revision
 	return e.line, snap.Revision
-}
-
-func errorf(code, format string, args ...any) *api.Error {
-	return &api.Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }

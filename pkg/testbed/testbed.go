@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -295,7 +294,7 @@ func Build(t testing.TB, pkg string) string {
 	out := filepath.Join(dir, filepath.Base(pkg))
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is not on PATH (needed to build the binaries under test): %v", err)
 	}
 	cmd := exec.Command(gobin, "build", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

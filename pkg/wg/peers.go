@@ -39,7 +39,6 @@ type Configurator struct {
 	Name   string
 	client *wgctrl.Client
 	last   map[wgtypes.Key]Peer
-	keyed  bool
 }
 
 // NewConfigurator opens a wgctrl client for the named device.
