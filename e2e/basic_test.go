@@ -124,14 +124,7 @@ func TestPodConnectivity(t *testing.T) {
 					t.Run(fmt.Sprintf("%s->pod-on-%s", from, dst.Spec.NodeName), func(t *testing.T) {
 						t.Parallel()
 						url := "http://" + net.JoinHostPort(dst.Status.PodIP, strconv.Itoa(EchoPort)) + "/"
-						out, err := c.RunCheck(ctx, from, "-wait", "30s", "http", url)
-						if err != nil {
-							t.Fatal(err)
-						}
-						r, err := parseEcho(out)
-						if err != nil {
-							t.Fatal(err)
-						}
+						r := c.GetEcho(ctx, t, from, url)
 						if r.PodIP != dst.Status.PodIP || r.Cluster != c.Spec.Name || r.Node != dst.Spec.NodeName {
 							t.Errorf("GET %s answered by %+v, want pod %s on %s in %s", url, r, dst.Status.PodIP, dst.Spec.NodeName, c.Spec.Name)
 						}
@@ -140,14 +133,7 @@ func TestPodConnectivity(t *testing.T) {
 				t.Run(fmt.Sprintf("%s->service", from), func(t *testing.T) {
 					t.Parallel()
 					url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(EchoPort)) + "/"
-					out, err := c.RunCheck(ctx, from, "-wait", "30s", "http", url)
-					if err != nil {
-						t.Fatal(err)
-					}
-					r, err := parseEcho(out)
-					if err != nil {
-						t.Fatal(err)
-					}
+					r := c.GetEcho(ctx, t, from, url)
 					if !echoIPs[r.PodIP] || r.Cluster != c.Spec.Name {
 						t.Errorf("GET %s answered by %+v, want one of the echo pods of %s", url, r, c.Spec.Name)
 					}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -263,6 +264,21 @@ func (c *Cluster) RunCheck(ctx context.Context, node string, args ...string) (st
 		return string(out), fmt.Errorf("%s: check on %s %v failed: %s", c.Spec.Name, node, args, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
+}
+
+// GetEcho fetches url from a check pod on node and decodes the echo server's
+// reply; any failure ends the test.
+func (c *Cluster) GetEcho(ctx context.Context, t *testing.T, node, url string) EchoReply {
+	t.Helper()
+	out, err := c.RunCheck(ctx, node, "-wait", "30s", "http", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := parseEcho(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // EchoReply is the JSON the echoserver answers with.
