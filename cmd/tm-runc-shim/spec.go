@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 )
 
 // capNames maps Linux capability numbers to their OCI names.
@@ -127,11 +129,10 @@ func fixFile(file string, bnd uint64) error {
 	if err != nil {
 		return err
 	}
-	tmp := file + ".tm-shim"
-	if err := os.WriteFile(tmp, out, st.Mode().Perm()); err != nil {
+	if err := fsutil.WriteFileAtomic(file, out, st.Mode().Perm()); err != nil {
 		return fmt.Errorf("write spec: %w", err)
 	}
-	return os.Rename(tmp, file)
+	return nil
 }
 
 // fixSpec removes the capabilities in drop from a runtime spec
