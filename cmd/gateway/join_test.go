@@ -3,57 +3,21 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 )
 
 // startBroker runs a real broker on loopback and returns its URL, CA and an admin client.
 func startBroker(t *testing.T) (string, []byte, *brokerclient.Client) {
 	t.Helper()
-	dir := t.TempDir()
-	if _, err := broker.Init(broker.InitOptions{DataDir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	tlsConf, err := broker.ServerTLS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.OpenBolt(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := broker.New(broker.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Serve(ctx, ln, tlsConf) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		st.Close()
-	})
-	url := "https://" + ln.Addr().String()
-	ca, _ := os.ReadFile(filepath.Join(dir, broker.FileCACert))
-	admin, _ := os.ReadFile(filepath.Join(dir, broker.FileAdminToken))
-	ac, err := brokerclient.New(url, ca, string(admin[:len(admin)-1]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return url, ca, ac
+	b := brokertest.Start(t, brokertest.Options{})
+	return b.URL, b.CA, b.Admin()
 }
 
 func TestEnsureCredential(t *testing.T) {

@@ -5,144 +5,55 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"log/slog"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 )
 
 // testBroker is a real broker on loopback with a real bbolt file.
 type testBroker struct {
-	t      *testing.T
-	dir    string
-	addr   string
-	url    string
-	ca     []byte
-	admin  string
-	b      *broker.Broker
-	cancel context.CancelFunc
-	done   chan error
+	*brokertest.Broker
+	t     *testing.T
+	dir   string
+	addr  string
+	url   string
+	ca    []byte
+	admin string
+	b     *broker.Broker
 }
 
 // initDir runs `broker init` logic in a fresh temp dir.
-func initDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := broker.Init(broker.InitOptions{DataDir: dir}); err != nil {
-		t.Fatalf("init: %v", err)
-	}
-	return dir
-}
+func initDir(t *testing.T) string { return brokertest.InitDir(t) }
 
 // startBroker serves dir on addr ("127.0.0.1:0" for a fresh port).
 func startBroker(t *testing.T, dir, addr string, tweak func(*broker.Config)) *testBroker {
 	t.Helper()
-	st, err := store.OpenBolt(dir)
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	cfg := broker.Config{Store: st, BookmarkInterval: 200 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	b, err := broker.New(cfg)
-	if err != nil {
-		st.Close()
-		t.Fatalf("new broker: %v", err)
-	}
-	tlsConf, err := broker.ServerTLS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ln net.Listener
-	for i := 0; ; i++ { // the old listener of a restart may take a moment to go
-		ln, err = net.Listen("tcp", addr)
-		if err == nil || i > 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	ca, err := os.ReadFile(filepath.Join(dir, broker.FileCACert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := os.ReadFile(filepath.Join(dir, broker.FileAdminToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tb := &testBroker{t: t, dir: dir, addr: ln.Addr().String(), ca: ca, admin: strings.TrimSpace(string(admin)),
-		b: b, cancel: cancel, done: make(chan error, 1)}
-	tb.url = "https://" + tb.addr
-	go func() {
-		err := b.Serve(ctx, ln, tlsConf)
-		st.Close()
-		tb.done <- err
-	}()
-	t.Cleanup(tb.stop)
-	return tb
+	b := brokertest.Start(t, brokertest.Options{Dir: dir, Addr: addr, Tweak: tweak})
+	return &testBroker{Broker: b, t: t, dir: b.Dir, addr: b.Addr, url: b.URL, ca: b.CA, admin: b.AdminToken, b: b.Broker}
 }
 
-func (tb *testBroker) stop() {
-	if tb.cancel == nil {
-		return
-	}
-	tb.cancel()
-	tb.cancel = nil
-	select {
-	case err := <-tb.done:
-		if err != nil {
-			tb.t.Errorf("broker serve: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		tb.t.Errorf("broker did not stop")
-	}
-}
+func (tb *testBroker) stop() { tb.Stop() }
 
-func (tb *testBroker) client(cred string) *brokerclient.Client {
+func (tb *testBroker) client(cred string) *brokerclient.Client { return tb.Client(cred) }
+
+func (tb *testBroker) adminClient() *brokerclient.Client { return tb.Admin() }
+
+// join creates a token and joins cluster id with the given CIDRs.
+func (tb *testBroker) join(id, pod, svc string) (*brokerclient.Client, *api.JoinResponse) {
 	tb.t.Helper()
-	c, err := brokerclient.New(tb.url, tb.ca, cred)
-	if err != nil {
-		tb.t.Fatal(err)
-	}
-	return c
+	return tb.Join(id, pod, svc)
 }
-
-func (tb *testBroker) adminClient() *brokerclient.Client { return tb.client(tb.admin) }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// join creates a token and joins cluster id with the given CIDRs.
-func (tb *testBroker) join(id, pod, svc string) (*brokerclient.Client, *api.JoinResponse) {
-	tb.t.Helper()
-	ctx := ctxT(tb.t)
-	tok, err := tb.adminClient().CreateToken(ctx, time.Hour, "test "+id)
-	if err != nil {
-		tb.t.Fatalf("create token: %v", err)
-	}
-	c := tb.client("")
-	resp, err := c.Join(ctx, tok, api.JoinRequest{ClusterID: id, PodCIDRs: []string{pod}, ServiceCIDRs: []string{svc}})
-	if err != nil {
-		tb.t.Fatalf("join %s: %v", id, err)
-	}
-	return c, resp
 }
 
 func apiCode(err error) string {
