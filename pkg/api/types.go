@@ -51,6 +51,10 @@ type Gateway struct {
 	Port      int    `json:"port"`
 	PublicKey string `json:"publicKey"`
 	Active    bool   `json:"active"`
+	// Epoch fences failover: it grows with every change of a cluster's
+	// active gateway (the Lease's transitions), and the broker refuses an
+	// active registration older than the cluster's current epoch.
+	Epoch int64 `json:"epoch,omitempty"`
 	// ObservedIP is the source address the broker saw on the registration
 	// (the public address behind NAT); set by the broker, ignored on input.
 	ObservedIP    string       `json:"observedIP,omitempty"`
@@ -58,6 +62,17 @@ type Gateway struct {
 	LastHeartbeat time.Time    `json:"lastHeartbeat"`
 	// Stale is set by the broker when heartbeats stopped for longer than its TTL.
 	Stale bool `json:"stale"`
+}
+
+// GatewayStatus is a gateway's liveness and per-peer health, reported by its
+// heartbeats. It is kept apart from Gateway so that heartbeats never make a
+// watch event: gateways do not need it; meshctl and status writers read it.
+type GatewayStatus struct {
+	ClusterID     string       `json:"clusterID"`
+	Hostname      string       `json:"hostname"`
+	Epoch         int64        `json:"epoch,omitempty"`
+	LastHeartbeat time.Time    `json:"lastHeartbeat"`
+	Health        []PeerHealth `json:"health,omitempty"`
 }
 
 // ServicePort is one port of an exported service.
