@@ -17,7 +17,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
+
+// getEcho fetches url from a check pod on node of c; any failure ends the test.
+func getEcho(ctx context.Context, t *testing.T, c *kindbed.Cluster, node, url string) kindbed.EchoReply {
+	t.Helper()
+	r, err := c.GetEcho(ctx, node, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -30,12 +42,12 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 func TestClustersReady(t *testing.T) {
 	ctx := testCtx(t, 5*time.Minute)
 	for _, c := range env.Clusters {
-		if msg := c.notReady(ctx); msg != "" {
+		if msg := c.NotReady(ctx); msg != "" {
 			t.Errorf("%s: %s", c.Spec.Name, msg)
 		}
 		want := 0
 		for _, l := range c.Spec.Nodes {
-			if l[GatewayLabel] == "true" {
+			if l[kindbed.GatewayLabel] == "true" {
 				want++
 			}
 		}
@@ -44,7 +56,7 @@ func TestClustersReady(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(gws) != want {
-			t.Errorf("%s: gateway candidates %v, want %d nodes labelled %s=true", c.Spec.Name, gws, want, GatewayLabel)
+			t.Errorf("%s: gateway candidates %v, want %d nodes labelled %s=true", c.Spec.Name, gws, want, kindbed.GatewayLabel)
 		}
 	}
 }
@@ -107,7 +119,7 @@ func TestPodConnectivity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			svc, err := c.Client.CoreV1().Services(Namespace).Get(ctx, "echo", metav1.GetOptions{})
+			svc, err := c.Client.CoreV1().Services(kindbed.Namespace).Get(ctx, "echo", metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,8 +135,8 @@ func TestPodConnectivity(t *testing.T) {
 					}
 					t.Run(fmt.Sprintf("%s->pod-on-%s", from, dst.Spec.NodeName), func(t *testing.T) {
 						t.Parallel()
-						url := "http://" + net.JoinHostPort(dst.Status.PodIP, strconv.Itoa(EchoPort)) + "/"
-						r := c.GetEcho(ctx, t, from, url)
+						url := "http://" + net.JoinHostPort(dst.Status.PodIP, strconv.Itoa(kindbed.EchoPort)) + "/"
+						r := getEcho(ctx, t, c, from, url)
 						if r.PodIP != dst.Status.PodIP || r.Cluster != c.Spec.Name || r.Node != dst.Spec.NodeName {
 							t.Errorf("GET %s answered by %+v, want pod %s on %s in %s", url, r, dst.Status.PodIP, dst.Spec.NodeName, c.Spec.Name)
 						}
@@ -132,8 +144,8 @@ func TestPodConnectivity(t *testing.T) {
 				}
 				t.Run(fmt.Sprintf("%s->service", from), func(t *testing.T) {
 					t.Parallel()
-					url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(EchoPort)) + "/"
-					r := c.GetEcho(ctx, t, from, url)
+					url := "http://" + net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(kindbed.EchoPort)) + "/"
+					r := getEcho(ctx, t, c, from, url)
 					if !echoIPs[r.PodIP] || r.Cluster != c.Spec.Name {
 						t.Errorf("GET %s answered by %+v, want one of the echo pods of %s", url, r, c.Spec.Name)
 					}
@@ -152,7 +164,7 @@ const BrokerPort = 8443
 func TestBrokerHealthzAcrossClusters(t *testing.T) {
 	ctx := testCtx(t, 8*time.Minute)
 	east, west := env.Cluster("tm-east"), env.Cluster("tm-west")
-	img, err := Image("tunnelmesh/broker")
+	img, err := kindbed.Image("tunnelmesh/broker")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +174,7 @@ func TestBrokerHealthzAcrossClusters(t *testing.T) {
 	labels := map[string]string{"app": "broker"}
 	data := []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
 	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "broker", Namespace: Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: "broker", Namespace: kindbed.Namespace},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
@@ -187,27 +199,27 @@ func TestBrokerHealthzAcrossClusters(t *testing.T) {
 			},
 		},
 	}
-	if _, err := east.Client.AppsV1().Deployments(Namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := east.Client.AppsV1().Deployments(kindbed.Namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create broker deployment: %v", err)
 	}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "broker", Namespace: Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: "broker", Namespace: kindbed.Namespace},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeNodePort,
 			Selector: labels,
 			Ports:    []corev1.ServicePort{{Name: "https", Port: BrokerPort, TargetPort: intstr.FromInt32(BrokerPort)}},
 		},
 	}
-	svc, err = east.Client.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{})
+	svc, err = east.Client.CoreV1().Services(kindbed.Namespace).Create(ctx, svc, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		svc, err = east.Client.CoreV1().Services(Namespace).Get(ctx, "broker", metav1.GetOptions{})
+		svc, err = east.Client.CoreV1().Services(kindbed.Namespace).Get(ctx, "broker", metav1.GetOptions{})
 	}
 	if err != nil {
 		t.Fatalf("broker service: %v", err)
 	}
 	nodePort := svc.Spec.Ports[0].NodePort
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		d, err := east.Client.AppsV1().Deployments(Namespace).Get(ctx, "broker", metav1.GetOptions{})
+		d, err := east.Client.AppsV1().Deployments(kindbed.Namespace).Get(ctx, "broker", metav1.GetOptions{})
 		return err == nil && d.Status.AvailableReplicas == 1, nil
 	})
 	if err != nil {

@@ -8,17 +8,25 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
 
+// env is set by TestMain before any test runs.
+var env *kindbed.Env
+
 func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
+}
 
 func run(m *testing.M) int {
 	flag.Parse()
 	ci := os.Getenv("CI") == "true"
-	nodeImage, reason := prerequisites()
+	nodeImage, reason := kindbed.Prerequisites()
 	if reason != "" {
 		if ci {
 			fmt.Println("e2e: FAIL:", reason)
@@ -29,7 +37,7 @@ func run(m *testing.M) int {
 	}
 	// One test bed per Docker engine: runs share cluster names, so a second
 	// run waits for the first instead of deleting its clusters.
-	unlock, err := lockTestBed()
+	unlock, err := kindbed.Lock()
 	if err != nil {
 		fmt.Println("e2e: FAIL:", err)
 		return 1
@@ -50,7 +58,7 @@ func run(m *testing.M) int {
 	defer cancel()
 	start := time.Now()
 	logf("node image %s", nodeImage)
-	e, err := Setup(ctx, nodeImage, workDir, reuse)
+	e, err := kindbed.Setup(ctx, nodeImage, workDir, reuse)
 	code := 0
 	if err != nil {
 		fmt.Println("e2e: FAIL: setup:", err)
@@ -70,22 +78,4 @@ func run(m *testing.M) int {
 	e.Teardown()
 	os.RemoveAll(workDir)
 	return code
-}
-
-// lockTestBed takes the machine-wide e2e lock (flock on a file in the temp
-// directory), waiting while another run holds it.
-func lockTestBed() (func(), error) {
-	path := filepath.Join(os.TempDir(), "tunnelmesh-e2e.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		logf("another e2e run holds %s; waiting for it", path)
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-	}
-	return func() { f.Close() }, nil
 }

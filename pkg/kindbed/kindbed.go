@@ -1,6 +1,8 @@
-//go:build e2e
-
-package e2e
+// Package kindbed is tunnelmesh's kind test bed as a Go API: two kind
+// clusters built from the node image made here (no registry), the project
+// images loaded into every node, readiness waits, workloads to send traffic
+// with, log gathering. The e2e tests and the kind demo both use it.
+package kindbed
 
 import (
 	"context"
@@ -12,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -69,9 +72,6 @@ type Env struct {
 	Clusters  []*Cluster
 }
 
-// env is set by TestMain before any test runs.
-var env *Env
-
 // Cluster returns the test-bed cluster with this name.
 func (e *Env) Cluster(name string) *Cluster {
 	for _, c := range e.Clusters {
@@ -103,8 +103,10 @@ func kindConfig(s ClusterSpec) *v1alpha4.Cluster {
 	return cfg
 }
 
-// prerequisites returns why the e2e tests cannot run here, or "".
-func prerequisites() (nodeImage, reason string) {
+// Prerequisites returns the node image to use, or why the test bed cannot run here.
+// The image is $KIND_NODE_IMAGE, else the name in $NODE_IMAGE_FILE (default
+// ../_output/node-image.txt) written by `make node-image`.
+func Prerequisites() (nodeImage, reason string) {
 	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		return "", fmt.Sprintf("no Docker engine answers (docker info: %v: %s); run `make docker-engine`", err, strings.TrimSpace(string(out)))
 	}
@@ -256,7 +258,7 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 	defer cancel()
 	var last string
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
-		last = c.notReady(ctx)
+		last = c.NotReady(ctx)
 		return last == "", nil
 	})
 	if err != nil {
@@ -265,8 +267,8 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// notReady describes what is not ready yet, or returns "".
-func (c *Cluster) notReady(ctx context.Context) string {
+// NotReady describes what is not ready yet, or returns "".
+func (c *Cluster) NotReady(ctx context.Context) string {
 	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "list nodes: " + err.Error()
@@ -396,6 +398,28 @@ func (e *Env) Teardown() {
 	}
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
+// Logf prints the test bed's progress lines.
+var Logf = func(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "kindbed: "+format+"\n", args...)
+}
+
+func logf(format string, args ...any) { Logf(format, args...) }
+
+// Lock takes the machine-wide test-bed lock (flock on a file in the temp
+// directory), waiting while another run holds it: runs share cluster names,
+// so a second run waits instead of deleting the first one's clusters.
+func Lock() (unlock func(), err error) {
+	path := filepath.Join(os.TempDir(), "tunnelmesh-e2e.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		logf("another run holds %s; waiting for it", path)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+	}
+	return func() { f.Close() }, nil
 }

@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package kindbed
 
 import (
 	"archive/tar"
@@ -13,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -24,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Namespace holds every object the e2e tests create.
+// Namespace holds every workload object the test bed creates.
 const Namespace = "tm-e2e"
 
 var (
@@ -266,19 +263,13 @@ func (c *Cluster) RunCheck(ctx context.Context, node string, args ...string) (st
 	return string(out), nil
 }
 
-// GetEcho fetches url from a check pod on node and decodes the echo server's
-// reply; any failure ends the test.
-func (c *Cluster) GetEcho(ctx context.Context, t *testing.T, node, url string) EchoReply {
-	t.Helper()
+// GetEcho fetches url from a check pod on node and decodes the echo server's reply.
+func (c *Cluster) GetEcho(ctx context.Context, node, url string) (EchoReply, error) {
 	out, err := c.RunCheck(ctx, node, "-wait", "30s", "http", url)
 	if err != nil {
-		t.Fatal(err)
+		return EchoReply{}, err
 	}
-	r, err := parseEcho(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return parseEcho(out)
 }
 
 // EchoReply is the JSON the echoserver answers with.
