@@ -59,6 +59,9 @@ func TestBadInputRefused(t *testing.T) {
 		{"join bad CIDR", "POST", tb.url + "/v1/join", "application/json", tok, `{"clusterID":"west","podCIDRs":["10.2.0.0/33"],"serviceCIDRs":["10.102.0.0/16"]}`, 400, api.CodeInvalid, "podCIDRs[0]"},
 		{"bad export type", "PUT", exURL, "application/json", cred, `{"type":"ExternalName"}`, 400, api.CodeInvalid, "type"},
 		// Validation gaps of issue 7: each was accepted with 2xx.
+		{"key in another case", "PUT", gwURL, "application/json", cred, `{"privateIP":"192.0.2.1","Port":51820,"publicKey":"` + wgKey(9) + `"}`, 400, api.CodeBadRequest, "Port"},
+		{"duplicate key", "PUT", gwURL, "application/json", cred, `{"privateIP":"192.0.2.1","port":51820,"port":51821,"publicKey":"` + wgKey(9) + `"}`, 400, api.CodeBadRequest, "port"},
+		{"join key in another case", "POST", tb.url + "/v1/join", "application/json", tok, `{"ClusterId":"west","podCIDRs":["10.2.0.0/16"],"serviceCIDRs":["10.102.0.0/16"]}`, 400, api.CodeBadRequest, "ClusterId"},
 		{"join IPv4-mapped prefix over east's", "POST", tb.url + "/v1/join", "application/json", tok, `{"clusterID":"west","podCIDRs":["::ffff:10.1.0.0/112"],"serviceCIDRs":["10.102.0.0/16"]}`, 400, api.CodeInvalid, "podCIDRs[0]"},
 		{"join IPv4-mapped prefix over the tunnel CIDR", "POST", tb.url + "/v1/join", "application/json", tok, `{"clusterID":"west","podCIDRs":["10.2.0.0/16"],"serviceCIDRs":["::ffff:100.127.0.0/120"]}`, 400, api.CodeInvalid, "serviceCIDRs[0]"},
 		{"join loopback", "POST", tb.url + "/v1/join", "application/json", tok, `{"clusterID":"west","podCIDRs":["10.2.0.0/16"],"serviceCIDRs":["127.0.0.0/8"]}`, 400, api.CodeInvalid, "serviceCIDRs[0]"},

@@ -3,14 +3,19 @@
 package validate
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
@@ -383,32 +388,64 @@ func TokenRequest(r *api.CreateTokenRequest) *api.Error {
 	return nil
 }
 
-// Decode reads exactly one JSON value into v, refusing unknown fields and
-// trailing data. limit is the size limit r enforces, for the error message.
+// CodeRequestTimeout is the error code of a request whose body did not
+// arrive in time (HTTP 408). It belongs with the codes of pkg/api.
+const CodeRequestTimeout = "RequestTimeout"
+
+// Decode reads exactly one JSON value into v, refusing unknown fields, keys
+// that match a field only case-insensitively, repeated keys, invalid UTF-8
+// and trailing data. limit is the size limit r enforces, for the error
+// message.
 func Decode(r io.Reader, v any, limit int64) *api.Error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			var mbe *http.MaxBytesError
-			if errors.As(terr, &mbe) {
-				err = terr
-			} else {
-				return &api.Error{Code: api.CodeBadRequest, Message: "request body must hold exactly one JSON object"}
-			}
-		} else {
-			return nil
-		}
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return readError(err, limit)
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &api.Error{Code: api.CodeBadRequest, Message: "empty request body"}
+	}
+	if !utf8.Valid(body) {
+		return &api.Error{Code: api.CodeBadRequest, Message: "request body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &api.Error{Code: api.CodeBadRequest, Message: "request body must hold exactly one JSON object"}
+	}
+	if kerr := strictKeys(body, reflect.TypeOf(v)); kerr != nil {
+		f := kerr.field()
+		return &api.Error{Code: api.CodeBadRequest, Field: f, Message: f + ": " + kerr.msg}
+	}
+	return nil
+}
+
+// readError describes a failed body read without the error's text, which
+// names the broker's and the client's socket addresses.
+func readError(err error, limit int64) *api.Error {
 	var (
 		mbe *http.MaxBytesError
-		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
+		ne  net.Error
 	)
 	switch {
 	case errors.As(err, &mbe):
 		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return &api.Error{Code: CodeRequestTimeout, Message: "the request body did not arrive in time; retry on a faster connection or with a smaller body"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &api.Error{Code: api.CodeBadRequest, Message: "request body shorter than its Content-Length"}
+	}
+	return &api.Error{Code: api.CodeBadRequest, Message: "reading the request body failed"}
+}
+
+func decodeError(err error) *api.Error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	switch {
 	case errors.As(err, &syn):
 		return &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, err)}
 	case errors.As(err, &typ):
