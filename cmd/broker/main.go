@@ -45,6 +45,9 @@ func newInit() *cobra.Command {
 		Short: "Create the CA, server certificate and admin credential in --data-dir",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, _, err := broker.ParseSANs(opts.SANs); err != nil {
+				return fmt.Errorf("--san: %w", err)
+			}
 			if _, err := broker.Init(opts); err != nil {
 				return err
 			}
@@ -54,7 +57,7 @@ func newInit() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", "", "broker data directory (required)")
-	cmd.Flags().StringSliceVar(&opts.SANs, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
+	cmd.Flags().StringSliceVar(&opts.SANs, "san", nil, "extra DNS name or IP address clients use to reach the broker, for the server certificate (repeatable or comma-separated; no URLs, ports or brackets)")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace an existing CA, server certificate and admin credential")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -81,6 +84,8 @@ func newServe() *cobra.Command {
 			if err != nil || pool.Masked() != pool || !pool.Addr().Is4() || pool.Bits() > 30 {
 				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
 			}
+			// Refuses a data dir without its CA or with a server
+			// certificate from another CA, before anything listens.
 			tlsConf, err := broker.ServerTLS(dataDir)
 			if err != nil {
 				return err

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"reflect"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,12 +25,7 @@ var errUnauthorized = &api.Error{Code: api.CodeUnauthorized,
 	Message: "missing or invalid credential; send Authorization: Bearer <admin or cluster credential>"}
 
 func bearer(r *http.Request) (auth.Parsed, bool) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		return auth.Parsed{}, false
-	}
-	p, err := auth.Parse(strings.TrimSpace(tok))
+	p, err := auth.FromHeader(r.Header.Get("Authorization"))
 	return p, err == nil
 }
 
@@ -108,6 +102,16 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			Message: "joining needs a join token: Authorization: Bearer tmj.…"})
 		return
 	}
+	// The token is checked before the body is read, so that a caller
+	// without a valid token learns nothing about the body rules; it is
+	// checked again in the transaction, which may run after a revocation.
+	b.mu.RLock()
+	terr := joinTokenError(b.st.tokens[p.ID], p, time.Now())
+	b.mu.RUnlock()
+	if terr != nil {
+		b.writeError(w, r, terr)
+		return
+	}
 	var req api.JoinRequest
 	if err := b.decodeBody(w, r, &req); err != nil {
 		b.writeError(w, r, err)
@@ -122,14 +126,8 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	err := b.do(r.Context(), func(t *txn) error {
 		now := time.Now().UTC()
 		tr := t.s.tokens[p.ID]
-		switch {
-		case tr == nil || !auth.Match(p.Raw, tr.Hash):
-			return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
-		case tr.RevokedAt != nil:
-			return &api.Error{Code: api.CodeUnauthorized, Message: fmt.Sprintf("join token %s was revoked", tr.ID)}
-		case !now.Before(tr.ExpiresAt):
-			return &api.Error{Code: api.CodeUnauthorized,
-				Message: fmt.Sprintf("join token %s expired at %s; ask the operator for a new one", tr.ID, tr.ExpiresAt.Format(time.RFC3339))}
+		if err := joinTokenError(tr, p, now); err != nil {
+			return err
 		}
 		if _, ok := t.s.clusters[req.ClusterID]; ok {
 			return &api.Error{Code: api.CodeClusterExists, Field: "clusterID", Cluster: req.ClusterID,
@@ -166,6 +164,21 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	b.log.Info("cluster joined", "cluster", resp.Cluster.ID, "tunnelIP", resp.Cluster.TunnelIP,
 		"podCIDRs", resp.Cluster.PodCIDRs, "serviceCIDRs", resp.Cluster.ServiceCIDRs)
 	writeJSON(w, http.StatusCreated, resp)
+}
+
+// joinTokenError says why p is not a usable join token, or nil; tr is the
+// stored record of p's ID, nil if none.
+func joinTokenError(tr *tokenRecord, p auth.Parsed, now time.Time) *api.Error {
+	switch {
+	case tr == nil || !auth.Match(p.Raw, tr.Hash):
+		return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
+	case tr.RevokedAt != nil:
+		return &api.Error{Code: api.CodeUnauthorized, Message: fmt.Sprintf("join token %s was revoked", tr.ID)}
+	case !now.Before(tr.ExpiresAt):
+		return &api.Error{Code: api.CodeUnauthorized,
+			Message: fmt.Sprintf("join token %s expired at %s; ask the operator for a new one", tr.ID, tr.ExpiresAt.Format(time.RFC3339))}
+	}
+	return nil
 }
 
 // checkOverlaps refuses CIDRs that overlap the tunnel CIDR or any other

@@ -3,10 +3,12 @@ package broker
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -32,6 +34,10 @@ func statusOf(code string) int {
 		return http.StatusUnsupportedMediaType
 	case api.CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case validate.CodeRequestTimeout:
+		return http.StatusRequestTimeout
+	case codeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	}
 	return http.StatusInternalServerError
 }
@@ -129,12 +135,39 @@ func (b *Broker) Handler() http.Handler {
 	handle("DELETE "+p+"/clusters/{cluster}/gateways/{hostname}", b.handleDeleteGateway)
 	handle("PUT "+p+"/clusters/{cluster}/exports/{namespace}/{name}", b.handlePutExport)
 	handle("DELETE "+p+"/clusters/{cluster}/exports/{namespace}/{name}", b.handleDeleteExport)
+	// Everything no pattern takes: 405 with Allow when the path is known
+	// under other methods, else 404.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			b.metrics.requests.WithLabelValues("unmatched", r.Method, "405").Inc()
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, &api.Error{Code: codeMethodNotAllowed,
+				Message: fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))})
+			return
+		}
 		b.metrics.requests.WithLabelValues("unmatched", r.Method, "404").Inc()
 		writeJSON(w, http.StatusNotFound, &api.Error{Code: api.CodeNotFound,
 			Message: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return mux
+}
+
+// codeMethodNotAllowed is the error code of a 405. It belongs with the
+// codes of pkg/api.
+const codeMethodNotAllowed = "MethodNotAllowed"
+
+// allowedMethods lists the methods that some pattern other than the
+// catch-all serves for r's path.
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := *r
+		probe.Method = m
+		if _, pattern := mux.Handler(&probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }
 
 func (b *Broker) instrument(route string, h http.HandlerFunc) http.Handler {

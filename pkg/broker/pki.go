@@ -11,10 +11,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
@@ -46,6 +50,11 @@ func Init(opts InitOptions) (string, error) {
 	dir := opts.DataDir
 	if dir == "" {
 		return "", errors.New("no data dir")
+	}
+	// Checked before anything is created, so a typo leaves no trace.
+	dnsNames, ips, err := ParseSANs(opts.SANs)
+	if err != nil {
+		return "", err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create data dir: %w", err)
@@ -92,15 +101,8 @@ func Init(opts InitOptions) (string, error) {
 		NotAfter:     now.AddDate(5, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
-	}
-	for _, s := range opts.SANs {
-		if ip := net.ParseIP(s); ip != nil {
-			srvTmpl.IPAddresses = append(srvTmpl.IPAddresses, ip)
-		} else if s != "" {
-			srvTmpl.DNSNames = append(srvTmpl.DNSNames, s)
-		}
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
 	if err != nil {
@@ -175,11 +177,137 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-// ServerTLS loads the server certificate from a data dir.
+// defaultSANs are in every server certificate, for clients on the host.
+var defaultSANs = []string{"localhost", "127.0.0.1", "::1"}
+
+// ParseSANs returns the server certificate's DNS names and IP addresses:
+// the defaults (localhost, 127.0.0.1, ::1) and extra, each once. It
+// refuses what is neither an IP address nor a DNS name — URLs, host:port,
+// bracketed IPv6, zones, invalid labels — saying what to write instead.
+func ParseSANs(extra []string) (dnsNames []string, ips []net.IP, err error) {
+	seenIP := map[netip.Addr]bool{}
+	seenDNS := map[string]bool{}
+	for _, s := range append(append([]string{}, defaultSANs...), extra...) {
+		if a, perr := netip.ParseAddr(s); perr == nil {
+			if a.Zone() != "" {
+				return nil, nil, fmt.Errorf("SAN %q: IPv6 zones are local to one host; give the address without %%%s", s, a.Zone())
+			}
+			if a.IsUnspecified() {
+				return nil, nil, fmt.Errorf("SAN %q: the unspecified address is not one clients connect to; give the broker's real address", s)
+			}
+			a = a.Unmap()
+			if !seenIP[a] {
+				seenIP[a] = true
+				ips = append(ips, net.IP(a.AsSlice()))
+			}
+			continue
+		}
+		name, err := sanDNSName(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !seenDNS[name] {
+			seenDNS[name] = true
+			dnsNames = append(dnsNames, name)
+		}
+	}
+	return dnsNames, ips, nil
+}
+
+// sanDNSName checks a DNS name for a certificate (a leading "*." wildcard
+// allowed) and returns it in lower case.
+func sanDNSName(s string) (string, error) {
+	bad := func(format string, args ...any) (string, error) {
+		return "", fmt.Errorf("SAN %q: %s", s, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case s == "":
+		return bad("empty; give a DNS name or an IP address")
+	case strings.Contains(s, "://"):
+		if u, err := url.Parse(s); err == nil && u.Hostname() != "" {
+			return bad("a URL; give only its host, %s", u.Hostname())
+		}
+		return bad("a URL; give only its host name")
+	case strings.HasPrefix(s, "["):
+		inner := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			inner = h
+		}
+		if a, err := netip.ParseAddr(inner); err == nil {
+			return bad("write IPv6 addresses without brackets (or port): %s", a)
+		}
+		return bad("brackets belong in URLs only; give an IP address or a DNS name")
+	case strings.Contains(s, ":"):
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			return bad("has a port; give the host only, %s", h)
+		}
+		return bad("not an IP address or a DNS name")
+	case strings.HasSuffix(s, "."):
+		return bad("write the name without the trailing dot, %s", strings.TrimSuffix(s, "."))
+	case len(s) > 253:
+		return bad("longer than 253 characters")
+	}
+	name := strings.ToLower(s)
+	labels := strings.Split(name, ".")
+	for i, l := range labels {
+		if l == "*" && i == 0 && len(labels) > 2 {
+			continue
+		}
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return bad("label %q must be 1-63 letters, digits or '-', not starting or ending with '-'", l)
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				if c == '*' {
+					return bad("a wildcard may only be the whole first label of a name with at least three labels (*.example.com)")
+				}
+				return bad("%q is not allowed in a DNS name (letters, digits, '-' and '.')", c)
+			}
+		}
+	}
+	// "10.0.0" or "1.2.3.999" are mistyped addresses, not names.
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return bad("not a valid IP address, and a DNS name cannot end in a numeric label")
+	}
+	return name, nil
+}
+
+// ServerTLS loads the server certificate from a data dir and checks that
+// it is signed by the data dir's CA: clients trust only that CA, so a
+// broker serving any other certificate would be unreachable.
 func ServerTLS(dataDir string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, FileServerCert), filepath.Join(dataDir, FileServerKey))
+	caPath := filepath.Join(dataDir, FileCACert)
+	certPath, keyPath := filepath.Join(dataDir, FileServerCert), filepath.Join(dataDir, FileServerKey)
+	reinit := fmt.Sprintf("`broker init --data-dir %s --force` (which also replaces the CA and the admin credential; give the new CA to every member)", dataDir)
+	caPEM, err := os.ReadFile(caPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no CA certificate %s: run `broker init --data-dir %s` to set up a new broker, or restore %s from a backup of this broker", caPath, dataDir, FileCACert)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("load server certificate (run `broker init`?): %w", err)
+		return nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("CA certificate %s holds no PEM certificate: restore it from a backup, or run %s", caPath, reinit)
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("load server certificate %s and key %s: %w; restore them from a backup, or run %s", certPath, keyPath, err, reinit)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("parse server certificate %s: %w", certPath, err)
+		}
+	}
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &unknown):
+		return nil, fmt.Errorf("server certificate %s is not signed by the CA %s, so clients that trust that CA would refuse it: put back the %s and %s that `broker init` made with this CA, or run %s",
+			certPath, caPath, FileServerCert, FileServerKey, reinit)
+	case err != nil:
+		return nil, fmt.Errorf("server certificate %s does not verify against the CA %s: %v; run %s", certPath, caPath, err, reinit)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }

@@ -85,3 +85,13 @@ func Match(tok, storedHash string) bool {
 	h := Hash(tok)
 	return len(storedHash) == len(h) && subtle.ConstantTimeCompare([]byte(h), []byte(storedHash)) == 1
 }
+
+// FromHeader parses an Authorization header value "Bearer <token>". The
+// scheme is case-insensitive (RFC 9110, section 11.1).
+func FromHeader(h string) (Parsed, error) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return Parsed{}, ErrMalformed
+	}
+	return Parse(strings.TrimSpace(tok))
+}

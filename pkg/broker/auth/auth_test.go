@@ -32,3 +32,25 @@ func TestTokens(t *testing.T) {
 		t.Error("two admin tokens are equal")
 	}
 }
+
+func TestFromHeader(t *testing.T) {
+	tok := NewAdmin()
+	for h, ok := range map[string]bool{
+		"Bearer " + tok:        true,
+		"bearer " + tok:        true,
+		"BEARER " + tok:        true,
+		"bEaReR   " + tok:      true,
+		" Bearer " + tok + " ": true,
+		tok:                    false,
+		"Basic " + tok:         false,
+		"Bearer":               false,
+		"Bearer ":              false,
+		"Bearertma." + tok:     false,
+		"Bearer x" + tok:       false,
+	} {
+		p, err := FromHeader(h)
+		if ok != (err == nil) || ok && p.Raw != tok {
+			t.Errorf("FromHeader(%q) = %+v, %v; want ok=%v", h, p, err, ok)
+		}
+	}
+}

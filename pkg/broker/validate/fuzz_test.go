@@ -34,6 +34,34 @@ func FuzzDecodeValidate(f *testing.F) {
 		{1, `{"unknown":true}`},
 		{2, "\x00\xff"},
 		{3, ``},
+		// Strict keys: case variants, repeats (also after unescaping and in
+		// maps and nested lists), invalid UTF-8.
+		{0, `{"ClusterId":"east","podCIDRs":["10.1.0.0/16"],"serviceCIDRs":["10.101.0.0/16"]}`},
+		{0, `{"clusterID":"east","clusterID":"west","podCIDRs":["10.1.0.0/16"],"serviceCIDRs":["10.101.0.0/16"]}`},
+		{0, `{"clusterID":"east","\u0063lusterID":"west","podCIDRs":["10.1.0.0/16"],"serviceCIDRs":["10.101.0.0/16"]}`},
+		{0, `{"clusterID":"east","podCIDRs":["10.1.0.0/16"],"serviceCIDRs":["10.101.0.0/16"],"labels":{"a":"1","A":"2","a":"3"}}`},
+		{3, `{"health":[{"cluster":"west","status":"connected","Status":"error"}]}`},
+		{1, `{"publicKey":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=","public\u212aey":"x","privateIP":"192.0.2.1","port":1}`},
+		{0, "{\"clusterID\":\"e\xffst\"}"},
+		{2, `{"annotations":{"a":"x\"}{,:\\","a":"y"},"createdAt":"2026-01-02T03:04:05Z","type":"Headless"}`},
+		// Unroutable and IPv4-mapped CIDRs.
+		{0, `{"clusterID":"west","podCIDRs":["::ffff:10.1.0.0/112"],"serviceCIDRs":["10.102.0.0/16"]}`},
+		{0, `{"clusterID":"west","podCIDRs":["127.0.0.0/8"],"serviceCIDRs":["224.0.0.0/4"]}`},
+		{0, `{"clusterID":"west","podCIDRs":["169.254.0.0/16"],"serviceCIDRs":["fe80::/10"]}`},
+		{0, `{"clusterID":"west","podCIDRs":["0.0.0.0/0"],"serviceCIDRs":["::/0"]}`},
+		{0, `{"clusterID":"west","podCIDRs":["::1/128"],"serviceCIDRs":["::/128"]}`},
+		// Gateways: all-zero key, unspecified and zoned addresses.
+		{1, `{"privateIP":"192.0.2.1","port":51820,"publicKey":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`},
+		{1, `{"privateIP":"0.0.0.0","publicIP":"::","port":51820,"publicKey":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}`},
+		{1, `{"privateIP":"fe80::1%eth0","port":51820,"publicKey":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="}`},
+		// Exports: no createdAt, repeated ports, names and families, zones.
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","ports":[{"protocol":"TCP","port":80}]}`},
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ports":[{"name":"a","protocol":"TCP","port":80},{"name":"b","protocol":"TCP","port":80}]}`},
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ports":[{"name":"a","protocol":"TCP","port":80},{"name":"a","protocol":"UDP","port":80}]}`},
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ips":["10.96.0.1","10.96.0.2"]}`},
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ips":["fd00::1","10.96.0.2"],"ipFamilies":["IPv6","IPv4"]}`},
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ips":["fe80::1%eth0"]}`},
+		{2, `{"namespace":"shop","name":"db","type":"Headless","createdAt":"0001-01-01T00:00:00Z","endpoints":[{"addresses":["::ffff:10.1.2.3"]}]}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.kind, []byte(s.body))
@@ -41,11 +69,18 @@ func FuzzDecodeValidate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
 		newV, check := target(kind)
 		v := newV()
+		_ = strictKeys(body, reflect.TypeOf(v)) // total on any input, not only valid JSON
 		if err := Decode(bytes.NewReader(body), v, 1<<20); err != nil {
 			if err.Code == "" || err.Message == "" {
 				t.Fatalf("error without code or message: %+v", err)
 			}
 			return
+		}
+		// An accepted body means the same to any JSON reader: the lenient
+		// decoder finds the same value.
+		lenient := newV()
+		if err := json.Unmarshal(body, lenient); err != nil || !reflect.DeepEqual(v, lenient) {
+			t.Fatalf("strictly accepted body decodes differently when lenient (%v):\n%s", err, body)
 		}
 		if err := check(v); err != nil {
 			if err.Code == "" || err.Message == "" {

@@ -3,14 +3,19 @@
 package validate
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
@@ -60,6 +65,9 @@ func CIDRs(field string, in []string, required bool) ([]netip.Prefix, *api.Error
 		}
 		if p.Masked() != p {
 			return nil, invalid(f, "%q has host bits set; did you mean %s?", s, p.Masked())
+		}
+		if err := routableCIDR(f, s, p); err != nil {
+			return nil, err
 		}
 		out = append(out, p)
 	}
@@ -146,9 +154,15 @@ func WireGuardKey(field, k string) *api.Error {
 	if err != nil || len(b) != 32 {
 		return invalid(field, "must be a base64-encoded 32-byte WireGuard public key")
 	}
+	// The all-zero key is what an unset key encodes to; no peer can
+	// complete a handshake with it.
+	if [32]byte(b) == [32]byte{} {
+		return invalid(field, "is the all-zero key; send the gateway's real WireGuard public key (wg pubkey)")
+	}
 	return nil
 }
 
+// ip checks an optional or required IP address (see addr).
 func ip(field, s string, required bool) *api.Error {
 	if s == "" {
 		if required {
@@ -156,8 +170,18 @@ func ip(field, s string, required bool) *api.Error {
 		}
 		return nil
 	}
-	if _, err := netip.ParseAddr(s); err != nil {
-		return invalid(field, "%q is not an IP address", s)
+	_, err := addr(field, s)
+	return err
+}
+
+// hostIP checks a gateway address other gateways will send to: it may not
+// be the unspecified address.
+func hostIP(field, s string, required bool) *api.Error {
+	if err := ip(field, s, required); err != nil || s == "" {
+		return err
+	}
+	if a, _ := netip.ParseAddr(s); a.IsUnspecified() {
+		return invalid(field, "%q is the unspecified address; give the address peers reach this gateway on", s)
 	}
 	return nil
 }
@@ -198,10 +222,10 @@ func Gateway(g *api.Gateway) *api.Error {
 	if errs := isDNS1123Subdomain(g.Hostname); len(errs) > 0 {
 		return invalid("hostname", "%q: %s", g.Hostname, strings.Join(errs, "; "))
 	}
-	if err := ip("publicIP", g.PublicIP, false); err != nil {
+	if err := hostIP("publicIP", g.PublicIP, false); err != nil {
 		return err
 	}
-	if err := ip("privateIP", g.PrivateIP, true); err != nil {
+	if err := hostIP("privateIP", g.PrivateIP, true); err != nil {
 		return err
 	}
 	if g.Port < 1 || g.Port > 65535 {
@@ -229,15 +253,30 @@ func Export(e *api.Export) *api.Error {
 	default:
 		return invalid("type", "%q is not ClusterSetIP or Headless", e.Type)
 	}
+	if e.CreatedAt.IsZero() {
+		// A zero time would be the oldest export of all and win every
+		// conflict against exports that do carry their time.
+		return invalid("createdAt", "required: the ServiceExport's creationTimestamp")
+	}
 	if len(e.Ports) > MaxPorts {
 		return invalid("ports", "at most %d ports", MaxPorts)
 	}
+	type protoPort struct {
+		proto string
+		port  int32
+	}
+	portAt := make(map[protoPort]int, len(e.Ports))
+	nameAt := make(map[string]int, len(e.Ports))
 	for i, p := range e.Ports {
 		f := fmt.Sprintf("ports[%d]", i)
 		if p.Name != "" {
 			if errs := isDNS1123Label(p.Name); len(errs) > 0 {
 				return invalid(f+".name", "%q: %s", p.Name, strings.Join(errs, "; "))
 			}
+			if j, dup := nameAt[p.Name]; dup {
+				return invalid(f+".name", "%q is also the name of ports[%d]; port names must be unique", p.Name, j)
+			}
+			nameAt[p.Name] = i
 		}
 		switch p.Protocol {
 		case "TCP", "UDP", "SCTP":
@@ -250,14 +289,27 @@ func Export(e *api.Export) *api.Error {
 		if len(p.AppProtocol) > 256 {
 			return invalid(f+".appProtocol", "longer than 256 bytes")
 		}
+		if j, dup := portAt[protoPort{p.Protocol, p.Port}]; dup {
+			return invalid(f, "%s/%d is also ports[%d]; each protocol and port may appear once", p.Protocol, p.Port, j)
+		}
+		portAt[protoPort{p.Protocol, p.Port}] = i
 	}
 	if len(e.IPs) > MaxIPs {
 		return invalid("ips", "at most one IP per family")
 	}
+	var ipFams []string
 	for i, s := range e.IPs {
-		if err := ip(fmt.Sprintf("ips[%d]", i), s, true); err != nil {
+		f := fmt.Sprintf("ips[%d]", i)
+		a, err := addr(f, s)
+		if err != nil {
 			return err
 		}
+		for j, other := range ipFams {
+			if other == family(a) {
+				return invalid(f, "%q is a second %s address (ips[%d] is one); give at most one IP per family", s, other, j)
+			}
+		}
+		ipFams = append(ipFams, family(a))
 	}
 	if len(e.IPFamilies) > 2 {
 		return invalid("ipFamilies", "at most 2 families")
@@ -265,6 +317,20 @@ func Export(e *api.Export) *api.Error {
 	for i, f := range e.IPFamilies {
 		if f != "IPv4" && f != "IPv6" {
 			return invalid(fmt.Sprintf("ipFamilies[%d]", i), "%q is not IPv4 or IPv6", f)
+		}
+		if i == 1 && f == e.IPFamilies[0] {
+			return invalid("ipFamilies[1]", "%q is listed twice", f)
+		}
+	}
+	// KEP-1645: ips are one per family, in the order of ipFamilies.
+	if len(ipFams) > 0 && len(e.IPFamilies) > 0 {
+		if len(ipFams) != len(e.IPFamilies) {
+			return invalid("ips", "%d IPs for %d ipFamilies; give one IP per family, in the order of ipFamilies", len(ipFams), len(e.IPFamilies))
+		}
+		for i := range ipFams {
+			if ipFams[i] != e.IPFamilies[i] {
+				return invalid(fmt.Sprintf("ips[%d]", i), "%q is %s but ipFamilies[%d] is %s; give the IPs in the order of ipFamilies", e.IPs[i], ipFams[i], i, e.IPFamilies[i])
+			}
 		}
 	}
 	switch e.SessionAffinity {
@@ -322,32 +388,64 @@ func TokenRequest(r *api.CreateTokenRequest) *api.Error {
 	return nil
 }
 
-// Decode reads exactly one JSON value into v, refusing unknown fields and
-// trailing data. limit is the size limit r enforces, for the error message.
+// CodeRequestTimeout is the error code of a request whose body did not
+// arrive in time (HTTP 408). It belongs with the codes of pkg/api.
+const CodeRequestTimeout = "RequestTimeout"
+
+// Decode reads exactly one JSON value into v, refusing unknown fields, keys
+// that match a field only case-insensitively, repeated keys, invalid UTF-8
+// and trailing data. limit is the size limit r enforces, for the error
+// message.
 func Decode(r io.Reader, v any, limit int64) *api.Error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, terr := dec.Token(); terr != io.EOF {
-			var mbe *http.MaxBytesError
-			if errors.As(terr, &mbe) {
-				err = terr
-			} else {
-				return &api.Error{Code: api.CodeBadRequest, Message: "request body must hold exactly one JSON object"}
-			}
-		} else {
-			return nil
-		}
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return readError(err, limit)
 	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &api.Error{Code: api.CodeBadRequest, Message: "empty request body"}
+	}
+	if !utf8.Valid(body) {
+		return &api.Error{Code: api.CodeBadRequest, Message: "request body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &api.Error{Code: api.CodeBadRequest, Message: "request body must hold exactly one JSON object"}
+	}
+	if kerr := strictKeys(body, reflect.TypeOf(v)); kerr != nil {
+		f := kerr.field()
+		return &api.Error{Code: api.CodeBadRequest, Field: f, Message: f + ": " + kerr.msg}
+	}
+	return nil
+}
+
+// readError describes a failed body read without the error's text, which
+// names the broker's and the client's socket addresses.
+func readError(err error, limit int64) *api.Error {
 	var (
 		mbe *http.MaxBytesError
-		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
+		ne  net.Error
 	)
 	switch {
 	case errors.As(err, &mbe):
 		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return &api.Error{Code: CodeRequestTimeout, Message: "the request body did not arrive in time; retry on a faster connection or with a smaller body"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &api.Error{Code: api.CodeBadRequest, Message: "request body shorter than its Content-Length"}
+	}
+	return &api.Error{Code: api.CodeBadRequest, Message: "reading the request body failed"}
+}
+
+func decodeError(err error) *api.Error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	switch {
 	case errors.As(err, &syn):
 		return &api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, err)}
 	case errors.As(err, &typ):

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInitRefusesBadSAN(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	_, err := run(t, "init", "--data-dir", dir, "--san", "broker.example,https://broker.example:8443")
+	if err == nil || !strings.HasPrefix(err.Error(), "--san: ") || !strings.Contains(err.Error(), "give only its host, broker.example") {
+		t.Fatalf("got %v", err)
+	}
+	if _, serr := os.Stat(dir); serr == nil {
+		t.Fatal("refused init created the data dir")
+	}
+}
+
+// TestServeRefusesWithoutMatchingCA: serve stops at once, naming the file,
+// when the CA is missing or did not sign the server certificate.
+func TestServeRefusesWithoutMatchingCA(t *testing.T) {
+	initDir := func() string {
+		dir := t.TempDir()
+		if _, err := run(t, "init", "--data-dir", dir); err != nil {
+			t.Fatalf("init: %v", err)
+		}
+		return dir
+	}
+	noCA := initDir()
+	if err := os.Remove(filepath.Join(noCA, "ca.crt")); err != nil {
+		t.Fatal(err)
+	}
+	foreign := initDir()
+	other, _ := os.ReadFile(filepath.Join(initDir(), "ca.crt"))
+	if err := os.WriteFile(filepath.Join(foreign, "ca.crt"), other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{
+		noCA:    "no CA certificate " + filepath.Join(noCA, "ca.crt"),
+		foreign: "server certificate " + filepath.Join(foreign, "server.crt") + " is not signed by the CA " + filepath.Join(foreign, "ca.crt"),
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := run(t, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-level", "error")
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("serve %s: got %v, want %q", dir, err, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("serve %s did not refuse to start", dir)
+		}
+	}
+}
