@@ -1,4 +1,4 @@
-# Broker targets (owner: broker helper).
+# Broker targets: the broker benchmark, its tests and the fuzzing of its request decoders.
 .PHONY: bench-broker test-broker fuzz-broker
 
 ## bench-broker: 1000 clusters × 10 exports, 1000 watchers; prints a table

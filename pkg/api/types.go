@@ -57,16 +57,17 @@ type Gateway struct {
 	Epoch int64 `json:"epoch,omitempty"`
 	// ObservedIP is the source address the broker saw on the registration
 	// (the public address behind NAT); set by the broker, ignored on input.
-	ObservedIP    string       `json:"observedIP,omitempty"`
-	Health        []PeerHealth `json:"health,omitempty"`
-	LastHeartbeat time.Time    `json:"lastHeartbeat"`
-	// Stale is set by the broker when heartbeats stopped for longer than its TTL.
+	ObservedIP string `json:"observedIP,omitempty"`
+	// Stale is set by the broker when heartbeats stopped for longer than its
+	// TTL, and cleared by the next heartbeat. Liveness and health themselves
+	// are in GatewayStatus, which is not watched.
 	Stale bool `json:"stale"`
 }
 
 // GatewayStatus is a gateway's liveness and per-peer health, reported by its
-// heartbeats. It is kept apart from Gateway so that heartbeats never make a
-// watch event: gateways do not need it; meshctl and status writers read it.
+// heartbeats and read with GET /v1/status. It is kept apart from Gateway so
+// that heartbeats never make a watch event or a revision: gateways do not
+// need it; meshctl and status writers read it.
 type GatewayStatus struct {
 	ClusterID     string       `json:"clusterID"`
 	Hostname      string       `json:"hostname"`
@@ -203,6 +204,7 @@ const (
 	CodeExhausted        = "Exhausted"            // no free tunnel IP left
 	CodeInternal         = "Internal"             // the broker failed; retry
 	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready
+	CodeTooManyRequests  = "TooManyRequests"      // a per-credential limit (open watch streams) is reached
 )
 
 // CreateTokenRequest asks for a new join token (admin only).

@@ -36,7 +36,20 @@ type Config struct {
 	// WatchCoalesce is the pause after each flush of a watch stream during
 	// which further changes gather into the next flush. Negative: none.
 	WatchCoalesce time.Duration
-	Logger        *slog.Logger
+	// ResponseTimeout bounds writing any response but a watch stream, so a
+	// client that never reads cannot pin a handler and its buffers.
+	ResponseTimeout time.Duration
+	// WatchWriteTimeout bounds writing each chunk of a watch stream; a
+	// watcher that does not take a chunk in time is dropped and resumes
+	// from its revision when it reconnects.
+	WatchWriteTimeout time.Duration
+	// MaxWatchesPerCredential caps the watch streams one credential holds
+	// open at once; more are refused with 429.
+	MaxWatchesPerCredential int
+	// MaxHeartbeatBytes limits a heartbeat's body (one health entry per
+	// remote cluster, ~150 bytes each).
+	MaxHeartbeatBytes int64
+	Logger            *slog.Logger
 }
 
 // Defaults.
@@ -47,6 +60,10 @@ const (
 	DefaultMaxBodyBytes     = 1 << 20
 	DefaultMaxBatch         = 512
 	DefaultWatchCoalesce    = 100 * time.Millisecond
+	DefaultResponseTimeout  = time.Minute
+	DefaultWatchWrite       = 30 * time.Second
+	DefaultWatchesPerCred   = 16
+	DefaultHeartbeatBytes   = 16 << 20
 )
 
 // DefaultTunnelCIDR is the default pool of tunnel IPs.
@@ -73,6 +90,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.WatchCoalesce == 0 {
 		c.WatchCoalesce = DefaultWatchCoalesce
+	}
+	if c.ResponseTimeout <= 0 {
+		c.ResponseTimeout = DefaultResponseTimeout
+	}
+	if c.WatchWriteTimeout <= 0 {
+		c.WatchWriteTimeout = DefaultWatchWrite
+	}
+	if c.MaxWatchesPerCredential <= 0 {
+		c.MaxWatchesPerCredential = DefaultWatchesPerCred
+	}
+	if c.MaxHeartbeatBytes <= 0 {
+		c.MaxHeartbeatBytes = DefaultHeartbeatBytes
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
@@ -105,6 +134,12 @@ type Broker struct {
 	// change credentials, so requests authenticate without waiting for
 	// commits either.
 	creds atomic.Pointer[authTable]
+
+	// status is the gateways' liveness and health (soft state, unwatched).
+	status statusTable
+	// streams are the open watch streams by credential, so a credential's
+	// streams can be counted and ended when it is revoked.
+	streams streamSet
 
 	snapMu    sync.Mutex
 	snapRev   int64
@@ -279,10 +314,23 @@ func (b *Broker) commitBatch(batch []*writeReq) {
 			close(b.notify)
 			b.notify = make(chan struct{})
 			b.logMu.Unlock()
+			credsChanged := false
 			for _, ch := range t.changes {
 				if ch.Kind == store.KindCredential || ch.Kind == store.KindMeta {
-					b.creds.Store(newAuthTable(b.st))
-					break
+					credsChanged = true
+				}
+			}
+			if credsChanged {
+				// The new table first: a stream that registers after
+				// endStreams then fails its re-check against it.
+				b.creds.Store(newAuthTable(b.st))
+				for _, ch := range t.changes {
+					switch {
+					case ch.Kind == store.KindCredential:
+						b.streams.end(credKeyCluster(ch.Key))
+					case ch.Kind == store.KindMeta && ch.Key == metaAdminHash:
+						b.streams.end(credKeyAdmin)
+					}
 				}
 			}
 		}
@@ -365,35 +413,7 @@ func (b *Broker) sweepLoop() {
 		if time.Since(b.started) < b.cfg.StaleAfter {
 			continue
 		}
-		b.mu.RLock()
-		due := 0
-		cutoff := time.Now().Add(-b.cfg.StaleAfter)
-		for _, g := range b.st.gateways {
-			if !g.Stale && g.LastHeartbeat.Before(cutoff) {
-				due++
-			}
-		}
-		b.mu.RUnlock()
-		if due == 0 {
-			continue
-		}
-		err := b.do(context.Background(), func(t *txn) error {
-			cutoff := time.Now().Add(-b.cfg.StaleAfter)
-			for _, k := range sortedKeys(t.s.gateways) {
-				g := t.s.gateways[k]
-				if !g.Stale && g.LastHeartbeat.Before(cutoff) {
-					ng := *g
-					ng.Stale = true
-					t.putGateway(&ng)
-					b.log.Info("gateway marked stale", "cluster", g.ClusterID, "hostname", g.Hostname,
-						"lastHeartbeat", g.LastHeartbeat)
-				}
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errUnavailable) {
-			b.log.Warn("stale sweep", "err", err)
-		}
+		b.sweepStale()
 	}
 }
 

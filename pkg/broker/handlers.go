@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/rules"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/validate"
 )
 
@@ -133,10 +135,11 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return &api.Error{Code: api.CodeClusterExists, Field: "clusterID", Cluster: req.ClusterID,
 				Message: fmt.Sprintf("cluster %q has already joined; remove it first (admin) or pick another ID", req.ClusterID)}
 		}
-		if err := b.checkOverlaps(t.s, req, prefixes); err != nil {
+		clusters := t.s.clusterList()
+		if err := rules.CheckOverlaps(b.cfg.TunnelCIDR, clusters, req, prefixes); err != nil {
 			return err
 		}
-		tip, err := allocateTunnelIP(b.cfg.TunnelCIDR, t.s)
+		tip, err := rules.AllocateTunnelIP(b.cfg.TunnelCIDR, clusters)
 		if err != nil {
 			return err
 		}
@@ -179,58 +182,6 @@ func joinTokenError(tr *tokenRecord, p auth.Parsed, now time.Time) *api.Error {
 			Message: fmt.Sprintf("join token %s expired at %s; ask the operator for a new one", tr.ID, tr.ExpiresAt.Format(time.RFC3339))}
 	}
 	return nil
-}
-
-// checkOverlaps refuses CIDRs that overlap the tunnel CIDR or any other
-// cluster's CIDRs, naming the other cluster.
-func (b *Broker) checkOverlaps(s *state, req api.JoinRequest, prefixes []netip.Prefix) *api.Error {
-	names := append(append([]string{}, req.PodCIDRs...), req.ServiceCIDRs...)
-	field := func(i int) string {
-		if i < len(req.PodCIDRs) {
-			return fmt.Sprintf("podCIDRs[%d]", i)
-		}
-		return fmt.Sprintf("serviceCIDRs[%d]", i-len(req.PodCIDRs))
-	}
-	for i, p := range prefixes {
-		if p.Overlaps(b.cfg.TunnelCIDR) {
-			return &api.Error{Code: api.CodeCIDROverlap, Field: field(i),
-				Message: fmt.Sprintf("CIDR %s overlaps the broker's tunnel CIDR %s; pick another", names[i], b.cfg.TunnelCIDR)}
-		}
-	}
-	for _, id := range sortedKeys(s.clusters) {
-		c := s.clusters[id]
-		for _, other := range append(append([]string{}, c.PodCIDRs...), c.ServiceCIDRs...) {
-			op, err := netip.ParsePrefix(other)
-			if err != nil {
-				continue
-			}
-			for i, p := range prefixes {
-				if p.Overlaps(op) {
-					return &api.Error{Code: api.CodeCIDROverlap, Field: field(i), Cluster: id,
-						Message: fmt.Sprintf("CIDR %s overlaps %s of cluster %q; pick another", names[i], other, id)}
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// allocateTunnelIP returns the lowest free host address of the pool.
-func allocateTunnelIP(pool netip.Prefix, s *state) (netip.Addr, *api.Error) {
-	used := make(map[netip.Addr]bool, len(s.clusters))
-	for _, c := range s.clusters {
-		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
-			used[a] = true
-		}
-	}
-	a := pool.Masked().Addr().Next() // skip the network address
-	for ; pool.Contains(a); a = a.Next() {
-		if !used[a] && pool.Contains(a.Next()) { // the last address is broadcast
-			return a, nil
-		}
-	}
-	return netip.Addr{}, &api.Error{Code: api.CodeExhausted,
-		Message: fmt.Sprintf("no free tunnel IP left in %s", pool)}
 }
 
 // ---- tokens ----
@@ -321,8 +272,9 @@ func (b *Broker) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 // REV is 0 or no longer retained, then every change in revision order, and
 // a BOOKMARK on idle streams.
 func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
-	if _, err := b.authenticate(r); err != nil {
-		b.writeError(w, r, err)
+	p, aerr := b.authenticate(r)
+	if aerr != nil {
+		b.writeError(w, r, aerr)
 		return
 	}
 	var since int64
@@ -335,6 +287,23 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 		}
 		since = v
 	}
+	// The stream lives until the client goes, the broker drains, or the
+	// credential is revoked (its cluster removed): then end ends it.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	release, ok := b.streams.open(p.credKey(), b.cfg.MaxWatchesPerCredential, cancel)
+	if !ok {
+		writeJSON(w, http.StatusTooManyRequests, &api.Error{Code: api.CodeTooManyRequests,
+			Message: fmt.Sprintf("this credential already holds %d open watch streams, the most the broker allows; "+
+				"close one (one watch per process is enough) or raise --max-watches-per-credential", b.cfg.MaxWatchesPerCredential)})
+		return
+	}
+	defer release()
+	// Revoked between authenticate and open: end now (end ran before open).
+	if _, err := b.authenticate(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
 	b.metrics.watches.Inc()
 	defer b.metrics.watches.Dec()
 	rc := http.NewResponseController(w)
@@ -346,9 +315,9 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
 	write := func(lines [][]byte) error {
-		// A watcher that cannot take a batch within 30 s is dropped; it
+		// A watcher that cannot take a chunk in time is dropped; it
 		// resumes from its last revision when it reconnects.
-		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_ = rc.SetWriteDeadline(time.Now().Add(b.cfg.WatchWriteTimeout))
 		for _, l := range lines {
 			if _, err := w.Write(l); err != nil {
 				return err
@@ -356,7 +325,6 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
-	ctx := r.Context()
 	bookmark := time.NewTicker(b.cfg.BookmarkInterval)
 	defer bookmark.Stop()
 	cursor := since
@@ -419,6 +387,7 @@ func (b *Broker) handleRemoveCluster(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, k := range t.s.clusterGateways(id) {
 			t.deleteGateway(k)
+			b.status.delete(k)
 		}
 		t.deleteCred(id)
 		t.deleteCluster(id)
@@ -476,65 +445,21 @@ func (b *Broker) handlePutGateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.ObservedIP = remoteIP(r)
+	g.Stale = false
+	// A registration is a sign of life; recorded first so that a stale
+	// sweep racing with this write does not mark the new record stale.
+	b.status.touch(cluster, host, g.Epoch, time.Now().UTC())
 	b.commit(w, r, func(t *txn) error {
 		if err := clusterMustExist(t.s, cluster); err != nil {
 			return err
 		}
-		// WireGuard tells peers apart by key: two clusters may not share one.
-		for _, k := range sortedKeys(t.s.gateways) {
-			o := t.s.gateways[k]
-			if o.ClusterID != cluster && o.PublicKey == g.PublicKey {
-				return &api.Error{Code: api.CodeConflict, Field: "publicKey", Cluster: o.ClusterID,
-					Message: fmt.Sprintf("WireGuard public key is already used by gateway %s of cluster %q", o.Hostname, o.ClusterID)}
-			}
+		writes, err := rules.Registration(t.s.gatewayList(), g)
+		if err != nil {
+			return err
 		}
-		ng := g
-		ng.LastHeartbeat = time.Now().UTC()
-		ng.Stale = false
-		if ng.Active {
-			// One active gateway per cluster: the newest claim wins.
-			for _, k := range t.s.clusterGateways(cluster) {
-				o := t.s.gateways[k]
-				if o.Hostname != host && o.Active {
-					og := *o
-					og.Active = false
-					t.putGateway(&og)
-				}
-			}
+		for i := range writes {
+			t.putGateway(&writes[i])
 		}
-		t.putGateway(&ng)
-		return nil
-	})
-}
-
-func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
-	cluster, host := r.PathValue("cluster"), r.PathValue("hostname")
-	if err := b.requireCluster(r, cluster, false); err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	var hb api.HeartbeatRequest
-	if err := b.decodeBody(w, r, &hb); err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	if err := validate.Health("health", hb.Health); err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	observed := remoteIP(r)
-	b.commit(w, r, func(t *txn) error {
-		old := t.s.gateways[gatewayKey(cluster, host)]
-		if old == nil {
-			return &api.Error{Code: api.CodeNotFound, Cluster: cluster,
-				Message: fmt.Sprintf("gateway %s of cluster %q is not registered; register it first", host, cluster)}
-		}
-		ng := *old
-		ng.Health = hb.Health
-		ng.LastHeartbeat = time.Now().UTC()
-		ng.Stale = false
-		ng.ObservedIP = observed
-		t.putGateway(&ng)
 		return nil
 	})
 }
@@ -550,6 +475,7 @@ func (b *Broker) handleDeleteGateway(w http.ResponseWriter, r *http.Request) {
 		if _, ok := t.s.gateways[k]; ok {
 			t.deleteGateway(k)
 		}
+		b.status.delete(k)
 		return nil
 	})
 }

@@ -129,6 +129,7 @@ func (b *Broker) Handler() http.Handler {
 	handle("DELETE "+p+"/tokens/{id}", b.handleRevokeToken)
 	handle("GET "+p+"/snapshot", b.handleSnapshot)
 	handle("GET "+p+"/watch", b.handleWatch)
+	handle("GET "+p+"/status", b.handleStatus)
 	handle("DELETE "+p+"/clusters/{cluster}", b.handleRemoveCluster)
 	handle("PUT "+p+"/clusters/{cluster}/gateways/{hostname}", b.handlePutGateway)
 	handle("POST "+p+"/clusters/{cluster}/gateways/{hostname}/heartbeat", b.handleHeartbeat)

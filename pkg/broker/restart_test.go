@@ -110,9 +110,6 @@ func stripVolatile(s api.Snapshot) api.Snapshot {
 	for i := range s.Clusters {
 		s.Clusters[i].JoinedAt = s.Clusters[i].JoinedAt.UTC()
 	}
-	for i := range s.Gateways {
-		s.Gateways[i].LastHeartbeat = s.Gateways[i].LastHeartbeat.UTC()
-	}
 	for i := range s.Exports {
 		s.Exports[i].CreatedAt = s.Exports[i].CreatedAt.UTC()
 	}

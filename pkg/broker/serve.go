@@ -20,9 +20,11 @@ func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsConf *tls.Config
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       b.cfg.ReadTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelInfo), // TLS handshake errors and the like
+		// Bounds every response; watch streams move the deadline per chunk.
+		WriteTimeout:   b.cfg.ResponseTimeout,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(b.log.Handler(), slog.LevelInfo), // TLS handshake errors and the like
 	}
 	errc := make(chan error, 1)
 	go func() {

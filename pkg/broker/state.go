@@ -107,6 +107,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// clusterList and gatewayList copy the records for the pure rules.
+func (s *state) clusterList() []api.Cluster {
+	out := make([]api.Cluster, 0, len(s.clusters))
+	for _, c := range s.clusters {
+		out = append(out, *c)
+	}
+	return out
+}
+
+func (s *state) gatewayList() []api.Gateway {
+	out := make([]api.Gateway, 0, len(s.gateways))
+	for _, g := range s.gateways {
+		out = append(out, *g)
+	}
+	return out
+}
+
 // clusterGateways returns the keys of a cluster's gateways.
 func (s *state) clusterGateways(cluster string) []string {
 	var out []string

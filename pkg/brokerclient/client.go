@@ -203,13 +203,15 @@ func (c *Client) RemoveCluster(ctx context.Context, clusterID string) error {
 }
 
 // RegisterGateway creates or replaces a gateway endpoint of the client's
-// cluster. The broker sets ObservedIP, LastHeartbeat and Stale.
+// cluster. The broker sets ObservedIP and Stale. An active registration
+// with an epoch older than the cluster's active gateway's is refused (409).
 func (c *Client) RegisterGateway(ctx context.Context, gw api.Gateway) error {
 	return c.call(ctx, http.MethodPut,
 		"/v1/clusters/"+esc(gw.ClusterID)+"/gateways/"+esc(gw.Hostname), c.cred, gw, nil)
 }
 
-// Heartbeat refreshes a registered gateway and reports its peer health.
+// Heartbeat proves a registered gateway alive and reports its peer health
+// (read back with Status). It makes no revision and no watch event.
 func (c *Client) Heartbeat(ctx context.Context, clusterID, hostname string, health []api.PeerHealth) error {
 	return c.call(ctx, http.MethodPost,
 		"/v1/clusters/"+esc(clusterID)+"/gateways/"+esc(hostname)+"/heartbeat", c.cred,
@@ -247,4 +249,15 @@ func (c *Client) Snapshot(ctx context.Context) (*api.Snapshot, error) {
 // Healthy asks /readyz.
 func (c *Client) Healthy(ctx context.Context) error {
 	return c.call(ctx, http.MethodGet, "/readyz", "", nil, nil)
+}
+
+// Status returns the liveness and per-peer health the gateways report with
+// their heartbeats: every cluster's for the admin, the own cluster's for a
+// cluster credential. Heartbeats are not part of the watched state.
+func (c *Client) Status(ctx context.Context) ([]api.GatewayStatus, error) {
+	var out []api.GatewayStatus
+	if err := c.call(ctx, http.MethodGet, "/v1/status", c.cred, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

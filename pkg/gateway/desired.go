@@ -155,7 +155,7 @@ func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Ga
 }
 
 // chooseGateway picks the gateway whose endpoint the peer uses: the active,
-// fresh one; failing that the freshest remaining record, so a heartbeat gap
+// fresh one (the highest epoch); failing that the best remaining record, so a heartbeat gap
 // (a restarting gateway, a broker outage) never tears a working tunnel down.
 // All candidates share the cluster's key, so only the endpoint depends on it.
 func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
@@ -176,8 +176,7 @@ func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
 	best := gws[0]
 	for _, g := range gws[1:] {
 		rb, rg := rank(best), rank(g)
-		if rg < rb || rg == rb && (g.LastHeartbeat.After(best.LastHeartbeat) ||
-			g.LastHeartbeat.Equal(best.LastHeartbeat) && g.Hostname < best.Hostname) {
+		if rg < rb || rg == rb && (g.Epoch > best.Epoch || g.Epoch == best.Epoch && g.Hostname < best.Hostname) {
 			best = g
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -21,15 +20,14 @@ func key(t *testing.T) string {
 
 func TestCompute(t *testing.T) {
 	kb, kc := key(t), key(t)
-	now := time.Unix(1000, 0)
 	local := Local{ClusterID: "a", Interface: "tmesh0",
 		PodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
 		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.101.0.0/16")}}
 	ca := api.Cluster{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}, TunnelIP: "100.127.0.1"}
 	cb := api.Cluster{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.102.0.0/16"}, TunnelIP: "100.127.0.2"}
 	cc := api.Cluster{ID: "c", PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.103.0.0/16"}, TunnelIP: "100.127.0.3"}
-	gb := api.Gateway{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", Port: 51820, PublicKey: kb, Active: true, LastHeartbeat: now}
-	gc := api.Gateway{ClusterID: "c", Hostname: "c1", PrivateIP: "192.0.2.3", Port: 51821, PublicKey: kc, Active: true, LastHeartbeat: now}
+	gb := api.Gateway{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", Port: 51820, PublicKey: kb, Active: true}
+	gc := api.Gateway{ClusterID: "c", Hostname: "c1", PrivateIP: "192.0.2.3", Port: 51821, PublicKey: kc, Active: true}
 
 	tests := []struct {
 		name      string
@@ -62,7 +60,7 @@ func TestCompute(t *testing.T) {
 				g.Hostname = "b2"
 				g.PrivateIP = "192.0.2.21"
 				g.Active = false
-				g.LastHeartbeat = now.Add(time.Hour)
+				g.Epoch = 7
 			}),
 			gb}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},

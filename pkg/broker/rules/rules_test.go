@@ -1,0 +1,148 @@
+package rules
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+)
+
+func TestCheckOverlaps(t *testing.T) {
+	tunnel := netip.MustParsePrefix("100.127.0.0/16")
+	east := api.Cluster{ID: "east", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}}
+	west := api.Cluster{ID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"fd00:2::/64"}}
+	tests := []struct {
+		name        string
+		pod, svc    []string
+		wantField   string
+		wantCluster string
+		wantMsg     string
+	}{
+		{name: "disjoint", pod: []string{"10.3.0.0/16"}, svc: []string{"10.103.0.0/16"}},
+		{name: "inside another pod CIDR", pod: []string{"10.1.128.0/17"}, svc: []string{"10.103.0.0/16"},
+			wantField: "podCIDRs[0]", wantCluster: "east", wantMsg: "overlaps 10.1.0.0/16 of cluster \"east\""},
+		{name: "service CIDR covers another's", pod: []string{"10.3.0.0/16"}, svc: []string{"10.100.0.0/14"},
+			wantField: "serviceCIDRs[0]", wantCluster: "east"},
+		{name: "IPv6 overlap", pod: []string{"10.3.0.0/16"}, svc: []string{"fd00:2::/48"},
+			wantField: "serviceCIDRs[0]", wantCluster: "west"},
+		{name: "tunnel pool", pod: []string{"100.127.4.0/24"}, svc: []string{"10.103.0.0/16"},
+			wantField: "podCIDRs[0]", wantMsg: "tunnel CIDR"},
+		{name: "second service CIDR", pod: []string{"10.3.0.0/16"}, svc: []string{"10.103.0.0/16", "10.2.5.0/24"},
+			wantField: "serviceCIDRs[1]", wantCluster: "west"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := api.JoinRequest{ClusterID: "new", PodCIDRs: tc.pod, ServiceCIDRs: tc.svc}
+			var ps []netip.Prefix
+			for _, s := range append(append([]string{}, tc.pod...), tc.svc...) {
+				ps = append(ps, netip.MustParsePrefix(s))
+			}
+			err := CheckOverlaps(tunnel, []api.Cluster{west, east}, req, ps)
+			if tc.wantField == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				return
+			}
+			if err == nil || err.Code != api.CodeCIDROverlap || err.Field != tc.wantField || err.Cluster != tc.wantCluster ||
+				!strings.Contains(err.Message, tc.wantMsg) {
+				t.Fatalf("got %+v; want CIDROverlap on %s naming %q and saying %q", err, tc.wantField, tc.wantCluster, tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestAllocateTunnelIP(t *testing.T) {
+	pool := netip.MustParsePrefix("100.127.0.0/30") // .1 and .2 usable
+	tests := []struct {
+		name  string
+		taken []string
+		want  string // "" = exhausted
+	}{
+		{name: "empty pool gives the first host", want: "100.127.0.1"},
+		{name: "lowest free", taken: []string{"100.127.0.1"}, want: "100.127.0.2"},
+		{name: "a removed cluster's address is reused", taken: []string{"100.127.0.2"}, want: "100.127.0.1"},
+		{name: "full (broadcast never used)", taken: []string{"100.127.0.1", "100.127.0.2"}},
+		{name: "garbage addresses ignored", taken: []string{"not-an-ip"}, want: "100.127.0.1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var cs []api.Cluster
+			for i, a := range tc.taken {
+				cs = append(cs, api.Cluster{ID: string(rune('a' + i)), TunnelIP: a})
+			}
+			a, err := AllocateTunnelIP(pool, cs)
+			if tc.want == "" {
+				if err == nil || err.Code != api.CodeExhausted {
+					t.Fatalf("got %v %v, want Exhausted", a, err)
+				}
+				return
+			}
+			if err != nil || a.String() != tc.want {
+				t.Fatalf("got %v %v, want %s", a, err, tc.want)
+			}
+		})
+	}
+}
+
+func gw(cluster, host string, active bool, epoch int64, key string) api.Gateway {
+	return api.Gateway{ClusterID: cluster, Hostname: host, PrivateIP: "192.0.2.1", Port: 51820, PublicKey: key,
+		Active: active, Epoch: epoch}
+}
+
+func TestRegistration(t *testing.T) {
+	a1 := gw("a", "a1", true, 5, "KA")
+	a2 := gw("a", "a2", false, 0, "KA")
+	b1 := gw("b", "b1", true, 9, "KB")
+	tests := []struct {
+		name     string
+		existing []api.Gateway
+		g        api.Gateway
+		want     []string // "host:active" of the writes, in order
+		errField string
+	}{
+		{name: "first gateway", g: a1, want: []string{"a1:true"}},
+		{name: "unchanged re-registration writes nothing", existing: []api.Gateway{a1, b1}, g: a1},
+		{name: "standby registers beside the active", existing: []api.Gateway{a1}, g: a2, want: []string{"a2:false"}},
+		{name: "higher epoch takes over", existing: []api.Gateway{a1, a2, b1}, g: gw("a", "a2", true, 6, "KA"),
+			want: []string{"a1:false", "a2:true"}},
+		{name: "equal epoch takes over", existing: []api.Gateway{a1, b1}, g: gw("a", "a2", true, 5, "KA"),
+			want: []string{"a1:false", "a2:true"}},
+		{name: "lower epoch refused", existing: []api.Gateway{a1, b1}, g: gw("a", "a2", true, 4, "KA"), errField: "epoch"},
+		{name: "old active re-claiming with its old epoch is refused",
+			existing: []api.Gateway{gw("a", "a1", false, 5, "KA"), gw("a", "a2", true, 6, "KA")},
+			g:        gw("a", "a1", true, 5, "KA"), errField: "epoch"},
+		{name: "same host lowering its epoch is refused", existing: []api.Gateway{a1}, g: gw("a", "a1", true, 3, "KA"), errField: "epoch"},
+		{name: "a lower epoch may still register as standby", existing: []api.Gateway{a1}, g: gw("a", "a3", false, 1, "KA"),
+			want: []string{"a3:false"}},
+		{name: "epochs of other clusters do not fence", existing: []api.Gateway{b1}, g: gw("a", "a1", true, 1, "KA"),
+			want: []string{"a1:true"}},
+		{name: "no active gateway: any epoch", existing: []api.Gateway{gw("a", "a1", false, 7, "KA")}, g: gw("a", "a2", true, 0, "KA"),
+			want: []string{"a2:true"}},
+		{name: "key of another cluster refused", existing: []api.Gateway{b1}, g: gw("a", "a1", true, 0, "KB"), errField: "publicKey"},
+		{name: "re-registration clears stale", existing: []api.Gateway{func() api.Gateway { g := a1; g.Stale = true; return g }()},
+			g: a1, want: []string{"a1:true"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := Registration(tc.existing, tc.g)
+			if tc.errField != "" {
+				if err == nil || err.Code != api.CodeConflict || err.Field != tc.errField {
+					t.Fatalf("got %v, %+v; want Conflict on %s", out, err, tc.errField)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, g := range out {
+				got = append(got, g.Hostname+":"+map[bool]string{true: "true", false: "false"}[g.Active])
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("writes = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
