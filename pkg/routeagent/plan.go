@@ -43,9 +43,12 @@ const (
 	DeviceName = vxlan.DefaultName
 )
 
-// Next hops on tmesh-vx. They are never routed, only looked up in the
-// device's static neighbour table, which names the active gateway node's MAC;
-// so a failover changes a neighbour and an FDB entry, not the routes.
+// Next hops on tmesh-vx. Other nodes only look them up in their device's
+// static neighbour table, which names the active gateway node's MAC, so a
+// failover changes a neighbour and an FDB entry, not the routes. The active
+// node holds them on its device: the kernel's reverse-path filter drops every
+// packet arriving on a device without an IPv4 address unless it is off both
+// for the device and for "all".
 var (
 	NextHop4 = netip.MustParseAddr("169.254.77.1")
 	NextHop6 = netip.MustParseAddr("fe80::746d:1")
@@ -68,7 +71,7 @@ type Gateway struct {
 // Input is everything Plan needs; the caller learns it from the cluster.
 type Input struct {
 	Self   Self
-	Active Gateway       // Node "" means no active gateway is known
+	Active Gateway        // Node "" means no active gateway is known
 	Local  []netip.Prefix // this cluster's pod CIDRs: sources that must keep their address
 	Remote []netip.Prefix // every remote cluster's pod and service CIDRs
 	Mode   Mode           // "" is ModeVXLAN
@@ -155,8 +158,14 @@ func Plan(in Input) (Desired, error) {
 	}
 	d.Device = dev
 	d.LooseRPF = append(d.LooseRPF, DeviceName)
-	if active {
-		return d, nil // receive only: frames from other nodes arrive here and are forwarded into the tunnel
+	if active { // receive only: frames from other nodes arrive here and are forwarded into the tunnel
+		if slices.ContainsFunc(remote, func(p netip.Prefix) bool { return p.Addr().Is4() }) {
+			dev.Addresses = append(dev.Addresses, netip.PrefixFrom(NextHop4, 32))
+		}
+		if slices.ContainsFunc(remote, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			dev.Addresses = append(dev.Addresses, netip.PrefixFrom(NextHop6, 128))
+		}
+		return d, nil
 	}
 	dev.Remotes = []netip.Addr{gw}
 	gwMAC := vxlan.MACFor(gw)

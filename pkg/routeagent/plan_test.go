@@ -28,6 +28,8 @@ func TestPlan(t *testing.T) {
 	}
 	workerDev := dev("172.18.0.4", a("172.18.0.2"))
 	workerDev.Neighbors = []vxlan.Neighbor{{IP: NextHop4, MAC: macG}, {IP: NextHop6, MAC: macG}}
+	activeDev := dev("172.18.0.2")
+	activeDev.Addresses = []netip.Prefix{p("169.254.77.1/32"), p("fe80::746d:1/128")}
 
 	tests := []struct {
 		name    string
@@ -50,7 +52,7 @@ func TestPlan(t *testing.T) {
 		{
 			name: "vxlan on the active node: receive-only device, no routes",
 			in:   Input{Self: Self{Name: "g", Interface: "eth0", MTU: 1500, Addresses: []netip.Prefix{p("172.18.0.2/24")}}, Active: g, Local: local, Remote: remote, Mode: ModeVXLAN},
-			want: Desired{Device: dev("172.18.0.2"), Exempt: exempt, LooseRPF: []string{"eth0", "tmesh-vx"}},
+			want: Desired{Device: activeDev, Exempt: exempt, LooseRPF: []string{"eth0", "tmesh-vx"}},
 		},
 		{
 			name: "vxlan crosses subnets",

@@ -73,6 +73,9 @@ type Device struct {
 	// Remotes receive every frame (all-zero-MAC FDB entries): the gateway node.
 	Remotes   []netip.Addr
 	Neighbors []Neighbor
+	// Addresses are exactly the device's addresses (IPv6 link-local ones the
+	// kernel adds itself are left alone).
+	Addresses []netip.Prefix
 }
 
 // Validate reports what is wrong with d, if anything.
@@ -133,7 +136,34 @@ func Set(d Device) error {
 			return fmt.Errorf("vxlan %s: set up: %w", d.Name, err)
 		}
 	}
-	return errors.Join(setFDB(d, a.Index), setNeighbors(d, a.Index))
+	return errors.Join(setAddresses(d, link), setFDB(d, a.Index), setNeighbors(d, a.Index))
+}
+
+// setAddresses keeps exactly d.Addresses on the device.
+func setAddresses(d Device, link netlink.Link) error {
+	have, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("vxlan %s: list addresses: %w", d.Name, err)
+	}
+	var errs []error
+	for _, h := range have {
+		ip, _ := netip.AddrFromSlice(h.IP)
+		ones, _ := h.Mask.Size()
+		p := netip.PrefixFrom(ip.Unmap(), ones)
+		if slices.Contains(d.Addresses, p) || (ip.Is6() && ip.IsLinkLocalUnicast()) {
+			continue
+		}
+		if err := netlink.AddrDel(link, &h); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("vxlan %s: delete address %s: %w", d.Name, p, err))
+		}
+	}
+	for _, p := range d.Addresses {
+		n := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: n}); err != nil {
+			errs = append(errs, fmt.Errorf("vxlan %s: add address %s: %w", d.Name, p, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Teardown removes the device named name; a missing device is not an error.

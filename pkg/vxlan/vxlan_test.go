@@ -89,10 +89,11 @@ func TestSet(t *testing.T) {
 	// A sends everything to B (the "gateway"), B answers A; A knows B's MAC statically.
 	da := dev("192.0.2.1", "192.0.2.2")
 	da.Neighbors = []Neighbor{{IP: addr("10.99.0.2"), MAC: MACFor(addr("192.0.2.2"))}}
+	da.Addresses = []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}
 	set(a, da)
 	set(b, dev("192.0.2.2", "192.0.2.1"))
 	set(c, dev("192.0.2.3", "192.0.2.1"))
-	a.IP(t, "addr", "add", "10.99.0.1/24", "dev", DefaultName)
+	a.IP(t, "addr", "add", "10.99.7.7/24", "dev", DefaultName) // not wanted: the next Set removes it
 	b.IP(t, "addr", "add", "10.99.0.2/24", "dev", DefaultName)
 	c.IP(t, "addr", "add", "10.99.0.2/24", "dev", DefaultName) // the standby holds the same address
 	a.Exec(t, "ping", "-c1", "-W2", "10.99.0.2")
@@ -106,6 +107,9 @@ func TestSet(t *testing.T) {
 	set(a, da)
 	if index(a) != before {
 		t.Error("second Set recreated the device")
+	}
+	if got := a.IP(t, "-4", "addr", "show", "dev", DefaultName); strings.Contains(got, "10.99.7.7") || !strings.Contains(got, "10.99.0.1/24") {
+		t.Errorf("addresses = %s", got)
 	}
 	if got := nstest.Run(t, "ip", "netns", "exec", a.Name, "bridge", "fdb", "show", "dev", DefaultName); strings.Count(got, "dst") != 1 || !strings.Contains(got, "dst 192.0.2.2") {
 		t.Errorf("fdb = %q", got)
@@ -140,7 +144,6 @@ func TestSet(t *testing.T) {
 	if index(a) == before {
 		t.Error("VNI change kept the old device")
 	}
-	a.IP(t, "addr", "add", "10.99.0.1/24", "dev", DefaultName)
 	c.IP(t, "addr", "add", "10.99.0.2/24", "dev", DefaultName)
 	a.Exec(t, "ping", "-c1", "-W2", "10.99.0.2")
 
