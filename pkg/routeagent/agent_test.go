@@ -107,9 +107,9 @@ func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mod
 }
 
 // startAgent runs an agent in n until the returned stop is called (or the test ends).
-func startAgent(t *testing.T, n nstest.NS) (*Agent, func()) {
+func startAgent(t *testing.T, n nstest.NS, resync time.Duration) (*Agent, func()) {
 	h := n.Handle
-	a := New(Config{NetNS: &h, Resync: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -233,9 +233,10 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 	for _, mode := range []Mode{ModeVXLAN, ModeDirect} {
 		t.Run(string(mode), func(t *testing.T) {
 			c := newCluster(t)
-			agG, _ := startAgent(t, c.g)
-			agG2, _ := startAgent(t, c.g2)
-			agW, stopW := startAgent(t, c.w)
+			fast := 300 * time.Millisecond
+			agG, _ := startAgent(t, c.g, fast)
+			agG2, _ := startAgent(t, c.g2, fast)
+			agW, stopW := startAgent(t, c.w, fast)
 			for ag, self := range map[*Agent]nstest.NS{agG: c.g, agG2: c.g2, agW: c.w} {
 				if err := ag.Set(c.input(t, self, c.g, mode)); err != nil {
 					t.Fatalf("set %s: %v", self.Name, err)
@@ -299,7 +300,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			// while the new process runs before it is told anything.
 			before := c.w.IP(t, "route", "show", "proto", "78")
 			stopW()
-			agW2, _ := startAgent(t, c.w)
+			agW2, stopW2 := startAgent(t, c.w, fast)
 			time.Sleep(time.Second) // over three resyncs of the new agent, with no Set yet
 			if after := c.w.IP(t, "route", "show", "proto", "78"); after != before {
 				t.Fatalf("routes changed across an agent restart:\n%s\n->\n%s", before, after)
@@ -314,7 +315,14 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 				t.Errorf("the restarted agent's first Set rewrote routes:\n%s\n->\n%s", before, after)
 			}
 
-			// Someone deletes a route and (vxlan) the device: both come back.
+			// Someone deletes a route and (vxlan) the device: both come back at once
+			// (route and link events), not at a resync an hour away.
+			stopW2()
+			agW3, _ := startAgent(t, c.w, time.Hour)
+			if err := agW3.Set(c.input(t, c.w, c.g2, mode)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // let Run subscribe
 			c.w.IP(t, "route", "del", "10.51.0.0/16", "proto", "78")
 			if mode == ModeVXLAN {
 				c.w.IP(t, "link", "del", "tmesh-vx")
@@ -324,7 +332,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			})
 			eventually(t, "the flow to resume after the repair", 10*time.Second, func() bool { return growing(first) })
 
-			if err := agW2.Uninstall(); err != nil {
+			if err := agW3.Uninstall(); err != nil {
 				t.Fatal(err)
 			}
 			if got := c.w.IP(t, "route", "show", "proto", "78"); got != "" {
