@@ -20,10 +20,19 @@ const Protocol netlink.RouteProtocol = 77
 
 // Route sends Dst out of Dev; Src, when set, is the source address for
 // traffic the gateway itself originates.
+//
+// With Gw set the route goes via that next hop (Dev may then be empty: the
+// kernel picks the device that reaches Gw). OnLink declares Gw reachable on
+// Dev even when no address of Dev covers it (a next hop on a tunnel device).
+// Metric is the route's priority: a non-zero metric lets a route coexist
+// with another owner's route to the same Dst, the lower metric winning.
 type Route struct {
-	Dst netip.Prefix
-	Dev string
-	Src netip.Addr
+	Dst    netip.Prefix
+	Dev    string
+	Src    netip.Addr
+	Gw     netip.Addr
+	OnLink bool
+	Metric int
 }
 
 // Address is an address held on an interface.
@@ -41,18 +50,31 @@ type State struct {
 // Table keeps a State applied.
 type Table struct {
 	log   *slog.Logger
+	proto netlink.RouteProtocol // tags and identifies the routes this Table owns
 	mu    sync.Mutex
 	want  State
 	addrs []Address // addresses this Table added, removed on teardown
 	kick  chan struct{}
 }
 
+// Option configures a Table.
+type Option func(*Table)
+
+// WithProtocol makes the Table own the routes tagged p instead of Protocol,
+// so several owners (the gateway, the route agent, a CNI) share the main
+// table without deleting each other's routes.
+func WithProtocol(p netlink.RouteProtocol) Option { return func(t *Table) { t.proto = p } }
+
 // NewTable returns an empty Table.
-func NewTable(log *slog.Logger) *Table {
+func NewTable(log *slog.Logger, opts ...Option) *Table {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Table{log: log, kick: make(chan struct{}, 1)}
+	t := &Table{log: log, proto: Protocol, kick: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
 }
 
 // Set replaces the desired state and applies it.
@@ -83,27 +105,28 @@ func (t *Table) Reconcile() error {
 	}
 	t.addrs = slices.Clone(t.want.Addresses)
 
-	have, err := Owned()
+	have, err := OwnedBy(t.proto)
 	if err != nil {
 		return err
 	}
 	want := make(map[netip.Prefix]netlink.Route)
 	for _, r := range t.want.Routes {
-		nr, err := toNetlink(r)
+		nr, err := toNetlink(r, t.proto)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		want[r.Dst] = nr
+		want[r.Dst.Masked()] = nr
 	}
 	for _, h := range have {
 		p := prefixOf(h.Dst)
 		w, ok := want[p]
-		if ok && h.LinkIndex == w.LinkIndex && h.Src.Equal(w.Src) {
+		if ok && sameRoute(h, w) {
 			delete(want, p)
 			continue
 		}
-		if !ok {
+		if !ok || h.Priority != w.Priority { // a replace would add beside it
+
 			if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
 				errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
 			}
@@ -171,7 +194,7 @@ func (t *Table) Teardown() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var errs []error
-	have, err := Owned()
+	have, err := OwnedBy(t.proto)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -191,10 +214,13 @@ func (t *Table) Teardown() error {
 }
 
 // Owned lists the routes in the main table tagged with Protocol.
-func Owned() ([]netlink.Route, error) {
+func Owned() ([]netlink.Route, error) { return OwnedBy(Protocol) }
+
+// OwnedBy lists the routes in the main table tagged with proto.
+func OwnedBy(proto netlink.RouteProtocol) ([]netlink.Route, error) {
 	var out []netlink.Route
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: Protocol, Table: unix.RT_TABLE_MAIN},
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: proto, Table: unix.RT_TABLE_MAIN},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("list routes: %w", err)
@@ -204,22 +230,43 @@ func Owned() ([]netlink.Route, error) {
 	return out, nil
 }
 
-func toNetlink(r Route) (netlink.Route, error) {
-	l, err := netlink.LinkByName(r.Dev)
-	if err != nil {
-		return netlink.Route{}, fmt.Errorf("route %s: interface %s: %w", r.Dst, r.Dev, err)
-	}
+func toNetlink(r Route, proto netlink.RouteProtocol) (netlink.Route, error) {
 	nr := netlink.Route{
-		LinkIndex: l.Attrs().Index,
-		Dst:       ipNet(r.Dst.Masked()),
-		Protocol:  Protocol,
-		Table:     unix.RT_TABLE_MAIN,
-		Scope:     netlink.SCOPE_LINK,
+		Dst:      ipNet(r.Dst.Masked()),
+		Protocol: proto,
+		Table:    unix.RT_TABLE_MAIN,
+		Scope:    netlink.SCOPE_LINK,
+		Priority: r.Metric,
+	}
+	if r.Dev != "" || !r.Gw.IsValid() {
+		l, err := netlink.LinkByName(r.Dev)
+		if err != nil {
+			return netlink.Route{}, fmt.Errorf("route %s: interface %s: %w", r.Dst, r.Dev, err)
+		}
+		nr.LinkIndex = l.Attrs().Index
+	}
+	if r.Gw.IsValid() {
+		if r.Gw.Is4() != r.Dst.Addr().Is4() {
+			return netlink.Route{}, fmt.Errorf("route %s via %s: next hop of another address family", r.Dst, r.Gw)
+		}
+		nr.Gw = r.Gw.AsSlice()
+		nr.Scope = netlink.SCOPE_UNIVERSE // a next hop is off this link's own addresses
+		if r.OnLink {
+			nr.Flags = int(netlink.FLAG_ONLINK)
+		}
 	}
 	if r.Src.IsValid() && r.Src.Is4() == r.Dst.Addr().Is4() {
 		nr.Src = r.Src.AsSlice()
 	}
 	return nr, nil
+}
+
+// sameRoute reports whether the kernel's route h already is the wanted w
+// (w with no device accepts whichever device the kernel chose for its Gw).
+func sameRoute(h, w netlink.Route) bool {
+	onlink := int(netlink.FLAG_ONLINK)
+	return (w.LinkIndex == 0 || h.LinkIndex == w.LinkIndex) && h.Src.Equal(w.Src) &&
+		h.Gw.Equal(w.Gw) && h.Flags&onlink == w.Flags&onlink && h.Priority == w.Priority
 }
 
 func (t *Table) ensureAddr(a Address) error {

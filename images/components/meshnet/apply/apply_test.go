@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/images/components/meshnet/plan"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -84,12 +83,7 @@ func TestRoutesApply(t *testing.T) {
 	// Nor may a tunnelmesh gateway's route (pkg/routes tags its routes proto 77).
 	sh(t, "ip", "-n", name, "route", "add", "198.51.100.0/24", "via", "192.0.2.9", "proto", "77")
 
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	r := NewRoutes(h)
+	r := NewRoutes(&ns)
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
 	first := []plan.Route{{Dst: p("198.18.1.0/24"), Via: a("192.0.2.2")}, {Dst: p("198.18.2.0/24"), Via: a("192.0.2.3")}}

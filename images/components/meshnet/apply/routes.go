@@ -4,102 +4,63 @@
 package apply
 
 import (
-	"errors"
 	"fmt"
-	"net"
+	"log/slog"
 	"net/netip"
 
 	"github.com/tunnelmesh/tunnelmesh/images/components/meshnet/plan"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
 )
 
 // RouteProtocol tags meshnet's routes (`ip route ... proto 79`), so routes that
 // anyone else installed (tunnelmesh gateways, kube-proxy, the admin) are never touched.
 const RouteProtocol netlink.RouteProtocol = 79
 
-// Routes applies pod-CIDR routes in one network namespace.
+// Routes applies pod-CIDR routes in one network namespace through tunnelmesh's
+// route table (pkg/routes), owning the routes tagged RouteProtocol.
 type Routes struct {
-	h *netlink.Handle
+	ns    *netns.NsHandle
+	table *routes.Table
 }
 
-// NewRoutes returns an applier using handle h (nil: the calling thread's namespace).
-func NewRoutes(h *netlink.Handle) *Routes {
-	if h == nil {
-		h = &netlink.Handle{}
-	}
-	return &Routes{h: h}
+// NewRoutes returns an applier for the namespace ns (nil: the caller's).
+func NewRoutes(ns *netns.NsHandle) *Routes {
+	return &Routes{ns: ns, table: routes.NewTable(slog.Default(), routes.WithProtocol(RouteProtocol))}
 }
 
 // Apply makes the main table hold exactly the desired meshnet routes.
 func (r *Routes) Apply(desired []plan.Route) error {
-	have, err := r.List()
-	if err != nil {
-		return err
-	}
-	want := map[netip.Prefix]netip.Addr{}
+	rs := make([]routes.Route, 0, len(desired))
 	for _, d := range desired {
-		want[d.Dst] = d.Via
+		// No device: the kernel sends each via the interface that reaches the node.
+		rs = append(rs, routes.Route{Dst: d.Dst, Gw: d.Via})
 	}
-	var errs []error
-	for _, d := range desired {
-		if via, ok := have[d.Dst]; ok && via == d.Via {
-			continue
-		}
-		if err := r.h.RouteReplace(route(d)); err != nil {
-			errs = append(errs, fmt.Errorf("replace route %s: %w", d, err))
-		}
-	}
-	for dst, via := range have {
-		if _, ok := want[dst]; ok {
-			continue
-		}
-		if err := r.h.RouteDel(route(plan.Route{Dst: dst, Via: via})); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("delete stale route %s via %s: %w", dst, via, err))
-		}
-	}
-	return errors.Join(errs...)
+	return nsenter.Maybe(r.ns, func() error { return r.table.Set(routes.State{Routes: rs}) })
 }
 
 // List returns the meshnet routes now in the main table.
 func (r *Routes) List() (map[netip.Prefix]netip.Addr, error) {
-	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-	rs, err := r.h.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list meshnet routes: %w", err)
-	}
 	out := map[netip.Prefix]netip.Addr{}
-	for _, rt := range rs {
-		if rt.Dst == nil {
-			continue
+	err := nsenter.Maybe(r.ns, func() error {
+		rs, err := routes.OwnedBy(RouteProtocol)
+		if err != nil {
+			return fmt.Errorf("list meshnet routes: %w", err)
 		}
-		dst, ok1 := prefixOf(rt.Dst)
-		via, ok2 := netip.AddrFromSlice(rt.Gw)
-		if ok1 && ok2 {
-			out[dst] = via.Unmap()
+		for _, rt := range rs {
+			if rt.Dst == nil {
+				continue
+			}
+			a, ok1 := netip.AddrFromSlice(rt.Dst.IP)
+			via, ok2 := netip.AddrFromSlice(rt.Gw)
+			if ok1 && ok2 {
+				ones, _ := rt.Dst.Mask.Size()
+				out[netip.PrefixFrom(a.Unmap(), ones)] = via.Unmap()
+			}
 		}
-	}
-	return out, nil
-}
-
-func route(r plan.Route) *netlink.Route {
-	bits := 32
-	if r.Dst.Addr().Is6() {
-		bits = 128
-	}
-	return &netlink.Route{
-		Dst:      &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), bits)},
-		Gw:       r.Via.AsSlice(),
-		Protocol: RouteProtocol,
-		Table:    unix.RT_TABLE_MAIN,
-	}
-}
-
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
+		return nil
+	})
+	return out, err
 }

@@ -1,0 +1,277 @@
+package routeagent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
+	"github.com/tunnelmesh/tunnelmesh/pkg/vxlan"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol tags the agent's routes (`ip route ... proto 78`); the gateway's
+// are 77 and the test CNI's 79, so no owner touches another's routes.
+const RouteProtocol netlink.RouteProtocol = 78
+
+// Config wires an Agent.
+type Config struct {
+	Log    *slog.Logger
+	NetNS  *netns.NsHandle // nil: the caller's network namespace (tests give one per simulated node)
+	Resync time.Duration   // full re-check period; 0 means 30s
+}
+
+// Agent keeps a node's routes to remote clusters pointed at the active gateway.
+// It changes nothing until the first Set, never removes anything when it stops
+// (a restarted agent finds its routes in place and adopts them), and removes
+// what it installed only on Uninstall.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	table *routes.Table
+
+	ready     chan struct{} // closed by the first Set that applies a plan
+	readyOnce sync.Once
+
+	mu         sync.Mutex // serialises applies
+	want       *Desired
+	active     string
+	lastExempt *Exemption // last exemption programmed, to skip rewriting an unchanged table
+}
+
+// New returns an Agent; call Set with the active gateway and Run to self-heal.
+func New(cfg Config) *Agent {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	log := cfg.Log.With("component", "routeagent")
+	return &Agent{cfg: cfg, log: log, ready: make(chan struct{}),
+		table: routes.NewTable(log, routes.WithProtocol(RouteProtocol))}
+}
+
+// Set plans for in and applies the result. With no active gateway known
+// (in.Active.Node == "") it keeps whatever is in place: routes to the last
+// active gateway are better than none while a new one is elected. An input
+// that Plan refuses changes nothing and is returned as an error.
+func (a *Agent) Set(in Input) error {
+	d, err := Plan(in)
+	if errors.Is(err, ErrNoActive) {
+		a.log.Info("no active gateway known; keeping the current routes")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("route agent: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.active != in.Active.Node {
+		a.log.Info("active gateway", "node", in.Active.Node, "previous", a.active, "addresses", in.Active.Addresses,
+			"mode", d.mode(), "routes", len(d.Routes))
+		a.active = in.Active.Node
+	}
+	a.readyOnce.Do(func() { close(a.ready) })
+	a.want = &d
+	return a.apply(d, false)
+}
+
+// Desired returns the state last set, if any.
+func (a *Agent) Desired() (Desired, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.want == nil {
+		return Desired{}, false
+	}
+	return *a.want, true
+}
+
+// Run puts back what something else removes until ctx ends: a deleted route at
+// once (netlink route events), the VXLAN device when it disappears (link
+// events), everything else every Resync. It starts once the first Set has
+// applied a plan, and leaves the state in place on return.
+func (a *Agent) Run(ctx context.Context) error {
+	// Until the first Set the table wants nothing, and its self-heal would delete
+	// the routes a previous agent process left: the restart must not cut traffic.
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-a.ready:
+	}
+	tableDone := make(chan error, 1)
+	go func() {
+		tableDone <- nsenter.Maybe(a.cfg.NetNS, func() error { return a.table.Run(ctx, a.cfg.Resync) })
+	}()
+	links := make(chan netlink.LinkUpdate, 16)
+	if err := netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{Namespace: a.cfg.NetNS}); err != nil {
+		a.log.Warn("not watching links; a removed VXLAN device comes back at the next resync", "err", err)
+		links = nil
+	}
+	tick := time.NewTicker(a.cfg.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-tableDone
+			return nil
+		case err := <-tableDone:
+			if err != nil {
+				a.log.Warn("route event watch ended; relying on the periodic resync", "err", err)
+			}
+			tableDone = nil
+		case u, ok := <-links:
+			if !ok {
+				links = nil
+				continue
+			}
+			if u.Header.Type != unix.RTM_DELLINK || u.Attrs().Name != DeviceName {
+				continue
+			}
+			a.log.Info("VXLAN device removed by someone else, putting it back", "device", DeviceName)
+			a.reapply()
+		case <-tick.C:
+			a.reapply()
+		}
+	}
+}
+
+func (a *Agent) reapply() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.want == nil {
+		return
+	}
+	if err := a.apply(*a.want, true); err != nil {
+		a.log.Warn("reconcile", "err", err)
+	}
+}
+
+// Uninstall removes everything the agent installs: its routes (every route of
+// RouteProtocol, also those of an earlier process), the VXLAN device and the
+// NAT table. Reverse-path filter settings are left loose.
+func (a *Agent) Uninstall() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.want, a.active, a.lastExempt = nil, "", nil
+	return nsenter.Maybe(a.cfg.NetNS, func() error {
+		return errors.Join(a.table.Teardown(), vxlan.Teardown(DeviceName), deleteExemption())
+	})
+}
+
+// apply makes the kernel match d: device first (so a failover moves the
+// FDB entry and neighbour before anything else), then routes, then the NAT
+// exemption and reverse-path filters. It carries on past errors.
+func (a *Agent) apply(d Desired, resync bool) error {
+	return nsenter.Maybe(a.cfg.NetNS, func() error {
+		var errs []error
+		if d.Device != nil {
+			errs = append(errs, vxlan.Set(*d.Device))
+		}
+		errs = append(errs, a.table.Set(routes.State{Routes: d.Routes}))
+		if d.Device == nil {
+			errs = append(errs, vxlan.Teardown(DeviceName)) // routes have left it already
+		}
+		if a.lastExempt == nil || !reflect.DeepEqual(*a.lastExempt, d.Exempt) || (resync && !exemptionPresent()) {
+			err := applyExemption(d.Exempt)
+			if err == nil {
+				e := d.Exempt
+				a.lastExempt = &e
+			}
+			errs = append(errs, err)
+		}
+		for _, dev := range d.LooseRPF {
+			errs = append(errs, loosenRPF(dev))
+		}
+		return errors.Join(errs...)
+	})
+}
+
+func exemptionPresent() bool {
+	c, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false
+	}
+	for _, t := range ts {
+		if t.Name == NATTable {
+			return true
+		}
+	}
+	return false
+}
+
+// loosenRPF turns a strict reverse-path filter (1) on dev into a loose one (2):
+// replies from remote clusters arrive by the CNI's path, not by the device the
+// request left through, and strict filtering would drop them. 0 stays 0.
+func loosenRPF(dev string) error {
+	path := "/proc/sys/net/ipv4/conf/" + dev + "/rp_filter"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read rp_filter of %s: %w", dev, err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(b), []byte("1")) {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("2"), 0o644); err != nil {
+		return fmt.Errorf("set loose rp_filter on %s: %w", dev, err)
+	}
+	return nil
+}
+
+func (d Desired) mode() Mode {
+	if d.Device != nil {
+		return ModeVXLAN
+	}
+	return ModeDirect
+}
+
+// Discover describes this node from its kernel: the device holding one of the
+// node's addresses (its InternalIPs), that device's addresses and MTU. It runs
+// in the caller's network namespace.
+func Discover(name string, nodeIPs []netip.Addr) (Self, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return Self{}, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok {
+			continue
+		}
+		for _, n := range nodeIPs {
+			if ip.Unmap() != n {
+				continue
+			}
+			l, err := netlink.LinkByIndex(ad.LinkIndex)
+			if err != nil {
+				return Self{}, fmt.Errorf("device of %s: %w", n, err)
+			}
+			s := Self{Name: name, Interface: l.Attrs().Name, MTU: l.Attrs().MTU}
+			for _, o := range addrs {
+				oip, ok := netip.AddrFromSlice(o.IP)
+				if !ok || o.LinkIndex != ad.LinkIndex || oip.IsLinkLocalUnicast() {
+					continue
+				}
+				ones, _ := o.Mask.Size()
+				s.Addresses = append(s.Addresses, netip.PrefixFrom(oip.Unmap(), ones))
+			}
+			return s, nil
+		}
+	}
+	return Self{}, fmt.Errorf("no device holds any of this node's addresses %v; is the agent in the host network namespace?", nodeIPs)
+}

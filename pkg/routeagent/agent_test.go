@@ -1,0 +1,349 @@
+package routeagent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
+)
+
+// cluster is three "nodes" on one bridge — gateway candidates G and G2, worker
+// W with a pod behind it — and a "remote cluster" R reached from each gateway
+// by a veth standing in for the tunnel. Every node runs a CNI-style masquerade
+// of the whole pod CIDR (as flannel and kindnet do, whatever the interface)
+// and strict reverse-path filtering.
+type cluster struct {
+	g, g2, w, pod, r nstest.NS
+	nodeIP           map[string]netip.Addr
+}
+
+func newCluster(t *testing.T) *cluster {
+	c := &cluster{
+		g: nstest.New(t, "g"), g2: nstest.New(t, "g2"), w: nstest.New(t, "w"), pod: nstest.New(t, "pod"), r: nstest.New(t, "r"),
+		nodeIP: map[string]netip.Addr{},
+	}
+	lan := nstest.New(t, "lan")
+	lan.IP(t, "link", "add", "br0", "type", "bridge")
+	lan.IP(t, "link", "set", "br0", "up")
+	for i, n := range []nstest.NS{c.g, c.g2, c.w} {
+		port := "p" + string(rune('0'+i))
+		nstest.Run(t, "ip", "link", "add", "eth0", "netns", n.Name, "type", "veth", "peer", "name", port, "netns", lan.Name)
+		lan.IP(t, "link", "set", port, "master", "br0", "up")
+		ip := netip.AddrFrom4([4]byte{172, 30, 0, byte(2 + i)})
+		c.nodeIP[n.Name] = ip
+		n.IP(t, "addr", "add", ip.String()+"/24", "dev", "eth0")
+		n.IP(t, "link", "set", "eth0", "up")
+		n.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1")
+		n.Exec(t, "sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=1")
+		n.Exec(t, "nft", "add table ip cni")
+		n.Exec(t, "nft", "add chain ip cni post { type nat hook postrouting priority srcnat; }")
+		n.Exec(t, "nft", "add rule ip cni post ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade")
+	}
+	// The pod on W (the CNI's veth and its routes on the other nodes).
+	nstest.Run(t, "ip", "link", "add", "eth0", "netns", c.pod.Name, "type", "veth", "peer", "name", "vpod", "netns", c.w.Name)
+	c.pod.IP(t, "addr", "add", "10.244.4.2/24", "dev", "eth0")
+	c.pod.IP(t, "link", "set", "eth0", "up")
+	c.pod.IP(t, "route", "add", "default", "via", "10.244.4.1")
+	c.w.IP(t, "addr", "add", "10.244.4.1/24", "dev", "vpod")
+	c.w.IP(t, "link", "set", "vpod", "up")
+	for _, n := range []nstest.NS{c.g, c.g2} {
+		n.IP(t, "route", "add", "10.244.4.0/24", "via", "172.30.0.4")
+	}
+	// The remote cluster: a pod address on R, a "tunnel" from each gateway.
+	c.r.IP(t, "addr", "add", "10.50.0.1/32", "dev", "lo")
+	for i, n := range []nstest.NS{c.g, c.g2} {
+		peer := "t" + string(rune('0'+i))
+		nstest.Run(t, "ip", "link", "add", "tmesh0", "netns", n.Name, "type", "veth", "peer", "name", peer, "netns", c.r.Name)
+		n.IP(t, "addr", "add", "192.168.5"+string(rune('0'+i))+".1/30", "dev", "tmesh0")
+		n.IP(t, "link", "set", "tmesh0", "up")
+		c.r.IP(t, "addr", "add", "192.168.5"+string(rune('0'+i))+".2/30", "dev", peer)
+		c.r.IP(t, "link", "set", peer, "up")
+	}
+	c.activate(t, c.g)
+	return c
+}
+
+// activate stands in for the gateway data plane and the remote side: n routes
+// the remote cluster into its tunnel, and the remote cluster answers through n.
+func (c *cluster) activate(t *testing.T, n nstest.NS) {
+	via := map[string]string{c.g.Name: "192.168.50", c.g2.Name: "192.168.51"}[n.Name]
+	n.IP(t, "route", "replace", "10.50.0.0/16", "via", via+".2", "dev", "tmesh0", "proto", "77")
+	c.r.IP(t, "route", "replace", "10.244.0.0/16", "via", via+".1")
+	// So that a masqueraded flow would arrive too, and the test say so.
+	c.r.IP(t, "route", "replace", "172.30.0.0/24", "via", via+".1")
+}
+
+func (c *cluster) gateway(n nstest.NS) Gateway {
+	return Gateway{Node: n.Name, Addresses: []netip.Addr{c.nodeIP[n.Name]}}
+}
+
+func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mode) Input {
+	t.Helper()
+	var s Self
+	if err := nsenter.Do(self.Handle, func() (err error) {
+		s, err = Discover(self.Name, []netip.Addr{c.nodeIP[self.Name]})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Interface != "eth0" || s.MTU != 1500 || len(s.Addresses) != 1 || s.Addresses[0].Bits() != 24 {
+		t.Fatalf("Discover = %+v", s)
+	}
+	return Input{
+		Self: s, Active: c.gateway(active), Mode: mode,
+		Local:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		Remote: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16")},
+	}
+}
+
+// startAgent runs an agent in n until the returned stop is called (or the test ends).
+func startAgent(t *testing.T, n nstest.NS, resync time.Duration) (*Agent, func()) {
+	h := n.Handle
+	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent in %s: %v", n.Name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a, stop
+}
+
+// server accepts TCP on R and counts, per connection, the bytes that arrive.
+type server struct {
+	mu    sync.Mutex
+	conns []*conn
+}
+
+type conn struct {
+	from  string
+	bytes atomic.Int64
+}
+
+func serve(t *testing.T, ns nstest.NS) (*server, string) {
+	var l net.Listener
+	if err := nsenter.Do(ns.Handle, func() (err error) {
+		l, err = net.Listen("tcp4", "10.50.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	s := &server{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			cc := &conn{from: c.RemoteAddr().(*net.TCPAddr).IP.String()}
+			s.mu.Lock()
+			s.conns = append(s.conns, cc)
+			s.mu.Unlock()
+			go func() {
+				buf := make([]byte, 1024)
+				for {
+					n, err := c.Read(buf)
+					cc.bytes.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return s, l.Addr().String()
+}
+
+func (s *server) conn(i int) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < len(s.conns) {
+		return s.conns[i]
+	}
+	return nil
+}
+
+// flow dials from the pod and writes a byte every 10 ms until the test ends.
+func flow(t *testing.T, pod nstest.NS, addr string) {
+	var c net.Conn
+	if err := nsenter.Do(pod.Handle, func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("dial %s from the pod: %v", addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); c.Close(); <-done })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, f func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		if f() {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	return 0
+}
+
+// growing reports whether c receives more bytes within a short while.
+func growing(c *conn) bool {
+	n := c.bytes.Load()
+	time.Sleep(50 * time.Millisecond)
+	return c.bytes.Load() > n
+}
+
+// TestAgentFlowFailoverRestart: a TCP flow from a pod on a worker to a remote
+// cluster arrives with the pod's address in both modes; moving the active
+// gateway moves the flow; restarting the agent leaves the routes untouched.
+func TestAgentFlowFailoverRestart(t *testing.T) {
+	nstest.Need(t)
+	for _, mode := range []Mode{ModeVXLAN, ModeDirect} {
+		t.Run(string(mode), func(t *testing.T) {
+			c := newCluster(t)
+			fast := 300 * time.Millisecond
+			agG, _ := startAgent(t, c.g, fast)
+			agG2, _ := startAgent(t, c.g2, fast)
+			agW, stopW := startAgent(t, c.w, fast)
+			for ag, self := range map[*Agent]nstest.NS{agG: c.g, agG2: c.g2, agW: c.w} {
+				if err := ag.Set(c.input(t, self, c.g, mode)); err != nil {
+					t.Fatalf("set %s: %v", self.Name, err)
+				}
+			}
+			srv, addr := serve(t, c.r)
+			t.Cleanup(func() {
+				if t.Failed() {
+					for _, n := range []nstest.NS{c.g, c.w} {
+						for _, cmd := range [][]string{{"ip", "-d", "link"}, {"ip", "route"}, {"ip", "neigh"}, {"bridge", "fdb", "show", "dev", "tmesh-vx"}, {"nstat", "-a"}, {"sysctl", "-a", "--pattern", "rp_filter"}} {
+							out, _ := exec.Command("ip", append([]string{"netns", "exec", n.Name}, cmd...)...).CombinedOutput()
+							t.Logf("%s %v:\n%s", n.Name, cmd, out)
+						}
+					}
+				}
+			})
+			flow(t, c.pod, addr)
+			eventually(t, "the flow to arrive at the remote cluster", 5*time.Second, func() bool { return srv.conn(0) != nil && srv.conn(0).bytes.Load() > 0 })
+			first := srv.conn(0)
+			if first.from != "10.244.4.2" {
+				t.Fatalf("the remote cluster saw the flow from %s, want the pod's 10.244.4.2", first.from)
+			}
+			routesW := c.w.IP(t, "route", "show", "proto", "78")
+			wantVia := map[Mode]string{ModeVXLAN: "via 169.254.77.1 dev tmesh-vx", ModeDirect: "via 172.30.0.2 dev eth0"}[mode]
+			if !strings.Contains(routesW, "10.50.0.0/16 "+wantVia) || !strings.Contains(routesW, "10.51.0.0/16 "+wantVia) {
+				t.Fatalf("worker routes:\n%s\nwant both remote CIDRs %s", routesW, wantVia)
+			}
+
+			// G dies; G2 becomes active (its data plane and the remote side follow).
+			c.g.IP(t, "link", "set", "eth0", "down")
+			c.g.IP(t, "link", "set", "tmesh0", "down")
+			c.activate(t, c.g2)
+			start := time.Now()
+			for ag, self := range map[*Agent]nstest.NS{agG2: c.g2, agW: c.w} {
+				if err := ag.Set(c.input(t, self, c.g2, mode)); err != nil {
+					t.Fatalf("set %s: %v", self.Name, err)
+				}
+			}
+			eventually(t, "the same flow to move to G2", 10*time.Second, func() bool { return growing(first) })
+			t.Logf("%s: flow moving again %v after the agents were told of the new active", mode, time.Since(start).Round(time.Millisecond))
+			switch mode {
+			case ModeVXLAN:
+				if got := c.w.Exec(t, "bridge", "fdb", "show", "dev", "tmesh-vx"); !strings.Contains(got, "dst 172.30.0.3") || strings.Contains(got, "172.30.0.2") {
+					t.Errorf("worker FDB after failover: %s", got)
+				}
+			case ModeDirect:
+				if got := c.w.IP(t, "route", "show", "proto", "78"); !strings.Contains(got, "10.50.0.0/16 via 172.30.0.3 dev eth0") {
+					t.Errorf("worker routes after failover: %s", got)
+				}
+			}
+			if got := c.g2.IP(t, "route", "show", "proto", "78"); got != "" {
+				t.Errorf("the new active node keeps agent routes: %s", got)
+			}
+			flow(t, c.pod, addr)
+			eventually(t, "a new flow through G2", 5*time.Second, func() bool { return srv.conn(1) != nil && srv.conn(1).bytes.Load() > 0 })
+			if from := srv.conn(1).from; from != "10.244.4.2" {
+				t.Errorf("through G2 the remote cluster saw %s, want the pod's 10.244.4.2", from)
+			}
+
+			// The worker's agent restarts: nothing is removed while it is down or
+			// while the new process runs before it is told anything.
+			before := c.w.IP(t, "route", "show", "proto", "78")
+			stopW()
+			agW2, stopW2 := startAgent(t, c.w, fast)
+			time.Sleep(time.Second) // over three resyncs of the new agent, with no Set yet
+			if after := c.w.IP(t, "route", "show", "proto", "78"); after != before {
+				t.Fatalf("routes changed across an agent restart:\n%s\n->\n%s", before, after)
+			}
+			if !growing(first) {
+				t.Fatal("the flow stalled across the agent restart")
+			}
+			if err := agW2.Set(c.input(t, c.w, c.g2, mode)); err != nil {
+				t.Fatal(err)
+			}
+			if after := c.w.IP(t, "route", "show", "proto", "78"); after != before {
+				t.Errorf("the restarted agent's first Set rewrote routes:\n%s\n->\n%s", before, after)
+			}
+
+			// Someone deletes a route and (vxlan) the device: both come back at once
+			// (route and link events), not at a resync an hour away.
+			stopW2()
+			agW3, _ := startAgent(t, c.w, time.Hour)
+			if err := agW3.Set(c.input(t, c.w, c.g2, mode)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // let Run subscribe
+			c.w.IP(t, "route", "del", "10.51.0.0/16", "proto", "78")
+			if mode == ModeVXLAN {
+				c.w.IP(t, "link", "del", "tmesh-vx")
+			}
+			eventually(t, "the agent to repair the worker", 5*time.Second, func() bool {
+				return c.w.IP(t, "route", "show", "proto", "78") == before
+			})
+			eventually(t, "the flow to resume after the repair", 10*time.Second, func() bool { return growing(first) })
+
+			if err := agW3.Uninstall(); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.w.IP(t, "route", "show", "proto", "78"); got != "" {
+				t.Errorf("uninstall left routes: %s", got)
+			}
+			if got := c.w.IP(t, "link", "show"); strings.Contains(got, "tmesh-vx") {
+				t.Error("uninstall left the VXLAN device")
+			}
+			if got := c.w.Exec(t, "nft", "list", "tables"); strings.Contains(got, NATTable) {
+				t.Error("uninstall left the NAT table")
+			}
+		})
+	}
+}

@@ -1,0 +1,157 @@
+package routeagent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// NATTable is the agent's nftables table (family inet).
+const NATTable = "tunnelmesh-agent"
+
+// NATPriority runs our chain before every source-NAT chain at the standard
+// priority (srcnat, 100): iptables' nat POSTROUTING and the nft masquerade
+// chains CNIs install. All of them share one NAT hook, called in priority
+// order, and the first chain that sets up a source binding ends the walk.
+const NATPriority = 50
+
+// applyExemption replaces the agent's table, in one transaction, with:
+//
+//	table inet tunnelmesh-agent {
+//	  set src4, dst4 (ipv4_addr, interval); set src6, dst6 (ipv6_addr, interval)
+//	  chain postrouting { type nat hook postrouting priority 50;
+//	    ip saddr @src4 ip daddr @dst4 snat ip to ip saddr
+//	    ip6 saddr @src6 ip6 daddr @dst6 snat ip6 to ip6 saddr }
+//	}
+//
+// "snat to the packet's own source" is a null binding: the address stays, and
+// because the connection now has its source NAT decided, the kernel calls no
+// later NAT chain, so the CNI's masquerade never sees it. An "accept" would
+// not do: it ends only our chain, and the next one still masquerades.
+func applyExemption(e Exemption) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyINet}
+	c.AddTable(t) // so the delete below cannot fail on a first run
+	c.DelTable(t)
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{
+		Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(NATPriority),
+	})
+	src4, src6 := intervals(e.Sources)
+	dst4, dst6 := intervals(e.Destinations)
+	fams := []struct {
+		name       string
+		key        nftables.SetDatatype
+		nfproto    byte
+		src, dst   []nftables.SetElement
+		saddr, off uint32
+		alen       uint32
+	}{
+		{"4", nftables.TypeIPAddr, unix.NFPROTO_IPV4, src4, dst4, 12, 16, 4},
+		{"6", nftables.TypeIP6Addr, unix.NFPROTO_IPV6, src6, dst6, 8, 24, 16},
+	}
+	for _, f := range fams {
+		src := &nftables.Set{Table: t, Name: "src" + f.name, KeyType: f.key, Interval: true}
+		dst := &nftables.Set{Table: t, Name: "dst" + f.name, KeyType: f.key, Interval: true}
+		if err := c.AddSet(src, f.src); err != nil {
+			return fmt.Errorf("add set %s: %w", src.Name, err)
+		}
+		if err := c.AddSet(dst, f.dst); err != nil {
+			return fmt.Errorf("add set %s: %w", dst.Name, err)
+		}
+		if len(f.src) == 0 || len(f.dst) == 0 {
+			continue
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
+			&expr.Lookup{SourceRegister: 1, SetName: src.Name, SetID: src.ID},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.off, Len: f.alen},
+			&expr.Lookup{SourceRegister: 1, SetName: dst.Name, SetID: dst.ID},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.nfproto), RegAddrMin: 1},
+		}})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("program nftables table %s: %w", NATTable, err)
+	}
+	return nil
+}
+
+// deleteExemption removes the agent's table; a missing table is not an error.
+func deleteExemption() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == NATTable {
+			c.DelTable(t)
+			if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("delete nftables table %s: %w", NATTable, err)
+			}
+		}
+	}
+	return nil
+}
+
+// intervals turns prefixes into merged interval-set elements per family: a
+// start key and an end key one past the last address (none at the top).
+func intervals(ps []netip.Prefix) (v4, v6 []nftables.SetElement) {
+	type rng struct{ first, last netip.Addr }
+	var rs []rng
+	for _, p := range ps {
+		p = p.Masked()
+		rs = append(rs, rng{p.Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(rs, func(a, b rng) int { return a.first.Compare(b.first) })
+	var merged []rng
+	for _, r := range rs {
+		if n := len(merged); n > 0 && merged[n-1].first.Is4() == r.first.Is4() {
+			prev := &merged[n-1]
+			next := prev.last.Next()
+			if !next.IsValid() || (next.Is4() == r.first.Is4() && r.first.Compare(next) <= 0) {
+				if r.last.Compare(prev.last) > 0 {
+					prev.last = r.last
+				}
+				continue
+			}
+		}
+		merged = append(merged, r)
+	}
+	for _, r := range merged {
+		els := []nftables.SetElement{{Key: r.first.AsSlice()}}
+		if next := r.last.Next(); next.IsValid() && next.Is4() == r.first.Is4() {
+			els = append(els, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
+		}
+		if r.first.Is4() {
+			v4 = append(v4, els...)
+		} else {
+			v6 = append(v6, els...)
+		}
+	}
+	return v4, v6
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
