@@ -55,7 +55,11 @@ func TestResolveConflicts(t *testing.T) {
 				}
 			}},
 		{"port number under another name", func(e *api.Export) { e.Ports[0].Name = "web" }, []R{"PortConflict"}, nil},
-		{"several at once", func(e *api.Export) { e.Type = api.TypeHeadless; e.Ports[0].Protocol = "UDP"; e.TrafficDistribution = "PreferClose" },
+		{"several at once", func(e *api.Export) {
+			e.Type = api.TypeHeadless
+			e.Ports[0].Protocol = "UDP"
+			e.TrafficDistribution = "PreferClose"
+		},
 			[]R{"TypeConflict", "PortConflict", "TrafficDistributionConflict"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
