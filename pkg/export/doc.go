@@ -21,8 +21,9 @@ package export
 const (
 	// ManagedBy is the endpointslice.kubernetes.io/managed-by value of the
 	// slices we write, and the app.kubernetes.io/managed-by value of our
-	// ServiceImports and derived Services.
-	ManagedBy = "tunnelmesh.io/export-controller"
+	// ServiceImports and derived Services. A label value cannot hold a "/",
+	// hence the form of endpointslice-controller.k8s.io.
+	ManagedBy = "export-controller.tunnelmesh.io"
 	// LabelManagedBy marks ServiceImports and derived Services as ours.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// LabelImportName names, on a derived Service, the ServiceImport it serves.

@@ -121,8 +121,10 @@ func resolveOne(es []api.Export) Service {
 			found[mcsv1beta1.ServiceExportReasonTrafficDistributionConflict] = true
 		}
 		// The order of families only picks the primary one; a different set
-		// would reach some backends over one protocol only.
-		if !sameSet(e.IPFamilies, w.IPFamilies) {
+		// would reach some backends over one protocol only. A headless
+		// export has no virtual IP (a selector-less one even lists both
+		// families), so only ClusterSetIP exports are compared.
+		if e.Type == api.TypeClusterSetIP && w.Type == api.TypeClusterSetIP && !sameSet(e.IPFamilies, w.IPFamilies) {
 			found[mcsv1beta1.ServiceExportReasonIPFamilyConflict] = true
 		}
 	}

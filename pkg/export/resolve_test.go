@@ -46,6 +46,7 @@ func TestResolveConflicts(t *testing.T) {
 		{"empty policy is Cluster", func(e *api.Export) { e.InternalTrafficPolicy = "Cluster" }, nil, nil},
 		{"traffic distribution", func(e *api.Export) { e.TrafficDistribution = "PreferClose" }, []R{"TrafficDistributionConflict"}, nil},
 		{"ip families", func(e *api.Export) { e.IPFamilies = []string{"IPv6"} }, []R{"IPFamilyConflict"}, nil},
+		{"families of a headless export are not compared", func(e *api.Export) { e.Type = api.TypeHeadless; e.IPFamilies = []string{"IPv4", "IPv6"} }, []R{"TypeConflict"}, nil},
 		{"labels", func(e *api.Export) { e.Labels = map[string]string{"a": "b"} }, []R{"LabelsConflict"}, nil},
 		{"annotations", func(e *api.Export) { e.Annotations = map[string]string{"a": "b"} }, []R{"AnnotationsConflict"}, nil},
 		{"port name reused for another port", func(e *api.Export) { e.Ports[0].Port = 8080 }, []R{"PortConflict"},
