@@ -212,7 +212,9 @@ func TestLifecycle(t *testing.T) {
 					update(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal) })
 				},
 				func() {
-					update(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyCluster) })
+					update(func(s *corev1.Service) {
+						s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyCluster)
+					})
 				}, nil},
 			{"TrafficDistributionConflict",
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = ptr("PreferClose") }) },
