@@ -17,7 +17,7 @@ const (
 	LeaseName      = "tunnelmesh-controller"
 )
 
-// Election configures RunElected; zero values take the defaults.
+// Election configures Run; zero values take the defaults.
 type Election struct {
 	Namespace, Name string // default LeaseNamespace, LeaseName
 	Identity        string // required: unique per replica (the pod name)
@@ -26,13 +26,13 @@ type Election struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
 
-// ErrLostLease is returned by RunElected when this replica stopped leading
+// ErrLostLease is returned by Run when this replica stopped leading
 // while its context was still live; the process should exit and restart.
 var ErrLostLease = errors.New("export: lost the controller lease")
 
-// RunElected runs a Controller while this replica holds the cluster's
+// Run runs a Controller while this replica holds the cluster's
 // controller Lease, so that one controller is active per cluster.
-func RunElected(ctx context.Context, cfg Config, el Election) error {
+func Run(ctx context.Context, cfg Config, el Election) error {
 	if el.Identity == "" {
 		return errors.New("export: election identity is required")
 	}
