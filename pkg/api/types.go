@@ -84,11 +84,15 @@ type ServicePort struct {
 	AppProtocol string `json:"appProtocol,omitempty"`
 }
 
-// Endpoint is one backend of a headless export.
+// Endpoint is one backend (a pod) of an export, headless or ClusterSetIP.
 type Endpoint struct {
 	Addresses []string `json:"addresses"`
 	Hostname  string   `json:"hostname,omitempty"`
 	Ready     bool     `json:"ready"`
+	// Ports are the ports this backend listens on (the Service's resolved
+	// targetPorts), named as the Service's ports: an importing cluster's
+	// kube-proxy matches them by name to the derived Service's ports.
+	Ports []ServicePort `json:"ports,omitempty"`
 }
 
 // Service import types (KEP-1645).

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+)
+
+type controllerFlags struct {
+	kubeconfig, brokerDir, clusterSetID, identity, leaseNamespace, logLevel string
+	workers                                                                 int
+}
+
+// controllerCmd runs the Multi-Cluster Services controller (pkg/export) of
+// one cluster, leader-elected so that one replica is active.
+func controllerCmd() *cobra.Command {
+	var f controllerFlags
+	c := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the MCS export controller: ServiceExports to the broker, the clusterset's exports to ServiceImports",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runController(cmd.Context(), f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	fl.StringVar(&f.brokerDir, "broker-dir", "/etc/tunnelmesh/broker",
+		"directory holding the keys of Secret tunnelmesh-broker: url, ca.crt, credential, cluster-id")
+	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (empty: not written)")
+	fl.StringVar(&f.identity, "identity", os.Getenv("POD_NAME"), "leader-election identity, unique per replica (default: $POD_NAME, else the host name)")
+	fl.StringVar(&f.leaseNamespace, "lease-namespace", export.LeaseNamespace, "namespace of the controller Lease "+export.LeaseName)
+	fl.IntVar(&f.workers, "workers", 4, "workers per queue")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func runController(ctx context.Context, f controllerFlags) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	read := func(key string) (string, error) {
+		b, err := os.ReadFile(filepath.Join(f.brokerDir, key))
+		if err != nil {
+			return "", fmt.Errorf("broker connection: %w (mount Secret tunnelmesh-broker at --broker-dir)", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	var vals [4]string
+	for i, k := range []string{"url", "ca.crt", "credential", "cluster-id"} {
+		v, err := read(k)
+		if err != nil {
+			return err
+		}
+		if v == "" {
+			return fmt.Errorf("broker connection: %s in %s is empty", k, f.brokerDir)
+		}
+		vals[i] = v
+	}
+	url, ca, cred, clusterID := vals[0], vals[1], vals[2], vals[3]
+	broker, err := brokerclient.New(url, []byte(ca+"\n"), cred)
+	if err != nil {
+		return err
+	}
+	broker.Logger = log
+
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes configuration: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mcs, err := mcsclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if f.identity == "" {
+		if f.identity, err = os.Hostname(); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = export.Run(ctx, export.Config{ClusterID: clusterID, ClusterSetID: f.clusterSetID, Kube: kube, MCS: mcs, Dynamic: dyn,
+		Broker: broker, Logger: log, Workers: f.workers},
+		export.Election{Namespace: f.leaseNamespace, Identity: f.identity})
+	if errors.Is(err, export.ErrLostLease) {
+		log.Error("lost the controller lease; exiting so that a fresh replica takes over")
+	}
+	return err
+}

@@ -1,0 +1,401 @@
+package export_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+)
+
+type want struct {
+	typ       mcsv1beta1.ServiceImportType
+	ports     string // name/proto/port, comma-separated, in order
+	clusters  string // comma-separated
+	endpoints map[string][]string
+	check     func(*imported) error
+}
+
+func (c *cluster) wantImport(ns, name string, w want) *imported {
+	c.t.Helper()
+	var last *imported
+	eventually(c.t, 20*time.Second, func() error {
+		im, err := c.imported(ns, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.id, err)
+		}
+		last = im
+		return checkImport(im, w)
+	})
+	return last
+}
+
+func checkImport(im *imported, w want) error {
+	si := im.SI
+	if si.Spec.Type != w.typ {
+		return fmt.Errorf("type %s, want %s", si.Spec.Type, w.typ)
+	}
+	var ports []string
+	for _, p := range si.Spec.Ports {
+		ports = append(ports, fmt.Sprintf("%s/%s/%d", p.Name, p.Protocol, p.Port))
+	}
+	if got := strings.Join(ports, ","); got != w.ports {
+		return fmt.Errorf("ports %s, want %s", got, w.ports)
+	}
+	var cs []string
+	for _, c := range si.Status.Clusters {
+		cs = append(cs, c.Cluster)
+	}
+	if got := strings.Join(cs, ","); got != w.clusters {
+		return fmt.Errorf("status.clusters %s, want %s", got, w.clusters)
+	}
+	d := im.Derived
+	if d.Spec.Selector != nil || len(d.OwnerReferences) != 1 || d.OwnerReferences[0].UID != si.UID {
+		return fmt.Errorf("derived Service %s: selector %v owners %v", d.Name, d.Spec.Selector, d.OwnerReferences)
+	}
+	switch w.typ {
+	case mcsv1beta1.ClusterSetIP:
+		if len(d.Spec.ClusterIPs) == 0 || !slices.Equal(si.Spec.IPs, d.Spec.ClusterIPs) ||
+			!reflect.DeepEqual(si.Spec.IPFamilies, d.Spec.IPFamilies) {
+			return fmt.Errorf("ips %v families %v; derived Service has %v %v", si.Spec.IPs, si.Spec.IPFamilies, d.Spec.ClusterIPs, d.Spec.IPFamilies)
+		}
+	case mcsv1beta1.Headless:
+		if len(si.Spec.IPs) != 0 || d.Spec.ClusterIP != corev1.ClusterIPNone {
+			return fmt.Errorf("headless import has ips %v, derived clusterIP %s", si.Spec.IPs, d.Spec.ClusterIP)
+		}
+	}
+	for _, s := range im.Slices {
+		l := s.Labels
+		if l[mcsv1beta1.LabelServiceName] != si.Name || l[mcsv1beta1.LabelSourceCluster] == "" ||
+			l[discoveryv1.LabelManagedBy] != export.ManagedBy || l[discoveryv1.LabelServiceName] != d.Name {
+			return fmt.Errorf("slice %s labels %v", s.Name, l)
+		}
+		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != si.UID || s.OwnerReferences[0].Kind != "ServiceImport" {
+			return fmt.Errorf("slice %s owners %v", s.Name, s.OwnerReferences)
+		}
+	}
+	if !reflect.DeepEqual(im.Endpoints, w.endpoints) {
+		return fmt.Errorf("endpoints %v, want %v", im.Endpoints, w.endpoints)
+	}
+	if w.check != nil {
+		return w.check(im)
+	}
+	return nil
+}
+
+func tcp(name string, port, target int32) corev1.ServicePort {
+	return corev1.ServicePort{Name: name, Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(target)}
+}
+
+const (
+	validExported = "Conflict=False/NoConflicts Ready=True/Exported Valid=True/Valid"
+	noService     = "Ready=False/Pending Valid=False/NoService"
+)
+
+func conflicted(reason string) string {
+	return "Conflict=True/" + reason + " Ready=True/Exported Valid=True/Valid"
+}
+
+// TestLifecycle runs two clusters (real apiservers), a real broker and a
+// controller per cluster through the whole MCS lifecycle.
+func TestLifecycle(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	east := startCluster(t, b, "east", "10.1.0.0/16", "10.101.0.0/16")
+	west := startCluster(t, b, "west", "10.2.0.0/16", "10.102.0.0/16")
+	ctx := context.Background()
+	for _, c := range []*cluster{east, west} {
+		c.namespace("demo")
+		c.run()
+	}
+
+	t.Run("cluster properties", func(t *testing.T) {
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 10*time.Second, func() error {
+				for name, v := range map[string]string{export.PropertyClusterID: c.id, export.PropertyClusterSetID: "test-set"} {
+					p, err := c.dyn.Resource(export.ClusterPropertyGVR).Get(ctx, name, metav1.GetOptions{})
+					if err != nil {
+						return err
+					}
+					if got := p.Object["spec"].(map[string]any)["value"]; got != v {
+						return fmt.Errorf("%s: %s = %v, want %s", c.id, name, got, v)
+					}
+				}
+				return nil
+			})
+		}
+	})
+
+	webPorts := []corev1.ServicePort{tcp("http", 80, 8080)}
+	t.Run("export appears in both clusters", func(t *testing.T) {
+		east.service("demo", "web", false, webPorts, pod{ip: "10.1.0.10"}, pod{ip: "10.1.0.11", notReady: true})
+		east.export("demo", "web")
+		east.wantConditions("demo", "web", validExported)
+		for _, c := range []*cluster{east, west} {
+			c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east",
+				endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!"}},
+				check: func(im *imported) error {
+					p := im.Slices[0].Ports
+					if len(p) != 1 || *p[0].Name != "http" || *p[0].Port != 8080 {
+						return fmt.Errorf("slice ports %v: want the pods' port 8080 named http", p)
+					}
+					return nil
+				}})
+		}
+	})
+
+	t.Run("second exporter: ports are the union", func(t *testing.T) {
+		west.service("demo", "web", false, []corev1.ServicePort{tcp("http", 80, 8080), tcp("metrics", 9090, 9090)}, pod{ip: "10.2.0.10"})
+		west.export("demo", "web")
+		for _, c := range []*cluster{east, west} {
+			c.wantConditions("demo", "web", validExported)
+			c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80,metrics/TCP/9090", clusters: "east,west",
+				endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!"}, "west": {"10.2.0.10"}}})
+		}
+	})
+
+	t.Run("conflicts", func(t *testing.T) {
+		svcs := west.kube.CoreV1().Services("demo")
+		ses := west.mcs.MulticlusterV1beta1().ServiceExports("demo")
+		update := func(fn func(*corev1.Service)) {
+			t.Helper()
+			s, err := svcs.Get(ctx, "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn(s)
+			if _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		updateSE := func(fn func(*mcsv1beta1.ServiceExport)) {
+			t.Helper()
+			se, err := ses.Get(ctx, "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn(se)
+			if _, err := ses.Update(ctx, se, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			reason      string
+			make, clear func()
+			check       func(*imported) error
+		}{
+			{"SessionAffinityConflict",
+				func() { update(func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }) },
+				func() {
+					update(func(s *corev1.Service) {
+						s.Spec.SessionAffinity, s.Spec.SessionAffinityConfig = corev1.ServiceAffinityNone, nil
+					})
+				},
+				func(im *imported) error {
+					if im.SI.Spec.SessionAffinity != corev1.ServiceAffinityNone || im.Derived.Spec.SessionAffinity != corev1.ServiceAffinityNone {
+						return fmt.Errorf("affinity %s/%s: the oldest export (east, None) must win", im.SI.Spec.SessionAffinity, im.Derived.Spec.SessionAffinity)
+					}
+					return nil
+				}},
+			{"InternalTrafficPolicyConflict",
+				func() {
+					update(func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal) })
+				},
+				func() {
+					update(func(s *corev1.Service) {
+						s.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyCluster)
+					})
+				}, nil},
+			{"TrafficDistributionConflict",
+				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = ptr("PreferClose") }) },
+				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = nil }) }, nil},
+			{"PortConflict",
+				func() { update(func(s *corev1.Service) { s.Spec.Ports[0].Port = 81 }) },
+				func() { update(func(s *corev1.Service) { s.Spec.Ports[0].Port = 80 }) },
+				func(im *imported) error {
+					if p := im.SI.Spec.Ports[0]; p.Name != "http" || p.Port != 80 {
+						return fmt.Errorf("port %v: the oldest export's http/80 must win", p)
+					}
+					return nil
+				}},
+			{"LabelsConflict",
+				func() {
+					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = map[string]string{"tier": "web"} })
+				},
+				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil }) }, nil},
+			{"AnnotationsConflict",
+				func() {
+					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = map[string]string{"a": "b"} })
+				},
+				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = nil }) }, nil},
+			{"SessionAffinityConflict,TrafficDistributionConflict",
+				func() {
+					update(func(s *corev1.Service) {
+						s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+						s.Spec.TrafficDistribution = ptr("PreferClose")
+					})
+				},
+				func() {
+					update(func(s *corev1.Service) {
+						s.Spec.SessionAffinity, s.Spec.SessionAffinityConfig, s.Spec.TrafficDistribution = corev1.ServiceAffinityNone, nil, nil
+					})
+				}, nil},
+		} {
+			t.Run(tc.reason, func(t *testing.T) {
+				tc.make()
+				for _, c := range []*cluster{east, west} {
+					c.wantConditions("demo", "web", conflicted(tc.reason))
+				}
+				if tc.check != nil {
+					for _, c := range []*cluster{east, west} {
+						eventually(t, 10*time.Second, func() error {
+							im, err := c.imported("demo", "web")
+							if err != nil {
+								return err
+							}
+							return tc.check(im)
+						})
+					}
+				}
+				tc.clear()
+				for _, c := range []*cluster{east, west} {
+					c.wantConditions("demo", "web", validExported)
+				}
+			})
+		}
+		t.Run("TypeConflict", func(t *testing.T) {
+			// A Service cannot become headless in place: west replaces it.
+			if err := svcs.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			west.wantConditions("demo", "web", noService)
+			west.service("demo", "web", true, []corev1.ServicePort{tcp("http", 80, 8080)}, pod{ip: "10.2.0.10", hostname: "w0"})
+			for _, c := range []*cluster{east, west} {
+				c.wantConditions("demo", "web", conflicted("TypeConflict"))
+				c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+					endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!"}, "west": {"10.2.0.10/w0"}}})
+			}
+		})
+	})
+
+	t.Run("headless with hostnames", func(t *testing.T) {
+		east.service("demo", "db", true, []corev1.ServicePort{tcp("pg", 5432, 5432)}, pod{ip: "10.1.0.20", hostname: "db-0"}, pod{ip: "10.1.0.21", hostname: "db-1"})
+		east.export("demo", "db")
+		east.wantConditions("demo", "db", validExported)
+		for _, c := range []*cluster{east, west} {
+			c.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+				endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		}
+	})
+
+	t.Run("namespace missing then created", func(t *testing.T) {
+		east.namespace("late")
+		east.service("late", "api", false, []corev1.ServicePort{tcp("grpc", 9000, 9000)}, pod{ip: "10.1.0.30"})
+		east.export("late", "api")
+		east.wantConditions("late", "api", validExported)
+		east.wantImport("late", "api", want{typ: mcsv1beta1.ClusterSetIP, ports: "grpc/TCP/9000", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.30"}}})
+		if _, err := west.mcs.MulticlusterV1beta1().ServiceImports("late").Get(ctx, "api", metav1.GetOptions{}); err == nil {
+			t.Fatal("import in a namespace that does not exist")
+		}
+		west.namespace("late")
+		west.wantImport("late", "api", want{typ: mcsv1beta1.ClusterSetIP, ports: "grpc/TCP/9000", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.30"}}})
+	})
+
+	t.Run("tunnel down and up", func(t *testing.T) {
+		west.tunnels.SetUp("east", false)
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east", endpoints: map[string][]string{}})
+		west.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"west": {"10.2.0.10/w0"}}})
+		// The local cluster's view is unchanged.
+		east.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		west.tunnels.SetUp("east", true)
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+	})
+
+	t.Run("controller restarted mid-way", func(t *testing.T) {
+		west.stop()
+		before, err := west.imported("demo", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// While west's controller is down: east gains a pod for web and
+		// stops exporting db; a stale object of ours is left in west.
+		east.endpoints("demo", "web", webPorts, pod{ip: "10.1.0.10"}, pod{ip: "10.1.0.11", notReady: true}, pod{ip: "10.1.0.12"})
+		east.unexport("demo", "db")
+		east.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!", "10.1.0.12"}, "west": {"10.2.0.10/w0"}}})
+		eventually(t, 20*time.Second, func() error { return east.gone("demo", "db") })
+		west.run()
+		after := west.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!", "10.1.0.12"}, "west": {"10.2.0.10/w0"}}})
+		eventually(t, 20*time.Second, func() error { return west.gone("demo", "db") })
+		if after.SI.UID != before.SI.UID || after.Derived.UID != before.Derived.UID || !slices.Equal(after.SI.Spec.IPs, before.SI.Spec.IPs) {
+			t.Fatal("the restarted controller replaced the ServiceImport or derived Service instead of keeping them")
+		}
+		if len(after.Slices) != 2 {
+			t.Fatalf("%d slices after restart, want one per cluster", len(after.Slices))
+		}
+		west.wantConditions("demo", "web", conflicted("TypeConflict"))
+	})
+
+	t.Run("unexport withdraws the cluster's endpoints", func(t *testing.T) {
+		east.unexport("demo", "web")
+		for _, c := range []*cluster{east, west} {
+			c.wantImport("demo", "web", want{typ: mcsv1beta1.Headless, ports: "http/TCP/80", clusters: "west",
+				endpoints: map[string][]string{"west": {"10.2.0.10/w0"}}})
+		}
+		west.wantConditions("demo", "web", validExported) // the conflict went with east's export
+		west.unexport("demo", "web")
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 20*time.Second, func() error { return c.gone("demo", "web") })
+		}
+	})
+
+	t.Run("service deletion withdraws", func(t *testing.T) {
+		if err := east.kube.CoreV1().Services("late").Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		east.wantConditions("late", "api", noService)
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 20*time.Second, func() error { return c.gone("late", "api") })
+		}
+		east.service("late", "api", false, []corev1.ServicePort{tcp("grpc", 9000, 9000)}, pod{ip: "10.1.0.31"})
+		east.wantConditions("late", "api", validExported)
+		west.wantImport("late", "api", want{typ: mcsv1beta1.ClusterSetIP, ports: "grpc/TCP/9000", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.31"}}})
+	})
+
+	t.Run("external name is invalid", func(t *testing.T) {
+		_, err := east.kube.CoreV1().Services("demo").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "ext"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		east.export("demo", "ext")
+		east.wantConditions("demo", "ext", "Ready=False/Failed Valid=False/InvalidServiceType")
+		if err := west.gone("demo", "ext"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a cluster leaving takes its exports", func(t *testing.T) {
+		if err := b.Admin().RemoveCluster(ctx, "east"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, func() error { return west.gone("late", "api") })
+	})
+}

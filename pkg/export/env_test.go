@@ -1,0 +1,320 @@
+package export_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/mcs-api/config/crd"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
+)
+
+// cluster is one real kube-apiserver with the MCS CRDs, and the controller
+// that runs for it.
+type cluster struct {
+	t       testing.TB
+	id      string
+	env     *kubeapi.Env
+	kube    kubernetes.Interface
+	mcs     mcsclient.Interface
+	dyn     dynamic.Interface
+	broker  *brokerclient.Client
+	tunnels *export.Tunnels
+	stop    func()
+}
+
+func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
+	t.Helper()
+	env := kubeapi.Start(t)
+	cfg := *env.Config
+	cfg.QPS, cfg.Burst = 500, 1000
+	c := &cluster{t: t, id: id, env: env, tunnels: export.NewTunnels()}
+	var err error
+	if c.kube, err = kubernetes.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.mcs, err = mcsclient.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.dyn, err = dynamic.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := deploy.FS.ReadFile("mcs/clusterproperty-crd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	InstallCRDs(t, c.dyn, crd.ServiceExportCRD, crd.ServiceImportCRD, cp)
+	c.broker, _ = b.Join(id, podCIDR, svcCIDR)
+	return c
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// InstallCRDs creates CRDs from YAML and waits until they are served.
+func InstallCRDs(t testing.TB, dc dynamic.Interface, docs ...[]byte) {
+	t.Helper()
+	ctx := context.Background()
+	for _, d := range docs {
+		var obj map[string]any
+		if err := yaml.Unmarshal(d, &obj); err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		if _, err := dc.Resource(crdGVR).Create(ctx, u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("create CRD %s: %v", u.GetName(), err)
+		}
+		eventually(t, 30*time.Second, func() error {
+			got, err := dc.Resource(crdGVR).Get(ctx, u.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			for _, c := range conds {
+				m := c.(map[string]any)
+				if m["type"] == "Established" && m["status"] == "True" {
+					return nil
+				}
+			}
+			return fmt.Errorf("CRD %s not established", u.GetName())
+		})
+	}
+}
+
+// run starts the cluster's controller; stop (also at cleanup) ends it and
+// waits for it.
+func (c *cluster) run() {
+	c.t.Helper()
+	ctrl, err := export.New(export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.kube, MCS: c.mcs, Dynamic: c.dyn,
+		Broker: c.broker, Reachability: c.tunnels, Workers: 8,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Run(ctx) }()
+	stopped := false
+	c.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				c.t.Errorf("controller %s: %v", c.id, err)
+			}
+		case <-time.After(20 * time.Second):
+			c.t.Errorf("controller %s did not stop", c.id)
+		}
+	}
+	c.t.Cleanup(c.stop)
+}
+
+func eventually(t testing.TB, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *cluster) namespace(name string) {
+	c.t.Helper()
+	_, err := c.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		c.t.Fatal(err)
+	}
+}
+
+// service creates a Service (ClusterIP unless headless) with the given ports
+// (name:port→target) and an EndpointSlice of the given pods as the
+// EndpointSlice controller would (none runs with the test apiserver).
+func (c *cluster) service(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) *corev1.Service {
+	c.t.Helper()
+	ctx := context.Background()
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Ports: ports}}
+	if headless {
+		s.Spec.ClusterIP = corev1.ClusterIPNone
+	}
+	s, err := c.kube.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.endpoints(ns, name, ports, pods...)
+	return s
+}
+
+type pod struct {
+	ip, hostname string
+	notReady     bool
+}
+
+func (c *cluster) endpoints(ns, name string, ports []corev1.ServicePort, pods ...pod) {
+	c.t.Helper()
+	ctx := context.Background()
+	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-pods",
+		Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}},
+		AddressType: discoveryv1.AddressTypeIPv4}
+	for _, p := range ports {
+		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr(p.Name), Protocol: ptr(corev1.ProtocolTCP), Port: ptr(p.TargetPort.IntVal)})
+	}
+	for _, p := range pods {
+		e := discoveryv1.Endpoint{Addresses: []string{p.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(!p.notReady)}}
+		if p.hostname != "" {
+			e.Hostname = ptr(p.hostname)
+		}
+		es.Endpoints = append(es.Endpoints, e)
+	}
+	cur, err := c.kube.DiscoveryV1().EndpointSlices(ns).Get(ctx, es.Name, metav1.GetOptions{})
+	if err == nil {
+		cur.Endpoints, cur.Ports = es.Endpoints, es.Ports
+		_, err = c.kube.DiscoveryV1().EndpointSlices(ns).Update(ctx, cur, metav1.UpdateOptions{})
+	} else {
+		_, err = c.kube.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) export(ns, name string) {
+	c.t.Helper()
+	_, err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Create(context.Background(),
+		&mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) unexport(ns, name string) {
+	c.t.Helper()
+	if err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// conditions returns the ServiceExport's conditions as "Type=Status/Reason"
+// sorted, checking that each observed the current generation.
+func (c *cluster) conditions(ns, name string) (string, error) {
+	se, err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for _, cd := range se.Status.Conditions {
+		if cd.ObservedGeneration != se.Generation {
+			return "", fmt.Errorf("condition %s observed generation %d of %d", cd.Type, cd.ObservedGeneration, se.Generation)
+		}
+		out = append(out, fmt.Sprintf("%s=%s/%s", cd.Type, cd.Status, cd.Reason))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " "), nil
+}
+
+func (c *cluster) wantConditions(ns, name, want string) {
+	c.t.Helper()
+	eventually(c.t, 20*time.Second, func() error {
+		got, err := c.conditions(ns, name)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("%s: ServiceExport %s/%s conditions %q, want %q", c.id, ns, name, got, want)
+		}
+		return nil
+	})
+}
+
+// imported is what a cluster holds for one import, summarised for comparison.
+type imported struct {
+	SI      *mcsv1beta1.ServiceImport
+	Derived *corev1.Service
+	// Endpoints per source cluster: "ip[/hostname][!]" sorted, "!" marking not ready.
+	Endpoints map[string][]string
+	Slices    []discoveryv1.EndpointSlice
+}
+
+func (c *cluster) imported(ns, name string) (*imported, error) {
+	ctx := context.Background()
+	si, err := c.mcs.MulticlusterV1beta1().ServiceImports(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	im := &imported{SI: si, Endpoints: map[string][]string{}}
+	im.Derived, err = c.kube.CoreV1().Services(ns).Get(ctx, export.DerivedName(name), metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("derived Service: %w", err)
+	}
+	sl, err := c.kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{mcsv1beta1.LabelServiceName: name}.String()})
+	if err != nil {
+		return nil, err
+	}
+	im.Slices = sl.Items
+	for _, s := range sl.Items {
+		src := s.Labels[mcsv1beta1.LabelSourceCluster]
+		for _, e := range s.Endpoints {
+			v := e.Addresses[0]
+			if e.Hostname != nil {
+				v += "/" + *e.Hostname
+			}
+			if e.Conditions.Ready == nil || !*e.Conditions.Ready {
+				v += "!"
+			}
+			im.Endpoints[src] = append(im.Endpoints[src], v)
+		}
+	}
+	for _, v := range im.Endpoints {
+		slices.Sort(v)
+	}
+	return im, nil
+}
+
+// gone reports nil when no ServiceImport, derived Service or slice of name is left.
+func (c *cluster) gone(ns, name string) error {
+	ctx := context.Background()
+	if _, err := c.mcs.MulticlusterV1beta1().ServiceImports(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s: ServiceImport %s/%s still there (%v)", c.id, ns, name, err)
+	}
+	if _, err := c.kube.CoreV1().Services(ns).Get(ctx, export.DerivedName(name), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s: derived Service of %s/%s still there (%v)", c.id, ns, name, err)
+	}
+	sl, err := c.kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{mcsv1beta1.LabelServiceName: name}.String()})
+	if err != nil || len(sl.Items) > 0 {
+		return fmt.Errorf("%s: slices of %s/%s still there (%v)", c.id, ns, name, err)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }

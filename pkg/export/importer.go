@@ -1,0 +1,238 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+)
+
+const labelMCSService = mcsv1beta1.LabelServiceName
+
+// reconcileImport makes namespace/name of this cluster hold what PlanImport
+// says for the broker's exports of that service, or nothing of ours.
+func (c *Controller) reconcileImport(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	nsObj, err := c.namespaces.Get(ns)
+	if apierrors.IsNotFound(err) || (err == nil && nsObj.Status.Phase == corev1.NamespaceTerminating) {
+		return nil // nothing can be created there; what was there goes with it
+	}
+	if err != nil {
+		return err
+	}
+	c.mu.RLock()
+	svc := c.resolved[key]
+	c.mu.RUnlock()
+	if svc == nil {
+		return c.removeImport(ctx, ns, name)
+	}
+	plan := PlanImport(*svc, c.reachable)
+
+	si, err := c.applyServiceImport(ctx, plan.ServiceImport)
+	if err != nil {
+		return err
+	}
+	owner := metav1.OwnerReference{APIVersion: mcsv1beta1.GroupVersion.String(), Kind: "ServiceImport",
+		Name: si.Name, UID: si.UID, Controller: ptr(true)}
+	derived, err := c.applyDerived(ctx, plan.Derived, owner)
+	if err != nil {
+		return err
+	}
+	if err := c.applySlices(ctx, ns, name, plan.Slices, owner); err != nil {
+		return err
+	}
+	// The ServiceImport's ips are the derived Service's ClusterIPs, in the
+	// order of its ipFamilies.
+	want := si.DeepCopy()
+	want.Spec.IPs, want.Spec.IPFamilies = nil, plan.ServiceImport.Spec.IPFamilies
+	if svc.Type == string(mcsv1beta1.ClusterSetIP) {
+		want.Spec.IPs = slices.Clone(derived.Spec.ClusterIPs)
+		want.Spec.IPFamilies = slices.Clone(derived.Spec.IPFamilies)
+	}
+	if !equality.Semantic.DeepEqual(want.Spec, si.Spec) {
+		if si, err = c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).Update(ctx, want, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("set ips of ServiceImport %s: %w", key, err)
+		}
+	}
+	if !equality.Semantic.DeepEqual(si.Status.Clusters, plan.ServiceImport.Status.Clusters) {
+		si = si.DeepCopy()
+		si.Status.Clusters = plan.ServiceImport.Status.Clusters
+		if _, err := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).UpdateStatus(ctx, si, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("update status of ServiceImport %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// applyServiceImport creates or updates the ServiceImport's labels,
+// annotations and spec (ips and ipFamilies are kept: they follow the
+// derived Service) and returns the stored object.
+func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.ServiceImport) (*mcsv1beta1.ServiceImport, error) {
+	client := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(want.Namespace)
+	cur, err := c.imports.ServiceImports(want.Namespace).Get(want.Name)
+	if apierrors.IsNotFound(err) {
+		create := want.DeepCopy()
+		create.Status = mcsv1beta1.ServiceImportStatus{}
+		si, err := client.Create(ctx, create, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return client.Get(ctx, want.Name, metav1.GetOptions{}) // our cache lags
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create ServiceImport %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		return si, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	upd := cur.DeepCopy()
+	spec := want.Spec
+	spec.IPs, spec.IPFamilies = cur.Spec.IPs, cur.Spec.IPFamilies
+	if len(cur.Spec.IPFamilies) == 0 {
+		spec.IPFamilies = want.Spec.IPFamilies
+	}
+	upd.Spec = spec
+	upd.Labels, upd.Annotations = want.Labels, want.Annotations
+	if equality.Semantic.DeepEqual(upd.Spec, cur.Spec) && maps.Equal(upd.Labels, cur.Labels) && maps.Equal(upd.Annotations, cur.Annotations) {
+		return cur, nil
+	}
+	si, err := client.Update(ctx, upd, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update ServiceImport %s/%s: %w", want.Namespace, want.Name, err)
+	}
+	return si, nil
+}
+
+// applyDerived creates or updates the derived Service. Headless-ness cannot
+// change in place, so a type change replaces it.
+func (c *Controller) applyDerived(ctx context.Context, want *corev1.Service, owner metav1.OwnerReference) (*corev1.Service, error) {
+	client := c.cfg.Kube.CoreV1().Services(want.Namespace)
+	want = want.DeepCopy()
+	want.OwnerReferences = []metav1.OwnerReference{owner}
+	cur, err := c.services.Services(want.Namespace).Get(want.Name)
+	if err == nil && cur.Labels[LabelManagedBy] != ManagedBy {
+		return nil, fmt.Errorf("service %s/%s exists and is not managed by %s; delete or rename it so the import can use the name", want.Namespace, want.Name, ManagedBy)
+	}
+	if err == nil && (cur.Spec.ClusterIP == corev1.ClusterIPNone) != (want.Spec.ClusterIP == corev1.ClusterIPNone) {
+		if err := client.Delete(ctx, want.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID}}); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("replace derived Service %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		err = apierrors.NewNotFound(corev1.Resource("services"), want.Name)
+	}
+	if apierrors.IsNotFound(err) {
+		s, err := client.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return client.Get(ctx, want.Name, metav1.GetOptions{})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create derived Service %s/%s: %w", want.Namespace, want.Name, err)
+		}
+		return s, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	upd := cur.DeepCopy()
+	upd.Labels, upd.OwnerReferences = want.Labels, want.OwnerReferences
+	upd.Spec.Ports = want.Spec.Ports
+	upd.Spec.SessionAffinity, upd.Spec.SessionAffinityConfig = want.Spec.SessionAffinity, want.Spec.SessionAffinityConfig
+	if upd.Spec.SessionAffinity == "" {
+		upd.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	upd.Spec.InternalTrafficPolicy = want.Spec.InternalTrafficPolicy
+	if upd.Spec.InternalTrafficPolicy == nil {
+		upd.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyCluster)
+	}
+	upd.Spec.TrafficDistribution = want.Spec.TrafficDistribution
+	if equality.Semantic.DeepEqual(upd.Spec, cur.Spec) && maps.Equal(upd.Labels, cur.Labels) && equality.Semantic.DeepEqual(upd.OwnerReferences, cur.OwnerReferences) {
+		return cur, nil
+	}
+	s, err := client.Update(ctx, upd, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update derived Service %s/%s: %w", want.Namespace, want.Name, err)
+	}
+	return s, nil
+}
+
+// applySlices makes our EndpointSlices of import name exactly want.
+func (c *Controller) applySlices(ctx context.Context, ns, name string, want []*discoveryv1.EndpointSlice, owner metav1.OwnerReference) error {
+	client := c.cfg.Kube.DiscoveryV1().EndpointSlices(ns)
+	cur := map[string]*discoveryv1.EndpointSlice{}
+	objs, err := c.sliceIndex.ByIndex(indexMCService, ns+"/"+name)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		s := o.(*discoveryv1.EndpointSlice)
+		cur[s.Name] = s
+	}
+	var errs []error
+	for _, w := range want {
+		w = w.DeepCopy()
+		w.OwnerReferences = []metav1.OwnerReference{owner}
+		old, ok := cur[w.Name]
+		delete(cur, w.Name)
+		switch {
+		case !ok:
+			_, err := client.Create(ctx, w, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				err = errors.New("exists but not in our cache yet")
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("create EndpointSlice %s/%s: %w", ns, w.Name, err))
+			}
+		case old.AddressType != w.AddressType:
+			if err := client.Delete(ctx, w.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			errs = append(errs, fmt.Errorf("EndpointSlice %s/%s replaced", ns, w.Name)) // recreated on retry
+		case !maps.Equal(old.Labels, w.Labels) || !equality.Semantic.DeepEqual(old.Endpoints, w.Endpoints) ||
+			!equality.Semantic.DeepEqual(old.Ports, w.Ports) || !equality.Semantic.DeepEqual(old.OwnerReferences, w.OwnerReferences):
+			upd := old.DeepCopy()
+			upd.Labels, upd.Endpoints, upd.Ports, upd.OwnerReferences = w.Labels, w.Endpoints, w.Ports, w.OwnerReferences
+			if _, err := client.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+				errs = append(errs, fmt.Errorf("update EndpointSlice %s/%s: %w", ns, w.Name, err))
+			}
+		}
+	}
+	for n := range cur {
+		if err := client.Delete(ctx, n, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete EndpointSlice %s/%s: %w", ns, n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeImport deletes our ServiceImport, derived Service and slices of
+// name. The slices and the Service would also go by garbage collection;
+// deleting them now makes it immediate.
+func (c *Controller) removeImport(ctx context.Context, ns, name string) error {
+	var errs []error
+	if err := c.applySlices(ctx, ns, name, nil, metav1.OwnerReference{}); err != nil {
+		errs = append(errs, err)
+	}
+	if s, err := c.services.Services(ns).Get(DerivedName(name)); err == nil && s.Labels[LabelManagedBy] == ManagedBy {
+		if err := c.cfg.Kube.CoreV1().Services(ns).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete derived Service %s/%s: %w", ns, s.Name, err))
+		}
+	}
+	if si, err := c.imports.ServiceImports(ns).Get(name); err == nil && si.Labels[LabelManagedBy] == ManagedBy {
+		c.log.Info("removing import", "service", ns+"/"+name)
+		if err := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete ServiceImport %s/%s: %w", ns, name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
