@@ -259,7 +259,7 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 		d1 := time.Since(s)
 		s = time.Now()
 		key := make([]byte, 32)
-		key[0], key[1] = byte(i>>8), byte(i)
+		key[0], key[1], key[31] = byte(i>>8), byte(i), 1 // never the all-zero key, which the broker refuses
 		err = c.RegisterGateway(ctx, api.Gateway{ClusterID: id, Hostname: "gw-0", PrivateIP: "192.0.2.1",
 			Port: 51820, PublicKey: b64(key), Active: true})
 		if err != nil {

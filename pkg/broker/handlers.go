@@ -31,6 +31,21 @@ func bearer(r *http.Request) (auth.Parsed, bool) {
 	return p, err == nil
 }
 
+// joinTokenError says why p is not a usable join token, or nil; tr is the
+// stored record of p's ID, nil if none.
+func joinTokenError(tr *tokenRecord, p auth.Parsed, now time.Time) *api.Error {
+	switch {
+	case tr == nil || !auth.Match(p.Raw, tr.Hash):
+		return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
+	case tr.RevokedAt != nil:
+		return &api.Error{Code: api.CodeUnauthorized, Message: fmt.Sprintf("join token %s was revoked", tr.ID)}
+	case !now.Before(tr.ExpiresAt):
+		return &api.Error{Code: api.CodeUnauthorized,
+			Message: fmt.Sprintf("join token %s expired at %s; ask the operator for a new one", tr.ID, tr.ExpiresAt.Format(time.RFC3339))}
+	}
+	return nil
+}
+
 // authenticate accepts admin and cluster credentials (not join tokens).
 func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
 	p, ok := bearer(r)
@@ -167,21 +182,6 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	b.log.Info("cluster joined", "cluster", resp.Cluster.ID, "tunnelIP", resp.Cluster.TunnelIP,
 		"podCIDRs", resp.Cluster.PodCIDRs, "serviceCIDRs", resp.Cluster.ServiceCIDRs)
 	writeJSON(w, http.StatusCreated, resp)
-}
-
-// joinTokenError says why p is not a usable join token, or nil; tr is the
-// stored record of p's ID, nil if none.
-func joinTokenError(tr *tokenRecord, p auth.Parsed, now time.Time) *api.Error {
-	switch {
-	case tr == nil || !auth.Match(p.Raw, tr.Hash):
-		return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
-	case tr.RevokedAt != nil:
-		return &api.Error{Code: api.CodeUnauthorized, Message: fmt.Sprintf("join token %s was revoked", tr.ID)}
-	case !now.Before(tr.ExpiresAt):
-		return &api.Error{Code: api.CodeUnauthorized,
-			Message: fmt.Sprintf("join token %s expired at %s; ask the operator for a new one", tr.ID, tr.ExpiresAt.Format(time.RFC3339))}
-	}
-	return nil
 }
 
 // ---- tokens ----

@@ -64,6 +64,30 @@ func addr(field, s string) (netip.Addr, *api.Error) {
 	return a, nil
 }
 
+// reachableAddr is addr for an address other clusters connect to (a
+// service IP or an endpoint): like Kubernetes' EndpointSlice validation, it
+// refuses the unspecified, loopback, link-local and multicast addresses.
+func reachableAddr(field, s string) (netip.Addr, *api.Error) {
+	a, err := addr(field, s)
+	if err != nil {
+		return a, err
+	}
+	var what string
+	switch {
+	case a.IsUnspecified():
+		what = "the unspecified address"
+	case a.IsLoopback():
+		what = "a loopback address"
+	case a.IsLinkLocalUnicast():
+		what = "a link-local address"
+	case a.IsMulticast():
+		what = "a multicast address"
+	default:
+		return a, nil
+	}
+	return netip.Addr{}, invalid(field, "%q is %s, which no other cluster can reach", s, what)
+}
+
 // family names an address's family as Kubernetes does.
 func family(a netip.Addr) string {
 	if a.Is4() {

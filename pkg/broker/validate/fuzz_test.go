@@ -62,6 +62,8 @@ func FuzzDecodeValidate(f *testing.F) {
 		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ips":["fd00::1","10.96.0.2"],"ipFamilies":["IPv6","IPv4"]}`},
 		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ips":["fe80::1%eth0"]}`},
 		{2, `{"namespace":"shop","name":"db","type":"Headless","createdAt":"0001-01-01T00:00:00Z","endpoints":[{"addresses":["::ffff:10.1.2.3"]}]}`},
+		{2, `{"namespace":"shop","name":"db","type":"Headless","createdAt":"2026-01-02T03:04:05Z","endpoints":[{"addresses":["127.0.0.1","169.254.0.1"]}]}`},
+		{2, `{"namespace":"shop","name":"cart","type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05+02:00","ips":["0.0.0.0","ff02::1"]}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.kind, []byte(s.body))

@@ -21,7 +21,7 @@ import (
 
 // keyError is a refused key with the path of the object holding it.
 type keyError struct {
-	path []string // innermost last
+	path []string // innermost first
 	msg  string
 }
 
@@ -42,7 +42,8 @@ func (e *keyError) in(seg string) *keyError {
 	return e
 }
 
-// strictKeys checks data, which must be one valid JSON value, against t.
+// strictKeys checks data against t. It is meant for bodies that decoded
+// without error, but is total on any input.
 func strictKeys(data []byte, t reflect.Type) *keyError {
 	s := keyScanner{data: data}
 	return s.value(infoOf(t))
@@ -306,16 +307,16 @@ func buildInfo(t reflect.Type, building map[reflect.Type]*typeInfo) *typeInfo {
 	if ti, ok := building[t]; ok {
 		return ti
 	}
+	if t.Kind() == reflect.Pointer {
+		return buildInfo(t.Elem(), building) // JSON has no pointers
+	}
 	ti := &typeInfo{}
 	building[t] = ti
-	if t.Implements(jsonUnmarshaler) || t.Implements(textUnmarshaler) ||
-		t.Kind() != reflect.Pointer && (reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler)) {
+	if pt := reflect.PointerTo(t); pt.Implements(jsonUnmarshaler) || pt.Implements(textUnmarshaler) {
 		ti.opaque = true
 		return ti
 	}
 	switch t.Kind() {
-	case reflect.Pointer:
-		*ti = *buildInfo(t.Elem(), building)
 	case reflect.Map:
 		ti.isMap, ti.elem = true, buildInfo(t.Elem(), building)
 	case reflect.Slice, reflect.Array:

@@ -121,3 +121,35 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	})
 }
+
+// TestStrictKeysFollowsEncodingJSONNames: embedded structs, pointers, "-"
+// and untagged fields are named as encoding/json names them.
+func TestStrictKeysFollowsEncodingJSONNames(t *testing.T) {
+	type inner struct {
+		A int `json:"a"`
+	}
+	type outer struct {
+		inner
+		P     *inner `json:"p"`
+		Skip  int    `json:"-"`
+		Plain int
+		T     *time.Time `json:"t,omitempty"`
+		L     []*inner   `json:"l"`
+	}
+	for body, field := range map[string]string{
+		`{"a":1,"p":{"a":2},"Plain":3,"t":"2026-01-02T03:04:05Z","l":[{"a":1},null]}`: "",
+		`{"A":1}`:                 "A",
+		`{"p":{"A":1}}`:           "p.A",
+		`{"plain":1}`:             "plain",
+		`{"l":[{"a":1},{"A":2}]}`: "l[1].A",
+		`{"a":1,"a":2}`:           "a",
+	} {
+		err := Decode(strings.NewReader(body), new(outer), 1<<20)
+		switch {
+		case field == "" && err != nil:
+			t.Errorf("%s refused: %+v", body, err)
+		case field != "" && (err == nil || err.Field != field):
+			t.Errorf("%s: got %+v, want an error on %q", body, err, field)
+		}
+	}
+}

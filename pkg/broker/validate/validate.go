@@ -297,7 +297,7 @@ func Export(e *api.Export) *api.Error {
 	var ipFams []string
 	for i, s := range e.IPs {
 		f := fmt.Sprintf("ips[%d]", i)
-		a, err := addr(f, s)
+		a, err := reachableAddr(f, s)
 		if err != nil {
 			return err
 		}
@@ -361,7 +361,7 @@ func Export(e *api.Export) *api.Error {
 			return invalid(f+".addresses", "1 to %d addresses required", MaxAddresses)
 		}
 		for j, a := range ep.Addresses {
-			if err := ip(fmt.Sprintf("%s.addresses[%d]", f, j), a, true); err != nil {
+			if _, err := reachableAddr(fmt.Sprintf("%s.addresses[%d]", f, j), a); err != nil {
 				return err
 			}
 		}

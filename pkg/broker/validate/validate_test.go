@@ -70,6 +70,13 @@ func TestExportFields(t *testing.T) {
 		{"endpoints[0].addresses[0]", func(e *api.Export) {
 			e.Endpoints = []api.Endpoint{{Addresses: []string{"fe80::1%eth0"}}}
 		}},
+		{"endpoints[0].addresses[1]", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5", "127.0.0.1"}}}
+		}},
+		{"endpoints[0].addresses[0]", func(e *api.Export) { e.Endpoints = []api.Endpoint{{Addresses: []string{"169.254.1.1"}}} }},
+		{"ips[0]", func(e *api.Export) { e.IPs = []string{"0.0.0.0"} }},
+		{"ips[1]", func(e *api.Export) { e.IPs = []string{"10.96.0.10", "ff02::1"} }},
+		{"ips[1]", func(e *api.Export) { e.IPs = []string{"10.96.0.10", "::1"} }},
 	}
 	for _, tc := range cases {
 		e := base()
