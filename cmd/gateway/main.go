@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +46,7 @@ type runFlags struct {
 	metrics, logLevel                                      string
 	podCIDRs, svcCIDRs                                     []string
 	listenPort, mtu                                        int
+	epoch                                                  int64
 }
 
 func runCmd() *cobra.Command {
@@ -65,7 +67,8 @@ func runCmd() *cobra.Command {
 	fl.StringVar(&f.credFile, "credential-file", "", "file holding this cluster's broker credential (required; written by a join with --join-token-file)")
 	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "join token to use when --credential-file does not exist yet; the credential it yields is stored there")
 	fl.StringVar(&f.keyFile, "key-file", "/var/lib/tunnelmesh/private.key", "WireGuard private key file; created if missing")
-	fl.IntVar(&f.listenPort, "listen-port", 51820, "WireGuard UDP port")
+	fl.IntVar(&f.listenPort, "listen-port", 51820, "WireGuard UDP port (1-65535)")
+	fl.Int64Var(&f.epoch, "epoch", 1, "failover epoch announced with the active registration; raise it to take over from another active gateway of the cluster")
 	fl.StringVar(&f.hostname, "hostname", "", "gateway name announced to the broker (default: the host name)")
 	fl.StringVar(&f.publicIP, "public-ip", "", "public address peers should use (default: none; peers use the private or broker-observed address)")
 	fl.StringVar(&f.privateIP, "private-ip", "", "underlay address (default: the local address towards the broker)")
@@ -96,6 +99,12 @@ func run(ctx context.Context, f runFlags) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing required flags: %s", strings.Join(missing, ", "))
+	}
+	if f.listenPort < 1 || f.listenPort > 65535 {
+		return fmt.Errorf("--listen-port %d: want a fixed UDP port in 1-65535 (remote gateways reach this one on the port it announces; 0 would pick a random one)", f.listenPort)
+	}
+	if f.epoch < 1 {
+		return fmt.Errorf("--epoch %d: want 1 or more", f.epoch)
 	}
 	pods, err := gateway.ParsePrefixes("pod-cidr", f.podCIDRs)
 	if err != nil {
@@ -147,8 +156,26 @@ func run(ctx context.Context, f runFlags) error {
 	if err != nil {
 		return fmt.Errorf("broker client: %w", err)
 	}
+	local := gateway.Local{ClusterID: f.clusterID, Interface: f.iface, PodCIDRs: pods, ServiceCIDRs: svcs}
+	for _, s := range []string{f.privateIP, f.publicIP} {
+		if a, err := netip.ParseAddr(s); err == nil {
+			local.UnderlayAddrs = append(local.UnderlayAddrs, a.Unmap())
+		}
+	}
+	if localIP != nil {
+		if a, ok := netip.AddrFromSlice(localIP); ok {
+			local.UnderlayAddrs = append(local.UnderlayAddrs, a.Unmap())
+		}
+	}
+	if brokerIP != nil {
+		if a, ok := netip.AddrFromSlice(brokerIP); ok {
+			local.BrokerAddrs = append(local.BrokerAddrs, a.Unmap())
+		}
+	}
 	eng := gateway.New(gateway.Config{
-		Local:      gateway.Local{ClusterID: f.clusterID, Interface: f.iface, PodCIDRs: pods, ServiceCIDRs: svcs},
+		Local:      local,
+		Role:       gateway.RoleActive, // outside Kubernetes the process is its cluster's active gateway
+		Epoch:      f.epoch,
 		Hostname:   f.hostname,
 		PrivateKey: key,
 		ListenPort: f.listenPort,

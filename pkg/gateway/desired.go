@@ -1,17 +1,22 @@
-// Package gateway is the data-plane engine: a pure function from the local
-// cluster's configuration and the broker's snapshot to the desired
-// WireGuard peers, routes and firewall, and the loop that applies it, probes
+// Package gateway is the gateway's data plane and its bond to the broker: a
+// pure function from the local cluster's configuration and the broker's
+// snapshot to the desired WireGuard peers, routes and firewall (Compute);
+// the DataPlane that converges the host to one desired state, active or
+// standby; the Member loop that registers and heartbeats with the role and
+// epoch its caller gives; and the Engine that ties them together, probes
 // each peer through the tunnel and reports health.
 package gateway
 
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -30,6 +35,11 @@ type Local struct {
 	// ObservedIP is the address the broker saw for this gateway, if known;
 	// a remote gateway behind the same NAT is reached on its private IP.
 	ObservedIP string
+	// UnderlayAddrs are this gateway's own underlay addresses and
+	// BrokerAddrs the broker's: a remote CIDR covering one of them (or a
+	// peer's endpoint) would pull that traffic into the tunnel, so it is refused.
+	UnderlayAddrs []netip.Addr
+	BrokerAddrs   []netip.Addr
 }
 
 // RemotePeer is one remote cluster the gateway links to.
@@ -41,22 +51,67 @@ type RemotePeer struct {
 	Peer     wg.Peer
 }
 
-// Desired is everything the gateway should have applied.
+// Desired is everything the gateway should have applied. The zero value is
+// the standby shape: no peers, no tunnel address, no routes, no table.
 type Desired struct {
 	TunnelIP netip.Addr // local cluster's tunnel IP; invalid until the broker assigned one
 	Peers    []RemotePeer
 	Routes   routes.State
-	Firewall routes.Firewall
-	// Problems lists remote clusters skipped and why.
+	Firewall nft.Desired
+	// Problems lists remote clusters or CIDRs skipped and why.
 	Problems []string
+	// Refused are remote CIDRs left out because they cover an address the
+	// gateway must reach outside the tunnel.
+	Refused []RefusedCIDR
+}
+
+// RefusedCIDR is a remote cluster's CIDR that Compute left out.
+type RefusedCIDR struct {
+	Cluster string
+	CIDR    netip.Prefix
+	Covers  netip.Addr
+	What    string // "this gateway's underlay address", "the broker", "the endpoint of cluster x"
+}
+
+// Standby is the desired state of a gateway that stands by: its device is
+// open with the cluster's key but holds no peer and no address.
+var Standby = Desired{}
+
+// Equal reports whether d and e need the same WireGuard peers, routes and
+// firewall; status-only fields (problems, staleness, hostnames) are ignored.
+func (d Desired) Equal(e Desired) bool {
+	if d.TunnelIP != e.TunnelIP || len(d.Peers) != len(e.Peers) || !d.Firewall.Equal(e.Firewall) ||
+		!reflect.DeepEqual(d.Routes, e.Routes) {
+		return false
+	}
+	for i := range d.Peers {
+		if d.Peers[i].TunnelIP != e.Peers[i].TunnelIP || !d.Peers[i].Peer.Equal(e.Peers[i].Peer) {
+			return false
+		}
+	}
+	return true
+}
+
+// IPv6 reports whether an IPv6 CIDR or address is in play.
+func (d Desired) IPv6() bool {
+	for _, p := range slices.Concat(d.Firewall.Local, d.Firewall.Remote) {
+		if !p.Addr().Unmap().Is4() {
+			return true
+		}
+	}
+	for _, r := range d.Routes.Routes {
+		if !r.Dst.Addr().Unmap().Is4() {
+			return true
+		}
+	}
+	return d.TunnelIP.IsValid() && !d.TunnelIP.Unmap().Is4()
 }
 
 // Compute derives the desired data-plane state from the local config and the
 // broker snapshot. It is pure: same inputs, same output, no I/O.
 func Compute(local Local, snap api.Snapshot) Desired {
 	var d Desired
-	local4 := slices.Concat(local.PodCIDRs, local.ServiceCIDRs)
-	d.Firewall = routes.Firewall{Interface: local.Interface, Local: slices.Clone(local4)}
+	d.Firewall = nft.Desired{Interface: local.Interface, Local: slices.Concat(local.PodCIDRs, local.ServiceCIDRs)}
 
 	gws := map[string][]api.Gateway{}
 	for _, g := range snap.Gateways {
@@ -81,6 +136,11 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	}
 	if d.TunnelIP.IsValid() {
 		d.Routes.Addresses = []routes.Address{{Dev: local.Interface, Prefix: netip.PrefixFrom(d.TunnelIP, d.TunnelIP.BitLen())}}
+		if d.TunnelIP.Is4() {
+			d.Firewall.SNAT4 = d.TunnelIP
+		} else {
+			d.Firewall.SNAT6 = d.TunnelIP
+		}
 	}
 
 	if !member {
@@ -90,11 +150,17 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	}
 	clusters := slices.Clone(snap.Clusters)
 	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
+	protected := protectedAddrs(local, clusters, gws)
 	for _, c := range clusters {
 		if c.ID == local.ClusterID {
 			continue
 		}
-		rp, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID])
+		rp, refused, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID], protected)
+		for _, r := range refused {
+			d.Refused = append(d.Refused, r)
+			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: CIDR %s covers %s (%s); refused, the rest of the cluster stays linked",
+				r.Cluster, r.CIDR, r.Covers, r.What))
+		}
 		if problem != "" {
 			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: %s", c.ID, problem))
 			continue
@@ -111,35 +177,71 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	return d
 }
 
-func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway) (RemotePeer, string) {
+// protected is an address the gateway reaches outside the tunnel.
+type protected struct {
+	addr netip.Addr
+	what string
+}
+
+// protectedAddrs: this gateway's underlay, the broker and every peer's endpoint.
+func protectedAddrs(local Local, clusters []api.Cluster, gws map[string][]api.Gateway) []protected {
+	var out []protected
+	for _, a := range local.UnderlayAddrs {
+		out = append(out, protected{a.Unmap(), "this gateway's underlay address"})
+	}
+	for _, a := range local.BrokerAddrs {
+		out = append(out, protected{a.Unmap(), "the broker's address"})
+	}
+	for _, c := range clusters {
+		if c.ID == local.ClusterID {
+			continue
+		}
+		if g, ok := chooseGateway(gws[c.ID]); ok {
+			if ep := endpoint(local, g); ep.IsValid() {
+				out = append(out, protected{ep.Addr(), fmt.Sprintf("the endpoint of cluster %q's gateway", c.ID)})
+			}
+		}
+	}
+	return out
+}
+
+func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway, prot []protected) (RemotePeer, []RefusedCIDR, string) {
 	rp := RemotePeer{Cluster: c.ID}
 	g, ok := chooseGateway(gws)
 	if !ok {
-		return rp, "no gateway registered yet"
+		return rp, nil, "no gateway registered yet"
 	}
 	key, err := wgtypes.ParseKey(g.PublicKey)
 	if err != nil {
-		return rp, fmt.Sprintf("gateway %s has an invalid public key: %v", g.Hostname, err)
+		return rp, nil, fmt.Sprintf("gateway %s has an invalid public key: %v", g.Hostname, err)
 	}
 	rp.Gateway, rp.Stale = g.Hostname, g.Stale || !g.Active
 	tip, err := netip.ParseAddr(c.TunnelIP)
 	if err != nil {
-		return rp, fmt.Sprintf("invalid tunnel IP %q", c.TunnelIP)
+		return rp, nil, fmt.Sprintf("invalid tunnel IP %q", c.TunnelIP)
 	}
 	if tip == localTunnel {
-		return rp, fmt.Sprintf("tunnel IP %s equals ours", tip)
+		return rp, nil, fmt.Sprintf("tunnel IP %s equals ours", tip)
 	}
 	rp.TunnelIP = tip
 	allowed := []netip.Prefix{netip.PrefixFrom(tip, tip.BitLen())}
+	var refused []RefusedCIDR
+cidrs:
 	for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return rp, fmt.Sprintf("invalid CIDR %q", s)
+			return rp, nil, fmt.Sprintf("invalid CIDR %q", s)
 		}
-		p = p.Masked()
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
 		for _, l := range slices.Concat(local.PodCIDRs, local.ServiceCIDRs) {
 			if l.Overlaps(p) {
-				return rp, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
+				return rp, nil, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
+			}
+		}
+		for _, pa := range prot {
+			if p.Contains(pa.addr) {
+				refused = append(refused, RefusedCIDR{Cluster: c.ID, CIDR: p, Covers: pa.addr, What: pa.what})
+				continue cidrs
 			}
 		}
 		allowed = append(allowed, p)
@@ -151,13 +253,22 @@ func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Ga
 		AllowedIPs: allowed,
 		Keepalive:  Keepalive,
 	}
-	return rp, ""
+	return rp, refused, ""
+}
+
+func unmapBits(p netip.Prefix) int {
+	if p.Addr().Is4In6() {
+		return 96
+	}
+	return 0
 }
 
 // chooseGateway picks the gateway whose endpoint the peer uses: the active,
-// fresh one (the highest epoch); failing that the best remaining record, so a heartbeat gap
+// fresh one; failing that the best remaining record, so a heartbeat gap
 // (a restarting gateway, a broker outage) never tears a working tunnel down.
-// All candidates share the cluster's key, so only the endpoint depends on it.
+// Among equals the highest epoch (the latest failover) wins, then the
+// hostname. All candidates share the cluster's key, so only the endpoint
+// depends on it.
 func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
 	if len(gws) == 0 {
 		return api.Gateway{}, false

@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -26,8 +28,8 @@ func TestCompute(t *testing.T) {
 	ca := api.Cluster{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}, TunnelIP: "100.127.0.1"}
 	cb := api.Cluster{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.102.0.0/16"}, TunnelIP: "100.127.0.2"}
 	cc := api.Cluster{ID: "c", PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.103.0.0/16"}, TunnelIP: "100.127.0.3"}
-	gb := api.Gateway{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", Port: 51820, PublicKey: kb, Active: true}
-	gc := api.Gateway{ClusterID: "c", Hostname: "c1", PrivateIP: "192.0.2.3", Port: 51821, PublicKey: kc, Active: true}
+	gb := api.Gateway{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", Port: 51820, PublicKey: kb, Active: true, Epoch: 1}
+	gc := api.Gateway{ClusterID: "c", Hostname: "c1", PrivateIP: "192.0.2.3", Port: 51821, PublicKey: kc, Active: true, Epoch: 1}
 
 	tests := []struct {
 		name      string
@@ -36,7 +38,9 @@ func TestCompute(t *testing.T) {
 		tunnel    string
 		endpoints map[string]string // cluster -> endpoint
 		routes    int
+		allowed   int // AllowedIPs per peer; 3 unless set
 		problem   string
+		refused   string
 	}{
 		{name: "empty", snap: api.Snapshot{}, problem: "not a member"},
 		{name: "removed from clusterset", snap: api.Snapshot{Clusters: []api.Cluster{cb}, Gateways: []api.Gateway{gb}}, problem: "not a member"},
@@ -60,7 +64,7 @@ func TestCompute(t *testing.T) {
 				g.Hostname = "b2"
 				g.PrivateIP = "192.0.2.21"
 				g.Active = false
-				g.Epoch = 7
+				g.Epoch = 9
 			}),
 			gb}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
@@ -68,6 +72,25 @@ func TestCompute(t *testing.T) {
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
 		{name: "overlapping CIDR skipped", snap: api.Snapshot{Clusters: []api.Cluster{ca, {ID: "b", PodCIDRs: []string{"10.1.128.0/17"}, TunnelIP: "100.127.0.2"}}, Gateways: []api.Gateway{gb}},
 			tunnel: "100.127.0.1", problem: "overlaps local CIDR 10.1.0.0/16"},
+		{name: "two active records: the higher epoch wins (failover before the old one is stale)", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb},
+			Gateways: []api.Gateway{gb, with(gb, func(g *api.Gateway) { g.Hostname = "b9"; g.PrivateIP = "192.0.2.29"; g.Epoch = 2 })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.29:51820"}, routes: 3},
+		{name: "remote CIDR covering our underlay refused, rest kept", local: Local{UnderlayAddrs: []netip.Addr{netip.MustParseAddr("192.168.5.4")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"192.168.0.0/16"} })}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 2, allowed: 2,
+			problem: `"b": CIDR 192.168.0.0/16 covers 192.168.5.4 (this gateway's underlay address)`, refused: "192.168.0.0/16"},
+		{name: "remote CIDR covering the broker refused", local: Local{BrokerAddrs: []netip.Addr{netip.MustParseAddr("198.18.0.9")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.PodCIDRs = []string{"10.2.0.0/16", "198.18.0.0/15"} })}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3, allowed: 3,
+			problem: "covers 198.18.0.9 (the broker's address)", refused: "198.18.0.0/15"},
+		{name: "remote CIDR covering another peer's endpoint refused", snap: api.Snapshot{
+			Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"192.0.2.0/28"} }), cc}, Gateways: []api.Gateway{gb, gc}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820", "c": "192.0.2.3:51821"}, routes: 5, allowed: 2,
+			problem: `covers 192.0.2.2 (the endpoint of cluster "b"'s gateway)`, refused: "192.0.2.0/28"},
+		{name: "IPv4-mapped remote CIDR unmapped before the checks", local: Local{BrokerAddrs: []netip.Addr{netip.MustParseAddr("198.18.0.9")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"::ffff:198.18.0.0/111"} })}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 2, allowed: 2,
+			problem: "covers 198.18.0.9", refused: "198.18.0.0/15"},
 		{name: "bad key skipped", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.PublicKey = "nope" })}},
 			tunnel: "100.127.0.1", problem: "invalid public key"},
 	}
@@ -77,6 +100,11 @@ func TestCompute(t *testing.T) {
 			if tc.local.ObservedIP != "" {
 				l.ObservedIP = tc.local.ObservedIP
 			}
+			l.UnderlayAddrs, l.BrokerAddrs = tc.local.UnderlayAddrs, tc.local.BrokerAddrs
+			allowed := tc.allowed
+			if allowed == 0 {
+				allowed = 3
+			}
 			d := Compute(l, tc.snap)
 			if got := addrString(d.TunnelIP); got != tc.tunnel {
 				t.Errorf("tunnel IP %q, want %q", got, tc.tunnel)
@@ -84,7 +112,7 @@ func TestCompute(t *testing.T) {
 			got := map[string]string{}
 			for _, p := range d.Peers {
 				got[p.Cluster] = p.Peer.Endpoint.String()
-				if p.Peer.Keepalive != Keepalive || len(p.Peer.AllowedIPs) != 3 {
+				if p.Peer.Keepalive != Keepalive || (p.Cluster == "b" && len(p.Peer.AllowedIPs) != allowed) {
 					t.Errorf("peer %s: %+v", p.Cluster, p.Peer)
 				}
 				if p.Peer.AllowedIPs[0] != netip.PrefixFrom(p.TunnelIP, 32) {
@@ -107,8 +135,18 @@ func TestCompute(t *testing.T) {
 					t.Errorf("route %+v", r)
 				}
 			}
-			if len(d.Firewall.Remote) != 2*len(d.Peers) || len(d.Firewall.Local) != 2 {
+			if len(d.Firewall.Remote) != tc.routes-len(d.Peers) || len(d.Firewall.Local) != 2 {
 				t.Errorf("firewall %+v", d.Firewall)
+			}
+			var refused []string
+			for _, r := range d.Refused {
+				refused = append(refused, r.CIDR.String())
+				if slices.Contains(d.Firewall.Remote, r.CIDR) || slices.ContainsFunc(d.Routes.Routes, func(rt routes.Route) bool { return rt.Dst == r.CIDR }) {
+					t.Errorf("refused %s still routed or in the firewall", r.CIDR)
+				}
+			}
+			if got := strings.Join(refused, ","); got != tc.refused {
+				t.Errorf("refused %q, want %q", got, tc.refused)
 			}
 			joined := strings.Join(d.Problems, "; ")
 			if (tc.problem == "") != (joined == "") || !strings.Contains(joined, tc.problem) {
@@ -122,6 +160,41 @@ func TestCompute(t *testing.T) {
 }
 
 func with(g api.Gateway, f func(*api.Gateway)) api.Gateway { f(&g); return g }
+
+func with2(c api.Cluster, f func(*api.Cluster)) api.Cluster { f(&c); return c }
+
+func TestDesiredEqual(t *testing.T) {
+	kb := key(t)
+	local := Local{ClusterID: "a", Interface: "tmesh0", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+	ca := api.Cluster{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, TunnelIP: "100.127.0.1"}
+	cb := api.Cluster{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, TunnelIP: "100.127.0.2"}
+	gb := api.Gateway{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", Port: 51820, PublicKey: kb, Active: true, Epoch: 1}
+	base := Compute(local, api.Snapshot{Revision: 1, Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{gb}})
+	// What heartbeats and unrelated records change must not count.
+	same := Compute(local, api.Snapshot{Revision: 7, Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.Stale = true })},
+		Exports: []api.Export{{ClusterID: "b", Name: "x"}}})
+	if !base.Equal(same) {
+		t.Error("a stale flag or an export made the data plane differ")
+	}
+	for name, snap := range map[string]api.Snapshot{
+		"port":   {Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.Port = 51821 })}},
+		"CIDR":   {Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"10.102.0.0/16"} })}, Gateways: []api.Gateway{gb}},
+		"gone":   {Clusters: []api.Cluster{ca}},
+		"own IP": {Clusters: []api.Cluster{with2(ca, func(c *api.Cluster) { c.TunnelIP = "100.127.0.9" }), cb}, Gateways: []api.Gateway{gb}},
+	} {
+		if base.Equal(Compute(local, snap)) {
+			t.Errorf("%s changed but Equal says the data plane is the same", name)
+		}
+	}
+	if !Standby.Equal(Desired{}) || base.Equal(Standby) || base.IPv6() {
+		t.Error("standby shape or IPv6 detection wrong")
+	}
+	v6 := local
+	v6.PodCIDRs = append(v6.PodCIDRs, netip.MustParsePrefix("fd00:1::/64"))
+	if !Compute(v6, api.Snapshot{Clusters: []api.Cluster{ca}}).IPv6() {
+		t.Error("an IPv6 pod CIDR does not count as IPv6 in play")
+	}
+}
 
 func addrString(a netip.Addr) string {
 	if !a.IsValid() {

@@ -9,21 +9,19 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
+	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // Broker is what the engine needs of the broker client.
 type Broker interface {
-	RegisterGateway(ctx context.Context, g api.Gateway) error
-	Heartbeat(ctx context.Context, clusterID, hostname string, health []api.PeerHealth) error
+	Registrar
 	// Follow calls onChange with the full state after every change and keeps
 	// resuming across broker outages until ctx ends.
 	Follow(ctx context.Context, onChange func(api.Snapshot)) error
@@ -39,6 +37,9 @@ type Config struct {
 	PrivateIP  string
 	MTU        int
 	Mode       wg.Mode
+	// Role and Epoch are the starting role; SetRole changes them.
+	Role  Role
+	Epoch int64
 	// StateFile keeps the last broker snapshot so a gateway restarted during
 	// a broker outage comes back with its tunnels; empty disables it.
 	StateFile         string
@@ -47,23 +48,26 @@ type Config struct {
 	Log               *slog.Logger
 }
 
-// Engine runs the gateway's data plane.
+// Engine ties a DataPlane to the broker: it follows the broker's snapshot,
+// computes the desired state, applies it while active (the standby shape
+// otherwise), registers and heartbeats through a Member, and probes peers.
 type Engine struct {
 	cfg    Config
 	broker Broker
 	log    *slog.Logger
+	member *Member
+	roles  chan struct{}
 
-	dev   *wg.Device
-	wgc   *wg.Configurator
-	table *routes.Table
-	probe *prober
-
-	fwApplied *routes.Firewall
-	problems  []string
-
-	mu      sync.Mutex
-	desired Desired
-	health  []api.PeerHealth
+	mu       sync.Mutex
+	role     Role
+	desired  Desired // latest computed from the broker (whatever the role)
+	applied  *Desired
+	saved    *Desired // desired of the snapshot in the state file
+	health   []api.PeerHealth
+	problems []string
+	applies  int
+	revision int64 // of the last snapshot computed
+	dp       *DataPlane
 }
 
 // New returns an Engine; Run does the work.
@@ -80,38 +84,53 @@ func New(cfg Config, b Broker) *Engine {
 	if cfg.Local.Interface == "" {
 		cfg.Local.Interface = "tmesh0"
 	}
-	return &Engine{cfg: cfg, broker: b, log: cfg.Log}
+	if cfg.Role == "" {
+		cfg.Role = RoleActive
+	}
+	e := &Engine{cfg: cfg, broker: b, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1)}
+	e.member = NewMember(MemberConfig{
+		Gateway: api.Gateway{ClusterID: cfg.Local.ClusterID, Hostname: cfg.Hostname, PublicIP: cfg.PublicIP,
+			PrivateIP: cfg.PrivateIP, Port: cfg.ListenPort, PublicKey: cfg.PrivateKey.PublicKey().String()},
+		Interval: cfg.HeartbeatInterval, Health: e.Health, Log: cfg.Log,
+	}, b, cfg.Role, cfg.Epoch)
+	return e
 }
 
-// Run creates the device, follows the broker and keeps the data plane
+// SetRole promotes or demotes the gateway: the data plane is set to the
+// desired state (active) or the standby shape at once, and the broker is
+// told the new role and epoch.
+func (e *Engine) SetRole(role Role, epoch int64) {
+	e.mu.Lock()
+	e.role = role
+	e.mu.Unlock()
+	select {
+	case e.roles <- struct{}{}:
+	default:
+	}
+	e.member.SetRole(role, epoch)
+}
+
+// Run opens the data plane, follows the broker and keeps the data plane
 // converged until ctx ends, then removes everything it made.
 func (e *Engine) Run(ctx context.Context) (err error) {
-	name := e.cfg.Local.Interface
-	if err := enableForwarding(); err != nil {
-		return err
-	}
-	e.dev, err = wg.Open(wg.Options{Name: name, MTU: e.cfg.MTU, Mode: e.cfg.Mode, Log: e.log})
+	dp, err := OpenDataPlane(DataPlaneConfig{Interface: e.cfg.Local.Interface, PrivateKey: e.cfg.PrivateKey,
+		ListenPort: e.cfg.ListenPort, MTU: e.cfg.MTU, Mode: e.cfg.Mode, Log: e.log})
 	if err != nil {
 		return err
 	}
-	e.table = routes.NewTable(e.log)
+	e.mu.Lock()
+	e.dp = dp
+	e.mu.Unlock()
+	var probe *prober
 	defer func() {
-		if terr := e.teardown(); terr != nil {
+		if probe != nil {
+			probe.close()
+		}
+		if terr := dp.Teardown(); terr != nil {
 			e.log.Error("teardown", "err", terr)
 			err = errors.Join(err, terr)
 		}
 	}()
-	e.log.Info("WireGuard device up", "interface", name, "mode", e.dev.Mode, "mtu", e.cfg.MTU,
-		"publicKey", e.cfg.PrivateKey.PublicKey().String())
-	if e.wgc, err = wg.NewConfigurator(name); err != nil {
-		return err
-	}
-	if err := e.wgc.Apply(wg.Config{PrivateKey: e.cfg.PrivateKey, ListenPort: e.cfg.ListenPort}); err != nil {
-		return err
-	}
-	if e.probe, err = newProber(); err != nil {
-		return fmt.Errorf("health probe socket: %w", err)
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -129,14 +148,15 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}
 	if s, ok := e.loadState(); ok {
 		e.log.Info("applying last known broker state until the broker answers", "revision", s.Revision)
+		d := Compute(e.cfg.Local, s)
+		e.saved = &d
 		offer(s)
 	}
+	dpErr := make(chan error, 1)
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := e.table.Run(ctx, 30*time.Second); err != nil {
-			e.log.Error("route watcher stopped", "err", err)
-		}
+		dpErr <- dp.Run(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -150,141 +170,176 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		e.registerLoop(ctx)
+		_ = e.member.Run(ctx)
 	}()
 
 	probeTick := time.NewTicker(e.cfg.ProbeInterval)
 	defer probeTick.Stop()
-	resync := time.NewTicker(30 * time.Second)
-	defer resync.Stop()
-	var last api.Snapshot
-	dirty := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-e.dev.Wait():
-			return errors.New("WireGuard device stopped")
+		case err := <-dpErr:
+			if ctx.Err() == nil {
+				return err
+			}
+			return nil
 		case s := <-snaps:
-			last, dirty = s, true
-			e.saveState(s)
+			e.onSnapshot(s)
+		case <-e.roles:
 		case now := <-probeTick.C:
-			e.probeAndAssess(now)
-		case <-resync.C:
-			// Routes are watched through netlink events; the nft table and
-			// the peers are re-checked here.
-			if ok, err := routes.FirewallExists(); err == nil && !ok && e.fwApplied != nil {
-				e.log.Info("nftables table removed by someone else, putting it back")
-				e.fwApplied = nil
-			}
-			dirty = dirty || last.Revision != 0 || len(last.Clusters) > 0
+			probe = e.probeAndAssess(probe, now)
 		}
-		if dirty {
-			if err := e.apply(last); err != nil {
-				e.log.Warn("apply desired state (will retry)", "err", err)
-			} else {
-				dirty = false
-			}
-		}
+		e.converge()
+		e.updateProblems()
 	}
 }
 
-func (e *Engine) apply(s api.Snapshot) error {
-	d := Compute(e.cfg.Local, s)
-	if !slices.Equal(d.Problems, e.problems) {
-		for _, p := range d.Problems {
-			e.log.Warn("remote cluster skipped", "problem", p)
-		}
-		e.problems = d.Problems
-	}
-	peers := make([]wg.Peer, 0, len(d.Peers))
-	for _, p := range d.Peers {
-		peers = append(peers, p.Peer)
-	}
-	var errs []error
-	if err := e.wgc.Apply(wg.Config{PrivateKey: e.cfg.PrivateKey, ListenPort: e.cfg.ListenPort, Peers: peers}); err != nil {
-		errs = append(errs, err)
-	}
-	if err := e.table.Set(d.Routes); err != nil {
-		errs = append(errs, err)
-	}
-	if e.fwApplied == nil || !reflect.DeepEqual(*e.fwApplied, d.Firewall) {
-		if err := routes.ApplyFirewall(d.Firewall); err != nil {
-			errs = append(errs, err)
-		} else {
-			fw := d.Firewall
-			e.fwApplied = &fw
-		}
-	}
+// updateProblems logs the problems of the computation and the data plane when they change.
+func (e *Engine) updateProblems() {
 	e.mu.Lock()
-	changed := len(e.desired.Peers) != len(d.Peers) || e.desired.TunnelIP != d.TunnelIP
-	e.desired = d
+	problems := slices.Concat(e.desired.Problems, e.dp.Problems())
+	changed := !slices.Equal(problems, e.problems)
+	e.problems = problems
 	e.mu.Unlock()
 	if changed {
-		e.log.Info("data plane converged", "revision", s.Revision, "tunnelIP", d.TunnelIP, "peers", len(d.Peers), "routes", len(d.Routes.Routes))
-	}
-	return errors.Join(errs...)
-}
-
-func (e *Engine) registerLoop(ctx context.Context) {
-	registered := false
-	backoff := time.Second
-	for ctx.Err() == nil {
-		var err error
-		if !registered {
-			err = e.broker.RegisterGateway(ctx, api.Gateway{
-				ClusterID: e.cfg.Local.ClusterID, Hostname: e.cfg.Hostname,
-				PublicIP: e.cfg.PublicIP, PrivateIP: e.cfg.PrivateIP, Port: e.cfg.ListenPort,
-				PublicKey: e.cfg.PrivateKey.PublicKey().String(), Active: true,
-			})
-			registered = err == nil
-			if registered {
-				e.log.Info("registered with broker", "cluster", e.cfg.Local.ClusterID, "hostname", e.cfg.Hostname)
-			}
-		} else {
-			err = e.broker.Heartbeat(ctx, e.cfg.Local.ClusterID, e.cfg.Hostname, e.Health())
-			if err != nil {
-				registered = false // re-register: the broker may have lost or expired us
-			}
+		for _, p := range problems {
+			e.log.Warn("left out of the data plane", "problem", p)
 		}
-		wait := e.cfg.HeartbeatInterval
-		if err != nil {
-			if ctx.Err() == nil {
-				e.log.Warn("broker registration/heartbeat failed", "err", err)
-			}
-			wait, backoff = backoff, min(2*backoff, e.cfg.HeartbeatInterval)
-		} else {
-			backoff = time.Second
-		}
-		sleep(ctx, wait)
 	}
 }
 
-// probeAndAssess sends probes and recomputes each peer's health.
-func (e *Engine) probeAndAssess(now time.Time) {
+// onSnapshot computes the desired state; the state file is rewritten only
+// when it changes what the data plane needs.
+func (e *Engine) onSnapshot(s api.Snapshot) {
+	d := Compute(e.cfg.Local, s)
 	e.mu.Lock()
-	d := e.desired
+	e.desired = d
+	e.revision = s.Revision
+	save := e.saved == nil || !e.saved.Equal(d)
+	if save {
+		e.saved = &d
+	}
 	e.mu.Unlock()
-	var targets []netip.Addr
-	if d.TunnelIP.IsValid() {
-		for _, p := range d.Peers {
-			targets = append(targets, p.TunnelIP)
+	if save {
+		e.saveState(s)
+	}
+}
+
+// converge applies the desired state for the current role unless it is
+// already applied.
+func (e *Engine) converge() {
+	e.mu.Lock()
+	target := e.desired
+	if e.role != RoleActive {
+		target = Standby
+	}
+	if e.applied != nil && e.applied.Equal(target) {
+		e.mu.Unlock()
+		return
+	}
+	e.mu.Unlock()
+	start := time.Now()
+	err := e.dp.Set(target)
+	e.mu.Lock()
+	e.applies++
+	if err == nil {
+		e.applied = &target
+	}
+	role := e.role
+	e.mu.Unlock()
+	if err != nil {
+		e.log.Warn("apply desired state (will retry)", "err", err)
+		return
+	}
+	e.log.Info("data plane converged", "role", role, "tunnelIP", addrOrNone(target.TunnelIP), "peers", len(target.Peers),
+		"routes", len(target.Routes.Routes), "took", time.Since(start).Round(time.Microsecond))
+}
+
+func addrOrNone(a netip.Addr) string {
+	if !a.IsValid() {
+		return "none"
+	}
+	return a.String()
+}
+
+// Revision is the broker revision of the last snapshot the engine computed.
+func (e *Engine) Revision() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.revision
+}
+
+// Applies counts the times the engine set the data plane.
+func (e *Engine) Applies() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.applies
+}
+
+// Problems are the current reasons a cluster, CIDR or route is left out.
+func (e *Engine) Problems() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.problems)
+}
+
+// Refused are the remote CIDRs currently refused.
+func (e *Engine) Refused() []RefusedCIDR {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.desired.Refused)
+}
+
+// probeAndAssess (active only) keeps a probe socket on the tunnel address,
+// sends probes and recomputes each peer's health.
+func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
+	e.mu.Lock()
+	d, active := e.desired, e.role == RoleActive && e.applied != nil && e.applied.TunnelIP == e.desired.TunnelIP
+	e.mu.Unlock()
+	if probe != nil && (!active || probe.local != d.TunnelIP) {
+		probe.close()
+		probe = nil
+	}
+	if !active {
+		e.mu.Lock()
+		e.health = nil
+		e.mu.Unlock()
+		return probe
+	}
+	if probe == nil && d.TunnelIP.IsValid() {
+		var err error
+		if probe, err = newProber(d.TunnelIP); err != nil {
+			e.log.Warn("health probes", "err", err)
 		}
 	}
-	e.probe.tick(targets, now)
-	stats, err := e.wgc.Stats()
+	var targets []netip.Addr
+	for _, p := range d.Peers {
+		targets = append(targets, p.TunnelIP)
+	}
+	var res func(netip.Addr) (result, bool)
+	if probe != nil {
+		probe.tick(targets, now)
+		res = probe.result
+	}
+	stats, err := e.dp.Stats()
 	if err != nil {
 		e.log.Warn("read WireGuard stats", "err", err)
 	}
 	hs := make([]api.PeerHealth, 0, len(d.Peers))
 	for _, p := range d.Peers {
-		r, _ := e.probe.result(p.TunnelIP)
-		st := stats[p.Peer.PublicKey]
-		hs = append(hs, assess(p, r, st, d.TunnelIP.IsValid(), now))
+		var r result
+		if res != nil {
+			r, _ = res(p.TunnelIP)
+		} else {
+			r.FirstSeen = now
+		}
+		hs = append(hs, assess(p, r, stats[p.Peer.PublicKey], d.TunnelIP.IsValid(), now))
 	}
 	e.mu.Lock()
 	e.health = hs
 	e.mu.Unlock()
+	return probe
 }
 
 // handshakeTimeout: WireGuard rekeys every 2 min; no handshake for longer
@@ -315,32 +370,11 @@ func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time
 	return h
 }
 
-// Health returns the latest health of every peer.
+// Health returns the latest health of every peer (none while standing by).
 func (e *Engine) Health() []api.PeerHealth {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]api.PeerHealth(nil), e.health...)
-}
-
-func (e *Engine) teardown() error {
-	var errs []error
-	if e.probe != nil {
-		e.probe.close()
-	}
-	if err := routes.DeleteFirewall(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := e.table.Teardown(); err != nil {
-		errs = append(errs, err)
-	}
-	if e.wgc != nil {
-		e.wgc.Close()
-	}
-	if err := e.dev.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	e.log.Info("data plane removed")
-	return errors.Join(errs...)
 }
 
 func (e *Engine) saveState(s api.Snapshot) {
@@ -349,11 +383,8 @@ func (e *Engine) saveState(s api.Snapshot) {
 	}
 	b, err := json.Marshal(s)
 	if err == nil {
-		tmp := e.cfg.StateFile + ".tmp"
-		if err = os.MkdirAll(filepath.Dir(tmp), 0o700); err == nil {
-			if err = os.WriteFile(tmp, b, 0o600); err == nil {
-				err = os.Rename(tmp, e.cfg.StateFile)
-			}
+		if err = os.MkdirAll(filepath.Dir(e.cfg.StateFile), 0o700); err == nil {
+			err = fsutil.WriteFileAtomic(e.cfg.StateFile, b, 0o600)
 		}
 	}
 	if err != nil {
@@ -375,18 +406,6 @@ func (e *Engine) loadState() (api.Snapshot, bool) {
 		return s, false
 	}
 	return s, true
-}
-
-func enableForwarding() error {
-	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
-		if b, err := os.ReadFile(f); err == nil && len(b) > 0 && b[0] == '1' {
-			continue
-		}
-		if err := os.WriteFile(f, []byte("1\n"), 0o644); err != nil {
-			return fmt.Errorf("enable forwarding (%s): %w", f, err)
-		}
-	}
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -20,6 +20,10 @@ var (
 		"Bytes received from a remote cluster's gateway.", []string{"cluster"}, nil)
 	descTx = prometheus.NewDesc("tunnelmesh_gateway_tx_bytes_total",
 		"Bytes sent to a remote cluster's gateway.", []string{"cluster"}, nil)
+	descRefused = prometheus.NewDesc("tunnelmesh_gateway_refused_cidrs",
+		"Remote CIDRs refused because they cover this gateway's underlay, a peer's endpoint or the broker.", []string{"cluster"}, nil)
+	descApplies = prometheus.NewDesc("tunnelmesh_gateway_dataplane_applies_total",
+		"Times the engine set the data plane (only when peers, routes or the firewall change).", nil, nil)
 	descHandshake = prometheus.NewDesc("tunnelmesh_gateway_last_handshake_age_seconds",
 		"Seconds since the last WireGuard handshake with a remote cluster (absent before the first).", []string{"cluster"}, nil)
 )
@@ -31,7 +35,7 @@ type Collector struct{ e *Engine }
 func (e *Engine) Collector() prometheus.Collector { return Collector{e} }
 
 func (Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descStatus, descRTT, descLoss, descRx, descTx, descHandshake} {
+	for _, d := range []*prometheus.Desc{descConnections, descStatus, descRTT, descLoss, descRx, descTx, descHandshake, descRefused, descApplies} {
 		ch <- d
 	}
 }
@@ -50,6 +54,14 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descHandshake, prometheus.GaugeValue, now.Sub(h.LastHandshake).Seconds(), h.Cluster)
 		}
 	}
+	refused := map[string]int{}
+	for _, r := range c.e.Refused() {
+		refused[r.Cluster]++
+	}
+	for cl, n := range refused {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(n), cl)
+	}
+	ch <- prometheus.MustNewConstMetric(descApplies, prometheus.CounterValue, float64(c.e.Applies()))
 	for s, n := range count {
 		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(n), s)
 	}

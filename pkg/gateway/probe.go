@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -19,30 +20,56 @@ const (
 	window     = 10 // probes the loss figure covers
 )
 
+// probe is one decoded probe packet.
+type probe struct {
+	Type   byte
+	Seq    uint64
+	SentNs int64 // sender's clock, echoed back unchanged
+}
+
+// decodeProbe parses a probe packet; ok is false for anything else.
+func decodeProbe(b []byte) (p probe, ok bool) {
+	if len(b) != probeLen || (b[0] != probeReq && b[0] != probeReply) {
+		return probe{}, false
+	}
+	return probe{Type: b[0], Seq: binary.BigEndian.Uint64(b[1:]), SentNs: int64(binary.BigEndian.Uint64(b[9:]))}, true
+}
+
+func (p probe) encode() []byte {
+	b := make([]byte, probeLen)
+	b[0] = p.Type
+	binary.BigEndian.PutUint64(b[1:], p.Seq)
+	binary.BigEndian.PutUint64(b[9:], uint64(p.SentNs))
+	return b
+}
+
 // probeStats is the health of the path to one remote tunnel IP.
 type probeStats struct {
-	sent      [window]int64 // seq of the probes in the window
+	sent      [window]uint64 // seq of the probes in the window
 	got       [window]bool
-	next      int64
+	next      uint64
 	lastReply time.Time
 	rtt       time.Duration
 	firstSeen time.Time
 }
 
-// prober answers probes from remote gateways and sends one per second to
-// each remote tunnel IP over the same socket.
+// prober answers probes from known peers' tunnel IPs and sends one per
+// tick to each of them over the same socket, bound to our tunnel address.
 type prober struct {
-	conn *net.UDPConn
-	mu   sync.Mutex
-	by   map[netip.Addr]*probeStats
+	conn  *net.UDPConn
+	local netip.Addr
+	mu    sync.Mutex
+	by    map[netip.Addr]*probeStats
 }
 
-func newProber() (*prober, error) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{Port: ProbePort})
+// newProber listens on the tunnel address only: nothing outside the mesh
+// (nor any other local address) reaches the probe socket.
+func newProber(tunnelIP netip.Addr) (*prober, error) {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunnelIP, ProbePort)))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("health probe socket on %s: %w", tunnelIP, err)
 	}
-	p := &prober{conn: c, by: map[netip.Addr]*probeStats{}}
+	p := &prober{conn: c, local: tunnelIP, by: map[netip.Addr]*probeStats{}}
 	go p.read()
 	return p, nil
 }
@@ -59,30 +86,47 @@ func (p *prober) read() {
 			}
 			continue
 		}
-		if n != probeLen {
-			continue
-		}
-		switch buf[0] {
-		case probeReq:
-			buf[0] = probeReply
-			_, _ = p.conn.WriteToUDPAddrPort(buf[:n], from)
-		case probeReply:
-			seq := int64(binary.BigEndian.Uint64(buf[1:]))
-			sentAt := time.Unix(0, int64(binary.BigEndian.Uint64(buf[9:])))
-			p.mu.Lock()
-			if s := p.by[from.Addr().Unmap()]; s != nil && s.sent[seq%window] == seq {
-				s.got[seq%window] = true
-				s.lastReply = time.Now()
-				s.rtt = time.Since(sentAt)
-			}
-			p.mu.Unlock()
+		if reply := p.handle(buf[:n], from.Addr(), time.Now()); reply != nil {
+			_, _ = p.conn.WriteToUDPAddrPort(reply, from)
 		}
 	}
 }
 
-// tick sends one probe to each target and forgets targets no longer wanted.
-func (p *prober) tick(targets []netip.Addr, now time.Time) {
+// handle processes one packet from a sender and returns the reply to send,
+// if any. Packets from addresses that are not a known peer's tunnel IP are
+// dropped.
+func (p *prober) handle(b []byte, from netip.Addr, now time.Time) []byte {
+	pr, ok := decodeProbe(b)
+	if !ok {
+		return nil
+	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.by[from.Unmap()]
+	if s == nil {
+		return nil
+	}
+	switch pr.Type {
+	case probeReq:
+		pr.Type = probeReply
+		return pr.encode()
+	case probeReply:
+		i := pr.Seq % window
+		if s.sent[i] == pr.Seq && pr.Seq >= window {
+			s.got[i] = true
+			s.lastReply = now
+			if rtt := now.Sub(time.Unix(0, pr.SentNs)); rtt >= 0 {
+				s.rtt = rtt
+			}
+		}
+	}
+	return nil
+}
+
+// setTargets sets the known peers, keeping the figures of those that stay.
+func (p *prober) setTargets(targets []netip.Addr, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	keep := map[netip.Addr]bool{}
 	for _, t := range targets {
 		keep[t] = true
@@ -95,18 +139,23 @@ func (p *prober) tick(targets []netip.Addr, now time.Time) {
 			delete(p.by, a)
 		}
 	}
-	var b [probeLen]byte
+}
+
+// tick sends one probe to each target and forgets targets no longer wanted.
+func (p *prober) tick(targets []netip.Addr, now time.Time) {
+	p.setTargets(targets, now)
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, t := range targets {
 		s := p.by[t]
 		seq := s.next
 		s.next++
 		s.sent[seq%window], s.got[seq%window] = seq, false
-		b[0] = probeReq
-		binary.BigEndian.PutUint64(b[1:], uint64(seq))
-		binary.BigEndian.PutUint64(b[9:], uint64(now.UnixNano()))
-		_, _ = p.conn.WriteToUDPAddrPort(b[:], netip.AddrPortFrom(t, ProbePort))
+		b := probe{Type: probeReq, Seq: seq, SentNs: now.UnixNano()}.encode()
+		if p.conn != nil {
+			_, _ = p.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(t, ProbePort))
+		}
 	}
-	p.mu.Unlock()
 }
 
 // result is one target's probe figures.

@@ -49,12 +49,15 @@ type State struct {
 
 // Table keeps a State applied.
 type Table struct {
-	log   *slog.Logger
-	proto netlink.RouteProtocol // tags and identifies the routes this Table owns
-	mu    sync.Mutex
-	want  State
-	addrs []Address // addresses this Table added, removed on teardown
-	kick  chan struct{}
+	log      *slog.Logger
+	proto    netlink.RouteProtocol // tags and identifies the routes this Table owns
+	mu       sync.Mutex
+	want     State
+	addrs    []Address // addresses this Table added, removed on teardown
+	problems []string  // desired routes refused because another owner holds the destination
+	kick     chan struct{}
+	// subscribe starts a route event subscription; replaced in tests.
+	subscribe func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error
 }
 
 // Option configures a Table.
@@ -70,11 +73,23 @@ func NewTable(log *slog.Logger, opts ...Option) *Table {
 	if log == nil {
 		log = slog.Default()
 	}
-	t := &Table{log: log, proto: Protocol, kick: make(chan struct{}, 1)}
+	t := &Table{log: log, proto: Protocol, kick: make(chan struct{}, 1), subscribe: func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
+		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
+			ErrorCallback: func(err error) { log.Debug("route event subscription", "err", err) },
+		})
+	}}
 	for _, o := range opts {
 		o(t)
 	}
 	return t
+}
+
+// Problems lists desired routes left out because their destination belongs
+// to another owner.
+func (t *Table) Problems() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.problems)
 }
 
 // Set replaces the desired state and applies it.
@@ -125,33 +140,87 @@ func (t *Table) Reconcile() error {
 			delete(want, p)
 			continue
 		}
-		if !ok || h.Priority != w.Priority { // a replace would add beside it
-
-			if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+		if ok && h.Priority == w.Priority {
+			// Ours but different: replacing it takes nothing from anyone.
+			// (With another metric a replace would add beside it instead.)
+			if err := netlink.RouteReplace(&w); err != nil {
+				errs = append(errs, fmt.Errorf("replace route %s: %w", p, err))
 			}
+			delete(want, p)
+			continue
+		}
+		if err := netlink.RouteDel(&h); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
 		}
 	}
-	for p, w := range want {
+	var problems []string
+	for _, r := range t.want.Routes {
+		w, ok := want[r.Dst.Masked()]
+		if !ok {
+			continue
+		}
+		// RouteReplace would silently take over another owner's route to
+		// the same destination (and Teardown would then delete it).
+		if other, err := foreignRoute(w, t.proto); err != nil {
+			errs = append(errs, err)
+			continue
+		} else if other != "" {
+			problems = append(problems, fmt.Sprintf("route to %s belongs to someone else (%s); not taking it over", r.Dst, other))
+			continue
+		}
 		if err := netlink.RouteReplace(&w); err != nil {
-			errs = append(errs, fmt.Errorf("add route %s: %w", p, err))
+			errs = append(errs, fmt.Errorf("add route %s: %w", r.Dst, err))
 		}
 	}
+	if !slices.Equal(problems, t.problems) {
+		for _, p := range problems {
+			t.log.Warn("desired route refused", "problem", p)
+		}
+	}
+	t.problems = problems
 	return errors.Join(errs...)
 }
 
+// foreignRoute describes a route of another owner (another protocol than
+// ours) in the main table that RouteReplace of w would replace; "" when none.
+func foreignRoute(w netlink.Route, ours netlink.RouteProtocol) (string, error) {
+	fam := netlink.FAMILY_V4
+	if w.Dst.IP.To4() == nil {
+		fam = netlink.FAMILY_V6
+	}
+	rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Dst: w.Dst, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", fmt.Errorf("list routes to %s: %w", w.Dst, err)
+	}
+	for _, r := range rs {
+		if r.Protocol == ours || r.Priority != w.Priority || r.Tos != w.Tos {
+			continue
+		}
+		dev := fmt.Sprint(r.LinkIndex)
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			dev = l.Attrs().Name
+		}
+		return fmt.Sprintf("protocol %s, dev %s", r.Protocol, dev), nil
+	}
+	return "", nil
+}
+
 // Run puts back routes and addresses that something else removes (netlink
-// route and address events) and re-checks every resync, until ctx ends.
+// route and address events) and re-checks every resync, until ctx ends. A
+// subscription that ends (the kernel drops it with ENOBUFS when events
+// outrun us) is started again at once, followed by a full reconcile for the
+// events it may have lost.
 func (t *Table) Run(ctx context.Context, resync time.Duration) error {
-	rch := make(chan netlink.RouteUpdate, 64)
-	ach := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
-	if err := netlink.RouteSubscribeWithOptions(rch, done, netlink.RouteSubscribeOptions{}); err != nil {
-		return fmt.Errorf("subscribe to route events: %w", err)
+	rch, err := t.subscribeRoutes(done)
+	if err != nil {
+		return err
 	}
-	if err := netlink.AddrSubscribeWithOptions(ach, done, netlink.AddrSubscribeOptions{}); err != nil {
-		return fmt.Errorf("subscribe to address events: %w", err)
+	ach, err := subscribeAddrs(done)
+	if err != nil {
+		return err
 	}
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
@@ -161,7 +230,11 @@ func (t *Table) Run(ctx context.Context, resync time.Duration) error {
 			return nil
 		case u, ok := <-rch:
 			if !ok {
-				return errors.New("route event stream closed")
+				t.log.Warn("route event subscription ended (events lost?), subscribing again")
+				if rch, err = resubscribe(ctx, t.log, func() (<-chan netlink.RouteUpdate, error) { return t.subscribeRoutes(done) }); err != nil {
+					return nil // ctx ended
+				}
+				break // reconcile: events may have been lost
 			}
 			if u.Type != unix.RTM_DELROUTE || !t.wantsRoute(prefixOf(u.Dst)) {
 				continue
@@ -169,7 +242,11 @@ func (t *Table) Run(ctx context.Context, resync time.Duration) error {
 			t.log.Info("route removed by someone else, putting it back", "dst", prefixOf(u.Dst))
 		case u, ok := <-ach:
 			if !ok {
-				return errors.New("address event stream closed")
+				t.log.Warn("address event subscription ended (events lost?), subscribing again")
+				if ach, err = resubscribe(ctx, t.log, func() (<-chan netlink.AddrUpdate, error) { return subscribeAddrs(done) }); err != nil {
+					return nil
+				}
+				break
 			}
 			if u.NewAddr {
 				continue
@@ -182,13 +259,45 @@ func (t *Table) Run(ctx context.Context, resync time.Duration) error {
 	}
 }
 
+func (t *Table) subscribeRoutes(done <-chan struct{}) (<-chan netlink.RouteUpdate, error) {
+	ch := make(chan netlink.RouteUpdate, 256)
+	if err := t.subscribe(ch, done); err != nil {
+		return nil, fmt.Errorf("subscribe to route events: %w", err)
+	}
+	return ch, nil
+}
+
+func subscribeAddrs(done <-chan struct{}) (<-chan netlink.AddrUpdate, error) {
+	ch := make(chan netlink.AddrUpdate, 256)
+	if err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{}); err != nil {
+		return nil, fmt.Errorf("subscribe to address events: %w", err)
+	}
+	return ch, nil
+}
+
+// resubscribe retries sub until it succeeds or ctx ends.
+func resubscribe[C any](ctx context.Context, log *slog.Logger, sub func() (C, error)) (C, error) {
+	for {
+		c, err := sub()
+		if err == nil {
+			return c, nil
+		}
+		log.Warn("subscribe again", "err", err)
+		select {
+		case <-ctx.Done():
+			return c, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func (t *Table) wantsRoute(p netip.Prefix) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.ContainsFunc(t.want.Routes, func(r Route) bool { return r.Dst == p })
 }
 
-// Teardown removes every route tagged with Protocol and every address this
+// Teardown removes every route this Table owns (its protocol) and every address this
 // Table added.
 func (t *Table) Teardown() error {
 	t.mu.Lock()

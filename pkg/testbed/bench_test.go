@@ -13,14 +13,18 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
 
 // BenchmarkDataplane measures, on the same namespaces and in one run,
-// pod-to-pod TCP throughput (1 and 4 streams) and ping RTT over three
-// paths: tunnelmesh, plain veth routing with no tunnel (the ceiling), and
-// the standalone wireguard-go program of the same version configured by
-// hand with wg(8) (the reference). It prints a table; it never fails on a
-// figure. Run with: go test -run '^$' -bench Dataplane -benchtime 1x ./pkg/testbed
+// pod-to-pod TCP throughput (1 and 4 streams) and ping RTT over these
+// paths: tunnelmesh on embedded wireguard-go (userspace), tunnelmesh on
+// kernel WireGuard (its own pair of clusters; the row says why it is
+// skipped where the module is absent), plain veth routing with no tunnel
+// (the ceiling), and the standalone wireguard-go program of the same
+// version configured by hand with wg(8) (the reference). It prints a table;
+// it never fails on a figure. Run with:
+// go test -run '^$' -bench Dataplane -benchtime 1x ./pkg/testbed
 func BenchmarkDataplane(b *testing.B) {
 	for _, c := range []string{"iperf3", "wg", "ping", "nft"} {
 		if _, err := exec(c); err != nil {
@@ -34,13 +38,23 @@ func BenchmarkDataplane(b *testing.B) {
 	if s, err := strconv.Atoi(os.Getenv("BENCH_SECONDS")); err == nil && s > 0 {
 		secs = s
 	}
-	m := newMesh(b)
+	m := newMesh(b, wg.ModeUserspace)
 	wgRef := testbed.Build(b, "golang.zx2c4.com/wireguard")
 	c1, c2 := m.addCluster(1), m.addCluster(2)
 	m.startGateway(c1)
 	m.startGateway(c2)
 	m.reachAll(b, []int{1, 2}, 45*time.Second)
 	bed := m.bed
+	kernelErr := wg.KernelAvailable()
+	if kernelErr == nil {
+		for _, i := range []int{3, 4} {
+			c := m.addCluster(i)
+			c.mode = wg.ModeKernel
+			m.startGateway(c)
+		}
+		m.reachAll(b, []int{3, 4}, 45*time.Second)
+		bed.Start(m.clusters[4].podNS, "iperf3-server-kernel", nil, "iperf3", "-s")
+	}
 
 	// Second and third addresses on the same pods for the ceiling and reference paths.
 	for _, c := range []*cluster{c1, c2} {
@@ -100,15 +114,19 @@ func BenchmarkDataplane(b *testing.B) {
 	_ = srv
 	time.Sleep(300 * time.Millisecond)
 
-	type path struct{ name, dst, src string }
+	type path struct{ name, dst, src, ns string }
 	paths := []path{
-		{"tunnelmesh (tmesh0, embedded wireguard-go)", "10.2.0.2", "10.1.0.2"},
-		{"veth, no tunnel (ceiling)", "10.2.1.2", "10.1.1.2"},
-		{"standalone wireguard-go + wg (reference)", "10.2.2.2", "10.1.2.2"},
+		{"tunnelmesh (tmesh0, userspace wireguard-go)", "10.2.0.2", "10.1.0.2", c1.podNS},
+		{"veth, no tunnel (ceiling)", "10.2.1.2", "10.1.1.2", c1.podNS},
+		{"standalone wireguard-go + wg (reference)", "10.2.2.2", "10.1.2.2", c1.podNS},
+	}
+	const kernelRow = "tunnelmesh (tmesh0, kernel WireGuard)"
+	if kernelErr == nil {
+		paths = append(paths, path{kernelRow, "10.4.0.2", "10.3.0.2", m.clusters[3].podNS})
 	}
 	for _, p := range paths {
 		if err := testbed.Eventually(20*time.Second, 500*time.Millisecond, func() error {
-			_, err := bed.Exec(c1.podNS, "ping", "-c", "1", "-W", "1", "-I", p.src, p.dst)
+			_, err := bed.Exec(p.ns, "ping", "-c", "1", "-W", "1", "-I", p.src, p.dst)
 			return err
 		}); err != nil {
 			b.Fatalf("%s: %v", p.name, err)
@@ -143,19 +161,19 @@ func BenchmarkDataplane(b *testing.B) {
 		// RTT first, on idle paths; then throughput rounds interleaved across
 		// paths so a burst of load from elsewhere hits all of them alike.
 		for _, p := range paths { // warm-up, discarded: the first pings after setup pay one-off costs
-			pingRTT(b, bed, c1.podNS, p.dst, p.src)
+			pingRTT(b, bed, p.ns, p.dst, p.src)
 		}
 		for i, p := range paths {
-			res[i].rtt = pingRTT(b, bed, c1.podNS, p.dst, p.src)
+			res[i].rtt = pingRTT(b, bed, p.ns, p.dst, p.src)
 		}
 		for r := 0; r < rounds; r++ {
 			for k := range paths { // rotate the order every round
 				i := (k + r) % len(paths)
-				res[i].one = append(res[i].one, iperf(b, bed, c1.podNS, paths[i].dst, paths[i].src, 1, secs))
+				res[i].one = append(res[i].one, iperf(b, bed, paths[i].ns, paths[i].dst, paths[i].src, 1, secs))
 			}
 			for k := range paths {
 				i := (k + r) % len(paths)
-				res[i].four = append(res[i].four, iperf(b, bed, c1.podNS, paths[i].dst, paths[i].src, 4, secs))
+				res[i].four = append(res[i].four, iperf(b, bed, paths[i].ns, paths[i].dst, paths[i].src, 4, secs))
 			}
 		}
 	}
@@ -170,6 +188,10 @@ func BenchmarkDataplane(b *testing.B) {
 	for i, p := range paths {
 		one[i], four[i] = median(res[i].one), median(res[i].four)
 		fmt.Fprintf(&sb, "| %-44s | %13.2f | %14.2f | %13.3f |\n", p.name, one[i], four[i], res[i].rtt)
+	}
+	if kernelErr != nil {
+		fmt.Fprintf(&sb, "| %-44s | %13s | %14s | %13s |\n", kernelRow, "skipped", "skipped", "skipped")
+		fmt.Fprintf(&sb, "  kernel row skipped: %v\n", kernelErr)
 	}
 	ratio := func(a, b float64) string {
 		if b == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
 
 func TestMain(m *testing.M) {
@@ -96,6 +97,7 @@ func brokerHelper() bool {
 
 type mesh struct {
 	t        testing.TB
+	mode     wg.Mode // the WireGuard implementation every gateway runs, named explicitly
 	bed      *testbed.Bed
 	ul       *testbed.Underlay
 	brokerNS string
@@ -107,6 +109,7 @@ type mesh struct {
 }
 
 type cluster struct {
+	mode   wg.Mode // overrides the mesh's mode when set
 	i      int
 	id     string
 	gwNS   string
@@ -119,9 +122,23 @@ type cluster struct {
 
 const brokerURL = "https://192.0.2.2:8443"
 
-func newMesh(t testing.TB) *mesh {
+// wgModes are the WireGuard implementations the test bed runs, each its own
+// case: a test or benchmark never picks one silently.
+var wgModes = []wg.Mode{wg.ModeUserspace, wg.ModeKernel}
+
+// requireMode skips kernel mode, with the reason, where the module is absent.
+func requireMode(t testing.TB, mode wg.Mode) {
+	t.Helper()
+	if mode == wg.ModeKernel {
+		if err := wg.KernelAvailable(); err != nil {
+			t.Skipf("kernel WireGuard: %v", err)
+		}
+	}
+}
+
+func newMesh(t testing.TB, mode wg.Mode) *mesh {
 	bed := testbed.New(t)
-	m := &mesh{t: t, bed: bed, clusters: map[int]*cluster{}}
+	m := &mesh{t: t, mode: mode, bed: bed, clusters: map[int]*cluster{}}
 	m.brBin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/broker")
 	m.gwBin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/gateway")
 	m.ul = bed.Underlay()
@@ -158,8 +175,14 @@ func (m *mesh) brokerCall(action string, env map[string]string) (string, error) 
 	return strings.TrimSpace(out), err
 }
 
-// addCluster builds cluster i's namespaces and joins it to the broker.
+// addCluster builds cluster i's namespaces and joins it to the broker with
+// pod CIDR 10.i.0.0/16 and service CIDR 10.(100+i).0.0/16.
 func (m *mesh) addCluster(i int) *cluster {
+	return m.addClusterSvc(i, fmt.Sprintf("10.%d.0.0/16", 100+i))
+}
+
+// addClusterSvc is addCluster with another service CIDR in the broker's record.
+func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 	t := m.t
 	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", i)}
 	c.dir = filepath.Join(m.bed.Dir, c.id)
@@ -180,7 +203,7 @@ func (m *mesh) addCluster(i int) *cluster {
 		t.Fatalf("create join token: %v", err)
 	}
 	cred, err := m.brokerCall("join", map[string]string{"TB_CRED": "", "TB_TOKEN": tok, "TB_CLUSTER": c.id,
-		"TB_POD": fmt.Sprintf("10.%d.0.0/16", i), "TB_SVC": fmt.Sprintf("10.%d.0.0/16", 100+i)})
+		"TB_POD": fmt.Sprintf("10.%d.0.0/16", i), "TB_SVC": svc})
 	if err != nil {
 		t.Fatalf("join %s: %v", c.id, err)
 	}
@@ -192,6 +215,10 @@ func (m *mesh) addCluster(i int) *cluster {
 }
 
 func (m *mesh) startGateway(c *cluster) {
+	mode := m.mode
+	if c.mode != "" {
+		mode = c.mode
+	}
 	c.gw = m.bed.Start(c.gwNS, "gateway-"+c.id, nil, m.gwBin, "run",
 		"--cluster-id", c.id,
 		"--pod-cidr", fmt.Sprintf("10.%d.0.0/16", c.i),
@@ -201,6 +228,7 @@ func (m *mesh) startGateway(c *cluster) {
 		"--credential-file", filepath.Join(c.dir, "credential"),
 		"--key-file", filepath.Join(c.dir, "private.key"),
 		"--listen-port", "51820",
+		"--wireguard", string(mode),
 		"--hostname", "gw-"+c.id,
 		"--run-dir", filepath.Join(c.dir, "run"),
 		"--metrics", "0.0.0.0:9570",
@@ -271,7 +299,16 @@ func (m *mesh) ownedRoutes(c *cluster) string {
 }
 
 func TestMesh(t *testing.T) {
-	m := newMesh(t)
+	for _, mode := range wgModes {
+		t.Run(string(mode), func(t *testing.T) {
+			requireMode(t, mode)
+			testMesh(t, mode)
+		})
+	}
+}
+
+func testMesh(t *testing.T, mode wg.Mode) {
+	m := newMesh(t, mode)
 	for i := 1; i <= 3; i++ {
 		m.startGateway(m.addCluster(i))
 	}
@@ -348,6 +385,31 @@ func TestMesh(t *testing.T) {
 		if err != nil {
 			t.Error(err)
 		}
+	})
+
+	t.Run("a cluster announcing our underlay as a CIDR is refused, the mesh keeps working", func(t *testing.T) {
+		c5 := m.addClusterSvc(5, "192.0.2.0/24") // the underlay: gateways, broker, endpoints
+		m.startGateway(c5)
+		m.reachAll(t, []int{1, 2, 5}, 45*time.Second)
+		for _, c := range []*cluster{c1, c2} {
+			if r := m.ownedRoutes(c); strings.Contains(r, "192.0.2.0/24") {
+				t.Errorf("%s routes the underlay into the tunnel:\n%s", c.id, r)
+			}
+		}
+		out, err := m.bed.Helper(c1.podNS, "get", "http://10.1.0.1:9570/metrics")
+		if err != nil || !strings.Contains(out, `tunnelmesh_gateway_refused_cidrs{cluster="c5"} 1`) {
+			t.Errorf("refused CIDR not in the metrics (%v)", err)
+		}
+		if !strings.Contains(c1.gw.Tail(1<<20), "CIDR 192.0.2.0/24 covers") {
+			t.Error("gateway log does not report the refused CIDR")
+		}
+		if _, err := m.brokerCall("remove", map[string]string{"TB_CLUSTER": "c5"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c5.gw.Stop(15 * time.Second); err != nil {
+			t.Errorf("c5 gateway exit: %v", err)
+		}
+		delete(m.clusters, 5)
 	})
 
 	t.Run("deleted route is put back", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -192,4 +193,13 @@ func UnderlayMTU(dst net.IP) (int, error) {
 		return 0, fmt.Errorf("link of route to %s: %w", dst, err)
 	}
 	return l.Attrs().MTU, nil
+}
+
+// KernelAvailable reports, without changing anything, why kernel WireGuard
+// cannot be used here (nil when the module is loaded or built in).
+func KernelAvailable() error {
+	if _, err := os.Stat("/sys/module/wireguard"); err != nil {
+		return fmt.Errorf("the wireguard kernel module is not loaded (no /sys/module/wireguard; try modprobe wireguard): %w", err)
+	}
+	return nil
 }

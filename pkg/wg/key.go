@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -30,19 +31,9 @@ func LoadOrCreateKey(path string) (wgtypes.Key, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return wgtypes.Key{}, fmt.Errorf("create key dir: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*")
-	if err != nil {
-		return wgtypes.Key{}, fmt.Errorf("write key file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(k.String() + "\n"); err != nil {
-		tmp.Close()
-		return wgtypes.Key{}, fmt.Errorf("write key file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return wgtypes.Key{}, fmt.Errorf("write key file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	// Durable before use: a key lost in a crash after peers learned it
+	// would cut the cluster off until every broker record is refreshed.
+	if err := fsutil.WriteFileAtomic(path, []byte(k.String()+"\n"), 0o600); err != nil {
 		return wgtypes.Key{}, fmt.Errorf("write key file: %w", err)
 	}
 	return k, nil

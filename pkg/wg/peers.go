@@ -55,8 +55,10 @@ func (c *Configurator) Close() error { return c.client.Close() }
 
 // Apply converges the device to cfg. Peers the device has that cfg lacks are
 // removed; a desired peer is rewritten only when its desired form changed
-// since the last Apply or the device lost it (so WireGuard's endpoint
-// roaming is not fought on every pass).
+// since the last Apply or the device lost it, and its endpoint only when the
+// desired endpoint itself changed (or the peer is new to the device): an
+// endpoint WireGuard learned by roaming — how a remote cluster's new active
+// gateway is found during a failover — is never undone by another change.
 func (c *Configurator) Apply(cfg Config) error {
 	dev, err := c.client.Device(c.Name)
 	if err != nil {
@@ -75,7 +77,8 @@ func (c *Configurator) Apply(cfg Config) error {
 		}
 	}
 	for _, p := range cfg.Peers {
-		if last, ok := c.last[p.PublicKey]; ok && have[p.PublicKey] && last.Equal(p) {
+		last, known := c.last[p.PublicKey]
+		if known && have[p.PublicKey] && last.Equal(p) {
 			continue
 		}
 		ka := p.Keepalive
@@ -87,7 +90,7 @@ func (c *Configurator) Apply(cfg Config) error {
 		for _, a := range p.AllowedIPs {
 			pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())})
 		}
-		if p.Endpoint.IsValid() {
+		if p.Endpoint.IsValid() && (!known || !have[p.PublicKey] || last.Endpoint != p.Endpoint) {
 			pc.Endpoint = net.UDPAddrFromAddrPort(p.Endpoint)
 		}
 		pcs = append(pcs, pc)

@@ -1,0 +1,243 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+)
+
+func TestMain(m *testing.M) {
+	if testbed.RunHelper() {
+		return
+	}
+	os.Exit(testbed.MainInNetns(m))
+}
+
+func pfx(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func TestNormalize(t *testing.T) {
+	tests := []struct{ in, want []netip.Prefix }{
+		{nil, []netip.Prefix{}},
+		{pfx("10.2.0.0/16", "10.1.0.0/16"), pfx("10.1.0.0/16", "10.2.0.0/16")},
+		{pfx("10.1.5.0/24", "10.1.0.0/16", "10.1.0.0/16"), pfx("10.1.0.0/16")},
+		{pfx("10.1.2.3/16"), pfx("10.1.0.0/16")},
+		{pfx("::ffff:10.1.0.0/112"), pfx("10.1.0.0/16")},
+		{pfx("fd00::/64", "fd00::/48", "10.0.0.0/8"), pfx("10.0.0.0/8", "fd00::/48")},
+	}
+	for _, tc := range tests {
+		if got := Normalize(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("Normalize(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestElements(t *testing.T) {
+	tests := []struct {
+		prefix string
+		keys   []string // "a" start, "a!" interval end
+	}{
+		{"10.1.0.0/16", []string{"10.1.0.0", "10.2.0.0!"}},
+		{"198.51.100.7/32", []string{"198.51.100.7", "198.51.100.8!"}},
+		{"255.0.0.0/8", []string{"255.0.0.0"}}, // reaches the top: no end element
+		{"fd00:1::/64", []string{"fd00:1::", "fd00:1:0:1::!"}},
+	}
+	for _, tc := range tests {
+		var got []string
+		for _, e := range elements(pfx(tc.prefix)) {
+			a, _ := netip.AddrFromSlice(e.Key)
+			s := a.String()
+			if e.IntervalEnd {
+				s += "!"
+			}
+			got = append(got, s)
+		}
+		if !slices.Equal(got, tc.keys) {
+			t.Errorf("%s: elements %v, want %v", tc.prefix, got, tc.keys)
+		}
+	}
+}
+
+// The rule count is constant: it does not grow with the number of CIDRs.
+func TestRulesConstant(t *testing.T) {
+	count := func(n int) int {
+		d := Desired{Interface: "tmesh0", Local: pfx("10.1.0.0/16", "10.101.0.0/16"), SNAT4: netip.MustParseAddr("100.64.0.1")}
+		for i := 0; i < n; i++ {
+			d.Remote = append(d.Remote, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
+		}
+		total := 0
+		for _, rs := range rules(d, map[string]*nftables.Set{}) {
+			total += len(rs)
+		}
+		return total
+	}
+	if a, b := count(1), count(1000); a != b || a != 2 {
+		t.Errorf("rules for 1 remote CIDR: %d, for 1000: %d; want 2 and 2", a, b)
+	}
+}
+
+func listTable(t *testing.T) string {
+	t.Helper()
+	out, err := testbed.Exec(context.Background(), testbed.SelfNS(), "nft", "-a", "list", "table", "inet", TableName)
+	if err != nil {
+		t.Fatalf("list table: %v", err)
+	}
+	return out
+}
+
+func handles(s string) []string {
+	var hs []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, "# handle") && (strings.Contains(l, "snat") || strings.Contains(l, "maxseg")) {
+			hs = append(hs, l[strings.LastIndex(l, "# handle"):])
+		}
+	}
+	return hs
+}
+
+// TestTable applies, updates and tears down a real table: CIDR changes only
+// touch set elements (rule handles stay), a deleted table comes back, and
+// host traffic leaving the tunnel interface is SNATed while pod traffic
+// keeps its source.
+func TestTable(t *testing.T) {
+	testbed.RequireNetns(t)
+	bed := testbed.New(t)
+	self := testbed.SelfNS()
+	tun := testbed.UniqueName("tmt")
+	remote, node, pod := bed.NS("remote"), bed.NS("node"), bed.NS("pod")
+	// "tunnel": a veth to the remote cluster, which holds 10.2.0.5.
+	bed.Veth(self, tun, remote, "eth0")
+	bed.MustIP(self, "addr", "add", "192.168.77.1/30", "dev", tun)
+	bed.MustIP(remote, "addr", "add", "192.168.77.2/30", "dev", "eth0")
+	bed.MustIP(remote, "addr", "add", "10.2.0.5/32", "dev", "lo")
+	bed.MustIP(remote, "route", "add", "default", "via", "192.168.77.1", "src", "10.2.0.5")
+	bed.MustIP(self, "route", "add", "10.2.0.0/16", "via", "192.168.77.2", "dev", tun)
+	bed.MustIP(self, "addr", "add", "100.64.0.1/32", "dev", "lo") // the cluster's tunnel IP
+	// A non-gateway node (host network) and a pod.
+	nodeIf, podIf := testbed.UniqueName("tmn"), testbed.UniqueName("tmp")
+	bed.Veth(self, nodeIf, node, "eth0")
+	bed.MustIP(self, "addr", "add", "172.30.0.1/24", "dev", nodeIf)
+	bed.MustIP(node, "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	bed.MustIP(node, "route", "add", "default", "via", "172.30.0.1")
+	bed.Veth(self, podIf, pod, "eth0")
+	bed.MustIP(self, "addr", "add", "10.1.0.1/24", "dev", podIf)
+	bed.MustIP(pod, "addr", "add", "10.1.0.2/24", "dev", "eth0")
+	bed.MustIP(pod, "route", "add", "default", "via", "10.1.0.1")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bed.StartHelper(remote, "echo", "echo")
+
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	d := Desired{Interface: tun, Local: pfx("10.1.0.0/16", "10.101.0.0/16"), Remote: pfx("10.2.0.0/16", "10.102.0.0/16"),
+		SNAT4: netip.MustParseAddr("100.64.0.1")}
+	if err := tb.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	from := func(ns string) string {
+		t.Helper()
+		var out string
+		err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
+			var err error
+			out, err = bed.Helper(ns, "udp", "10.2.0.5", "100")
+			return err
+		})
+		if err != nil {
+			out, _ := testbed.Exec(context.Background(), self, "nft", "list", "ruleset")
+			t.Fatalf("UDP from %s: %v\n%s", ns, err, out)
+		}
+		return out
+	}
+	if got := from(node); got != "FROM 100.64.0.1" {
+		t.Errorf("host traffic of a node reached the remote cluster as %q, want SNAT to the tunnel IP", got)
+	}
+	if got := from(pod); got != "FROM 10.1.0.2" {
+		t.Errorf("pod traffic reached the remote cluster as %q, want its pod IP", got)
+	}
+	before := listTable(t)
+	if !strings.Contains(before, "maxseg size set rt mtu") || !strings.Contains(before, "@remote4") {
+		t.Fatalf("table lacks the MSS clamp or the set lookups:\n%s", before)
+	}
+
+	// Change CIDRs: elements change, rules are untouched.
+	d.Remote = pfx("10.102.0.0/16", "10.3.0.0/16")
+	if err := tb.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	after := listTable(t)
+	if hb, ha := handles(before), handles(after); len(hb) != 2 || !slices.Equal(hb, ha) {
+		t.Errorf("rules rewritten on a CIDR change: handles %v → %v", hb, ha)
+	}
+	if !strings.Contains(after, "10.3.0.0/16") || strings.Contains(after, "10.2.0.0/16") {
+		t.Errorf("remote set not updated:\n%s", after)
+	}
+	// 10.2.0.0/16 is no longer remote: no SNAT for it.
+	if got := from(node); got != "FROM 172.30.0.2" {
+		t.Errorf("after 10.2.0.0/16 left the remote set, node traffic arrived as %q", got)
+	}
+
+	// Self-heal.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = tb.Run(ctx, 100*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-done })
+	bed.MustExec(self, "nft", "delete", "table", "inet", TableName)
+	if err := testbed.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+		out, err := testbed.Exec(context.Background(), self, "nft", "list", "table", "inet", TableName)
+		if err != nil || !strings.Contains(out, "10.3.0.0/16") {
+			return fmt.Errorf("table not restored: %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	bed.MustExec(self, "nft", "delete", "element", "inet", TableName, SetRemote4, "{ 10.3.0.0/16 }")
+	if err := testbed.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+		out, _ := testbed.Exec(context.Background(), self, "nft", "list", "set", "inet", TableName, SetRemote4)
+		if !strings.Contains(out, "10.3.0.0/16") {
+			return fmt.Errorf("deleted element not restored:\n%s", out)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+
+	// A wider prefix replacing a narrower one, and an empty desired state.
+	d.Remote = pfx("10.0.0.0/14")
+	d.Local = pfx("10.100.0.0/16")
+	if err := tb.Set(d); err != nil {
+		t.Fatalf("widen remote prefix: %v", err)
+	}
+	if err := tb.Set(Desired{}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := Exists(); err != nil || ok {
+		t.Errorf("empty desired state left the table (exists %v, %v)", ok, err)
+	}
+	if err := tb.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	bed.MustExec(self, "nft", "add", "table", "inet", "someoneelse")
+	if err := tb.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	out := bed.MustExec(self, "nft", "list", "tables")
+	if strings.Contains(out, TableName) || !strings.Contains(out, "someoneelse") {
+		t.Errorf("teardown: want our table gone and the other kept:\n%s", out)
+	}
+	bed.MustExec(self, "nft", "delete", "table", "inet", "someoneelse")
+}

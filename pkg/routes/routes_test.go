@@ -1,0 +1,167 @@
+package routes
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+	"github.com/vishvananda/netlink"
+)
+
+// Route tests run in a network namespace of their own (root only).
+func TestMain(m *testing.M) { os.Exit(testbed.MainInNetns(m)) }
+
+// link makes a veth pair (up) and returns the name of one end.
+func link(t *testing.T) string {
+	t.Helper()
+	name := testbed.UniqueName("tmr")
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(name); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	})
+	for _, n := range []string{name, name + "p"} {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return name
+}
+
+func routeShow(t *testing.T, dst string) string {
+	t.Helper()
+	out, err := testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "show", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// TestForeignRouteNotTakenOver: a route of another owner to a destination
+// we want is left alone, reported as a problem, and survives Teardown.
+func TestForeignRouteNotTakenOver(t *testing.T) {
+	testbed.RequireNetns(t)
+	ours, theirs := link(t), link(t)
+	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "add", "10.9.0.0/16", "dev", theirs)
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	err := tb.Set(State{Routes: []Route{
+		{Dst: netip.MustParsePrefix("10.9.0.0/16"), Dev: ours},
+		{Dst: netip.MustParsePrefix("10.8.0.0/16"), Dev: ours},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := routeShow(t, "10.9.0.0/16"); !strings.Contains(got, "dev "+theirs) || strings.Contains(got, "proto 77") {
+		t.Errorf("someone else's route was taken over: %q", got)
+	}
+	if got := routeShow(t, "10.8.0.0/16"); !strings.Contains(got, "dev "+ours) {
+		t.Errorf("our other route missing: %q", got)
+	}
+	if p := tb.Problems(); len(p) != 1 || !strings.Contains(p[0], "10.9.0.0/16 belongs to someone else") {
+		t.Errorf("problems %q, want the refused route reported", p)
+	}
+	if err := tb.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if got := routeShow(t, "10.9.0.0/16"); !strings.Contains(got, "dev "+theirs) {
+		t.Errorf("teardown removed someone else's route: %q", got)
+	}
+	if got := routeShow(t, "10.8.0.0/16"); got != "" {
+		t.Errorf("teardown left our route: %q", got)
+	}
+}
+
+// TestSubscriptionRestarts: when the route event subscription ends (as the
+// kernel ends it with ENOBUFS), Run subscribes again, so a route deleted
+// afterwards comes back at once, not at the next resync (an hour here).
+func TestSubscriptionRestarts(t *testing.T) {
+	testbed.RequireNetns(t)
+	dev := link(t)
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	real := tb.subscribe
+	var subs atomic.Int32
+	end := make(chan struct{})
+	var once sync.Once
+	tb.subscribe = func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
+		if subs.Add(1) > 1 {
+			return real(ch, done)
+		}
+		inner := make(chan netlink.RouteUpdate, 256)
+		if err := real(inner, done); err != nil {
+			return err
+		}
+		go func() { // the first subscription ends when the test says so
+			defer close(ch)
+			for {
+				select {
+				case u, ok := <-inner:
+					if !ok {
+						return
+					}
+					ch <- u
+				case <-end:
+					return
+				}
+			}
+		}()
+		return nil
+	}
+	dst := netip.MustParsePrefix("10.7.0.0/16")
+	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- tb.Run(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	restored := func() error {
+		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
+			return fmt.Errorf("route not restored: %q", got)
+		}
+		return nil
+	}
+	// Working subscription first.
+	if err := testbed.Eventually(3*time.Second, 5*time.Millisecond, func() error {
+		if subs.Load() < 1 {
+			return fmt.Errorf("Run has not subscribed")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
+	if err := testbed.Eventually(3*time.Second, 20*time.Millisecond, restored); err != nil {
+		t.Fatal(err)
+	}
+	once.Do(func() { close(end) })
+	if err := testbed.Eventually(3*time.Second, 10*time.Millisecond, func() error {
+		if subs.Load() < 2 {
+			return fmt.Errorf("not subscribed again (%d subscriptions)", subs.Load())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
+	start := time.Now()
+	if err := testbed.Eventually(3*time.Second, 20*time.Millisecond, restored); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("route deleted after the subscription ended came back in %s", time.Since(start).Round(time.Millisecond))
+}
