@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
 )
@@ -118,14 +119,15 @@ func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mod
 		Self: s, Active: c.gateway(active), Mode: mode,
 		Local: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/48")},
 		Remote: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16"),
-			netip.MustParsePrefix("fd50::/64")},
+			netip.MustParsePrefix("fd50::/64"),
+			netip.MustParsePrefix("172.30.0.0/16")}, // covers the underlay: refused, or the encapsulation would loop
 	}
 }
 
 // startAgent runs an agent in n until the returned stop is called (or the test ends).
 func startAgent(t *testing.T, n nstest.NS, resync time.Duration) (*Agent, func()) {
 	h := n.Handle
-	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -239,6 +241,23 @@ func ownedRoutes(t *testing.T, n nstest.NS) string {
 	return n.IP(t, "route", "show", "proto", "78") + n.IP(t, "-6", "route", "show", "proto", "78")
 }
 
+// metric reads one of the agent's metrics.
+func metric(t *testing.T, a *Agent, name string) float64 {
+	t.Helper()
+	mfs, err := a.cfg.Metrics.(*prometheus.Registry).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
 func arrived(s *server, i int) bool { return s.conn(i) != nil && s.conn(i).bytes.Load() > 0 }
 
 // growing reports whether c receives more bytes within a short while.
@@ -321,6 +340,15 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 					t.Errorf("worker routes after failover: %s", got)
 				}
 			}
+			if got, want := metric(t, agW, "tunnelmesh_routeagent_active_changes_total"), 1.0; got != want {
+				t.Errorf("active changes = %v, want %v", got, want)
+			}
+			if got, want := metric(t, agW, "tunnelmesh_routeagent_routes"), 3.0; got != want {
+				t.Errorf("routes = %v, want %v", got, want)
+			}
+			if got, want := metric(t, agW, "tunnelmesh_routeagent_refused_cidrs"), 1.0; got != want {
+				t.Errorf("refused CIDRs = %v, want %v", got, want)
+			}
 			if got := ownedRoutes(t, c.g2); got != "" {
 				t.Errorf("the new active node keeps agent routes: %s", got)
 			}
@@ -348,6 +376,21 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			}
 			if after := ownedRoutes(t, c.w); after != before {
 				t.Errorf("the restarted agent's first Set rewrote routes:\n%s\n->\n%s", before, after)
+			}
+			// Input Plan refuses changes nothing.
+			bad := c.input(t, c.w, c.g, mode)
+			bad.Local = nil
+			if err := agW2.Set(bad); err == nil || !strings.Contains(err.Error(), "no local pod CIDRs") {
+				t.Errorf("Set without local CIDRs: err = %v", err)
+			}
+			// Nor does an input without an active gateway (a Lease between holders).
+			none := c.input(t, c.w, c.g, mode)
+			none.Active = Gateway{}
+			if err := agW2.Set(none); err != nil {
+				t.Errorf("Set without an active gateway: %v", err)
+			}
+			if after := ownedRoutes(t, c.w); after != before {
+				t.Errorf("refused or empty input changed routes:\n%s\n->\n%s", before, after)
 			}
 
 			// Someone deletes a route and (vxlan) the device: both come back at once

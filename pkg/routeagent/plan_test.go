@@ -96,6 +96,25 @@ func TestPlan(t *testing.T) {
 			in:   Input{Self: Self{Name: "g", Interface: "eth0"}, Active: g, Local: local, Remote: remote, Mode: ModeDirect},
 			want: Desired{Exempt: exempt, LooseRPF: []string{"eth0"}},
 		},
+		{
+			name: "remote CIDRs that would hijack local traffic are refused, the rest routed",
+			in: Input{Self: w, Active: far, Local: local, Mode: ModeDirect, Remote: []netip.Prefix{
+				p("0.0.0.0/0"), p("10.244.7.0/24"), p("172.18.0.0/16"), p("10.9.0.0/24"), p("169.254.0.0/16"), p("224.0.0.0/4"), p("fd18::/48"),
+			}},
+			want: Desired{
+				Exempt:   Exemption{Sources: local, Destinations: nil},
+				LooseRPF: []string{"eth0"},
+				Refused: []Refusal{
+					{p("0.0.0.0/0"), "a default route"},
+					{p("10.9.0.0/24"), "contains the gateway node's address 10.9.0.2"},
+					{p("10.244.7.0/24"), "overlaps this cluster's pod CIDR 10.244.0.0/16"},
+					{p("169.254.0.0/16"), "not a routable unicast range"},
+					{p("172.18.0.0/16"), "overlaps this node's underlay subnet 172.18.0.0/24"},
+					{p("224.0.0.0/4"), "not a routable unicast range"},
+					{p("fd18::/48"), "overlaps this node's underlay subnet fd18::/64"},
+				},
+			},
+		},
 		{name: "direct needs a shared subnet", in: Input{Self: w, Active: far, Local: local, Remote: remote, Mode: ModeDirect}, wantErr: `shares no IPv4 subnet with this node`},
 		{name: "no active", in: Input{Self: w, Local: local, Remote: remote}, wantErr: ErrNoActive.Error()},
 		{name: "no local CIDRs", in: Input{Self: w, Active: g, Remote: remote}, wantErr: "no local pod CIDRs"},
