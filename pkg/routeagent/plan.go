@@ -77,6 +77,10 @@ type Input struct {
 	Mode   Mode           // "" is ModeVXLAN
 	VNI    uint32         // 0: vxlan.DefaultVNI
 	Port   uint16         // 0: vxlan.DefaultPort
+	// ReplyDevices are further devices replies from remote clusters may
+	// arrive on (a CNI's overlay device, e.g. flannel.1); their strict
+	// reverse-path filter is loosened like the underlay's.
+	ReplyDevices []string
 }
 
 // Exemption is the null-binding NAT rule: traffic from Sources to Destinations
@@ -129,6 +133,11 @@ func Plan(in Input) (Desired, error) {
 	if in.Self.Interface != "" {
 		// Replies come back by the CNI's path, not the way the request left.
 		d.LooseRPF = append(d.LooseRPF, in.Self.Interface)
+	}
+	for _, dev := range in.ReplyDevices {
+		if !slices.Contains(d.LooseRPF, dev) {
+			d.LooseRPF = append(d.LooseRPF, dev)
+		}
 	}
 	active := in.Self.Name == in.Active.Node
 

@@ -81,14 +81,14 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "direct worker: via the gateway's address of each family",
-			in:   Input{Self: w, Active: g, Local: local, Remote: remote, Mode: ModeDirect},
+			in:   Input{Self: w, Active: g, Local: local, Remote: remote, Mode: ModeDirect, ReplyDevices: []string{"flannel.1", "eth0"}},
 			want: Desired{
 				Routes: []routes.Route{
 					{Dst: p("10.50.0.0/16"), Dev: "eth0", Gw: a("172.18.0.2"), Metric: RouteMetric},
 					{Dst: p("10.96.0.0/16"), Dev: "eth0", Gw: a("172.18.0.2"), Metric: RouteMetric},
 					{Dst: p("fd50::/64"), Dev: "eth0", Gw: a("fd18::2"), Metric: RouteMetric},
 				},
-				Exempt: exempt, LooseRPF: []string{"eth0"},
+				Exempt: exempt, LooseRPF: []string{"eth0", "flannel.1"},
 			},
 		},
 		{
