@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/vxlan"
@@ -30,6 +31,8 @@ type Config struct {
 	Log    *slog.Logger
 	NetNS  *netns.NsHandle // nil: the caller's network namespace (tests give one per simulated node)
 	Resync time.Duration   // full re-check period; 0 means 30s
+	// Metrics, when set, receives the tunnelmesh_routeagent_* metrics.
+	Metrics prometheus.Registerer
 }
 
 // Agent keeps a node's routes to remote clusters pointed at the active gateway.
@@ -48,6 +51,9 @@ type Agent struct {
 	want       *Desired
 	active     string
 	lastExempt *Exemption // last exemption programmed, to skip rewriting an unchanged table
+
+	mRoutes, mRefused, mLastApply prometheus.Gauge
+	mMoves, mErrors               prometheus.Counter
 }
 
 // New returns an Agent; call Set with the active gateway and Run to self-heal.
@@ -59,8 +65,23 @@ func New(cfg Config) *Agent {
 		cfg.Resync = 30 * time.Second
 	}
 	log := cfg.Log.With("component", "routeagent")
-	return &Agent{cfg: cfg, log: log, ready: make(chan struct{}),
-		table: routes.NewTable(log, routes.WithProtocol(RouteProtocol))}
+	a := &Agent{cfg: cfg, log: log, ready: make(chan struct{}),
+		table: routes.NewTable(log, routes.WithProtocol(RouteProtocol)),
+		mRoutes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tunnelmesh_routeagent_routes",
+			Help: "Routes to remote clusters' CIDRs this node sends to the active gateway node."}),
+		mRefused: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tunnelmesh_routeagent_refused_cidrs",
+			Help: "Remote CIDRs left unrouted because they would take traffic this node needs (see the log)."}),
+		mLastApply: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tunnelmesh_routeagent_last_apply_timestamp_seconds",
+			Help: "Time of the last apply that succeeded completely."}),
+		mMoves: prometheus.NewCounter(prometheus.CounterOpts{Name: "tunnelmesh_routeagent_active_changes_total",
+			Help: "Times the active gateway node changed."}),
+		mErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tunnelmesh_routeagent_apply_errors_total",
+			Help: "Applies that failed in part (retried at the next resync)."}),
+	}
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(a.mRoutes, a.mRefused, a.mLastApply, a.mMoves, a.mErrors)
+	}
+	return a
 }
 
 // Set plans for in and applies the result. With no active gateway known
@@ -81,11 +102,21 @@ func (a *Agent) Set(in Input) error {
 	if a.active != in.Active.Node {
 		a.log.Info("active gateway", "node", in.Active.Node, "previous", a.active, "addresses", in.Active.Addresses,
 			"mode", d.mode(), "routes", len(d.Routes))
+		if a.active != "" {
+			a.mMoves.Inc()
+		}
 		a.active = in.Active.Node
+	}
+	if a.want == nil || !reflect.DeepEqual(a.want.Refused, d.Refused) {
+		for _, r := range d.Refused {
+			a.log.Warn("remote CIDR not routed", "cidr", r.CIDR, "reason", r.Reason)
+		}
 	}
 	a.readyOnce.Do(func() { close(a.ready) })
 	a.want = &d
-	return a.apply(d, false)
+	a.mRoutes.Set(float64(len(d.Routes)))
+	a.mRefused.Set(float64(len(d.Refused)))
+	return a.applyCounted(d, false)
 }
 
 // Desired returns the state last set, if any.
@@ -153,9 +184,20 @@ func (a *Agent) reapply() {
 	if a.want == nil {
 		return
 	}
-	if err := a.apply(*a.want, true); err != nil {
+	if err := a.applyCounted(*a.want, true); err != nil {
 		a.log.Warn("reconcile", "err", err)
 	}
+}
+
+// applyCounted is apply with its outcome counted.
+func (a *Agent) applyCounted(d Desired, resync bool) error {
+	err := a.apply(d, resync)
+	if err != nil {
+		a.mErrors.Inc()
+	} else {
+		a.mLastApply.SetToCurrentTime()
+	}
+	return err
 }
 
 // Uninstall removes everything the agent installs: its routes (every route of

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
 )
@@ -24,13 +25,13 @@ import (
 // and strict reverse-path filtering.
 type cluster struct {
 	g, g2, w, pod, r nstest.NS
-	nodeIP           map[string]netip.Addr
+	nodeIP, nodeIP6  map[string]netip.Addr
 }
 
 func newCluster(t *testing.T) *cluster {
 	c := &cluster{
 		g: nstest.New(t, "g"), g2: nstest.New(t, "g2"), w: nstest.New(t, "w"), pod: nstest.New(t, "pod"), r: nstest.New(t, "r"),
-		nodeIP: map[string]netip.Addr{},
+		nodeIP: map[string]netip.Addr{}, nodeIP6: map[string]netip.Addr{},
 	}
 	lan := nstest.New(t, "lan")
 	lan.IP(t, "link", "add", "br0", "type", "bridge")
@@ -40,33 +41,44 @@ func newCluster(t *testing.T) *cluster {
 		nstest.Run(t, "ip", "link", "add", "eth0", "netns", n.Name, "type", "veth", "peer", "name", port, "netns", lan.Name)
 		lan.IP(t, "link", "set", port, "master", "br0", "up")
 		ip := netip.AddrFrom4([4]byte{172, 30, 0, byte(2 + i)})
-		c.nodeIP[n.Name] = ip
+		ip6 := netip.MustParseAddr("fd30::" + string(rune('2'+i)))
+		c.nodeIP[n.Name], c.nodeIP6[n.Name] = ip, ip6
 		n.IP(t, "addr", "add", ip.String()+"/24", "dev", "eth0")
+		n.IP(t, "addr", "add", ip6.String()+"/64", "dev", "eth0", "nodad")
 		n.IP(t, "link", "set", "eth0", "up")
-		n.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1")
+		n.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1",
+			"net.ipv6.conf.all.forwarding=1")
 		n.Exec(t, "sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=1")
-		n.Exec(t, "nft", "add table ip cni")
-		n.Exec(t, "nft", "add chain ip cni post { type nat hook postrouting priority srcnat; }")
-		n.Exec(t, "nft", "add rule ip cni post ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade")
+		n.Exec(t, "nft", "add table inet cni")
+		n.Exec(t, "nft", "add chain inet cni post { type nat hook postrouting priority srcnat; }")
+		n.Exec(t, "nft", "add rule inet cni post ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade")
+		n.Exec(t, "nft", "add rule inet cni post ip6 saddr fd44::/48 ip6 daddr != fd44::/48 masquerade")
 	}
 	// The pod on W (the CNI's veth and its routes on the other nodes).
 	nstest.Run(t, "ip", "link", "add", "eth0", "netns", c.pod.Name, "type", "veth", "peer", "name", "vpod", "netns", c.w.Name)
 	c.pod.IP(t, "addr", "add", "10.244.4.2/24", "dev", "eth0")
 	c.pod.IP(t, "link", "set", "eth0", "up")
 	c.pod.IP(t, "route", "add", "default", "via", "10.244.4.1")
+	c.pod.IP(t, "addr", "add", "fd44:0:0:4::2/64", "dev", "eth0", "nodad")
+	c.pod.IP(t, "-6", "route", "add", "default", "via", "fd44:0:0:4::1")
 	c.w.IP(t, "addr", "add", "10.244.4.1/24", "dev", "vpod")
+	c.w.IP(t, "addr", "add", "fd44:0:0:4::1/64", "dev", "vpod", "nodad")
 	c.w.IP(t, "link", "set", "vpod", "up")
 	for _, n := range []nstest.NS{c.g, c.g2} {
 		n.IP(t, "route", "add", "10.244.4.0/24", "via", "172.30.0.4")
+		n.IP(t, "route", "add", "fd44:0:0:4::/64", "via", "fd30::4")
 	}
 	// The remote cluster: a pod address on R, a "tunnel" from each gateway.
 	c.r.IP(t, "addr", "add", "10.50.0.1/32", "dev", "lo")
+	c.r.IP(t, "addr", "add", "fd50::1/128", "dev", "lo")
 	for i, n := range []nstest.NS{c.g, c.g2} {
 		peer := "t" + string(rune('0'+i))
 		nstest.Run(t, "ip", "link", "add", "tmesh0", "netns", n.Name, "type", "veth", "peer", "name", peer, "netns", c.r.Name)
 		n.IP(t, "addr", "add", "192.168.5"+string(rune('0'+i))+".1/30", "dev", "tmesh0")
 		n.IP(t, "link", "set", "tmesh0", "up")
 		c.r.IP(t, "addr", "add", "192.168.5"+string(rune('0'+i))+".2/30", "dev", peer)
+		n.IP(t, "addr", "add", "fd6"+string(rune('0'+i))+"::1/64", "dev", "tmesh0", "nodad")
+		c.r.IP(t, "addr", "add", "fd6"+string(rune('0'+i))+"::2/64", "dev", peer, "nodad")
 		c.r.IP(t, "link", "set", peer, "up")
 	}
 	c.activate(t, c.g)
@@ -77,39 +89,45 @@ func newCluster(t *testing.T) *cluster {
 // the remote cluster into its tunnel, and the remote cluster answers through n.
 func (c *cluster) activate(t *testing.T, n nstest.NS) {
 	via := map[string]string{c.g.Name: "192.168.50", c.g2.Name: "192.168.51"}[n.Name]
+	via6 := map[string]string{c.g.Name: "fd60::", c.g2.Name: "fd61::"}[n.Name]
 	n.IP(t, "route", "replace", "10.50.0.0/16", "via", via+".2", "dev", "tmesh0", "proto", "77")
+	n.IP(t, "route", "replace", "fd50::/64", "via", via6+"2", "dev", "tmesh0", "proto", "77")
+	c.r.IP(t, "route", "replace", "fd44::/48", "via", via6+"1")
+	c.r.IP(t, "route", "replace", "fd30::/64", "via", via6+"1")
 	c.r.IP(t, "route", "replace", "10.244.0.0/16", "via", via+".1")
 	// So that a masqueraded flow would arrive too, and the test say so.
 	c.r.IP(t, "route", "replace", "172.30.0.0/24", "via", via+".1")
 }
 
 func (c *cluster) gateway(n nstest.NS) Gateway {
-	return Gateway{Node: n.Name, Addresses: []netip.Addr{c.nodeIP[n.Name]}}
+	return Gateway{Node: n.Name, Addresses: []netip.Addr{c.nodeIP[n.Name], c.nodeIP6[n.Name]}}
 }
 
 func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mode) Input {
 	t.Helper()
 	var s Self
 	if err := nsenter.Do(self.Handle, func() (err error) {
-		s, err = Discover(self.Name, []netip.Addr{c.nodeIP[self.Name]})
+		s, err = Discover(self.Name, []netip.Addr{c.nodeIP[self.Name], c.nodeIP6[self.Name]})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if s.Interface != "eth0" || s.MTU != 1500 || len(s.Addresses) != 1 || s.Addresses[0].Bits() != 24 {
+	if s.Interface != "eth0" || s.MTU != 1500 || len(s.Addresses) != 2 || s.Addresses[0].Bits() != 24 {
 		t.Fatalf("Discover = %+v", s)
 	}
 	return Input{
 		Self: s, Active: c.gateway(active), Mode: mode,
-		Local:  []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
-		Remote: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16")},
+		Local: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/48")},
+		Remote: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16"),
+			netip.MustParsePrefix("fd50::/64"),
+			netip.MustParsePrefix("172.30.0.0/16")}, // covers the underlay: refused, or the encapsulation would loop
 	}
 }
 
 // startAgent runs an agent in n until the returned stop is called (or the test ends).
 func startAgent(t *testing.T, n nstest.NS, resync time.Duration) (*Agent, func()) {
 	h := n.Handle
-	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -137,10 +155,10 @@ type conn struct {
 	bytes atomic.Int64
 }
 
-func serve(t *testing.T, ns nstest.NS) (*server, string) {
+func serve(t *testing.T, ns nstest.NS, ip string) (*server, string) {
 	var l net.Listener
 	if err := nsenter.Do(ns.Handle, func() (err error) {
-		l, err = net.Listen("tcp4", "10.50.0.1:0")
+		l, err = net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -186,7 +204,7 @@ func (s *server) conn(i int) *conn {
 func flow(t *testing.T, pod nstest.NS, addr string) {
 	var c net.Conn
 	if err := nsenter.Do(pod.Handle, func() (err error) {
-		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
 		return err
 	}); err != nil {
 		t.Fatalf("dial %s from the pod: %v", addr, err)
@@ -218,6 +236,30 @@ func eventually(t *testing.T, what string, timeout time.Duration, f func() bool)
 	return 0
 }
 
+// ownedRoutes lists the agent's routes of both families in n.
+func ownedRoutes(t *testing.T, n nstest.NS) string {
+	return n.IP(t, "route", "show", "proto", "78") + n.IP(t, "-6", "route", "show", "proto", "78")
+}
+
+// metric reads one of the agent's metrics.
+func metric(t *testing.T, a *Agent, name string) float64 {
+	t.Helper()
+	mfs, err := a.cfg.Metrics.(*prometheus.Registry).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func arrived(s *server, i int) bool { return s.conn(i) != nil && s.conn(i).bytes.Load() > 0 }
+
 // growing reports whether c receives more bytes within a short while.
 func growing(c *conn) bool {
 	n := c.bytes.Load()
@@ -242,11 +284,12 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 					t.Fatalf("set %s: %v", self.Name, err)
 				}
 			}
-			srv, addr := serve(t, c.r)
+			srv, addr := serve(t, c.r, "10.50.0.1")
+			srv6, addr6 := serve(t, c.r, "fd50::1")
 			t.Cleanup(func() {
 				if t.Failed() {
-					for _, n := range []nstest.NS{c.g, c.w} {
-						for _, cmd := range [][]string{{"ip", "-d", "link"}, {"ip", "route"}, {"ip", "neigh"}, {"bridge", "fdb", "show", "dev", "tmesh-vx"}, {"nstat", "-a"}, {"sysctl", "-a", "--pattern", "rp_filter"}} {
+					for _, n := range []nstest.NS{c.g, c.w, c.r} {
+						for _, cmd := range [][]string{{"ip", "-d", "link"}, {"ip", "route"}, {"ip", "-6", "route"}, {"ip", "-6", "addr"}, {"ip", "-6", "route", "get", "fd44:0:0:4::2", "from", "fd50::1"}, {"ip", "neigh"}, {"bridge", "fdb", "show", "dev", "tmesh-vx"}, {"nstat", "-a"}, {"sysctl", "-a", "--pattern", "rp_filter"}} {
 							out, _ := exec.Command("ip", append([]string{"netns", "exec", n.Name}, cmd...)...).CombinedOutput()
 							t.Logf("%s %v:\n%s", n.Name, cmd, out)
 						}
@@ -254,12 +297,18 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 				}
 			})
 			flow(t, c.pod, addr)
-			eventually(t, "the flow to arrive at the remote cluster", 5*time.Second, func() bool { return srv.conn(0) != nil && srv.conn(0).bytes.Load() > 0 })
-			first := srv.conn(0)
-			if first.from != "10.244.4.2" {
-				t.Fatalf("the remote cluster saw the flow from %s, want the pod's 10.244.4.2", first.from)
+			flow(t, c.pod, addr6)
+			eventually(t, "the flows to arrive at the remote cluster", 5*time.Second, func() bool { return arrived(srv, 0) && arrived(srv6, 0) })
+			first, first6 := srv.conn(0), srv6.conn(0)
+			if first.from != "10.244.4.2" || first6.from != "fd44:0:0:4::2" {
+				t.Fatalf("the remote cluster saw the flows from %s and %s, want the pod's 10.244.4.2 and fd44:0:0:4::2", first.from, first6.from)
 			}
-			routesW := c.w.IP(t, "route", "show", "proto", "78")
+			routes6 := c.w.IP(t, "-6", "route", "show", "proto", "78")
+			wantVia6 := map[Mode]string{ModeVXLAN: "via fe80::746d:1 dev tmesh-vx", ModeDirect: "via fd30::2 dev eth0"}[mode]
+			if !strings.Contains(routes6, "fd50::/64 "+wantVia6) {
+				t.Fatalf("worker IPv6 routes:\n%s\nwant fd50::/64 %s", routes6, wantVia6)
+			}
+			routesW := ownedRoutes(t, c.w)
 			wantVia := map[Mode]string{ModeVXLAN: "via 169.254.77.1 dev tmesh-vx", ModeDirect: "via 172.30.0.2 dev eth0"}[mode]
 			if !strings.Contains(routesW, "10.50.0.0/16 "+wantVia) || !strings.Contains(routesW, "10.51.0.0/16 "+wantVia) {
 				t.Fatalf("worker routes:\n%s\nwant both remote CIDRs %s", routesW, wantVia)
@@ -269,50 +318,79 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			c.g.IP(t, "link", "set", "eth0", "down")
 			c.g.IP(t, "link", "set", "tmesh0", "down")
 			c.activate(t, c.g2)
+			inG2, inW := c.input(t, c.g2, c.g2, mode), c.input(t, c.w, c.g2, mode)
 			start := time.Now()
-			for ag, self := range map[*Agent]nstest.NS{agG2: c.g2, agW: c.w} {
-				if err := ag.Set(c.input(t, self, c.g2, mode)); err != nil {
-					t.Fatalf("set %s: %v", self.Name, err)
-				}
+			if err := agG2.Set(inG2); err != nil {
+				t.Fatalf("set %s: %v", c.g2.Name, err)
 			}
-			eventually(t, "the same flow to move to G2", 10*time.Second, func() bool { return growing(first) })
-			t.Logf("%s: flow moving again %v after the agents were told of the new active", mode, time.Since(start).Round(time.Millisecond))
+			if err := agW.Set(inW); err != nil {
+				t.Fatalf("set %s: %v", c.w.Name, err)
+			}
+			applied := time.Since(start)
+			eventually(t, "the same flows to move to G2", 10*time.Second, func() bool { return growing(first) && growing(first6) })
+			t.Logf("%s: both agents applied the new active in %v; the flows moved again %v after the first Set (TCP's retransmission backoff included)",
+				mode, applied.Round(time.Microsecond), time.Since(start).Round(time.Millisecond))
 			switch mode {
 			case ModeVXLAN:
 				if got := c.w.Exec(t, "bridge", "fdb", "show", "dev", "tmesh-vx"); !strings.Contains(got, "dst 172.30.0.3") || strings.Contains(got, "172.30.0.2") {
 					t.Errorf("worker FDB after failover: %s", got)
 				}
 			case ModeDirect:
-				if got := c.w.IP(t, "route", "show", "proto", "78"); !strings.Contains(got, "10.50.0.0/16 via 172.30.0.3 dev eth0") {
+				if got := ownedRoutes(t, c.w); !strings.Contains(got, "10.50.0.0/16 via 172.30.0.3 dev eth0") {
 					t.Errorf("worker routes after failover: %s", got)
 				}
 			}
-			if got := c.g2.IP(t, "route", "show", "proto", "78"); got != "" {
+			if got, want := metric(t, agW, "tunnelmesh_routeagent_active_changes_total"), 1.0; got != want {
+				t.Errorf("active changes = %v, want %v", got, want)
+			}
+			if got, want := metric(t, agW, "tunnelmesh_routeagent_routes"), 3.0; got != want {
+				t.Errorf("routes = %v, want %v", got, want)
+			}
+			if got, want := metric(t, agW, "tunnelmesh_routeagent_refused_cidrs"), 1.0; got != want {
+				t.Errorf("refused CIDRs = %v, want %v", got, want)
+			}
+			if got := ownedRoutes(t, c.g2); got != "" {
 				t.Errorf("the new active node keeps agent routes: %s", got)
 			}
 			flow(t, c.pod, addr)
-			eventually(t, "a new flow through G2", 5*time.Second, func() bool { return srv.conn(1) != nil && srv.conn(1).bytes.Load() > 0 })
-			if from := srv.conn(1).from; from != "10.244.4.2" {
-				t.Errorf("through G2 the remote cluster saw %s, want the pod's 10.244.4.2", from)
+			flow(t, c.pod, addr6)
+			eventually(t, "new flows through G2", 5*time.Second, func() bool { return arrived(srv, 1) && arrived(srv6, 1) })
+			if from, from6 := srv.conn(1).from, srv6.conn(1).from; from != "10.244.4.2" || from6 != "fd44:0:0:4::2" {
+				t.Errorf("through G2 the remote cluster saw %s and %s, want the pod's addresses", from, from6)
 			}
 
 			// The worker's agent restarts: nothing is removed while it is down or
 			// while the new process runs before it is told anything.
-			before := c.w.IP(t, "route", "show", "proto", "78")
+			before := ownedRoutes(t, c.w)
 			stopW()
 			agW2, stopW2 := startAgent(t, c.w, fast)
 			time.Sleep(time.Second) // over three resyncs of the new agent, with no Set yet
-			if after := c.w.IP(t, "route", "show", "proto", "78"); after != before {
+			if after := ownedRoutes(t, c.w); after != before {
 				t.Fatalf("routes changed across an agent restart:\n%s\n->\n%s", before, after)
 			}
-			if !growing(first) {
-				t.Fatal("the flow stalled across the agent restart")
+			if !growing(first) || !growing(first6) {
+				t.Fatal("a flow stalled across the agent restart")
 			}
 			if err := agW2.Set(c.input(t, c.w, c.g2, mode)); err != nil {
 				t.Fatal(err)
 			}
-			if after := c.w.IP(t, "route", "show", "proto", "78"); after != before {
+			if after := ownedRoutes(t, c.w); after != before {
 				t.Errorf("the restarted agent's first Set rewrote routes:\n%s\n->\n%s", before, after)
+			}
+			// Input Plan refuses changes nothing.
+			bad := c.input(t, c.w, c.g, mode)
+			bad.Local = nil
+			if err := agW2.Set(bad); err == nil || !strings.Contains(err.Error(), "no local pod CIDRs") {
+				t.Errorf("Set without local CIDRs: err = %v", err)
+			}
+			// Nor does an input without an active gateway (a Lease between holders).
+			none := c.input(t, c.w, c.g, mode)
+			none.Active = Gateway{}
+			if err := agW2.Set(none); err != nil {
+				t.Errorf("Set without an active gateway: %v", err)
+			}
+			if after := ownedRoutes(t, c.w); after != before {
+				t.Errorf("refused or empty input changed routes:\n%s\n->\n%s", before, after)
 			}
 
 			// Someone deletes a route and (vxlan) the device: both come back at once
@@ -328,14 +406,14 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 				c.w.IP(t, "link", "del", "tmesh-vx")
 			}
 			eventually(t, "the agent to repair the worker", 5*time.Second, func() bool {
-				return c.w.IP(t, "route", "show", "proto", "78") == before
+				return ownedRoutes(t, c.w) == before
 			})
-			eventually(t, "the flow to resume after the repair", 10*time.Second, func() bool { return growing(first) })
+			eventually(t, "the flows to resume after the repair", 10*time.Second, func() bool { return growing(first) && growing(first6) })
 
 			if err := agW3.Uninstall(); err != nil {
 				t.Fatal(err)
 			}
-			if got := c.w.IP(t, "route", "show", "proto", "78"); got != "" {
+			if got := ownedRoutes(t, c.w); got != "" {
 				t.Errorf("uninstall left routes: %s", got)
 			}
 			if got := c.w.IP(t, "link", "show"); strings.Contains(got, "tmesh-vx") {

@@ -58,5 +58,5 @@
 // reverse-path filter drops them; the agent turns strict (1) into loose (2) on
 // the underlay device and on tmesh-vx, and leaves 0 alone. A CNI whose
 // replies arrive on an overlay device of its own (flannel.1, vxlan.calico)
-// with a strict filter there needs that device loosened too.
+// with a strict filter there needs that device named in Input.ReplyDevices.
 package routeagent

@@ -77,6 +77,10 @@ type Input struct {
 	Mode   Mode           // "" is ModeVXLAN
 	VNI    uint32         // 0: vxlan.DefaultVNI
 	Port   uint16         // 0: vxlan.DefaultPort
+	// ReplyDevices are further devices replies from remote clusters may
+	// arrive on (a CNI's overlay device, e.g. flannel.1); their strict
+	// reverse-path filter is loosened like the underlay's.
+	ReplyDevices []string
 }
 
 // Exemption is the null-binding NAT rule: traffic from Sources to Destinations
@@ -91,7 +95,16 @@ type Desired struct {
 	Device   *vxlan.Device // nil: no VXLAN device (direct mode)
 	Exempt   Exemption
 	LooseRPF []string // interfaces whose strict reverse-path filter must become loose
+	Refused  []Refusal
 }
+
+// Refusal is a remote CIDR left unrouted, and why.
+type Refusal struct {
+	CIDR   netip.Prefix
+	Reason string
+}
+
+func (r Refusal) String() string { return r.CIDR.String() + ": " + r.Reason }
 
 // ErrNoActive is returned by Plan when no active gateway is known.
 var ErrNoActive = errors.New("no active gateway node known")
@@ -115,11 +128,16 @@ func Plan(in Input) (Desired, error) {
 			return Desired{}, fmt.Errorf("invalid CIDR %v", p)
 		}
 	}
-	remote := normalize(in.Remote)
-	d := Desired{Exempt: Exemption{Sources: normalize(in.Local), Destinations: remote}}
+	remote, refused := screen(in, normalize(in.Remote))
+	d := Desired{Exempt: Exemption{Sources: normalize(in.Local), Destinations: remote}, Refused: refused}
 	if in.Self.Interface != "" {
 		// Replies come back by the CNI's path, not the way the request left.
 		d.LooseRPF = append(d.LooseRPF, in.Self.Interface)
+	}
+	for _, dev := range in.ReplyDevices {
+		if !slices.Contains(d.LooseRPF, dev) {
+			d.LooseRPF = append(d.LooseRPF, dev)
+		}
 	}
 	active := in.Self.Name == in.Active.Node
 
@@ -186,6 +204,44 @@ func Plan(in Input) (Desired, error) {
 		dev.Neighbors = append(dev.Neighbors, vxlan.Neighbor{IP: NextHop6, MAC: gwMAC})
 	}
 	return d, nil
+}
+
+// screen drops remote CIDRs that would take traffic this node needs
+// elsewhere: its own cluster's pods, its underlay (the encapsulated packets
+// to the gateway would loop into tmesh-vx), the gateway node's address, and
+// addresses no cluster may claim. The rest keep working.
+func screen(in Input, remote []netip.Prefix) (ok []netip.Prefix, refused []Refusal) {
+	for _, r := range remote {
+		reason := ""
+		a := r.Addr()
+		switch {
+		case r.Bits() == 0:
+			reason = "a default route"
+		case a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified():
+			reason = "not a routable unicast range"
+		}
+		for _, l := range in.Local {
+			if reason == "" && r.Overlaps(l) {
+				reason = "overlaps this cluster's pod CIDR " + l.Masked().String()
+			}
+		}
+		for _, s := range in.Self.Addresses {
+			if reason == "" && r.Overlaps(s.Masked()) {
+				reason = "overlaps this node's underlay subnet " + s.Masked().String()
+			}
+		}
+		for _, g := range in.Active.Addresses {
+			if reason == "" && r.Contains(g) {
+				reason = "contains the gateway node's address " + g.String()
+			}
+		}
+		if reason != "" {
+			refused = append(refused, Refusal{CIDR: r, Reason: reason})
+			continue
+		}
+		ok = append(ok, r)
+	}
+	return ok, refused
 }
 
 // normalize masks, sorts and deduplicates prefixes.

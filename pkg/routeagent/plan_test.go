@@ -81,20 +81,39 @@ func TestPlan(t *testing.T) {
 		},
 		{
 			name: "direct worker: via the gateway's address of each family",
-			in:   Input{Self: w, Active: g, Local: local, Remote: remote, Mode: ModeDirect},
+			in:   Input{Self: w, Active: g, Local: local, Remote: remote, Mode: ModeDirect, ReplyDevices: []string{"flannel.1", "eth0"}},
 			want: Desired{
 				Routes: []routes.Route{
 					{Dst: p("10.50.0.0/16"), Dev: "eth0", Gw: a("172.18.0.2"), Metric: RouteMetric},
 					{Dst: p("10.96.0.0/16"), Dev: "eth0", Gw: a("172.18.0.2"), Metric: RouteMetric},
 					{Dst: p("fd50::/64"), Dev: "eth0", Gw: a("fd18::2"), Metric: RouteMetric},
 				},
-				Exempt: exempt, LooseRPF: []string{"eth0"},
+				Exempt: exempt, LooseRPF: []string{"eth0", "flannel.1"},
 			},
 		},
 		{
 			name: "direct on the active node: nothing to route",
 			in:   Input{Self: Self{Name: "g", Interface: "eth0"}, Active: g, Local: local, Remote: remote, Mode: ModeDirect},
 			want: Desired{Exempt: exempt, LooseRPF: []string{"eth0"}},
+		},
+		{
+			name: "remote CIDRs that would hijack local traffic are refused, the rest routed",
+			in: Input{Self: w, Active: far, Local: local, Mode: ModeDirect, Remote: []netip.Prefix{
+				p("0.0.0.0/0"), p("10.244.7.0/24"), p("172.18.0.0/16"), p("10.9.0.0/24"), p("169.254.0.0/16"), p("224.0.0.0/4"), p("fd18::/48"),
+			}},
+			want: Desired{
+				Exempt:   Exemption{Sources: local, Destinations: nil},
+				LooseRPF: []string{"eth0"},
+				Refused: []Refusal{
+					{p("0.0.0.0/0"), "a default route"},
+					{p("10.9.0.0/24"), "contains the gateway node's address 10.9.0.2"},
+					{p("10.244.7.0/24"), "overlaps this cluster's pod CIDR 10.244.0.0/16"},
+					{p("169.254.0.0/16"), "not a routable unicast range"},
+					{p("172.18.0.0/16"), "overlaps this node's underlay subnet 172.18.0.0/24"},
+					{p("224.0.0.0/4"), "not a routable unicast range"},
+					{p("fd18::/48"), "overlaps this node's underlay subnet fd18::/64"},
+				},
+			},
 		},
 		{name: "direct needs a shared subnet", in: Input{Self: w, Active: far, Local: local, Remote: remote, Mode: ModeDirect}, wantErr: `shares no IPv4 subnet with this node`},
 		{name: "no active", in: Input{Self: w, Local: local, Remote: remote}, wantErr: ErrNoActive.Error()},

@@ -347,6 +347,9 @@ func toNetlink(r Route, proto netlink.RouteProtocol) (netlink.Route, error) {
 		Scope:    netlink.SCOPE_LINK,
 		Priority: r.Metric,
 	}
+	if nr.Priority == 0 && r.Dst.Addr().Is6() {
+		nr.Priority = 1024 // the kernel's IPv6 default; compared as such on the next reconcile
+	}
 	if r.Dev != "" || !r.Gw.IsValid() {
 		l, err := netlink.LinkByName(r.Dev)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
+	"github.com/vishvananda/netlink"
 )
 
 // TestViaRoutes applies next-hop routes (on-link, device-less, with a metric)
@@ -42,6 +43,7 @@ func TestViaRoutes(t *testing.T) {
 		{Dst: p("198.18.2.0/24"), Gw: a("169.254.77.1"), Dev: "tun0", OnLink: true}, // next hop on no subnet
 		{Dst: p("198.18.3.7/24"), Dev: "tun0"},                                      // plain device route, unmasked input
 		{Dst: p("fd00:18::/64"), Gw: a("fe80::1"), Dev: "eth0", Metric: 1000},       // v6 via link-local
+		{Dst: p("fd00:19::/64"), Gw: a("fe80::1"), Dev: "eth0"},                     // v6, default metric (1024)
 	}
 	set(first...)
 	for dst, want := range map[string]string{
@@ -60,13 +62,21 @@ func TestViaRoutes(t *testing.T) {
 		t.Errorf("the other owner's route to the same destination is gone: %q", got)
 	}
 
-	// Applying the same state changes nothing: no route is replaced (a replace would
-	// show as a delete+add in a monitor; here we check the routes are the same set).
-	before := ns.IP(t, "route", "show", "proto", "78")
-	set(first...)
-	if after := ns.IP(t, "route", "show", "proto", "78"); after != before {
-		t.Errorf("second Set changed routes:\n%s\nto\n%s", before, after)
+	// Applying the same state writes nothing: no route event at all.
+	events := make(chan netlink.RouteUpdate, 16)
+	done := make(chan struct{})
+	if err := netlink.RouteSubscribeAt(ns.Handle, events, done); err != nil {
+		t.Fatal(err)
 	}
+	set(first...)
+	ns.IP(t, "route", "add", "203.0.113.0/24", "via", "192.0.2.9") // a marker event after ours
+	for u := range events {
+		if prefixOf(u.Dst).String() == "203.0.113.0/24" {
+			break
+		}
+		t.Errorf("second Set of the same state rewrote a route: type %d %s proto %d", u.Type, prefixOf(u.Dst), u.Protocol)
+	}
+	close(done)
 
 	// The active next hop moves; a metric changes; a route goes.
 	set(

@@ -146,11 +146,16 @@ func setAddresses(d Device, link netlink.Link) error {
 		return fmt.Errorf("vxlan %s: list addresses: %w", d.Name, err)
 	}
 	var errs []error
+	var present []netip.Prefix
 	for _, h := range have {
 		ip, _ := netip.AddrFromSlice(h.IP)
 		ones, _ := h.Mask.Size()
 		p := netip.PrefixFrom(ip.Unmap(), ones)
-		if slices.Contains(d.Addresses, p) || (ip.Is6() && ip.IsLinkLocalUnicast()) {
+		if slices.Contains(d.Addresses, p) {
+			present = append(present, p)
+			continue
+		}
+		if ip.Is6() && ip.IsLinkLocalUnicast() {
 			continue
 		}
 		if err := netlink.AddrDel(link, &h); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
@@ -158,6 +163,9 @@ func setAddresses(d Device, link netlink.Link) error {
 		}
 	}
 	for _, p := range d.Addresses {
+		if slices.Contains(present, p) {
+			continue
+		}
 		n := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: n}); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan %s: add address %s: %w", d.Name, p, err))
@@ -261,6 +269,7 @@ func setFDB(d Device, idx int) error {
 // setNeighbors keeps exactly d.Neighbors as the device's permanent neighbours.
 func setNeighbors(d Device, idx int) error {
 	var errs []error
+	var present []Neighbor
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		have, err := netlink.NeighList(idx, fam)
 		if err != nil {
@@ -272,6 +281,7 @@ func setNeighbors(d Device, idx int) error {
 			}
 			ip, _ := netip.AddrFromSlice(n.IP)
 			if slices.ContainsFunc(d.Neighbors, func(w Neighbor) bool { return w.IP == ip.Unmap() }) {
+				present = append(present, Neighbor{IP: ip.Unmap(), MAC: n.HardwareAddr})
 				continue
 			}
 			if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -280,6 +290,9 @@ func setNeighbors(d Device, idx int) error {
 		}
 	}
 	for _, w := range d.Neighbors {
+		if slices.ContainsFunc(present, func(p Neighbor) bool { return p.IP == w.IP && bytes.Equal(p.MAC, w.MAC) }) {
+			continue
+		}
 		fam := netlink.FAMILY_V4
 		if w.IP.Is6() {
 			fam = netlink.FAMILY_V6

@@ -1,6 +1,7 @@
 package vxlan
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -103,14 +104,38 @@ func TestSet(t *testing.T) {
 	}
 
 	// Idempotent: the same state keeps the device (same index) and one FDB entry.
+	set(a, da)
+	if got := a.IP(t, "-4", "addr", "show", "dev", DefaultName); strings.Contains(got, "10.99.7.7") || !strings.Contains(got, "10.99.0.1/24") {
+		t.Errorf("addresses = %s", got)
+	}
 	before := index(a)
+	neighs, addrs, done := make(chan netlink.NeighUpdate, 16), make(chan netlink.AddrUpdate, 16), make(chan struct{})
+	if err := netlink.NeighSubscribeAt(a.Handle, neighs, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrSubscribeAt(a.Handle, addrs, done); err != nil {
+		t.Fatal(err)
+	}
 	set(a, da)
 	if index(a) != before {
 		t.Error("second Set recreated the device")
 	}
-	if got := a.IP(t, "-4", "addr", "show", "dev", DefaultName); strings.Contains(got, "10.99.7.7") || !strings.Contains(got, "10.99.0.1/24") {
-		t.Errorf("addresses = %s", got)
+	// Markers after the Set: every event before them was written by the Set.
+	a.IP(t, "neigh", "add", "192.0.2.99", "lladdr", "02:00:00:00:00:99", "dev", "br0")
+	a.IP(t, "addr", "add", "192.0.2.98/32", "dev", "br0")
+	for u := range neighs {
+		if net.IP.Equal(u.IP, net.ParseIP("192.0.2.99")) {
+			break
+		}
+		t.Errorf("second Set wrote a neighbour or FDB entry: %+v", u.Neigh)
 	}
+	for u := range addrs {
+		if u.LinkAddress.IP.Equal(net.ParseIP("192.0.2.98")) {
+			break
+		}
+		t.Errorf("second Set wrote an address: %v", u.LinkAddress)
+	}
+	close(done)
 	if got := nstest.Run(t, "ip", "netns", "exec", a.Name, "bridge", "fdb", "show", "dev", DefaultName); strings.Count(got, "dst") != 1 || !strings.Contains(got, "dst 192.0.2.2") {
 		t.Errorf("fdb = %q", got)
 	}
