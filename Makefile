@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
 
-.PHONY: all build test test-unit deps bench demo vet images
+.PHONY: all build test test-unit fuzz-brief deps bench demo vet images
 all: build
 
 ## build: every command under cmd/ into bin/
@@ -34,8 +34,13 @@ vet: $(STATICCHECK)
 test-unit: deps vet
 	$(GO) test -count=1 -timeout 20m ./...
 
+## fuzz-brief: every fuzz target for FUZZ_BRIEF (default 10s) each, beyond the seeds go test runs
+FUZZ_BRIEF ?= 10s
+fuzz-brief:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_BRIEF) ./pkg/broker/validate
+
 ## test: everything CI runs
-test: test-unit e2e
+test: test-unit fuzz-brief e2e
 
 ## bench: every benchmark; each prints a table
 bench: bench-broker bench-dataplane
