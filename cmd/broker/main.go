@@ -63,8 +63,8 @@ func newInit() *cobra.Command {
 func newServe() *cobra.Command {
 	var (
 		dataDir, listen, tunnelCIDR, logLevel, debugListen string
-		staleAfter, bookmark                               time.Duration
-		retention                                          int
+		staleAfter, bookmark, responseTimeout              time.Duration
+		retention, maxWatches                              int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -96,7 +96,10 @@ func newServe() *cobra.Command {
 				TunnelCIDR:       pool,
 				LogRetention:     retention,
 				BookmarkInterval: bookmark,
+				ResponseTimeout:  responseTimeout,
 				Logger:           log,
+
+				MaxWatchesPerCredential: maxWatches,
 			})
 			if err != nil {
 				return err
@@ -128,6 +131,8 @@ func newServe() *cobra.Command {
 	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
 	f.IntVar(&retention, "log-retention", broker.DefaultLogRetention, "changes kept for watch resumption; older watchers get a snapshot")
 	f.DurationVar(&bookmark, "bookmark-interval", broker.DefaultBookmarkInterval, "bookmark period on idle watch streams")
+	f.DurationVar(&responseTimeout, "response-timeout", broker.DefaultResponseTimeout, "longest time to write one response (watch streams: each chunk); clients that do not read are dropped")
+	f.IntVar(&maxWatches, "max-watches-per-credential", broker.DefaultWatchesPerCred, "open watch streams one credential may hold")
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go pprof (no TLS, no auth) on this address, e.g. 127.0.0.1:6060; off by default")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("data-dir")
