@@ -35,6 +35,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newInit(), newServe(), newToken())
+	root.AddCommand(newBackupCommands()...)
 	return root
 }
 

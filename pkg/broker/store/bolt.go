@@ -120,6 +120,9 @@ func open(path string, readOnly bool) (b *Bolt, err error) {
 			b, err = nil, damaged(path, fmt.Errorf("%v", r))
 		}
 	}()
+	if err := precheck(path); err != nil {
+		return nil, damaged(path, err)
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, ReadOnly: readOnly})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is locked by another process (is another broker using this data dir, or is it serving? stop it first)", ErrInUse, path)

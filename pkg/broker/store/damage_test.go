@@ -45,6 +45,12 @@ func TestOpenRefusesDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, want: []string{"is damaged", "broker restore"}},
+		{name: "truncated to its meta pages", damage: func(t *testing.T, path string) {
+			// Pages past the end would be read through mmap: SIGBUS, not a panic.
+			if err := os.Truncate(path, 8192); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"is damaged", "shorter than", "broker restore"}},
 		{name: "pages overwritten", damage: func(t *testing.T, path string) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
