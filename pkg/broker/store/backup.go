@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -87,35 +88,15 @@ func BackupFile(dir, out string) (Info, error) {
 	return VerifyFile(out)
 }
 
-// WriteFileFrom writes path atomically (temporary file, fsync, rename,
-// directory fsync) from what write produces; mode 0600.
-func WriteFileFrom(path string, write func(io.Writer) (int64, error)) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+// WriteFileFrom writes what write produces to path, atomically and
+// durably (fsutil.WriteFileAtomic), mode 0600. The copy is held in memory
+// first: a broker store is megabytes, and one atomic-write helper is kept.
+func WriteFileFrom(path string, write func(io.Writer) (int64, error)) error {
+	var buf bytes.Buffer
+	if _, err := write(&buf); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := write(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return fsutil.SyncDir(filepath.Dir(path))
+	return fsutil.WriteFileAtomic(path, buf.Bytes(), 0o600)
 }
 
 // Restore replaces the store of data dir dir with the backup file from,
