@@ -90,7 +90,7 @@ func BackupFile(dir, out string) (Info, error) {
 
 // WriteFileFrom writes what write produces to path, atomically and
 // durably (fsutil.WriteFileAtomic), mode 0600. The copy is held in memory
-// first: a broker store is megabytes, and one atomic-write helper is kept.
+// first: a broker store is megabytes, and the project keeps one atomic write.
 func WriteFileFrom(path string, write func(io.Writer) (int64, error)) error {
 	var buf bytes.Buffer
 	if _, err := write(&buf); err != nil {
