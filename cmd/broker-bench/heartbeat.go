@@ -84,18 +84,16 @@ func heartbeatPhase(ctx context.Context, admin *brokerclient.Client, clients []*
 		go func(i int) {
 			defer wg.Done()
 			id := fmt.Sprintf("c%04d", i)
-			offset := time.Duration(int64(hb.every) * int64(i) / int64(n))
-			t := time.NewTimer(offset)
-			defer t.Stop()
-			for round := 0; ; round++ {
+			next := start.Add(time.Duration(int64(hb.every) * int64(i) / int64(n)))
+			for round := 0; next.Before(start.Add(hb.phase)); round++ {
+				t := time.NewTimer(time.Until(next))
 				select {
 				case <-ctx.Done():
+					t.Stop()
 					return
 				case <-t.C:
 				}
-				if time.Since(start) >= hb.phase {
-					return
-				}
+				next = next.Add(hb.every)
 				health := make([]api.PeerHealth, 0, peers)
 				for p := 0; len(health) < peers; p++ {
 					if p == i {
@@ -119,7 +117,6 @@ func heartbeatPhase(ctx context.Context, admin *brokerclient.Client, clients []*
 					res.acks = append(res.acks, d)
 				}
 				mu.Unlock()
-				t.Reset(hb.every - time.Since(s)%hb.every)
 			}
 		}(i)
 	}
@@ -141,11 +138,11 @@ func heartbeatPhase(ctx context.Context, admin *brokerclient.Client, clients []*
 func (r *hbResult) print(nClusters, nWatchers int) {
 	secs := (r.dur + time.Second).Seconds()
 	fmt.Printf("\nheartbeat phase: %d gateways, one heartbeat each per %s with %d peers' health, %d watchers following, %.0f s\n",
-		nClusters, r.cfg.every, r.peers, nWatchers, r.dur.Seconds())
+		nClusters, r.cfg.every, r.peers, nWatchers, r.cfg.phase.Seconds())
 	fmt.Printf("%-44s %12s\n", "figure", "value")
 	fmt.Printf("%-44s %12d\n", "heartbeats sent", r.sent)
 	fmt.Printf("%-44s %12d\n", "heartbeats failed", r.failed)
-	fmt.Printf("%-44s %12.1f\n", "heartbeats/s", float64(r.sent)/r.dur.Seconds())
+	fmt.Printf("%-44s %12.1f\n", "heartbeats/s", float64(r.sent)/r.cfg.phase.Seconds())
 	fmt.Printf("%-44s %12s\n", "heartbeat ack p50", ms(pct(r.acks, 50)))
 	fmt.Printf("%-44s %12s\n", "heartbeat ack p99", ms(pct(r.acks, 99)))
 	fmt.Printf("%-44s %12d\n", "revisions made by heartbeats", r.revAfter-r.revBefore)

@@ -51,7 +51,10 @@ func stuckClient(t *testing.T, tb *testBroker, path, cred string) {
 // Clients that never read must not pin handlers (and the snapshot each
 // holds) forever: every response has a write deadline.
 func TestUnreadSnapshotsAreDropped(t *testing.T) {
-	tb := startBroker(t, initDir(t), "127.0.0.1:0", func(c *broker.Config) { c.ResponseTimeout = 2 * time.Second })
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", func(c *broker.Config) {
+		c.ResponseTimeout = 2 * time.Second
+		c.WatchWriteTimeout = 2 * time.Second
+	})
 	ctx := ctxT(t)
 	a, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
 	// About 8 MB of state, far more than the socket buffers hold.
@@ -69,10 +72,15 @@ func TestUnreadSnapshotsAreDropped(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		stuckClient(t, tb, "/v1/snapshot", tb.admin)
 	}
+	// Watchers that never read their first chunk (the snapshot) are dropped too.
+	for i := 0; i < 5; i++ {
+		stuckClient(t, tb, "/v1/watch", tb.admin)
+	}
 	// The handlers are stuck writing at first ...
 	waitFor(t, "snapshot handlers blocked on unread clients", 10*time.Second, func() bool { return handlersRunning("handleSnapshot") > 0 })
 	// ... and all end within the deadline, though the clients are still connected.
 	waitFor(t, "stuck snapshot handlers to end", 15*time.Second, func() bool { return handlersRunning("handleSnapshot") == 0 })
+	waitFor(t, "stuck watch handlers to end", 15*time.Second, func() bool { return handlersRunning("handleWatch") == 0 })
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
