@@ -1,7 +1,7 @@
 # Broker targets: the broker benchmark, its tests and the fuzzing of its request decoders.
 .PHONY: bench-broker test-broker fuzz-broker
 
-## bench-broker: 1000 clusters × 10 exports, 1000 watchers; prints a table
+## bench-broker: 1000 clusters × 10 exports, 1000 watchers, then 1000 gateways heartbeating every 10 s; prints tables
 bench-broker:
 	@mkdir -p $(BIN)
 	$(GOBUILD) -o $(BIN)/broker ./cmd/broker

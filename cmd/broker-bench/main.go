@@ -45,6 +45,9 @@ func main() {
 		rateList  = flag.String("rates", "20,100", "comma-separated writes per second of the steady phases")
 		steady    = flag.Duration("steady", 15*time.Second, "length of each steady phase")
 		cpuProf   = flag.String("cpuprofile", "", "write the bench process's CPU profile here")
+		hbPhase   = flag.Duration("heartbeat-phase", 30*time.Second, "length of the heartbeat phase (every cluster's gateway heartbeats while every watcher follows); 0 skips it")
+		hbEvery   = flag.Duration("heartbeat-interval", 10*time.Second, "each gateway's heartbeat period in the heartbeat phase")
+		hbPeers   = flag.Int("heartbeat-peers", -1, "health entries per heartbeat (-1: one per other cluster, as a real gateway reports)")
 		light     = flag.Bool("light-watchers", false, "watchers read the raw NDJSON stream and only look for the write's sequence number instead of decoding every event with brokerclient.Watch (shows the broker's fan-out capacity when the clients' JSON decoding does not share its CPUs)")
 	)
 	flag.Parse()
@@ -63,7 +66,8 @@ func main() {
 		}
 		rates = append(rates, r)
 	}
-	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, rates, *steady, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
+	hb := hbConfig{phase: *hbPhase, every: *hbEvery, peers: *hbPeers}
+	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, rates, *steady, hb, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "broker-bench:", err)
 		os.Exit(1)
@@ -145,6 +149,8 @@ type tracker struct {
 	writes []*track
 	nWatch int32
 	events atomic.Int64
+	// changes counts the events that are not bookmarks.
+	changes atomic.Int64
 }
 
 func (tr *tracker) add() (int, *track) {
@@ -170,7 +176,7 @@ func (tr *tracker) saw(seq int) {
 	}
 }
 
-func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, light bool, debugListen string) error {
+func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, hb hbConfig, light bool, debugListen string) error {
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // watch reconnect chatter
 	nofile, err := raiseNoFile()
 	if err != nil {
@@ -341,6 +347,7 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 			first := true
 			_ = c.Watch(ctx, 0, func(ev api.Event) error {
 				tr.events.Add(1)
+				tr.changes.Add(1) // Watch never passes bookmarks on
 				if first && ev.Type == api.EventSnapshot {
 					first = false
 					ready.Done()
@@ -417,6 +424,16 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 			acks: ackTimes(steadyT), seen: seenTimes(steadyT)})
 	}
 
+	// Phase 4: every gateway heartbeats with its health while every watcher
+	// follows. Heartbeats are liveness only: the target is no watch event.
+	var hbRes *hbResult
+	if hb.phase > 0 {
+		hbRes, err = heartbeatPhase(ctx, admin, clients, tr, pid, hb, nWatchers)
+		if err != nil {
+			return err
+		}
+	}
+
 	rss, hwm := procStatus(pid)
 	bcpu := procCPU(pid)
 	mode := "brokerclient.Watch, full JSON decoding"
@@ -432,6 +449,9 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 		fmt.Printf("%-34s %7d %8.2f %9.0f %9s %9s %12s %12s %12s\n", r.name, r.writes, r.dur.Seconds(),
 			float64(r.writes)/r.dur.Seconds(), ms(pct(r.acks, 50)), ms(pct(r.acks, 99)),
 			ms(pct(r.seen, 50)), ms(pct(r.seen, 99)), ms(pct(r.seen, 100)))
+	}
+	if hbRes != nil {
+		hbRes.print(nClusters, nWatchers)
 	}
 	fmt.Printf("\nwatchers connected (initial snapshot received by all %d): %.2f s\n", nWatchers, watchUp.Seconds())
 	fmt.Printf("bulk phase: all %d writes seen by all watchers %.2f s after the first write\n", total, rows[3].allSeen.Seconds())
@@ -578,6 +598,9 @@ func lightWatch(ctx context.Context, addr string, ca []byte, cred string, tr *tr
 	for sc.Scan() {
 		line := sc.Bytes()
 		tr.events.Add(1)
+		if !bytes.Contains(line, []byte(`"type":"BOOKMARK"`)) {
+			tr.changes.Add(1)
+		}
 		if first {
 			first = false
 			ready()

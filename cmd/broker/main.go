@@ -35,6 +35,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newInit(), newServe(), newToken())
+	root.AddCommand(newBackupCommands()...)
 	return root
 }
 
@@ -66,8 +67,8 @@ func newInit() *cobra.Command {
 func newServe() *cobra.Command {
 	var (
 		dataDir, listen, tunnelCIDR, logLevel, debugListen string
-		staleAfter, bookmark                               time.Duration
-		retention                                          int
+		staleAfter, bookmark, responseTimeout              time.Duration
+		retention, maxWatches                              int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -101,7 +102,10 @@ func newServe() *cobra.Command {
 				TunnelCIDR:       pool,
 				LogRetention:     retention,
 				BookmarkInterval: bookmark,
+				ResponseTimeout:  responseTimeout,
 				Logger:           log,
+
+				MaxWatchesPerCredential: maxWatches,
 			})
 			if err != nil {
 				return err
@@ -133,6 +137,8 @@ func newServe() *cobra.Command {
 	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
 	f.IntVar(&retention, "log-retention", broker.DefaultLogRetention, "changes kept for watch resumption; older watchers get a snapshot")
 	f.DurationVar(&bookmark, "bookmark-interval", broker.DefaultBookmarkInterval, "bookmark period on idle watch streams")
+	f.DurationVar(&responseTimeout, "response-timeout", broker.DefaultResponseTimeout, "longest time to write one response (watch streams: each chunk); clients that do not read are dropped")
+	f.IntVar(&maxWatches, "max-watches-per-credential", broker.DefaultWatchesPerCred, "open watch streams one credential may hold")
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go pprof (no TLS, no auth) on this address, e.g. 127.0.0.1:6060; off by default")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("data-dir")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,7 +137,8 @@ type Broker struct {
 	creds atomic.Pointer[authTable]
 
 	// status is the gateways' liveness and health (soft state, unwatched).
-	status statusTable
+	status  statusTable
+	hbSlots chan struct{} // heartbeats being decoded at once
 	// streams are the open watch streams by credential, so a credential's
 	// streams can be counted and ended when it is revoked.
 	streams streamSet
@@ -188,6 +190,7 @@ func New(cfg Config) (*Broker, error) {
 		reqs:     make(chan *writeReq, 4096),
 		closing:  make(chan struct{}),
 		draining: make(chan struct{}),
+		hbSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 	}
 	for _, ch := range loaded.Log {
 		e, err := logEntryFromChange(ch)

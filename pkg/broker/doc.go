@@ -6,4 +6,12 @@
 // requests to the in-memory state, commits the batch to the Store in one
 // durable transaction (group commit) and only then acknowledges each request
 // and wakes the watchers. Readers see only committed state.
+//
+// Heartbeats are not writes: a gateway's liveness and per-peer health live
+// in an in-memory status table served by GET /v1/status, so they make no
+// revision and no watch event. Only a change of what peers need (a gateway
+// turning stale or fresh, a new observed address) is a revisioned write.
+// The membership rules themselves (CIDR overlap, tunnel addresses, the one
+// active gateway per cluster with epoch fencing) are pure functions in
+// package rules.
 package broker

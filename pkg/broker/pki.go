@@ -63,7 +63,7 @@ func Init(opts InitOptions) (string, error) {
 	if _, err := os.Stat(caPath); err == nil && !opts.Force {
 		return "", fmt.Errorf("%s already exists; the broker is initialised (use --force to replace its CA, server certificate and admin token)", caPath)
 	}
-	st, err := store.OpenBolt(dir)
+	st, err := store.Create(dir)
 	if err != nil {
 		return "", err
 	}

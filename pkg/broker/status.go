@@ -126,6 +126,15 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
+	// Few heartbeats decode at once: a heartbeat body is one entry per
+	// remote cluster, and a burst of them waiting here holds no memory yet
+	// (their bodies are still unread).
+	select {
+	case b.hbSlots <- struct{}{}:
+		defer func() { <-b.hbSlots }()
+	case <-r.Context().Done():
+		return
+	}
 	var hb api.HeartbeatRequest
 	if err := b.decodeHeartbeat(w, r, &hb); err != nil {
 		b.writeError(w, r, err)
@@ -135,6 +144,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
+	b.internHealth(hb.Health)
 	observed := remoteIP(r)
 	key := gatewayKey(cluster, host)
 	b.mu.RLock()
@@ -185,6 +195,26 @@ func (b *Broker) decodeHeartbeat(w http.ResponseWriter, r *http.Request, v any) 
 		return &api.Error{Code: api.CodeUnsupportedMedia, Message: "request body must be Content-Type: application/json"}
 	}
 	return validate.Decode(http.MaxBytesReader(w, r.Body, b.cfg.MaxHeartbeatBytes), v, b.cfg.MaxHeartbeatBytes)
+}
+
+// internHealth makes the status table share one copy of each cluster ID
+// and status string instead of holding one per entry per gateway.
+func (b *Broker) internHealth(hs []api.PeerHealth) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for i := range hs {
+		if c, ok := b.st.clusters[hs[i].Cluster]; ok {
+			hs[i].Cluster = c.ID
+		}
+		switch hs[i].Status {
+		case api.StatusConnected:
+			hs[i].Status = api.StatusConnected
+		case api.StatusConnecting:
+			hs[i].Status = api.StatusConnecting
+		case api.StatusError:
+			hs[i].Status = api.StatusError
+		}
+	}
 }
 
 func errNotRegistered(cluster, host string) *api.Error {

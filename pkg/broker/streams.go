@@ -59,10 +59,3 @@ func (s *streamSet) end(cred string) {
 		(*h)()
 	}
 }
-
-// count returns how many streams cred holds open.
-func (s *streamSet) count(cred string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byCred[cred])
-}

@@ -261,3 +261,28 @@ func (c *Client) Status(ctx context.Context) ([]api.GatewayStatus, error) {
 	}
 	return out, nil
 }
+
+// Backup writes a consistent copy of the broker's store to w (admin): a
+// bbolt file that `broker restore` puts back.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/backup", nil)
+	if err != nil {
+		return 0, err
+	}
+	if c.cred != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cred)
+	}
+	resp, err := c.stream.Do(req) // no overall timeout: a store can be large
+	if err != nil {
+		return 0, fmt.Errorf("GET /v1/backup: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, decodeError(resp)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("GET /v1/backup: read: %w", err)
+	}
+	return n, nil
+}

@@ -19,6 +19,10 @@ import (
 //     higher epoch wins, so the newest holder of the lease is the one
 //     active gateway.
 func Registration(existing []api.Gateway, g api.Gateway) ([]api.Gateway, *api.Error) {
+	if g.Epoch < 0 {
+		return nil, &api.Error{Code: api.CodeInvalid, Field: "epoch",
+			Message: fmt.Sprintf("epoch: %d is negative; epochs count up from 0", g.Epoch)}
+	}
 	sorted := append([]api.Gateway(nil), existing...)
 	sort.Slice(sorted, func(i, j int) bool {
 		if sorted[i].ClusterID != sorted[j].ClusterID {

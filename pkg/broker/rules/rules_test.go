@@ -101,6 +101,7 @@ func TestRegistration(t *testing.T) {
 		g        api.Gateway
 		want     []string // "host:active" of the writes, in order
 		errField string
+		errCode  string // default Conflict
 	}{
 		{name: "first gateway", g: a1, want: []string{"a1:true"}},
 		{name: "unchanged re-registration writes nothing", existing: []api.Gateway{a1, b1}, g: a1},
@@ -120,6 +121,7 @@ func TestRegistration(t *testing.T) {
 			want: []string{"a1:true"}},
 		{name: "no active gateway: any epoch", existing: []api.Gateway{gw("a", "a1", false, 7, "KA")}, g: gw("a", "a2", true, 0, "KA"),
 			want: []string{"a2:true"}},
+		{name: "negative epoch refused", g: gw("a", "a1", true, -1, "KA"), errField: "epoch", errCode: api.CodeInvalid},
 		{name: "key of another cluster refused", existing: []api.Gateway{b1}, g: gw("a", "a1", true, 0, "KB"), errField: "publicKey"},
 		{name: "re-registration clears stale", existing: []api.Gateway{func() api.Gateway { g := a1; g.Stale = true; return g }()},
 			g: a1, want: []string{"a1:true"}},
@@ -128,8 +130,12 @@ func TestRegistration(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := Registration(tc.existing, tc.g)
 			if tc.errField != "" {
-				if err == nil || err.Code != api.CodeConflict || err.Field != tc.errField {
-					t.Fatalf("got %v, %+v; want Conflict on %s", out, err, tc.errField)
+				code := tc.errCode
+				if code == "" {
+					code = api.CodeConflict
+				}
+				if err == nil || err.Code != code || err.Field != tc.errField {
+					t.Fatalf("got %v, %+v; want %s on %s", out, err, code, tc.errField)
 				}
 				return
 			}

@@ -8,7 +8,7 @@ import (
 
 func TestBoltCommitLoadAndTrim(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenBolt(dir)
+	s, err := Create(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

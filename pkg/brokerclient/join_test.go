@@ -1,10 +1,11 @@
-package main
+package brokerclient_test
 
 import (
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,11 @@ func startBroker(t *testing.T) (string, []byte, *brokerclient.Client) {
 	t.Helper()
 	b := brokertest.Start(t, brokertest.Options{})
 	return b.URL, b.CA, b.Admin()
+}
+
+func ensureCredential(ctx context.Context, url string, ca []byte, credFile, tokenFile string, req api.JoinRequest) (string, error) {
+	return brokerclient.EnsureCredential(ctx, brokerclient.JoinOnce{URL: url, CA: ca, CredentialFile: credFile,
+		JoinTokenFile: tokenFile, Request: req})
 }
 
 func TestEnsureCredential(t *testing.T) {
@@ -61,6 +67,13 @@ func TestEnsureCredential(t *testing.T) {
 		t.Fatalf("tokens after restart = %+v, %v; want one token used once", toks, err)
 	}
 
+	// An empty credential file is an error, not an empty credential.
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := ensureCredential(ctx, url, ca, empty, tokFile, east); err == nil {
+		t.Fatal("empty credential file: want an error")
+	}
+
 	// A join the broker refuses (overlapping CIDRs) stores nothing.
 	westCred := filepath.Join(dir, "west", "credential")
 	west := api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.1.128.0/17"}, ServiceCIDRs: []string{"10.102.0.0/16"}}
@@ -71,5 +84,17 @@ func TestEnsureCredential(t *testing.T) {
 	}
 	if _, err := os.Stat(westCred); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("refused join left a credential file: %v", err)
+	}
+
+	// meshctl passes the token itself (from its broker-info file).
+	southCred := filepath.Join(dir, "south", "credential")
+	south := api.JoinRequest{ClusterID: "south", PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.103.0.0/16"}}
+	got, err := brokerclient.EnsureCredential(ctx, brokerclient.JoinOnce{URL: url, CA: ca, CredentialFile: southCred,
+		JoinToken: tok, Request: south})
+	if err != nil || got == "" {
+		t.Fatalf("join with a token string: %q, %v", got, err)
+	}
+	if b, _ := os.ReadFile(southCred); strings.TrimSpace(string(b)) != got {
+		t.Fatalf("stored credential %q, returned %q", b, got)
 	}
 }
