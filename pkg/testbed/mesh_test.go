@@ -19,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if testbed.RunHelper() || brokerHelper() {
+	if testbed.RunHelper() || brokerHelper() || dataplaneHelper() {
 		return
 	}
 	code := m.Run()
