@@ -22,6 +22,8 @@ var (
 		"Bytes sent to a remote cluster's gateway.", []string{"cluster"}, nil)
 	descRefused = prometheus.NewDesc("tunnelmesh_gateway_refused_cidrs",
 		"Remote CIDRs refused because they cover this gateway's underlay, a peer's endpoint or the broker.", []string{"cluster"}, nil)
+	descProblems = prometheus.NewDesc("tunnelmesh_gateway_problems",
+		"Remote clusters, CIDRs or routes currently left out of the data plane (the gateway log says why).", nil, nil)
 	descApplies = prometheus.NewDesc("tunnelmesh_gateway_dataplane_applies_total",
 		"Times the engine set the data plane (only when peers, routes or the firewall change).", nil, nil)
 	descHandshake = prometheus.NewDesc("tunnelmesh_gateway_last_handshake_age_seconds",
@@ -35,7 +37,7 @@ type Collector struct{ e *Engine }
 func (e *Engine) Collector() prometheus.Collector { return Collector{e} }
 
 func (Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descStatus, descRTT, descLoss, descRx, descTx, descHandshake, descRefused, descApplies} {
+	for _, d := range []*prometheus.Desc{descConnections, descStatus, descRTT, descLoss, descRx, descTx, descHandshake, descRefused, descProblems, descApplies} {
 		ch <- d
 	}
 }
@@ -61,6 +63,7 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 	for cl, n := range refused {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(n), cl)
 	}
+	ch <- prometheus.MustNewConstMetric(descProblems, prometheus.GaugeValue, float64(len(c.e.Problems())))
 	ch <- prometheus.MustNewConstMetric(descApplies, prometheus.CounterValue, float64(c.e.Applies()))
 	for s, n := range count {
 		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(n), s)

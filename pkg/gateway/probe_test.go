@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 )
 
 var peerIP = netip.MustParseAddr("100.127.0.2")
@@ -85,4 +88,42 @@ func FuzzProbe(f *testing.F) {
 		}
 		p.result(peerIP)
 	})
+}
+
+// TestProberSocket: the socket listens on the tunnel address only and
+// answers only known peers' tunnel IPs (loopback addresses stand in here).
+func TestProberSocket(t *testing.T) {
+	testbed.RequireNetns(t)
+	tunnel, peer := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")
+	p, err := newProber(tunnel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.close)
+	ask := func(to netip.Addr) bool {
+		t.Helper()
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(peer, 0)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(to, ProbePort)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(probe{Type: probeReq, Seq: 99}.encode()); err != nil {
+			return false
+		}
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		b := make([]byte, 64)
+		n, err := c.Read(b)
+		return err == nil && n == probeLen
+	}
+	if ask(tunnel) {
+		t.Error("answered an address that is not a known peer")
+	}
+	p.setTargets([]netip.Addr{peer}, time.Now())
+	if !ask(tunnel) {
+		t.Error("no answer to a known peer")
+	}
+	if ask(netip.MustParseAddr("127.0.0.3")) {
+		t.Error("the probe port answers on an address other than the tunnel address")
+	}
 }

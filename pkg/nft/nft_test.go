@@ -143,7 +143,7 @@ func TestTable(t *testing.T) {
 
 	tb := NewTable(nil)
 	t.Cleanup(func() { _ = tb.Teardown() })
-	d := Desired{Interface: tun, Local: pfx("10.1.0.0/16", "10.101.0.0/16"), Remote: pfx("10.2.0.0/16", "10.102.0.0/16"),
+	d := Desired{Interface: tun, Local: pfx("10.1.0.0/16", "10.101.0.0/16", "fd00:1::/64"), Remote: pfx("10.2.0.0/16", "10.102.0.0/16", "fd00:2::/64"),
 		SNAT4: netip.MustParseAddr("100.64.0.1")}
 	if err := tb.Set(d); err != nil {
 		t.Fatal(err)
@@ -167,6 +167,9 @@ func TestTable(t *testing.T) {
 	}
 	if got := from(pod); got != "FROM 10.1.0.2" {
 		t.Errorf("pod traffic reached the remote cluster as %q, want its pod IP", got)
+	}
+	if ok, err := intact(d); err != nil || !ok {
+		t.Fatalf("freshly applied table not seen as intact (%v): Run would rebuild it forever", err)
 	}
 	before := listTable(t)
 	if !strings.Contains(before, "maxseg size set rt mtu") || !strings.Contains(before, "@remote4") {
@@ -216,11 +219,21 @@ func TestTable(t *testing.T) {
 		t.Error(err)
 	}
 
+	if ok, err := intact(d); err != nil || !ok {
+		t.Errorf("restored table not seen as intact (%v)", err)
+	}
+
 	// A wider prefix replacing a narrower one, and an empty desired state.
-	d.Remote = pfx("10.0.0.0/14")
+	d.Remote = pfx("10.0.0.0/14", "240.0.0.0/4") // the latter reaches the top of the space: no end element
 	d.Local = pfx("10.100.0.0/16")
 	if err := tb.Set(d); err != nil {
 		t.Fatalf("widen remote prefix: %v", err)
+	}
+	if ok, err := intact(d); err != nil || !ok {
+		t.Errorf("table after widening not seen as intact (%v)", err)
+	}
+	if out := listTable(t); !strings.Contains(out, "240.0.0.0/4") || strings.Contains(out, "fd00:") {
+		t.Errorf("sets after widening:\n%s", out)
 	}
 	if err := tb.Set(Desired{}); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,4 +165,75 @@ func TestSubscriptionRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("route deleted after the subscription ended came back in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSubscriptionOverflow: a real ENOBUFS. The first subscription gets a
+// tiny receive buffer and a burst of route events overflows it; the kernel
+// ends it, Run subscribes again, and a route deleted afterwards comes back.
+func TestSubscriptionOverflow(t *testing.T) {
+	testbed.RequireNetns(t)
+	dev, other := link(t), link(t)
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	var subs atomic.Int32
+	var overflowed atomic.Bool
+	tb.subscribe = func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
+		o := netlink.RouteSubscribeOptions{}
+		if subs.Add(1) == 1 {
+			o.ReceiveBufferSize, o.ReceiveBufferForceSize = 1, true // the kernel's minimum
+			o.ErrorCallback = func(err error) {
+				if strings.Contains(err.Error(), "no buffer space") {
+					overflowed.Store(true)
+				}
+			}
+		}
+		return netlink.RouteSubscribeWithOptions(ch, done, o)
+	}
+	dst := netip.MustParsePrefix("10.7.0.0/16")
+	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- tb.Run(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	if err := testbed.Eventually(3*time.Second, 5*time.Millisecond, func() error {
+		if subs.Load() < 1 {
+			return fmt.Errorf("Run has not subscribed")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	batch := filepath.Join(t.TempDir(), "routes")
+	var sb strings.Builder
+	for i := 0; i < 4000; i++ {
+		fmt.Fprintf(&sb, "route add 172.%d.%d.0/24 dev %s\n", 16+i/256, i%256, other)
+	}
+	if err := os.WriteFile(batch, []byte(sb.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "-batch", batch); err != nil {
+		t.Fatalf("route burst: %v %s", err, out)
+	}
+	if err := testbed.Eventually(5*time.Second, 10*time.Millisecond, func() error {
+		if subs.Load() < 2 {
+			return fmt.Errorf("not subscribed again (%d subscriptions, ENOBUFS seen: %v)", subs.Load(), overflowed.Load())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !overflowed.Load() {
+		t.Error("the first subscription ended, but not with ENOBUFS")
+	}
+	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
+	if err := testbed.Eventually(3*time.Second, 20*time.Millisecond, func() error {
+		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
+			return fmt.Errorf("route not restored: %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -19,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if testbed.RunHelper() || brokerHelper() {
+	if testbed.RunHelper() || brokerHelper() || dataplaneHelper() {
 		return
 	}
 	code := m.Run()
@@ -397,8 +397,10 @@ func testMesh(t *testing.T, mode wg.Mode) {
 			}
 		}
 		out, err := m.bed.Helper(c1.podNS, "get", "http://10.1.0.1:9570/metrics")
-		if err != nil || !strings.Contains(out, `tunnelmesh_gateway_refused_cidrs{cluster="c5"} 1`) {
-			t.Errorf("refused CIDR not in the metrics (%v)", err)
+		for _, want := range []string{`tunnelmesh_gateway_refused_cidrs{cluster="c5"} 1`, "tunnelmesh_gateway_problems 1"} {
+			if err != nil || !strings.Contains(out, want) {
+				t.Errorf("metrics lack %s (%v)", want, err)
+			}
 		}
 		if !strings.Contains(c1.gw.Tail(1<<20), "CIDR 192.0.2.0/24 covers") {
 			t.Error("gateway log does not report the refused CIDR")

@@ -1,0 +1,227 @@
+package testbed_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// dataplaneHelper runs one gateway.DataPlane inside a namespace: opened in
+// the standby shape, then set to whatever TB_DP_ROLE_FILE says ("active…":
+// the desired state read from TB_DP_DESIRED at that moment; anything else:
+// Standby), re-read every 10 ms, until SIGTERM (teardown) or SIGKILL.
+func dataplaneHelper() bool {
+	if os.Getenv("TB_DP_ROLE_FILE") == "" {
+		return false
+	}
+	err := func() error {
+		key, err := wgtypes.ParseKey(os.Getenv("TB_DP_KEY"))
+		if err != nil {
+			return err
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		dp, err := gateway.OpenDataPlane(gateway.DataPlaneConfig{Interface: os.Getenv("TB_DP_IF"), PrivateKey: key,
+			ListenPort: 51820, MTU: 1420, Mode: wg.Mode(os.Getenv("TB_DP_MODE")), Log: log})
+		if err != nil {
+			return err
+		}
+		defer dp.Teardown()
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		go func() { _ = dp.Run(ctx) }()
+		role := ""
+		for ctx.Err() == nil {
+			r, _ := os.ReadFile(os.Getenv("TB_DP_ROLE_FILE"))
+			if now := strings.TrimSpace(string(r)); now != role {
+				role = now
+				want := gateway.Standby
+				if strings.HasPrefix(role, "active") {
+					b, err := os.ReadFile(os.Getenv("TB_DP_DESIRED"))
+					if err != nil {
+						return err
+					}
+					if err := json.Unmarshal(b, &want); err != nil {
+						return err
+					}
+				}
+				start := time.Now()
+				if err := dp.Set(want); err != nil {
+					return err
+				}
+				fmt.Printf("role %q applied in %s\n", role, time.Since(start))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	}()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane helper:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+	return true
+}
+
+// TestStandbyTakeover: two gateway nodes of cluster a share its key; one is
+// active, the other stands by (device open, no peer, no address). The
+// active dies (kill -9); the standby is promoted by one Set. Cluster b's
+// gateway is never reconfigured: its peer still names the dead node's
+// endpoint, and WireGuard roaming moves it to the new active within the
+// first handshake.
+func TestStandbyTakeover(t *testing.T) {
+	for _, mode := range wgModes {
+		t.Run(string(mode), func(t *testing.T) {
+			requireMode(t, mode)
+			testStandbyTakeover(t, mode)
+		})
+	}
+}
+
+func testStandbyTakeover(t *testing.T, mode wg.Mode) {
+	bed := testbed.New(t)
+	ul := bed.Underlay()
+	keyA, _ := wgtypes.GeneratePrivateKey()
+	keyB, _ := wgtypes.GeneratePrivateKey()
+	snap := api.Snapshot{Clusters: []api.Cluster{
+		{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, TunnelIP: "100.127.0.1"},
+		{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, TunnelIP: "100.127.0.2"},
+	}, Gateways: []api.Gateway{
+		{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.31", Port: 51820, PublicKey: keyA.PublicKey().String(), Active: true, Epoch: 1},
+		{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.30", Port: 51820, PublicKey: keyB.PublicKey().String(), Active: true, Epoch: 1},
+	}}
+	type node struct {
+		name, ns, dev, role string
+		proc                *testbed.Proc
+	}
+	writeDesired := func(n *node, cluster string) string {
+		t.Helper()
+		d := gateway.Compute(gateway.Local{ClusterID: cluster, Interface: n.dev,
+			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(map[string]string{"a": "10.1.0.0/16", "b": "10.2.0.0/16"}[cluster])}}, snap)
+		if len(d.Peers) != 1 {
+			t.Fatalf("%s desired: %+v", n.name, d)
+		}
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desired := filepath.Join(bed.Dir, n.name+".json")
+		if err := os.WriteFile(desired, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return desired
+	}
+	start := func(n *node, cluster string, key wgtypes.Key, role string) {
+		t.Helper()
+		desired := writeDesired(n, cluster)
+		n.role = filepath.Join(bed.Dir, n.name+".role")
+		if err := os.WriteFile(n.role, []byte(role), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		exe, _ := os.Executable()
+		n.proc = bed.Start(n.ns, n.name, []string{"TB_DP_ROLE_FILE=" + n.role, "TB_DP_DESIRED=" + desired,
+			"TB_DP_KEY=" + key.String(), "TB_DP_IF=" + n.dev, "TB_DP_MODE=" + string(mode)}, exe)
+	}
+	mk := func(name, addr string) *node {
+		n := &node{name: name, ns: bed.NS(name), dev: testbed.UniqueName("tm" + name)}
+		ul.Attach(n.ns, addr+"/24")
+		return n
+	}
+	b1, a1, a2 := mk("b1", "192.0.2.30"), mk("a1", "192.0.2.31"), mk("a2", "192.0.2.32")
+	start(b1, "b", keyB, "active")
+	start(a1, "a", keyA, "active")
+	start(a2, "a", keyA, "standby")
+	ping := func() error {
+		_, err := bed.Exec(b1.ns, "ping", "-c", "1", "-W", "1", "100.127.0.1")
+		return err
+	}
+	if err := testbed.Eventually(20*time.Second, 100*time.Millisecond, ping); err != nil {
+		t.Fatalf("b1 → a1: %v\n%s\n%s", err, b1.proc.Tail(2000), a1.proc.Tail(2000))
+	}
+	endpoint := func() string {
+		out, _ := bed.Exec(b1.ns, "wg", "show", b1.dev, "endpoints")
+		return strings.TrimSpace(out)
+	}
+	if ep := endpoint(); !strings.Contains(ep, "192.0.2.31:51820") {
+		t.Fatalf("b1's peer endpoint %q, want a1", ep)
+	}
+	// The standby holds the key but no peer and no address: it never answers
+	// or sends a handshake, so the active's sessions are undisturbed.
+	if out, _ := bed.Exec(a2.ns, "wg", "show", a2.dev, "peers"); strings.TrimSpace(out) != "" {
+		t.Errorf("standby has peers: %q", out)
+	}
+	if out, _ := bed.IP(a2.ns, "-o", "addr", "show", "dev", a2.dev); strings.Contains(out, "inet ") {
+		t.Errorf("standby holds an address: %q", out)
+	}
+
+	a1.proc.Kill()
+	killed := time.Now()
+	if err := os.WriteFile(a2.role, []byte("active"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.Eventually(15*time.Second, 20*time.Millisecond, ping); err != nil {
+		t.Fatalf("b1 → a2 after the takeover: %v\n%s", err, a2.proc.Tail(2000))
+	}
+	took := time.Since(killed)
+	t.Logf("%s: kill -9 of the active to the first ping through the promoted standby: %s; b1's endpoint now %s",
+		mode, took.Round(time.Millisecond), endpoint())
+	if ep := endpoint(); !strings.Contains(ep, "192.0.2.32:51820") {
+		t.Errorf("b1's endpoint %q: want the new active, learned by roaming", ep)
+	}
+	if n := strings.Count(b1.proc.Tail(1<<20), "applied in"); n != 1 {
+		t.Errorf("b1 reconfigured %d times, want once (no reconfiguration for the takeover)", n)
+	}
+	if out, _ := bed.Exec(b1.ns, "wg", "show", b1.dev, "allowed-ips"); strings.Contains(out, "10.101.0.0/16") {
+		t.Fatalf("b1 already has the CIDR added below: %s", out)
+	}
+	log := a2.proc.Tail(1 << 20)
+	i := strings.Index(log, `role "active" applied in `)
+	if i < 0 {
+		t.Fatalf("a2 never applied the active role:\n%s", log)
+	}
+	line := strings.SplitN(log[i:], "\n", 2)[0]
+	d, err := time.ParseDuration(strings.TrimPrefix(line, `role "active" applied in `))
+	if err != nil || d > 500*time.Millisecond {
+		t.Errorf("promotion %q: want well under a second", line)
+	}
+	t.Logf("a2 promotion (one Set): %s", d)
+
+	// The broker now adds a service CIDR to cluster a but still names a1's
+	// endpoint (a2 has not registered yet): b1 applies the new AllowedIPs and
+	// keeps the endpoint roaming found, so traffic never stops.
+	snap.Clusters[0].ServiceCIDRs = []string{"10.101.0.0/16"}
+	writeDesired(b1, "b")
+	if err := os.WriteFile(b1.role, []byte("active2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.Eventually(5*time.Second, 20*time.Millisecond, func() error {
+		if n := strings.Count(b1.proc.Tail(1<<20), "applied in"); n != 2 {
+			return fmt.Errorf("b1 applied %d times", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ep := endpoint(); !strings.Contains(ep, "192.0.2.32:51820") {
+		t.Errorf("b1's endpoint %q after a change of other peer fields: want the roamed one kept", ep)
+	}
+	if err := ping(); err != nil {
+		t.Errorf("b1 → a2 right after b1's peer was updated: %v", err)
+	}
+
+}
