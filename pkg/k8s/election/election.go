@@ -492,10 +492,9 @@ func (e *Elector) send(s State) {
 
 type leaseEvent struct{ lease *coordinationv1.Lease }
 
-// watchLease streams the Lease (nil when absent) until ctx ends, listing
-// again whenever the watch breaks.
+// watchLease feeds the Run loop with the Lease, newest only.
 func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent, deniedc chan<- error) {
-	send := func(l *coordinationv1.Lease) {
+	err := streamLease(ctx, e.leases(), e.cfg.LeaseName, e.cfg.Logger, func(l *coordinationv1.Lease) {
 		select {
 		case <-out:
 		default:
@@ -504,16 +503,24 @@ func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent, deniedc c
 		case out <- leaseEvent{l}:
 		case <-ctx.Done():
 		}
+	})
+	if err != nil {
+		deniedc <- err
 	}
-	sel := fields.OneTermEqualSelector("metadata.name", e.cfg.LeaseName).String()
+}
+
+// streamLease calls send with the Lease (nil when absent) at start and on
+// every change until ctx ends, listing again whenever the watch breaks. It
+// returns only a permission error (or nil when ctx ends).
+func streamLease(ctx context.Context, lc leaseClient, name string, log *slog.Logger, send func(*coordinationv1.Lease)) error {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	for ctx.Err() == nil {
-		list, err := e.leases().List(ctx, metav1.ListOptions{FieldSelector: sel})
+		list, err := lc.List(ctx, metav1.ListOptions{FieldSelector: sel})
 		if apierrors.IsForbidden(err) {
-			deniedc <- denied("read the gateway Lease", err)
-			return
+			return denied("read the gateway Lease", err)
 		}
 		if err != nil {
-			e.cfg.Logger.Debug("list the gateway Lease", "err", err)
+			log.Debug("list the gateway Lease", "err", err)
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}
@@ -522,10 +529,9 @@ func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent, deniedc c
 		} else {
 			send(&list.Items[0])
 		}
-		w, err := e.leases().Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
+		w, err := lc.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
 		if apierrors.IsForbidden(err) {
-			deniedc <- denied("watch the gateway Lease", err)
-			return
+			return denied("watch the gateway Lease", err)
 		}
 		if err != nil {
 			sleep(ctx, 100*time.Millisecond)
@@ -544,6 +550,36 @@ func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent, deniedc c
 		}
 		w.Stop()
 	}
+	return nil
+}
+
+// Observe follows the gateway Lease without campaigning (route agents, status
+// readers): fn gets State{Role: Standby, Holder, Epoch} at start and whenever
+// the holder or epoch changes. It returns when ctx ends (nil) or when the
+// Lease may not be read.
+func Observe(ctx context.Context, client kubernetes.Interface, namespace, leaseName string, fn func(State)) error {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	if leaseName == "" {
+		leaseName = DefaultLeaseName
+	}
+	var last *State
+	var lastRV string
+	return streamLease(ctx, client.CoordinationV1().Leases(namespace), leaseName, slog.Default(), func(l *coordinationv1.Lease) {
+		if l != nil && olderRV(l.ResourceVersion, lastRV) {
+			return
+		}
+		s := State{Role: Standby}
+		s.Holder, s.Epoch = LeaseHolder(l)
+		if l != nil {
+			lastRV = l.ResourceVersion
+		}
+		if last == nil || *last != s {
+			last = &s
+			fn(s)
+		}
+	})
 }
 
 func denied(what string, err error) error {

@@ -397,3 +397,45 @@ func TestConfigRejectsUnsafeTimings(t *testing.T) {
 		t.Fatalf("defaults rejected: %v", err)
 	}
 }
+
+func TestObserveFollowsTheHolder(t *testing.T) {
+	c := newCluster(t)
+	seen := make(chan State, 16)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Observe(ctx, c.env.Client(t), "", "", func(s State) { seen <- s }) }()
+	next := func() State {
+		t.Helper()
+		select {
+		case s := <-seen:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("no state from Observe in 5 s")
+			return State{}
+		}
+	}
+	if s := next(); s.Holder != "" || s.Epoch != 0 {
+		t.Fatalf("before any candidate: %+v", s)
+	}
+	a := c.start("node-a")
+	if s := next(); s.Holder != "node-a" || s.Epoch != 1 || s.Role != Standby {
+		t.Fatalf("after node-a started: %+v", s)
+	}
+	c.start("node-b")
+	if err := a.e.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Released (holder empty, same epoch), then taken by node-b at epoch 2;
+	// a slow reader may see the first only briefly, never out of order.
+	s := next()
+	if s.Holder == "" {
+		s = next()
+	}
+	if s.Holder != "node-b" || s.Epoch != 2 {
+		t.Fatalf("after the handover: %+v", s)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
