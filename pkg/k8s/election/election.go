@@ -48,7 +48,7 @@ type State struct {
 }
 
 // Config of an Elector. Client, Identity and Gossip.Peers are required; zero
-// durations take the defaults (3 s lease, 250 ms renewals, 800 ms deadline).
+// durations take the defaults (3 s lease, 250 ms renewals, 750 ms deadline).
 type Config struct {
 	Client    kubernetes.Interface
 	Namespace string // DefaultNamespace when empty
@@ -84,7 +84,7 @@ func (c *Config) defaults() error {
 		c.RenewInterval = 250 * time.Millisecond
 	}
 	if c.RenewDeadline == 0 {
-		c.RenewDeadline = 800 * time.Millisecond
+		c.RenewDeadline = 750 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
