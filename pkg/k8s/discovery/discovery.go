@@ -49,6 +49,9 @@ type Facts struct {
 	// ServiceCIDRs is nil when the ServiceCIDR API is not served.
 	ServiceCIDRs []netip.Prefix
 	APIServerSvc []netip.Prefix
+	// Unreadable lists sources this client may not read (a missing
+	// permission is shown, not silently taken as absence).
+	Unreadable []string
 }
 
 // Overrides are the operator's flags; non-empty wins over discovery.
@@ -104,8 +107,10 @@ func Read(ctx context.Context, client kubernetes.Interface, ov Overrides) (Facts
 	}
 	cm, err := client.CoreV1().ConfigMaps(KubeadmNamespace).Get(ctx, KubeadmConfigMap, metav1.GetOptions{})
 	switch {
-	case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
-		// Not a kubeadm cluster (or not ours to read): other sources decide.
+	case apierrors.IsNotFound(err):
+		// Not a kubeadm cluster: other sources decide.
+	case apierrors.IsForbidden(err):
+		f.Unreadable = append(f.Unreadable, fmt.Sprintf("%s/%s ConfigMap (forbidden)", KubeadmNamespace, KubeadmConfigMap))
 	case err != nil:
 		return f, fmt.Errorf("read %s/%s: %w", KubeadmNamespace, KubeadmConfigMap, err)
 	default:
@@ -139,6 +144,9 @@ func Read(ctx context.Context, client kubernetes.Interface, ov Overrides) (Facts
 		return f, nil
 	}
 	pods, err := client.CoreV1().Pods(KubeadmNamespace).List(ctx, metav1.ListOptions{LabelSelector: APIServerPodLabel})
+	if apierrors.IsForbidden(err) {
+		f.Unreadable = append(f.Unreadable, fmt.Sprintf("kube-apiserver pods in %s (forbidden)", KubeadmNamespace))
+	}
 	if err != nil && !apierrors.IsForbidden(err) {
 		return f, fmt.Errorf("list kube-apiserver pods in %s: %w", KubeadmNamespace, err)
 	}
@@ -196,6 +204,9 @@ func serviceRangeOf(p corev1.Pod) ([]netip.Prefix, error) {
 // Decide picks the cluster's CIDRs from the facts and the flags.
 func Decide(f Facts, ov Overrides) (CIDRs, error) {
 	var out CIDRs
+	for _, u := range f.Unreadable {
+		out.Warnings = append(out.Warnings, "could not read "+u+"; the CIDRs were found without it")
+	}
 	nodeUnion := nodePodUnion(f.NodePodCIDRs)
 	switch {
 	case len(ov.Pod) > 0:

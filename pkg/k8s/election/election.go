@@ -48,7 +48,7 @@ type State struct {
 }
 
 // Config of an Elector. Client, Identity and Gossip.Peers are required; zero
-// durations take the defaults (3 s lease, 250 ms renewals, 800 ms deadline).
+// durations take the defaults (3 s lease, 250 ms renewals, 750 ms deadline).
 type Config struct {
 	Client    kubernetes.Interface
 	Namespace string // DefaultNamespace when empty
@@ -84,7 +84,7 @@ func (c *Config) defaults() error {
 		c.RenewInterval = 250 * time.Millisecond
 	}
 	if c.RenewDeadline == 0 {
-		c.RenewDeadline = 800 * time.Millisecond
+		c.RenewDeadline = 750 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -124,6 +124,7 @@ type Elector struct {
 	published  State
 	sentOnce   bool
 	nextTry    time.Time // acquisition backoff after an apiserver error
+	fatal      error     // a permission the election needs is missing
 	// Log an apiserver failure once per run of failures, not every tick.
 	renewFailing, acquireFailing bool
 }
@@ -168,7 +169,8 @@ func (e *Elector) Run(ctx context.Context) error {
 	defer cancel()
 
 	leases := make(chan leaseEvent, 1)
-	go e.watchLease(ctx, leases)
+	denied := make(chan error, 1)
+	go e.watchLease(ctx, leases, denied)
 	go e.members.join(ctx, e.cfg.Identity, e.cfg.Gossip.Peers, e.cfg.Logger)
 
 	tick := time.NewTicker(e.cfg.RenewInterval / 5)
@@ -189,9 +191,20 @@ func (e *Elector) Run(ctx context.Context) error {
 		case reply := <-e.release:
 			reply <- e.giveUp(ctx)
 			return nil
+		case err := <-denied:
+			e.fatal = err
 		}
-		if e.synced {
+		if e.synced && e.fatal == nil {
 			e.step(ctx, time.Now())
+		}
+		if e.fatal != nil {
+			// A missing permission is not transient: stop loudly (the pod
+			// restarts and its events show why) rather than limp along.
+			if e.held {
+				e.stepDown("permission denied")
+				e.publish()
+			}
+			return e.fatal
 		}
 	}
 }
@@ -237,7 +250,6 @@ func (e *Elector) leases() leaseClient {
 }
 
 type leaseClient interface {
-	Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error)
 	Create(ctx context.Context, l *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error)
 	Update(ctx context.Context, l *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error)
 	List(ctx context.Context, opts metav1.ListOptions) (*coordinationv1.LeaseList, error)
@@ -333,6 +345,10 @@ func (e *Elector) acquire(ctx context.Context, why string) {
 			e.refresh(ctx)
 			return
 		}
+		if apierrors.IsForbidden(err) {
+			e.fatal = denied("take the gateway Lease", err)
+			return
+		}
 		if !e.acquireFailing {
 			e.cfg.Logger.Warn("acquire the gateway Lease; retrying", "node", id, "err", err)
 		}
@@ -366,6 +382,10 @@ func (e *Elector) renew(ctx context.Context) {
 			if e.lease == nil || !e.ours(e.lease) {
 				e.stepDown("the Lease changed under this holder")
 			}
+			return
+		}
+		if apierrors.IsForbidden(err) {
+			e.fatal = denied("renew the gateway Lease", err)
 			return
 		}
 		if !e.renewFailing {
@@ -406,15 +426,17 @@ func (e *Elector) stepDown(why string) {
 	e.cfg.Logger.Warn("stepping down as active gateway", "node", e.cfg.Identity, "epoch", e.epoch, "reason", why)
 }
 
+// refresh reads the Lease again (a list by name: the same permission as the
+// watch, so the Role needs no separate get).
 func (e *Elector) refresh(ctx context.Context) {
-	l, err := e.leases().Get(ctx, e.cfg.LeaseName, metav1.GetOptions{})
+	list, err := e.leases().List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", e.cfg.LeaseName).String()})
 	switch {
-	case apierrors.IsNotFound(err):
-		e.observe(nil, time.Now())
 	case err != nil:
 		e.cfg.Logger.Warn("read the gateway Lease", "err", err)
+	case len(list.Items) == 0:
+		e.observe(nil, time.Now())
 	default:
-		e.observe(l, time.Now())
+		e.observe(&list.Items[0], time.Now())
 	}
 }
 
@@ -470,10 +492,9 @@ func (e *Elector) send(s State) {
 
 type leaseEvent struct{ lease *coordinationv1.Lease }
 
-// watchLease streams the Lease (nil when absent) until ctx ends, listing
-// again whenever the watch breaks.
-func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent) {
-	send := func(l *coordinationv1.Lease) {
+// watchLease feeds the Run loop with the Lease, newest only.
+func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent, deniedc chan<- error) {
+	err := streamLease(ctx, e.leases(), e.cfg.LeaseName, e.cfg.Logger, func(l *coordinationv1.Lease) {
 		select {
 		case <-out:
 		default:
@@ -482,12 +503,24 @@ func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent) {
 		case out <- leaseEvent{l}:
 		case <-ctx.Done():
 		}
+	})
+	if err != nil {
+		deniedc <- err
 	}
-	sel := fields.OneTermEqualSelector("metadata.name", e.cfg.LeaseName).String()
+}
+
+// streamLease calls send with the Lease (nil when absent) at start and on
+// every change until ctx ends, listing again whenever the watch breaks. It
+// returns only a permission error (or nil when ctx ends).
+func streamLease(ctx context.Context, lc leaseClient, name string, log *slog.Logger, send func(*coordinationv1.Lease)) error {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	for ctx.Err() == nil {
-		list, err := e.leases().List(ctx, metav1.ListOptions{FieldSelector: sel})
+		list, err := lc.List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if apierrors.IsForbidden(err) {
+			return denied("read the gateway Lease", err)
+		}
 		if err != nil {
-			e.cfg.Logger.Debug("list the gateway Lease", "err", err)
+			log.Debug("list the gateway Lease", "err", err)
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}
@@ -496,7 +529,10 @@ func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent) {
 		} else {
 			send(&list.Items[0])
 		}
-		w, err := e.leases().Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
+		w, err := lc.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
+		if apierrors.IsForbidden(err) {
+			return denied("watch the gateway Lease", err)
+		}
 		if err != nil {
 			sleep(ctx, 100*time.Millisecond)
 			continue
@@ -514,6 +550,40 @@ func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent) {
 		}
 		w.Stop()
 	}
+	return nil
+}
+
+// Observe follows the gateway Lease without campaigning (route agents, status
+// readers): fn gets State{Role: Standby, Holder, Epoch} at start and whenever
+// the holder or epoch changes. It returns when ctx ends (nil) or when the
+// Lease may not be read.
+func Observe(ctx context.Context, client kubernetes.Interface, namespace, leaseName string, fn func(State)) error {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	if leaseName == "" {
+		leaseName = DefaultLeaseName
+	}
+	var last *State
+	var lastRV string
+	return streamLease(ctx, client.CoordinationV1().Leases(namespace), leaseName, slog.Default(), func(l *coordinationv1.Lease) {
+		if l != nil && olderRV(l.ResourceVersion, lastRV) {
+			return
+		}
+		s := State{Role: Standby}
+		s.Holder, s.Epoch = LeaseHolder(l)
+		if l != nil {
+			lastRV = l.ResourceVersion
+		}
+		if last == nil || *last != s {
+			last = &s
+			fn(s)
+		}
+	})
+}
+
+func denied(what string, err error) error {
+	return fmt.Errorf("election: not allowed to %s (check the gateway's RBAC in deploy/gateway/rbac.yaml): %w", what, err)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,6 +54,14 @@ func newCluster(t *testing.T) *cluster {
 	return &cluster{t: t, env: env, cs: map[string]*candidate{}}
 }
 
+// key is the cluster's gossip key; a name starting with "intruder" gets another.
+func (c *cluster) key(name string) []byte {
+	if strings.HasPrefix(name, "intruder") {
+		return []byte("an-intruder-key-of-32-bytes-long")
+	}
+	return []byte("the-clusters-gossip-key-32-bytes")
+}
+
 func (c *cluster) peers(self string) func(context.Context) ([]string, error) {
 	return func(context.Context) ([]string, error) {
 		c.mu.Lock()
@@ -96,7 +105,7 @@ func (c *cluster) start(name string) *candidate {
 	e, err := New(Config{
 		Client:   client,
 		Identity: name,
-		Gossip:   GossipConfig{BindAddr: "127.0.0.1", Peers: c.peers(name)},
+		Gossip:   GossipConfig{BindAddr: "127.0.0.1", Peers: c.peers(name), SecretKey: c.key(name)},
 		Logger:   logger.With("candidate", name),
 	})
 	if err != nil {
@@ -250,8 +259,8 @@ func TestOneActiveAndStable(t *testing.T) {
 	c := newCluster(t)
 	a, b, d := c.start("node-a"), c.start("node-b"), c.start("node-c")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	// It stays so: three lease durations with no change of holder or epoch.
-	time.Sleep(3 * 3 * time.Second)
+	// It stays so: two lease durations with no change of holder or epoch.
+	time.Sleep(2 * 3 * time.Second)
 	if now, ep := c.waitOneActive(t, time.Second, "", 0); now != act || ep != epoch {
 		t.Fatalf("active changed from %s@%d to %s@%d with nothing failing", act.name, epoch, now.name, ep)
 	}
@@ -290,8 +299,10 @@ func TestCrashedActiveIsReplacedFast(t *testing.T) {
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	t.Logf("crash → new active over %d kills: median %v, max %v (all %v)", len(took), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond), took)
-	if took[len(took)/2] > 2*time.Second {
-		t.Errorf("median takeover %v; want ≤ 2 s (the Lease alone would need 3 s)", took[len(took)/2])
+	// Not a performance bound: taking over before the 3 s Lease could expire
+	// is what shows memberlist's verdict, not expiry, did it.
+	if took[len(took)-1] >= 3*time.Second {
+		t.Errorf("a takeover took %v: no faster than the Lease's expiry, so memberlist's verdict was not used", took[len(took)-1])
 	}
 }
 
@@ -320,8 +331,10 @@ func TestGracefulReleaseHandsOverAtOnce(t *testing.T) {
 	next, ep := c.waitOneActive(t, 2*time.Second, act.name, epoch)
 	took := time.Since(start)
 	t.Logf("graceful release → %s active at epoch %d in %v", next.name, ep, took.Round(time.Millisecond))
-	if took > 700*time.Millisecond {
-		t.Errorf("handover after release took %v; want well under memberlist's ~1 s and the Lease's 3 s", took)
+	// Faster than memberlist's quickest death verdict: the release itself
+	// (watched by the standby) handed over, not failure detection.
+	if d := act.e.cfg.Gossip.minDetection(); took >= d {
+		t.Errorf("handover after release took %v, not less than memberlist's death verdict %v", took, d)
 	}
 	if s, _ := act.latest(); s.Role != Standby {
 		t.Errorf("released candidate's last state %+v; want standby", s)
@@ -376,6 +389,25 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	noSplitBrain(t, a, b)
 }
 
+func TestCandidateWithAnotherGossipKeyCannotPreempt(t *testing.T) {
+	c := newCluster(t)
+	c.start("node-a")
+	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	in := c.start("intruder")
+	eventually(t, 5*time.Second, "intruder has read the Lease", func() bool { _, ok := in.latest(); return ok })
+	if n := len(in.e.members.alive()); n != 1 {
+		t.Fatalf("the intruder sees %d members; a wrong key must keep it out", n)
+	}
+	if n := len(act.e.members.alive()); n != 1 {
+		t.Fatalf("the active sees %d members with an intruder around", n)
+	}
+	// The active keeps renewing; the intruder stays standby past a lease duration.
+	time.Sleep(4 * time.Second)
+	if now, ep := c.waitOneActive(t, time.Second, "", 0); now != act || ep != epoch {
+		t.Fatalf("active changed to %s@%d", now.name, ep)
+	}
+}
+
 func TestConfigRejectsUnsafeTimings(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1"})
 	for _, tc := range []struct {
@@ -395,5 +427,47 @@ func TestConfigRejectsUnsafeTimings(t *testing.T) {
 	ok := Config{Client: client, Identity: "n"}
 	if err := ok.defaults(); err != nil {
 		t.Fatalf("defaults rejected: %v", err)
+	}
+}
+
+func TestObserveFollowsTheHolder(t *testing.T) {
+	c := newCluster(t)
+	seen := make(chan State, 16)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Observe(ctx, c.env.Client(t), "", "", func(s State) { seen <- s }) }()
+	next := func() State {
+		t.Helper()
+		select {
+		case s := <-seen:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("no state from Observe in 5 s")
+			return State{}
+		}
+	}
+	if s := next(); s.Holder != "" || s.Epoch != 0 {
+		t.Fatalf("before any candidate: %+v", s)
+	}
+	a := c.start("node-a")
+	if s := next(); s.Holder != "node-a" || s.Epoch != 1 || s.Role != Standby {
+		t.Fatalf("after node-a started: %+v", s)
+	}
+	c.start("node-b")
+	if err := a.e.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Released (holder empty, same epoch), then taken by node-b at epoch 2;
+	// a slow reader may see the first only briefly, never out of order.
+	s := next()
+	if s.Holder == "" {
+		s = next()
+	}
+	if s.Holder != "node-b" || s.Epoch != 2 {
+		t.Fatalf("after the handover: %+v", s)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

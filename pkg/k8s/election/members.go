@@ -48,7 +48,7 @@ func (g *GossipConfig) defaults() {
 		g.ProbeTimeout = 100 * time.Millisecond
 	}
 	if g.SuspicionMult == 0 {
-		g.SuspicionMult = 5
+		g.SuspicionMult = 4
 	}
 	if g.RejoinInterval == 0 {
 		g.RejoinInterval = 2 * time.Second

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"path"
 	"testing"
 	"time"
 
@@ -146,13 +145,4 @@ func Impersonate(cfg *rest.Config, ns, name string) *rest.Config {
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 	}
 	return c
-}
-
-// Join returns the path of a file in a deploy directory (forward slashes, as fs.FS wants).
-func Join(dir string, names ...string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = path.Join(dir, n)
-	}
-	return out
 }

@@ -113,6 +113,9 @@ func (s Store) Wait(ctx context.Context) (wgtypes.Key, error) {
 	secrets := s.Client.CoreV1().Secrets(s.ns())
 	for {
 		list, err := secrets.List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if apierrors.IsForbidden(err) {
+			return wgtypes.Key{}, fmt.Errorf("not allowed to list Secret %s/%s (check the gateway's RBAC): %w", s.ns(), SecretName, err)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return wgtypes.Key{}, ctx.Err()
@@ -128,8 +131,16 @@ func (s Store) Wait(ctx context.Context) (wgtypes.Key, error) {
 			return parse(&list.Items[0])
 		}
 		w, err := secrets.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
+		if apierrors.IsForbidden(err) {
+			return wgtypes.Key{}, fmt.Errorf("not allowed to watch Secret %s/%s (check the gateway's RBAC): %w", s.ns(), SecretName, err)
+		}
 		if err != nil {
-			continue
+			select {
+			case <-ctx.Done():
+				return wgtypes.Key{}, ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+				continue
+			}
 		}
 		for ev := range w.ResultChan() {
 			if sec, ok := ev.Object.(*corev1.Secret); ok && (ev.Type == watch.Added || ev.Type == watch.Modified) {

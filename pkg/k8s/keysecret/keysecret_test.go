@@ -125,7 +125,8 @@ func TestBadSecretIsReportedNotOverwritten(t *testing.T) {
 func TestGossipKeyIsDerivedAndDistinct(t *testing.T) {
 	a, _ := wgtypes.GeneratePrivateKey()
 	b, _ := wgtypes.GeneratePrivateKey()
-	if len(GossipKey(a)) != 32 || string(GossipKey(a)) != string(GossipKey(a)) || string(GossipKey(a)) == string(GossipKey(b)) {
+	a2 := a
+	if len(GossipKey(a)) != 32 || string(GossipKey(a)) != string(GossipKey(a2)) || string(GossipKey(a)) == string(GossipKey(b)) {
 		t.Fatal("GossipKey must be 32 bytes, stable per key and differ between keys")
 	}
 	if string(GossipKey(a)) == string(a[:]) {

@@ -1,0 +1,363 @@
+package rbac
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
+)
+
+const (
+	ns = "tunnelmesh-system"
+	sa = "tunnelmesh-gateway"
+)
+
+// gatewayWork is everything the gateway binary does with the Kubernetes API,
+// in every role; it fails on the first step that does not work.
+func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// Discovery, with kubeadm-config and ServiceCIDRs readable.
+	cidrs, err := discovery.Discover(ctx, client, discovery.Overrides{})
+	if err != nil {
+		return fmt.Errorf("discovery: %w", err)
+	}
+	if discovery.Join(cidrs.Pod) != "10.244.0.0/16" || len(cidrs.Service) == 0 || len(cidrs.Warnings) > 0 {
+		return fmt.Errorf("discovery: got %+v; want pods from kubeadm-config, services from ServiceCIDRs, no warnings", cidrs)
+	}
+	// A standby waits for the key while the active creates it.
+	store := keysecret.Store{Client: client}
+	waited := make(chan error, 1)
+	go func() { _, err := store.Wait(ctx); waited <- err }()
+	time.Sleep(200 * time.Millisecond) // let the standby reach its watch
+	if _, err := store.Ensure(ctx); err != nil {
+		return fmt.Errorf("keysecret: %w", err)
+	}
+	if _, err := store.Ensure(ctx); err != nil { // a restart reads it back
+		return fmt.Errorf("keysecret (read back): %w", err)
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			return fmt.Errorf("keysecret wait: %w", err)
+		}
+	case <-time.After(3 * time.Second):
+		return errors.New("keysecret wait: no key 3 s after it was created")
+	}
+	// Election until active, then a graceful release.
+	e, err := election.New(election.Config{
+		Client: client, Identity: "gw-1",
+		Gossip: election.GossipConfig{BindAddr: "127.0.0.1", BindPort: gossipPort, Peers: election.CandidatePeers(client, gossipPort)},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return fmt.Errorf("election: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- e.Run(runCtx) }()
+	var active election.State
+	deadline := time.After(4 * time.Second)
+	for active.Role != election.Active {
+		select {
+		case active = <-e.States():
+		case err := <-ran:
+			return fmt.Errorf("election: %w", err)
+		case <-deadline:
+			cancel()
+			<-ran
+			return errors.New("election: not active within 4 s")
+		}
+	}
+	// Route agent: who is active and where.
+	if _, err := client.CoreV1().Nodes().Get(ctx, active.Holder, metav1.GetOptions{}); err != nil {
+		return fmt.Errorf("route agent: get the active node: %w", err)
+	}
+	if err := watchOnce(ctx, func(o metav1.ListOptions) (interface{ Stop() }, error) {
+		return client.CoreV1().Nodes().Watch(ctx, o)
+	}); err != nil {
+		return fmt.Errorf("route agent: watch nodes: %w", err)
+	}
+	// Status by the active.
+	if err := (status.Writer{Client: dyn, ClusterID: "east"}).Write(ctx, status.GatewayStatus{ActiveNode: active.Holder, Epoch: active.Epoch}); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	// Route agents read remote CIDRs from it.
+	mgws := dyn.Resource(status.GVR).Namespace(ns)
+	if _, err := mgws.List(ctx, metav1.ListOptions{}); err != nil {
+		return fmt.Errorf("route agent: list MeshGateways: %w", err)
+	}
+	if err := watchOnce(ctx, func(o metav1.ListOptions) (interface{ Stop() }, error) { return mgws.Watch(ctx, o) }); err != nil {
+		return fmt.Errorf("route agent: watch MeshGateways: %w", err)
+	}
+	if err := e.Release(ctx); err != nil {
+		if rerr := <-ran; rerr != nil {
+			return fmt.Errorf("election: %w", rerr) // Run stopped first; say why
+		}
+		return fmt.Errorf("election release: %w", err)
+	}
+	return <-ran
+}
+
+func watchOnce(ctx context.Context, w func(metav1.ListOptions) (interface{ Stop() }, error)) error {
+	wi, err := w(metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	wi.Stop()
+	return nil
+}
+
+type env struct {
+	t     *testing.T
+	api   *kubeapi.Env
+	admin kubernetes.Interface
+	dyn   dynamic.Interface
+	rbac  []*unstructured.Unstructured
+	port  int
+}
+
+func setup(t *testing.T) *env {
+	api := kubeapi.Start(t)
+	objs, err := k8stest.Files(deploy.FS, "namespace.yaml", "gateway/crd-meshgateways.yaml", "gateway/rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8stest.Apply(t, api.Config, objs)
+	admin := api.Client(t)
+	ctx := t.Context()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discovery.KubeadmConfigMap, Namespace: discovery.KubeadmNamespace},
+		Data: map[string]string{discovery.KubeadmClusterKey: "networking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.0.0.0/24\n"}}
+	if _, err := admin.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gw-1", Labels: map[string]string{election.CandidateLabel: "true"}},
+		Spec: corev1.NodeSpec{PodCIDRs: []string{"10.244.0.0/24"}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Loopback, so that memberlist's join stays on this machine.
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
+	if _, err := admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var rbac []*unstructured.Unstructured
+	for _, o := range objs {
+		if k := o.GetKind(); k == "Role" || k == "ClusterRole" {
+			rbac = append(rbac, o.DeepCopy())
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return &env{t: t, api: api, admin: admin, dyn: dynamic.NewForConfigOrDie(api.Config), rbac: rbac, port: port}
+}
+
+// reset removes what a previous run created, so every run creates afresh.
+func (e *env) reset() {
+	ctx := e.t.Context()
+	_ = e.admin.CoordinationV1().Leases(ns).Delete(ctx, election.DefaultLeaseName, metav1.DeleteOptions{})
+	_ = e.admin.CoreV1().Secrets(ns).Delete(ctx, keysecret.SecretName, metav1.DeleteOptions{})
+	_ = e.dyn.Resource(status.GVR).Namespace(ns).Delete(ctx, "east", metav1.DeleteOptions{})
+}
+
+func (e *env) run() error {
+	e.reset()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 20*time.Second)
+	defer cancel()
+	return gatewayWork(ctx, k8stest.Impersonate(e.api.Config, ns, sa), e.port)
+}
+
+func TestGatewayServiceAccountCanDoItsWork(t *testing.T) {
+	e := setup(t)
+	if err := e.run(); err != nil {
+		t.Fatalf("as %s/%s with deploy/gateway/rbac.yaml: %v", ns, sa, err)
+	}
+	// And nothing more than asked: a sample of what it must not do.
+	for _, a := range []authorizationv1.ResourceAttributes{
+		{Namespace: ns, Verb: "update", Resource: "secrets", Name: keysecret.SecretName},
+		{Namespace: ns, Verb: "get", Resource: "secrets", Name: "other"},
+		{Namespace: ns, Verb: "delete", Group: "coordination.k8s.io", Resource: "leases", Name: election.DefaultLeaseName},
+		{Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Name: "other"},
+		{Namespace: "kube-system", Verb: "get", Resource: "configmaps", Name: "coredns"},
+		{Namespace: "kube-system", Verb: "list", Resource: "pods"},
+		{Verb: "update", Resource: "nodes"},
+	} {
+		if e.allowed(a) {
+			t.Errorf("the gateway may %s %s %s/%s; it should not", a.Verb, a.Resource, a.Namespace, a.Name)
+		}
+	}
+}
+
+// Every verb granted is needed: without it the work fails.
+func TestEveryGrantedVerbIsNeeded(t *testing.T) {
+	e := setup(t)
+	if err := e.run(); err != nil {
+		t.Fatalf("with the full RBAC: %v", err)
+	}
+	for _, obj := range e.rbac {
+		role := toRole(t, obj)
+		for i, rule := range role.Rules {
+			for _, verb := range rule.Verbs {
+				name := fmt.Sprintf("%s %s/%s rule %d %v: without %s", obj.GetKind(), obj.GetNamespace(), obj.GetName(), i, rule.Resources, verb)
+				t.Run(name, func(t *testing.T) {
+					cut := role.DeepCopy()
+					cut.Rules[i].Verbs = slices.DeleteFunc(slices.Clone(rule.Verbs), func(v string) bool { return v == verb })
+					if len(cut.Rules[i].Verbs) == 0 {
+						cut.Rules = slices.Delete(cut.Rules, i, i+1)
+					}
+					probe := attrs(obj.GetNamespace(), rule, verb)
+					e.apply(t, obj, cut)
+					e.waitAllowed(t, probe, false)
+					err := e.run()
+					e.apply(t, obj, role)
+					e.waitAllowed(t, probe, true)
+					if err == nil {
+						t.Fatalf("the gateway's work succeeded without %q on %v: the grant is not needed", verb, rule.Resources)
+					}
+					t.Logf("fails as it should: %v", err)
+				})
+			}
+		}
+	}
+}
+
+func attrs(namespace string, r rbacv1.PolicyRule, verb string) authorizationv1.ResourceAttributes {
+	res, sub, _ := strings.Cut(r.Resources[0], "/")
+	a := authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Group: r.APIGroups[0], Resource: res, Subresource: sub}
+	if len(r.ResourceNames) > 0 {
+		a.Name = r.ResourceNames[0]
+	}
+	return a
+}
+
+func (e *env) allowed(a authorizationv1.ResourceAttributes) bool {
+	e.t.Helper()
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               "system:serviceaccount:" + ns + ":" + sa,
+		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+		ResourceAttributes: &a,
+	}}
+	got, err := e.admin.AuthorizationV1().SubjectAccessReviews().Create(e.t.Context(), sar, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return got.Status.Allowed
+}
+
+func (e *env) waitAllowed(t *testing.T, a authorizationv1.ResourceAttributes, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.allowed(a) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("authorizer still says allowed=%v for %+v", !want, a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func toRole(t *testing.T, u *unstructured.Unstructured) *rbacv1.ClusterRole {
+	var r rbacv1.ClusterRole // Role and ClusterRole share the rules' shape
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+func (e *env) apply(t *testing.T, orig *unstructured.Unstructured, rules *rbacv1.ClusterRole) {
+	t.Helper()
+	ctx := t.Context()
+	var err error
+	if orig.GetKind() == "ClusterRole" {
+		var cur *rbacv1.ClusterRole
+		if cur, err = e.admin.RbacV1().ClusterRoles().Get(ctx, orig.GetName(), metav1.GetOptions{}); err == nil {
+			cur.Rules = rules.Rules
+			_, err = e.admin.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{})
+		}
+	} else {
+		var cur *rbacv1.Role
+		if cur, err = e.admin.RbacV1().Roles(orig.GetNamespace()).Get(ctx, orig.GetName(), metav1.GetOptions{}); err == nil {
+			cur.Rules = rules.Rules
+			_, err = e.admin.RbacV1().Roles(orig.GetNamespace()).Update(ctx, cur, metav1.UpdateOptions{})
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The gateway directory applies as `kubectl apply -k` would, in the
+// kustomization's order, and the DaemonSet runs as the ServiceAccount bound
+// above with no capability beyond NET_ADMIN.
+func TestDeployGatewayApplies(t *testing.T) {
+	api := kubeapi.Start(t)
+	b, err := fsReadFile("gateway/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Resources []string `json:"resources"`
+	}
+	if err := yaml.Unmarshal(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{"namespace.yaml"}
+	for _, r := range k.Resources {
+		files = append(files, "gateway/"+r)
+	}
+	objs, err := k8stest.Files(deploy.FS, files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8stest.Apply(t, api.Config, objs)
+	ds, err := api.Client(t).AppsV1().DaemonSets(ns).Get(t.Context(), "tunnelmesh-gateway", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := ds.Spec.Template.Spec
+	c := pod.Containers[0]
+	if pod.ServiceAccountName != sa || !pod.HostNetwork || c.Image != "tunnelmesh/gateway:dev" || c.Args[0] != "k8s" {
+		t.Fatalf("DaemonSet pod spec: sa %q hostNetwork %v image %q args %v", pod.ServiceAccountName, pod.HostNetwork, c.Image, c.Args)
+	}
+	sc := c.SecurityContext
+	if sc.Privileged == nil || *sc.Privileged || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_ADMIN" || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Fatalf("security context %+v; want unprivileged, drop ALL, add only NET_ADMIN", sc)
+	}
+}
+
+func fsReadFile(name string) ([]byte, error) { return fs.ReadFile(deploy.FS, name) }
