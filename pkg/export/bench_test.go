@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
@@ -42,6 +43,12 @@ func benchExport(b *testing.B, n int) {
 	east := startCluster(b, br, "east", "10.1.0.0/16", "10.101.0.0/16")
 	west := startCluster(b, br, "west", "10.2.0.0/16", "10.102.0.0/16")
 	for _, c := range []*cluster{east, west} {
+		// The test apiserver's own range (a /24) holds 254 Services; 2n are needed.
+		_, err := c.kube.NetworkingV1().ServiceCIDRs().Create(context.Background(), &networkingv1.ServiceCIDR{
+			ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16"}}}, metav1.CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
 		c.namespace("bench")
 		c.run()
 	}
