@@ -1,8 +1,3 @@
-// Package dns configures the cluster's own CoreDNS to answer the
-// Multi-Cluster Services zone (clusterset.local): CoreDNS's kubernetes
-// plugin serves it from ServiceImports and their EndpointSlices once the
-// zone is one of its zones and listed in its `multicluster` option. The
-// edit is pure text: every other line of the user's Corefile stays as it was.
 package dns
 
 import (
