@@ -186,7 +186,7 @@ current-context: test
 			{"_pg._tcp.db.demo.svc.clusterset.local.", dns.TypeSRV, dns.RcodeSuccess,
 				[]string{"SRV 5432 db-0.east.db.demo.svc.clusterset.local.", "SRV 5432 db-1.east.db.demo.svc.clusterset.local."}},
 			{"db-2.east.db.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeNameError, nil}, // not ready
-			{"web.demo.svc.clusterset.local.", dns.TypeAAAA, dns.RcodeSuccess, nil}, // NODATA: IPv4 only
+			{"web.demo.svc.clusterset.local.", dns.TypeAAAA, dns.RcodeSuccess, nil},         // NODATA: IPv4 only
 			{"nope.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeNameError, nil},
 			{"web.other.svc.clusterset.local.", dns.TypeA, dns.RcodeNameError, nil},
 			{"kubernetes.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, []string{"A " + kubeSvc.Spec.ClusterIP}},
