@@ -32,13 +32,13 @@ func EnableMulticluster(corefile, zone string) (string, bool, error) {
 			out = append(out, line)
 			depth += opens - closes
 			if depth < 0 {
-				return "", false, fmt.Errorf("Corefile line %d: unbalanced '}'", i+1)
+				return "", false, fmt.Errorf("corefile line %d: unbalanced '}'", i+1)
 			}
 			continue
 		}
 		found = true
 		if closes > 0 || opens > 1 {
-			return "", false, fmt.Errorf("Corefile line %d: a kubernetes block opened and closed on one line is not supported; put its options on lines of their own", i+1)
+			return "", false, fmt.Errorf("corefile line %d: a kubernetes block opened and closed on one line is not supported; put its options on lines of their own", i+1)
 		}
 		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
 		hasBlock := opens == 1
@@ -94,14 +94,14 @@ func EnableMulticluster(corefile, zone string) (string, bool, error) {
 			out = append(out, l)
 		}
 		if d != 0 {
-			return "", false, fmt.Errorf("Corefile: the kubernetes block opened at line %d is not closed", i+1)
+			return "", false, fmt.Errorf("corefile: the kubernetes block opened at line %d is not closed", i+1)
 		}
 	}
 	if depth != 0 {
-		return "", false, fmt.Errorf("Corefile: %d unclosed '{'", depth)
+		return "", false, fmt.Errorf("corefile: %d unclosed '{'", depth)
 	}
 	if !found {
-		return "", false, fmt.Errorf("Corefile has no kubernetes plugin in any server block; add one (e.g. `kubernetes cluster.local in-addr.arpa ip6.arpa`) before enabling %s", zone)
+		return "", false, fmt.Errorf("corefile has no kubernetes plugin in any server block; add one (e.g. `kubernetes cluster.local in-addr.arpa ip6.arpa`) before enabling %s", zone)
 	}
 	res := strings.Join(out, "\n")
 	return res, res != corefile, nil
