@@ -78,6 +78,9 @@ type Controller struct {
 	records  map[string]api.Export // broker key → export, as last seen
 	resolved map[string]*Service   // namespace/name → resolved service
 	byNS     map[string][]string   // namespace → names of resolved services
+	// sent holds exports published whose watch event has not come back,
+	// by namespace/name, so that they are not published twice.
+	sent map[string]api.Export
 }
 
 // Indexes of the EndpointSlice informer.
@@ -98,7 +101,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "export", "cluster", cfg.ClusterID),
-		records: map[string]api.Export{}, resolved: map[string]*Service{}, byNS: map[string][]string{}}
+		records: map[string]api.Export{}, sent: map[string]api.Export{}, resolved: map[string]*Service{}, byNS: map[string][]string{}}
 	c.exportQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "serviceexports"})
 	c.importQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -339,6 +342,11 @@ func (c *Controller) onBroker(s api.Snapshot) {
 			c.exportQ.Add(se.Namespace + "/" + se.Name)
 		}
 	}
+	c.mu.Lock()
+	for k := range changed {
+		delete(c.sent, k)
+	}
+	c.mu.Unlock()
 	for k := range changed {
 		c.importQ.Add(k)
 		c.exportQ.Add(k)

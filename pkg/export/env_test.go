@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/mcs-api/config/crd"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
@@ -35,15 +36,20 @@ import (
 // cluster is one real kube-apiserver with the MCS CRDs, and the controller
 // that runs for it.
 type cluster struct {
-	t       testing.TB
-	id      string
-	env     *kubeapi.Env
-	kube    kubernetes.Interface
-	mcs     mcsclient.Interface
-	dyn     dynamic.Interface
-	broker  *brokerclient.Client
-	tunnels *export.Tunnels
-	stop    func()
+	t    testing.TB
+	id   string
+	env  *kubeapi.Env
+	kube kubernetes.Interface
+	mcs  mcsclient.Interface
+	dyn  dynamic.Interface
+	// Clients of the controller: its ServiceAccount, impersonated.
+	ctrlKube kubernetes.Interface
+	ctrlMCS  mcsclient.Interface
+	ctrlDyn  dynamic.Interface
+	broker   *brokerclient.Client
+	tunnels  *export.Tunnels
+	stop     func()
+	runs     int
 }
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
@@ -68,7 +74,57 @@ func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR strin
 	}
 	InstallCRDs(t, c.dyn, crd.ServiceExportCRD, crd.ServiceImportCRD, cp)
 	c.broker, _ = b.Join(id, podCIDR, svcCIDR)
+
+	// The controller runs with exactly the rights deploy/mcs grants it.
+	c.namespace(export.LeaseNamespace)
+	rbac, err := deploy.FS.ReadFile("mcs/controller-rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyYAML(t, c.dyn, rbac)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + export.LeaseNamespace + ":tunnelmesh-controller"}
+	if c.ctrlKube, err = kubernetes.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.ctrlMCS, err = mcsclient.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.ctrlDyn, err = dynamic.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
 	return c
+}
+
+// applyYAML creates the objects of a multi-document YAML file.
+func applyYAML(t testing.TB, dc dynamic.Interface, doc []byte) {
+	t.Helper()
+	gvr := map[string]schema.GroupVersionResource{
+		"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+		"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+		"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+		"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+		"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	}
+	for _, part := range strings.Split(string(doc), "\n---\n") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(part), &obj); err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		r, ok := gvr[u.GetKind()]
+		if !ok {
+			t.Fatalf("applyYAML: kind %q not known", u.GetKind())
+		}
+		var err error
+		if u.GetNamespace() != "" {
+			_, err = dc.Resource(r).Namespace(u.GetNamespace()).Create(context.Background(), u, metav1.CreateOptions{})
+		} else {
+			_, err = dc.Resource(r).Create(context.Background(), u, metav1.CreateOptions{})
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
 }
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -107,15 +163,16 @@ func InstallCRDs(t testing.TB, dc dynamic.Interface, docs ...[]byte) {
 // waits for it.
 func (c *cluster) run() {
 	c.t.Helper()
-	ctrl, err := export.New(export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.kube, MCS: c.mcs, Dynamic: c.dyn,
+	cfg := export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.ctrlKube, MCS: c.ctrlMCS, Dynamic: c.ctrlDyn,
 		Broker: c.broker, Reachability: c.tunnels, Workers: 8,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		c.t.Fatal(err)
-	}
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	// Elected as in production, with short timings (the lease is released
+	// on a clean stop, so a restart does not wait for it anyway).
+	c.runs++
+	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ctrl.Run(ctx) }()
+	go func() { done <- export.Run(ctx, cfg, el) }()
 	stopped := false
 	c.stop = func() {
 		if stopped {

@@ -59,13 +59,20 @@ func (c *Controller) reconcileExport(ctx context.Context, key string) error {
 	var pub Publication
 	var retry error
 	switch {
-	case validity.Valid && inBroker && sameExport(published, exp):
+	case validity.Valid && (inBroker && sameExport(published, exp) || c.wasSent(key, exp)):
 		pub.InBroker = true
 	case validity.Valid:
 		if err := c.cfg.Broker.PublishExport(ctx, exp); err != nil {
 			pub.Err = err
 			retry = fmt.Errorf("publish %s: %w", key, err)
 		} else {
+			// The broker answers after a durable commit: the export is out.
+			// Recording it now saves publishing again before its watch event
+			// comes back; a later event replaces it either way.
+			pub.InBroker = true
+			c.mu.Lock()
+			c.sent[key] = exp
+			c.mu.Unlock()
 			c.log.Info("published export", "service", key, "type", exp.Type, "endpoints", len(exp.Endpoints))
 		}
 	case inBroker:
@@ -78,6 +85,15 @@ func (c *Controller) reconcileExport(ctx context.Context, key string) error {
 		return err
 	}
 	return retry
+}
+
+// wasSent reports whether exp was published and its watch event has not
+// come back yet.
+func (c *Controller) wasSent(key string, exp api.Export) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	sent, ok := c.sent[key]
+	return ok && sameExport(sent, exp)
 }
 
 func (c *Controller) withdraw(ctx context.Context, ns, name string) error {
@@ -94,13 +110,23 @@ func (c *Controller) writeConditions(ctx context.Context, ns, name string, desir
 	if err != nil {
 		return nil // gone meanwhile
 	}
-	conds, changed := MergeConditions(se.Status.Conditions, desired)
-	if !changed {
-		return nil
+	client := c.cfg.MCS.MulticlusterV1beta1().ServiceExports(ns)
+	for attempt := 0; ; attempt++ {
+		conds, changed := MergeConditions(se.Status.Conditions, desired)
+		if !changed {
+			return nil
+		}
+		se = se.DeepCopy()
+		se.Status.Conditions = conds
+		_, err = client.UpdateStatus(ctx, se, metav1.UpdateOptions{})
+		if !apierrors.IsConflict(err) || attempt > 0 {
+			break
+		}
+		// Our cache is behind (often our own last write): once more, fresh.
+		if se, err = client.Get(ctx, name, metav1.GetOptions{}); err != nil {
+			break
+		}
 	}
-	se = se.DeepCopy()
-	se.Status.Conditions = conds
-	_, err = c.cfg.MCS.MulticlusterV1beta1().ServiceExports(ns).UpdateStatus(ctx, se, metav1.UpdateOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("update status of ServiceExport %s/%s: %w", ns, name, err)
 	}

@@ -62,14 +62,33 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 		want.Spec.IPFamilies = slices.Clone(derived.Spec.IPFamilies)
 	}
 	if !equality.Semantic.DeepEqual(want.Spec, si.Spec) {
-		if si, err = c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).Update(ctx, want, metav1.UpdateOptions{}); err != nil {
+		client := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns)
+		updated, err := client.Update(ctx, want, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			// Our cache was behind our own status write: once more, fresh.
+			if fresh, gerr := client.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+				fresh.Spec.IPs, fresh.Spec.IPFamilies = want.Spec.IPs, want.Spec.IPFamilies
+				updated, err = client.Update(ctx, fresh, metav1.UpdateOptions{})
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("set ips of ServiceImport %s: %w", key, err)
 		}
+		si = updated
 	}
 	if !equality.Semantic.DeepEqual(si.Status.Clusters, plan.ServiceImport.Status.Clusters) {
+		client := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns)
 		si = si.DeepCopy()
 		si.Status.Clusters = plan.ServiceImport.Status.Clusters
-		if _, err := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).UpdateStatus(ctx, si, metav1.UpdateOptions{}); err != nil {
+		_, err := client.UpdateStatus(ctx, si, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			// Our cache was behind our own spec write: once more, fresh.
+			if si, err = client.Get(ctx, name, metav1.GetOptions{}); err == nil {
+				si.Status.Clusters = plan.ServiceImport.Status.Clusters
+				_, err = client.UpdateStatus(ctx, si, metav1.UpdateOptions{})
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("update status of ServiceImport %s: %w", key, err)
 		}
 	}

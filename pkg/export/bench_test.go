@@ -1,0 +1,219 @@
+package export_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+)
+
+// BenchmarkExport creates N ServiceExports (default 1000, BENCH_EXPORTS)
+// in cluster east and measures, per export, the time from its creation
+// until cluster west holds its ServiceImport with ips and an EndpointSlice;
+// then deletes them all and measures until each ServiceImport is gone.
+// It prints a table; `make bench-export` runs it once.
+func BenchmarkExport(b *testing.B) {
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_EXPORTS")); err == nil && v > 0 {
+		n = v
+	}
+	for range b.N {
+		benchExport(b, n)
+	}
+}
+
+func benchExport(b *testing.B, n int) {
+	br := brokertest.Start(b, brokertest.Options{})
+	east := startCluster(b, br, "east", "10.1.0.0/16", "10.101.0.0/16")
+	west := startCluster(b, br, "west", "10.2.0.0/16", "10.102.0.0/16")
+	for _, c := range []*cluster{east, west} {
+		// The test apiserver's own range (a /24) holds 254 Services; 2n are needed.
+		_, err := c.kube.NetworkingV1().ServiceCIDRs().Create(context.Background(), &networkingv1.ServiceCIDR{
+			ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16"}}}, metav1.CreateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.namespace("bench")
+		c.run()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// West's side: when each import became complete, and when it went.
+	var mu sync.Mutex
+	hasIPs, hasSlice := map[string]bool{}, map[string]bool{}
+	ready, gone := map[string]time.Time{}, map[string]time.Time{}
+	note := func(name string) {
+		if hasIPs[name] && hasSlice[name] {
+			if _, ok := ready[name]; !ok {
+				ready[name] = time.Now()
+			}
+		}
+	}
+	siW, err := west.mcs.MulticlusterV1beta1().ServiceImports("bench").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	slW, err := west.kube.DiscoveryV1().EndpointSlices("bench").Watch(ctx, metav1.ListOptions{
+		LabelSelector: labels.Set{discoveryv1.LabelManagedBy: export.ManagedBy}.String()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for {
+			select {
+			case ev, ok := <-siW.ResultChan():
+				if !ok {
+					return
+				}
+				si, ok := ev.Object.(*mcsv1beta1.ServiceImport)
+				if !ok {
+					continue
+				}
+				mu.Lock()
+				if ev.Type == watch.Deleted {
+					gone[si.Name] = time.Now()
+				} else if len(si.Spec.IPs) > 0 {
+					hasIPs[si.Name] = true
+					note(si.Name)
+				}
+				mu.Unlock()
+			case ev, ok := <-slW.ResultChan():
+				if !ok {
+					return
+				}
+				s, ok := ev.Object.(*discoveryv1.EndpointSlice)
+				if !ok || ev.Type == watch.Deleted {
+					continue
+				}
+				mu.Lock()
+				hasSlice[s.Labels[mcsv1beta1.LabelServiceName]] = true
+				note(s.Labels[mcsv1beta1.LabelServiceName])
+				mu.Unlock()
+			}
+		}
+	}()
+
+	// The broker's side: when each export was committed and withdrawn.
+	inBroker, outBroker := map[string]time.Time{}, map[string]time.Time{}
+	go func() {
+		_ = br.Admin().Watch(ctx, 0, func(ev api.Event) error {
+			now := time.Now()
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case ev.Type == api.EventPut && ev.Export != nil:
+				if _, ok := inBroker[ev.Export.Name]; !ok {
+					inBroker[ev.Export.Name] = now
+				}
+			case ev.Type == api.EventDelete && ev.Kind == api.KindExport:
+				outBroker[ev.Key[strings.LastIndex(ev.Key, "/")+1:]] = now
+			}
+			return nil
+		})
+	}()
+
+	names := make([]string, n)
+	created := make([]time.Time, n)
+	ports := []corev1.ServicePort{tcp("http", 80, 8080)}
+	// One export first, so that start-up (caches, first writes of each
+	// kind) is not counted.
+	east.service("bench", "warmup", false, ports, pod{ip: "10.1.255.1"})
+	east.export("bench", "warmup")
+	eventually(b, time.Minute, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if ready["warmup"].IsZero() {
+			return fmt.Errorf("warm-up export not imported")
+		}
+		return nil
+	})
+	start := time.Now()
+	for i := range n {
+		names[i] = fmt.Sprintf("svc-%04d", i)
+		east.service("bench", names[i], false, ports, pod{ip: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)})
+		created[i] = time.Now()
+		east.export("bench", names[i])
+	}
+	createdAll := time.Since(start)
+	waitAll := func(m map[string]time.Time) {
+		eventually(b, 5*time.Minute, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(m) < n+1 {
+				return fmt.Errorf("%d of %d", len(m), n+1)
+			}
+			return nil
+		})
+	}
+	waitAll(ready)
+	importAll := time.Since(start)
+
+	deleted := make([]time.Time, n)
+	east.unexport("bench", "warmup")
+	start = time.Now()
+	for i := range n {
+		deleted[i] = time.Now()
+		east.unexport("bench", names[i])
+	}
+	deletedAll := time.Since(start)
+	waitAll(gone)
+	goneAll := time.Since(start)
+
+	lat := func(from []time.Time, to map[string]time.Time) []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		out := make([]time.Duration, n)
+		for i := range n {
+			out[i] = to[names[i]].Sub(from[i])
+		}
+		slices.Sort(out)
+		return out
+	}
+	pct := func(d []time.Duration, p float64) time.Duration {
+		return d[min(len(d)-1, int(float64(len(d))*p))].Round(time.Millisecond)
+	}
+	if os.Getenv("BENCH_SLOWEST") != "" {
+		mu.Lock()
+		for i := range n {
+			if d := ready[names[i]].Sub(created[i]); d > time.Second {
+				fmt.Printf("slow: #%d %v (broker after %v)\n", i, d.Round(time.Millisecond), inBroker[names[i]].Sub(created[i]).Round(time.Millisecond))
+			}
+		}
+		mu.Unlock()
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "phase\texports\tp50\tp99\tmax\twrites took\tall done after\t\n")
+	for _, r := range []struct {
+		phase       string
+		d           []time.Duration
+		writes, all time.Duration
+	}{
+		{"export → ServiceImport+slice in other cluster", lat(created, ready), createdAll, importAll},
+		{"  of which export → committed in the broker", lat(created, inBroker), createdAll, importAll},
+		{"unexport → ServiceImport gone in other cluster", lat(deleted, gone), deletedAll, goneAll},
+		{"  of which unexport → withdrawn from the broker", lat(deleted, outBroker), deletedAll, goneAll},
+	} {
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\t%v\t%v\t\n", r.phase, n, pct(r.d, 0.5), pct(r.d, 0.99), r.d[n-1].Round(time.Millisecond),
+			r.writes.Round(time.Millisecond), r.all.Round(time.Millisecond))
+	}
+	tw.Flush()
+}
