@@ -233,4 +233,3 @@ func ConditionTrue(u *unstructured.Unstructured, typ string) bool {
 	}
 	return false
 }
-
