@@ -62,9 +62,9 @@ func newInit() *cobra.Command {
 
 func newServe() *cobra.Command {
 	var (
-		dataDir, listen, tunnelCIDR, logLevel, debugListen string
-		staleAfter, bookmark                               time.Duration
-		retention                                          int
+		dataDir, pkiDir, listen, tunnelCIDR, logLevel, debugListen string
+		staleAfter, bookmark                                       time.Duration
+		retention                                                  int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -81,7 +81,10 @@ func newServe() *cobra.Command {
 			if err != nil || pool.Masked() != pool || !pool.Addr().Is4() || pool.Bits() > 30 {
 				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
 			}
-			tlsConf, err := broker.ServerTLS(dataDir)
+			if pkiDir == "" {
+				pkiDir = dataDir
+			}
+			tlsConf, err := broker.ServerTLS(pkiDir)
 			if err != nil {
 				return err
 			}
@@ -90,6 +93,15 @@ func newServe() *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			if pkiDir != dataDir {
+				tok, err := os.ReadFile(filepath.Join(pkiDir, broker.FileAdminToken))
+				if err != nil {
+					return fmt.Errorf("--pki-dir: %w", err)
+				}
+				if err := broker.SetAdminToken(cmd.Context(), st, string(tok)); err != nil {
+					return err
+				}
+			}
 			b, err := broker.New(broker.Config{
 				Store:            st,
 				StaleAfter:       staleAfter,
@@ -123,6 +135,7 @@ func newServe() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "broker data directory made by `broker init` (required)")
+	f.StringVar(&pkiDir, "pki-dir", "", "directory with the server certificate, key and admin.token made by `broker init`, when not the data directory (e.g. a mounted Secret); its admin credential is the store's")
 	f.StringVar(&listen, "listen", ":8443", "HTTPS listen address")
 	f.DurationVar(&staleAfter, "stale-after", broker.DefaultStaleAfter, "mark a gateway stale after this long without a heartbeat")
 	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
