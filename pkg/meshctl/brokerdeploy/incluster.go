@@ -369,19 +369,6 @@ func WriteInfo(path string, info api.BrokerInfo) error {
 	return os.Chmod(path, 0o600) // an older file may have had a wider mode
 }
 
-// ReadInfo reads a broker-info file.
-func ReadInfo(path string) (*api.BrokerInfo, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, cli.Refused(err, "pass the file `meshctl deploy-broker` wrote (broker-info.json)", "cannot read the broker info %s", path)
-	}
-	var info api.BrokerInfo
-	if err := json.Unmarshal(b, &info); err != nil || info.URL == "" || info.CA == "" {
-		return nil, cli.Refused(err, "pass the file `meshctl deploy-broker` wrote; it holds url, ca and joinToken", "%s is not a broker-info file", path)
-	}
-	return &info, nil
-}
-
 func orDefault(s, d string) string {
 	if s == "" {
 		return d

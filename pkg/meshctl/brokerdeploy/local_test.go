@@ -10,6 +10,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
 )
@@ -43,7 +44,7 @@ func TestLocal(t *testing.T) {
 	info := filepath.Join(t.TempDir(), "info.json")
 	addr := testenv.FreeAddr(t)
 	r1, stop := runLocal(t, LocalOptions{DataDir: dir, Listen: addr, InfoFile: info})
-	got, err := ReadInfo(info)
+	got, err := access.ReadInfo(info)
 	if err != nil || *got != r1.Info || got.URL != "https://"+addr {
 		t.Fatalf("info file: %v %+v", err, got)
 	}

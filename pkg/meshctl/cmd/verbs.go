@@ -2,8 +2,9 @@ package cmd
 
 import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/deploybroker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/join"
 )
 
 func init() {
-	verbs = append(verbs, deploybroker.New)
+	verbs = append(verbs, deploybroker.New, join.New)
 }

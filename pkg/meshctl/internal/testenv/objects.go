@@ -11,7 +11,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 )
+
+// Listing every kind warns about deprecated ones; the tests need no such noise.
+func init() { rest.SetDefaultWarningHandler(rest.NoWarnings{}) }
 
 // volatile resources change on their own (the API server's lease and
 // events), so object snapshots leave them out.
