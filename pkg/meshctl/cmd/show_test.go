@@ -30,7 +30,9 @@ func clusterset(t *testing.T) (*brokertest.Broker, string) {
 	east, _ := tb.Join("east", "10.1.0.0/16", "10.96.1.0/24")
 	west, _ := tb.Join("west", "10.2.0.0/16", "10.96.2.0/24")
 	for _, g := range []struct {
-		c    interface{ RegisterGateway(context.Context, api.Gateway) error }
+		c interface {
+			RegisterGateway(context.Context, api.Gateway) error
+		}
 		gw   api.Gateway
 		peer string
 	}{
