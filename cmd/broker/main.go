@@ -3,7 +3,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -66,9 +68,9 @@ func newInit() *cobra.Command {
 
 func newServe() *cobra.Command {
 	var (
-		dataDir, listen, tunnelCIDR, logLevel, debugListen string
-		staleAfter, bookmark, responseTimeout              time.Duration
-		retention, maxWatches                              int
+		dataDir, pkiDir, listen, tunnelCIDR, logLevel, debugListen string
+		staleAfter, bookmark, responseTimeout                      time.Duration
+		retention, maxWatches                                      int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -85,17 +87,29 @@ func newServe() *cobra.Command {
 			if err != nil || pool.Masked() != pool || !pool.Addr().Is4() || pool.Bits() > 30 {
 				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
 			}
-			// Refuses a data dir without its CA or with a server
+			if pkiDir == "" {
+				pkiDir = dataDir
+			}
+			// Refuses a PKI dir without its CA or with a server
 			// certificate from another CA, before anything listens.
-			tlsConf, err := broker.ServerTLS(dataDir)
+			tlsConf, err := broker.ServerTLS(pkiDir)
 			if err != nil {
 				return err
 			}
-			st, err := store.OpenBolt(dataDir)
+			st, err := openStore(dataDir, pkiDir != dataDir, log)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if pkiDir != dataDir {
+				tok, err := os.ReadFile(filepath.Join(pkiDir, broker.FileAdminToken))
+				if err != nil {
+					return fmt.Errorf("--pki-dir: %w", err)
+				}
+				if err := broker.SetAdminToken(cmd.Context(), st, string(tok)); err != nil {
+					return err
+				}
+			}
 			b, err := broker.New(broker.Config{
 				Store:            st,
 				StaleAfter:       staleAfter,
@@ -132,6 +146,7 @@ func newServe() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "broker data directory made by `broker init` (required)")
+	f.StringVar(&pkiDir, "pki-dir", "", "directory with the server certificate, key and admin.token made by `broker init`, when not the data directory (e.g. a mounted Secret); its admin credential is the store's")
 	f.StringVar(&listen, "listen", ":8443", "HTTPS listen address")
 	f.DurationVar(&staleAfter, "stale-after", broker.DefaultStaleAfter, "mark a gateway stale after this long without a heartbeat")
 	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
@@ -143,4 +158,19 @@ func newServe() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
+}
+
+// openStore opens the data dir's store. When the PKI lives elsewhere
+// (--pki-dir, e.g. a mounted Secret) the first start of a deployment finds an
+// empty data dir, and only then is a new, empty store created there; a data
+// dir holding anything at all is never initialised again.
+func openStore(dataDir string, pkiElsewhere bool, log *slog.Logger) (*store.Bolt, error) {
+	if pkiElsewhere {
+		entries, err := os.ReadDir(dataDir)
+		if errors.Is(err, fs.ErrNotExist) || err == nil && len(entries) == 0 {
+			log.Warn("data dir is empty: creating a new, empty store (first start)", "dataDir", dataDir)
+			return store.Create(dataDir)
+		}
+	}
+	return store.OpenBolt(dataDir)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,5 +57,33 @@ func TestServeRefusesWithoutMatchingCA(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("serve %s did not refuse to start", dir)
 		}
+	}
+}
+
+// TestOpenStoreWithPKIElsewhere: with the PKI in its own directory (a
+// mounted Secret) an empty data dir gets a new store on first start; a data
+// dir holding anything else is refused, never initialised over.
+func TestOpenStoreWithPKIElsewhere(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	empty := filepath.Join(t.TempDir(), "fresh")
+	st, err := openStore(empty, true, log)
+	if err != nil {
+		t.Fatalf("empty data dir: %v", err)
+	}
+	st.Close()
+	if st, err = openStore(empty, true, log); err != nil { // the store made above opens again
+		t.Fatalf("reopen: %v", err)
+	}
+	st.Close()
+
+	stray := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stray, "notes.txt"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openStore(stray, true, log); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("data dir with a stray file: got %v, want a refusal", err)
+	}
+	if _, err := openStore(t.TempDir(), false, log); err == nil {
+		t.Fatal("without --pki-dir an empty data dir must be refused (broker init makes the store)")
 	}
 }

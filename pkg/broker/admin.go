@@ -1,0 +1,33 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+)
+
+// SetAdminToken makes token the admin credential of the store (it keeps
+// only its hash); nothing is written when it already is. A broker whose
+// PKI comes from elsewhere than its data directory (a Kubernetes Secret,
+// see `serve --pki-dir`) seeds a fresh data directory this way.
+func SetAdminToken(ctx context.Context, st store.Store, token string) error {
+	token = strings.TrimSpace(token)
+	if token == "" {
+		return fmt.Errorf("empty admin credential")
+	}
+	s, err := st.Load(ctx, 0)
+	if err != nil {
+		return err
+	}
+	h := auth.Hash(token)
+	if string(s.Records[store.KindMeta][metaAdminHash]) == h {
+		return nil
+	}
+	if err := st.Commit(ctx, []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(h)}}, s.Revision, 0); err != nil {
+		return fmt.Errorf("store admin credential hash: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+// Package access is how meshctl reaches the broker: from a broker-info
+// file, from a member cluster's Secret, or from flags; and how broker
+// failures are told to the user.
+package access
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
+)
+
+// Keys of the member Secret tunnelmesh-broker.
+const (
+	KeyURL        = "url"
+	KeyCA         = "ca.crt"
+	KeyCredential = "credential"
+	KeyClusterID  = "cluster-id"
+)
+
+// Member is a member cluster's broker access as stored in its Secret.
+type Member struct {
+	URL        string
+	CA         []byte
+	Credential string
+	ClusterID  string
+}
+
+// Client returns a broker client with the member's credential.
+func (m *Member) Client() (*brokerclient.Client, error) {
+	return brokerclient.New(m.URL, m.CA, m.Credential)
+}
+
+// ReadMember reads the Secret of c; nil, nil when there is none.
+func ReadMember(ctx context.Context, c *kube.Cluster) (*Member, error) {
+	s, err := c.Client.CoreV1().Secrets(kube.Namespace).Get(ctx, kube.BrokerSecret, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read Secret %s/%s: %w", kube.Namespace, kube.BrokerSecret, err)
+	}
+	return &Member{URL: string(s.Data[KeyURL]), CA: s.Data[KeyCA], Credential: strings.TrimSpace(string(s.Data[KeyCredential])),
+		ClusterID: string(s.Data[KeyClusterID])}, nil
+}
+
+// Data is the Secret's content for m.
+func (m *Member) Data() map[string][]byte {
+	return map[string][]byte{KeyURL: []byte(m.URL), KeyCA: m.CA, KeyCredential: []byte(m.Credential), KeyClusterID: []byte(m.ClusterID)}
+}
+
+// Flags pick the broker for read-only verbs (show): explicit flags, or
+// else the member Secret of the --context cluster.
+type Flags struct {
+	URL            string
+	CAFile         string
+	CredentialFile string
+	InfoFile       string
+}
+
+// Client returns a client per the flags; with none it reads the cluster's
+// Secret through connect (called only then).
+func (f Flags) Client(ctx context.Context, connect func(context.Context) (*kube.Cluster, error)) (*brokerclient.Client, string, error) {
+	if f.InfoFile != "" || f.URL != "" {
+		var url string
+		var ca []byte
+		if f.InfoFile != "" {
+			info, err := ReadInfo(f.InfoFile)
+			if err != nil {
+				return nil, "", err
+			}
+			url, ca = info.URL, []byte(info.CA)
+		}
+		if f.URL != "" {
+			url = f.URL
+		}
+		if f.CAFile != "" {
+			b, err := os.ReadFile(f.CAFile)
+			if err != nil {
+				return nil, "", cli.Refused(err, "pass a readable --ca-file", "cannot read the broker CA")
+			}
+			ca = b
+		}
+		if f.CredentialFile == "" {
+			return nil, "", cli.Usage("pass --credential-file with the admin or a cluster credential (in-cluster broker: key admin.token of Secret tunnelmesh-system/tunnelmesh-broker-pki)", "a credential is needed to read the broker")
+		}
+		b, err := os.ReadFile(f.CredentialFile)
+		if err != nil {
+			return nil, "", cli.Refused(err, "pass a readable --credential-file", "cannot read the credential")
+		}
+		c, err := brokerclient.New(url, ca, strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, "", cli.Usage("pass --broker-url https://HOST:PORT", "%v", err)
+		}
+		return c, url, nil
+	}
+	kc, err := connect(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := ReadMember(ctx, kc)
+	if err != nil {
+		return nil, "", err
+	}
+	if m == nil {
+		return nil, "", cli.Refused(nil, "run it against a member cluster (--context), or pass --broker-url/--broker-info with --credential-file",
+			"%s has not joined a clusterset (no Secret %s/%s)", kc.Describe(), kube.Namespace, kube.BrokerSecret)
+	}
+	c, err := m.Client()
+	return c, m.URL, err
+}
+
+// ReadInfo reads a broker-info file.
+func ReadInfo(path string) (*api.BrokerInfo, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.Refused(err, "pass the file `meshctl deploy-broker` wrote (broker-info.json)", "cannot read the broker info %s", path)
+	}
+	var info api.BrokerInfo
+	if err := jsonUnmarshal(b, &info); err != nil || info.URL == "" || info.CA == "" {
+		return nil, cli.Refused(err, "pass the file `meshctl deploy-broker` wrote; it holds url, ca and joinToken", "%s is not a broker-info file", path)
+	}
+	return &info, nil
+}
+
+// Explain turns a failed broker call into what the user should know.
+// Errors the broker answered (api.Error) other than authentication pass
+// through unchanged for the caller to explain.
+func Explain(err error, url string) error {
+	if err == nil {
+		return nil
+	}
+	var ae *api.Error
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var nerr net.Error
+	var op *net.OpError
+	switch {
+	case errors.As(err, &ae):
+		if ae.Code == api.CodeUnauthorized {
+			return cli.Refused(ae, "get a current credential (join token: run `meshctl deploy-broker` again, or `broker token create`)",
+				"the broker at %s refused the credential (wrong, expired or revoked)", url)
+		}
+		return err
+	case errors.As(err, &host):
+		return cli.Refused(err, "use the URL the broker's certificate was made for (see broker-info.json), or redeploy the broker with --san / --broker-url",
+			"the broker's certificate is not valid for %s", url)
+	case errors.As(err, &unknown), errors.As(err, &verify):
+		return cli.Refused(err, "use the broker-info file of this broker (a redeployed broker has a new CA: run `meshctl deploy-broker` again for a new file)",
+			"certificate mismatch: the broker at %s is not signed by the CA in the broker info", url)
+	case errors.As(err, &op), errors.As(err, &nerr):
+		return cli.Refused(err, "check that the broker runs and that this host reaches it (firewall, another network?)", "cannot reach the broker at %s", url)
+	}
+	return cli.Failed(err, "", "broker call to %s failed", url)
+}

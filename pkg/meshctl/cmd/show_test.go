@@ -1,0 +1,126 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/brokerdeploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/view"
+)
+
+// clusterset starts a real broker with two members, their active gateways
+// reporting health, and one export.
+func clusterset(t *testing.T) (*brokertest.Broker, string) {
+	tb := brokertest.Start(t, brokertest.Options{})
+	ctx := context.Background()
+	east, _ := tb.Join("east", "10.1.0.0/16", "10.96.1.0/24")
+	west, _ := tb.Join("west", "10.2.0.0/16", "10.96.2.0/24")
+	for _, g := range []struct {
+		c interface {
+			RegisterGateway(context.Context, api.Gateway) error
+		}
+		gw   api.Gateway
+		peer string
+	}{
+		{east, api.Gateway{ClusterID: "east", Hostname: "east-gw", PrivateIP: "172.18.0.3", Port: 51820, PublicKey: "1jM0FE1G0F5U+0v0SLIFqkO+GbRvXG8ddD1PSx34SXo=", Active: true}, "west"},
+		{west, api.Gateway{ClusterID: "west", Hostname: "west-gw", PrivateIP: "172.18.0.4", Port: 51820, PublicKey: "2jM0FE1G0F5U+0v0SLIFqkO+GbRvXG8ddD1PSx34SXo=", Active: true}, "east"},
+	} {
+		if err := g.c.RegisterGateway(ctx, g.gw); err != nil {
+			t.Fatalf("register %s: %v", g.gw.Hostname, err)
+		}
+	}
+	if err := east.Heartbeat(ctx, "east", "east-gw", []api.PeerHealth{{Cluster: "west", Status: api.StatusConnected, RTTMillis: 0.8, LastHandshake: time.Now(), RxBytes: 2048, TxBytes: 4096}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := east.PublishExport(ctx, api.Export{ClusterID: "east", Namespace: "demo", Name: "web", Type: api.TypeClusterSetIP,
+		Ports: []api.ServicePort{{Protocol: "TCP", Port: 80}}, IPs: []string{"10.96.1.10"}, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	info := filepath.Join(dir, "info.json")
+	if err := brokerdeploy.WriteInfo(info, api.BrokerInfo{URL: tb.URL, CA: string(tb.CA)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "admin"), []byte(tb.AdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tb, dir
+}
+
+func TestShowFromFlags(t *testing.T) {
+	_, dir := clusterset(t)
+	flags := []string{"--broker-info", filepath.Join(dir, "info.json"), "--credential-file", filepath.Join(dir, "admin")}
+
+	out, stderr, code := run(t, append([]string{"show", "clusters"}, flags...)...)
+	if code != 0 || !strings.HasPrefix(out, "CLUSTER ") || !strings.Contains(out, "east") || !strings.Contains(out, "10.2.0.0/16") {
+		t.Fatalf("show clusters: exit %d\n%s%s", code, out, stderr)
+	}
+	out, _, code = run(t, append([]string{"show", "connections", "-o", "json"}, flags...)...)
+	var conns []view.Connection
+	if code != 0 || json.Unmarshal([]byte(out), &conns) != nil {
+		t.Fatalf("show connections -o json: exit %d\n%s", code, out)
+	}
+	found := false
+	for _, c := range conns {
+		if c.Cluster == "east" && c.Remote == "west" && c.Status == api.StatusConnected && c.RTTMillis == 0.8 && c.TxBytes == 4096 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("east→west connection missing: %+v", conns)
+	}
+	out, _, code = run(t, append([]string{"show", "all"}, flags...)...)
+	for _, want := range []string{"Clusters:", "Gateways:", "Connections:", "Exports:", "east-gw", "web"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("show all lacks %q (exit %d):\n%s", want, code, out)
+		}
+	}
+	out, _, code = run(t, append([]string{"show", "graph"}, flags...)...)
+	if code != 0 || !strings.Contains(out, `"east/east-gw" -> "west/west-gw" [label="connected\n0.80ms"`) {
+		t.Errorf("show graph (exit %d):\n%s", code, out)
+	}
+	// A wrong credential is refused with a clear message.
+	bad := filepath.Join(dir, "bad")
+	_ = os.WriteFile(bad, []byte("tm-admin.nope\n"), 0o600)
+	_, stderr, code = run(t, "show", "clusters", "--broker-info", filepath.Join(dir, "info.json"), "--credential-file", bad)
+	if code != cli.ExitRefused || !strings.Contains(stderr, "refused the credential") {
+		t.Errorf("bad credential: exit %d\n%s", code, stderr)
+	}
+}
+
+// show reads the member cluster's Secret when given no broker flags.
+func TestShowFromClusterSecret(t *testing.T) {
+	tb, _ := clusterset(t)
+	c := testenv.Start(t, "kind-east")
+	_, stderr, code := run(t, "show", "clusters", "--kubeconfig", c.Kubeconfig)
+	if code != cli.ExitRefused || !strings.Contains(stderr, "has not joined a clusterset") {
+		t.Fatalf("not a member: exit %d\n%s", code, stderr)
+	}
+	_, resp := tb.Join("kind-east", "10.5.0.0/16", "10.96.5.0/24")
+	ctx := t.Context()
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kube.Namespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m := access.Member{URL: tb.URL, CA: tb.CA, Credential: resp.Credential, ClusterID: "kind-east"}
+	if _, err := c.Client.CoreV1().Secrets(kube.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := run(t, "show", "gateways", "--kubeconfig", c.Kubeconfig, "-o", "yaml")
+	if code != 0 || !strings.Contains(out, "hostname: east-gw") {
+		t.Fatalf("show gateways via the Secret: exit %d\n%s%s", code, out, stderr)
+	}
+}

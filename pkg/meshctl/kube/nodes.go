@@ -1,0 +1,125 @@
+package kube
+
+import (
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// NodeReady reports whether n's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// InternalIP returns n's first InternalIP ("" if none).
+func InternalIP(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
+}
+
+// PickNode returns the named node, or the Ready node already carrying
+// label=true, or the first Ready node by name. why says which rule chose it.
+func PickNode(nodes []corev1.Node, name, label string) (n *corev1.Node, why string) {
+	sorted := append([]corev1.Node(nil), nodes...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	if name != "" {
+		for i := range sorted {
+			if sorted[i].Name == name {
+				return &sorted[i], "chosen with the flag"
+			}
+		}
+		return nil, ""
+	}
+	for i := range sorted {
+		if sorted[i].Labels[label] == "true" && NodeReady(&sorted[i]) {
+			return &sorted[i], "already labelled " + label + "=true"
+		}
+	}
+	for i := range sorted {
+		if NodeReady(&sorted[i]) {
+			return &sorted[i], "the first Ready node"
+		}
+	}
+	return nil, ""
+}
+
+// kubeletMaxImages is how many images a kubelet reports by default
+// (nodeStatusMaxImages); a longer list may be truncated.
+const kubeletMaxImages = 50
+
+// MissingImages returns the images of want that n does not report having.
+// It returns nil when n reports no images or a possibly truncated list, as
+// absence then proves nothing.
+func MissingImages(n *corev1.Node, want []string) []string {
+	if len(n.Status.Images) == 0 || len(n.Status.Images) >= kubeletMaxImages {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, img := range n.Status.Images {
+		for _, name := range img.Names {
+			have[NormalizeImage(name)] = true
+		}
+	}
+	var missing []string
+	for _, w := range want {
+		if !have[NormalizeImage(w)] {
+			missing = append(missing, w)
+		}
+	}
+	return missing
+}
+
+// NormalizeImage drops the implicit Docker Hub registry and library/ prefix
+// so that "tunnelmesh/broker:dev" and "docker.io/tunnelmesh/broker:dev" match.
+func NormalizeImage(s string) string {
+	s = strings.TrimPrefix(s, "docker.io/")
+	s = strings.TrimPrefix(s, "library/")
+	if !strings.Contains(s[strings.LastIndex(s, "/")+1:], ":") && !strings.Contains(s, "@") {
+		s += ":latest"
+	}
+	return s
+}
+
+// Images lists the container images (init containers included) of the
+// workloads in objs, sorted, without duplicates.
+func Images(objs []*unstructured.Unstructured) []string {
+	seen := map[string]bool{}
+	for _, o := range objs {
+		var specPath []string
+		switch o.GetKind() {
+		case "Deployment", "DaemonSet", "StatefulSet", "Job":
+			specPath = []string{"spec", "template", "spec"}
+		case "Pod":
+			specPath = []string{"spec"}
+		default:
+			continue
+		}
+		for _, field := range []string{"containers", "initContainers"} {
+			cs, _, _ := unstructured.NestedSlice(o.Object, append(specPath, field)...)
+			for _, c := range cs {
+				if m, ok := c.(map[string]any); ok {
+					if img, ok := m["image"].(string); ok && img != "" {
+						seen[img] = true
+					}
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for img := range seen {
+		out = append(out, img)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,362 @@
+// Package member makes a cluster a member of a clusterset (Join) and takes
+// it out again (Leave). Every check that can refuse runs before anything in
+// the cluster changes.
+package member
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	mcscrd "sigs.k8s.io/mcs-api/config/crd"
+
+	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
+)
+
+// CIDRDetector finds a cluster's pod and service CIDRs. (The lead plugs
+// pkg/k8s/discovery in.) Either list may be empty when it cannot tell.
+type CIDRDetector interface {
+	Detect(ctx context.Context, c *kube.Cluster) (pods, services []string, err error)
+}
+
+// Waiter waits until the joined cluster works (tunnels to every other
+// member up), telling progress through s. (The lead wires the status CRD.)
+type Waiter interface {
+	Wait(ctx context.Context, c *kube.Cluster, clusterID string, s *progress.Step) error
+}
+
+// JoinOptions configure Join.
+type JoinOptions struct {
+	Info api.BrokerInfo
+	// ClusterID defaults to the kube context's name made a valid ID.
+	ClusterID    string
+	PodCIDRs     []string
+	ServiceCIDRs []string
+	// GatewayNode is labelled tunnelmesh.io/gateway=true; default: a node
+	// already labelled, else the first Ready node.
+	GatewayNode string
+	Detector    CIDRDetector
+	// Waiter defaults to waiting for the DaemonSets of tunnelmesh-system.
+	Waiter Waiter
+	// Manifests is what gets applied (default deploy.FS without broker/).
+	Manifests fs.FS
+	// Timeout bounds the final wait (default 5 min).
+	Timeout  time.Duration
+	Progress *progress.Printer
+}
+
+// JoinResult tells what Join did.
+type JoinResult struct {
+	ClusterID     string
+	TunnelIP      string
+	GatewayNode   string
+	AlreadyMember bool
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// DefaultClusterID makes a cluster ID of a context name ("kind-east" stays,
+// "arn:aws:eks:…/prod" becomes "arn-aws-eks-prod").
+func DefaultClusterID(contextName string) string {
+	s := strings.ToLower(contextName)
+	s = regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(s, "-")
+	s = strings.Trim(s, "-")
+	if len(s) > 63 {
+		s = strings.Trim(s[len(s)-63:], "-")
+	}
+	return s
+}
+
+// Objects returns what Join applies: the MCS CRDs and every component
+// directory of fsys except the broker's.
+func Objects(fsys fs.FS) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	for _, b := range [][]byte{mcscrd.ServiceExportCRD, mcscrd.ServiceImportCRD} {
+		o, err := kube.Decode(b, "mcs-api CRD")
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, o...)
+	}
+	all, err := kube.Manifests(fsys, ".")
+	if err != nil {
+		return nil, err
+	}
+	return kube.Prepare(append(objs, all...)), nil
+}
+
+// Join makes c a member of the broker's clusterset. Running it again on a
+// member changes nothing.
+func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, error) {
+	if o.Progress == nil {
+		o.Progress = progress.Discard()
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.Manifests == nil {
+		o.Manifests = deploy.FS
+	}
+	p := o.Progress
+	idWhy := ""
+	if o.ClusterID == "" {
+		o.ClusterID = DefaultClusterID(c.Context)
+		idWhy = " (from the context name; --cluster-id sets another)"
+	}
+	if !idRE.MatchString(o.ClusterID) || len(o.ClusterID) > 63 {
+		return nil, cli.Usage("pass --cluster-id with lower-case letters, digits and '-' (at most 63)", "invalid cluster ID %q", o.ClusterID)
+	}
+	p.Info("Joining %s to the clusterset of %s as cluster %q%s", c.Describe(), o.Info.URL, o.ClusterID, idWhy)
+	objs, err := Objects(o.Manifests)
+	if err != nil {
+		return nil, err
+	}
+	res := &JoinResult{ClusterID: o.ClusterID}
+
+	// 1. Read-only checks.
+	var bc *brokerclient.Client
+	var member *access.Member
+	err = p.Run("Checking the broker", func(s *progress.Step) error {
+		var err error
+		if bc, err = brokerclient.New(o.Info.URL, []byte(o.Info.CA), ""); err != nil {
+			return cli.Refused(err, "pass the broker-info file that `meshctl deploy-broker` wrote", "the broker info is invalid")
+		}
+		if err := bc.Healthy(ctx); err != nil {
+			return access.Explain(err, o.Info.URL)
+		}
+		if member, err = access.ReadMember(ctx, c); err != nil {
+			return cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+		}
+		if member == nil {
+			return nil
+		}
+		if member.URL != o.Info.URL || string(member.CA) != o.Info.CA {
+			return cli.Refused(nil, "run `meshctl leave` first to move it to another clusterset",
+				"%s is already a member of the clusterset of %s", c.Describe(), member.URL)
+		}
+		if member.ClusterID != o.ClusterID && idWhy == "" {
+			return cli.Refused(nil, "run without --cluster-id, or `meshctl leave` first to rejoin under another ID",
+				"this cluster already joined as %q", member.ClusterID)
+		}
+		mc, err := member.Client()
+		if err != nil {
+			return err
+		}
+		snap, err := mc.Snapshot(ctx)
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == api.CodeUnauthorized {
+			member = nil // removed from the broker meanwhile: join anew
+			return nil
+		}
+		if err != nil {
+			return access.Explain(err, o.Info.URL)
+		}
+		for _, cl := range snap.Clusters {
+			if cl.ID == member.ClusterID {
+				res.TunnelIP = cl.TunnelIP
+			}
+		}
+		res.AlreadyMember = true
+		res.ClusterID = member.ClusterID
+		s.Done("already a member as " + member.ClusterID)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !res.AlreadyMember {
+		if err := p.Run("Finding the cluster's CIDRs", func(s *progress.Step) error {
+			return cidrs(ctx, c, &o, s)
+		}); err != nil {
+			return nil, err
+		}
+	}
+	var gw *corev1.Node
+	err = p.Run("Choosing the gateway node", func(s *progress.Step) error {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return cli.Refused(err, "check your access to nodes (`kubectl get nodes`)", "cannot list the nodes of %s", c.Describe())
+		}
+		n, why := kube.PickNode(nodes.Items, o.GatewayNode, kube.GatewayLabel)
+		switch {
+		case n == nil && o.GatewayNode != "":
+			return cli.Refused(nil, "pass --gateway-node with a name from `kubectl get nodes`", "node %q does not exist", o.GatewayNode)
+		case n == nil:
+			return cli.Refused(nil, "wait until a node is Ready (`kubectl get nodes`), or pass --gateway-node",
+				"no node can be a gateway: none of the %d node(s) is Ready", len(nodes.Items))
+		case !kube.NodeReady(n):
+			return cli.Refused(nil, "pick a Ready node with --gateway-node", "node %s is not Ready and cannot be the gateway", n.Name)
+		}
+		if missing := kube.MissingImages(n, kube.Images(objs)); len(missing) > 0 {
+			var load []string
+			for _, m := range missing {
+				load = append(load, "kind load docker-image "+m+" --name CLUSTER")
+			}
+			return cli.Refused(nil, "build the images with `make images`, then load them into the cluster, for kind:\n"+strings.Join(load, "\n"),
+				"the tunnelmesh image(s) %s are missing on node %s", strings.Join(missing, ", "), n.Name)
+		}
+		gw = n
+		s.Done(fmt.Sprintf("%s (%s)", n.Name, why))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.GatewayNode = gw.Name
+
+	// 2. The broker decides (CIDR overlap, taken ID, token); a refusal
+	// leaves the cluster as it was.
+	if !res.AlreadyMember {
+		err = p.Run("Joining the broker", func(s *progress.Step) error {
+			jr, err := bc.Join(ctx, o.Info.JoinToken, api.JoinRequest{ClusterID: o.ClusterID, PodCIDRs: o.PodCIDRs, ServiceCIDRs: o.ServiceCIDRs})
+			if err != nil {
+				return explainJoin(err, o)
+			}
+			res.TunnelIP = jr.Cluster.TunnelIP
+			member = &access.Member{URL: o.Info.URL, CA: []byte(o.Info.CA), Credential: jr.Credential, ClusterID: o.ClusterID}
+			if err := storeMember(ctx, c, objs, member); err != nil {
+				// Without the Secret the credential is lost: undo the join.
+				_ = bc.RemoveCluster(context.WithoutCancel(ctx), o.ClusterID)
+				return cli.Failed(err, "check your access to Secrets in "+kube.Namespace+" and run join again", "cannot store the cluster's broker credential")
+			}
+			s.Done(fmt.Sprintf("cluster %s, tunnel IP %s", o.ClusterID, jr.Cluster.TunnelIP))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	// 3. Install and wait.
+	err = p.Run("Installing tunnelmesh", func(s *progress.Step) error {
+		if err := c.Apply(ctx, objs); err != nil {
+			return cli.Failed(err, "run join again; it resumes where it stopped", "cannot install the components")
+		}
+		return labelNode(ctx, c, gw)
+	})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	w := o.Waiter
+	if w == nil {
+		w = DaemonSetsReady{}
+	}
+	s := p.Start("Waiting for tunnels to the other members")
+	if err := w.Wait(wctx, c, res.ClusterID, s); err != nil {
+		if wctx.Err() != nil && cli.ExitCode(err) == cli.ExitFailure {
+			err = &cli.Error{Code: cli.ExitTimeout, What: "joined and installed, but the gateway is not ready yet", Cause: err,
+				Fix: "look at the gateway: kubectl -n " + kube.Namespace + " get pods -o wide; kubectl -n " + kube.Namespace + " logs -l app.kubernetes.io/component=gateway\nthen run `meshctl show connections` or join again to keep waiting"}
+		}
+		return nil, s.Fail(err)
+	}
+	s.Done()
+	return res, nil
+}
+
+// cidrs fills o's CIDRs from the flags, else the detector.
+func cidrs(ctx context.Context, c *kube.Cluster, o *JoinOptions, s *progress.Step) error {
+	src := "from the flags"
+	if (len(o.PodCIDRs) == 0 || len(o.ServiceCIDRs) == 0) && o.Detector != nil {
+		pods, svcs, err := o.Detector.Detect(ctx, c)
+		if err != nil {
+			return cli.Refused(err, "pass --pod-cidr and --service-cidr", "cannot detect the cluster's CIDRs")
+		}
+		if len(o.PodCIDRs) == 0 {
+			o.PodCIDRs = pods
+		}
+		if len(o.ServiceCIDRs) == 0 {
+			o.ServiceCIDRs = svcs
+		}
+		src = "detected"
+	}
+	if len(o.PodCIDRs) == 0 || len(o.ServiceCIDRs) == 0 {
+		return cli.Refused(nil, "pass --pod-cidr and --service-cidr (kind's defaults are 10.244.0.0/16 and 10.96.0.0/16; see `kubectl cluster-info dump | grep -m1 -e --cluster-cidr -e --service-cluster-ip-range`)",
+			"cannot tell the cluster's pod and service CIDRs")
+	}
+	for _, l := range [][]string{o.PodCIDRs, o.ServiceCIDRs} {
+		for _, p := range l {
+			if pr, err := netip.ParsePrefix(p); err != nil || pr.Masked() != pr {
+				return cli.Usage("pass CIDRs like 10.244.0.0/16", "invalid CIDR %q", p)
+			}
+		}
+	}
+	s.Done(fmt.Sprintf("pods %s, services %s (%s)", strings.Join(o.PodCIDRs, ","), strings.Join(o.ServiceCIDRs, ","), src))
+	return nil
+}
+
+func explainJoin(err error, o JoinOptions) error {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return access.Explain(err, o.Info.URL)
+	}
+	switch ae.Code {
+	case api.CodeUnauthorized:
+		return cli.Refused(ae, "make a new one with `meshctl deploy-broker` (it keeps the broker) or `broker token create`, and pass the new broker-info file",
+			"the join token is wrong, expired or revoked")
+	case api.CodeCIDROverlap:
+		who := "the broker's tunnel CIDR"
+		if ae.Cluster != "" {
+			who = fmt.Sprintf("member cluster %q", ae.Cluster)
+		}
+		return cli.Refused(ae, "give this cluster pod and service CIDRs that no member uses (--pod-cidr, --service-cidr); clusters with overlapping CIDRs cannot be linked",
+			"this cluster's CIDRs (pods %s, services %s) overlap %s", strings.Join(o.PodCIDRs, ","), strings.Join(o.ServiceCIDRs, ","), who)
+	case api.CodeClusterExists:
+		return cli.Refused(ae, "pass --cluster-id with another ID; if this cluster joined before and lost its Secret, remove the old member first (`meshctl leave` in it, or the broker's admin)",
+			"cluster ID %q is already taken in the clusterset", o.ClusterID)
+	case api.CodeInvalid, api.CodeBadRequest:
+		return cli.Refused(ae, "fix the value the broker names", "the broker refused the join request")
+	}
+	return cli.Failed(ae, "run join again; nothing was changed in the cluster", "the broker could not join the cluster")
+}
+
+// storeMember writes the Secret (after the namespace).
+func storeMember(ctx context.Context, c *kube.Cluster, objs []*unstructured.Unstructured, m *access.Member) error {
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" {
+			if err := c.Apply(ctx, []*unstructured.Unstructured{o}); err != nil {
+				return err
+			}
+		}
+	}
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret, Namespace: kube.Namespace,
+			Labels: map[string]string{kube.PartOfLabel: kube.PartOf}},
+		Type: corev1.SecretTypeOpaque, Data: m.Data(),
+	}
+	secrets := c.Client.CoreV1().Secrets(kube.Namespace)
+	_, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: kube.FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: kube.FieldManager})
+	}
+	return err
+}
+
+func labelNode(ctx context.Context, c *kube.Cluster, n *corev1.Node) error {
+	if n.Labels[kube.GatewayLabel] == "true" {
+		return nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{kube.GatewayLabel: "true"}}})
+	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
+		return fmt.Errorf("label node %s: %w", n.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+// Package view turns the broker's state into what `meshctl show` prints:
+// tables, the objects behind them for -o json|yaml, and a Graphviz graph.
+// Everything here is pure: a Data in, text out.
+package view
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
+)
+
+// StatusSource gives gateways' liveness and per-peer health (the broker's
+// GET /v1/status, brokerclient.Client.Status).
+type StatusSource interface {
+	Status(ctx context.Context) ([]api.GatewayStatus, error)
+}
+
+// Data is everything show needs, read at one moment.
+type Data struct {
+	Snapshot api.Snapshot
+	// Status is the gateways' reported liveness and health.
+	Status []api.GatewayStatus
+	Now    time.Time
+}
+
+// Load reads the broker's state and its gateways' status (from src when not
+// nil, else from the broker itself).
+func Load(ctx context.Context, c *brokerclient.Client, src StatusSource) (*Data, error) {
+	snap, err := c.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := &Data{Snapshot: *snap, Now: time.Now()}
+	if src == nil {
+		src = c
+	}
+	if d.Status, err = src.Status(ctx); err != nil {
+		return nil, fmt.Errorf("read gateway status: %w", err)
+	}
+	return d, nil
+}
+
+func (d *Data) statuses() []api.GatewayStatus { return d.Status }
+
+func (d *Data) status(cluster, host string) (api.GatewayStatus, bool) {
+	for _, s := range d.statuses() {
+		if s.ClusterID == cluster && s.Hostname == host {
+			return s, true
+		}
+	}
+	return api.GatewayStatus{}, false
+}
+
+// Clusters is `show clusters`.
+func (d *Data) Clusters() ([]api.Cluster, output.Grid) {
+	cs := append([]api.Cluster(nil), d.Snapshot.Clusters...)
+	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
+	g := output.Grid{Headers: []string{"CLUSTER", "POD CIDRS", "SERVICE CIDRS", "TUNNEL IP", "ACTIVE GATEWAY", "EXPORTS", "AGE"}}
+	for _, c := range cs {
+		active, n := "", 0
+		for _, gw := range d.Snapshot.Gateways {
+			if gw.ClusterID == c.ID && gw.Active {
+				active = gw.Hostname
+			}
+		}
+		for _, e := range d.Snapshot.Exports {
+			if e.ClusterID == c.ID {
+				n++
+			}
+		}
+		g.Rows = append(g.Rows, []string{c.ID, strings.Join(c.PodCIDRs, ","), strings.Join(c.ServiceCIDRs, ","), c.TunnelIP,
+			active, strconv.Itoa(n), Age(d.Now, c.JoinedAt)})
+	}
+	return cs, g
+}
+
+// Gateways is `show gateways`.
+func (d *Data) Gateways() ([]api.Gateway, output.Grid) {
+	gws := append([]api.Gateway(nil), d.Snapshot.Gateways...)
+	sort.Slice(gws, func(i, j int) bool {
+		if gws[i].ClusterID != gws[j].ClusterID {
+			return gws[i].ClusterID < gws[j].ClusterID
+		}
+		return gws[i].Hostname < gws[j].Hostname
+	})
+	g := output.Grid{Headers: []string{"CLUSTER", "GATEWAY", "ROLE", "ENDPOINT", "EPOCH", "HEARTBEAT", "STATE"}}
+	for _, gw := range gws {
+		role := "standby"
+		if gw.Active {
+			role = "active"
+		}
+		var hb time.Time
+		if s, ok := d.status(gw.ClusterID, gw.Hostname); ok {
+			hb = s.LastHeartbeat
+		}
+		state := "ok"
+		if gw.Stale {
+			state = "stale"
+		}
+		g.Rows = append(g.Rows, []string{gw.ClusterID, gw.Hostname, role, Endpoint(gw), strconv.FormatInt(gw.Epoch, 10), Ago(d.Now, hb), state})
+	}
+	return gws, g
+}
+
+// Endpoint is where peers send a gateway's WireGuard traffic.
+func Endpoint(gw api.Gateway) string {
+	ip := gw.PublicIP
+	if ip == "" {
+		ip = gw.PrivateIP
+	}
+	if ip == "" {
+		return ""
+	}
+	if strings.Contains(ip, ":") {
+		ip = "[" + ip + "]"
+	}
+	return fmt.Sprintf("%s:%d", ip, gw.Port)
+}
+
+// Exports is `show exports`.
+func (d *Data) Exports() ([]api.Export, output.Grid) {
+	es := append([]api.Export(nil), d.Snapshot.Exports...)
+	sort.Slice(es, func(i, j int) bool {
+		a, b := es[i], es[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.ClusterID < b.ClusterID
+	})
+	g := output.Grid{Headers: []string{"NAMESPACE", "NAME", "CLUSTER", "TYPE", "PORTS", "ADDRESSES", "AGE"}}
+	for _, e := range es {
+		var ports []string
+		for _, p := range e.Ports {
+			ports = append(ports, fmt.Sprintf("%d/%s", p.Port, p.Protocol))
+		}
+		addrs := strings.Join(e.IPs, ",")
+		if e.Type == api.TypeHeadless {
+			ready := 0
+			for _, ep := range e.Endpoints {
+				if ep.Ready {
+					ready++
+				}
+			}
+			addrs = fmt.Sprintf("%d/%d endpoints ready", ready, len(e.Endpoints))
+		}
+		g.Rows = append(g.Rows, []string{e.Namespace, e.Name, e.ClusterID, e.Type, strings.Join(ports, ","), addrs, Age(d.Now, e.CreatedAt)})
+	}
+	return es, g
+}
+
+// Connection is one gateway's link to one remote cluster.
+type Connection struct {
+	Gateway       string    `json:"gateway"`
+	Cluster       string    `json:"cluster"`
+	Remote        string    `json:"remote"`
+	Status        string    `json:"status"`
+	Reason        string    `json:"reason,omitempty"`
+	RTTMillis     float64   `json:"rttMillis,omitempty"`
+	LastHandshake time.Time `json:"lastHandshake,omitempty"`
+	RxBytes       int64     `json:"rxBytes"`
+	TxBytes       int64     `json:"txBytes"`
+}
+
+// Connections is `show connections`: what each gateway reports of each
+// remote cluster. A remote that an active gateway does not report yet is
+// listed as unknown.
+func (d *Data) Connections() ([]Connection, output.Grid) {
+	var out []Connection
+	for _, gw := range d.Snapshot.Gateways {
+		st, _ := d.status(gw.ClusterID, gw.Hostname)
+		seen := map[string]bool{}
+		for _, h := range st.Health {
+			seen[h.Cluster] = true
+			out = append(out, Connection{Gateway: gw.Hostname, Cluster: gw.ClusterID, Remote: h.Cluster, Status: h.Status, Reason: h.Reason,
+				RTTMillis: h.RTTMillis, LastHandshake: h.LastHandshake, RxBytes: h.RxBytes, TxBytes: h.TxBytes})
+		}
+		if !gw.Active {
+			continue
+		}
+		for _, c := range d.Snapshot.Clusters {
+			if c.ID != gw.ClusterID && !seen[c.ID] {
+				out = append(out, Connection{Gateway: gw.Hostname, Cluster: gw.ClusterID, Remote: c.ID, Status: "unknown", Reason: "not reported yet"})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Cluster != b.Cluster {
+			return a.Cluster < b.Cluster
+		}
+		if a.Gateway != b.Gateway {
+			return a.Gateway < b.Gateway
+		}
+		return a.Remote < b.Remote
+	})
+	g := output.Grid{Headers: []string{"GATEWAY", "CLUSTER", "REMOTE", "STATUS", "RTT", "LAST HANDSHAKE", "RX", "TX"}}
+	for _, c := range out {
+		status := c.Status
+		if c.Reason != "" && c.Status != api.StatusConnected {
+			status += " (" + c.Reason + ")"
+		}
+		g.Rows = append(g.Rows, []string{c.Gateway, c.Cluster, c.Remote, status, RTT(c.RTTMillis), Ago(d.Now, c.LastHandshake), Bytes(c.RxBytes), Bytes(c.TxBytes)})
+	}
+	return out, g
+}
+
+// All is `show all`: every table under a heading.
+type All struct {
+	Clusters    []api.Cluster `json:"clusters"`
+	Gateways    []api.Gateway `json:"gateways"`
+	Exports     []api.Export  `json:"exports"`
+	Connections []Connection  `json:"connections"`
+}
+
+// All returns every view; the sections are in the order they print.
+func (d *Data) All() (All, []Section) {
+	var a All
+	var cg, gg, eg, kg output.Grid
+	a.Clusters, cg = d.Clusters()
+	a.Gateways, gg = d.Gateways()
+	a.Exports, eg = d.Exports()
+	a.Connections, kg = d.Connections()
+	return a, []Section{{"Clusters", cg}, {"Gateways", gg}, {"Connections", kg}, {"Exports", eg}}
+}
+
+// Section is a titled table of `show all`.
+type Section struct {
+	Title string
+	Grid  output.Grid
+}
+
+// Age formats how long ago t was, kubectl's way (5s, 3m, 2h, 4d); "" for zero.
+func Age(now, t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "0s"
+	case d < 2*time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < 2*time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// Ago is Age followed by " ago"; "" for zero.
+func Ago(now, t time.Time) string {
+	if a := Age(now, t); a != "" {
+		return a + " ago"
+	}
+	return ""
+}
+
+// RTT formats a round-trip time in milliseconds; "" when unknown.
+func RTT(ms float64) string {
+	if ms <= 0 {
+		return ""
+	}
+	if ms < 10 {
+		return fmt.Sprintf("%.2fms", ms)
+	}
+	return fmt.Sprintf("%.0fms", ms)
+}
+
+// Bytes formats a byte count in binary units.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,92 @@
+package view
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/golden"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
+)
+
+var now = time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
+
+// fixture: east (active + standby), west (active), north (joined, no
+// gateway yet); east sees west connected and has not reported north.
+func fixture() *Data {
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	return &Data{
+		Now: now,
+		Snapshot: api.Snapshot{
+			Revision: 42,
+			Clusters: []api.Cluster{
+				{ID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.96.2.0/24"}, TunnelIP: "100.127.0.2", JoinedAt: ago(3 * time.Hour)},
+				{ID: "east", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.96.1.0/24"}, TunnelIP: "100.127.0.1", JoinedAt: ago(50 * time.Hour)},
+				{ID: "north", PodCIDRs: []string{"10.3.0.0/16", "fd00:3::/56"}, ServiceCIDRs: []string{"10.96.3.0/24"}, TunnelIP: "100.127.0.3", JoinedAt: ago(90 * time.Second)},
+			},
+			Gateways: []api.Gateway{
+				{ClusterID: "east", Hostname: "east-worker2", PrivateIP: "172.18.0.4", Port: 51820, Epoch: 3},
+				{ClusterID: "east", Hostname: "east-worker", PrivateIP: "172.18.0.3", PublicIP: "198.51.100.7", Port: 51820, Active: true, Epoch: 3},
+				{ClusterID: "west", Hostname: "west-worker", PrivateIP: "172.18.0.6", Port: 51820, Active: true, Epoch: 1, Stale: true},
+			},
+			Exports: []api.Export{
+				{ClusterID: "west", Namespace: "demo", Name: "web", Type: api.TypeClusterSetIP, Ports: []api.ServicePort{{Protocol: "TCP", Port: 80}}, IPs: []string{"10.96.2.10"}, CreatedAt: ago(20 * time.Minute)},
+				{ClusterID: "east", Namespace: "demo", Name: "web", Type: api.TypeClusterSetIP, Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}, {Protocol: "UDP", Port: 53}}, IPs: []string{"10.96.1.10"}, CreatedAt: ago(30 * time.Minute)},
+				{ClusterID: "east", Namespace: "db", Name: "pg", Type: api.TypeHeadless, Endpoints: []api.Endpoint{{Addresses: []string{"10.1.0.5"}, Ready: true}, {Addresses: []string{"10.1.1.5"}}}, CreatedAt: ago(5 * time.Second)},
+			},
+		},
+		Status: []api.GatewayStatus{
+			{ClusterID: "east", Hostname: "east-worker", Epoch: 3, LastHeartbeat: ago(2 * time.Second), Health: []api.PeerHealth{
+				{Cluster: "west", Status: api.StatusConnected, RTTMillis: 1.234, LastHandshake: ago(12 * time.Second), RxBytes: 1572864, TxBytes: 307200},
+			}},
+			{ClusterID: "east", Hostname: "east-worker2", LastHeartbeat: ago(3 * time.Second)},
+			{ClusterID: "west", Hostname: "west-worker", Epoch: 1, LastHeartbeat: ago(45 * time.Second), Health: []api.PeerHealth{
+				{Cluster: "east", Status: api.StatusConnected, RTTMillis: 1.4, LastHandshake: ago(100 * time.Second), RxBytes: 307000, TxBytes: 1572000},
+				{Cluster: "north", Status: api.StatusError, Reason: "no handshake for 2m10s", RxBytes: 0, TxBytes: 148},
+			}},
+		},
+	}
+}
+
+func TestTables(t *testing.T) {
+	d := fixture()
+	type view func() (any, output.Grid)
+	views := map[string]view{
+		"clusters":    func() (any, output.Grid) { o, g := d.Clusters(); return o, g },
+		"gateways":    func() (any, output.Grid) { o, g := d.Gateways(); return o, g },
+		"exports":     func() (any, output.Grid) { o, g := d.Exports(); return o, g },
+		"connections": func() (any, output.Grid) { o, g := d.Connections(); return o, g },
+	}
+	for name, v := range views {
+		for _, f := range output.Formats {
+			t.Run(name+"."+string(f), func(t *testing.T) {
+				obj, grid := v()
+				var b bytes.Buffer
+				if err := output.Print(&b, f, obj, grid); err != nil {
+					t.Fatal(err)
+				}
+				golden.Assert(t, name+"."+string(f), b.Bytes())
+			})
+		}
+	}
+}
+
+func TestGraph(t *testing.T) {
+	golden.Assert(t, "graph.dot", []byte(fixture().Graph()))
+	empty := &Data{Now: now}
+	golden.Assert(t, "graph-empty.dot", []byte(empty.Graph()))
+}
+
+// Without a status source, the health the gateway records carry is shown.
+func TestFormats(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{Bytes(0), "0B"}, {Bytes(1023), "1023B"}, {Bytes(1536), "1.5KiB"}, {Bytes(5 << 30), "5.0GiB"},
+		{RTT(0), ""}, {RTT(0.5), "0.50ms"}, {RTT(12.6), "13ms"},
+		{Age(now, time.Time{}), ""}, {Age(now, now.Add(-90*time.Second)), "90s"}, {Age(now, now.Add(-3*time.Hour)), "3h"}, {Age(now, now.Add(-72*time.Hour)), "3d"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
+	}
+}
