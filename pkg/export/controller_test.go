@@ -136,6 +136,18 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("a controller with another cluster ID refuses to run", func(t *testing.T) {
+		ctrl, err := export.New(export.Config{ClusterID: "elsewhere", Kube: east.ctrlKube, MCS: east.ctrlMCS, Dynamic: east.ctrlDyn, Broker: east.broker})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := ctrl.Run(rctx); err == nil || !strings.Contains(err.Error(), `holds "east"`) {
+			t.Fatalf("Run: %v; want a ClusterProperty mismatch", err)
+		}
+	})
+
 	webPorts := []corev1.ServicePort{tcp("http", 80, 8080)}
 	t.Run("export appears in both clusters", func(t *testing.T) {
 		east.service("demo", "web", false, webPorts, pod{ip: "10.1.0.10"}, pod{ip: "10.1.0.11", notReady: true})
