@@ -11,10 +11,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 )
@@ -25,6 +27,7 @@ type want struct {
 	clusters  string // comma-separated
 	endpoints map[string][]string
 	check     func(*imported) error
+	notReady  string // the ServiceImport's Ready reason when it is not ready
 }
 
 func (c *cluster) wantImport(ns, name string, w want) *imported {
@@ -85,6 +88,11 @@ func checkImport(im *imported, w want) error {
 			return fmt.Errorf("slice %s owners %v", s.Name, s.OwnerReferences)
 		}
 	}
+	if w.notReady == "" {
+		if c := apimeta.FindStatusCondition(si.Status.Conditions, "Ready"); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "Ready" {
+			return fmt.Errorf("ServiceImport Ready condition %v", c)
+		}
+	}
 	if !reflect.DeepEqual(im.Endpoints, w.endpoints) {
 		return fmt.Errorf("endpoints %v, want %v", im.Endpoints, w.endpoints)
 	}
@@ -133,6 +141,18 @@ func TestLifecycle(t *testing.T) {
 				}
 				return nil
 			})
+		}
+	})
+
+	t.Run("a controller with another cluster ID refuses to run", func(t *testing.T) {
+		ctrl, err := export.New(export.Config{ClusterID: "elsewhere", Kube: east.ctrlKube, MCS: east.ctrlMCS, Dynamic: east.ctrlDyn, Broker: east.broker})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := ctrl.Run(rctx); err == nil || !strings.Contains(err.Error(), `holds "east"`) {
+			t.Fatalf("Run: %v; want a ClusterProperty mismatch", err)
 		}
 	})
 
@@ -390,6 +410,31 @@ func TestLifecycle(t *testing.T) {
 		if err := west.gone("demo", "ext"); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	t.Run("an IP family the cluster does not serve", func(t *testing.T) {
+		south, _ := b.Join("south", "10.3.0.0/16", "10.103.0.0/16")
+		err := south.PublishExport(ctx, api.Export{ClusterID: "south", Namespace: "demo", Name: "v6", Type: api.TypeClusterSetIP,
+			Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPFamilies: []string{"IPv6"}, CreatedAt: time.Now().UTC(),
+			Endpoints: []api.Endpoint{{Addresses: []string{"fd00:3::1"}, Ready: true, Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 8080}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, func() error {
+			si, err := west.mcs.MulticlusterV1beta1().ServiceImports("demo").Get(ctx, "v6", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			c := apimeta.FindStatusCondition(si.Status.Conditions, "Ready")
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "IPFamilyNotSupported" || len(si.Spec.IPs) != 0 {
+				return fmt.Errorf("ServiceImport ips %v Ready %v; want IPFamilyNotSupported (the test apiserver serves IPv4 only)", si.Spec.IPs, c)
+			}
+			return nil
+		})
+		if err := south.WithdrawExport(ctx, "south", "demo", "v6"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, func() error { return west.gone("demo", "v6") })
 	})
 
 	t.Run("a cluster leaving takes its exports", func(t *testing.T) {

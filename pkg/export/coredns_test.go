@@ -50,8 +50,9 @@ func corednsBin(t *testing.T) string {
 
 // testCorefile is kubeadm's default Corefile, less what would leave
 // loopback in a test (forward to the host's resolvers and its loop probe)
-// and the fixed health/ready ports.
+// and the fixed health/ready ports; it listens on loopback only.
 const testCorefile = `.:PORT {
+    bind 127.0.0.1
     errors
     kubernetes cluster.local in-addr.arpa ip6.arpa {
        pods insecure
@@ -136,7 +137,7 @@ current-context: test
 `, east.env.URL, kubeapi.Token), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freeUDPPort(t)
+	port := freePort(t)
 	corefile, changed, err := tmdns.EnableMulticluster(strings.Replace(testCorefile, "PORT", fmt.Sprint(port), 1), tmdns.Zone)
 	if err != nil || !changed {
 		t.Fatalf("edit Corefile: changed=%v %v", changed, err)
@@ -257,12 +258,23 @@ func ask(server string, q struct {
 	return nil
 }
 
-func freeUDPPort(t *testing.T) int {
+// freePort returns a loopback port free for both TCP and UDP (CoreDNS
+// serves both).
+func freePort(t *testing.T) int {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no port free for both TCP and UDP")
+	return 0
 }

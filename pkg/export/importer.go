@@ -11,6 +11,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -46,7 +47,17 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 	}
 	owner := metav1.OwnerReference{APIVersion: mcsv1beta1.GroupVersion.String(), Kind: "ServiceImport",
 		Name: si.Name, UID: si.UID, Controller: ptr(true)}
+	ready := metav1.Condition{Type: string(mcsv1beta1.ServiceImportConditionReady), Status: metav1.ConditionTrue,
+		Reason: string(mcsv1beta1.ServiceImportReasonReady), Message: "derived Service and endpoints are in place"}
 	derived, err := c.applyDerived(ctx, plan.Derived, owner)
+	if apierrors.IsInvalid(err) {
+		// Typically families this cluster does not serve: say so on the
+		// import and wait for the next change instead of retrying in vain.
+		c.log.Warn("derived Service refused", "service", key, "err", err)
+		ready = metav1.Condition{Type: ready.Type, Status: metav1.ConditionFalse,
+			Reason: string(mcsv1beta1.ServiceImportReasonIPFamilyNotSupported), Message: err.Error()}
+		derived, err = &corev1.Service{}, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -57,7 +68,7 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 	// order of its ipFamilies.
 	want := si.DeepCopy()
 	want.Spec.IPs, want.Spec.IPFamilies = nil, plan.ServiceImport.Spec.IPFamilies
-	if svc.Type == string(mcsv1beta1.ClusterSetIP) {
+	if svc.Type == string(mcsv1beta1.ClusterSetIP) && len(derived.Spec.IPFamilies) > 0 {
 		want.Spec.IPs = slices.Clone(derived.Spec.ClusterIPs)
 		want.Spec.IPFamilies = slices.Clone(derived.Spec.IPFamilies)
 	}
@@ -76,15 +87,21 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 		}
 		si = updated
 	}
-	if !equality.Semantic.DeepEqual(si.Status.Clusters, plan.ServiceImport.Status.Clusters) {
+	setStatus := func(si *mcsv1beta1.ServiceImport) bool {
+		conds := slices.Clone(si.Status.Conditions)
+		apimeta.SetStatusCondition(&conds, ready)
+		if equality.Semantic.DeepEqual(si.Status.Clusters, plan.ServiceImport.Status.Clusters) && equalConditions(conds, si.Status.Conditions) {
+			return false
+		}
+		si.Status.Clusters, si.Status.Conditions = plan.ServiceImport.Status.Clusters, conds
+		return true
+	}
+	if si = si.DeepCopy(); setStatus(si) {
 		client := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns)
-		si = si.DeepCopy()
-		si.Status.Clusters = plan.ServiceImport.Status.Clusters
 		_, err := client.UpdateStatus(ctx, si, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
 			// Our cache was behind our own spec write: once more, fresh.
-			if si, err = client.Get(ctx, name, metav1.GetOptions{}); err == nil {
-				si.Status.Clusters = plan.ServiceImport.Status.Clusters
+			if si, err = client.Get(ctx, name, metav1.GetOptions{}); err == nil && setStatus(si) {
 				_, err = client.UpdateStatus(ctx, si, metav1.UpdateOptions{})
 			}
 		}
