@@ -28,7 +28,7 @@ import (
 // corednsBin finds the CoreDNS the project builds (tools/coredns, v1.14.2).
 func corednsBin(t *testing.T) string {
 	t.Helper()
-	cands := []string{os.Getenv("COREDNS_BIN"), "/work/ci-base/_output/coredns/coredns"}
+	cands := []string{os.Getenv("COREDNS_BIN")}
 	if d, err := kubeapi.BinDir(); err == nil {
 		cands = append(cands, filepath.Join(d, "..", "..", "coredns", "coredns"))
 	}
