@@ -144,6 +144,9 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
+	// An exact-size copy: the decoder's spare capacity would otherwise be
+	// kept for every gateway until its next heartbeat.
+	hb.Health = append([]api.PeerHealth(nil), hb.Health...)
 	b.internHealth(hb.Health)
 	observed := remoteIP(r)
 	key := gatewayKey(cluster, host)
