@@ -336,6 +336,40 @@ func testMesh(t *testing.T, mode wg.Mode) {
 		}
 	})
 
+	t.Run("host-network traffic of another node leaves as the cluster's tunnel IP", func(t *testing.T) {
+		node := m.bed.NS("node1")
+		m.bed.Veth(c1.gwNS, "node", node, "eth0")
+		m.bed.MustIP(c1.gwNS, "addr", "add", "172.31.1.1/24", "dev", "node")
+		m.bed.MustIP(node, "addr", "add", "172.31.1.2/24", "dev", "eth0")
+		m.bed.MustIP(node, "route", "add", "default", "via", "172.31.1.1")
+		out, err := m.brokerCall("snapshot", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s api.Snapshot
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatal(err)
+		}
+		tunnelIP := ""
+		for _, c := range s.Clusters {
+			if c.ID == c1.id {
+				tunnelIP = c.TunnelIP
+			}
+		}
+		want := "FROM " + tunnelIP
+		if got, err := m.bed.Helper(node, "tcp", c2.podIP, "100000"); err != nil || got != want {
+			t.Errorf("TCP from a non-gateway node's host network: %q (%v), want %q", got, err, want)
+		}
+		if got, err := m.bed.Helper(node, "udp", c3.podIP, "1200"); err != nil || got != want {
+			t.Errorf("UDP from a non-gateway node's host network: %q (%v), want %q", got, err, want)
+		}
+		// Pods keep their address (checked by reach) and so does the
+		// gateway's own traffic, which leaves with the tunnel IP as source.
+		if got, err := m.bed.Helper(c1.gwNS, "udp", c2.podIP, "100"); err != nil || got != want {
+			t.Errorf("UDP from the gateway node itself: %q (%v), want %q", got, err, want)
+		}
+	})
+
 	t.Run("health and metrics", func(t *testing.T) {
 		err := testbed.Eventually(20*time.Second, time.Second, func() error {
 			out, err := m.bed.Helper(c1.podNS, "get", "http://10.1.0.1:9570/metrics")
