@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -251,6 +252,31 @@ func noSplitBrain(t *testing.T, cands ...*candidate) {
 	}
 }
 
+// metric reads one of the elector's metrics (label "" for none).
+func metric(t *testing.T, e *Elector, name, reason string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if reason == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == reason) {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -370,6 +396,15 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	})
 	t.Logf("partition: old active stepped down after %v, new active after %v", stepped.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	noSplitBrain(t, a, b)
+	if v := metric(t, act.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 1 {
+		t.Errorf("old active's renew-deadline step-downs: %v; want 1", v)
+	}
+	if v := metric(t, other.e, "tunnelmesh_gateway_election_acquisitions_total", reasonHolderDead); v != 1 {
+		t.Errorf("new active's takeovers on memberlist's verdict: %v; want 1", v)
+	}
+	if metric(t, other.e, "tunnelmesh_gateway_election_active", "") != 1 || metric(t, act.e, "tunnelmesh_gateway_election_active", "") != 0 {
+		t.Error("active gauges do not match the roles")
+	}
 
 	// The old holder's view of the Lease no longer writes.
 	_, err = c.env.Client(t).CoordinationV1().Leases(DefaultNamespace).Update(t.Context(), stale, metav1.UpdateOptions{})
