@@ -197,12 +197,14 @@ func (m *Mesh) record(n *memberlist.Node, aliveNow bool) {
 	m.mu.Lock()
 	prev, known := m.remotes[n.Name]
 	r := prev
-	if g, err := decode(n); err == nil && (!known || g.Epoch >= prev.Epoch) {
-		r.Gateway = g
-		r.Addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	}
-	if !aliveNow && known && r.Addr != net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))) {
-		// A departure of an address the entry no longer points at.
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	g, err := decode(n)
+	switch {
+	case err == nil && (!known || g.Epoch >= prev.Epoch):
+		r.Gateway, r.Addr = g, addr
+	case aliveNow || addr != r.Addr:
+		// News of an older tenure (or of an address the entry no longer
+		// points at): it says nothing about the current active.
 		m.mu.Unlock()
 		return
 	}

@@ -100,6 +100,16 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 		}
 	}
 
+	// Nor does it hold the name against b's next active (epoch 3, yet
+	// another address): memberlist would refuse that as a name conflict if
+	// it had let the stale member in.
+	b3 := start(t, Gateway{ClusterID: "b", Epoch: 3, Hostname: "b-gw3", Endpoint: "192.0.2.23:51820", PublicKey: "kb"}, 0, key)
+	if _, err := b3.Join([]string{a.Addr(), c.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a learns b's third active", sees(a, "b", "b-gw3", 3, true))
+	eventually(t, 5*time.Second, "c learns b's third active", sees(c, "b", "b-gw3", 3, true))
+
 	// An endpoint change is announced with Update.
 	if err := c.Update(Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "198.51.100.3:51820", PublicKey: "kc"}); err != nil {
 		t.Fatal(err)
