@@ -12,6 +12,7 @@
 package gossip
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,6 +126,37 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 		return 0, fmt.Errorf("gossip: join %v: %w", addrs, err)
 	}
 	return n, nil
+}
+
+// Rejoin contacts, every interval until ctx ends, the addresses peers
+// returns (e.g. the remote tunnel addresses of the last broker state) that
+// memberlist does not see alive: after a partition heals or a remote
+// gateway restarts, the mesh joins up again without the broker.
+func (m *Mesh) Rejoin(ctx context.Context, interval time.Duration, peers func() []string) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		alive := map[string]bool{}
+		for _, n := range m.ml.Members() {
+			alive[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		}
+		var todo []string
+		for _, a := range peers() {
+			if !alive[a] && a != m.Addr() {
+				todo = append(todo, a)
+			}
+		}
+		if len(todo) > 0 {
+			if _, err := m.ml.Join(todo); err != nil {
+				m.log.Debug("gossip: rejoin", "peers", todo, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Update announces a new self (new epoch after a failover, new endpoint).

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -129,4 +130,18 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 	if len(a.Remotes()) != 0 {
 		t.Fatalf("a knows %v", a.Remotes())
 	}
+}
+
+func TestRejoinFindsGatewaysThatCameUpLater(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	a := start(t, Gateway{ClusterID: "a", Epoch: 1, Hostname: "a1"}, 0, key)
+	b := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b1"}, 0, key)
+	// a knows b's address (from the last broker state) but b was down when
+	// a started; neither joins by hand.
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go a.Rejoin(ctx, 100*time.Millisecond, func() []string { return []string{b.Addr()} })
+	eventually(t, 5*time.Second, "a and b find each other", func() bool {
+		return sees(a, "b", "b1", 1, true)() && sees(b, "a", "a1", 1, true)()
+	})
 }
