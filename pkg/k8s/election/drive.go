@@ -78,6 +78,9 @@ func Drive(ctx context.Context, e *Elector, h Handler) error {
 				epoch = s.Epoch
 				active = true
 				if err := h.Activate(ctx, s); err != nil {
+					if ctx.Err() != nil {
+						return stop(nil) // stopped while activating
+					}
 					return stop(fmt.Errorf("activate the gateway at epoch %d: %w", s.Epoch, err))
 				}
 			case s.Role != Active && active:
