@@ -36,7 +36,8 @@ type candidate struct {
 	name    string
 	e       *Elector
 	cancel  context.CancelFunc
-	cut     atomic.Bool // when set, its apiserver requests fail (a partition)
+	cut     atomic.Bool   // when set, its apiserver requests fail (a partition)
+	recDone chan struct{} // closed when the state recorder has stopped
 	mu      sync.Mutex
 	history []stamped
 }
@@ -89,7 +90,7 @@ func logLevel() slog.Level {
 // start runs a candidate named name (replacing a stopped one of that name).
 func (c *cluster) start(name string) *candidate {
 	t := c.t
-	cand := &candidate{name: name}
+	cand := &candidate{name: name, recDone: make(chan struct{})}
 	cfg := rest.CopyConfig(c.env.Config)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -117,6 +118,7 @@ func (c *cluster) start(name string) *candidate {
 	cand.cancel = cancel
 	go func() { _ = e.Run(ctx) }()
 	go func() {
+		defer close(cand.recDone)
 		for {
 			select {
 			case s := <-e.States():
@@ -124,6 +126,13 @@ func (c *cluster) start(name string) *candidate {
 				cand.history = append(cand.history, stamped{s, time.Now()})
 				cand.mu.Unlock()
 			case <-e.Done():
+				select { // the last state, sent just before Run returned
+				case s := <-e.States():
+					cand.mu.Lock()
+					cand.history = append(cand.history, stamped{s, time.Now()})
+					cand.mu.Unlock()
+				default:
+				}
 				return
 			}
 		}
@@ -139,6 +148,7 @@ func (c *cluster) start(name string) *candidate {
 func (c *cluster) crash(cand *candidate) {
 	cand.cancel()
 	<-cand.e.Done()
+	<-cand.recDone
 	cand.mu.Lock()
 	cand.history = append(cand.history, stamped{State{Role: "crashed"}, time.Now()})
 	cand.mu.Unlock()
@@ -346,7 +356,11 @@ func TestGracefulReleaseHandsOverAtOnce(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.start("node-a"), c.start("node-b")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	// The caller tears its data plane down first; the Lease is still held.
+	// The caller tears its data plane down first (its active period ends
+	// here); the Lease is still held.
+	act.mu.Lock()
+	act.history = append(act.history, stamped{State{Role: "tearing-down"}, time.Now()})
+	act.mu.Unlock()
 	start := time.Now()
 	if err := act.e.Release(t.Context()); err != nil {
 		t.Fatal(err)
@@ -362,6 +376,7 @@ func TestGracefulReleaseHandsOverAtOnce(t *testing.T) {
 	if d := act.e.cfg.Gossip.minDetection(); took >= d {
 		t.Errorf("handover after release took %v, not less than memberlist's death verdict %v", took, d)
 	}
+	<-act.recDone
 	if s, _ := act.latest(); s.Role != Standby {
 		t.Errorf("released candidate's last state %+v; want standby", s)
 	}
