@@ -12,6 +12,7 @@
 package gossip
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,6 +128,37 @@ func (m *Mesh) Join(addrs []string) (int, error) {
 	return n, nil
 }
 
+// Rejoin contacts, every interval until ctx ends, the addresses peers
+// returns (e.g. the remote tunnel addresses of the last broker state) that
+// memberlist does not see alive: after a partition heals or a remote
+// gateway restarts, the mesh joins up again without the broker.
+func (m *Mesh) Rejoin(ctx context.Context, interval time.Duration, peers func() []string) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		alive := map[string]bool{}
+		for _, n := range m.ml.Members() {
+			alive[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		}
+		var todo []string
+		for _, a := range peers() {
+			if !alive[a] && a != m.Addr() {
+				todo = append(todo, a)
+			}
+		}
+		if len(todo) > 0 {
+			if _, err := m.ml.Join(todo); err != nil {
+				m.log.Debug("gossip: rejoin", "peers", todo, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Update announces a new self (new epoch after a failover, new endpoint).
 func (m *Mesh) Update(self Gateway) error {
 	m.mu.Lock()
@@ -197,12 +229,14 @@ func (m *Mesh) record(n *memberlist.Node, aliveNow bool) {
 	m.mu.Lock()
 	prev, known := m.remotes[n.Name]
 	r := prev
-	if g, err := decode(n); err == nil && (!known || g.Epoch >= prev.Epoch) {
-		r.Gateway = g
-		r.Addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	}
-	if !aliveNow && known && r.Addr != net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))) {
-		// A departure of an address the entry no longer points at.
+	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	g, err := decode(n)
+	switch {
+	case err == nil && (!known || g.Epoch >= prev.Epoch):
+		r.Gateway, r.Addr = g, addr
+	case aliveNow || addr != r.Addr:
+		// News of an older tenure (or of an address the entry no longer
+		// points at): it says nothing about the current active.
 		m.mu.Unlock()
 		return
 	}

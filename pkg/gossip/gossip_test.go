@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -100,6 +101,16 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 		}
 	}
 
+	// Nor does it hold the name against b's next active (epoch 3, yet
+	// another address): memberlist would refuse that as a name conflict if
+	// it had let the stale member in.
+	b3 := start(t, Gateway{ClusterID: "b", Epoch: 3, Hostname: "b-gw3", Endpoint: "192.0.2.23:51820", PublicKey: "kb"}, 0, key)
+	if _, err := b3.Join([]string{a.Addr(), c.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a learns b's third active", sees(a, "b", "b-gw3", 3, true))
+	eventually(t, 5*time.Second, "c learns b's third active", sees(c, "b", "b-gw3", 3, true))
+
 	// An endpoint change is announced with Update.
 	if err := c.Update(Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "198.51.100.3:51820", PublicKey: "kc"}); err != nil {
 		t.Fatal(err)
@@ -119,4 +130,18 @@ func TestWrongKeyCannotJoin(t *testing.T) {
 	if len(a.Remotes()) != 0 {
 		t.Fatalf("a knows %v", a.Remotes())
 	}
+}
+
+func TestRejoinFindsGatewaysThatCameUpLater(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	a := start(t, Gateway{ClusterID: "a", Epoch: 1, Hostname: "a1"}, 0, key)
+	b := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b1"}, 0, key)
+	// a knows b's address (from the last broker state) but b was down when
+	// a started; neither joins by hand.
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go a.Rejoin(ctx, 100*time.Millisecond, func() []string { return []string{b.Addr()} })
+	eventually(t, 5*time.Second, "a and b find each other", func() bool {
+		return sees(a, "b", "b1", 1, true)() && sees(b, "a", "a1", 1, true)()
+	})
 }

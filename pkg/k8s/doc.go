@@ -16,12 +16,14 @@
 //     answers, discovery.Compare with the cluster record and report a
 //     mismatch rather than route with either silently.
 //  3. e := election.New with Gossip.SecretKey = keysecret.GossipKey(key) and
-//     Peers = election.CandidatePeers(client, port); go e.Run(ctx); on each
-//     State: Active with a new epoch → set up the data plane and register
-//     with that epoch (the broker refuses older ones) and write status with
-//     status.Writer (ErrStale means a successor exists: stop); Standby →
-//     tear the data plane down at once.
-//  4. On SIGTERM: tear the data plane down, then e.Release.
+//     Peers = election.CandidatePeers(client, port), then
+//     election.Drive(ctx, e, handler): handler.Activate(State) brings the data
+//     plane up and registers with the broker at State.Epoch (the broker
+//     refuses older ones; a new epoch while up means re-register), and
+//     writes status with status.Writer (ErrStale: a successor exists);
+//     handler.Deactivate tears it down, at once when the role is lost. When
+//     ctx ends (SIGTERM) Drive deactivates first and then releases the
+//     Lease, so the successor starts after this node let go.
 //
 // Route agents (nodes without the candidate label) need no key: they follow
 // election.Observe for the active node and read the remote CIDRs from the

@@ -37,6 +37,16 @@
 // memberlist. Cancelling Run's context without Release is a crash as far as the
 // other candidates can tell.
 //
+// Known limit: when no candidate can reach the apiserver for longer than
+// RenewDeadline (a control-plane outage), the active steps down like any
+// Lease holder must, since it cannot tell that outage from its own
+// partition; the next holder (often itself) takes over with a new epoch
+// when the apiserver is back.
+//
+// The candidates' memberlist port (DefaultGossipPort, TCP and UDP) must be
+// open between candidate nodes; gossip is encrypted with a key derived from
+// the cluster's WireGuard key, so only candidates can vouch for each other.
+//
 // Identity is the node name and one gateway process runs per node (a
 // DaemonSet without surge): a restarted process that finds its own node named
 // as holder knows the previous tenure is over and takes the Lease with a new

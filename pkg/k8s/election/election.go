@@ -109,6 +109,7 @@ func (c *Config) defaults() error {
 type Elector struct {
 	cfg     Config
 	members *members
+	metrics *metrics
 	states  chan State
 	release chan chan error
 	done    chan struct{}
@@ -142,6 +143,7 @@ func New(cfg Config) (*Elector, error) {
 	return &Elector{
 		cfg:       cfg,
 		members:   m,
+		metrics:   newMetrics(),
 		states:    make(chan State, 1),
 		release:   make(chan chan error),
 		done:      make(chan struct{}),
@@ -201,7 +203,7 @@ func (e *Elector) Run(ctx context.Context) error {
 			// A missing permission is not transient: stop loudly (the pod
 			// restarts and its events show why) rather than limp along.
 			if e.held {
-				e.stepDown("permission denied")
+				e.stepDown(reasonForbidden, "permission denied")
 				e.publish()
 			}
 			return e.fatal
@@ -261,17 +263,17 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 	if e.held {
 		switch {
 		case e.lease == nil:
-			e.stepDown("the Lease was deleted")
+			e.stepDown(reasonLost, "the Lease was deleted")
 		case !e.ours(e.lease):
 			h, ep := LeaseHolder(e.lease)
-			e.stepDown(fmt.Sprintf("the Lease is held by %q at epoch %d", h, ep))
+			e.stepDown(reasonLost, fmt.Sprintf("the Lease is held by %q at epoch %d", h, ep))
 		case now.Sub(e.lastRenew) > e.cfg.RenewDeadline:
-			e.stepDown(fmt.Sprintf("no renewal for %v", now.Sub(e.lastRenew).Round(time.Millisecond)))
+			e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v", now.Sub(e.lastRenew).Round(time.Millisecond)))
 		case now.Sub(e.lastRenew) >= e.cfg.RenewInterval:
 			e.renew(ctx)
 		}
-	} else if why := e.acquirable(now); why != "" && !now.Before(e.nextTry) {
-		e.acquire(ctx, why)
+	} else if reason, why := e.acquirable(now); reason != "" && !now.Before(e.nextTry) {
+		e.acquire(ctx, reason, why)
 	}
 	e.publish()
 }
@@ -281,27 +283,28 @@ func (e *Elector) ours(l *coordinationv1.Lease) bool {
 	return h == e.cfg.Identity && ep == e.epoch
 }
 
-// acquirable says why a standby may take the Lease now, or "" if it may not.
-func (e *Elector) acquirable(now time.Time) string {
+// acquirable says why a standby may take the Lease now (a metric label and
+// a message), or "" if it may not.
+func (e *Elector) acquirable(now time.Time) (reason, why string) {
 	if e.lease == nil {
-		return "no Lease yet"
+		return reasonNoLease, "no Lease yet"
 	}
 	holder, _ := LeaseHolder(e.lease)
 	switch {
 	case holder == "":
-		return "the Lease was released"
+		return reasonReleased, "the Lease was released"
 	case holder == e.cfg.Identity:
 		// A previous run of this node, or this run's tenure that stepped
 		// down: either way over; a new tenure gets a new epoch.
-		return "the Lease names this node from an ended tenure"
+		return reasonOwnTenure, "the Lease names this node from an ended tenure"
 	}
 	if at, dead := e.members.deadSince(holder); dead && at.After(e.tenureAt) {
-		return fmt.Sprintf("memberlist declared holder %q dead", holder)
+		return reasonHolderDead, fmt.Sprintf("memberlist declared holder %q dead", holder)
 	}
 	if d := leaseDuration(e.lease, e.cfg.LeaseDuration); now.Sub(e.observedAt) > d {
-		return fmt.Sprintf("holder %q did not renew for %v", holder, d)
+		return reasonExpired, fmt.Sprintf("holder %q did not renew for %v", holder, d)
 	}
-	return ""
+	return "", ""
 }
 
 func leaseDuration(l *coordinationv1.Lease, def time.Duration) time.Duration {
@@ -311,7 +314,7 @@ func leaseDuration(l *coordinationv1.Lease, def time.Duration) time.Duration {
 	return def
 }
 
-func (e *Elector) acquire(ctx context.Context, why string) {
+func (e *Elector) acquire(ctx context.Context, reason, why string) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
 	defer cancel()
@@ -358,6 +361,7 @@ func (e *Elector) acquire(ctx context.Context, why string) {
 	}
 	e.held, e.acquireFailing, e.renewFailing = true, false, false
 	_, e.epoch = LeaseHolder(got)
+	e.metrics.acquiredFor(reason)
 	e.lastRenew = start
 	e.observe(got, time.Now())
 	e.cfg.Logger.Info("active gateway", "node", id, "epoch", e.epoch, "reason", why)
@@ -380,7 +384,7 @@ func (e *Elector) renew(ctx context.Context) {
 			// unless it is still ours.
 			e.refresh(ctx)
 			if e.lease == nil || !e.ours(e.lease) {
-				e.stepDown("the Lease changed under this holder")
+				e.stepDown(reasonLost, "the Lease changed under this holder")
 			}
 			return
 		}
@@ -412,6 +416,7 @@ func (e *Elector) giveUp(ctx context.Context) error {
 		}
 		e.held = false
 		e.published = State{Role: Standby, Epoch: e.epoch}
+		e.metrics.state(e.published)
 		e.send(e.published)
 		e.cfg.Logger.Info("released the gateway Lease", "node", e.cfg.Identity, "epoch", e.epoch)
 	}
@@ -421,8 +426,9 @@ func (e *Elector) giveUp(ctx context.Context) error {
 	return err
 }
 
-func (e *Elector) stepDown(why string) {
+func (e *Elector) stepDown(reason, why string) {
 	e.held = false
+	e.metrics.stepDown(reason)
 	e.cfg.Logger.Warn("stepping down as active gateway", "node", e.cfg.Identity, "epoch", e.epoch, "reason", why)
 }
 
@@ -478,6 +484,7 @@ func (e *Elector) publish() {
 	}
 	if s != e.published || !e.sentOnce {
 		e.published, e.sentOnce = s, true
+		e.metrics.state(s)
 		e.send(s)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,7 +36,8 @@ type candidate struct {
 	name    string
 	e       *Elector
 	cancel  context.CancelFunc
-	cut     atomic.Bool // when set, its apiserver requests fail (a partition)
+	cut     atomic.Bool   // when set, its apiserver requests fail (a partition)
+	recDone chan struct{} // closed when the state recorder has stopped
 	mu      sync.Mutex
 	history []stamped
 }
@@ -88,7 +90,7 @@ func logLevel() slog.Level {
 // start runs a candidate named name (replacing a stopped one of that name).
 func (c *cluster) start(name string) *candidate {
 	t := c.t
-	cand := &candidate{name: name}
+	cand := &candidate{name: name, recDone: make(chan struct{})}
 	cfg := rest.CopyConfig(c.env.Config)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -116,6 +118,7 @@ func (c *cluster) start(name string) *candidate {
 	cand.cancel = cancel
 	go func() { _ = e.Run(ctx) }()
 	go func() {
+		defer close(cand.recDone)
 		for {
 			select {
 			case s := <-e.States():
@@ -123,6 +126,13 @@ func (c *cluster) start(name string) *candidate {
 				cand.history = append(cand.history, stamped{s, time.Now()})
 				cand.mu.Unlock()
 			case <-e.Done():
+				select { // the last state, sent just before Run returned
+				case s := <-e.States():
+					cand.mu.Lock()
+					cand.history = append(cand.history, stamped{s, time.Now()})
+					cand.mu.Unlock()
+				default:
+				}
 				return
 			}
 		}
@@ -138,6 +148,7 @@ func (c *cluster) start(name string) *candidate {
 func (c *cluster) crash(cand *candidate) {
 	cand.cancel()
 	<-cand.e.Done()
+	<-cand.recDone
 	cand.mu.Lock()
 	cand.history = append(cand.history, stamped{State{Role: "crashed"}, time.Now()})
 	cand.mu.Unlock()
@@ -251,6 +262,31 @@ func noSplitBrain(t *testing.T, cands ...*candidate) {
 	}
 }
 
+// metric reads one of the elector's metrics (label "" for none).
+func metric(t *testing.T, e *Elector, name, reason string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if reason == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == reason) {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -320,7 +356,11 @@ func TestGracefulReleaseHandsOverAtOnce(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.start("node-a"), c.start("node-b")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	// The caller tears its data plane down first; the Lease is still held.
+	// The caller tears its data plane down first (its active period ends
+	// here); the Lease is still held.
+	act.mu.Lock()
+	act.history = append(act.history, stamped{State{Role: "tearing-down"}, time.Now()})
+	act.mu.Unlock()
 	start := time.Now()
 	if err := act.e.Release(t.Context()); err != nil {
 		t.Fatal(err)
@@ -336,6 +376,7 @@ func TestGracefulReleaseHandsOverAtOnce(t *testing.T) {
 	if d := act.e.cfg.Gossip.minDetection(); took >= d {
 		t.Errorf("handover after release took %v, not less than memberlist's death verdict %v", took, d)
 	}
+	<-act.recDone
 	if s, _ := act.latest(); s.Role != Standby {
 		t.Errorf("released candidate's last state %+v; want standby", s)
 	}
@@ -370,6 +411,15 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	})
 	t.Logf("partition: old active stepped down after %v, new active after %v", stepped.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	noSplitBrain(t, a, b)
+	if v := metric(t, act.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 1 {
+		t.Errorf("old active's renew-deadline step-downs: %v; want 1", v)
+	}
+	if v := metric(t, other.e, "tunnelmesh_gateway_election_acquisitions_total", reasonHolderDead); v != 1 {
+		t.Errorf("new active's takeovers on memberlist's verdict: %v; want 1", v)
+	}
+	if metric(t, other.e, "tunnelmesh_gateway_election_active", "") != 1 || metric(t, act.e, "tunnelmesh_gateway_election_active", "") != 0 {
+		t.Error("active gauges do not match the roles")
+	}
 
 	// The old holder's view of the Lease no longer writes.
 	_, err = c.env.Client(t).CoordinationV1().Leases(DefaultNamespace).Update(t.Context(), stale, metav1.UpdateOptions{})

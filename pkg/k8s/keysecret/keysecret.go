@@ -2,8 +2,13 @@
 // that every gateway candidate of the cluster has the same identity and a
 // restart keeps it. The key is created exactly once, by create-or-conflict:
 // of several creators the apiserver lets one win and the others read the
-// winner's key. The Secret is immutable and is never regenerated; standbys
-// only read it (Wait), they never create it.
+// winner's key. The Secret is immutable and is never regenerated.
+//
+// Who may call Ensure: meshctl join (before installing the gateway) and a
+// candidate at start-up, before any election, because the candidates'
+// gossip key is derived from it (GossipKey). Nobody ever ends up with a key
+// of its own: every Ensure returns the one stored key. Code that must not
+// create (a standby in the middle of its life, tools) uses Get or Wait.
 package keysecret
 
 import (
