@@ -55,6 +55,8 @@ type JoinOptions struct {
 	Detector    CIDRDetector
 	// Waiter defaults to waiting for the DaemonSets of tunnelmesh-system.
 	Waiter Waiter
+	// Corefile makes CoreDNS serve clusterset.local (nil: say what to do).
+	Corefile CorefileEditor
 	// Manifests is what gets applied (default deploy.FS without broker/).
 	Manifests fs.FS
 	// Timeout bounds the final wait (default 5 min).
@@ -253,6 +255,11 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := p.Run("Making CoreDNS serve clusterset.local", func(s *progress.Step) error {
+		return configureDNS(ctx, c, o.Corefile, s)
+	}); err != nil {
+		return nil, cli.Failed(err, "run join again", "cannot configure CoreDNS")
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()

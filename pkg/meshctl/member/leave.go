@@ -87,6 +87,9 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
+		if err := restoreDNS(ctx, c); err != nil {
+			return err
+		}
 		return unlabelNodes(ctx, c, kube.GatewayLabel)
 	})
 	return true, err
@@ -166,6 +169,9 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 		// The namespace itself, labelled or not.
 		err = c.Client.CoreV1().Namespaces().Delete(ctx, kube.Namespace, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		if err := restoreDNS(ctx, c); err != nil {
 			return err
 		}
 		if err := unlabelNodes(ctx, c, kube.GatewayLabel, kube.BrokerLabel); err != nil {

@@ -21,6 +21,14 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
+// fakeEditor stands in for pkg/dns.EnableMulticluster (pure text edit).
+func fakeEditor(cf string) (string, bool, error) {
+	if strings.Contains(cf, "multicluster") {
+		return cf, false, nil
+	}
+	return strings.Replace(cf, "ip6.arpa {\n", "ip6.arpa clusterset.local {\n       multicluster clusterset.local\n", 1), true, nil
+}
+
 // readyDaemonSets stands in for the DaemonSet controller and kubelets.
 func readyDaemonSets(ctx context.Context, c *testenv.Cluster) {
 	go func() {
@@ -62,15 +70,32 @@ func TestLeaveAndUninstall(t *testing.T) {
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	const corefile = ".:53 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n    }\n    reload\n}\n"
+	if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns"},
+		Data: map[string]string{"Corefile": corefile}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	corefileNow := func() (string, bool) {
+		cm, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, annotated := cm.Annotations["tunnelmesh.io/original-corefile"]
+		return cm.Data["Corefile"], annotated
+	}
 	pristine := c.Objects(t)
 
 	join := func() {
 		t.Helper()
 		readyDaemonSets(ctx, c)
 		_, err := Join(ctx, c.Kube, JoinOptions{Info: api.BrokerInfo{URL: tb.URL, CA: string(tb.CA), JoinToken: tb.JoinToken("c")},
-			PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.96.3.0/24"}, Manifests: testManifests, Timeout: time.Minute})
+			PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.96.3.0/24"}, Manifests: testManifests, Timeout: time.Minute,
+			Corefile: fakeEditor})
 		if err != nil {
 			t.Fatalf("join: %v", err)
+		}
+		if cf, annotated := corefileNow(); !strings.Contains(cf, "multicluster clusterset.local") || !annotated {
+			t.Fatalf("join left the Corefile as %q (annotated %v)", cf, annotated)
 		}
 	}
 	join()
@@ -103,6 +128,9 @@ func TestLeaveAndUninstall(t *testing.T) {
 	if n, _ := c.Client.CoreV1().Nodes().Get(ctx, "c-gw", metav1.GetOptions{}); n.Labels[kube.GatewayLabel] != "" {
 		t.Error("gateway label survived leave")
 	}
+	if cf, annotated := corefileNow(); cf != corefile || annotated {
+		t.Errorf("leave did not restore the Corefile: %q (annotated %v)", cf, annotated)
+	}
 	if left, err := Leave(ctx, c.Kube, LeaveOptions{Manifests: testManifests}); err != nil || left {
 		t.Errorf("second leave: %v %v", left, err)
 	}
@@ -121,6 +149,9 @@ func TestLeaveAndUninstall(t *testing.T) {
 	}
 	if len(extra) > 0 {
 		t.Errorf("left behind after uninstall:\n%s", strings.Join(extra, "\n"))
+	}
+	if cf, annotated := corefileNow(); cf != corefile || annotated {
+		t.Errorf("uninstall did not restore the Corefile: %q (annotated %v)", cf, annotated)
 	}
 	nodes, _ := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	for _, n := range nodes.Items {
