@@ -170,6 +170,26 @@ func TestJoinErrors(t *testing.T) {
 	o = good()
 	o.ClusterID = "Bad_ID"
 	check("invalid ID", o, cli.ExitUsage, `invalid cluster ID "Bad_ID"`)
+
+	// Last (it changes the cluster): the gateway never gets ready.
+	o = good()
+	o.Waiter = blockingWaiter{}
+	o.Timeout = 500 * time.Millisecond
+	_, err = Join(ctx, c.Kube, o)
+	var b bytes.Buffer
+	cli.Render(&b, err)
+	if cli.ExitCode(err) != cli.ExitTimeout || !strings.Contains(b.String(), "joined and installed, but the gateway is not ready yet") ||
+		!strings.Contains(b.String(), "kubectl -n tunnelmesh-system get pods") {
+		t.Errorf("wait timeout: exit %d\n%s", cli.ExitCode(err), b.String())
+	}
+}
+
+type blockingWaiter struct{}
+
+func (blockingWaiter) Wait(ctx context.Context, _ *kube.Cluster, _ string, s *progress.Step) error {
+	s.Status("0/1 tunnels up")
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // TestJoinTwice joins for real, then again: the second run changes nothing.
