@@ -10,6 +10,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -125,6 +126,16 @@ func TestJoinErrors(t *testing.T) {
 	check("gateway node not ready", o, cli.ExitRefused, "node b-down is not Ready")
 	check("images missing", good(), cli.ExitRefused, "kind load docker-image tunnelmesh/gateway:dev --name CLUSTER")
 	c.AddNode(t, "b-gw", true, "10.0.0.1", "tunnelmesh/gateway:dev")
+	check("images missing on another node", good(), cli.ExitRefused, "are missing on node(s) b-plain")
+	// `kind load docker-image` onto b-plain:
+	plain, err := c.Client.CoreV1().Nodes().Get(ctx, "b-plain", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Status.Images = append(plain.Status.Images, corev1.ContainerImage{Names: []string{"docker.io/tunnelmesh/gateway:dev"}})
+	if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, plain, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	o = good()
 	o.GatewayNode = "nope"
 	check("unknown gateway node", o, cli.ExitRefused, `node "nope" does not exist`)
