@@ -108,6 +108,12 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 		if err != nil {
 			return cli.Refused(err, "check your access to nodes (`kubectl get nodes`)", "cannot list the nodes of %s", c.Describe())
 		}
+		for _, other := range nodes.Items {
+			if other.Labels[kube.BrokerLabel] == "true" && o.Node != "" && other.Name != o.Node {
+				return cli.Refused(nil, "run without --node (or with --node "+other.Name+"); to move the broker, `meshctl uninstall` it first — joined clusters must then join again",
+					"the broker's data lives on node %s, not %s", other.Name, o.Node)
+			}
+		}
 		n, why := kube.PickNode(nodes.Items, o.Node, kube.BrokerLabel)
 		if n == nil {
 			if o.Node != "" {

@@ -122,6 +122,16 @@ func TestInCluster(t *testing.T) {
 		t.Fatalf("join with the second token: %v", err)
 	}
 
+	// Moving the broker to another node would lose its data: refused.
+	before = c.Objects(t)
+	_, err = InCluster(ctx, c.Kube, Options{Node: "plain-node", BrokerURL: "https://" + addr, InfoFile: info})
+	if !errors.As(err, &ce) || ce.Code != cli.ExitRefused || !strings.Contains(ce.What, "data lives on node broker-node") {
+		t.Fatalf("move: %v", err)
+	}
+	if d := testenv.Diff(before, c.Objects(t)); d != "" {
+		t.Fatalf("refused deploy changed the cluster:\n%s", d)
+	}
+
 	// A URL the certificate does not cover is refused, nothing changed.
 	before = c.Objects(t)
 	_, err = InCluster(ctx, c.Kube, Options{BrokerURL: "https://192.0.2.7:1234", InfoFile: info})

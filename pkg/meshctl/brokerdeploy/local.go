@@ -139,6 +139,9 @@ func Local(ctx context.Context, o LocalOptions) error {
 		return err
 	}
 	p.Info("Broker serving at %s (data in %s); stop it with Ctrl-C", o.BrokerURL, o.DataDir)
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() {
+		p.Info("Note: clusters in containers or on other hosts cannot reach %s; run again with --broker-url https://HOST-IP:%s (with --san HOST-IP on a new --data-dir)", u.Hostname(), port)
+	}
 	if o.Ready != nil {
 		o.Ready(res)
 	}

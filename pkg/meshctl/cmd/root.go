@@ -36,6 +36,9 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 refused before changing anything,
 	root.SetOut(e.Out)
 	root.SetErr(e.Err)
 	e.Kube.AddTo(root.PersistentFlags())
+	_ = root.RegisterFlagCompletionFunc("context", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return e.Kube.Contexts(), cobra.ShellCompDirectiveNoFileComp
+	})
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return cli.Usage(fmt.Sprintf("run `%s --help` for usage", c.CommandPath()), "%s", err)
 	})

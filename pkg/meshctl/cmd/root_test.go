@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -56,5 +57,18 @@ func TestCompletion(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "meshctl") {
 			t.Errorf("completion %s: exit %d, %d bytes", sh, code, len(out))
 		}
+	}
+}
+
+func TestContextCompletion(t *testing.T) {
+	dir := t.TempDir()
+	kc := dir + "/kubeconfig"
+	cfg := "apiVersion: v1\nkind: Config\ncontexts:\n- name: kind-east\n  context: {cluster: c}\n- name: kind-west\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: https://127.0.0.1:1}\n"
+	if err := os.WriteFile(kc, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := run(t, "__complete", "show", "clusters", "--kubeconfig", kc, "--context", "")
+	if code != 0 || !strings.Contains(out, "kind-east\nkind-west\n") {
+		t.Errorf("completion of --context: exit %d\n%s", code, out)
 	}
 }

@@ -2,10 +2,12 @@ package cmd
 
 import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/deploybroker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/join"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/leave"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/show"
 )
 
 func init() {
-	verbs = append(verbs, deploybroker.New, join.New, show.New)
+	verbs = append(verbs, deploybroker.New, join.New, export.New, export.NewUnexport, show.New, leave.New, leave.NewUninstall)
 }

@@ -6,6 +6,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -34,6 +35,22 @@ type Flags struct {
 func (f *Flags) AddTo(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&f.Context, "context", "", "the kubeconfig context to use (default: the current context)")
+}
+
+// Contexts lists the kubeconfig's context names (for shell completion).
+func (f Flags) Contexts() []string {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.Kubeconfig
+	raw, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).RawConfig()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for name := range raw.Contexts {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Cluster is a connection to one cluster.

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -55,6 +56,8 @@ type JoinOptions struct {
 	Detector    CIDRDetector
 	// Waiter defaults to waiting for the DaemonSets of tunnelmesh-system.
 	Waiter Waiter
+	// Corefile makes CoreDNS serve clusterset.local (nil: say what to do).
+	Corefile CorefileEditor
 	// Manifests is what gets applied (default deploy.FS without broker/).
 	Manifests fs.FS
 	// Timeout bounds the final wait (default 5 min).
@@ -204,13 +207,30 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 		case !kube.NodeReady(n):
 			return cli.Refused(nil, "pick a Ready node with --gateway-node", "node %s is not Ready and cannot be the gateway", n.Name)
 		}
-		if missing := kube.MissingImages(n, kube.Images(objs)); len(missing) > 0 {
-			var load []string
-			for _, m := range missing {
+		// The DaemonSets run on every node: each Ready node needs the images.
+		var lacking []string
+		missing := map[string]bool{}
+		for i := range nodes.Items {
+			nd := &nodes.Items[i]
+			if m := kube.MissingImages(nd, kube.Images(objs)); len(m) > 0 && (kube.NodeReady(nd) || nd.Name == n.Name) {
+				lacking = append(lacking, nd.Name)
+				for _, img := range m {
+					missing[img] = true
+				}
+			}
+		}
+		if len(lacking) > 0 {
+			var load, imgs []string
+			for img := range missing {
+				imgs = append(imgs, img)
+			}
+			sort.Strings(imgs)
+			for _, m := range imgs {
 				load = append(load, "kind load docker-image "+m+" --name CLUSTER")
 			}
+			sort.Strings(lacking)
 			return cli.Refused(nil, "build the images with `make images`, then load them into the cluster, for kind:\n"+strings.Join(load, "\n"),
-				"the tunnelmesh image(s) %s are missing on node %s", strings.Join(missing, ", "), n.Name)
+				"the tunnelmesh image(s) %s are missing on node(s) %s", strings.Join(imgs, ", "), strings.Join(lacking, ", "))
 		}
 		gw = n
 		s.Done(fmt.Sprintf("%s (%s)", n.Name, why))
@@ -253,6 +273,11 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := p.Run("Making CoreDNS serve clusterset.local", func(s *progress.Step) error {
+		return configureDNS(ctx, c, o.Corefile, s)
+	}); err != nil {
+		return nil, cli.Failed(err, "run join again", "cannot configure CoreDNS")
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()

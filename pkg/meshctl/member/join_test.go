@@ -10,6 +10,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -125,6 +126,16 @@ func TestJoinErrors(t *testing.T) {
 	check("gateway node not ready", o, cli.ExitRefused, "node b-down is not Ready")
 	check("images missing", good(), cli.ExitRefused, "kind load docker-image tunnelmesh/gateway:dev --name CLUSTER")
 	c.AddNode(t, "b-gw", true, "10.0.0.1", "tunnelmesh/gateway:dev")
+	check("images missing on another node", good(), cli.ExitRefused, "are missing on node(s) b-plain")
+	// `kind load docker-image` onto b-plain:
+	plain, err := c.Client.CoreV1().Nodes().Get(ctx, "b-plain", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Status.Images = append(plain.Status.Images, corev1.ContainerImage{Names: []string{"docker.io/tunnelmesh/gateway:dev"}})
+	if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, plain, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	o = good()
 	o.GatewayNode = "nope"
 	check("unknown gateway node", o, cli.ExitRefused, `node "nope" does not exist`)
@@ -170,6 +181,26 @@ func TestJoinErrors(t *testing.T) {
 	o = good()
 	o.ClusterID = "Bad_ID"
 	check("invalid ID", o, cli.ExitUsage, `invalid cluster ID "Bad_ID"`)
+
+	// Last (it changes the cluster): the gateway never gets ready.
+	o = good()
+	o.Waiter = blockingWaiter{}
+	o.Timeout = 500 * time.Millisecond
+	_, err = Join(ctx, c.Kube, o)
+	var b bytes.Buffer
+	cli.Render(&b, err)
+	if cli.ExitCode(err) != cli.ExitTimeout || !strings.Contains(b.String(), "joined and installed, but the gateway is not ready yet") ||
+		!strings.Contains(b.String(), "kubectl -n tunnelmesh-system get pods") {
+		t.Errorf("wait timeout: exit %d\n%s", cli.ExitCode(err), b.String())
+	}
+}
+
+type blockingWaiter struct{}
+
+func (blockingWaiter) Wait(ctx context.Context, _ *kube.Cluster, _ string, s *progress.Step) error {
+	s.Status("0/1 tunnels up")
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // TestJoinTwice joins for real, then again: the second run changes nothing.

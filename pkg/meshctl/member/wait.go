@@ -32,7 +32,7 @@ func (DaemonSetsReady) Wait(ctx context.Context, c *kube.Cluster, _ string, s *p
 			if ready {
 				return nil
 			}
-			why := kube.PodsProblem(ctx, c, kube.Namespace, kube.PartOfLabel+"="+kube.PartOf)
+			why := kube.PodsProblem(ctx, c, kube.Namespace, "") // every pod of our namespace
 			if why.ImageMissing != "" {
 				return cli.Failed(nil, "build the images with `make images` and load them (kind: `kind load docker-image "+why.ImageMissing+" --name CLUSTER`)",
 					"node %s cannot get the image %s", why.Node, why.ImageMissing)

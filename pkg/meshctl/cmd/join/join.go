@@ -18,6 +18,10 @@ var (
 	Detector member.CIDRDetector
 	// Waiter waits for tunnels (the status CRD); nil: gateway DaemonSets ready.
 	Waiter member.Waiter
+	// Corefile makes CoreDNS serve clusterset.local:
+	// func(s string) (string, bool, error) { return dns.EnableMulticluster(s, dns.Zone) }.
+	// nil: join tells the user what to add.
+	Corefile member.CorefileEditor
 )
 
 // New returns the command.
@@ -47,7 +51,7 @@ Running it again on a member changes nothing.`,
 			if err != nil {
 				return err
 			}
-			o.Detector, o.Waiter, o.Progress = Detector, Waiter, e.Progress()
+			o.Detector, o.Waiter, o.Corefile, o.Progress = Detector, Waiter, Corefile, e.Progress()
 			r, err := member.Join(cmd.Context(), c, o)
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
@@ -38,6 +39,9 @@ func (c *Cluster) Objects(t *testing.T) map[string]string {
 				continue
 			}
 			items, err := c.Kube.Dynamic.Resource(gv.WithResource(r.Name)).List(ctx, metav1.ListOptions{})
+			if apierrors.IsNotFound(err) {
+				continue // its CRD was just deleted
+			}
 			if err != nil {
 				t.Fatalf("list %s: %v", r.Name, err)
 			}

@@ -53,6 +53,16 @@ func Start(t *testing.T, name string) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The API server makes the default/kubernetes Service and the system
+	// namespaces shortly after it starts; snapshots must not see them appear.
+	err = wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, e1 := k.Client.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		_, e2 := k.Client.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+		return e1 == nil && e2 == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("API server did not settle: %v", err)
+	}
 	return &Cluster{Env: env, Kube: k, Client: k.Client, Kubeconfig: path, Context: name}
 }
 

@@ -1,0 +1,171 @@
+package member
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
+)
+
+// fakeEditor stands in for pkg/dns.EnableMulticluster (pure text edit).
+func fakeEditor(cf string) (string, bool, error) {
+	if strings.Contains(cf, "multicluster") {
+		return cf, false, nil
+	}
+	return strings.Replace(cf, "ip6.arpa {\n", "ip6.arpa clusterset.local {\n       multicluster clusterset.local\n", 1), true, nil
+}
+
+// readyDaemonSets stands in for the DaemonSet controller and kubelets.
+func readyDaemonSets(ctx context.Context, c *testenv.Cluster) {
+	go func() {
+		_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			d, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 1, CurrentNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
+			_, err = c.Client.AppsV1().DaemonSets(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			return err == nil, nil
+		})
+	}()
+}
+
+// finalizeNamespaces stands in for the namespace controller: a deleted
+// namespace whose objects are gone is finalized.
+func finalizeNamespaces(ctx context.Context, c *testenv.Cluster) {
+	go func() {
+		for ctx.Err() == nil {
+			ns, err := c.Client.CoreV1().Namespaces().Get(ctx, kube.Namespace, metav1.GetOptions{})
+			if err == nil && ns.DeletionTimestamp != nil {
+				ns.Spec.Finalizers = nil
+				_, _ = c.Client.CoreV1().Namespaces().Finalize(ctx, ns, metav1.UpdateOptions{})
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+}
+
+// TestLeaveAndUninstall: after join, leave takes the cluster out of the
+// broker and removes the components; uninstall leaves no object of
+// tunnelmesh behind (every kind listed).
+func TestLeaveAndUninstall(t *testing.T) {
+	tb := brokertest.Start(t, brokertest.Options{})
+	c := testenv.Start(t, "kind-c")
+	c.AddNode(t, "c-gw", true, "10.0.0.1", "tunnelmesh/gateway:dev")
+	ctx := t.Context()
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const corefile = ".:53 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n    }\n    reload\n}\n"
+	if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns"},
+		Data: map[string]string{"Corefile": corefile}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	corefileNow := func() (string, bool) {
+		cm, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, annotated := cm.Annotations["tunnelmesh.io/original-corefile"]
+		return cm.Data["Corefile"], annotated
+	}
+	pristine := c.Objects(t)
+
+	join := func() {
+		t.Helper()
+		readyDaemonSets(ctx, c)
+		_, err := Join(ctx, c.Kube, JoinOptions{Info: api.BrokerInfo{URL: tb.URL, CA: string(tb.CA), JoinToken: tb.JoinToken("c")},
+			PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.96.3.0/24"}, Manifests: testManifests, Timeout: time.Minute,
+			Corefile: fakeEditor})
+		if err != nil {
+			t.Fatalf("join: %v", err)
+		}
+		if cf, annotated := corefileNow(); !strings.Contains(cf, "multicluster clusterset.local") || !annotated {
+			t.Fatalf("join left the Corefile as %q (annotated %v)", cf, annotated)
+		}
+	}
+	join()
+	// What the running components would add: an unlabelled Lease in our
+	// namespace and a user's ServiceExport.
+	if _, err := c.Client.CoordinationV1().Leases(kube.Namespace).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "gateway-leader"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	se := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+		"metadata": map[string]any{"name": "web", "namespace": "demo"}}}
+	seGVR := schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1beta1", Resource: "serviceexports"}
+	if _, err := c.Kube.Dynamic.Resource(seGVR).Namespace("demo").Create(ctx, se, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	left, err := Leave(ctx, c.Kube, LeaveOptions{Manifests: testManifests})
+	if err != nil || !left {
+		t.Fatalf("leave: %v %v", left, err)
+	}
+	snap, _ := tb.Admin().Snapshot(ctx)
+	if len(snap.Clusters) != 0 {
+		t.Errorf("broker still has %+v", snap.Clusters)
+	}
+	if m, _ := access.ReadMember(ctx, c.Kube); m != nil {
+		t.Error("member Secret survived leave")
+	}
+	if _, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{}); err == nil {
+		t.Error("gateway DaemonSet survived leave")
+	}
+	if n, _ := c.Client.CoreV1().Nodes().Get(ctx, "c-gw", metav1.GetOptions{}); n.Labels[kube.GatewayLabel] != "" {
+		t.Error("gateway label survived leave")
+	}
+	if cf, annotated := corefileNow(); cf != corefile || annotated {
+		t.Errorf("leave did not restore the Corefile: %q (annotated %v)", cf, annotated)
+	}
+	if left, err := Leave(ctx, c.Kube, LeaveOptions{Manifests: testManifests}); err != nil || left {
+		t.Errorf("second leave: %v %v", left, err)
+	}
+
+	join() // a member again, then uninstall
+	finalizeNamespaces(ctx, c)
+	if err := Uninstall(ctx, c.Kube, LeaveOptions{Manifests: testManifests, Timeout: time.Minute}); err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	after := c.Objects(t)
+	var extra []string
+	for k := range after {
+		if _, ok := pristine[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		t.Errorf("left behind after uninstall:\n%s", strings.Join(extra, "\n"))
+	}
+	if cf, annotated := corefileNow(); cf != corefile || annotated {
+		t.Errorf("uninstall did not restore the Corefile: %q (annotated %v)", cf, annotated)
+	}
+	nodes, _ := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	for _, n := range nodes.Items {
+		for l := range n.Labels {
+			if strings.HasPrefix(l, "tunnelmesh.io/") {
+				t.Errorf("node %s keeps label %s", n.Name, l)
+			}
+		}
+	}
+	if snap, _ := tb.Admin().Snapshot(ctx); len(snap.Clusters) != 0 {
+		t.Errorf("broker still has %+v after uninstall", snap.Clusters)
+	}
+	// Uninstall again: nothing to do, no error.
+	if err := Uninstall(ctx, c.Kube, LeaveOptions{Manifests: testManifests, Timeout: time.Minute}); err != nil {
+		t.Fatalf("second uninstall: %v", err)
+	}
+}
