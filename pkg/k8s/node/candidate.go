@@ -157,7 +157,8 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		}
 		epochs <- e
 	}
-	role, epoch := election.Standby, int64(0)
+	// The first State is always applied and logged: "" is no role yet.
+	role, epoch := election.Role(""), int64(0)
 	stop := func(graceful bool) error {
 		stopEng()
 		err := <-engDone
