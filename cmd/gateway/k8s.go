@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,7 +29,7 @@ import (
 
 type k8sFlags struct {
 	kubeconfig, nodeName, namespace, iface, mode, runDir, stateFile, publicIP, agentMode, metrics, logLevel string
-	podCIDRs, svcCIDRs, replyDevices                                                                        []string
+	podCIDRs, svcCIDRs, replyDevices, nodeIPs                                                               []string
 	listenPort, mtu, gossipPort                                                                             int
 	leaseDuration, renewInterval, renewDeadline, heartbeat, statusInterval                                  time.Duration
 }
@@ -46,6 +47,7 @@ elected active (Lease ` + election.DefaultLeaseName + `). SIGTERM tears the data
 	fl := c.Flags()
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the pod's in-cluster configuration)")
 	fl.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME, from the downward API)")
+	fl.StringSliceVar(&f.nodeIPs, "node-ip", nil, "this node's underlay address (repeatable; default: the Node's InternalIPs; in the DaemonSet: status.hostIP)")
 	fl.StringVar(&f.namespace, "namespace", election.DefaultNamespace, "namespace of the Lease, Secrets and MeshGateway")
 	fl.StringSliceVar(&f.podCIDRs, "pod-cidr", nil, "this cluster's pod CIDR, overriding discovery (repeatable)")
 	fl.StringSliceVar(&f.svcCIDRs, "service-cidr", nil, "this cluster's service CIDR, overriding discovery (repeatable)")
@@ -90,6 +92,14 @@ func runK8s(ctx context.Context, f k8sFlags) error {
 	if err != nil {
 		return fmt.Errorf("--service-cidr: %w", err)
 	}
+	var nodeIPs []netip.Addr
+	for _, s := range f.nodeIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("--node-ip %q: want an IP address: %w", s, err)
+		}
+		nodeIPs = append(nodeIPs, ip.Unmap())
+	}
 	// Before anything else: this may re-execute the process.
 	if err := wg.UseRunDir(f.runDir); err != nil {
 		return err
@@ -125,7 +135,7 @@ func runK8s(ctx context.Context, f k8sFlags) error {
 		defer srv.Close()
 	}
 	return node.Run(ctx, node.Config{
-		Client: client, Dynamic: dyn, Namespace: f.namespace, NodeName: f.nodeName,
+		Client: client, Dynamic: dyn, Namespace: f.namespace, NodeName: f.nodeName, NodeIPs: nodeIPs,
 		Overrides: discovery.Overrides{Pod: pods, Service: svcs},
 		Interface: f.iface, ListenPort: f.listenPort, MTU: f.mtu, WireGuard: wg.Mode(f.mode), PublicIP: f.publicIP,
 		StateFile: f.stateFile, GossipPort: f.gossipPort,

@@ -34,6 +34,9 @@ type result struct {
 	from, to    string
 	epochBefore int64
 	epochAfter  int64
+	// retaken counts the times the new active stepped down (renewal late)
+	// and took the Lease again while the old one came back.
+	retaken int
 }
 
 // up brings the whole mesh up and waits until both flows deliver.
@@ -116,9 +119,16 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 	}
 	time.Sleep(2 * time.Second)
 	h, e, err := m.holder(context.Background())
-	if err != nil || h != to || e != epochAfter {
-		t.Fatalf("the returning %s disturbed the election: holder %q epoch %d (want %q %d), %v", old, h, e, to, epochAfter, err)
+	if err != nil || h != to {
+		t.Fatalf("the returning %s took the Lease back: holder %q epoch %d (want %q), %v", old, h, e, to, err)
 	}
+	if log := lastRun(readFile(m.procs[old].Log)); strings.Contains(log, "msg=active ") {
+		t.Fatalf("the returning %s was active for a while:\n%s", old, log)
+	}
+	// The holder itself may have stepped down and taken the Lease again
+	// when the apiserver answered a renewal too late (a loaded machine):
+	// counted, not the returning node's doing.
+	r.retaken = int(e - epochAfter)
 	if lost := f.udp.lostBetween(restartSeq+1, f.udpSeq.Load()-30); lost > 0 {
 		t.Errorf("%d datagrams lost while %s came back as a standby", lost, old)
 	}
@@ -133,6 +143,14 @@ type notYet struct{}
 func (notYet) Error() string { return "not yet" }
 
 var errNotYet = notYet{}
+
+// lastRun is the part of a process log written by its latest start.
+func lastRun(log string) string {
+	if i := strings.LastIndex(log, "=== start"); i >= 0 {
+		return log[i:]
+	}
+	return log
+}
 
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
@@ -167,6 +185,9 @@ func TestFailover(t *testing.T) {
 		t.Logf("%-18s broker down=%-5v %s -> %s epoch %d -> %d: new active %v, TCP moving again %v, UDP back %v, %d datagrams lost",
 			tc.kind, tc.brokerDown, r.from, r.to, r.epochBefore, r.epochAfter, r.newActive.Round(time.Millisecond),
 			r.tcpResumed.Round(time.Millisecond), r.udpResumed.Round(time.Millisecond), r.lost)
+		if r.retaken > 0 {
+			t.Logf("the new active %s stepped down and retook the Lease %d time(s) (renewals answered too late)", r.to, r.retaken)
+		}
 		if r.epochAfter <= r.epochBefore {
 			t.Errorf("epoch did not grow: %d -> %d", r.epochBefore, r.epochAfter)
 		}

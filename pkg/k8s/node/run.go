@@ -25,6 +25,9 @@ type Config struct {
 	Dynamic   dynamic.Interface
 	Namespace string // election.DefaultNamespace when empty
 	NodeName  string
+	// NodeIPs, when set, are this node's underlay addresses (e.g. the pod's
+	// status.hostIP); otherwise the Node's InternalIPs.
+	NodeIPs []netip.Addr
 	// Overrides of the discovered CIDRs (flags).
 	Overrides discovery.Overrides
 
@@ -99,8 +102,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("read node %s (is --node-name right, and may this ServiceAccount get nodes?): %w", cfg.NodeName, err)
 	}
 	ips := InternalIPs(n)
+	if len(cfg.NodeIPs) > 0 {
+		ips = cfg.NodeIPs
+	}
 	if len(ips) == 0 {
-		return fmt.Errorf("node %s has no InternalIP address in its status", cfg.NodeName)
+		return fmt.Errorf("node %s has no InternalIP address in its status: pass --node-ip", cfg.NodeName)
 	}
 	self, err := routeagent.Discover(cfg.NodeName, ips)
 	if err != nil {
