@@ -1,0 +1,16 @@
+# Failover of the in-cluster gateway: the end-to-end test and the benchmark
+# (network namespaces, a real kube-apiserver and broker; needs root and the
+# binaries of `make k8s-binaries etcd-binary`).
+.PHONY: bench-failover test-failover
+
+FAILOVER_KILLS ?= 5
+
+## bench-failover: median/max time to a new active, to the cross-cluster flow moving, packets lost (kill -9 and graceful, broker up and down); prints a table
+bench-failover:
+	@echo "load before: $$(cut -d' ' -f1-3 /proc/loadavg)"
+	@mkdir -p bin
+	FAILOVER_KILLS=$(FAILOVER_KILLS) BENCH_OUT=$(CURDIR)/bin/bench-failover.txt $(GO) test -count=1 -run '^$$' -bench '^BenchmarkFailover$$' -benchtime 1x -timeout 30m ./test/failover
+
+## test-failover: the in-cluster gateway's failover test alone
+test-failover:
+	$(GO) test -count=1 -v -timeout 15m ./test/failover

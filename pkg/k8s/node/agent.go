@@ -1,0 +1,140 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+)
+
+// runAgent keeps this node's route agent fed from the Lease and the
+// MeshGateway objects until ctx ends; the routes stay in place afterwards.
+func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
+	agent := routeagent.New(routeagent.Config{Log: r.log.With("role", "route-agent"), Metrics: r.cfg.Metrics})
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { poke() },
+		UpdateFunc: func(any, any) { poke() },
+		DeleteFunc: func(any) { poke() },
+	}
+	leases := informers.NewSharedInformerFactoryWithOptions(r.cfg.Client, 0, informers.WithNamespace(r.cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", r.leaseName()).String()
+		}))
+	leaseInf := leases.Coordination().V1().Leases().Informer()
+	if _, err := leaseInf.AddEventHandler(handler); err != nil {
+		return err
+	}
+	gws := dynamicinformer.NewFilteredDynamicSharedInformerFactory(r.cfg.Dynamic, 0, r.cfg.Namespace, nil)
+	gwInf := gws.ForResource(status.GVR).Informer()
+	if _, err := gwInf.AddEventHandler(handler); err != nil {
+		return err
+	}
+	leases.Start(ctx.Done())
+	gws.Start(ctx.Done())
+	defer leases.Shutdown()
+	defer gws.Shutdown()
+
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- agent.Run(ctx) }()
+
+	addrs := map[string][]netip.Addr{} // node name -> InternalIPs, read when a node becomes holder
+	var last *routeagent.Input
+	var lastProblems []string
+	resync := time.NewTicker(10 * time.Second)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-agentDone
+			return nil
+		case err := <-agentDone:
+			return fmt.Errorf("route agent: %w", err)
+		case <-kick:
+		case <-resync.C:
+		}
+		if !leaseInf.HasSynced() || !gwInf.HasSynced() {
+			continue
+		}
+		v := ClusterView{}
+		for _, o := range leaseInf.GetStore().List() {
+			if l, ok := o.(*coordinationv1.Lease); ok && l.Name == r.leaseName() {
+				v.Holder, _ = election.LeaseHolder(l)
+			}
+		}
+		for _, o := range gwInf.GetStore().List() {
+			var mg status.MeshGateway
+			if u, ok := o.(*unstructured.Unstructured); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mg) == nil {
+				v.Gateways = append(v.Gateways, mg)
+			}
+		}
+		if v.Holder != "" {
+			if _, ok := addrs[v.Holder]; !ok {
+				n, err := r.cfg.Client.CoreV1().Nodes().Get(ctx, v.Holder, metav1.GetOptions{})
+				if err != nil {
+					r.log.Warn("read the active gateway's node (will retry)", "node", v.Holder, "err", err)
+					poke()
+					sleep(ctx, time.Second)
+					continue
+				}
+				addrs[v.Holder] = InternalIPs(n)
+			}
+			v.HolderAddrs = addrs[v.Holder]
+		}
+		in, problems := AgentInput(self, v, r.agentSettings())
+		if !slices.Equal(problems, lastProblems) {
+			for _, p := range problems {
+				r.log.Warn("route agent input", "problem", p)
+			}
+			lastProblems = problems
+		}
+		if last != nil && reflect.DeepEqual(*last, in) {
+			continue
+		}
+		if len(in.Remote) == 0 && last == nil {
+			continue // nothing to route yet; keep what an earlier process left in place
+		}
+		if err := agent.Set(in); err != nil {
+			r.log.Warn("route agent", "active", in.Active.Node, "err", err)
+			if in.Active.Node == "" {
+				last = &in
+			}
+			continue
+		}
+		last = &in
+		r.log.Info("routes point at the active gateway", "active", in.Active.Node, "remote", len(in.Remote))
+	}
+}
+
+func (r *runner) agentSettings() AgentSettings {
+	return AgentSettings{Mode: r.cfg.AgentMode, PodCIDRs: r.cfg.Overrides.Pod, ReplyDevices: r.cfg.ReplyDevices}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

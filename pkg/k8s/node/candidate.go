@@ -1,0 +1,396 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// follower is the broker as the engine sees it, keeping the latest snapshot
+// for the status the active writes.
+type follower struct {
+	*brokerclient.Client
+	mu   sync.Mutex
+	snap *api.Snapshot
+	seen func(api.Snapshot)
+}
+
+func (f *follower) Follow(ctx context.Context, onChange func(api.Snapshot)) error {
+	return f.Client.Follow(ctx, func(s api.Snapshot) {
+		f.set(s)
+		onChange(s)
+	})
+}
+
+func (f *follower) set(s api.Snapshot) {
+	f.mu.Lock()
+	f.snap = &s
+	f.mu.Unlock()
+	if f.seen != nil {
+		f.seen(s)
+	}
+}
+
+func (f *follower) latest() *api.Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snap
+}
+
+// runCandidate runs the gateway candidate: standby data plane, elector,
+// role changes, status while active; graceful stop on ctx end.
+func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []netip.Addr) error {
+	log := r.log.With("role", "gateway")
+	bi, err := r.waitBrokerSecret(ctx)
+	if err != nil {
+		return err
+	}
+	cidrs, err := discovery.Discover(ctx, r.cfg.Client, r.cfg.Overrides)
+	if err != nil {
+		return fmt.Errorf("discover the cluster's CIDRs (or pass --pod-cidr and --service-cidr): %w", err)
+	}
+	for _, w := range cidrs.Warnings {
+		log.Warn("CIDR discovery", "warning", w)
+	}
+	log.Info("cluster CIDRs", "pod", discovery.Join(cidrs.Pod), "podFrom", cidrs.PodFrom,
+		"service", discovery.Join(cidrs.Service), "serviceFrom", cidrs.ServiceFrom)
+
+	bc, err := brokerclient.New(bi.URL, bi.CA, bi.Credential)
+	if err != nil {
+		return fmt.Errorf("broker client for %s: %w", bi.URL, err)
+	}
+	bc.Logger = log
+	privateIP, ok := firstAddr(ips, true)
+	if !ok {
+		privateIP = ips[0]
+	}
+	mtu := r.cfg.MTU
+	if mtu == 0 {
+		mtu = self.MTU - 80
+	}
+	local := gateway.Local{ClusterID: bi.ClusterID, Interface: r.cfg.Interface, PodCIDRs: cidrs.Pod, ServiceCIDRs: cidrs.Service,
+		UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(bi.URL)}
+
+	key, err := r.clusterKey(ctx, ips)
+	if err != nil {
+		return err
+	}
+	var lastMismatch string
+	f := &follower{Client: bc, seen: func(s api.Snapshot) {
+		for _, c := range s.Clusters {
+			if c.ID != bi.ClusterID {
+				continue
+			}
+			msg := ""
+			if err := mismatch(bi.ClusterID, cidrs, &c); err != nil {
+				msg = err.Error()
+			}
+			if msg != lastMismatch && msg != "" {
+				log.Error("the cluster's CIDRs differ from the broker's record; routes follow the broker's record", "err", msg)
+			}
+			lastMismatch = msg
+		}
+	}}
+	if s, ok := loadState(r.cfg.StateFile); ok {
+		f.set(s)
+	}
+	eng := gateway.New(gateway.Config{
+		Local: local, Hostname: r.cfg.NodeName, PrivateKey: key, ListenPort: r.cfg.ListenPort, PublicIP: r.cfg.PublicIP,
+		PrivateIP: privateIP.String(), MTU: mtu, Mode: r.cfg.WireGuard, Role: gateway.RoleStandby,
+		StateFile: r.cfg.StateFile, HeartbeatInterval: r.cfg.HeartbeatInterval, Log: log,
+	}, f)
+	if r.cfg.Metrics != nil {
+		if err := r.cfg.Metrics.Register(eng.Collector()); err != nil {
+			log.Warn("register gateway metrics", "err", err)
+		}
+	}
+	el, err := r.elector(ips, keysecret.GossipKey(key))
+	if err != nil {
+		return err
+	}
+
+	// The engine and the elector outlive ctx: a graceful stop tears the data
+	// plane down first and releases the Lease after.
+	engCtx, stopEng := context.WithCancel(context.Background())
+	defer stopEng()
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Run(engCtx) }()
+	elCtx, stopEl := context.WithCancel(context.Background())
+	defer stopEl()
+	elDone := make(chan error, 1)
+	go func() { elDone <- el.Run(elCtx) }()
+
+	sw := &statusLoop{r: r, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: bi.ClusterID},
+		bc: bc, f: f, eng: eng, cidrs: cidrs, clusterID: bi.ClusterID, publicKey: key.PublicKey().String(),
+		endpoint: net.JoinHostPort(endpointIP(r.cfg.PublicIP, privateIP), strconv.Itoa(r.cfg.ListenPort))}
+	// Status writes run apart so that a slow apiserver or broker never
+	// delays a role change; the loop is told the epoch while active, 0 else.
+	epochs := make(chan int64, 1)
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	statusDone := make(chan struct{})
+	go func() { defer close(statusDone); sw.run(statusCtx, epochs, r.cfg.StatusInterval) }()
+	defer func() { stopStatus(); <-statusDone }()
+	tell := func(e int64) {
+		select {
+		case <-epochs:
+		default:
+		}
+		epochs <- e
+	}
+	// The first State is always applied and logged: "" is no role yet.
+	role, epoch := election.Role(""), int64(0)
+	stop := func(graceful bool) error {
+		stopEng()
+		err := <-engDone
+		if graceful {
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if rerr := el.Release(rctx); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("release the Lease: %w", rerr))
+			}
+			cancel()
+		}
+		stopEl()
+		<-elDone
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping: tearing the data plane down, then releasing the Lease", "wasActive", role == election.Active)
+			err := stop(true)
+			log.Info("stopped", "err", err)
+			return err
+		case err := <-engDone:
+			engDone <- err
+			return errors.Join(fmt.Errorf("gateway data plane stopped: %w", err), stop(true))
+		case err := <-elDone:
+			elDone <- err
+			return errors.Join(fmt.Errorf("election stopped: %w", err), stop(false))
+		case st := <-el.States():
+			changed := st.Role != role || (st.Role == election.Active && st.Epoch != epoch)
+			role, epoch = st.Role, st.Epoch
+			if !changed {
+				continue
+			}
+			if role == election.Active {
+				log.Info("active", "epoch", epoch)
+				eng.SetRole(gateway.RoleActive, epoch)
+				tell(epoch)
+			} else {
+				log.Info("standby", "holder", st.Holder, "epoch", epoch)
+				eng.SetRole(gateway.RoleStandby, epoch)
+				tell(0)
+			}
+		}
+	}
+}
+
+// waitBrokerSecret waits for `meshctl join` to have written the broker Secret.
+func (r *runner) waitBrokerSecret(ctx context.Context) (BrokerInfo, error) {
+	for {
+		bi, err := ReadBrokerSecret(ctx, r.cfg.Client, r.cfg.Namespace)
+		if err == nil {
+			return bi, nil
+		}
+		if !errors.Is(err, ErrNoBrokerSecret) && ctx.Err() == nil {
+			r.log.Error("broker connection", "err", err)
+		} else if ctx.Err() == nil {
+			r.log.Warn("waiting for the broker Secret", "err", err)
+		}
+		sleep(ctx, 5*time.Second)
+		if ctx.Err() != nil {
+			return BrokerInfo{}, ctx.Err()
+		}
+	}
+}
+
+func (r *runner) elector(ips []netip.Addr, gossipKey []byte) (*election.Elector, error) {
+	bind := ips[0].String()
+	el, err := election.New(election.Config{
+		Client: r.cfg.Client, Namespace: r.cfg.Namespace, LeaseName: r.leaseName(), Identity: r.cfg.NodeName,
+		LeaseDuration: r.cfg.LeaseDuration, RenewInterval: r.cfg.RenewInterval, RenewDeadline: r.cfg.RenewDeadline,
+		Gossip: election.GossipConfig{BindAddr: bind, BindPort: r.cfg.GossipPort, SecretKey: gossipKey,
+			Peers: election.CandidatePeers(r.cfg.Client, r.cfg.GossipPort)},
+		Logger: r.log.With("role", "election"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("election: %w", err)
+	}
+	return el, nil
+}
+
+// clusterKey reads the cluster's WireGuard key. When the Secret does not
+// exist yet (first install), the candidates elect one (gossip without a key:
+// there is none yet) and only the winner creates it; the others wait for it.
+// The bootstrap Lease is released so that the real election starts at once.
+func (r *runner) clusterKey(ctx context.Context, ips []netip.Addr) (wgtypes.Key, error) {
+	store := keysecret.Store{Client: r.cfg.Client, Namespace: r.cfg.Namespace}
+	k, err := store.Get(ctx)
+	if err == nil || !errors.Is(err, keysecret.ErrNotFound) {
+		return k, err
+	}
+	r.log.Info("no cluster key yet: electing the candidate that creates it")
+	el, err := r.elector(ips, nil)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	elCtx, stopEl := context.WithCancel(context.Background())
+	defer func() { stopEl(); <-el.Done() }()
+	go func() { _ = el.Run(elCtx) }()
+	waitCtx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	type res struct {
+		k   wgtypes.Key
+		err error
+	}
+	waited := make(chan res, 1)
+	go func() {
+		k, err := store.Wait(waitCtx)
+		waited <- res{k, err}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return wgtypes.Key{}, ctx.Err()
+		case w := <-waited:
+			return w.k, w.err
+		case st := <-el.States():
+			if st.Role != election.Active {
+				continue
+			}
+			k, err := store.Ensure(ctx)
+			if err != nil {
+				return k, fmt.Errorf("create the cluster's key Secret: %w", err)
+			}
+			r.log.Info("created the cluster's WireGuard key", "publicKey", k.PublicKey().String())
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := el.Release(rctx); err != nil {
+				r.log.Warn("release the bootstrap Lease", "err", err)
+			}
+			return k, nil
+		}
+	}
+}
+
+// statusLoop writes the MeshGateway status while active.
+type statusLoop struct {
+	r                              *runner
+	w                              status.Writer
+	bc                             *brokerclient.Client
+	f                              *follower
+	eng                            *gateway.Engine
+	cidrs                          discovery.CIDRs
+	clusterID, publicKey, endpoint string
+	conds                          []metav1.Condition
+	staleEpoch                     int64
+}
+
+// run writes at once when told an epoch, then every interval while active.
+func (s *statusLoop) run(ctx context.Context, epochs <-chan int64, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var epoch int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case epoch = <-epochs:
+		case <-t.C:
+		}
+		if epoch > 0 {
+			s.write(ctx, epoch)
+		}
+	}
+}
+
+func (s *statusLoop) write(ctx context.Context, epoch int64) {
+	if epoch <= s.staleEpoch {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	reachable := s.bc.Healthy(hctx) == nil
+	cancel()
+	st := BuildStatus(StatusInput{ClusterID: s.clusterID, Node: s.r.cfg.NodeName, Epoch: epoch, PublicKey: s.publicKey,
+		Endpoint: s.endpoint, CIDRs: s.cidrs, Snapshot: s.f.latest(), Health: s.eng.Health(), BrokerReachable: reachable})
+	for _, c := range st.Conditions {
+		meta.SetStatusCondition(&s.conds, c)
+	}
+	st.Conditions = append([]metav1.Condition(nil), s.conds...)
+	if st.Remotes == nil && s.f.latest() == nil {
+		// No broker state at all: keep the predecessor's remote CIDRs for the route agents.
+		if old, err := status.Get(ctx, s.r.cfg.Dynamic, s.r.cfg.Namespace, s.clusterID); err == nil {
+			st.Remotes = old.Status.Remotes
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := s.w.Write(wctx, st)
+	switch {
+	case errors.Is(err, status.ErrStale):
+		s.staleEpoch = epoch
+		s.r.log.Warn("a newer active gateway owns the status; not writing it", "epoch", epoch)
+	case err != nil:
+		s.r.log.Warn("write MeshGateway status", "err", err)
+	}
+}
+
+func loadState(file string) (api.Snapshot, bool) {
+	var s api.Snapshot
+	if file == "" {
+		return s, false
+	}
+	b, err := os.ReadFile(file)
+	if err != nil || json.Unmarshal(b, &s) != nil {
+		return s, false
+	}
+	return s, true
+}
+
+func brokerAddrs(raw string) []netip.Addr {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil
+	}
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+		return []netip.Addr{a.Unmap()}
+	}
+	ips, err := net.LookupIP(u.Hostname())
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ip := range ips {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+func endpointIP(public string, private netip.Addr) string {
+	if public != "" {
+		return public
+	}
+	return private.String()
+}

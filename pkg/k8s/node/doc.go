@@ -1,0 +1,20 @@
+// Package node runs one Kubernetes node's tunnelmesh roles, as the gateway
+// DaemonSet does on every node (`gateway k8s`):
+//
+//   - Every node runs the route agent (pkg/routeagent). It learns the active
+//     gateway node from the Lease holder and that node's InternalIPs, and the
+//     remote clusters' CIDRs from the MeshGateway status the active gateway
+//     writes: from the cluster, never from the broker, so a broker outage or an
+//     agent restart changes nothing.
+//   - Nodes labelled tunnelmesh.io/gateway=true are also candidates: the data
+//     plane is opened in the standby shape with the cluster's key (Secret
+//     tunnelmesh-wireguard; only an elected active creates it), the elector
+//     (pkg/k8s/election) chooses the active one, and its State drives the
+//     gateway engine's role and epoch. The active writes the MeshGateway status.
+//     On a graceful stop the data plane is torn down first and the Lease
+//     released after, so a standby takes over within one apiserver round trip.
+//
+// The plain inputs of both (the route agent's Input, the status object) are
+// computed by pure functions (AgentInput, BuildStatus); Run only wires watches,
+// loops and appliers.
+package node

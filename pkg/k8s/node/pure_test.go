@@ -1,0 +1,143 @@
+package node
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func pfx(ss ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func mg(name, active string, epoch int64, local []string, remotes ...status.RemoteCluster) status.MeshGateway {
+	m := status.MeshGateway{Status: status.GatewayStatus{ActiveNode: active, Epoch: epoch, PodCIDRs: local, Remotes: remotes}}
+	m.Name = name
+	return m
+}
+
+func TestAgentInput(t *testing.T) {
+	self := routeagent.Self{Name: "w", Interface: "eth0"}
+	addrs := []netip.Addr{netip.MustParseAddr("172.30.0.2")}
+	b := status.RemoteCluster{Cluster: "b", PodCIDRs: []string{"10.60.0.0/16"}, ServiceCIDRs: []string{"10.96.0.0/24"}}
+	c := status.RemoteCluster{Cluster: "c", PodCIDRs: []string{"10.70.0.0/16", "bad"}}
+	for _, tc := range []struct {
+		name         string
+		view         ClusterView
+		set          AgentSettings
+		active       string
+		local        []netip.Prefix
+		remote       []netip.Prefix
+		problemCount int
+	}{
+		{name: "no lease, no status: nothing known", view: ClusterView{}},
+		{name: "holder and its status",
+			view:   ClusterView{Holder: "g1", HolderAddrs: addrs, Gateways: []status.MeshGateway{mg("a", "g1", 3, []string{"10.244.0.0/16"}, b)}},
+			active: "g1", local: pfx("10.244.0.0/16"), remote: pfx("10.60.0.0/16", "10.96.0.0/24")},
+		{name: "new holder before it wrote the status keeps the predecessor's remotes",
+			view:   ClusterView{Holder: "g2", HolderAddrs: addrs, Gateways: []status.MeshGateway{mg("a", "g1", 3, []string{"10.244.0.0/16"}, b)}},
+			active: "g2", local: pfx("10.244.0.0/16"), remote: pfx("10.60.0.0/16", "10.96.0.0/24")},
+		{name: "released lease: no active, remotes kept",
+			view:  ClusterView{Gateways: []status.MeshGateway{mg("a", "g1", 3, []string{"10.244.0.0/16"}, b)}},
+			local: pfx("10.244.0.0/16"), remote: pfx("10.60.0.0/16", "10.96.0.0/24")},
+		{name: "the holder's object wins over a higher epoch; flag overrides local; bad CIDR reported",
+			view: ClusterView{Holder: "g2", HolderAddrs: addrs, Gateways: []status.MeshGateway{
+				mg("old", "g1", 9, []string{"10.1.0.0/16"}, b), mg("a", "g2", 4, []string{"10.244.0.0/16"}, c)}},
+			set:    AgentSettings{PodCIDRs: pfx("10.245.0.0/16")},
+			active: "g2", local: pfx("10.245.0.0/16"), remote: pfx("10.70.0.0/16"), problemCount: 1},
+		{name: "no holder's object: highest epoch",
+			view:   ClusterView{Holder: "g3", Gateways: []status.MeshGateway{mg("x", "g1", 2, nil, c), mg("y", "g2", 5, []string{"10.244.0.0/16"}, b)}},
+			active: "g3", local: pfx("10.244.0.0/16"), remote: pfx("10.60.0.0/16", "10.96.0.0/24")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in, problems := AgentInput(self, tc.view, tc.set)
+			if in.Active.Node != tc.active || !reflect.DeepEqual(in.Local, tc.local) || !reflect.DeepEqual(in.Remote, tc.remote) || len(problems) != tc.problemCount {
+				t.Fatalf("got active %q local %v remote %v problems %v", in.Active.Node, in.Local, in.Remote, problems)
+			}
+			if tc.active != "" && !reflect.DeepEqual(in.Active.Addresses, tc.view.HolderAddrs) {
+				t.Fatalf("active addresses %v", in.Active.Addresses)
+			}
+		})
+	}
+}
+
+func TestBuildStatus(t *testing.T) {
+	cidrs := discovery.CIDRs{Pod: pfx("10.244.0.0/16"), Service: pfx("10.0.0.0/24")}
+	snap := &api.Snapshot{Revision: 7, Clusters: []api.Cluster{
+		{ID: "a", PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.0.0.0/24"}, TunnelIP: "100.64.0.1"},
+		{ID: "b", PodCIDRs: []string{"10.60.0.0/16"}, ServiceCIDRs: []string{"10.96.0.0/24"}},
+	}, Gateways: []api.Gateway{{ClusterID: "b", Hostname: "gb", PrivateIP: "172.30.0.9", Port: 51820, Active: true, Epoch: 2}}}
+	health := []api.PeerHealth{{Cluster: "b", Status: api.StatusConnected, RTTMillis: 1.5}}
+
+	get := func(st status.GatewayStatus, typ string) metav1.Condition {
+		for _, c := range st.Conditions {
+			if c.Type == typ {
+				return c
+			}
+		}
+		t.Fatalf("no condition %s in %+v", typ, st.Conditions)
+		return metav1.Condition{}
+	}
+	st := BuildStatus(StatusInput{ClusterID: "a", Node: "g1", Epoch: 4, CIDRs: cidrs, Snapshot: snap, Health: health, BrokerReachable: true})
+	if st.ActiveNode != "g1" || st.Epoch != 4 || st.TunnelIP != "100.64.0.1" || len(st.Remotes) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	r := st.Remotes[0]
+	if r.Cluster != "b" || r.Status != api.StatusConnected || r.Endpoint != "172.30.0.9:51820" || !reflect.DeepEqual(r.PodCIDRs, []string{"10.60.0.0/16"}) {
+		t.Fatalf("remote %+v", r)
+	}
+	if c := get(st, CondCIDRsMatch); c.Status != metav1.ConditionTrue {
+		t.Fatalf("match condition %+v", c)
+	}
+
+	other := cidrs
+	other.Service = pfx("10.0.1.0/24")
+	st = BuildStatus(StatusInput{ClusterID: "a", Node: "g1", Epoch: 4, CIDRs: other, Snapshot: snap})
+	if c := get(st, CondCIDRsMatch); c.Status != metav1.ConditionFalse || c.Reason != "Mismatch" || !strings.Contains(c.Message, "10.0.1.0/24") {
+		t.Fatalf("mismatch not reported: %+v", c)
+	}
+	st = BuildStatus(StatusInput{ClusterID: "zz", CIDRs: cidrs, Snapshot: snap})
+	if c := get(st, CondCIDRsMatch); c.Reason != "NotInBroker" || len(st.Remotes) != 2 {
+		t.Fatalf("unknown cluster: %+v, %d remotes", c, len(st.Remotes))
+	}
+	st = BuildStatus(StatusInput{ClusterID: "a", CIDRs: cidrs})
+	if c := get(st, CondBrokerKnown); c.Status != metav1.ConditionFalse || st.Remotes != nil {
+		t.Fatalf("no snapshot: %+v", st)
+	}
+}
+
+func TestParseBrokerSecret(t *testing.T) {
+	s := &corev1.Secret{Data: map[string][]byte{"url": []byte("https://b:8443\n"), "ca.crt": []byte("PEM"), "credential": []byte("c"), "cluster-id": []byte("a")}}
+	s.Namespace, s.Name = "tunnelmesh-system", BrokerSecretName
+	bi, err := ParseBrokerSecret(s)
+	if err != nil || bi.URL != "https://b:8443" || bi.ClusterID != "a" || bi.Credential != "c" {
+		t.Fatalf("%+v %v", bi, err)
+	}
+	delete(s.Data, "credential")
+	s.Data["cluster-id"] = []byte(" ")
+	_, err = ParseBrokerSecret(s)
+	if err == nil || !strings.Contains(err.Error(), "cluster-id, credential") || !strings.Contains(err.Error(), "meshctl join") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInternalIPs(t *testing.T) {
+	n := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeHostName, Address: "n1"}, {Type: corev1.NodeInternalIP, Address: "172.30.0.2"},
+		{Type: corev1.NodeExternalIP, Address: "203.0.113.1"}, {Type: corev1.NodeInternalIP, Address: "fd30::2"}}}}
+	if got := InternalIPs(n); !reflect.DeepEqual(got, []netip.Addr{netip.MustParseAddr("172.30.0.2"), netip.MustParseAddr("fd30::2")}) {
+		t.Fatal(got)
+	}
+}

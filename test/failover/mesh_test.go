@@ -1,0 +1,473 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
+	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+)
+
+const (
+	ns        = election.DefaultNamespace
+	podAIP    = "10.244.4.2"
+	podBIP    = "10.60.0.2"
+	tcpPort   = 7777
+	udpPort   = 7778
+	clusterA  = "a"
+	clusterB  = "b"
+	podCIDRA  = "10.244.0.0/16"
+	svcCIDRA  = "10.0.0.0/24" // the test apiserver's --service-cluster-ip-range, found through its ServiceCIDR
+	podCIDRB  = "10.60.0.0/16"
+	svcCIDRB  = "10.96.0.0/24"
+	gbIP      = "172.30.0.21"
+	workerIP  = "172.30.0.13"
+	candidate = "true"
+)
+
+// nodeIPs of cluster A's "nodes" (Kubernetes node name -> underlay address).
+var nodeIPs = map[string]string{"a-gw1": "172.30.0.11", "a-gw2": "172.30.0.12", "a-worker": workerIP}
+
+// mesh is the whole test bed.
+type mesh struct {
+	t          testing.TB
+	bed        *testbed.Bed
+	bin        string
+	env        *kubeapi.Env
+	client     kubernetes.Interface
+	dyn        dynamic.Interface
+	broker     *brokertest.Broker
+	kubeconfig string
+	nsOf       map[string]string // node name (and "b-gw", "pod-a", "pod-b") -> namespace
+	procs      map[string]*testbed.Proc
+	extraArgs  []string
+	podA, podB netns.NsHandle
+}
+
+func newMesh(t testing.TB) *mesh {
+	testbed.Require(t)
+	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}}
+	m.bin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/gateway")
+	m.env = kubeapi.Start(t)
+	m.client = m.env.Client(t)
+	var err error
+	if m.dyn, err = dynamic.NewForConfig(m.env.Config); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := k8stest.Files(deploy.FS, "namespace.yaml", "gateway/crd-meshgateways.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8stest.Apply(t, m.env.Config, objs)
+	m.broker = brokertest.Start(t, brokertest.Options{})
+
+	ul := m.bed.Underlay()
+	for _, name := range []string{"a-gw1", "a-gw2", "a-worker"} {
+		m.nsOf[name] = m.bed.NS(name[2:])
+		ul.Attach(m.nsOf[name], nodeIPs[name]+"/24")
+	}
+	m.nsOf["b-gw"] = m.bed.NS("bgw")
+	ul.Attach(m.nsOf["b-gw"], gbIP+"/24")
+	for n, s := range m.nsOf {
+		m.bed.MustExec(s, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		if strings.HasPrefix(n, "a-") {
+			// A CNI that masquerades every pod packet leaving the pod CIDR, as
+			// flannel and kindnet do: the route agent must keep the pod's address.
+			m.bed.MustExec(s, "nft", "add table inet cni")
+			m.bed.MustExec(s, "nft", "add chain inet cni post { type nat hook postrouting priority srcnat; }")
+			m.bed.MustExec(s, "nft", "add rule inet cni post ip saddr "+podCIDRA+" ip daddr != "+podCIDRA+" masquerade")
+		}
+	}
+	m.podA = m.pod("pod-a", "a-worker", podAIP, "10.244.4.1")
+	m.podB = m.pod("pod-b", "b-gw", podBIP, "10.60.0.1")
+	for _, g := range []string{"a-gw1", "a-gw2"} { // the CNI's route to the worker's pods
+		m.bed.MustIP(m.nsOf[g], "route", "add", "10.244.4.0/24", "via", workerIP)
+	}
+
+	// The apiserver and the broker listen on the test's loopback; every node
+	// reaches them on its own loopback through a forwarder.
+	apiAddr := strings.TrimPrefix(m.env.URL, "https://")
+	for _, n := range []string{"a-gw1", "a-gw2", "a-worker", "b-gw"} {
+		m.forward(m.nsOf[n], apiAddr)
+		m.forward(m.nsOf[n], m.broker.Addr)
+	}
+	m.kubeconfig = filepath.Join(m.bed.Dir, "kubeconfig")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: a, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: a, context: {cluster: a, user: admin}}]
+current-context: a
+`, m.env.URL, kubeapi.Token)
+	if err := os.WriteFile(m.kubeconfig, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Cluster A as `meshctl join` leaves it: nodes, the broker Secret.
+	ctx := context.Background()
+	_, joinA := m.broker.Join(clusterA, podCIDRA, svcCIDRA)
+	_, joinB := m.broker.Join(clusterB, podCIDRB, svcCIDRB)
+	for name, ip := range nodeIPs {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+		if name != "a-worker" {
+			n.Labels[election.CandidateLabel] = candidate
+		}
+		created, err := m.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+		if _, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: node.BrokerSecretName, Namespace: ns}, Data: map[string][]byte{
+		node.BrokerURLKey: []byte(m.broker.URL), node.BrokerCAKey: m.broker.CA,
+		node.BrokerCredKey: []byte(joinA.Credential), node.BrokerClusterKey: []byte(clusterA)}}
+	if _, err := m.client.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Cluster B: one gateway outside Kubernetes.
+	bdir := filepath.Join(m.bed.Dir, "b-gw")
+	must(t, os.MkdirAll(filepath.Join(bdir, "run"), 0o700))
+	must(t, os.WriteFile(filepath.Join(bdir, "ca.crt"), m.broker.CA, 0o600))
+	must(t, os.WriteFile(filepath.Join(bdir, "credential"), []byte(joinB.Credential), 0o600))
+	m.procs["b-gw"] = m.bed.Start(m.nsOf["b-gw"], "b-gw", nil, m.bin, "run", "--cluster-id", clusterB,
+		"--pod-cidr", podCIDRB, "--service-cidr", svcCIDRB, "--broker", m.broker.URL, "--ca-file", filepath.Join(bdir, "ca.crt"),
+		"--credential-file", filepath.Join(bdir, "credential"), "--key-file", filepath.Join(bdir, "private.key"),
+		"--private-ip", gbIP, "--mtu", "1420", "--wireguard", "userspace", "--run-dir", filepath.Join(bdir, "run"),
+		"--metrics", "", "--log-level", "debug")
+	t.Cleanup(func() {
+		if t.Failed() {
+			m.dumpLogs()
+		}
+	})
+	return m
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pod makes a pod namespace behind node with ip, its gateway gw on the node.
+func (m *mesh) pod(name, nodeName, ip, gw string) netns.NsHandle {
+	s := m.bed.NS(name)
+	m.nsOf[name] = s
+	m.bed.Veth(s, "eth0", m.nsOf[nodeName], "vpod")
+	m.bed.MustIP(s, "addr", "add", ip+"/24", "dev", "eth0")
+	m.bed.MustIP(s, "route", "add", "default", "via", gw)
+	m.bed.MustIP(m.nsOf[nodeName], "addr", "add", gw+"/24", "dev", "vpod")
+	h, err := netns.GetFromName(s)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// forward listens on addr inside namespace s and relays every connection to
+// the same addr on the test's own loopback.
+func (m *mesh) forward(s, addr string) {
+	h, err := netns.GetFromName(s)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer h.Close()
+	var ln net.Listener
+	must(m.t, nsenter.Do(h, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}))
+	m.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.DialTimeout("tcp", addr, 2*time.Second)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+}
+
+// start runs `gateway k8s` on a node of cluster A.
+func (m *mesh) start(name string) {
+	dir := filepath.Join(m.bed.Dir, name)
+	must(m.t, os.MkdirAll(filepath.Join(dir, "run"), 0o700))
+	args := append([]string{"k8s", "--kubeconfig", m.kubeconfig, "--node-name", name, "--pod-cidr", podCIDRA,
+		"--wireguard", "userspace", "--run-dir", filepath.Join(dir, "run"), "--state-file", filepath.Join(dir, "state.json"),
+		"--metrics", "", "--status-interval", "1s", "--heartbeat-interval", "2s", "--log-level", "debug"}, m.extraArgs...)
+	m.procs[name] = m.bed.Start(m.nsOf[name], name, nil, m.bin, args...)
+}
+
+func (m *mesh) dumpLogs() {
+	for _, p := range m.procs {
+		select {
+		case <-p.Done():
+		default:
+			_ = syscall.Kill(p.Pid(), syscall.SIGQUIT) // a goroutine dump in its log
+		}
+	}
+	time.Sleep(time.Second)
+	if dir := os.Getenv("FAILOVER_LOG_DIR"); dir != "" {
+		for name, p := range m.procs {
+			_ = os.MkdirAll(dir, 0o755)
+			_ = os.WriteFile(filepath.Join(dir, name+".log"), []byte(readFile(p.Log)), 0o644)
+		}
+	}
+	for name, p := range m.procs {
+		m.t.Logf("---- %s (%s) last log:\n%s", name, p.Log, p.Tail(8000))
+	}
+	for _, n := range []string{"a-gw1", "a-gw2", "a-worker", "b-gw"} {
+		out, _ := m.bed.IP(m.nsOf[n], "route")
+		m.t.Logf("---- routes of %s:\n%s", n, out)
+	}
+}
+
+// holder reads the Lease: the active node and the epoch.
+func (m *mesh) holder(ctx context.Context) (string, int64, error) {
+	l, err := m.client.CoordinationV1().Leases(ns).Get(ctx, election.DefaultLeaseName, metav1.GetOptions{})
+	if err != nil {
+		return "", 0, err
+	}
+	h, e := election.LeaseHolder(l)
+	return h, e, nil
+}
+
+// waitHolder waits for a holder other than not (any holder when not is "").
+func (m *mesh) waitHolder(timeout time.Duration, not string) (string, int64, time.Time) {
+	m.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		h, e, err := m.holder(ctx)
+		if err == nil && h != "" && h != not {
+			return h, e, time.Now()
+		}
+		if ctx.Err() != nil {
+			m.t.Fatalf("no new Lease holder (other than %q) within %s (last: %q, %v)", not, timeout, h, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// meshGateway reads cluster A's status.
+func (m *mesh) meshGateway() (*status.MeshGateway, error) {
+	return status.Get(context.Background(), m.dyn, ns, clusterA)
+}
+
+// arrivals records when data arrives, for a TCP or UDP flow.
+type arrivals struct {
+	mu    sync.Mutex
+	times []time.Time
+	seqs  map[uint64]bool
+	from  atomic.Value // string: the source address seen
+}
+
+func (a *arrivals) add(t time.Time, seq uint64, hasSeq bool) {
+	a.mu.Lock()
+	a.times = append(a.times, t)
+	if hasSeq {
+		a.seqs[seq] = true
+	}
+	a.mu.Unlock()
+}
+
+func (a *arrivals) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.times)
+}
+
+// resumedAfter is how long after t the flow moved again: the end of the
+// longest silence that starts after t-200ms (the outage), minus t. When no
+// silence is longer than minGap the flow never stopped, and the longest gap
+// itself is returned (zero when nothing arrived).
+func (a *arrivals) resumedAfter(t time.Time, minGap time.Duration) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var best time.Duration
+	var end time.Time
+	for i := 1; i < len(a.times); i++ {
+		if a.times[i-1].Before(t.Add(-200 * time.Millisecond)) {
+			continue
+		}
+		if g := a.times[i].Sub(a.times[i-1]); g > best {
+			best, end = g, a.times[i]
+		}
+	}
+	if best < minGap {
+		return best
+	}
+	return end.Sub(t)
+}
+
+// lostBetween counts sequence numbers in [from, to) never received.
+func (a *arrivals) lostBetween(from, to uint64) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for s := from; s < to; s++ {
+		if !a.seqs[s] {
+			n++
+		}
+	}
+	return n
+}
+
+// flows runs a TCP flow (a byte every 10 ms) and a UDP stream (a numbered
+// datagram every 10 ms) from pod A to pod B until the test ends.
+type flows struct {
+	tcp, udp *arrivals
+	udpSeq   atomic.Uint64
+}
+
+func (m *mesh) startFlows() *flows {
+	f := &flows{tcp: &arrivals{seqs: map[uint64]bool{}}, udp: &arrivals{seqs: map[uint64]bool{}}}
+	var ln net.Listener
+	var pc net.PacketConn
+	must(m.t, nsenter.Do(m.podB, func() (err error) {
+		if ln, err = net.Listen("tcp", net.JoinHostPort(podBIP, fmt.Sprint(tcpPort))); err != nil {
+			return err
+		}
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(podBIP, fmt.Sprint(udpPort)))
+		return err
+	}))
+	m.t.Cleanup(func() { ln.Close(); pc.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.tcp.from.Store(c.RemoteAddr().(*net.TCPAddr).IP.String())
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						f.tcp.add(time.Now(), 0, false)
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var seq uint64
+			if _, err := fmt.Sscanf(string(buf[:n]), "%d", &seq); err == nil {
+				f.udp.from.Store(from.(*net.UDPAddr).IP.String())
+				f.udp.add(time.Now(), seq, true)
+			}
+		}
+	}()
+
+	// The TCP dial succeeds once the mesh is up.
+	var c net.Conn
+	deadline := time.Now().Add(25 * time.Second)
+	for {
+		err := nsenter.Do(m.podA, func() (err error) {
+			c, err = net.DialTimeout("tcp", net.JoinHostPort(podBIP, fmt.Sprint(tcpPort)), 2*time.Second)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("pod A never reached pod B over TCP: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var uc net.Conn
+	must(m.t, nsenter.Do(m.podA, func() (err error) {
+		uc, err = net.Dial("udp", net.JoinHostPort(podBIP, fmt.Sprint(udpPort)))
+		return err
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	m.t.Cleanup(func() { cancel(); c.Close(); uc.Close(); wg.Wait() })
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					m.t.Logf("TCP flow ended: %v", err)
+				}
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			_, _ = fmt.Fprintf(uc, "%d", f.udpSeq.Add(1))
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	return f
+}
+
+// waitFlowing waits until both flows deliver.
+func (f *flows) waitFlowing(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	err := testbed.Eventually(timeout, 20*time.Millisecond, func() error {
+		n1, n2 := f.tcp.count(), f.udp.count()
+		time.Sleep(100 * time.Millisecond)
+		if f.tcp.count() == n1 || f.udp.count() == n2 {
+			return fmt.Errorf("flow not moving (tcp %d, udp %d arrivals)", n1, n2)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
