@@ -263,6 +263,31 @@ func addrOrNone(a netip.Addr) string {
 	return a.String()
 }
 
+// Status is what a status writer (a CRD, meshctl) shows of a gateway.
+type Status struct {
+	Role     Role
+	Epoch    int64
+	Revision int64      // broker revision of the last snapshot computed
+	TunnelIP netip.Addr // applied; invalid while standing by
+	Peers    int        // applied WireGuard peers
+	Problems []string   // clusters, CIDRs or routes left out, and why
+	Refused  []RefusedCIDR
+	Health   []api.PeerHealth
+}
+
+// Status returns the engine's current status.
+func (e *Engine) Status() Status {
+	role, epoch := e.member.Role()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Status{Role: role, Epoch: epoch, Revision: e.revision, Problems: slices.Clone(e.problems),
+		Refused: slices.Clone(e.desired.Refused), Health: slices.Clone(e.health)}
+	if e.applied != nil {
+		s.TunnelIP, s.Peers = e.applied.TunnelIP, len(e.applied.Peers)
+	}
+	return s
+}
+
 // Revision is the broker revision of the last snapshot the engine computed.
 func (e *Engine) Revision() int64 {
 	e.mu.Lock()

@@ -169,6 +169,19 @@ func TestEngine(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+		st := eng.Status()
+		if st.Role != role || st.Epoch != epoch || st.Peers != peers || st.TunnelIP.IsValid() != (role == RoleActive) {
+			t.Errorf("status %+v after SetRole(%s, %d)", st, role, epoch)
+		}
+	}
+	// Health is probed while active (the peer is unreachable here).
+	if err := testbed.Eventually(5*time.Second, 20*time.Millisecond, func() error {
+		if h := eng.Status().Health; len(h) != 1 || h[0].Cluster != "b" || h[0].Status != api.StatusConnecting {
+			return fmt.Errorf("health %+v", h)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }
 
