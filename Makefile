@@ -38,6 +38,7 @@ test-unit: deps vet
 FUZZ_BRIEF ?= 10s
 fuzz-brief:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_BRIEF) ./pkg/broker/validate
+	$(GO) test -run '^$$' -fuzz '^FuzzProbe$$' -fuzztime $(FUZZ_BRIEF) ./pkg/gateway
 
 ## test: everything CI runs
 test: test-unit fuzz-brief e2e
