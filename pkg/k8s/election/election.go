@@ -48,7 +48,7 @@ type State struct {
 }
 
 // Config of an Elector. Client, Identity and Gossip.Peers are required; zero
-// durations take the defaults (3 s lease, 250 ms renewals, 750 ms deadline).
+// durations take the defaults (3 s lease, 200 ms renewals, 650 ms deadline: 250 ms short of memberlist's quickest verdict, a margin for a loaded node).
 type Config struct {
 	Client    kubernetes.Interface
 	Namespace string // DefaultNamespace when empty
@@ -81,10 +81,10 @@ func (c *Config) defaults() error {
 		c.LeaseDuration = 3 * time.Second
 	}
 	if c.RenewInterval == 0 {
-		c.RenewInterval = 250 * time.Millisecond
+		c.RenewInterval = 200 * time.Millisecond
 	}
 	if c.RenewDeadline == 0 {
-		c.RenewDeadline = 750 * time.Millisecond
+		c.RenewDeadline = 650 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
