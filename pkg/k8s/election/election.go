@@ -71,6 +71,9 @@ func (c *Config) defaults() error {
 	if c.Client == nil || c.Identity == "" {
 		return errors.New("election: Client and Identity (the node name) are required")
 	}
+	if c.Gossip.Peers == nil {
+		return errors.New("election: Gossip.Peers is required (election.CandidatePeers in a cluster); without it a crashed holder is only replaced when its Lease expires")
+	}
 	if c.Namespace == "" {
 		c.Namespace = DefaultNamespace
 	}
