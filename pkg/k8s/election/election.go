@@ -48,7 +48,7 @@ type State struct {
 }
 
 // Config of an Elector. Client, Identity and Gossip.Peers are required; zero
-// durations take the defaults (3 s lease, 250 ms renewals, 750 ms deadline).
+// durations take the defaults (3 s lease, 200 ms renewals, 650 ms deadline: 250 ms short of memberlist's quickest verdict, a margin for a loaded node).
 type Config struct {
 	Client    kubernetes.Interface
 	Namespace string // DefaultNamespace when empty
@@ -71,6 +71,9 @@ func (c *Config) defaults() error {
 	if c.Client == nil || c.Identity == "" {
 		return errors.New("election: Client and Identity (the node name) are required")
 	}
+	if c.Gossip.Peers == nil {
+		return errors.New("election: Gossip.Peers is required (election.CandidatePeers in a cluster); without it a crashed holder is only replaced when its Lease expires")
+	}
 	if c.Namespace == "" {
 		c.Namespace = DefaultNamespace
 	}
@@ -81,10 +84,10 @@ func (c *Config) defaults() error {
 		c.LeaseDuration = 3 * time.Second
 	}
 	if c.RenewInterval == 0 {
-		c.RenewInterval = 250 * time.Millisecond
+		c.RenewInterval = 200 * time.Millisecond
 	}
 	if c.RenewDeadline == 0 {
-		c.RenewDeadline = 750 * time.Millisecond
+		c.RenewDeadline = 650 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -458,23 +458,25 @@ func TestCandidateWithAnotherGossipKeyCannotPreempt(t *testing.T) {
 	}
 }
 
-func TestConfigRejectsUnsafeTimings(t *testing.T) {
+func TestConfigRejectsMissingOrUnsafeSettings(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1"})
+	peers := func(context.Context) ([]string, error) { return nil, nil }
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 	}{
-		{"no identity", Config{Client: client}},
-		{"fractional lease", Config{Client: client, Identity: "n", LeaseDuration: 1500 * time.Millisecond}},
-		{"deadline past lease", Config{Client: client, Identity: "n", LeaseDuration: time.Second, RenewDeadline: 2 * time.Second}},
-		{"renew slower than deadline", Config{Client: client, Identity: "n", RenewInterval: time.Second, RenewDeadline: 900 * time.Millisecond}},
-		{"deadline past memberlist verdict", Config{Client: client, Identity: "n", Gossip: GossipConfig{ProbeInterval: 100 * time.Millisecond, SuspicionMult: 3}}},
+		{"no identity", Config{Client: client, Gossip: GossipConfig{Peers: peers}}},
+		{"no peers", Config{Client: client, Identity: "n"}},
+		{"fractional lease", Config{Client: client, Identity: "n", LeaseDuration: 1500 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
+		{"deadline past lease", Config{Client: client, Identity: "n", LeaseDuration: time.Second, RenewDeadline: 2 * time.Second, Gossip: GossipConfig{Peers: peers}}},
+		{"renew slower than deadline", Config{Client: client, Identity: "n", RenewInterval: time.Second, RenewDeadline: 900 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
+		{"deadline past memberlist verdict", Config{Client: client, Identity: "n", Gossip: GossipConfig{Peers: peers, ProbeInterval: 100 * time.Millisecond, SuspicionMult: 3}}},
 	} {
 		if err := tc.cfg.defaults(); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
 	}
-	ok := Config{Client: client, Identity: "n"}
+	ok := Config{Client: client, Identity: "n", Gossip: GossipConfig{Peers: peers}}
 	if err := ok.defaults(); err != nil {
 		t.Fatalf("defaults rejected: %v", err)
 	}
