@@ -28,6 +28,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
@@ -55,6 +56,10 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	}
 	if discovery.Join(cidrs.Pod) != "10.244.0.0/16" || len(cidrs.Service) == 0 || len(cidrs.Warnings) > 0 {
 		return fmt.Errorf("discovery: got %+v; want pods from kubeadm-config, services from ServiceCIDRs, no warnings", cidrs)
+	}
+	// Every node reads the broker connection meshctl join stored.
+	if _, err := node.ReadBrokerSecret(ctx, client, ns); err != nil {
+		return fmt.Errorf("broker secret: %w", err)
 	}
 	// A standby waits for the key while the active creates it.
 	store := keysecret.Store{Client: client}
@@ -161,6 +166,11 @@ func setup(t *testing.T) *env {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: discovery.KubeadmConfigMap, Namespace: discovery.KubeadmNamespace},
 		Data: map[string]string{discovery.KubeadmClusterKey: "networking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.0.0.0/24\n"}}
 	if _, err := admin.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bs := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: node.BrokerSecretName, Namespace: ns},
+		StringData: map[string]string{"url": "https://192.0.2.1:8443", "ca.crt": "x", "credential": "x", "cluster-id": "east"}}
+	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, bs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	n, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gw-1", Labels: map[string]string{election.CandidateLabel: "true"}},

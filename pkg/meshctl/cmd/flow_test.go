@@ -34,7 +34,8 @@ func TestUserFlow(t *testing.T) {
 	}
 
 	c := testenv.Start(t, "kind-east")
-	c.AddNode(t, "east-control-plane", true, "172.18.0.2")
+	c.AddNode(t, "east-control-plane", true, "172.18.0.2", "tunnelmesh/gateway:dev")
+	c.StandInGateway(t, "kind-east", "east-control-plane")
 	kc := []string{"--kubeconfig", c.Kubeconfig}
 
 	_, stderr, code := run(t, append([]string{"join", info}, kc...)...)

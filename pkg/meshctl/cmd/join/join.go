@@ -12,18 +12,6 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/member"
 )
 
-// Seams the lead wires in cmd/meshctl or here once the packages exist.
-var (
-	// Detector finds pod and service CIDRs (pkg/k8s/discovery); nil: flags only.
-	Detector member.CIDRDetector
-	// Waiter waits for tunnels (the status CRD); nil: gateway DaemonSets ready.
-	Waiter member.Waiter
-	// Corefile makes CoreDNS serve clusterset.local:
-	// func(s string) (string, bool, error) { return dns.EnableMulticluster(s, dns.Zone) }.
-	// nil: join tells the user what to add.
-	Corefile member.CorefileEditor
-)
-
 // New returns the command.
 func New(e *env.Env) *cobra.Command {
 	var o member.JoinOptions
@@ -51,7 +39,7 @@ Running it again on a member changes nothing.`,
 			if err != nil {
 				return err
 			}
-			o.Detector, o.Waiter, o.Corefile, o.Progress = Detector, Waiter, Corefile, e.Progress()
+			o.Detector, o.Waiter, o.Corefile, o.Progress = member.Discovery{}, member.TunnelsUp{}, member.EnableClustersetDNS, e.Progress()
 			r, err := member.Join(cmd.Context(), c, o)
 			if err != nil {
 				return err

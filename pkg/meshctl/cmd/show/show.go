@@ -9,19 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/env"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/view"
 )
-
-// NewStatusSource is the seam for gateway health: the lead sets it to
-// `func(c *brokerclient.Client) view.StatusSource { return c }` once
-// brokerclient has Status (GET /v1/status). nil: the health carried by the
-// snapshot's gateway records.
-var NewStatusSource func(*brokerclient.Client) view.StatusSource
 
 // New returns `show` and its nouns.
 func New(e *env.Env) *cobra.Command {
@@ -46,11 +39,7 @@ cluster's Secret tunnelmesh-system/tunnelmesh-broker (a member cluster), or from
 		if err != nil {
 			return nil, err
 		}
-		var src view.StatusSource
-		if NewStatusSource != nil {
-			src = NewStatusSource(c)
-		}
-		d, err := view.Load(ctx, c, src)
+		d, err := view.Load(ctx, c, nil)
 		if err != nil {
 			return nil, access.Explain(err, u)
 		}

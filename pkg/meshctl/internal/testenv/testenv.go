@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
@@ -225,4 +226,37 @@ func (c *Cluster) WaitDeployment(t *testing.T, ns, name string) *appsv1.Deployme
 		t.Fatalf("deployment %s/%s never appeared: %v", ns, name, err)
 	}
 	return d
+}
+
+// StandInGateway plays kubelet and gateway for a joined cluster that has no
+// nodes running pods: once the gateway DaemonSet exists it is marked ready
+// (one pod per DaemonSet) and the cluster's MeshGateway names node as the
+// active gateway, which is what join waits for. It stops with the test.
+func (c *Cluster) StandInGateway(t *testing.T, clusterID, node string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			list, err := c.Client.AppsV1().DaemonSets(kube.Namespace).List(ctx, metav1.ListOptions{})
+			if err == nil && len(list.Items) > 0 {
+				for i := range list.Items {
+					d := &list.Items[i]
+					d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 1,
+						CurrentNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
+					_, _ = c.Client.AppsV1().DaemonSets(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				}
+				w := status.Writer{Client: c.Kube.Dynamic, Namespace: kube.Namespace, ClusterID: clusterID}
+				if err := w.Write(ctx, status.GatewayStatus{ActiveNode: node, Epoch: 1}); err == nil {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
 }
