@@ -37,5 +37,6 @@ e2e:
 
 e2e-run:
 	$(GO) vet -tags e2e ./e2e/...
-	cd e2e && NODE_IMAGE_FILE=$(NODE_IMAGE_FILE) PROJECT_IMAGE_DIR=$(PROJECT_IMAGE_DIR) \
+	@mkdir -p $(BIN) && $(GOBUILD) -o $(BIN)/meshctl ./cmd/meshctl
+	cd e2e && NODE_IMAGE_FILE=$(NODE_IMAGE_FILE) PROJECT_IMAGE_DIR=$(PROJECT_IMAGE_DIR) MESHCTL=$(BIN)/meshctl \
 		$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v $(if $(E2E_RUN),-run '$(E2E_RUN)') ./...

@@ -26,7 +26,8 @@ const NATPriority = 50
 //	  set src4, dst4 (ipv4_addr, interval); set src6, dst6 (ipv6_addr, interval)
 //	  chain postrouting { type nat hook postrouting priority 50;
 //	    ip saddr @src4 ip daddr @dst4 snat ip to ip saddr
-//	    ip6 saddr @src6 ip6 daddr @dst6 snat ip6 to ip6 saddr }
+//	    ip saddr @dst4 ip daddr @src4 snat ip to ip saddr
+//	    (and the same two for ip6) }
 //	}
 //
 // "snat to the packet's own source" is a null binding: the address stays, and
@@ -71,16 +72,22 @@ func applyExemption(e Exemption) error {
 		if len(f.src) == 0 || len(f.dst) == 0 {
 			continue
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
-			&expr.Lookup{SourceRegister: 1, SetName: src.Name, SetID: src.ID},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.off, Len: f.alen},
-			&expr.Lookup{SourceRegister: 1, SetName: dst.Name, SetID: dst.ID},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
-			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.nfproto), RegAddrMin: 1},
-		}})
+		// Both ways: local pods to remote CIDRs (the CNI's masquerade of pod
+		// traffic leaving the node), and remote CIDRs to local pods (kube-proxy
+		// masquerades a ClusterIP connection from outside the cluster CIDR on
+		// the node that DNATs it: the gateway, for connections off the tunnel).
+		for _, dir := range [][2]*nftables.Set{{src, dst}, {dst, src}} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
+				&expr.Lookup{SourceRegister: 1, SetName: dir[0].Name, SetID: dir[0].ID},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.off, Len: f.alen},
+				&expr.Lookup{SourceRegister: 1, SetName: dir[1].Name, SetID: dir[1].ID},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddr, Len: f.alen},
+				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.nfproto), RegAddrMin: 1},
+			}})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", NATTable, err)

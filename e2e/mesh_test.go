@@ -1,0 +1,328 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
+)
+
+// meshCluster is a test-bed cluster with its clusterset identity.
+type meshCluster struct {
+	*kindbed.Cluster
+	id      string
+	podCIDR netip.Prefix
+}
+
+func meshClusters() (east, west meshCluster) {
+	e, w := env.Cluster("tm-east"), env.Cluster("tm-west")
+	return meshCluster{e, "east", netip.MustParsePrefix(e.Spec.PodSubnet)},
+		meshCluster{w, "west", netip.MustParsePrefix(w.Spec.PodSubnet)}
+}
+
+// meshctl runs the meshctl binary (MESHCTL, built by `make e2e`) against c,
+// exactly as README's walkthrough does, and returns its output.
+func meshctl(ctx context.Context, t *testing.T, c *kindbed.Cluster, args ...string) (string, error) {
+	t.Helper()
+	bin := os.Getenv("MESHCTL")
+	if bin == "" {
+		bin = "../bin/meshctl"
+	}
+	args = append(args, "--kubeconfig", c.Kubeconfig)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = env.WorkDir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("meshctl %s (%s, %s):\n%s", strings.Join(args, " "), c.Spec.Name, time.Since(start).Round(time.Millisecond), out.String())
+	if err != nil {
+		return out.String(), fmt.Errorf("meshctl %s: %w", strings.Join(args, " "), err)
+	}
+	return out.String(), nil
+}
+
+// activeGateway reads the cluster's MeshGateway.
+func activeGateway(ctx context.Context, c *kindbed.Cluster) (*status.MeshGateway, error) {
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return nil, err
+	}
+	id := strings.TrimPrefix(c.Spec.Name, "tm-")
+	return status.Get(ctx, dyn, "tunnelmesh-system", id)
+}
+
+// echoPodOn returns the IP of the echo pod on node.
+func echoPodOn(ctx context.Context, c *kindbed.Cluster, node string) (string, error) {
+	pods, err := c.EnsureEcho(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range pods {
+		if p.Spec.NodeName == node {
+			return p.Status.PodIP, nil
+		}
+	}
+	return "", fmt.Errorf("%s: no echo pod on %s", c.Spec.Name, node)
+}
+
+// TestMesh is the mission as a user runs it: a broker deployed into east,
+// both clusters joined with meshctl, then traffic and names across them.
+// Subtests depend on the join, so a failed join ends the test.
+func TestMesh(t *testing.T) {
+	ctx := testCtx(t, 20*time.Minute)
+	east, west := meshClusters()
+	info := filepath.Join(env.WorkDir, "broker-info.json")
+
+	if _, err := meshctl(ctx, t, east.Cluster, "deploy-broker", "-f", info); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []meshCluster{east, west} {
+		start := time.Now()
+		if _, err := meshctl(ctx, t, c.Cluster, "join", info, "--cluster-id", c.id, "--timeout", "4m"); err != nil {
+			t.Fatal(err)
+		}
+		logf("join %s took %s", c.id, time.Since(start).Round(time.Millisecond))
+	}
+	// The second join returns once west's gateway is up; wait until both
+	// sides report the tunnel, and time the first cross-cluster packet.
+	start := time.Now()
+	for _, c := range []meshCluster{east, west} {
+		var last string
+		for {
+			m, err := activeGateway(ctx, c.Cluster)
+			if err == nil && m.Status.Total == 1 && m.Status.Connected == 1 {
+				break
+			}
+			if err != nil {
+				last = err.Error()
+			} else {
+				last = fmt.Sprintf("active %q, %d/%d connected", m.Status.ActiveNode, m.Status.Connected, m.Status.Total)
+			}
+			if ctx.Err() != nil || time.Since(start) > 3*time.Minute {
+				t.Fatalf("%s: tunnel not up after %s: %s", c.id, time.Since(start).Round(time.Second), last)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	logf("tunnels up in both clusters %s after the last join returned", time.Since(start).Round(time.Millisecond))
+
+	t.Run("PodToPod", func(t *testing.T) { testPodToPod(ctx, t, east, west) })
+	t.Run("ServiceClusterIP", func(t *testing.T) { testServiceClusterIP(ctx, t, east, west) })
+	t.Run("ServiceExport", func(t *testing.T) { testServiceExport(ctx, t, east, west) })
+	t.Run("Show", func(t *testing.T) {
+		for _, args := range [][]string{{"show", "all"}, {"show", "graph"}, {"show", "connections", "-o", "json"}} {
+			if _, err := meshctl(ctx, t, east.Cluster, args...); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	t.Run("Failover", func(t *testing.T) { testFailover(ctx, t, east, west) })
+}
+
+// testPodToPod: from every node of each cluster (active gateway, standby,
+// plain workers, control plane) to an echo pod on the other cluster's
+// gateway node and on a non-gateway node; the server sees the client's pod
+// address (no NAT on the way).
+func testPodToPod(ctx context.Context, t *testing.T, east, west meshCluster) {
+	for _, pair := range [][2]meshCluster{{east, west}, {west, east}} {
+		from, to := pair[0], pair[1]
+		srcNodes, err := from.NodeNames(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dstNodes, err := to.NodeNames(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var targets []string
+		for _, n := range dstNodes {
+			ip, err := echoPodOn(ctx, to.Cluster, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			targets = append(targets, ip)
+		}
+		var wg sync.WaitGroup
+		for _, src := range srcNodes {
+			for _, dst := range targets {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
+					r, err := from.GetEcho(ctx, src, url)
+					if err != nil {
+						t.Errorf("%s/%s → %s: %v", from.id, src, url, err)
+						return
+					}
+					checkClient(t, from, src, r)
+					if r.PodIP != dst {
+						t.Errorf("%s/%s → %s answered by %s", from.id, src, dst, r.PodIP)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+	}
+}
+
+// checkClient fails unless the echo server saw a pod address of from.
+func checkClient(t *testing.T, from meshCluster, node string, r kindbed.EchoReply) {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(r.Client)
+	if err != nil {
+		t.Errorf("%s/%s: echo reply client %q: %v", from.id, node, r.Client, err)
+		return
+	}
+	if !from.podCIDR.Contains(ap.Addr()) {
+		t.Errorf("%s/%s: the server saw client %s, not a pod address of %s (%s): the source was translated", from.id, node, ap.Addr(), from.id, from.podCIDR)
+	}
+}
+
+// testServiceClusterIP: a pod reaches the other cluster's Service by its
+// ClusterIP (service CIDRs are routed through the tunnel).
+func testServiceClusterIP(ctx context.Context, t *testing.T, east, west meshCluster) {
+	for _, pair := range [][2]meshCluster{{east, west}, {west, east}} {
+		from, to := pair[0], pair[1]
+		if _, err := to.EnsureEcho(ctx); err != nil {
+			t.Fatal(err)
+		}
+		svc, err := to.Client.CoreV1().Services(kindbed.Namespace).Get(ctx, "echo", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := from.NodeNames(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := fmt.Sprintf("http://%s:%d/", svc.Spec.ClusterIP, kindbed.EchoPort)
+		r, err := from.GetEcho(ctx, nodes[len(nodes)-1], url)
+		if err != nil {
+			t.Errorf("%s → %s Service %s: %v", from.id, to.id, url, err)
+			continue
+		}
+		if r.Cluster != to.Spec.Name {
+			t.Errorf("%s → %s: answered by cluster %q", from.id, url, r.Cluster)
+		}
+		checkClient(t, from, nodes[len(nodes)-1], r)
+	}
+}
+
+// testServiceExport: the echo Service exported from west resolves under
+// clusterset.local in east and answers; exported from both, requests land
+// in both clusters; unexported from west, only east answers.
+func testServiceExport(ctx context.Context, t *testing.T, east, west meshCluster) {
+	name := "echo." + kindbed.Namespace + ".svc.clusterset.local"
+	start := time.Now()
+	if _, err := meshctl(ctx, t, west.Cluster, "export", "service", "echo", "-n", kindbed.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := east.NodeNames(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := nodes[len(nodes)-1]
+	// CoreDNS reloads the Corefile join edited within its reload interval.
+	out, err := east.RunCheck(ctx, client, "-wait", "150s", "dns", name)
+	if err != nil {
+		t.Fatalf("%s does not resolve in east: %v", name, err)
+	}
+	logf("export → DNS answer in the other cluster: %s (%s)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	url := fmt.Sprintf("http://%s:%d/", name, kindbed.EchoPort)
+	r, err := east.GetEcho(ctx, client, url)
+	if err != nil {
+		t.Fatalf("east → %s: %v", url, err)
+	}
+	if r.Cluster != west.Spec.Name {
+		t.Errorf("east → %s answered by %q, want %s", url, r.Cluster, west.Spec.Name)
+	}
+
+	// Exported from both clusters: kube-proxy spreads over both.
+	if _, err := meshctl(ctx, t, east.Cluster, "export", "service", "echo", "-n", kindbed.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(seen) < 2 && time.Now().Before(deadline) {
+		out, err := east.RunCheck(ctx, client, "-wait", "30s", "-count", "20", "http", url)
+		if err != nil {
+			t.Fatalf("east → %s: %v", url, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			for _, c := range []string{east.Spec.Name, west.Spec.Name} {
+				if strings.Contains(line, `"cluster":"`+c+`"`) {
+					seen[c]++
+				}
+			}
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("exported from both clusters, requests landed only in %v", seen)
+	}
+
+	for _, c := range []meshCluster{west, east} {
+		if _, err := meshctl(ctx, t, c.Cluster, "unexport", "service", "echo", "-n", kindbed.Namespace); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// testFailover kills east's active gateway pod (kill -9: no grace) and
+// times until a standby is active and a cross-cluster request from a plain
+// worker succeeds again.
+func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
+	m, err := activeGateway(ctx, east.Cluster)
+	if err != nil || m.Status.ActiveNode == "" {
+		t.Fatalf("no active gateway in east: %v", err)
+	}
+	old, oldEpoch := m.Status.ActiveNode, m.Status.Epoch
+	dst, err := echoPodOn(ctx, west.Cluster, "tm-west-control-plane")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := east.Client.CoreV1().Pods("tunnelmesh-system").List(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/component=gateway", FieldSelector: "spec.nodeName=" + old})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("gateway pod on %s: %v (%d found)", old, err, len(pods.Items))
+	}
+	zero := int64(0)
+	killed := time.Now()
+	if err := east.Client.CoreV1().Pods("tunnelmesh-system").Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	var newActive string
+	for newActive == "" {
+		if m, err := activeGateway(ctx, east.Cluster); err == nil && m.Status.ActiveNode != "" && m.Status.ActiveNode != old && m.Status.Epoch > oldEpoch {
+			newActive = m.Status.ActiveNode
+			break
+		}
+		if time.Since(killed) > 2*time.Minute {
+			t.Fatalf("no new active gateway 2 minutes after killing %s's", old)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	toActive := time.Since(killed)
+	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
+	r, err := east.GetEcho(ctx, "tm-east-worker3", url)
+	if err != nil {
+		t.Fatalf("after failover to %s: %v", newActive, err)
+	}
+	checkClient(t, east, "tm-east-worker3", r)
+	logf("failover (gateway pod on %s killed): new active %s after %s; a cross-cluster request from a plain worker answered %s after the kill (includes starting a check pod)",
+		old, newActive, toActive.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+}
