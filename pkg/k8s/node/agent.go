@@ -122,6 +122,10 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 			continue
 		}
 		last = &in
+		if in.Active.Node == "" {
+			r.log.Info("no active gateway node (the Lease is free); routes stay on the last one", "remote", len(in.Remote))
+			continue
+		}
 		r.log.Info("routes point at the active gateway", "active", in.Active.Node, "remote", len(in.Remote))
 	}
 }
