@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 )
 
@@ -171,6 +172,31 @@ func TestFailover(t *testing.T) {
 	}
 	if len(mg.Status.Remotes) != 1 || mg.Status.Remotes[0].Cluster != clusterB || mg.Status.ActiveNode == "" {
 		t.Fatalf("MeshGateway status: %+v", mg.Status)
+	}
+	// The key Secret was created once, by the first elected candidate, and
+	// every candidate announces its key.
+	key, err := keysecret.Store{Client: m.client, Namespace: ns}.Get(context.Background())
+	if err != nil {
+		t.Fatalf("the cluster's key Secret: %v", err)
+	}
+	if mg.Status.PublicKey != key.PublicKey().String() {
+		t.Errorf("status public key %s, Secret's %s", mg.Status.PublicKey, key.PublicKey())
+	}
+	snap, err := m.broker.Admin().Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, g := range snap.Gateways {
+		if g.ClusterID == clusterA {
+			seen[g.Hostname] = true
+			if g.PublicKey != key.PublicKey().String() {
+				t.Errorf("gateway %s announces key %s, not the cluster's", g.Hostname, g.PublicKey)
+			}
+		}
+	}
+	if !seen["a-gw1"] || !seen["a-gw2"] {
+		t.Errorf("broker records of cluster A's candidates: %v", seen)
 	}
 	for _, c := range mg.Status.Conditions {
 		if c.Type == "CIDRsMatchBroker" && c.Status != "True" {
