@@ -90,7 +90,9 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 		}
 		if v.Holder != "" {
 			if _, ok := addrs[v.Holder]; !ok {
-				n, err := r.cfg.Client.CoreV1().Nodes().Get(ctx, v.Holder, metav1.GetOptions{})
+				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				n, err := r.cfg.Client.CoreV1().Nodes().Get(gctx, v.Holder, metav1.GetOptions{})
+				cancel()
 				if err != nil {
 					r.log.Warn("read the active gateway's node (will retry)", "node", v.Holder, "err", err)
 					poke()
