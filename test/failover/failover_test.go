@@ -218,4 +218,22 @@ func TestFailover(t *testing.T) {
 			t.Errorf("epoch did not grow: %d -> %d", r.epochBefore, r.epochAfter)
 		}
 	}
+
+	// A route agent that restarts (here killed) leaves its routes alone: the
+	// flow from the worker's pod does not notice.
+	before := f.udpSeq.Load()
+	m.procs["a-worker"].Kill()
+	m.start("a-worker")
+	if err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+		if !strings.Contains(lastRun(readFile(m.procs["a-worker"].Log)), "routes point at the active gateway") {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the restarted route agent never set its routes:\n%s", m.procs["a-worker"].Tail(3000))
+	}
+	time.Sleep(time.Second)
+	if lost := f.udp.lostBetween(before+1, f.udpSeq.Load()-30); lost > 0 {
+		t.Errorf("%d datagrams lost while the worker's route agent restarted", lost)
+	}
 }
