@@ -2,13 +2,16 @@ package failover
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 )
 
@@ -166,12 +169,25 @@ func readFile(p string) string {
 // MeshGateway status and the active from the Lease.
 func TestFailover(t *testing.T) {
 	m, f := up(t)
-	mg, err := m.meshGateway()
-	if err != nil {
-		t.Fatalf("MeshGateway of cluster A: %v", err)
-	}
-	if len(mg.Status.Remotes) != 1 || mg.Status.Remotes[0].Cluster != clusterB || mg.Status.ActiveNode == "" {
-		t.Fatalf("MeshGateway status: %+v", mg.Status)
+	// The active publishes its connection to B, with the Lease's epoch.
+	var mg *status.MeshGateway
+	if err := testbed.Eventually(30*time.Second, 200*time.Millisecond, func() error {
+		var err error
+		if mg, err = m.meshGateway(); err != nil {
+			return err
+		}
+		h, e, err := m.holder(context.Background())
+		if err != nil {
+			return err
+		}
+		st := mg.Status
+		if st.ActiveNode != h || st.Epoch != e || len(st.Remotes) != 1 || st.Remotes[0].Cluster != clusterB ||
+			st.Remotes[0].Status != api.StatusConnected || st.Remotes[0].RTTMillis <= 0 || st.Connections != "1/1" {
+			return fmt.Errorf("MeshGateway status %+v (holder %s epoch %d)", st, h, e)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	// The key Secret was created once, by the first elected candidate, and
 	// every candidate announces its key.
