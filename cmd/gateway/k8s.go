@@ -109,6 +109,9 @@ func runK8s(ctx context.Context, f k8sFlags) error {
 		return fmt.Errorf("client configuration (outside a pod pass --kubeconfig): %w", err)
 	}
 	cfg.UserAgent = "tunnelmesh-gateway/" + f.nodeName
+	// client-go's default (5/s, burst 10) would queue the Lease renewals
+	// (4/s) behind the watches and status writes and make them late.
+	cfg.QPS, cfg.Burst = 50, 100
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)

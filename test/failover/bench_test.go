@@ -53,7 +53,7 @@ func BenchmarkFailover(b *testing.B) {
 			out = io.MultiWriter(os.Stdout, fh)
 		}
 		fmt.Fprintf(out, "\nFailover of cluster A's active gateway, %d failovers per row (median / max); flow: pod on a worker -> pod in cluster B\n", kills)
-		fmt.Fprintf(out, "%-19s %-7s %-19s %-21s %-21s %-17s %s\n", "stop", "broker", "(a) new active", "(b) TCP moving again", "    UDP arriving again", "(c) lost of 100/s", "self step-downs")
+		fmt.Fprintf(out, "%-19s %-7s %-19s %-21s %-21s %-17s %s\n", "stop", "broker", "(a) new active", "(b) TCP moving again", "UDP arriving again", "(c) lost of 100/s", "self step-downs")
 		for _, r := range rows {
 			broker := "up"
 			if r.brokerDown {

@@ -2,12 +2,16 @@ package failover
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 )
 
@@ -165,12 +169,50 @@ func readFile(p string) string {
 // MeshGateway status and the active from the Lease.
 func TestFailover(t *testing.T) {
 	m, f := up(t)
-	mg, err := m.meshGateway()
-	if err != nil {
-		t.Fatalf("MeshGateway of cluster A: %v", err)
+	// The active publishes its connection to B, with the Lease's epoch.
+	var mg *status.MeshGateway
+	if err := testbed.Eventually(30*time.Second, 200*time.Millisecond, func() error {
+		var err error
+		if mg, err = m.meshGateway(); err != nil {
+			return err
+		}
+		h, e, err := m.holder(context.Background())
+		if err != nil {
+			return err
+		}
+		st := mg.Status
+		if st.ActiveNode != h || st.Epoch != e || len(st.Remotes) != 1 || st.Remotes[0].Cluster != clusterB ||
+			st.Remotes[0].Status != api.StatusConnected || st.Remotes[0].RTTMillis <= 0 || st.Connections != "1/1" {
+			return fmt.Errorf("MeshGateway status %+v (holder %s epoch %d)", st, h, e)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if len(mg.Status.Remotes) != 1 || mg.Status.Remotes[0].Cluster != clusterB || mg.Status.ActiveNode == "" {
-		t.Fatalf("MeshGateway status: %+v", mg.Status)
+	// The key Secret was created once, by the first elected candidate, and
+	// every candidate announces its key.
+	key, err := keysecret.Store{Client: m.client, Namespace: ns}.Get(context.Background())
+	if err != nil {
+		t.Fatalf("the cluster's key Secret: %v", err)
+	}
+	if mg.Status.PublicKey != key.PublicKey().String() {
+		t.Errorf("status public key %s, Secret's %s", mg.Status.PublicKey, key.PublicKey())
+	}
+	snap, err := m.broker.Admin().Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, g := range snap.Gateways {
+		if g.ClusterID == clusterA {
+			seen[g.Hostname] = true
+			if g.PublicKey != key.PublicKey().String() {
+				t.Errorf("gateway %s announces key %s, not the cluster's", g.Hostname, g.PublicKey)
+			}
+		}
+	}
+	if !seen["a-gw1"] || !seen["a-gw2"] {
+		t.Errorf("broker records of cluster A's candidates: %v", seen)
 	}
 	for _, c := range mg.Status.Conditions {
 		if c.Type == "CIDRsMatchBroker" && c.Status != "True" {
@@ -191,5 +233,23 @@ func TestFailover(t *testing.T) {
 		if r.epochAfter <= r.epochBefore {
 			t.Errorf("epoch did not grow: %d -> %d", r.epochBefore, r.epochAfter)
 		}
+	}
+
+	// A route agent that restarts (here killed) leaves its routes alone: the
+	// flow from the worker's pod does not notice.
+	before := f.udpSeq.Load()
+	m.procs["a-worker"].Kill()
+	m.start("a-worker")
+	if err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+		if !strings.Contains(lastRun(readFile(m.procs["a-worker"].Log)), "routes point at the active gateway") {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the restarted route agent never set its routes:\n%s", m.procs["a-worker"].Tail(3000))
+	}
+	time.Sleep(time.Second)
+	if lost := f.udp.lostBetween(before+1, f.udpSeq.Load()-30); lost > 0 {
+		t.Errorf("%d datagrams lost while the worker's route agent restarted", lost)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -65,13 +67,26 @@ type mesh struct {
 	procs      map[string]*testbed.Proc
 	extraArgs  []string
 	podA, podB netns.NsHandle
+	spawns     chan func()
 }
 
 func newMesh(t testing.TB) *mesh {
 	testbed.Require(t)
-	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}}
+	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}, spawns: make(chan func())}
+	// Processes (etcd, kube-apiserver, gateways) are started from one OS
+	// thread that lives as long as the test: they are started with
+	// Pdeathsig, which fires when the *thread* that forked them exits, and
+	// nsenter.Do ends the threads it runs on, so a process forked from an
+	// arbitrary thread would be killed at a random moment.
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the test
+		for f := range m.spawns {
+			f()
+		}
+	}()
+	t.Cleanup(func() { close(m.spawns) })
 	m.bin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/gateway")
-	m.env = kubeapi.Start(t)
+	m.onSpawner(func() { m.env = kubeapi.Start(t) })
 	m.client = m.env.Client(t)
 	var err error
 	if m.dyn, err = dynamic.NewForConfig(m.env.Config); err != nil {
@@ -112,7 +127,9 @@ func newMesh(t testing.TB) *mesh {
 	apiAddr := strings.TrimPrefix(m.env.URL, "https://")
 	for _, n := range []string{"a-gw1", "a-gw2", "a-worker", "b-gw"} {
 		m.forward(m.nsOf[n], apiAddr)
-		m.forward(m.nsOf[n], m.broker.Addr)
+		if n != "a-worker" { // the route agent learns everything from the cluster
+			m.forward(m.nsOf[n], m.broker.Addr)
+		}
 	}
 	m.kubeconfig = filepath.Join(m.bed.Dir, "kubeconfig")
 	kc := fmt.Sprintf(`apiVersion: v1
@@ -135,28 +152,36 @@ current-context: a
 		if name != "a-worker" {
 			n.Labels[election.CandidateLabel] = candidate
 		}
-		created, err := m.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
-		if _, err := m.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		m.retry("create node "+name, func() error {
+			created, err := m.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				created, err = m.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+			_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			return err
+		})
 	}
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: node.BrokerSecretName, Namespace: ns}, Data: map[string][]byte{
 		node.BrokerURLKey: []byte(m.broker.URL), node.BrokerCAKey: m.broker.CA,
 		node.BrokerCredKey: []byte(joinA.Credential), node.BrokerClusterKey: []byte(clusterA)}}
-	if _, err := m.client.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	m.retry("create the broker Secret", func() error {
+		_, err := m.client.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	})
 
 	// Cluster B: one gateway outside Kubernetes.
 	bdir := filepath.Join(m.bed.Dir, "b-gw")
 	must(t, os.MkdirAll(filepath.Join(bdir, "run"), 0o700))
 	must(t, os.WriteFile(filepath.Join(bdir, "ca.crt"), m.broker.CA, 0o600))
 	must(t, os.WriteFile(filepath.Join(bdir, "credential"), []byte(joinB.Credential), 0o600))
-	m.procs["b-gw"] = m.bed.Start(m.nsOf["b-gw"], "b-gw", nil, m.bin, "run", "--cluster-id", clusterB,
+	m.procs["b-gw"] = m.startProc("b-gw", "run", "--cluster-id", clusterB,
 		"--pod-cidr", podCIDRB, "--service-cidr", svcCIDRB, "--broker", m.broker.URL, "--ca-file", filepath.Join(bdir, "ca.crt"),
 		"--credential-file", filepath.Join(bdir, "credential"), "--key-file", filepath.Join(bdir, "private.key"),
 		"--private-ip", gbIP, "--mtu", "1420", "--wireguard", "userspace", "--run-dir", filepath.Join(bdir, "run"),
@@ -167,6 +192,20 @@ current-context: a
 		}
 	})
 	return m
+}
+
+// retry repeats an apiserver call through transient errors (a fresh
+// apiserver may reset connections while it finishes starting).
+func (m *mesh) retry(what string, f func() error) {
+	m.t.Helper()
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	m.t.Fatalf("%s: %v", what, err)
 }
 
 func must(t testing.TB, err error) {
@@ -235,7 +274,28 @@ func (m *mesh) start(name string) {
 	args := append([]string{"k8s", "--kubeconfig", m.kubeconfig, "--node-name", name, "--pod-cidr", podCIDRA,
 		"--wireguard", "userspace", "--run-dir", filepath.Join(dir, "run"), "--state-file", filepath.Join(dir, "state.json"),
 		"--metrics", "", "--status-interval", "1s", "--heartbeat-interval", "2s", "--log-level", "debug"}, m.extraArgs...)
-	m.procs[name] = m.bed.Start(m.nsOf[name], name, nil, m.bin, args...)
+	m.procs[name] = m.startProc(name, args...)
+}
+
+// startProc runs the gateway binary in the namespace of name, forked from
+// the spawner thread.
+func (m *mesh) startProc(name string, args ...string) *testbed.Proc {
+	var p *testbed.Proc
+	m.onSpawner(func() { p = m.bed.Start(m.nsOf[name], name, nil, m.bin, args...) })
+	return p
+}
+
+// onSpawner runs f on the spawner thread and waits for it.
+func (m *mesh) onSpawner(f func()) {
+	done := make(chan struct{})
+	m.spawns <- func() {
+		defer close(done) // also when f fails the test (Goexit)
+		f()
+	}
+	<-done
+	if m.t.Failed() {
+		m.t.FailNow()
+	}
 }
 
 func (m *mesh) dumpLogs() {

@@ -90,7 +90,9 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 		}
 		if v.Holder != "" {
 			if _, ok := addrs[v.Holder]; !ok {
-				n, err := r.cfg.Client.CoreV1().Nodes().Get(ctx, v.Holder, metav1.GetOptions{})
+				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				n, err := r.cfg.Client.CoreV1().Nodes().Get(gctx, v.Holder, metav1.GetOptions{})
+				cancel()
 				if err != nil {
 					r.log.Warn("read the active gateway's node (will retry)", "node", v.Holder, "err", err)
 					poke()
@@ -122,6 +124,10 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 			continue
 		}
 		last = &in
+		if in.Active.Node == "" {
+			r.log.Info("no active gateway node (the Lease is free); routes stay on the last one", "remote", len(in.Remote))
+			continue
+		}
 		r.log.Info("routes point at the active gateway", "active", in.Active.Node, "remote", len(in.Remote))
 	}
 }

@@ -65,7 +65,9 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	if err != nil {
 		return err
 	}
-	cidrs, err := discovery.Discover(ctx, r.cfg.Client, r.cfg.Overrides)
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	cidrs, err := discovery.Discover(dctx, r.cfg.Client, r.cfg.Overrides)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("discover the cluster's CIDRs (or pass --pod-cidr and --service-cidr): %w", err)
 	}
@@ -208,7 +210,9 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 // waitBrokerSecret waits for `meshctl join` to have written the broker Secret.
 func (r *runner) waitBrokerSecret(ctx context.Context) (BrokerInfo, error) {
 	for {
-		bi, err := ReadBrokerSecret(ctx, r.cfg.Client, r.cfg.Namespace)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		bi, err := ReadBrokerSecret(rctx, r.cfg.Client, r.cfg.Namespace)
+		cancel()
 		if err == nil {
 			return bi, nil
 		}
@@ -268,6 +272,9 @@ func (r *runner) clusterKey(ctx context.Context, ips []netip.Addr) (wgtypes.Key,
 		k, err := store.Wait(waitCtx)
 		waited <- res{k, err}
 	}()
+	retry := time.NewTicker(2 * time.Second)
+	defer retry.Stop()
+	elected := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -275,21 +282,27 @@ func (r *runner) clusterKey(ctx context.Context, ips []netip.Addr) (wgtypes.Key,
 		case w := <-waited:
 			return w.k, w.err
 		case st := <-el.States():
-			if st.Role != election.Active {
-				continue
-			}
-			k, err := store.Ensure(ctx)
-			if err != nil {
-				return k, fmt.Errorf("create the cluster's key Secret: %w", err)
-			}
-			r.log.Info("created the cluster's WireGuard key", "publicKey", k.PublicKey().String())
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := el.Release(rctx); err != nil {
-				r.log.Warn("release the bootstrap Lease", "err", err)
-			}
-			return k, nil
+			elected = st.Role == election.Active
+		case <-retry.C:
 		}
+		if !elected {
+			continue
+		}
+		// Bounded, so that a stuck request is retried rather than waited on.
+		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		k, err := store.Ensure(ectx)
+		cancel()
+		if err != nil {
+			r.log.Warn("create the cluster's key Secret (will retry)", "err", err)
+			continue
+		}
+		r.log.Info("created the cluster's WireGuard key", "publicKey", k.PublicKey().String())
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := el.Release(rctx); err != nil {
+			r.log.Warn("release the bootstrap Lease", "err", err)
+		}
+		cancel()
+		return k, nil
 	}
 }
 

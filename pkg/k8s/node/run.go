@@ -97,7 +97,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	r := &runner{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName)}
 
-	n, err := r.cfg.Client.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{})
+	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	n, err := r.cfg.Client.CoreV1().Nodes().Get(gctx, cfg.NodeName, metav1.GetOptions{})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("read node %s (is --node-name right, and may this ServiceAccount get nodes?): %w", cfg.NodeName, err)
 	}
