@@ -44,7 +44,7 @@ fuzz-brief:
 test: test-unit fuzz-brief e2e
 
 ## bench: every benchmark; each prints a table
-bench: bench-broker bench-dataplane
+bench: bench-broker bench-dataplane bench-export bench-failover
 
 include $(wildcard mk/*.mk)
 
