@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
@@ -112,8 +113,12 @@ func runController(ctx context.Context, f controllerFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Endpoints of a cluster whose tunnel the active gateway reports broken
+	// leave the imports until it recovers.
+	reach := export.NewTunnels()
+	go export.FollowMeshGateway(ctx, dyn, f.leaseNamespace, clusterID, reach, 2*time.Second, log)
 	err = export.Run(ctx, export.Config{ClusterID: clusterID, ClusterSetID: f.clusterSetID, Kube: kube, MCS: mcs, Dynamic: dyn,
-		Broker: broker, Logger: log, Workers: f.workers},
+		Broker: broker, Logger: log, Workers: f.workers, Reachability: reach},
 		export.Election{Namespace: f.leaseNamespace, Identity: f.identity})
 	if errors.Is(err, export.ErrLostLease) {
 		log.Error("lost the controller lease; exiting so that a fresh replica takes over")
