@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -51,11 +50,10 @@ func controllerCmd() *cobra.Command {
 }
 
 func runController(ctx context.Context, f controllerFlags) error {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	read := func(key string) (string, error) {
 		b, err := os.ReadFile(filepath.Join(f.brokerDir, key))
 		if err != nil {

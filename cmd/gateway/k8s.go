@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -72,11 +71,10 @@ elected active (Lease ` + election.DefaultLeaseName + `). SIGTERM tears the data
 }
 
 func runK8s(ctx context.Context, f k8sFlags) error {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	if f.nodeName == "" {
 		return errors.New("--node-name is required (in the DaemonSet: env NODE_NAME from fieldRef spec.nodeName)")
 	}

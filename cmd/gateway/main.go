@@ -83,11 +83,10 @@ func runCmd() *cobra.Command {
 }
 
 func run(ctx context.Context, f runFlags) error {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	var missing []string
 	for _, fv := range [][2]string{{"cluster-id", f.clusterID}, {"broker", f.broker}, {"ca-file", f.caFile}, {"credential-file", f.credFile}} {
 		if fv[1] == "" {
@@ -205,4 +204,13 @@ func run(ctx context.Context, f runFlags) error {
 		defer srv.Close()
 	}
 	return eng.Run(ctx)
+}
+
+// newLogger is every subcommand's structured logger on stderr at --log-level.
+func newLogger(level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
 }
