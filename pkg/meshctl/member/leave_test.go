@@ -140,11 +140,18 @@ func TestLeaveAndUninstall(t *testing.T) {
 	if err := Uninstall(ctx, c.Kube, LeaveOptions{Manifests: testManifests, Timeout: time.Minute}); err != nil {
 		t.Fatalf("uninstall: %v", err)
 	}
-	after := c.Objects(t)
+	// The API server drops the APIService entries of deleted CRD groups a
+	// moment after the CRDs go, so what is left is read until it is gone.
 	var extra []string
-	for k := range after {
-		if _, ok := pristine[k]; !ok {
-			extra = append(extra, k)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		extra = extra[:0]
+		for k := range c.Objects(t) {
+			if _, ok := pristine[k]; !ok {
+				extra = append(extra, k)
+			}
+		}
+		if len(extra) == 0 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if len(extra) > 0 {
