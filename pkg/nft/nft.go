@@ -227,7 +227,7 @@ func intact(d Desired) (bool, error) {
 			}
 			return false, fmt.Errorf("list elements of set %s: %w", s.Name, err)
 		}
-		if len(els) != len(elements(want(d, s.Name))) {
+		if len(els) != len(Elements(want(d, s.Name))) {
 			return false, nil
 		}
 	}
@@ -276,7 +276,7 @@ func build(c *nftables.Conn, d Desired) error {
 	c.AddTable(tb)
 	byName := map[string]*nftables.Set{}
 	for _, s := range sets() {
-		if err := c.AddSet(s, elements(want(d, s.Name))); err != nil {
+		if err := c.AddSet(s, Elements(want(d, s.Name))); err != nil {
 			return fmt.Errorf("nftables set %s: %w", s.Name, err)
 		}
 		byName[s.Name] = s
@@ -321,13 +321,13 @@ func updateElements(c *nftables.Conn, have, d Desired) error {
 		// Deletions first: a prefix replaced by a wider one must leave
 		// before the wider one is added (interval elements must not overlap).
 		if len(del) > 0 {
-			if err := c.SetDeleteElements(s, elements(del)); err != nil {
+			if err := c.SetDeleteElements(s, Elements(del)); err != nil {
 				return fmt.Errorf("nftables set %s: %w", s.Name, err)
 			}
 			n++
 		}
 		if len(add) > 0 {
-			if err := c.SetAddElements(s, elements(add)); err != nil {
+			if err := c.SetAddElements(s, Elements(add)); err != nil {
 				return fmt.Errorf("nftables set %s: %w", s.Name, err)
 			}
 			n++
@@ -392,10 +392,10 @@ func unmapBits(p netip.Prefix) int {
 	return 0
 }
 
-// elements are the interval set elements of disjoint prefixes: the first
-// address, and one past the last flagged as the interval's end (left out
-// when the prefix reaches the top of the address space).
-func elements(ps []netip.Prefix) []nftables.SetElement {
+// Elements are the interval set elements of disjoint prefixes (Normalize
+// them first): the first address, and one past the last flagged as the
+// interval's end (left out when the prefix reaches the top of the address space).
+func Elements(ps []netip.Prefix) []nftables.SetElement {
 	var out []nftables.SetElement
 	for _, p := range ps {
 		out = append(out, nftables.SetElement{Key: p.Addr().AsSlice()})

@@ -57,7 +57,7 @@ func TestElements(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var got []string
-		for _, e := range elements(pfx(tc.prefix)) {
+		for _, e := range Elements(pfx(tc.prefix)) {
 			a, _ := netip.AddrFromSlice(e.Key)
 			s := a.String()
 			if e.IntervalEnd {
@@ -253,4 +253,19 @@ func TestTable(t *testing.T) {
 		t.Errorf("teardown: want our table gone and the other kept:\n%s", out)
 	}
 	bed.MustExec(self, "nft", "delete", "table", "inet", "someoneelse")
+}
+
+// TestAdjacentPrefixes: CIDRs that touch (one ends where the next starts)
+// are separate intervals the kernel takes as they are; the route agent's
+// exemption sets rely on it too.
+func TestAdjacentPrefixes(t *testing.T) {
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	d := Desired{Interface: "tmesh-adj", Local: pfx("10.1.0.0/16", "10.0.0.0/16"), Remote: pfx("10.2.0.0/16", "10.3.0.0/16", "fd00:2::/64", "fd00:3::/64")}
+	if err := tb.Set(d); err != nil {
+		t.Fatalf("adjacent prefixes: %v", err)
+	}
+	if ok, err := intact(d); err != nil || !ok {
+		t.Fatalf("table with adjacent prefixes not intact (%v)", err)
+	}
 }

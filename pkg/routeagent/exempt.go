@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,49 +116,16 @@ func deleteExemption() error {
 	return nil
 }
 
-// intervals turns prefixes into merged interval-set elements per family: a
-// start key and an end key one past the last address (none at the top).
+// intervals turns prefixes into interval-set elements per family, the way
+// the gateway's own table does (pkg/nft).
 func intervals(ps []netip.Prefix) (v4, v6 []nftables.SetElement) {
-	type rng struct{ first, last netip.Addr }
-	var rs []rng
-	for _, p := range ps {
-		p = p.Masked()
-		rs = append(rs, rng{p.Addr(), lastAddr(p)})
-	}
-	slices.SortFunc(rs, func(a, b rng) int { return a.first.Compare(b.first) })
-	var merged []rng
-	for _, r := range rs {
-		if n := len(merged); n > 0 && merged[n-1].first.Is4() == r.first.Is4() {
-			prev := &merged[n-1]
-			next := prev.last.Next()
-			if !next.IsValid() || (next.Is4() == r.first.Is4() && r.first.Compare(next) <= 0) {
-				if r.last.Compare(prev.last) > 0 {
-					prev.last = r.last
-				}
-				continue
-			}
-		}
-		merged = append(merged, r)
-	}
-	for _, r := range merged {
-		els := []nftables.SetElement{{Key: r.first.AsSlice()}}
-		if next := r.last.Next(); next.IsValid() && next.Is4() == r.first.Is4() {
-			els = append(els, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
-		}
-		if r.first.Is4() {
-			v4 = append(v4, els...)
+	var p4, p6 []netip.Prefix
+	for _, p := range nft.Normalize(ps) {
+		if p.Addr().Is4() {
+			p4 = append(p4, p)
 		} else {
-			v6 = append(v6, els...)
+			p6 = append(p6, p)
 		}
 	}
-	return v4, v6
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
+	return nft.Elements(p4), nft.Elements(p6)
 }
