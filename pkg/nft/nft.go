@@ -153,8 +153,14 @@ func (t *Table) Teardown() error {
 }
 
 // Delete removes the tunnelmesh table if it exists.
-func Delete() error {
-	ok, err := Exists()
+func Delete() error { return DeleteTable(TableName) }
+
+// Exists reports whether the tunnelmesh table is present.
+func Exists() (bool, error) { return TableExists(TableName) }
+
+// DeleteTable removes the inet table name if it exists.
+func DeleteTable(name string) error {
+	ok, err := TableExists(name)
 	if err != nil || !ok {
 		return err
 	}
@@ -162,15 +168,15 @@ func Delete() error {
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	c.DelTable(table())
+	c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete nftables table %s: %w", TableName, err)
+		return fmt.Errorf("delete nftables table %s: %w", name, err)
 	}
 	return nil
 }
 
-// Exists reports whether the tunnelmesh table is present.
-func Exists() (bool, error) {
+// TableExists reports whether the inet table name is present.
+func TableExists(name string) (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, fmt.Errorf("open nftables: %w", err)
@@ -180,7 +186,7 @@ func Exists() (bool, error) {
 		return false, fmt.Errorf("list nftables tables: %w", err)
 	}
 	for _, t := range ts {
-		if t.Name == TableName {
+		if t.Name == name {
 			return true, nil
 		}
 	}

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/vxlan"
@@ -208,7 +208,7 @@ func (a *Agent) Uninstall() error {
 	defer a.mu.Unlock()
 	a.want, a.active, a.lastExempt = nil, "", nil
 	return nsenter.Maybe(a.cfg.NetNS, func() error {
-		return errors.Join(a.table.Teardown(), vxlan.Teardown(DeviceName), deleteExemption())
+		return errors.Join(a.table.Teardown(), vxlan.Teardown(DeviceName), nft.DeleteTable(NATTable))
 	})
 }
 
@@ -225,7 +225,7 @@ func (a *Agent) apply(d Desired, resync bool) error {
 		if d.Device == nil {
 			errs = append(errs, vxlan.Teardown(DeviceName)) // routes have left it already
 		}
-		if a.lastExempt == nil || !reflect.DeepEqual(*a.lastExempt, d.Exempt) || (resync && !exemptionPresent()) {
+		if a.lastExempt == nil || !reflect.DeepEqual(*a.lastExempt, d.Exempt) || (resync && !exemptionPresent(a.log)) {
 			err := applyExemption(d.Exempt)
 			if err == nil {
 				e := d.Exempt
@@ -238,23 +238,6 @@ func (a *Agent) apply(d Desired, resync bool) error {
 		}
 		return errors.Join(errs...)
 	})
-}
-
-func exemptionPresent() bool {
-	c, err := nftables.New()
-	if err != nil {
-		return false
-	}
-	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false
-	}
-	for _, t := range ts {
-		if t.Name == NATTable {
-			return true
-		}
-	}
-	return false
 }
 
 // loosenRPF turns a strict reverse-path filter (1) on dev into a loose one (2):
@@ -316,4 +299,16 @@ func Discover(name string, nodeIPs []netip.Addr) (Self, error) {
 		}
 	}
 	return Self{}, fmt.Errorf("no device holds any of this node's addresses %v; is the agent in the host network namespace?", nodeIPs)
+}
+
+// exemptionPresent reports whether the NAT table is still there; when it
+// cannot tell, it says so and answers true, so a netlink error does not
+// rebuild the table on every resync.
+func exemptionPresent(log *slog.Logger) bool {
+	ok, err := nft.TableExists(NATTable)
+	if err != nil {
+		log.Warn("check the NAT exemption table", "err", err)
+		return true
+	}
+	return ok
 }

@@ -1,7 +1,6 @@
 package routeagent
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -91,27 +90,6 @@ func applyExemption(e Exemption) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("program nftables table %s: %w", NATTable, err)
-	}
-	return nil
-}
-
-// deleteExemption removes the agent's table; a missing table is not an error.
-func deleteExemption() error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return fmt.Errorf("list nftables tables: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name == NATTable {
-			c.DelTable(t)
-			if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("delete nftables table %s: %w", NATTable, err)
-			}
-		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
 )
@@ -75,7 +76,7 @@ func TestExemptionBeatsCNIMasquerade(t *testing.T) {
 				t.Errorf("to another destination the source was %s, want the CNI's masquerade to 172.30.0.1", got)
 			}
 			for range 2 {
-				if err := nsenter.Do(node.Handle, deleteExemption); err != nil {
+				if err := nsenter.Do(node.Handle, func() error { return nft.DeleteTable(NATTable) }); err != nil {
 					t.Fatal(err)
 				}
 			}
