@@ -58,13 +58,12 @@ func meshctl(ctx context.Context, t *testing.T, c *kindbed.Cluster, args ...stri
 }
 
 // activeGateway reads the cluster's MeshGateway.
-func activeGateway(ctx context.Context, c *kindbed.Cluster) (*status.MeshGateway, error) {
+func activeGateway(ctx context.Context, c meshCluster) (*status.MeshGateway, error) {
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
 		return nil, err
 	}
-	id := strings.TrimPrefix(c.Spec.Name, "tm-")
-	return status.Get(ctx, dyn, "tunnelmesh-system", id)
+	return status.Get(ctx, dyn, status.DefaultNamespace, c.id)
 }
 
 // echoPodOn returns the IP of the echo pod on node.
@@ -105,7 +104,7 @@ func TestMesh(t *testing.T) {
 	for _, c := range []meshCluster{east, west} {
 		var last string
 		for {
-			m, err := activeGateway(ctx, c.Cluster)
+			m, err := activeGateway(ctx, c)
 			if err == nil && m.Status.Total == 1 && m.Status.Connected == 1 {
 				break
 			}
@@ -286,7 +285,7 @@ func testServiceExport(ctx context.Context, t *testing.T, east, west meshCluster
 // times until a standby is active and a cross-cluster request from a plain
 // worker succeeds again.
 func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
-	m, err := activeGateway(ctx, east.Cluster)
+	m, err := activeGateway(ctx, east)
 	if err != nil || m.Status.ActiveNode == "" {
 		t.Fatalf("no active gateway in east: %v", err)
 	}
@@ -295,19 +294,19 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := east.Client.CoreV1().Pods("tunnelmesh-system").List(ctx, metav1.ListOptions{
+	pods, err := east.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{
 		LabelSelector: "app.kubernetes.io/component=gateway", FieldSelector: "spec.nodeName=" + old})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("gateway pod on %s: %v (%d found)", old, err, len(pods.Items))
 	}
 	zero := int64(0)
 	killed := time.Now()
-	if err := east.Client.CoreV1().Pods("tunnelmesh-system").Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+	if err := east.Client.CoreV1().Pods(status.DefaultNamespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
 	var newActive string
 	for newActive == "" {
-		if m, err := activeGateway(ctx, east.Cluster); err == nil && m.Status.ActiveNode != "" && m.Status.ActiveNode != old && m.Status.Epoch > oldEpoch {
+		if m, err := activeGateway(ctx, east); err == nil && m.Status.ActiveNode != "" && m.Status.ActiveNode != old && m.Status.Epoch > oldEpoch {
 			newActive = m.Status.ActiveNode
 			break
 		}

@@ -209,6 +209,8 @@ const (
 	CodeInternal         = "Internal"             // the broker failed; retry
 	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready
 	CodeTooManyRequests  = "TooManyRequests"      // a per-credential limit (open watch streams) is reached
+	CodeRequestTimeout   = "RequestTimeout"       // the request body did not arrive in time
+	CodeMethodNotAllowed = "MethodNotAllowed"     // the path exists, the method does not (see Allow)
 )
 
 // CreateTokenRequest asks for a new join token (admin only).

@@ -34,9 +34,9 @@ func statusOf(code string) int {
 		return http.StatusUnsupportedMediaType
 	case api.CodeUnavailable:
 		return http.StatusServiceUnavailable
-	case validate.CodeRequestTimeout:
+	case api.CodeRequestTimeout:
 		return http.StatusRequestTimeout
-	case codeMethodNotAllowed:
+	case api.CodeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	}
 	return http.StatusInternalServerError
@@ -143,7 +143,7 @@ func (b *Broker) Handler() http.Handler {
 		if allow := allowedMethods(mux, r); len(allow) > 0 {
 			b.metrics.requests.WithLabelValues("unmatched", r.Method, "405").Inc()
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			writeJSON(w, http.StatusMethodNotAllowed, &api.Error{Code: codeMethodNotAllowed,
+			writeJSON(w, http.StatusMethodNotAllowed, &api.Error{Code: api.CodeMethodNotAllowed,
 				Message: fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))})
 			return
 		}
@@ -153,10 +153,6 @@ func (b *Broker) Handler() http.Handler {
 	})
 	return mux
 }
-
-// codeMethodNotAllowed is the error code of a 405. It belongs with the
-// codes of pkg/api.
-const codeMethodNotAllowed = "MethodNotAllowed"
 
 // allowedMethods lists the methods that some pattern other than the
 // catch-all serves for r's path.

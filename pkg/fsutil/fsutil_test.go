@@ -48,8 +48,11 @@ func TestWriteFileAtomicKeepsOldOnFailure(t *testing.T) {
 	if err := WriteFileAtomic(bad, []byte("new"), 0o600); err == nil {
 		t.Fatal("replacing a non-empty directory succeeded")
 	}
+	if st, err := os.Stat(filepath.Join(bad, "x")); err != nil || !st.IsDir() {
+		t.Fatalf("the failed write damaged its target: %v", err)
+	}
 	if b, _ := os.ReadFile(path); string(b) != "old" {
-		t.Fatalf("old file changed: %q", b)
+		t.Fatalf("an unrelated file changed: %q", b)
 	}
 	left, _ := filepath.Glob(filepath.Join(dir, ".*tmp*"))
 	if len(left) != 0 {

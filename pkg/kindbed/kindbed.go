@@ -1,7 +1,7 @@
 // Package kindbed is tunnelmesh's kind test bed as a Go API: two kind
 // clusters built from the node image made here (no registry), the project
 // images loaded into every node, readiness waits, workloads to send traffic
-// with, log gathering. The e2e tests and the kind demo both use it.
+// with, log gathering, as a Go API the e2e tests (and later a kind demo) use.
 package kindbed
 
 import (

@@ -385,10 +385,6 @@ func TokenRequest(r *api.CreateTokenRequest) *api.Error {
 	return nil
 }
 
-// CodeRequestTimeout is the error code of a request whose body did not
-// arrive in time (HTTP 408). It belongs with the codes of pkg/api.
-const CodeRequestTimeout = "RequestTimeout"
-
 // Decode reads exactly one JSON value into v, refusing unknown fields, keys
 // that match a field only case-insensitively, repeated keys, invalid UTF-8
 // and trailing data. limit is the size limit r enforces, for the error
@@ -430,7 +426,7 @@ func readError(err error, limit int64) *api.Error {
 	case errors.As(err, &mbe):
 		return &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf("request body exceeds %d bytes", limit)}
 	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		return &api.Error{Code: CodeRequestTimeout, Message: "the request body did not arrive in time; retry on a faster connection or with a smaller body"}
+		return &api.Error{Code: api.CodeRequestTimeout, Message: "the request body did not arrive in time; retry on a faster connection or with a smaller body"}
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &api.Error{Code: api.CodeBadRequest, Message: "request body shorter than its Content-Length"}
 	}
