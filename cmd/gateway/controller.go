@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 )
 
 type controllerFlags struct {
@@ -62,7 +63,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 		return strings.TrimSpace(string(b)), nil
 	}
 	var vals [4]string
-	for i, k := range []string{"url", "ca.crt", "credential", "cluster-id"} {
+	for i, k := range []string{brokersecret.KeyURL, brokersecret.KeyCA, brokersecret.KeyCredential, brokersecret.KeyClusterID} {
 		v, err := read(k)
 		if err != nil {
 			return err

@@ -155,7 +155,6 @@ func keyPEM(k *ecdsa.PrivateKey) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
-
 // defaultSANs are in every server certificate, for clients on the host.
 var defaultSANs = []string{"localhost", "127.0.0.1", "::1"}
 

@@ -18,9 +18,9 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -165,9 +165,9 @@ current-context: a
 			return err
 		})
 	}
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: node.BrokerSecretName, Namespace: ns}, Data: map[string][]byte{
-		node.BrokerURLKey: []byte(m.broker.URL), node.BrokerCAKey: m.broker.CA,
-		node.BrokerCredKey: []byte(joinA.Credential), node.BrokerClusterKey: []byte(clusterA)}}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: brokersecret.Name, Namespace: ns}, Data: map[string][]byte{
+		brokersecret.KeyURL: []byte(m.broker.URL), brokersecret.KeyCA: m.broker.CA,
+		brokersecret.KeyCredential: []byte(joinA.Credential), brokersecret.KeyClusterID: []byte(clusterA)}}
 	m.retry("create the broker Secret", func() error {
 		_, err := m.client.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {

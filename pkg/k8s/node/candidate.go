@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
@@ -208,22 +209,22 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 }
 
 // waitBrokerSecret waits for `meshctl join` to have written the broker Secret.
-func (r *runner) waitBrokerSecret(ctx context.Context) (BrokerInfo, error) {
+func (r *runner) waitBrokerSecret(ctx context.Context) (brokersecret.Info, error) {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		bi, err := ReadBrokerSecret(rctx, r.cfg.Client, r.cfg.Namespace)
+		bi, err := brokersecret.Read(rctx, r.cfg.Client, r.cfg.Namespace)
 		cancel()
 		if err == nil {
 			return bi, nil
 		}
-		if !errors.Is(err, ErrNoBrokerSecret) && ctx.Err() == nil {
+		if !errors.Is(err, brokersecret.ErrNotFound) && ctx.Err() == nil {
 			r.log.Error("broker connection", "err", err)
 		} else if ctx.Err() == nil {
 			r.log.Warn("waiting for the broker Secret", "err", err)
 		}
 		sleep(ctx, 5*time.Second)
 		if ctx.Err() != nil {
-			return BrokerInfo{}, ctx.Err()
+			return brokersecret.Info{}, ctx.Err()
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
@@ -120,14 +121,14 @@ func TestBuildStatus(t *testing.T) {
 
 func TestParseBrokerSecret(t *testing.T) {
 	s := &corev1.Secret{Data: map[string][]byte{"url": []byte("https://b:8443\n"), "ca.crt": []byte("PEM"), "credential": []byte("c"), "cluster-id": []byte("a")}}
-	s.Namespace, s.Name = "tunnelmesh-system", BrokerSecretName
-	bi, err := ParseBrokerSecret(s)
+	s.Namespace, s.Name = "tunnelmesh-system", brokersecret.Name
+	bi, err := brokersecret.Parse(s)
 	if err != nil || bi.URL != "https://b:8443" || bi.ClusterID != "a" || bi.Credential != "c" {
 		t.Fatalf("%+v %v", bi, err)
 	}
 	delete(s.Data, "credential")
 	s.Data["cluster-id"] = []byte(" ")
-	_, err = ParseBrokerSecret(s)
+	_, err = brokersecret.Parse(s)
 	if err == nil || !strings.Contains(err.Error(), "cluster-id, credential") || !strings.Contains(err.Error(), "meshctl join") {
 		t.Fatalf("err = %v", err)
 	}

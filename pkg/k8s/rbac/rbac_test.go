@@ -24,11 +24,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
@@ -58,7 +58,7 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 		return fmt.Errorf("discovery: got %+v; want pods from kubeadm-config, services from ServiceCIDRs, no warnings", cidrs)
 	}
 	// Every node reads the broker connection meshctl join stored.
-	if _, err := node.ReadBrokerSecret(ctx, client, ns); err != nil {
+	if _, err := brokersecret.Read(ctx, client, ns); err != nil {
 		return fmt.Errorf("broker secret: %w", err)
 	}
 	// A standby waits for the key while the active creates it.
@@ -168,7 +168,7 @@ func setup(t *testing.T) *env {
 	if _, err := admin.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bs := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: node.BrokerSecretName, Namespace: ns},
+	bs := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: brokersecret.Name, Namespace: ns},
 		StringData: map[string]string{"url": "https://192.0.2.1:8443", "ca.crt": "x", "credential": "x", "cluster-id": "east"}}
 	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, bs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

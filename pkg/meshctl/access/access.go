@@ -18,16 +18,17 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
-// Keys of the member Secret tunnelmesh-broker.
+// Keys of the member Secret tunnelmesh-broker (the contract with its readers).
 const (
-	KeyURL        = "url"
-	KeyCA         = "ca.crt"
-	KeyCredential = "credential"
-	KeyClusterID  = "cluster-id"
+	KeyURL        = brokersecret.KeyURL
+	KeyCA         = brokersecret.KeyCA
+	KeyCredential = brokersecret.KeyCredential
+	KeyClusterID  = brokersecret.KeyClusterID
 )
 
 // Member is a member cluster's broker access as stored in its Secret.

@@ -1,5 +1,7 @@
 package kube
 
+import "github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
+
 // Names shared by the verbs (DESIGN.md fixes the namespace and the label).
 const (
 	Namespace = "tunnelmesh-system"
@@ -7,9 +9,9 @@ const (
 	GatewayLabel = "tunnelmesh.io/gateway"
 	// BrokerLabel marks the node holding the in-cluster broker's data.
 	BrokerLabel = "tunnelmesh.io/broker"
-	// BrokerSecret holds a member cluster's broker access: keys url,
-	// ca.crt, credential, cluster-id.
-	BrokerSecret = "tunnelmesh-broker"
+	// BrokerSecret holds a member cluster's broker access (package brokersecret
+	// is the contract with the gateway and the controller that read it).
+	BrokerSecret = brokersecret.Name
 	// BrokerPKISecret holds an in-cluster broker's CA, server certificate
 	// and admin credential.
 	BrokerPKISecret = "tunnelmesh-broker-pki"

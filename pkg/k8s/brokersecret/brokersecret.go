@@ -1,0 +1,66 @@
+// Package brokersecret is the contract between `meshctl join`, which writes a
+// member cluster's broker connection into a Secret, and the components that
+// read it (the gateway, the MCS controller, meshctl itself).
+package brokersecret
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// The broker connection written by `meshctl join`.
+const (
+	Name          = "tunnelmesh-broker"
+	KeyURL        = "url"
+	KeyCA         = "ca.crt"
+	KeyCredential = "credential"
+	KeyClusterID  = "cluster-id"
+)
+
+// Info is how this cluster reaches the broker.
+type Info struct {
+	URL        string
+	CA         []byte
+	Credential string
+	ClusterID  string
+}
+
+// ErrNotFound means the cluster has not been joined yet.
+var ErrNotFound = errors.New("secret " + Name + " not found: join the cluster with `meshctl join` first")
+
+// Parse reads a broker Secret, naming every missing key.
+func Parse(s *corev1.Secret) (Info, error) {
+	get := func(k string) string { return strings.TrimSpace(string(s.Data[k])) }
+	bi := Info{URL: get(KeyURL), CA: s.Data[KeyCA], Credential: get(KeyCredential), ClusterID: get(KeyClusterID)}
+	var missing []string
+	for k, v := range map[string]string{KeyURL: bi.URL, KeyCA: string(bi.CA), KeyCredential: bi.Credential, KeyClusterID: bi.ClusterID} {
+		if strings.TrimSpace(v) == "" {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return Info{}, fmt.Errorf("secret %s/%s lacks %s: re-run `meshctl join` to rewrite it", s.Namespace, s.Name, strings.Join(missing, ", "))
+	}
+	return bi, nil
+}
+
+// Read reads the broker Secret of namespace ns.
+func Read(ctx context.Context, client kubernetes.Interface, ns string) (Info, error) {
+	s, err := client.CoreV1().Secrets(ns).Get(ctx, Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return Info{}, ErrNotFound
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("read secret %s/%s: %w", ns, Name, err)
+	}
+	return Parse(s)
+}
