@@ -35,7 +35,9 @@ func TestDiagnose(t *testing.T) {
 	westc, _ := tb.Join("west", "10.2.0.0/16", "10.96.2.0/24")
 	eastc := tb.Client(east.Credential)
 	for _, g := range []struct {
-		c  interface{ RegisterGateway(context.Context, api.Gateway) error }
+		c interface {
+			RegisterGateway(context.Context, api.Gateway) error
+		}
 		gw api.Gateway
 	}{
 		{eastc, api.Gateway{ClusterID: "east", Hostname: "east-gw", PrivateIP: "172.18.0.3", Port: 51820, PublicKey: "1jM0FE1G0F5U+0v0SLIFqkO+GbRvXG8ddD1PSx34SXo=", Active: true, Epoch: 1}},
