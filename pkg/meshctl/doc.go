@@ -10,6 +10,6 @@
 //	brokerdeploy/  deploy-broker: InCluster and Local
 //	member/        Join, Leave, Uninstall (seams: CIDRDetector, Waiter, CorefileEditor)
 //	svcexport/     export/unexport service
-//	view/          show: tables and the DOT graph (seam: StatusSource)
+//	view/          show: tables (imports from the cluster itself) and the DOT graph
 //	cmd/           the cobra tree, one package per verb
 package meshctl

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/deploybroker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/diagnose"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/join"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/leave"
@@ -9,5 +10,5 @@ import (
 )
 
 func init() {
-	verbs = append(verbs, deploybroker.New, join.New, export.New, export.NewUnexport, show.New, leave.New, leave.NewUninstall)
+	verbs = append(verbs, deploybroker.New, join.New, export.New, export.NewUnexport, show.New, leave.New, leave.NewUninstall, diagnose.New)
 }
