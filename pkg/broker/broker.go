@@ -2,9 +2,12 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -145,8 +148,12 @@ type Broker struct {
 	creds atomic.Pointer[authTable]
 
 	// status is the gateways' liveness and health (soft state, unwatched).
-	status  statusTable
-	hbSlots chan struct{} // heartbeats being decoded at once
+	status statusTable
+	// replica names this process among the replicas sharing a store;
+	// peerSeen is when the other replicas last heard from each gateway.
+	replica  string
+	peerSeen atomic.Pointer[map[string]time.Time]
+	hbSlots  chan struct{} // heartbeats being decoded at once
 	// streams are the open watch streams by credential, so a credential's
 	// streams can be counted and ended when it is revoked.
 	streams streamSet
@@ -199,6 +206,7 @@ func New(cfg Config) (*Broker, error) {
 		closing:  make(chan struct{}),
 		draining: make(chan struct{}),
 		hbSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		replica:  newReplicaID(),
 	}
 	for _, ch := range loaded.Log {
 		e, err := logEntryFromChange(ch)
@@ -221,6 +229,13 @@ func New(cfg Config) (*Broker, error) {
 	b.log.Info("broker state loaded", "revision", st.rev, "clusters", len(st.clusters),
 		"gateways", len(st.gateways), "exports", len(st.exports), "logEntries", len(b.log_))
 	return b, nil
+}
+
+func newReplicaID() string {
+	h, _ := os.Hostname()
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%s-%d-%x", h, os.Getpid(), r)
 }
 
 // Registry returns the broker's Prometheus registry.
@@ -602,6 +617,9 @@ func (b *Broker) sweepLoop() {
 		case <-b.closing:
 			return
 		case <-tick.C:
+		}
+		if ps, ok := b.store.(presenceStore); ok {
+			b.exchangePresence(ps)
 		}
 		// After a restart gateways get one full TTL to heartbeat again.
 		if time.Since(b.started) < b.cfg.StaleAfter {

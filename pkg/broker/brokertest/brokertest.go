@@ -32,6 +32,8 @@ type Options struct {
 	Addr string
 	// Tweak changes the configuration before the broker is made.
 	Tweak func(*broker.Config)
+	// Store to serve instead of Dir's; the caller closes it.
+	Store store.Store
 }
 
 // Broker is a running broker. Stop (also run at cleanup) ends it.
@@ -107,9 +109,14 @@ func Start(t testing.TB, o Options) *Broker {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
-	st, err := OpenStore(t, o.Dir)
-	if err != nil {
-		t.Fatalf("brokertest: open store: %v", err)
+	st := o.Store
+	if st == nil {
+		var err error
+		if st, err = OpenStore(t, o.Dir); err != nil {
+			t.Fatalf("brokertest: open store: %v", err)
+		}
+	} else {
+		st = nopClose{st}
 	}
 	cfg := broker.Config{Store: st, BookmarkInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
@@ -158,6 +165,10 @@ func Start(t testing.TB, o Options) *Broker {
 	t.Cleanup(tb.Stop)
 	return tb
 }
+
+type nopClose struct{ store.Store }
+
+func (nopClose) Close() error { return nil }
 
 // Stop ends the broker gracefully and waits for it; calling it again does nothing.
 func (tb *Broker) Stop() {
