@@ -26,7 +26,7 @@ func SetAdminToken(ctx context.Context, st store.Store, token string) error {
 	if string(s.Records[store.KindMeta][metaAdminHash]) == h {
 		return nil
 	}
-	if err := st.Commit(ctx, []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(h)}}, s.Revision, 0); err != nil {
+	if _, err := st.Commit(ctx, s.Version, []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(h)}}, s.Revision, 0); err != nil {
 		return fmt.Errorf("store admin credential hash: %w", err)
 	}
 	return nil
