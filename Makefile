@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
 
-.PHONY: all build test test-unit fuzz-brief deps bench demo vet images
+.PHONY: all build test test-unit fuzz-brief deps bench demo demo-down demo-netns vet images
 all: build
 
 ## build: every command under cmd/ into bin/
@@ -51,6 +51,16 @@ include $(wildcard mk/*.mk)
 ## images: the kind node image and every container image, built here with no registry
 images: node-image project-images
 
-## demo: a broker and two clusters in network namespaces, tunnels and traffic between them (root)
+## demo: two kind clusters linked with meshctl, a Service exported from one answering in the other
+## (builds what is missing first; the first run builds Kubernetes from source)
 demo:
+	@echo "demo: compiling the demo program (e2e/demo)"
+	@$(GO) run ./e2e/demo
+
+## demo-down: delete the demo's kind clusters (east, west)
+demo-down:
+	@$(GO) run ./e2e/demo down
+
+## demo-netns: a broker and two clusters in network namespaces, tunnels and traffic between them (root)
+demo-netns:
 	@scripts/demo.sh

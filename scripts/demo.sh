@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: a broker and two clusters linked by tunnelmesh, every part real,
+# make demo-netns: a broker and two clusters linked by tunnelmesh, every part real,
 # in network namespaces this script creates (nothing touches the host's own
 # network namespace). Background processes are started with `ip netns exec`
 # directly, so $! is the process itself (ip execs it) and cleanup reaches it. Each cluster is a gateway namespace with a "pod"

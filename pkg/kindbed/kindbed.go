@@ -133,12 +133,18 @@ func Prerequisites() (nodeImage, reason string) {
 // With reuse, clusters of the test bed that already exist (kept by an earlier
 // run with E2E_KEEP=1) are used as they are, and only the images are loaded.
 func Setup(ctx context.Context, nodeImage, workDir string, reuse bool) (*Env, error) {
+	return SetupClusters(ctx, TestBed, nodeImage, workDir, reuse)
+}
+
+// SetupClusters is Setup for any set of clusters (the kind demo runs a
+// smaller pair than the test bed).
+func SetupClusters(ctx context.Context, specs []ClusterSpec, nodeImage, workDir string, reuse bool) (*Env, error) {
 	e := &Env{
 		Provider:  cluster.NewProvider(cluster.ProviderWithDocker(), cluster.ProviderWithLogger(kindcmd.NewLogger())),
 		NodeImage: nodeImage,
 		WorkDir:   workDir,
 	}
-	for _, s := range TestBed {
+	for _, s := range specs {
 		e.Clusters = append(e.Clusters, &Cluster{Spec: s, Kubeconfig: filepath.Join(workDir, s.Name+".kubeconfig")})
 	}
 	// leftovers of an earlier run kept with E2E_KEEP=1 or interrupted
@@ -152,7 +158,10 @@ func Setup(ctx context.Context, nodeImage, workDir string, reuse bool) (*Env, er
 				return e, err
 			}
 		}
-		return e, e.loadProjectImages()
+		if err := e.loadProjectImages(e.Clusters...); err != nil {
+			return e, err
+		}
+		return e, e.waitImagesReported(time.Now())
 	}
 	for _, c := range e.Clusters {
 		for _, name := range existing {
@@ -164,6 +173,7 @@ func Setup(ctx context.Context, nodeImage, workDir string, reuse bool) (*Env, er
 			}
 		}
 	}
+	start := time.Now()
 	errs := make([]error, len(e.Clusters))
 	var wg sync.WaitGroup
 	for i, c := range e.Clusters {
@@ -177,10 +187,49 @@ func Setup(ctx context.Context, nodeImage, workDir string, reuse bool) (*Env, er
 	if err := errors.Join(errs...); err != nil {
 		return e, err
 	}
-	if err := e.loadProjectImages(); err != nil {
-		return e, err
+	return e, e.waitImagesReported(start)
+}
+
+// Existing returns the names of the given clusters that exist in kind.
+func Existing(specs []ClusterSpec) ([]string, error) {
+	p := cluster.NewProvider(cluster.ProviderWithDocker(), cluster.ProviderWithLogger(kindcmd.NewLogger()))
+	all, err := p.List()
+	if err != nil {
+		return nil, fmt.Errorf("list kind clusters: %w", err)
 	}
-	return e, nil
+	var found []string
+	for _, s := range specs {
+		for _, name := range all {
+			if name == s.Name {
+				found = append(found, name)
+			}
+		}
+	}
+	return found, nil
+}
+
+// Delete deletes the named kind clusters, removing their contexts from
+// the default kubeconfig ($KUBECONFIG or ~/.kube/config) too.
+func Delete(names ...string) error {
+	p := cluster.NewProvider(cluster.ProviderWithDocker(), cluster.ProviderWithLogger(kindcmd.NewLogger()))
+	var errs []error
+	for _, n := range names {
+		if err := p.Delete(n, ""); err != nil {
+			errs = append(errs, fmt.Errorf("delete cluster %s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ExportDefaultKubeconfig merges every cluster's context (kind-<name>) into
+// the default kubeconfig so kubectl and meshctl reach it with --context.
+func (e *Env) ExportDefaultKubeconfig() error {
+	for _, c := range e.Clusters {
+		if err := e.Provider.ExportKubeConfig(c.Spec.Name, "", false); err != nil {
+			return fmt.Errorf("export kubeconfig of %s: %w", c.Spec.Name, err)
+		}
+	}
+	return nil
 }
 
 // reusable reports whether every cluster of the test bed exists.
@@ -242,6 +291,11 @@ func (e *Env) create(ctx context.Context, c *Cluster) error {
 	}
 	logf("cluster %s created in %s", c.Spec.Name, time.Since(start).Round(time.Second))
 	if err := c.connect(); err != nil {
+		return err
+	}
+	// Loaded while the nodes become ready: kubelet reports new images only
+	// on its next image-list refresh, which then overlaps the wait.
+	if err := e.loadProjectImages(c); err != nil {
 		return err
 	}
 	if err := c.WaitReady(ctx); err != nil {
@@ -326,8 +380,8 @@ func projectArchives() ([]string, error) {
 }
 
 // loadProjectImages loads every project image archive into every node of
-// every cluster with kind's nodeutils.LoadImageArchive.
-func (e *Env) loadProjectImages() error {
+// the clusters with kind's nodeutils.LoadImageArchive.
+func (e *Env) loadProjectImages(clusters ...*Cluster) error {
 	tars, err := projectArchives()
 	if err != nil {
 		return err
@@ -338,7 +392,7 @@ func (e *Env) loadProjectImages() error {
 	}
 	start := time.Now()
 	var all []nodes.Node
-	for _, c := range e.Clusters {
+	for _, c := range clusters {
 		ns, err := e.Provider.ListNodes(c.Spec.Name)
 		if err != nil {
 			return fmt.Errorf("list nodes of %s: %w", c.Spec.Name, err)
@@ -365,6 +419,59 @@ func (e *Env) loadProjectImages() error {
 	}
 	logf("loaded %d image archives into %d nodes in %s", len(tars), len(all), time.Since(start).Round(time.Second))
 	return nil
+}
+
+// waitImagesReported waits until every node's status lists every loaded
+// project image: kubelet refreshes that list only every ~30 s, and meshctl
+// join refuses a cluster whose nodes do not report the images it installs.
+func (e *Env) waitImagesReported(start time.Time) error {
+	var want []string
+	for _, repo := range []string{"tunnelmesh/broker", "tunnelmesh/gateway", "tunnelmesh/echoserver", "tunnelmesh/netclient"} {
+		if ref, err := Image(repo); err == nil {
+			want = append(want, ref)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var last string
+	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		last = ""
+		for _, c := range e.Clusters {
+			list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				last = err.Error()
+				return false, nil
+			}
+			for _, n := range list.Items {
+				if m := missingImages(&n, want); len(m) > 0 {
+					last = fmt.Sprintf("node %s does not report %v yet", n.Name, m)
+					return false, nil
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("loaded images not reported by kubelet: %s", last)
+	}
+	logf("every node reports the project images %s after loading began", time.Since(start).Round(time.Second))
+	return nil
+}
+
+func missingImages(n *corev1.Node, want []string) []string {
+	have := map[string]bool{}
+	for _, img := range n.Status.Images {
+		for _, name := range img.Names {
+			have[strings.TrimPrefix(name, "docker.io/")] = true
+		}
+	}
+	var missing []string
+	for _, w := range want {
+		if !have[strings.TrimPrefix(w, "docker.io/")] {
+			missing = append(missing, w)
+		}
+	}
+	return missing
 }
 
 func loadArchive(n nodes.Node, path string) error {

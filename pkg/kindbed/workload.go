@@ -104,10 +104,19 @@ func archiveTags(path string) ([]string, error) {
 
 // EnsureNamespace creates the e2e namespace if it does not exist.
 func (c *Cluster) EnsureNamespace(ctx context.Context) error {
+	return c.ensureNamespace(ctx, Namespace)
+}
+
+// CreateNamespace creates namespace ns if it does not exist.
+func (c *Cluster) CreateNamespace(ctx context.Context, ns string) error {
+	return c.ensureNamespace(ctx, ns)
+}
+
+func (c *Cluster) ensureNamespace(ctx context.Context, ns string) error {
 	_, err := c.Client.CoreV1().Namespaces().Create(ctx,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{})
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("%s: create namespace: %w", c.Spec.Name, err)
+		return fmt.Errorf("%s: create namespace %s: %w", c.Spec.Name, ns, err)
 	}
 	return nil
 }
@@ -146,20 +155,7 @@ func (c *Cluster) EnsureEcho(ctx context.Context) ([]corev1.Pod, error) {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					Tolerations: tolerateAll,
-					Containers: []corev1.Container{{
-						Name: "echo", Image: img, ImagePullPolicy: corev1.PullNever,
-						Env: []corev1.EnvVar{
-							{Name: "CLUSTER_NAME", Value: c.Spec.Name},
-							fieldEnv("POD_IP", "status.podIP"),
-							fieldEnv("NODE_NAME", "spec.nodeName"),
-							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-						},
-						Ports: []corev1.ContainerPort{{ContainerPort: EchoPort}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(EchoPort)}},
-							PeriodSeconds: 1,
-						},
-					}},
+					Containers:  []corev1.Container{echoContainer(img, c.Spec.Name)},
 				},
 			},
 		},
@@ -167,23 +163,85 @@ func (c *Cluster) EnsureEcho(ctx context.Context) ([]corev1.Pod, error) {
 	if _, err := c.Client.AppsV1().DaemonSets(Namespace).Create(ctx, ds, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("%s: create echo daemonset: %w", c.Spec.Name, err)
 	}
+	if err := c.ensureEchoService(ctx, Namespace, "echo", labels); err != nil {
+		return nil, err
+	}
+	return c.waitPods(ctx, Namespace, "app=echo", len(c.Spec.Nodes))
+}
+
+// EnsureEchoApp runs the echoserver as a Deployment of replicas pods named
+// name in namespace ns (created if missing), behind a ClusterIP Service of
+// the same name (TCP and UDP on EchoPort), and waits until every pod is
+// ready. It returns the ready pods. The kind demo's sample app.
+func (c *Cluster) EnsureEchoApp(ctx context.Context, ns, name string, replicas int32) ([]corev1.Pod, error) {
+	img, err := Image("tunnelmesh/echoserver")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ensureNamespace(ctx, ns); err != nil {
+		return nil, err
+	}
+	labels := map[string]string{"app": name}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{echoContainer(img, c.Spec.Name)}},
+			},
+		},
+	}
+	if _, err := c.Client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("%s: create deployment %s/%s: %w", c.Spec.Name, ns, name, err)
+	}
+	if err := c.ensureEchoService(ctx, ns, name, labels); err != nil {
+		return nil, err
+	}
+	return c.waitPods(ctx, ns, "app="+name, int(replicas))
+}
+
+func echoContainer(img, cluster string) corev1.Container {
+	return corev1.Container{
+		Name: "echo", Image: img, ImagePullPolicy: corev1.PullNever,
+		Env: []corev1.EnvVar{
+			{Name: "CLUSTER_NAME", Value: cluster},
+			fieldEnv("POD_IP", "status.podIP"),
+			fieldEnv("NODE_NAME", "spec.nodeName"),
+			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		},
+		Ports: []corev1.ContainerPort{{ContainerPort: EchoPort}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(EchoPort)}},
+			PeriodSeconds: 1,
+		},
+	}
+}
+
+func (c *Cluster) ensureEchoService(ctx context.Context, ns, name string, selector map[string]string) error {
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.ServiceSpec{
-			Selector: labels,
+			Selector: selector,
 			Ports: []corev1.ServicePort{
 				{Name: "http", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort), Protocol: corev1.ProtocolTCP},
 				{Name: "udp", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort), Protocol: corev1.ProtocolUDP},
 			},
 		},
 	}
-	if _, err := c.Client.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("%s: create echo service: %w", c.Spec.Name, err)
+	if _, err := c.Client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("%s: create service %s/%s: %w", c.Spec.Name, ns, name, err)
 	}
+	return nil
+}
+
+// waitPods waits until want pods matching selector in ns are ready.
+func (c *Cluster) waitPods(ctx context.Context, ns, selector string, want int) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	var last string
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		list, err := c.Client.CoreV1().Pods(Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err != nil {
 			last = err.Error()
 			return false, nil
@@ -194,8 +252,8 @@ func (c *Cluster) EnsureEcho(ctx context.Context) ([]corev1.Pod, error) {
 				pods = append(pods, p)
 			}
 		}
-		last = fmt.Sprintf("%d of %d echo pods ready", len(pods), len(c.Spec.Nodes))
-		return len(pods) == len(c.Spec.Nodes), nil
+		last = fmt.Sprintf("%d of %d pods %s ready in %s", len(pods), want, selector, ns)
+		return len(pods) == want, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s", c.Spec.Name, last)
@@ -216,15 +274,30 @@ func podReady(p *corev1.Pod) bool {
 // "30s", "http", URL), waits for it to finish, deletes the pod and returns
 // its output; an error carries the output of a failed check.
 func (c *Cluster) RunCheck(ctx context.Context, node string, args ...string) (string, error) {
+	r, err := c.RunClient(ctx, Namespace, node, args...)
+	return r.Output, err
+}
+
+// ClientRun is what a finished netclient pod left: its output and address.
+type ClientRun struct {
+	Pod, PodIP, Node, Output string
+}
+
+// RunClient runs the netclient image once in namespace ns (created if
+// missing) on node (any node when empty) with args, waits for it to finish,
+// deletes the pod and returns its output and pod IP; an error carries the
+// output of a failed check.
+func (c *Cluster) RunClient(ctx context.Context, ns, node string, args ...string) (ClientRun, error) {
+	var r ClientRun
 	img, err := Image("tunnelmesh/netclient")
 	if err != nil {
-		return "", err
+		return r, err
 	}
-	if err := c.EnsureNamespace(ctx); err != nil {
-		return "", err
+	if err := c.ensureNamespace(ctx, ns); err != nil {
+		return r, err
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "check-", Namespace: Namespace, Labels: map[string]string{"app": "check"}},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "check-", Namespace: ns, Labels: map[string]string{"app": "check"}},
 		Spec: corev1.PodSpec{
 			NodeName:      node,
 			RestartPolicy: corev1.RestartPolicyNever,
@@ -234,33 +307,35 @@ func (c *Cluster) RunCheck(ctx context.Context, node string, args ...string) (st
 			}},
 		},
 	}
-	pod, err = c.Client.CoreV1().Pods(Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	pod, err = c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("%s: create check pod: %w", c.Spec.Name, err)
+		return r, fmt.Errorf("%s: create check pod: %w", c.Spec.Name, err)
 	}
+	r.Pod = pod.Name
 	defer func() {
-		_ = c.Client.CoreV1().Pods(Namespace).Delete(context.WithoutCancel(ctx), pod.Name, metav1.DeleteOptions{})
+		_ = c.Client.CoreV1().Pods(ns).Delete(context.WithoutCancel(ctx), pod.Name, metav1.DeleteOptions{})
 	}()
 	var phase corev1.PodPhase
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := c.Client.CoreV1().Pods(Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
-		phase = p.Status.Phase
+		phase, r.PodIP, r.Node = p.Status.Phase, p.Status.PodIP, p.Spec.NodeName
 		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
 	})
-	out, lerr := c.Client.CoreV1().Pods(Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	out, lerr := c.Client.CoreV1().Pods(ns).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 	if lerr != nil {
 		out = []byte("(logs: " + lerr.Error() + ")")
 	}
+	r.Output = string(out)
 	switch {
 	case err != nil:
-		return string(out), fmt.Errorf("%s: check pod %s on %s %v did not finish (phase %q): %s", c.Spec.Name, pod.Name, node, args, phase, out)
+		return r, fmt.Errorf("%s: check pod %s on %s %v did not finish (phase %q): %s", c.Spec.Name, pod.Name, node, args, phase, out)
 	case phase == corev1.PodFailed:
-		return string(out), fmt.Errorf("%s: check on %s %v failed: %s", c.Spec.Name, node, args, strings.TrimSpace(string(out)))
+		return r, fmt.Errorf("%s: check on %s %v failed: %s", c.Spec.Name, node, args, strings.TrimSpace(string(out)))
 	}
-	return string(out), nil
+	return r, nil
 }
 
 // GetEcho fetches url from a check pod on node and decodes the echo server's reply.
@@ -274,11 +349,15 @@ func (c *Cluster) GetEcho(ctx context.Context, node, url string) (EchoReply, err
 
 // EchoReply is the JSON the echoserver answers with.
 type EchoReply struct {
-	PodIP   string `json:"podIP"`
-	Cluster string `json:"cluster"`
-	Node    string `json:"node"`
-	Client  string `json:"client"`
+	PodIP    string `json:"podIP"`
+	Hostname string `json:"hostname"`
+	Cluster  string `json:"cluster"`
+	Node     string `json:"node"`
+	Client   string `json:"client"`
 }
+
+// ParseEcho decodes one echoserver reply.
+func ParseEcho(out string) (EchoReply, error) { return parseEcho(out) }
 
 func parseEcho(out string) (EchoReply, error) {
 	var r EchoReply

@@ -70,6 +70,25 @@ func TestEchoserverAndNetclient(t *testing.T) {
 	if out, err := run("dns", "-type", "A", "localhost"); err != nil || !strings.Contains(out, "127.0.0.1") {
 		t.Fatalf("netclient dns: %v %q", err, out)
 	}
+	// Payloads larger than any MTU: 64 KiB over HTTP come back intact; a
+	// 4000-byte datagram arrives whole (the reply says how much came).
+	if out, err := run("post", "http://"+addr+"/echo", "65536"); err != nil || !strings.Contains(out, `"size":65536`) {
+		t.Fatalf("netclient post 64 KiB: %v %q", err, out)
+	}
+	if out, err := run("-size", "4000", "udp", addr); err != nil || !strings.Contains(out, `"size":4000`) {
+		t.Fatalf("netclient -size 4000 udp: %v %q", err, out)
+	}
+	out, err = run("-timeout", "200ms", "flow", addr, "1s", "100ms")
+	if err != nil {
+		t.Fatalf("netclient flow: %v %q", err, out)
+	}
+	var fl struct {
+		Sent, OK int
+		Gaps     []any
+	}
+	if err := json.Unmarshal([]byte(out), &fl); err != nil || fl.Sent < 5 || fl.OK != fl.Sent || len(fl.Gaps) != 0 {
+		t.Fatalf("flow to a live server: %v %q", err, out)
+	}
 	// Failures must fail: closed ports, a bad DNS type.
 	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	start := time.Now()
@@ -84,6 +103,9 @@ func TestEchoserverAndNetclient(t *testing.T) {
 	}
 	if _, err := run("-timeout", "1s", "http", "http://"+closed+"/"); err == nil {
 		t.Fatal("http to a closed port succeeded")
+	}
+	if _, err := run("-timeout", "100ms", "flow", closed, "500ms", "100ms"); err == nil {
+		t.Fatal("flow to a closed port succeeded")
 	}
 	if _, err := run("dns", "-type", "MX", "localhost"); err == nil {
 		t.Fatal("unsupported DNS type accepted")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,7 +29,12 @@ type Reply struct {
 	Client    string `json:"client"`
 	Path      string `json:"path,omitempty"`
 	Proto     string `json:"proto"`
+	// Size is how many bytes the request carried (UDP datagram, /echo body).
+	Size int `json:"size,omitempty"`
 }
+
+// maxEcho bounds what POST /echo reads and sends back.
+const maxEcho = 16 << 20
 
 func main() {
 	addr := flag.String("listen", envOr("LISTEN", ":8080"), "TCP (HTTP) and UDP listen address")
@@ -49,6 +55,26 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	// POST /echo answers with the request body, unchanged, and the Reply as
+	// JSON in the X-Echo header: e2e tests send payloads larger than the
+	// tunnel MTU and compare what comes back.
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxEcho+1))
+		if err != nil {
+			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if len(body) > maxEcho {
+			http.Error(w, fmt.Sprintf("body larger than %d bytes", maxEcho), http.StatusRequestEntityTooLarge)
+			return
+		}
+		rep := id
+		rep.Client, rep.Path, rep.Proto, rep.Size = r.RemoteAddr, r.URL.Path, "http", len(body)
+		b, _ := json.Marshal(rep)
+		w.Header().Set("X-Echo", string(b))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(body)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		rep := id
 		rep.Client, rep.Path, rep.Proto = r.RemoteAddr, r.URL.Path, "http"
@@ -73,7 +99,7 @@ func main() {
 func serveUDP(pc net.PacketConn, id Reply, log *slog.Logger) {
 	buf := make([]byte, 64*1024)
 	for {
-		_, from, err := pc.ReadFrom(buf)
+		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				log.Error("read udp", "err", err)
@@ -81,7 +107,7 @@ func serveUDP(pc net.PacketConn, id Reply, log *slog.Logger) {
 			return
 		}
 		rep := id
-		rep.Client, rep.Proto = from.String(), "udp"
+		rep.Client, rep.Proto, rep.Size = from.String(), "udp", n
 		b, _ := json.Marshal(rep)
 		if _, err := pc.WriteTo(b, from); err != nil {
 			log.Warn("write udp", "to", from, "err", err)

@@ -6,17 +6,25 @@
 //	netclient [-wait 30s] [-timeout 5s] dns [-server ip:53] [-type A|AAAA|SRV|TXT|CNAME|PTR] NAME
 //	netclient [-wait 30s] [-timeout 5s] [-insecure] http URL
 //	netclient [-wait 30s] [-timeout 5s] tcp HOST:PORT [PAYLOAD]
-//	netclient [-wait 30s] [-timeout 5s] udp HOST:PORT [PAYLOAD]
+//	netclient [-wait 30s] [-timeout 5s] [-size N] udp HOST:PORT [PAYLOAD]
+//	netclient [-wait 30s] [-timeout 5s] post URL SIZE   (SIZE bytes to the echoserver's /echo, compared when they come back)
+//	netclient [-timeout 500ms] flow HOST:PORT DURATION INTERVAL   (UDP probes; prints the gaps, see flow)
 //	netclient sleep
 //	netclient [-wait 60s] [-timeout 5s] steps NAME=KIND:TARGET...   (KIND http|dns|udp; one JSON line per step; meshctl verify)
 //	netclient bench-server [-listen :5201]                          (meshctl benchmark's server)
 //	netclient bench throughput|latency [-duration 10s] [-samples 1000] HOST:PORT   (one JSON line)
+//
+// -size N pads a tcp/udp payload to N bytes; -interval is the pause between
+// retries of -wait.
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +45,8 @@ func main() {
 	wait := fs.Duration("wait", 0, "retry the check until it succeeds or this much time has passed")
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout of one attempt")
 	count := fs.Int("count", 1, "run the check this many times (each must succeed), printing every answer; e.g. to see which pods and clusters a Service spreads requests over")
+	interval := fs.Duration("interval", time.Second, "pause between attempts of -wait")
+	size := fs.Int("size", 0, "tcp/udp: pad the payload to this many bytes")
 	insecure := fs.Bool("insecure", false, "http: accept any TLS certificate (e.g. the broker's self-signed one)")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: netclient [-wait D] [-timeout D] [-count N] [-insecure] dns|http|tcp|udp|sleep ARGS...")
@@ -61,7 +72,14 @@ func main() {
 	if *insecure {
 		http.DefaultTransport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // test tool, asked for explicitly
 	}
-	check, err := parse(cmd, args)
+	if cmd == "flow" {
+		if err := flow(args, *timeout); err != nil {
+			fmt.Fprintln(os.Stderr, "netclient: flow:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	check, err := parse(cmd, args, *size)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "netclient:", err)
 		os.Exit(2)
@@ -71,7 +89,7 @@ func main() {
 		os.Exit(2)
 	}
 	for i := 0; i < *count; i++ {
-		out, err := retry(check, *wait, *timeout)
+		out, err := retry(check, *wait, *timeout, *interval)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "netclient: %s (run %d of %d): %v\n", cmd, i+1, *count, err)
 			os.Exit(1)
@@ -81,7 +99,7 @@ func main() {
 }
 
 // retry runs check until it succeeds or wait has passed.
-func retry(check checkFunc, wait, timeout time.Duration) (string, error) {
+func retry(check checkFunc, wait, timeout, interval time.Duration) (string, error) {
 	deadline := time.Now().Add(wait)
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -93,13 +111,13 @@ func retry(check checkFunc, wait, timeout time.Duration) (string, error) {
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("failed after %d attempt(s): %w", attempt, err)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(interval)
 	}
 }
 
 type checkFunc func(ctx context.Context) (string, error)
 
-func parse(cmd string, args []string) (checkFunc, error) {
+func parse(cmd string, args []string, size int) (checkFunc, error) {
 	switch cmd {
 	case "dns":
 		return parseDNS(args)
@@ -116,9 +134,19 @@ func parse(cmd string, args []string) (checkFunc, error) {
 		if len(args) == 2 {
 			payload = args[1]
 		}
+		payload = pad(payload, size)
 		return func(ctx context.Context) (string, error) { return dial(ctx, cmd, args[0], payload) }, nil
+	case "post":
+		if len(args) != 2 {
+			return nil, errors.New("post wants URL SIZE")
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("post: bad SIZE %q", args[1])
+		}
+		return func(ctx context.Context) (string, error) { return post(ctx, args[0], n) }, nil
 	}
-	return nil, fmt.Errorf("unknown command %q (want dns, http, tcp, udp or sleep)", cmd)
+	return nil, fmt.Errorf("unknown command %q (want dns, http, post, tcp, udp, flow or sleep)", cmd)
 }
 
 func parseDNS(args []string) (checkFunc, error) {
@@ -249,6 +277,110 @@ func dial(ctx context.Context, network, addr, payload string) (string, error) {
 		out += "\n"
 	}
 	return out, nil
+}
+
+// pad repeats s's bytes (or '.') until the payload is size bytes long.
+func pad(s string, size int) string {
+	if size <= len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s)
+	for b.Len() < size {
+		b.WriteByte(byte('a' + b.Len()%26))
+	}
+	return b.String()
+}
+
+// post sends size pseudo-random bytes to url (the echoserver's /echo),
+// fails unless the same bytes come back, and prints the X-Echo header (the
+// server's JSON reply, with the size it received).
+func post(ctx context.Context, url string, size int) (string, error) {
+	body := make([]byte, size)
+	_, _ = rand.Read(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("bad URL %q: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(io.LimitReader(resp.Body, int64(size)+1))
+	if err != nil {
+		return "", fmt.Errorf("read body after %d bytes: %w", len(got), err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return "", fmt.Errorf("POST %s: %s: %s", url, resp.Status, strings.TrimSpace(string(got)))
+	}
+	if !bytes.Equal(got, body) {
+		return "", fmt.Errorf("POST %s: sent %d bytes, %d came back, not the same", url, size, len(got))
+	}
+	return resp.Header.Get("X-Echo") + "\n", nil
+}
+
+// flowReport is what flow prints: when it ran (Unix ms, the node's clock),
+// how many probes were answered, and every gap — from the last answer
+// before an outage to the first after it — longer than twice the interval.
+type flowReport struct {
+	StartMs int64 `json:"startMs"`
+	EndMs   int64 `json:"endMs"`
+	Sent    int   `json:"sent"`
+	OK      int   `json:"ok"`
+	Gaps    []gap `json:"gaps"`
+}
+
+type gap struct {
+	FromMs int64 `json:"fromMs"`
+	ToMs   int64 `json:"toMs"`
+}
+
+// flow sends a UDP probe to addr every interval for duration and reports
+// the gaps in the answers (a failover's outage seen by the traffic). It
+// fails when no probe was answered at all, or none during the last second.
+func flow(args []string, timeout time.Duration) error {
+	if len(args) != 3 {
+		return errors.New("flow wants HOST:PORT DURATION INTERVAL")
+	}
+	addr := args[0]
+	duration, err := time.ParseDuration(args[1])
+	if err != nil {
+		return fmt.Errorf("DURATION: %w", err)
+	}
+	interval, err := time.ParseDuration(args[2])
+	if err != nil || interval <= 0 {
+		return fmt.Errorf("bad INTERVAL %q", args[2])
+	}
+	rep := flowReport{StartMs: time.Now().UnixMilli()}
+	lastOK := time.Now()
+	end := time.Now().Add(duration)
+	for time.Now().Before(end) {
+		next := time.Now().Add(interval)
+		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, interval))
+		_, err := dial(ctx, "udp", addr, "flow\n")
+		cancel()
+		rep.Sent++
+		if err == nil {
+			now := time.Now()
+			if now.Sub(lastOK) > 2*interval {
+				rep.Gaps = append(rep.Gaps, gap{lastOK.UnixMilli(), now.UnixMilli()})
+			}
+			rep.OK++
+			lastOK = now
+		}
+		time.Sleep(time.Until(next))
+	}
+	rep.EndMs = time.Now().UnixMilli()
+	b, _ := json.Marshal(rep)
+	fmt.Println(string(b))
+	if rep.OK == 0 {
+		return fmt.Errorf("no probe of %d answered", rep.Sent)
+	}
+	if time.Since(lastOK) > time.Second+interval {
+		return fmt.Errorf("no answer during the last %s", time.Since(lastOK).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // sleep keeps the pod running until it is told to stop.
