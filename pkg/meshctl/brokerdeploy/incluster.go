@@ -23,7 +23,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -179,7 +178,7 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 				return fmt.Errorf("create Secret %s: %w", kube.BrokerPKISecret, err)
 			}
 		}
-		if err := labelNode(ctx, c, node.Name); err != nil {
+		if err := c.LabelNode(ctx, node.Name, kube.BrokerLabel); err != nil {
 			return err
 		}
 		return c.Apply(ctx, objs[1:])
@@ -288,14 +287,6 @@ func covers(certPEM []byte, host string) error {
 		return err
 	}
 	return cert.VerifyHostname(host)
-}
-
-func labelNode(ctx context.Context, c *kube.Cluster, name string) error {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{kube.BrokerLabel: "true"}}})
-	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("label node %s: %w", name, err)
-	}
-	return nil
 }
 
 // waitDeployment waits until the broker Deployment has a ready, updated
