@@ -481,6 +481,7 @@ func (b *Broker) applyFollowed(batch store.Batch, ok bool) {
 		b.restartFollow()
 		return
 	}
+	b.st.rev = next
 	b.version = batch.Version
 	b.metrics.followed.Inc()
 	b.publish(batch.Changes, events)

@@ -109,14 +109,17 @@ func Start(t testing.TB, o Options) *Broker {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
-	st := o.Store
-	if st == nil {
+	st, owned := o.Store, o.Store == nil
+	if owned {
 		var err error
 		if st, err = OpenStore(t, o.Dir); err != nil {
 			t.Fatalf("brokertest: open store: %v", err)
 		}
-	} else {
-		st = nopClose{st}
+	}
+	closeStore := func() {
+		if owned {
+			st.Close()
+		}
 	}
 	cfg := broker.Config{Store: st, BookmarkInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
@@ -125,12 +128,12 @@ func Start(t testing.TB, o Options) *Broker {
 	}
 	b, err := broker.New(cfg)
 	if err != nil {
-		st.Close()
+		closeStore()
 		t.Fatalf("brokertest: new broker: %v", err)
 	}
 	tlsConf, err := broker.ServerTLS(o.Dir)
 	if err != nil {
-		st.Close()
+		closeStore()
 		t.Fatalf("brokertest: %v", err)
 	}
 	var ln net.Listener
@@ -142,7 +145,7 @@ func Start(t testing.TB, o Options) *Broker {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		st.Close()
+		closeStore()
 		t.Fatalf("brokertest: listen: %v", err)
 	}
 	ca, err := os.ReadFile(filepath.Join(o.Dir, broker.FileCACert))
@@ -159,16 +162,12 @@ func Start(t testing.TB, o Options) *Broker {
 	tb.URL = "https://" + tb.Addr
 	go func() {
 		err := b.Serve(ctx, ln, tlsConf)
-		st.Close()
+		closeStore()
 		tb.done <- err
 	}()
 	t.Cleanup(tb.Stop)
 	return tb
 }
-
-type nopClose struct{ store.Store }
-
-func (nopClose) Close() error { return nil }
 
 // Stop ends the broker gracefully and waits for it; calling it again does nothing.
 func (tb *Broker) Stop() {

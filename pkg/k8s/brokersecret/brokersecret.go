@@ -17,7 +17,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// The broker connection written by `meshctl join`.
+// The broker connection written by `meshctl join`. KeyURL holds the
+// broker's URL or, for a replicated broker, its replicas' URLs separated by
+// commas (brokerclient.ParseURLs); the client fails over between them.
 const (
 	Name          = "tunnelmesh-broker"
 	KeyURL        = "url"

@@ -81,7 +81,10 @@ func Start(t testing.TB, n int) *Cluster {
 			"--initial-cluster=" + strings.Join(initial, ","), "--initial-cluster-state=new",
 			"--initial-cluster-token=tunnelmesh-test", "--log-level=error",
 			fmt.Sprintf("--max-txn-ops=%d", MaxTxnOps),
-			"--heartbeat-interval=50", "--election-timeout=500"}
+			"--heartbeat-interval=50", "--election-timeout=500",
+			// A killed process loses nothing the kernel already has; tests
+			// kill processes, not the machine.
+			"--unsafe-no-fsync"}
 		c.start(m)
 	}
 	t.Cleanup(func() {
