@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
@@ -407,4 +408,31 @@ func (c *Cluster) GatewayNodes(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// NodeName returns the kind name of the i-th node of spec s: the control
+// plane first, then worker, worker2, ...
+func NodeName(s ClusterSpec, i int) string {
+	switch i {
+	case 0:
+		return s.Name + "-control-plane"
+	case 1:
+		return s.Name + "-worker"
+	}
+	return fmt.Sprintf("%s-worker%d", s.Name, i)
+}
+
+// RestoreLabels puts the labels of the cluster's spec back on its nodes
+// (meshctl leave and uninstall remove the gateway label).
+func (c *Cluster) RestoreLabels(ctx context.Context) error {
+	for i, labels := range c.Spec.Nodes {
+		if len(labels) == 0 {
+			continue
+		}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, NodeName(c.Spec, i), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("%s: label node %s: %w", c.Spec.Name, NodeName(c.Spec, i), err)
+		}
+	}
+	return nil
 }

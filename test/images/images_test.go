@@ -78,6 +78,12 @@ func TestEchoserverAndNetclient(t *testing.T) {
 	if out, err := run("-size", "4000", "udp", addr); err != nil || !strings.Contains(out, `"size":4000`) {
 		t.Fatalf("netclient -size 4000 udp: %v %q", err, out)
 	}
+	before := time.Now().UnixMilli()
+	out, err = run("-stamp", "udp", addr)
+	var at int64
+	if _, serr := fmt.Sscanf(out, "at %d\n", &at); err != nil || serr != nil || at < before || at > time.Now().UnixMilli() {
+		t.Fatalf("netclient -stamp udp: %v %v %q", err, serr, out)
+	}
 	out, err = run("-timeout", "200ms", "flow", addr, "1s", "100ms")
 	if err != nil {
 		t.Fatalf("netclient flow: %v %q", err, out)

@@ -46,6 +46,7 @@ func main() {
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout of one attempt")
 	count := fs.Int("count", 1, "run the check this many times (each must succeed), printing every answer; e.g. to see which pods and clusters a Service spreads requests over")
 	interval := fs.Duration("interval", time.Second, "pause between attempts of -wait")
+	stamp := fs.Bool("stamp", false, "print \"at UNIX-MS\" (the node's clock) before each answer: when the check first succeeded")
 	size := fs.Int("size", 0, "tcp/udp: pad the payload to this many bytes")
 	insecure := fs.Bool("insecure", false, "http: accept any TLS certificate (e.g. the broker's self-signed one)")
 	fs.Usage = func() {
@@ -93,6 +94,9 @@ func main() {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "netclient: %s (run %d of %d): %v\n", cmd, i+1, *count, err)
 			os.Exit(1)
+		}
+		if *stamp {
+			fmt.Printf("at %d\n", time.Now().UnixMilli())
 		}
 		fmt.Print(out)
 	}

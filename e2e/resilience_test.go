@@ -1,0 +1,558 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
+)
+
+var (
+	serviceExportGVR = schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Resource: "serviceexports"}
+	serviceImportGVR = schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Resource: "serviceimports"}
+)
+
+// plainWorker is east's worker that is no gateway candidate.
+const plainWorker = "tm-east-worker3"
+
+// testUDPAndLargePayloads: UDP pod → pod both ways with the client's pod
+// address seen; 64 KiB over TCP echoed back intact (segments larger than
+// the tunnel MTU would be lost without the gateway's MSS clamp or working
+// path-MTU discovery); a 4000-byte UDP datagram, larger than the tunnel
+// MTU, arrives whole. The sender fragments it (a datagram over the route's
+// MTU leaves without DF) and the gateway fragments 1500-byte fragments
+// again for the tunnel; the receiver reassembles.
+func testUDPAndLargePayloads(ctx context.Context, t *testing.T, east, west meshCluster) {
+	var wg sync.WaitGroup
+	for _, pair := range [][2]meshCluster{{east, west}, {west, east}} {
+		from, to := pair[0], pair[1]
+		srcNodes, err := from.NodeNames(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// a server on a node that is no gateway candidate: the path crosses
+		// both clusters' route agents
+		dst, err := echoPodOn(ctx, to.Cluster, to.Spec.Name+"-control-plane")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := fmt.Sprintf("%s:%d", dst, kindbed.EchoPort)
+		for _, src := range srcNodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out, err := from.RunCheck(ctx, src, "-wait", "30s", "-timeout", "2s", "udp", addr)
+				if err != nil {
+					t.Errorf("UDP %s/%s → %s: %v", from.id, src, addr, err)
+					return
+				}
+				r, err := kindbed.ParseEcho(out)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				checkClient(t, from, src, r)
+				if r.PodIP != dst {
+					t.Errorf("UDP %s/%s → %s answered by %s", from.id, src, dst, r.PodIP)
+				}
+			}()
+		}
+		src := srcNodes[len(srcNodes)-1]
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			url := fmt.Sprintf("http://%s/echo", addr)
+			out, err := from.RunCheck(ctx, src, "-wait", "30s", "-timeout", "10s", "post", url, "65536")
+			if err != nil {
+				t.Errorf("64 KiB over TCP %s/%s → %s: %v", from.id, src, url, err)
+				return
+			}
+			if !strings.Contains(out, `"size":65536`) {
+				t.Errorf("64 KiB over TCP %s → %s: server reply %q", from.id, url, out)
+			}
+			logf("64 KiB over TCP %s/%s → %s came back intact", from.id, src, addr)
+		}()
+		go func() {
+			defer wg.Done()
+			out, err := from.RunCheck(ctx, src, "-wait", "30s", "-timeout", "2s", "-size", "4000", "udp", addr)
+			if err != nil {
+				t.Errorf("4000-byte UDP datagram %s/%s → %s: %v", from.id, src, addr, err)
+				return
+			}
+			r, err := kindbed.ParseEcho(out)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if !strings.Contains(out, `"size":4000`) {
+				t.Errorf("4000-byte UDP datagram %s → %s: the server got %q", from.id, addr, out)
+			}
+			checkClient(t, from, src, r)
+		}()
+	}
+	wg.Wait()
+}
+
+// testNodeStopFailover stops the container of east's active gateway node
+// (docker stop: the node shuts down) while a UDP flow runs from east's
+// plain worker to a west pod; the standby takes over and the flow moves
+// again (the gap is printed); the node is started again and the mesh
+// converges: the node Ready, every gateway pod ready, both tunnels up, and
+// a pod on the restarted node reaches west.
+func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
+	m, err := activeGateway(ctx, east)
+	if err != nil || m.Status.ActiveNode == "" {
+		t.Fatalf("no active gateway in east: %v", err)
+	}
+	old, oldEpoch := m.Status.ActiveNode, m.Status.Epoch
+	dst, err := echoPodOn(ctx, west.Cluster, "tm-west-control-plane")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 60*time.Second, 100*time.Millisecond)
+	if err := waitFlowRunning(ctx, east.Cluster, f); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	if _, err := docker(ctx, "stop", old); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_, _ = docker(context.Background(), "start", old)
+		}
+	})
+	logf("node %s stopped (docker stop took %s)", old, time.Since(stopped).Round(time.Millisecond))
+	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, stopped)
+	rep, err := f.wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gap, resumed, found := rep.outageAfter(stopped)
+	hold("failover, active gateway's node container stopped (%s → %s): new active after %s; the flow moved again %s after `docker stop` began (longest gap %s; %d/%d probes answered)",
+		old, newActive, toActive.Round(time.Millisecond), resumed.Round(time.Millisecond), gap.Round(time.Millisecond), rep.OK, rep.Sent)
+	if !found {
+		logf("the flow saw no gap at all around the stop")
+	}
+
+	restartedAt := time.Now()
+	if _, err := docker(ctx, "start", old); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	if err := waitConverged(ctx, east, west, old); err != nil {
+		t.Fatalf("after restarting %s: %v", old, err)
+	}
+	logf("node %s restarted; mesh converged %s later", old, time.Since(restartedAt).Round(time.Second))
+}
+
+// waitNewActive waits until another node than old holds east's active role
+// with a newer epoch, and returns it with the time since since.
+func waitNewActive(ctx context.Context, t *testing.T, c meshCluster, old string, oldEpoch int64, since time.Time) (string, time.Duration) {
+	t.Helper()
+	for {
+		if m, err := activeGateway(ctx, c); err == nil && m.Status.ActiveNode != "" && m.Status.ActiveNode != old && m.Status.Epoch > oldEpoch {
+			return m.Status.ActiveNode, time.Since(since)
+		}
+		if time.Since(since) > 2*time.Minute {
+			t.Fatalf("no new active gateway in %s 2 minutes after %s went", c.id, old)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitConverged waits until node is Ready with every tunnelmesh pod ready,
+// both clusters' active gateways report their tunnel, and a pod on node
+// reaches a west pod with its own address.
+func waitConverged(ctx context.Context, east, west meshCluster, node string) error {
+	deadline := time.Now().Add(4 * time.Minute)
+	var last string
+	for time.Now().Before(deadline) {
+		last = notConverged(ctx, east, west)
+		if last == "" {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if last != "" {
+		return fmt.Errorf("not converged after 4 minutes: %s", last)
+	}
+	dst, err := echoPodOn(ctx, west.Cluster, "tm-west-control-plane")
+	if err != nil {
+		return err
+	}
+	r, err := east.GetEcho(ctx, node, fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort))
+	if err != nil {
+		return fmt.Errorf("from a pod on the restarted node: %w", err)
+	}
+	if r.PodIP != dst {
+		return fmt.Errorf("from the restarted node: answered by %s, want %s", r.PodIP, dst)
+	}
+	return nil
+}
+
+func notConverged(ctx context.Context, clusters ...meshCluster) string {
+	for _, c := range clusters {
+		if msg := c.NotReady(ctx); msg != "" {
+			return c.id + ": " + msg
+		}
+		pods, err := c.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		for _, p := range pods.Items {
+			if !podReady(&p) {
+				return fmt.Sprintf("%s: pod %s not ready", c.id, p.Name)
+			}
+		}
+		m, err := activeGateway(ctx, c)
+		if err != nil {
+			return err.Error()
+		}
+		if m.Status.Connected != 1 || m.Status.Total != 1 {
+			return fmt.Sprintf("%s: active %s, %d/%d tunnels up", c.id, m.Status.ActiveNode, m.Status.Connected, m.Status.Total)
+		}
+	}
+	return ""
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil
+		}
+	}
+	return false
+}
+
+// testBrokerOutage scales the broker (deployed into east by meshctl) to
+// zero for over a minute. Meanwhile a UDP flow east → west keeps moving,
+// pod → pod requests and a clusterset.local name exported before keep
+// answering, and a Service exported during the outage (a ServiceExport
+// created as a user would, with the API) appears in east once the broker
+// is back.
+func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster) {
+	name := "echo." + kindbed.Namespace + ".svc.clusterset.local"
+	if _, err := meshctl(ctx, t, west.Cluster, "export", "service", "echo", "-n", kindbed.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := east.RunCheck(ctx, plainWorker, "-wait", "150s", "dns", name); err != nil {
+		t.Fatalf("%s before the outage: %v", name, err)
+	}
+	dst, err := echoPodOn(ctx, west.Cluster, "tm-west-control-plane")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 90*time.Second, 200*time.Millisecond)
+	if err := waitFlowRunning(ctx, east.Cluster, f); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	if err := scaleBroker(ctx, east, 0); err != nil {
+		t.Fatal(err)
+	}
+	back := false
+	t.Cleanup(func() {
+		if !back {
+			_ = scaleBroker(context.Background(), east, 1)
+		}
+	})
+	logf("broker scaled to 0; its pod gone %s after", time.Since(down).Round(time.Millisecond))
+
+	// A change while the broker is away: a second Service exported from west.
+	if err := exportWithAPI(ctx, west, "echo-late"); err != nil {
+		t.Fatal(err)
+	}
+	late := "echo-late." + kindbed.Namespace + ".svc.clusterset.local"
+	// Every 20 s for over a minute: names exported before resolve and
+	// answer, pods reach each other both ways.
+	for round := 0; time.Since(down) < 70*time.Second; round++ {
+		if r, err := east.GetEcho(ctx, plainWorker, fmt.Sprintf("http://%s:%d/", name, kindbed.EchoPort)); err != nil {
+			t.Errorf("broker down %s: east → %s: %v", time.Since(down).Round(time.Second), name, err)
+		} else if r.Cluster != west.Spec.Name {
+			t.Errorf("broker down: %s answered by %s", name, r.Cluster)
+		}
+		edst, err := echoPodOn(ctx, east.Cluster, plainWorker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := west.GetEcho(ctx, "tm-west-control-plane", fmt.Sprintf("http://%s:%d/", edst, kindbed.EchoPort)); err != nil {
+			t.Errorf("broker down %s: west → east pod %s: %v", time.Since(down).Round(time.Second), edst, err)
+		}
+		if round == 0 {
+			if out, err := east.RunCheck(ctx, plainWorker, "-timeout", "2s", "dns", late); err == nil {
+				logf("note: %s resolved in east while the broker was down: %s", late, strings.TrimSpace(out))
+			}
+		}
+		time.Sleep(15 * time.Second)
+	}
+	outage := time.Since(down)
+	if err := scaleBroker(ctx, east, 1); err != nil {
+		t.Fatal(err)
+	}
+	back = true
+	up := time.Now()
+	logf("broker back after an outage of %s", outage.Round(time.Second))
+	rep, err := f.wait()
+	if err != nil {
+		t.Fatalf("flow during the outage: %v", err)
+	}
+	for _, g := range rep.Gaps {
+		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > time.Second {
+			t.Errorf("the flow east → west stood still %s during the broker outage (from %s)", d, time.UnixMilli(g.FromMs).Format(time.RFC3339Nano))
+		}
+	}
+	hold("broker outage of %s: the flow east → west answered %d/%d probes, %d gaps", outage.Round(time.Second), rep.OK, rep.Sent, len(rep.Gaps))
+	if _, err := east.RunCheck(ctx, plainWorker, "-wait", "180s", "dns", late); err != nil {
+		t.Fatalf("exported during the outage, %s does not resolve in east after the broker returned: %v", late, err)
+	}
+	hold("a ServiceExport made during the broker outage resolved in the other cluster %s after the broker was scaled back up", time.Since(up).Round(time.Millisecond))
+	if err := exportReady(ctx, west, "echo-late"); err != nil {
+		t.Error(err)
+	}
+}
+
+// scaleBroker sets the replicas of the broker Deployment meshctl
+// deploy-broker made and waits until that many pods run.
+func scaleBroker(ctx context.Context, c meshCluster, n int32) error {
+	deps := c.Client.AppsV1().Deployments(status.DefaultNamespace)
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
+	if _, err := deps.Patch(ctx, "tunnelmesh-broker", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("scale the broker to %d: %w", n, err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		d, err := deps.Get(ctx, "tunnelmesh-broker", metav1.GetOptions{})
+		if err == nil && d.Status.ReadyReplicas == n && d.Status.Replicas == n {
+			pods, err := c.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: labelSelector(d.Spec.Selector.MatchLabels)})
+			if err == nil && len(pods.Items) == int(n) {
+				return nil
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("broker not at %d ready pods after 3 minutes", n)
+}
+
+func labelSelector(m map[string]string) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+// exportWithAPI creates Service name (selecting the echo pods) in c and a
+// ServiceExport for it, with the API as `kubectl apply` would.
+func exportWithAPI(ctx context.Context, c meshCluster, name string) error {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: kindbed.Namespace},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "echo"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: kindbed.EchoPort, TargetPort: intstr.FromInt32(kindbed.EchoPort)}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Services(kindbed.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("%s: create service %s: %w", c.id, name, err)
+	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	se := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+		"metadata": map[string]any{"name": name, "namespace": kindbed.Namespace},
+	}}
+	if _, err := dyn.Resource(serviceExportGVR).Namespace(kindbed.Namespace).Create(ctx, se, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("%s: create ServiceExport %s: %w", c.id, name, err)
+	}
+	return nil
+}
+
+// exportReady checks the ServiceExport's conditions: Valid and Ready true
+// (eventually), none false.
+func exportReady(ctx context.Context, c meshCluster, name string) error {
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	var last string
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		se, err := dyn.Resource(serviceExportGVR).Namespace(kindbed.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+		} else {
+			conds, _, _ := unstructured.NestedSlice(se.Object, "status", "conditions")
+			got := map[string]string{}
+			var parts []string
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				typ, _ := m["type"].(string)
+				st, _ := m["status"].(string)
+				got[typ] = st
+				parts = append(parts, fmt.Sprintf("%s=%s (%v: %v)", typ, st, m["reason"], m["message"]))
+			}
+			last = strings.Join(parts, "; ")
+			if got["Ready"] == "True" && got["Conflict"] != "True" && got["Valid"] != "False" {
+				return nil
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return fmt.Errorf("%s: ServiceExport %s not Ready: %s", c.id, name, last)
+}
+
+// testLeave: `meshctl leave` in west takes west's exports out of east —
+// its ServiceImports go and the name stops resolving.
+func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
+	dyn, err := dynamic.NewForConfig(east.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imports := func() ([]string, error) {
+		list, err := dyn.Resource(serviceImportGVR).Namespace(kindbed.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, i := range list.Items {
+			names = append(names, i.GetName())
+		}
+		return names, nil
+	}
+	before, err := imports()
+	if err != nil || len(before) == 0 {
+		t.Fatalf("east has no ServiceImports from west before leave (%v): nothing to prove", err)
+	}
+	if _, err := meshctl(ctx, t, west.Cluster, "leave"); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Now()
+	var now []string
+	for time.Since(left) < 2*time.Minute {
+		now, err = imports()
+		if err == nil && len(now) == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(now) != 0 {
+		t.Fatalf("2 minutes after west left, east still imports %v", now)
+	}
+	logf("west left: east's ServiceImports %v gone %s later", before, time.Since(left).Round(time.Millisecond))
+	if _, err := east.RunCheck(ctx, plainWorker, "-timeout", "2s", "dns", "echo-late."+kindbed.Namespace+".svc.clusterset.local"); err == nil {
+		t.Error("echo-late still resolves in east after west left")
+	}
+}
+
+// testUninstall: `meshctl uninstall` in both clusters leaves nothing of
+// tunnelmesh: no namespace, no CRD of ours or of the MCS API, no
+// ClusterRole or binding, no DaemonSet, no node label, no clusterset block
+// in CoreDNS's Corefile.
+func testUninstall(ctx context.Context, t *testing.T, clusters ...meshCluster) {
+	for _, c := range clusters {
+		if _, err := meshctl(ctx, t, c.Cluster, "uninstall"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clusters {
+		var left []string
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			left = leftovers(ctx, c)
+			if len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Second)
+		}
+		for _, l := range left {
+			t.Errorf("%s: left after uninstall: %s", c.id, l)
+		}
+	}
+}
+
+// leftovers lists what of tunnelmesh is still in c.
+func leftovers(ctx context.Context, c meshCluster) []string {
+	var left []string
+	add := func(format string, args ...any) { left = append(left, fmt.Sprintf(format, args...)) }
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, status.DefaultNamespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		add("namespace %s (%v)", status.DefaultNamespace, err)
+	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	crds, err := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		add("list CRDs: %v", err)
+	} else {
+		for _, crd := range crds.Items {
+			if n := crd.GetName(); strings.Contains(n, "tunnelmesh") || strings.Contains(n, "multicluster") || strings.HasSuffix(n, "about.k8s.io") {
+				add("CRD %s", n)
+			}
+		}
+	}
+	rbac := c.Client.RbacV1()
+	if list, err := rbac.ClusterRoles().List(ctx, metav1.ListOptions{}); err != nil {
+		add("list ClusterRoles: %v", err)
+	} else {
+		for _, r := range list.Items {
+			if strings.Contains(r.Name, "tunnelmesh") || r.Labels["app.kubernetes.io/part-of"] == "tunnelmesh" {
+				add("ClusterRole %s", r.Name)
+			}
+		}
+	}
+	if list, err := rbac.ClusterRoleBindings().List(ctx, metav1.ListOptions{}); err != nil {
+		add("list ClusterRoleBindings: %v", err)
+	} else {
+		for _, r := range list.Items {
+			if strings.Contains(r.Name, "tunnelmesh") || r.Labels["app.kubernetes.io/part-of"] == "tunnelmesh" {
+				add("ClusterRoleBinding %s", r.Name)
+			}
+		}
+	}
+	if list, err := c.Client.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{}); err != nil {
+		add("list DaemonSets: %v", err)
+	} else {
+		for _, d := range list.Items {
+			if strings.Contains(d.Name, "tunnelmesh") || d.Labels["app.kubernetes.io/part-of"] == "tunnelmesh" {
+				add("DaemonSet %s/%s", d.Namespace, d.Name)
+			}
+		}
+	}
+	if list, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+		add("list nodes: %v", err)
+	} else {
+		for _, n := range list.Items {
+			for k := range n.Labels {
+				if strings.Contains(k, "tunnelmesh") {
+					add("label %s on node %s", k, n.Name)
+				}
+			}
+		}
+	}
+	if cm, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns", metav1.GetOptions{}); err != nil {
+		add("get CoreDNS ConfigMap: %v", err)
+	} else if strings.Contains(cm.Data["Corefile"], "clusterset.local") || strings.Contains(cm.Data["Corefile"], "tunnelmesh") {
+		add("CoreDNS Corefile still serves clusterset.local:\n%s", cm.Data["Corefile"])
+	}
+	return left
+}
