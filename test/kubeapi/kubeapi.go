@@ -113,7 +113,9 @@ func Start(t testing.TB) *Env {
 		"--service-account-key-file=" + saKey, "--service-account-signing-key-file=" + saKey,
 		"--token-auth-file=" + tokens, "--authorization-mode=RBAC",
 		// Pods can be created without the controller-manager's service accounts.
-		"--disable-admission-plugins=ServiceAccount"}
+		"--disable-admission-plugins=ServiceAccount",
+		// As kubeadm and kind run it: the gateway's sysctl init container is privileged.
+		"--allow-privileged=true"}
 
 	cfg := &rest.Config{Host: url, BearerToken: Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
 	env := &Env{Config: cfg, URL: url, Dir: dir, t: t, apiArgs: apiArgs}
