@@ -207,6 +207,15 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	endpoint := net.JoinHostPort(endpointIP(r.cfg.PublicIP, privateIP), strconv.Itoa(r.cfg.ListenPort))
 	sw := &statusLoop{r: r, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: bi.ClusterID},
 		bc: bc, f: f, eng: eng, cidrs: cidrs, clusterID: bi.ClusterID, publicKey: key.PublicKey().String(), endpoint: endpoint}
+	// The clusterset gossip key must be one secret shared by every member
+	// cluster. Nothing the gateway has qualifies: the WireGuard key is per
+	// cluster, the broker CA is public, credentials are per cluster and join
+	// tokens expire. The broker-info file that `meshctl deploy-broker`
+	// writes is the one secret every `meshctl join` is given, so the key
+	// travels there and join copies it into the broker Secret (gossip-key):
+	// no broker-side change, and a key rotation is a re-join. Without it the
+	// gateways do not gossip (gossip is what can move a peer's endpoint, so
+	// it is never run unauthenticated).
 	if bi.GossipKey == nil {
 		log.Warn("the broker Secret has no " + brokersecret.KeyGossip + ": not gossiping with other clusters' gateways, so a remote " +
 			"cluster's failover during a broker outage is learned only when its gateway reaches this one; re-run `meshctl join` to add it")
