@@ -2,9 +2,11 @@ package probe
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -180,5 +182,22 @@ func TestBenchReport(t *testing.T) {
 			t.Fatal(err)
 		}
 		golden.Assert(t, "bench-"+name+".table", b.Bytes())
+	}
+}
+
+func TestStepWait(t *testing.T) {
+	for _, c := range []struct {
+		left time.Duration
+		want time.Duration
+	}{{3 * time.Minute, 40 * time.Second}, {time.Hour, time.Minute}, {25 * time.Second, 10 * time.Second}} {
+		ctx, cancel := context.WithTimeout(context.Background(), c.left)
+		got := StepWait(ctx, 4)
+		cancel()
+		if got < c.want-time.Second || got > c.want {
+			t.Errorf("%s left: %s, want %s", c.left, got, c.want)
+		}
+	}
+	if got := StepWait(context.Background(), 4); got != time.Minute {
+		t.Errorf("no deadline: %s", got)
 	}
 }

@@ -193,11 +193,8 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 
 	// 3. The client in the other cluster.
 	began = time.Now()
-	wait := o.Timeout - time.Since(began) - 15*time.Second
-	if wait < 10*time.Second {
-		wait = 10 * time.Second
-	}
 	steps := run.VerifySteps(server.Status.PodIP)
+	wait := StepWait(rctx, len(steps))
 	var client *corev1.Pod
 	err = p.Run("Running the client in "+pair.ClientID, func(s *progress.Step) error {
 		pod := run.VerifyClient(rep.Client.Node, o.ClientImage, steps, wait.Round(time.Second).String())
@@ -221,6 +218,18 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 	}
 	rep.Steps = append(rep.Steps, Judge(steps, results, client.Status.PodIP, pair.ServerID)...)
 	return rep, nil
+}
+
+// StepWait is how long the client retries each step: the time left, less
+// room for the pod to start and report, shared by the steps, between 10 s
+// and 1 min (a clusterset.local name takes a few seconds to appear).
+func StepWait(ctx context.Context, steps int) time.Duration {
+	left := time.Minute * time.Duration(steps)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl) - 20*time.Second
+	}
+	w := left / time.Duration(max(steps, 1))
+	return min(max(w, 10*time.Second), time.Minute).Round(time.Second)
 }
 
 func waitExportReady(ctx context.Context, c *kube.Cluster, run Run) error {
