@@ -49,6 +49,9 @@ const (
 	// one's waits out the difference before its tunnels come up.
 	SkewWarn = 1500 * time.Millisecond
 	SkewFail = 3 * time.Second
+	// LeaseGrace: the Lease is renewed every 200 ms; its renewals are
+	// timed at 1 s resolution here.
+	LeaseGrace = 2 * time.Second
 	// DefaultMTUOverhead is what the gateway subtracts from the underlay
 	// MTU by default (IPv6 + UDP + WireGuard with room to spare).
 	DefaultMTUOverhead = 80
@@ -267,6 +270,17 @@ func checkActive(f Facts) Finding {
 	if f.StatusWrittenAt.IsZero() || age > StatusFresh {
 		return fail("the active gateway on "+m.Status.ActiveNode+" stopped writing its status: kubectl -n tunnelmesh-system logs on that node's gateway pod",
 			"MeshGateway status last written %s ago (an active gateway writes it every 5s)", age.Round(time.Second))
+	}
+	switch l := f.Lease; {
+	case l == nil || l.Holder == "":
+		return fail("kubectl -n tunnelmesh-system logs -l app.kubernetes.io/component=gateway (on a node labelled tunnelmesh.io/gateway=true)",
+			"the election's Lease tunnelmesh-gateway has no holder, yet the MeshGateway names %s", m.Status.ActiveNode)
+	case f.Now.Sub(l.RenewedAt) > l.Duration+LeaseGrace:
+		return fail("the gateway on "+l.Holder+" stopped renewing: check that node and its gateway pod's logs; a standby takes over once memberlist or the Lease says so",
+			"the Lease holder %s last renewed %s ago (lease %s)", l.Holder, f.Now.Sub(l.RenewedAt).Round(time.Second), l.Duration)
+	case l.Holder != m.Status.ActiveNode:
+		return warn("wait a few seconds (a failover is settling); if it persists, check both gateways' logs",
+			"the Lease is held by %s but the MeshGateway names %s", l.Holder, m.Status.ActiveNode)
 	}
 	if f.BrokerErr == "" {
 		act := activeHosts(f)

@@ -52,6 +52,7 @@ func healthy() Facts {
 			Conditions: []metav1.Condition{{Type: CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match"}},
 		}},
 		StatusWrittenAt: now.Add(-3 * time.Second),
+		Lease:           &Lease{Holder: "east-worker", Duration: 3 * time.Second, RenewedAt: now.Add(-time.Second)},
 		KubeProxy:       KubeProxy{ConfigFound: true, DaemonSet: true, Mode: ""},
 		DNS: DNS{CorefileFound: true, Corefile: `.:53 {
     errors
@@ -112,6 +113,9 @@ func TestEachCheckFails(t *testing.T) {
 		}, "active-gateway", Fail, "no node is labelled"},
 		{"no active", func(f *Facts) { f.MeshGateway.Status.ActiveNode = "" }, "active-gateway", Fail, "no active gateway"},
 		{"stale status", func(f *Facts) { f.StatusWrittenAt = now.Add(-2 * time.Minute) }, "active-gateway", Fail, "last written 2m0s ago"},
+		{"no Lease", func(f *Facts) { f.Lease = nil }, "active-gateway", Fail, "has no holder"},
+		{"Lease not renewed", func(f *Facts) { f.Lease.RenewedAt = now.Add(-20 * time.Second) }, "active-gateway", Fail, "last renewed 20s ago"},
+		{"Lease elsewhere", func(f *Facts) { f.Lease.Holder = "east-worker2" }, "active-gateway", Warn, "held by east-worker2"},
 		{"two active in broker", func(f *Facts) { f.Gateways[1].Active = true }, "active-gateway", Fail, "2 active gateways"},
 		{"broker has none", func(f *Facts) { f.Gateways[0].Stale = true }, "active-gateway", Fail, "no live active gateway"},
 		{"broker disagrees", func(f *Facts) { f.Gateways[0].Active, f.Gateways[1].Active = false, true }, "active-gateway", Warn, "broker's is east-worker2"},
