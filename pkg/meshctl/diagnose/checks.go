@@ -304,9 +304,16 @@ func checkActive(f Facts) Finding {
 // cannot; the DaemonSet mounts it as a CharDevice hostPath, so a node
 // without it leaves the pod ContainerCreating with a FailedMount event.
 func checkTUN(f Facts) Finding {
+	// Events live for an hour: only those of pods still not ready count.
+	notReady := map[string]bool{}
+	for _, p := range f.Pods {
+		if !p.Ready {
+			notReady["pod/"+p.Name] = true
+		}
+	}
 	var problems []string
 	for _, e := range f.Events {
-		if strings.Contains(e.Message, "/dev/net/tun") {
+		if notReady[e.Object] && strings.Contains(e.Message, "/dev/net/tun") {
 			problems = append(problems, fmt.Sprintf("%s: %s", e.Object, e.Message))
 		}
 	}

@@ -120,8 +120,12 @@ func TestEachCheckFails(t *testing.T) {
 		{"broker has none", func(f *Facts) { f.Gateways[0].Stale = true }, "active-gateway", Fail, "no live active gateway"},
 		{"broker disagrees", func(f *Facts) { f.Gateways[0].Active, f.Gateways[1].Active = false, true }, "active-gateway", Warn, "broker's is east-worker2"},
 		{"no TUN device", func(f *Facts) {
-			f.Events = []Event{{Object: "pod/gw-b", Reason: "FailedMount", Message: `MountVolume.SetUp failed for volume "tun" : hostPath type check failed: /dev/net/tun is not a character device`}}
+			f.Pods[0].Ready, f.Pods[0].Waiting = false, "ContainerCreating"
+			f.Events = []Event{{Object: "pod/gw-a", Reason: "FailedMount", Message: `MountVolume.SetUp failed for volume "tun" : hostPath type check failed: /dev/net/tun is not a character device`}}
 		}, "tun-device", Fail, "/dev/net/tun is not a character device"},
+		{"old TUN event of a pod now ready", func(f *Facts) {
+			f.Events = []Event{{Object: "pod/gw-b", Reason: "FailedMount", Message: `hostPath type check failed: /dev/net/tun is not a character device`}}
+		}, "tun-device", Pass, "opened its TUN"},
 		{"TUN open fails", func(f *Facts) {
 			f.Pods[1].LastError = "Error (exit 1): open /dev/net/tun: no such file or directory"
 		}, "tun-device", Fail, "gw-b on east-worker"},
