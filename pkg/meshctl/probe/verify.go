@@ -110,7 +110,7 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 	run := Run{ID: NewRunID(), Kind: "verify"}
 	rep = &VerifyReport{Run: run.ID}
 
-	snodes, err := Nodes(ctx, pair.Server, pair.ServerID, o.EchoImage)
+	snodes, err := Nodes(ctx, pair.Server, pair.ServerID, o.EchoImage, o.ClientImage)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 			o.OnCreate(run)
 		}
 		ns := run.Namespace()
-		if _, err := pair.Server.Client.CoreV1().Pods(ns).Create(rctx, run.EchoServer(rep.Server.Node, o.EchoImage, pair.ServerID), metav1.CreateOptions{FieldManager: kube.FieldManager}); err != nil {
+		if _, err := pair.Server.Client.CoreV1().Pods(ns).Create(rctx, run.EchoServer(rep.Server.Node, o.EchoImage, o.ClientImage, pair.ServerID), metav1.CreateOptions{FieldManager: kube.FieldManager}); err != nil {
 			return fmt.Errorf("create the echo server: %w", err)
 		}
 		if _, err := pair.Server.Client.CoreV1().Services(ns).Create(rctx, run.EchoService(), metav1.CreateOptions{FieldManager: kube.FieldManager}); err != nil {
@@ -325,10 +325,14 @@ func Judge(steps []netprobe.Step, results []netprobe.StepResult, clientIP, serve
 		}
 		detail := fmt.Sprintf("%s %s", s.Kind, s.Target)
 		var rep echoReply
-		if s.Kind != "dns" && json.Unmarshal([]byte(r.Answer), &rep) == nil && rep.PodIP != "" {
-			detail += fmt.Sprintf(": answered by %s on %s/%s", rep.PodIP, rep.Cluster, rep.Node)
-		} else if s.Kind == "dns" {
+		var tp netprobe.Throughput
+		switch {
+		case s.Kind == "dns":
 			detail += " → " + r.Answer
+		case s.Kind == "bulk" && json.Unmarshal([]byte(r.Answer), &tp) == nil:
+			detail += fmt.Sprintf(": %.1f MiB in %.1fs (%.2f Gb/s), full-size TCP segments through the tunnel", float64(tp.Bytes)/(1<<20), tp.Seconds, tp.Gbps)
+		case json.Unmarshal([]byte(r.Answer), &rep) == nil && rep.PodIP != "":
+			detail += fmt.Sprintf(": answered by %s on %s/%s", rep.PodIP, rep.Cluster, rep.Node)
 		}
 		if r.Attempts > 1 {
 			detail += fmt.Sprintf(" (after %d attempts)", r.Attempts)
