@@ -357,7 +357,7 @@ func checkMTU(f Facts) Finding {
 	}
 	switch {
 	case mtu == 0:
-		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it", DefaultMTUOverhead)
+		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it; `meshctl verify` sends full-size segments across", DefaultMTUOverhead)
 	case mtu < 1280:
 		return fail("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - 80", "tunnel MTU %d is below IPv6's minimum 1280", mtu)
 	case mtu > 1500-DefaultMTUOverhead:
