@@ -436,7 +436,7 @@ func checkWireGuard(f Facts) Finding {
 	if m.Status.UpdatedAt != nil {
 		ref = m.Status.UpdatedAt.Time
 	}
-	var ok, problems []string
+	var ok, problems, unhealthy []string
 	for _, r := range m.Status.Remotes {
 		where := r.Cluster
 		if r.Endpoint != "" {
@@ -453,11 +453,18 @@ func checkWireGuard(f Facts) Finding {
 			problems = append(problems, fmt.Sprintf("%s: last handshake %s ago", where, ref.Sub(r.LastHandshake.Time).Round(time.Second)))
 		default:
 			ok = append(ok, fmt.Sprintf("%s %s ago", r.Cluster, ref.Sub(r.LastHandshake.Time).Round(time.Second)))
+			if r.Status != api.StatusConnected {
+				unhealthy = append(unhealthy, fmt.Sprintf("%s is %s: %s", r.Cluster, r.Status, r.Reason))
+			}
 		}
 	}
 	if len(problems) > 0 {
 		return fail("allow UDP 51820 (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them",
 			"%s", strings.Join(problems, "; "))
+	}
+	if len(unhealthy) > 0 {
+		return warn("the WireGuard port passes, but the tunnel is not healthy: `meshctl show connections` and the gateway's logs tell why",
+			"recent handshakes (%s), yet %s", strings.Join(ok, ", "), strings.Join(unhealthy, "; "))
 	}
 	return pass("recent handshakes with every remote gateway: %s", strings.Join(ok, ", "))
 }

@@ -155,6 +155,10 @@ func TestEachCheckFails(t *testing.T) {
 		{"UDP blocked since", func(f *Facts) {
 			f.MeshGateway.Status.Remotes[0].LastHandshake = mt(now.Add(-10 * time.Minute))
 		}, "wireguard-udp", Fail, "last handshake 9m57s ago"},
+		{"handshake but probes unanswered", func(f *Facts) {
+			f.MeshGateway.Status.Remotes[0].Status = api.StatusError
+			f.MeshGateway.Status.Remotes[0].Reason = "handshake ok but health probes unanswered"
+		}, "wireguard-udp", Warn, "west is error: handshake ok but health probes unanswered"},
 		{"clocks apart", func(f *Facts) { f.Nodes[2].ClockOffset = dur(4 * time.Second) }, "clock-skew", Fail, "differ by 3.8s"},
 		{"clocks a bit apart", func(f *Facts) { f.Nodes[2].ClockOffset = dur(2 * time.Second) }, "clock-skew", Warn, "differ by 1.8s"},
 		{"clock off the API server", func(f *Facts) {
