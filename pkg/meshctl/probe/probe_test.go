@@ -154,6 +154,10 @@ func TestParseAndJudge(t *testing.T) {
 	if len(natted) != 2 || natted[1].Result != StepFail || !strings.Contains(natted[1].Detail, "saw 10.2.1.9, not the client's pod IP 10.2.3.3") {
 		t.Errorf("masqueraded: %+v", natted)
 	}
+	// The client's IP unknown: the source step is skipped, not failed.
+	if unknown := Judge(steps[:1], res[:1], "", "east"); unknown[1].Result != StepSkip || (&VerifyReport{Steps: unknown}).Failed() != 0 {
+		t.Errorf("unknown client IP: %+v", unknown)
+	}
 	// A step the client never printed fails as not run.
 	if missing := Judge(steps, res[:2], "10.2.1.9", "east"); missing[4].Result != StepFail || !strings.Contains(missing[4].Detail, "not run") {
 		t.Errorf("missing step: %+v", missing)

@@ -40,6 +40,8 @@ type VerifyOptions struct {
 const (
 	StepPass = "pass"
 	StepFail = "fail"
+	// StepSkip: the step could not be judged (not a failure).
+	StepSkip = "skip"
 )
 
 // StepReport is one line of verify's report.
@@ -62,7 +64,7 @@ type VerifyReport struct {
 func (r *VerifyReport) Failed() int {
 	n := 0
 	for _, s := range r.Steps {
-		if s.Result != StepPass {
+		if s.Result == StepFail {
 			n++
 		}
 	}
@@ -196,13 +198,19 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 	steps := run.VerifySteps(server.Status.PodIP)
 	wait := StepWait(rctx, len(steps))
 	var client *corev1.Pod
+	clientIP := "" // kept from while it ran: a finished pod may lose it
 	err = p.Run("Running the client in "+pair.ClientID, func(s *progress.Step) error {
 		pod := run.VerifyClient(rep.Client.Node, o.ClientImage, steps, wait.Round(time.Second).String())
 		if _, err := pair.Client.Client.CoreV1().Pods(run.Namespace()).Create(rctx, pod, metav1.CreateOptions{FieldManager: kube.FieldManager}); err != nil {
 			return fmt.Errorf("create the client: %w", err)
 		}
 		var err error
-		client, err = WaitPod(rctx, pair.Client, run.Namespace(), pod.Name, Finished)
+		client, err = WaitPod(rctx, pair.Client, run.Namespace(), pod.Name, func(p *corev1.Pod) bool {
+			if p.Status.PodIP != "" {
+				clientIP = p.Status.PodIP
+			}
+			return Finished(p)
+		})
 		return err
 	})
 	if err != nil {
@@ -216,7 +224,7 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 	if err != nil {
 		return stop("client", began, err)
 	}
-	rep.Steps = append(rep.Steps, Judge(steps, results, client.Status.PodIP, pair.ServerID)...)
+	rep.Steps = append(rep.Steps, Judge(steps, results, clientIP, pair.ServerID)...)
 	return rep, nil
 }
 
@@ -343,9 +351,12 @@ func Judge(steps []netprobe.Step, results []netprobe.StepResult, clientIP, serve
 			if err != nil {
 				seen = rep.Client
 			}
-			if seen == clientIP {
+			switch {
+			case clientIP == "":
+				out = append(out, StepReport{Step: "source-ip-kept", Result: StepSkip, Detail: fmt.Sprintf("%s saw %s; the client pod's IP is not known to compare", serverCluster, seen)})
+			case seen == clientIP:
 				out = append(out, StepReport{Step: "source-ip-kept", Result: StepPass, Detail: fmt.Sprintf("%s saw the client's pod IP %s", serverCluster, seen)})
-			} else {
+			default:
 				out = append(out, StepReport{Step: "source-ip-kept", Result: StepFail,
 					Detail: fmt.Sprintf("%s saw %s, not the client's pod IP %s: something masquerades pod traffic on the way (the CNI? run `meshctl diagnose`)", serverCluster, seen, clientIP)})
 			}
