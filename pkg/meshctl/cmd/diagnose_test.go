@@ -102,6 +102,26 @@ func TestDiagnose(t *testing.T) {
 	}
 	renew("east-gw", 0)
 	renew("east-gw2", 6*time.Second)
+	// The election's Lease, held by east-gw; the holder renews it while the test runs.
+	holder, dur := "east-gw", int32(3)
+	renewing := make(chan struct{})
+	t.Cleanup(func() { <-renewing }) // t.Context() ends before cleanups run
+	go func() {
+		defer close(renewing)
+		leases := c.Client.CoordinationV1().Leases(kube.Namespace)
+		for ctx.Err() == nil {
+			rt := metav1.NewMicroTime(time.Now())
+			l, err := leases.Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
+			if err != nil {
+				_, _ = leases.Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-gateway"},
+					Spec: coordv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, RenewTime: &rt}}, metav1.CreateOptions{FieldManager: "gateway"})
+			} else {
+				l.Spec.RenewTime = &rt
+				_, _ = leases.Update(ctx, l, metav1.UpdateOptions{FieldManager: "gateway"})
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
 
 	// Workloads ready as the controllers would report them.
 	dss, _ := c.Client.AppsV1().DaemonSets(kube.Namespace).List(ctx, metav1.ListOptions{})

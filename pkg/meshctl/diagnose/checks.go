@@ -49,6 +49,9 @@ const (
 	// one's waits out the difference before its tunnels come up.
 	SkewWarn = 1500 * time.Millisecond
 	SkewFail = 3 * time.Second
+	// LeaseGrace: the Lease is renewed every 200 ms; its renewals are
+	// timed at 1 s resolution here.
+	LeaseGrace = 2 * time.Second
 	// DefaultMTUOverhead is what the gateway subtracts from the underlay
 	// MTU by default (IPv6 + UDP + WireGuard with room to spare).
 	DefaultMTUOverhead = 80
@@ -268,6 +271,17 @@ func checkActive(f Facts) Finding {
 		return fail("the active gateway on "+m.Status.ActiveNode+" stopped writing its status: kubectl -n tunnelmesh-system logs on that node's gateway pod",
 			"MeshGateway status last written %s ago (an active gateway writes it every 5s)", age.Round(time.Second))
 	}
+	switch l := f.Lease; {
+	case l == nil || l.Holder == "":
+		return fail("kubectl -n tunnelmesh-system logs -l app.kubernetes.io/component=gateway (on a node labelled tunnelmesh.io/gateway=true)",
+			"the election's Lease tunnelmesh-gateway has no holder, yet the MeshGateway names %s", m.Status.ActiveNode)
+	case f.Now.Sub(l.RenewedAt) > l.Duration+LeaseGrace:
+		return fail("the gateway on "+l.Holder+" stopped renewing: check that node and its gateway pod's logs; a standby takes over once memberlist or the Lease says so",
+			"the Lease holder %s last renewed %s ago (lease %s)", l.Holder, f.Now.Sub(l.RenewedAt).Round(time.Second), l.Duration)
+	case l.Holder != m.Status.ActiveNode:
+		return warn("wait a few seconds (a failover is settling); if it persists, check both gateways' logs",
+			"the Lease is held by %s but the MeshGateway names %s", l.Holder, m.Status.ActiveNode)
+	}
 	if f.BrokerErr == "" {
 		act := activeHosts(f)
 		switch {
@@ -290,9 +304,16 @@ func checkActive(f Facts) Finding {
 // cannot; the DaemonSet mounts it as a CharDevice hostPath, so a node
 // without it leaves the pod ContainerCreating with a FailedMount event.
 func checkTUN(f Facts) Finding {
+	// Events live for an hour: only those of pods still not ready count.
+	notReady := map[string]bool{}
+	for _, p := range f.Pods {
+		if !p.Ready {
+			notReady["pod/"+p.Name] = true
+		}
+	}
 	var problems []string
 	for _, e := range f.Events {
-		if strings.Contains(e.Message, "/dev/net/tun") {
+		if notReady[e.Object] && strings.Contains(e.Message, "/dev/net/tun") {
 			problems = append(problems, fmt.Sprintf("%s: %s", e.Object, e.Message))
 		}
 	}
@@ -336,7 +357,7 @@ func checkMTU(f Facts) Finding {
 	}
 	switch {
 	case mtu == 0:
-		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it", DefaultMTUOverhead)
+		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it; `meshctl verify` sends full-size segments across", DefaultMTUOverhead)
 	case mtu < 1280:
 		return fail("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - 80", "tunnel MTU %d is below IPv6's minimum 1280", mtu)
 	case mtu > 1500-DefaultMTUOverhead:
@@ -415,7 +436,7 @@ func checkWireGuard(f Facts) Finding {
 	if m.Status.UpdatedAt != nil {
 		ref = m.Status.UpdatedAt.Time
 	}
-	var ok, problems []string
+	var ok, problems, unhealthy []string
 	for _, r := range m.Status.Remotes {
 		where := r.Cluster
 		if r.Endpoint != "" {
@@ -432,11 +453,18 @@ func checkWireGuard(f Facts) Finding {
 			problems = append(problems, fmt.Sprintf("%s: last handshake %s ago", where, ref.Sub(r.LastHandshake.Time).Round(time.Second)))
 		default:
 			ok = append(ok, fmt.Sprintf("%s %s ago", r.Cluster, ref.Sub(r.LastHandshake.Time).Round(time.Second)))
+			if r.Status != api.StatusConnected {
+				unhealthy = append(unhealthy, fmt.Sprintf("%s is %s: %s", r.Cluster, r.Status, r.Reason))
+			}
 		}
 	}
 	if len(problems) > 0 {
 		return fail("allow UDP 51820 (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them",
 			"%s", strings.Join(problems, "; "))
+	}
+	if len(unhealthy) > 0 {
+		return warn("the WireGuard port passes, but the tunnel is not healthy: `meshctl show connections` and the gateway's logs tell why",
+			"recent handshakes (%s), yet %s", strings.Join(ok, ", "), strings.Join(unhealthy, "; "))
 	}
 	return pass("recent handshakes with every remote gateway: %s", strings.Join(ok, ", "))
 }

@@ -52,6 +52,7 @@ func healthy() Facts {
 			Conditions: []metav1.Condition{{Type: CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match"}},
 		}},
 		StatusWrittenAt: now.Add(-3 * time.Second),
+		Lease:           &Lease{Holder: "east-worker", Duration: 3 * time.Second, RenewedAt: now.Add(-time.Second)},
 		KubeProxy:       KubeProxy{ConfigFound: true, DaemonSet: true, Mode: ""},
 		DNS: DNS{CorefileFound: true, Corefile: `.:53 {
     errors
@@ -112,12 +113,19 @@ func TestEachCheckFails(t *testing.T) {
 		}, "active-gateway", Fail, "no node is labelled"},
 		{"no active", func(f *Facts) { f.MeshGateway.Status.ActiveNode = "" }, "active-gateway", Fail, "no active gateway"},
 		{"stale status", func(f *Facts) { f.StatusWrittenAt = now.Add(-2 * time.Minute) }, "active-gateway", Fail, "last written 2m0s ago"},
+		{"no Lease", func(f *Facts) { f.Lease = nil }, "active-gateway", Fail, "has no holder"},
+		{"Lease not renewed", func(f *Facts) { f.Lease.RenewedAt = now.Add(-20 * time.Second) }, "active-gateway", Fail, "last renewed 20s ago"},
+		{"Lease elsewhere", func(f *Facts) { f.Lease.Holder = "east-worker2" }, "active-gateway", Warn, "held by east-worker2"},
 		{"two active in broker", func(f *Facts) { f.Gateways[1].Active = true }, "active-gateway", Fail, "2 active gateways"},
 		{"broker has none", func(f *Facts) { f.Gateways[0].Stale = true }, "active-gateway", Fail, "no live active gateway"},
 		{"broker disagrees", func(f *Facts) { f.Gateways[0].Active, f.Gateways[1].Active = false, true }, "active-gateway", Warn, "broker's is east-worker2"},
 		{"no TUN device", func(f *Facts) {
-			f.Events = []Event{{Object: "pod/gw-b", Reason: "FailedMount", Message: `MountVolume.SetUp failed for volume "tun" : hostPath type check failed: /dev/net/tun is not a character device`}}
+			f.Pods[0].Ready, f.Pods[0].Waiting = false, "ContainerCreating"
+			f.Events = []Event{{Object: "pod/gw-a", Reason: "FailedMount", Message: `MountVolume.SetUp failed for volume "tun" : hostPath type check failed: /dev/net/tun is not a character device`}}
 		}, "tun-device", Fail, "/dev/net/tun is not a character device"},
+		{"old TUN event of a pod now ready", func(f *Facts) {
+			f.Events = []Event{{Object: "pod/gw-b", Reason: "FailedMount", Message: `hostPath type check failed: /dev/net/tun is not a character device`}}
+		}, "tun-device", Pass, "opened its TUN"},
 		{"TUN open fails", func(f *Facts) {
 			f.Pods[1].LastError = "Error (exit 1): open /dev/net/tun: no such file or directory"
 		}, "tun-device", Fail, "gw-b on east-worker"},
@@ -147,6 +155,10 @@ func TestEachCheckFails(t *testing.T) {
 		{"UDP blocked since", func(f *Facts) {
 			f.MeshGateway.Status.Remotes[0].LastHandshake = mt(now.Add(-10 * time.Minute))
 		}, "wireguard-udp", Fail, "last handshake 9m57s ago"},
+		{"handshake but probes unanswered", func(f *Facts) {
+			f.MeshGateway.Status.Remotes[0].Status = api.StatusError
+			f.MeshGateway.Status.Remotes[0].Reason = "handshake ok but health probes unanswered"
+		}, "wireguard-udp", Warn, "west is error: handshake ok but health probes unanswered"},
 		{"clocks apart", func(f *Facts) { f.Nodes[2].ClockOffset = dur(4 * time.Second) }, "clock-skew", Fail, "differ by 3.8s"},
 		{"clocks a bit apart", func(f *Facts) { f.Nodes[2].ClockOffset = dur(2 * time.Second) }, "clock-skew", Warn, "differ by 1.8s"},
 		{"clock off the API server", func(f *Facts) {

@@ -40,9 +40,19 @@ type Facts struct {
 	// managedFields time, on the API server's clock).
 	MeshGateway     *status.MeshGateway
 	StatusWrittenAt time.Time
+	// Lease is the gateway election's Lease (nil: none).
+	Lease *Lease
 
 	KubeProxy KubeProxy
 	DNS       DNS
+}
+
+// Lease is the election's Lease tunnelmesh-system/tunnelmesh-gateway.
+type Lease struct {
+	Holder   string
+	Duration time.Duration
+	// RenewedAt is when the API server stored the last renewal (its clock).
+	RenewedAt time.Time
 }
 
 // Node is one node as the checks need it.

@@ -25,6 +25,7 @@ const (
 	systemNS        = "kube-system"
 	nodeLeaseNS     = "kube-node-lease"
 	gatewayDS       = "tunnelmesh-gateway"
+	gatewayLease    = "tunnelmesh-gateway" // pkg/k8s/election.DefaultLeaseName
 	gatewayCtr      = "gateway"
 	componentLabel  = "app.kubernetes.io/component"
 	kubeProxyName   = "kube-proxy"
@@ -118,6 +119,18 @@ func Gather(ctx context.Context, c *kube.Cluster) (Facts, error) {
 		return f, err
 	}
 
+	switch l, err := cs.CoordinationV1().Leases(kube.Namespace).Get(ctx, gatewayLease, metav1.GetOptions{}); {
+	case err == nil:
+		f.Lease = &Lease{RenewedAt: writtenAt(l.ManagedFields, "")}
+		if l.Spec.HolderIdentity != nil {
+			f.Lease.Holder = *l.Spec.HolderIdentity
+		}
+		if l.Spec.LeaseDurationSeconds != nil {
+			f.Lease.Duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
+		}
+	case !apierrors.IsNotFound(err):
+		return f, fmt.Errorf("read the gateway Lease: %w", err)
+	}
 	if cm, err := cs.CoreV1().ConfigMaps(systemNS).Get(ctx, kubeProxyName, metav1.GetOptions{}); err == nil {
 		f.KubeProxy.ConfigFound = true
 		f.KubeProxy.Mode = ProxyMode(cm.Data[kubeProxyKey])

@@ -190,8 +190,10 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 		}
 	}
 	var gw *corev1.Node
+	var nodes *corev1.NodeList
 	err = p.Run("Choosing the gateway node", func(s *progress.Step) error {
-		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		var err error
+		nodes, err = c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return cli.Refused(err, "check your access to nodes (`kubectl get nodes`)", "cannot list the nodes of %s", c.Describe())
 		}
@@ -264,6 +266,9 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 
 	// 3. Install and wait.
 	err = p.Run("Installing tunnelmesh", func(s *progress.Step) error {
+		// The images' content as the nodes report it: a rebuilt image
+		// loaded under the same tag rolls the workloads running it.
+		objs := kube.StampImageDigests(objs, kube.ImageDigests(nodes.Items, kube.Images(objs)))
 		if err := c.Apply(ctx, objs); err != nil {
 			return cli.Failed(err, "run join again; it resumes where it stopped", "cannot install the components")
 		}

@@ -103,6 +103,9 @@ func TestParseStep(t *testing.T) {
 	if back, _ := ParseStep(s.String()); back != s {
 		t.Errorf("round trip: %+v", back)
 	}
+	if s, err := ParseStep("b=bulk:10.1.0.7:5201"); err != nil || s.Kind != "bulk" || s.Target != "10.1.0.7:5201" {
+		t.Errorf("bulk: %+v %v", s, err)
+	}
 	for _, bad := range []string{"", "x", "=http:u", "x=ftp:u", "x=http:", "x=http"} {
 		if _, err := ParseStep(bad); err == nil {
 			t.Errorf("%q accepted", bad)
@@ -135,6 +138,13 @@ func TestRunStep(t *testing.T) {
 	if !r.OK || !strings.Contains(r.Answer, "127.0.0.1") {
 		t.Fatalf("dns localhost: %+v", r)
 	}
+	// Bulk: a second of TCP to a benchmark server.
+	addr := serve(t)
+	r = RunStep(t.Context(), Step{Name: "bulk", Kind: "bulk", Target: addr}, time.Second, 5*time.Second)
+	var tp Throughput
+	if !r.OK || json.Unmarshal([]byte(r.Answer), &tp) != nil || tp.Bytes <= 0 || tp.Seconds < 1 {
+		t.Fatalf("bulk: %+v", r)
+	}
 	// UDP: an echo answers; a closed port does not.
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -156,7 +166,7 @@ func TestRunStep(t *testing.T) {
 		t.Fatalf("udp: %+v", r)
 	}
 	closed, _ := net.ListenPacket("udp", "127.0.0.1:0")
-	addr := closed.LocalAddr().String()
+	addr = closed.LocalAddr().String()
 	closed.Close()
 	if r = RunStep(t.Context(), Step{Name: "udp", Kind: "udp", Target: addr}, 200*time.Millisecond, 200*time.Millisecond); r.OK {
 		t.Fatalf("udp to a closed port: %+v", r)

@@ -2,6 +2,7 @@ package netprobe
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +13,9 @@ import (
 )
 
 // Step is one connectivity check a client pod runs: Kind http (GET URL),
-// dns (A/AAAA of a name) or udp (a datagram to HOST:PORT, a reply awaited).
+// dns (A/AAAA of a name), udp (a datagram to HOST:PORT, a reply awaited) or
+// bulk (one second of TCP to a benchmark server at HOST:PORT: full-size
+// segments, so a path whose MTU or MSS clamp is wrong stalls here).
 type Step struct {
 	Name   string
 	Kind   string
@@ -33,12 +36,15 @@ func ParseStep(arg string) (Step, error) {
 		return Step{}, fmt.Errorf("step %q: want NAME=KIND:TARGET", arg)
 	}
 	switch kind {
-	case "http", "dns", "udp":
+	case "http", "dns", "udp", "bulk":
 	default:
-		return Step{}, fmt.Errorf("step %q: kind %q is not http, dns or udp", arg, kind)
+		return Step{}, fmt.Errorf("step %q: kind %q is not http, dns, udp or bulk", arg, kind)
 	}
 	return Step{Name: name, Kind: kind, Target: target}, nil
 }
+
+// BulkDuration is how long a bulk step sends.
+const BulkDuration = time.Second
 
 // StepResult is one step's outcome. Millis is the time until it succeeded
 // (retries included: a name that resolves after 3 s of propagation took 3 s),
@@ -127,6 +133,13 @@ func attempt(ctx context.Context, s Step) (string, error) {
 			return "", fmt.Errorf("no reply: %w", err)
 		}
 		return string(buf[:n]), nil
+	case "bulk":
+		t, err := MeasureThroughput(ctx, s.Target, BulkDuration)
+		if err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(t)
+		return string(b), err
 	}
 	return "", fmt.Errorf("unknown step kind %q", s.Kind)
 }

@@ -2,9 +2,11 @@ package probe
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -20,7 +22,7 @@ func TestSpecs(t *testing.T) {
 	if r.Namespace() != "tmesh-verify-abc123" || r.Selector() != RunLabel+"=abc123" {
 		t.Fatalf("names: %s %s", r.Namespace(), r.Selector())
 	}
-	srv := r.EchoServer("east-worker", EchoImage, "east")
+	srv := r.EchoServer("east-worker", EchoImage, ClientImage, "east")
 	steps := r.VerifySteps("10.1.0.7")
 	cl := r.VerifyClient("west-worker", ClientImage, steps, "2m0s")
 	bs := r.BenchServer("east-worker", ClientImage)
@@ -37,14 +39,15 @@ func TestSpecs(t *testing.T) {
 			t.Errorf("%s: pull policy", p.Name)
 		}
 	}
-	if srv.Spec.NodeName != "east-worker" || srv.Spec.RestartPolicy != corev1.RestartPolicyAlways || srv.Spec.Containers[0].Image != EchoImage {
+	if srv.Spec.NodeName != "east-worker" || srv.Spec.RestartPolicy != corev1.RestartPolicyAlways || srv.Spec.Containers[0].Image != EchoImage ||
+		len(srv.Spec.Containers) != 2 || srv.Spec.Containers[1].Image != ClientImage || strings.Join(srv.Spec.Containers[1].Args, " ") != "bench-server -listen=:5201" {
 		t.Errorf("server: %+v", srv.Spec)
 	}
 	if cl.Spec.RestartPolicy != corev1.RestartPolicyNever || cl.Spec.NodeName != "west-worker" {
 		t.Errorf("client: %+v", cl.Spec)
 	}
 	args := strings.Join(cl.Spec.Containers[0].Args, " ")
-	for _, want := range []string{"-wait 2m0s", "steps", "pod-ip-tcp=http:http://10.1.0.7:8080/verify", "pod-ip-udp=udp:10.1.0.7:8080",
+	for _, want := range []string{"-wait 2m0s", "steps", "pod-ip-tcp=http:http://10.1.0.7:8080/verify", "pod-ip-udp=udp:10.1.0.7:8080", "pod-ip-bulk=bulk:10.1.0.7:5201",
 		"clusterset-dns=dns:echo.tmesh-verify-abc123.svc.clusterset.local", "clusterset-tcp=http:http://echo.tmesh-verify-abc123.svc.clusterset.local:8080/verify"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("client args lack %q: %s", want, args)
@@ -123,11 +126,12 @@ func TestParseAndJudge(t *testing.T) {
 	logs := `netclient: something on stderr
 {"step":"pod-ip-tcp","ok":true,"millis":12.5,"attempts":1,"answer":"{\"podIP\":\"10.1.0.7\",\"cluster\":\"east\",\"node\":\"east-worker\",\"client\":\"10.2.1.9:40312\",\"proto\":\"http\"}"}
 {"step":"pod-ip-udp","ok":true,"millis":3.1,"attempts":1,"answer":"{\"podIP\":\"10.1.0.7\",\"cluster\":\"east\",\"node\":\"east-worker\",\"client\":\"10.2.1.9:5555\",\"proto\":\"udp\"}"}
+{"step":"pod-ip-bulk","ok":true,"millis":1004,"attempts":1,"answer":"{\"kind\":\"throughput\",\"bytes\":157286400,\"seconds\":1.004,\"gbps\":1.253}"}
 {"step":"clusterset-dns","ok":true,"millis":3200,"attempts":7,"answer":"10.96.1.200"}
 {"step":"clusterset-tcp","ok":false,"millis":60000,"attempts":99,"error":"dial tcp 10.96.1.200:8080: i/o timeout"}
 `
 	res, err := ParseSteps(logs)
-	if err != nil || len(res) != 4 {
+	if err != nil || len(res) != 5 {
 		t.Fatalf("ParseSteps: %v %v", res, err)
 	}
 	if _, err := ParseSteps("exec format error\n"); err == nil || !strings.Contains(err.Error(), "exec format error") {
@@ -150,8 +154,12 @@ func TestParseAndJudge(t *testing.T) {
 	if len(natted) != 2 || natted[1].Result != StepFail || !strings.Contains(natted[1].Detail, "saw 10.2.1.9, not the client's pod IP 10.2.3.3") {
 		t.Errorf("masqueraded: %+v", natted)
 	}
+	// The client's IP unknown: the source step is skipped, not failed.
+	if unknown := Judge(steps[:1], res[:1], "", "east"); unknown[1].Result != StepSkip || (&VerifyReport{Steps: unknown}).Failed() != 0 {
+		t.Errorf("unknown client IP: %+v", unknown)
+	}
 	// A step the client never printed fails as not run.
-	if missing := Judge(steps, res[:2], "10.2.1.9", "east"); missing[3].Result != StepFail || !strings.Contains(missing[3].Detail, "not run") {
+	if missing := Judge(steps, res[:2], "10.2.1.9", "east"); missing[4].Result != StepFail || !strings.Contains(missing[4].Detail, "not run") {
 		t.Errorf("missing step: %+v", missing)
 	}
 }
@@ -180,5 +188,22 @@ func TestBenchReport(t *testing.T) {
 			t.Fatal(err)
 		}
 		golden.Assert(t, "bench-"+name+".table", b.Bytes())
+	}
+}
+
+func TestStepWait(t *testing.T) {
+	for _, c := range []struct {
+		left time.Duration
+		want time.Duration
+	}{{3 * time.Minute, 40 * time.Second}, {time.Hour, time.Minute}, {25 * time.Second, 10 * time.Second}} {
+		ctx, cancel := context.WithTimeout(context.Background(), c.left)
+		got := StepWait(ctx, 4)
+		cancel()
+		if got < c.want-time.Second || got > c.want {
+			t.Errorf("%s left: %s, want %s", c.left, got, c.want)
+		}
+	}
+	if got := StepWait(context.Background(), 4); got != time.Minute {
+		t.Errorf("no deadline: %s", got)
 	}
 }

@@ -121,11 +121,16 @@ func (r Run) pod(name, role, node, image string, args []string, restart corev1.R
 }
 
 // EchoServer is verify's server pod: the echoserver answering HTTP and UDP
-// with who answered and the client address it saw.
-func (r Run) EchoServer(node, image, clusterID string) *corev1.Pod {
-	return r.pod("echo-server", "server", node, image, []string{"-listen=:" + strconv.Itoa(EchoPort)}, corev1.RestartPolicyAlways,
+// with who answered and the client address it saw, and beside it a
+// benchmark server (benchImage) for the bulk-transfer step.
+func (r Run) EchoServer(node, image, benchImage, clusterID string) *corev1.Pod {
+	p := r.pod("echo-server", "server", node, image, []string{"-listen=:" + strconv.Itoa(EchoPort)}, corev1.RestartPolicyAlways,
 		[]corev1.EnvVar{fieldEnv("POD_IP", "status.podIP"), fieldEnv("NODE_NAME", "spec.nodeName"), fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 			{Name: "CLUSTER_NAME", Value: clusterID}})
+	bench := r.BenchServer(node, benchImage).Spec.Containers[0]
+	bench.Name = "bench"
+	p.Spec.Containers = append(p.Spec.Containers, bench)
+	return p
 }
 
 // EchoService selects the echo server, TCP and UDP on EchoPort.
@@ -167,6 +172,7 @@ func (r Run) VerifySteps(serverIP string) []netprobe.Step {
 	return []netprobe.Step{
 		{Name: StepPodIPTCP, Kind: "http", Target: "http://" + hp(serverIP) + "/verify"},
 		{Name: StepPodIPUDP, Kind: "udp", Target: hp(serverIP)},
+		{Name: StepPodIPBulk, Kind: "bulk", Target: fmt.Sprintf("%s:%d", serverIP, BenchPort)},
 		{Name: StepDNS, Kind: "dns", Target: r.ClusterSetName()},
 		{Name: StepServiceTCP, Kind: "http", Target: "http://" + hp(r.ClusterSetName()) + "/verify"},
 	}
@@ -176,6 +182,7 @@ func (r Run) VerifySteps(serverIP string) []netprobe.Step {
 const (
 	StepPodIPTCP   = "pod-ip-tcp"
 	StepPodIPUDP   = "pod-ip-udp"
+	StepPodIPBulk  = "pod-ip-bulk"
 	StepDNS        = "clusterset-dns"
 	StepServiceTCP = "clusterset-tcp"
 )

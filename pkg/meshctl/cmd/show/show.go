@@ -26,10 +26,12 @@ func New(e *env.Env) *cobra.Command {
 	var af access.Flags
 	cmd := &cobra.Command{
 		Use:   "show",
-		Short: "Show the clusterset: clusters, gateways, connections, exports, a graph",
+		Short: "Show the clusterset: clusters, gateways, connections, exports, imports, a graph",
 		Long: `Show what the broker knows. The broker and a credential come from the current
 cluster's Secret tunnelmesh-system/tunnelmesh-broker (a member cluster), or from
---broker-info/--broker-url with --credential-file (the admin or a cluster credential).`,
+--broker-info/--broker-url with --credential-file (the admin or a cluster credential).
+A cluster credential shows only its own cluster's gateway status.
+` + "`show imports`" + ` reads the current cluster's ServiceImports instead (no broker).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
