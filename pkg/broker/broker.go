@@ -132,6 +132,8 @@ type Broker struct {
 	// follow reports other replicas' commits (nil for a bbolt store).
 	follow       <-chan store.Batch
 	followCancel context.CancelFunc
+	// shared: other replicas write the store too (set once in New).
+	shared bool
 	// maxChanges caps the changes of one commit (0: no cap).
 	maxChanges int
 
@@ -221,6 +223,7 @@ func New(cfg Config) (*Broker, error) {
 		b.maxChanges = l.MaxChanges()
 	}
 	b.startFollow()
+	b.shared = b.follow != nil
 	b.creds.Store(newAuthTable(st))
 	b.metrics = newMetrics(b)
 	b.wg.Add(2)
@@ -672,6 +675,29 @@ func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, s
 	}
 	b.logMu.RUnlock()
 	return lines, next, false, notify
+}
+
+// awaitRevision waits up to max for this replica to have applied rev: a
+// watcher failing over from a replica that was ahead resumes here without
+// a snapshot when this one catches up in time.
+func (b *Broker) awaitRevision(ctx context.Context, rev int64, max time.Duration) {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for {
+		b.logMu.RLock()
+		cur, notify := b.logRev, b.notify
+		b.logMu.RUnlock()
+		if cur >= rev {
+			return
+		}
+		select {
+		case <-notify:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // snapshotLine encodes the current state as one SNAPSHOT event, reusing the
