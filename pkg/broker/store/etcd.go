@@ -93,7 +93,6 @@ func OpenEtcd(ctx context.Context, cfg EtcdConfig, create bool) (*Etcd, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
-		AutoSyncInterval:     time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd store: connect %v: %w", cfg.Endpoints, err)
