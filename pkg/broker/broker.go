@@ -132,6 +132,8 @@ type Broker struct {
 	// follow reports other replicas' commits (nil for a bbolt store).
 	follow       <-chan store.Batch
 	followCancel context.CancelFunc
+	// shared: other replicas write the store too (set once in New).
+	shared bool
 	// maxChanges caps the changes of one commit (0: no cap).
 	maxChanges int
 
@@ -221,6 +223,7 @@ func New(cfg Config) (*Broker, error) {
 		b.maxChanges = l.MaxChanges()
 	}
 	b.startFollow()
+	b.shared = b.follow != nil
 	b.creds.Store(newAuthTable(st))
 	b.metrics = newMetrics(b)
 	b.wg.Add(2)
@@ -323,6 +326,10 @@ func (b *Broker) failPending() {
 	}
 }
 
+// commitTimeout bounds one commit, so that a store that lost its quorum
+// fails writes instead of holding them forever.
+const commitTimeout = 30 * time.Second
+
 // maxConflictRetries bounds how often one batch is re-validated after
 // other replicas won the commit; each retry follows at least one commit.
 const maxConflictRetries = 50
@@ -355,7 +362,9 @@ func (b *Broker) commitBatch(batch []*writeReq) (rest []*writeReq) {
 			break
 		}
 		begin := time.Now()
-		version, err := b.store.Commit(context.Background(), b.version, t.changes, b.st.rev, b.cfg.LogRetention)
+		cctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		version, err := b.store.Commit(cctx, b.version, t.changes, b.st.rev, b.cfg.LogRetention)
+		cancel()
 		b.metrics.commitSeconds.Observe(time.Since(begin).Seconds())
 		if errors.Is(err, store.ErrConflict) {
 			b.metrics.conflicts.Inc()
@@ -372,10 +381,11 @@ func (b *Broker) commitBatch(batch []*writeReq) (rest []*writeReq) {
 		}
 		b.metrics.batchSize.Observe(float64(len(batch)))
 		if err != nil {
-			b.log.Error("commit failed; reloading state from the store", "err", err)
-			if rerr := b.reload(); rerr != nil {
-				b.log.Error("reload after failed commit", "err", rerr)
-			}
+			// Back to the last committed state. bbolt wrote nothing; an
+			// etcd transaction that did commit after all (a timeout after
+			// raft agreed) arrives through Follow like another replica's.
+			b.log.Error("commit failed; changes undone", "err", err)
+			t.rollback(start)
 			msg := "storage write failed; retry"
 			if errors.Is(err, store.ErrTooLarge) {
 				msg = "this change is too large for one store transaction: " + err.Error()
@@ -550,7 +560,9 @@ func (b *Broker) publish(changes []store.Change, events []logEntry) {
 
 // reload replaces the in-memory state with the store's. Caller holds mu.
 func (b *Broker) reload() error {
-	loaded, err := b.store.Load(context.Background(), b.cfg.LogRetention)
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	loaded, err := b.store.Load(ctx, b.cfg.LogRetention)
 	if err != nil {
 		return err
 	}
@@ -663,6 +675,29 @@ func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, s
 	}
 	b.logMu.RUnlock()
 	return lines, next, false, notify
+}
+
+// awaitRevision waits up to max for this replica to have applied rev: a
+// watcher failing over from a replica that was ahead resumes here without
+// a snapshot when this one catches up in time.
+func (b *Broker) awaitRevision(ctx context.Context, rev int64, max time.Duration) {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for {
+		b.logMu.RLock()
+		cur, notify := b.logRev, b.notify
+		b.logMu.RUnlock()
+		if cur >= rev {
+			return
+		}
+		select {
+		case <-notify:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // snapshotLine encodes the current state as one SNAPSHOT event, reusing the

@@ -17,6 +17,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store/etcdtest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 )
@@ -300,4 +301,57 @@ func TestReplicasShareGatewayLiveness(t *testing.T) {
 		t.Fatalf("status on B: %+v, %v; want the heartbeat A took", st, err)
 	}
 	onB.until(t, "stale once heartbeats stop", 10*time.Second, func(ev api.Event) bool { return ev.Gateway != nil && ev.Gateway.Stale })
+}
+
+// slowFollow delays every commit another replica made by d, as a replica
+// that lags behind would see them.
+type slowFollow struct {
+	*store.Etcd
+	d time.Duration
+}
+
+func (s slowFollow) Follow(ctx context.Context, after int64) <-chan store.Batch {
+	in := s.Etcd.Follow(ctx, after)
+	out := make(chan store.Batch)
+	go func() {
+		defer close(out)
+		for b := range in {
+			time.Sleep(s.d)
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// TestWatchResumesOnALaggingReplica: a watcher moving to a replica that has
+// not yet applied the watcher's revision gets the changes after it, not a
+// snapshot, once the replica catches up.
+func TestWatchResumesOnALaggingReplica(t *testing.T) {
+	ec, dir := etcdClusterset(t)
+	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm")})
+	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: slowFollow{ec.Open(t, "/tm"), time.Second}})
+	ctx := ctxT(t)
+	east, _ := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
+	if err := east.PublishExport(ctx, export("east", "ns", "one")); err != nil {
+		t.Fatal(err)
+	}
+	at, err := east.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Broker.Revision() >= at.Revision {
+		t.Fatalf("replica B already at %d: the test needs it behind %d", b.Broker.Revision(), at.Revision)
+	}
+	col := watchAll(t, b.Client(east.Credential()), at.Revision)
+	if err := east.PublishExport(ctx, export("east", "ns", "two")); err != nil {
+		t.Fatal(err)
+	}
+	ev := col.until(t, "the next change on B", 20*time.Second, func(api.Event) bool { return true })
+	if ev.Type != api.EventPut || ev.Revision != at.Revision+1 {
+		t.Fatalf("first event on the lagging replica: %s at %d, want PUT at %d", ev.Type, ev.Revision, at.Revision+1)
+	}
 }

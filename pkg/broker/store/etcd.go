@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -53,6 +54,9 @@ type Etcd struct {
 	cli    *clientv3.Client
 	prefix string
 	maxOps int
+
+	leaseMu sync.Mutex
+	lease   clientv3.LeaseID // of this handle's presence key
 }
 
 var _ Store = (*Etcd)(nil)
@@ -89,7 +93,6 @@ func OpenEtcd(ctx context.Context, cfg EtcdConfig, create bool) (*Etcd, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
-		AutoSyncInterval:     time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd store: connect %v: %w", cfg.Endpoints, err)
@@ -237,9 +240,12 @@ func (s *Etcd) Commit(ctx context.Context, base int64, changes []Change, revisio
 		}
 		ops = append(ops, clientv3.OpPut(s.logKey(logged[len(logged)-1].Revision), string(v)))
 		if retain > 0 && revision > int64(retain) {
-			// Entries whose last revision is at most revision-retain; the
-			// bound is below this commit's own log key.
-			ops = append(ops, clientv3.OpDelete(s.logKey(0), clientv3.WithRange(s.logKey(revision-int64(retain)+1))))
+			// Entries whose last revision is at most revision-retain and
+			// above what the previous commit trimmed: the range stays as
+			// small as the commit (etcd scans deleted keys until it
+			// compacts). The bound is below this commit's own log key.
+			from := max(0, revision-int64(len(logged))-int64(retain)+1)
+			ops = append(ops, clientv3.OpDelete(s.logKey(from), clientv3.WithRange(s.logKey(revision-int64(retain)+1))))
 		}
 	}
 	// Last, so that followers see the commit's end (see Follow).
@@ -358,12 +364,24 @@ func (s *Etcd) addEvent(b *Batch, ev *clientv3.Event) (done bool, err error) {
 
 // PutPresence stores this replica's liveness summary for ttl; it is no
 // revision and no watch event.
+// The key lives on a lease, renewed at each call, so a replica that stops
+// leaves no summary behind.
 func (s *Etcd) PutPresence(ctx context.Context, replica string, data []byte, ttl time.Duration) error {
-	lease, err := s.cli.Grant(ctx, int64(max(ttl/time.Second, 5)))
-	if err != nil {
-		return fmt.Errorf("presence lease: %w", err)
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if s.lease != 0 {
+		if _, err := s.cli.KeepAliveOnce(ctx, s.lease); err != nil {
+			s.lease = 0 // expired (or etcd lost it): take a new one
+		}
 	}
-	if _, err := s.cli.Put(ctx, s.key("presence", replica), string(data), clientv3.WithLease(lease.ID)); err != nil {
+	if s.lease == 0 {
+		l, err := s.cli.Grant(ctx, int64(max(ttl/time.Second, 5)))
+		if err != nil {
+			return fmt.Errorf("presence lease: %w", err)
+		}
+		s.lease = l.ID
+	}
+	if _, err := s.cli.Put(ctx, s.key("presence", replica), string(data), clientv3.WithLease(s.lease)); err != nil {
 		return fmt.Errorf("presence: %w", err)
 	}
 	return nil
