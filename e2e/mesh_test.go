@@ -176,22 +176,33 @@ func TestMesh(t *testing.T) {
 	}
 	hold("%s", msg)
 
-	t.Run("PodToPod", func(t *testing.T) { testPodToPod(ctx, t, east, west) })
-	t.Run("UDPAndLargePayloads", func(t *testing.T) { testUDPAndLargePayloads(ctx, t, east, west) })
-	t.Run("ServiceClusterIP", func(t *testing.T) { testServiceClusterIP(ctx, t, east, west) })
-	t.Run("ServiceExport", func(t *testing.T) { testServiceExport(ctx, t, east, west) })
-	t.Run("Show", func(t *testing.T) {
-		for _, args := range [][]string{{"show", "all"}, {"show", "graph"}, {"show", "connections", "-o", "json"}} {
-			if _, err := meshctl(ctx, t, east.Cluster, args...); err != nil {
-				t.Error(err)
-			}
+	// Each subtest gathers logs when it fails, before later ones change
+	// the clusters.
+	sub := func(name string, f func(context.Context, *testing.T, meshCluster, meshCluster)) {
+		t.Run(name, func(t *testing.T) {
+			gatherOnFailure(t, east, west)
+			f(ctx, t, east, west)
+		})
+	}
+	sub("PodToPod", testPodToPod)
+	sub("UDPAndLargePayloads", testUDPAndLargePayloads)
+	sub("ServiceClusterIP", testServiceClusterIP)
+	sub("ServiceExport", testServiceExport)
+	sub("Show", testShow)
+	sub("FailoverPodKill", testFailover)
+	sub("FailoverNodeStop", testNodeStopFailover)
+	sub("BrokerOutage", testBrokerOutage)
+	sub("Leave", testLeave)
+	sub("Uninstall", func(ctx context.Context, t *testing.T, east, west meshCluster) { testUninstall(ctx, t, west, east) })
+}
+
+// testShow: meshctl's views of the linked clusters succeed.
+func testShow(ctx context.Context, t *testing.T, east, _ meshCluster) {
+	for _, args := range [][]string{{"show", "all"}, {"show", "graph"}, {"show", "connections", "-o", "json"}} {
+		if _, err := meshctl(ctx, t, east.Cluster, args...); err != nil {
+			t.Error(err)
 		}
-	})
-	t.Run("FailoverPodKill", func(t *testing.T) { testFailover(ctx, t, east, west) })
-	t.Run("FailoverNodeStop", func(t *testing.T) { testNodeStopFailover(ctx, t, east, west) })
-	t.Run("BrokerOutage", func(t *testing.T) { testBrokerOutage(ctx, t, east, west) })
-	t.Run("Leave", func(t *testing.T) { testLeave(ctx, t, east, west) })
-	t.Run("Uninstall", func(t *testing.T) { testUninstall(ctx, t, west, east) })
+	}
 }
 
 // gatewayStarted returns when the container of c's active gateway pod
@@ -274,7 +285,7 @@ func checkClient(t *testing.T, from meshCluster, node string, r kindbed.EchoRepl
 }
 
 // testServiceClusterIP: a pod reaches the other cluster's Service by its
-// ClusterIP (service CIDRs are routed through the tunnel).
+// ClusterIP over TCP and UDP (service CIDRs are routed through the tunnel).
 func testServiceClusterIP(ctx context.Context, t *testing.T, east, west meshCluster) {
 	for _, pair := range [][2]meshCluster{{east, west}, {west, east}} {
 		from, to := pair[0], pair[1]
@@ -299,6 +310,20 @@ func testServiceClusterIP(ctx context.Context, t *testing.T, east, west meshClus
 			t.Errorf("%s → %s: answered by cluster %q", from.id, url, r.Cluster)
 		}
 		checkClient(t, from, nodes[len(nodes)-1], r)
+		// UDP through the same Service (kube-proxy's UDP rules, then the tunnel)
+		addr := fmt.Sprintf("%s:%d", svc.Spec.ClusterIP, kindbed.EchoPort)
+		out, err := from.RunCheck(ctx, nodes[len(nodes)-1], "-wait", "30s", "-timeout", "2s", "udp", addr)
+		if err != nil {
+			t.Errorf("UDP %s → %s Service %s: %v", from.id, to.id, addr, err)
+			continue
+		}
+		if r, err := kindbed.ParseEcho(out); err != nil {
+			t.Error(err)
+		} else if r.Cluster != to.Spec.Name {
+			t.Errorf("UDP %s → %s: answered by cluster %q", from.id, addr, r.Cluster)
+		} else {
+			checkClient(t, from, nodes[len(nodes)-1], r)
+		}
 	}
 }
 
@@ -394,9 +419,8 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gap, resumed, _ := rep.outageAfter(killed)
-	hold("failover, active gateway pod killed (%s → %s): new active after %s; the flow moved again %s after the kill (longest gap %s; %d/%d probes answered)",
-		old, newActive, toActive.Round(time.Millisecond), resumed.Round(time.Millisecond), gap.Round(time.Millisecond), rep.OK, rep.Sent)
+	hold("failover, active gateway pod killed (%s → %s): new active %s after the kill; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
+		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent, rep.gapsSince(killed))
 	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
 	r, err := east.GetEcho(ctx, plainWorker, url)
 	if err != nil {

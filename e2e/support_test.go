@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,11 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
+
+// gathered is set once a failed test has gathered logs, so that its
+// parent (TestMesh, which fails with it) does not gather them again after
+// later subtests have changed the clusters.
+var gathered atomic.Bool
 
 // held collects the figures the issue holds the mesh to; TestMesh prints
 // them at its end, passed or failed.
@@ -70,9 +76,10 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 // by TestMain when the run fails.
 func gatherOnFailure(t *testing.T, clusters ...meshCluster) {
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() || gathered.Load() {
 			return
 		}
+		gathered.Store(true)
 		dir := filepath.Join(logRoot(), unsafeName.ReplaceAllString(t.Name(), "_"))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Logf("gather: %v", err)
@@ -195,21 +202,31 @@ func (f *flow) wait() (flowReport, error) {
 	return f.rep, nil
 }
 
-// outageAfter returns the longest gap of the flow that ended after at:
-// how long the traffic stood still around an event at that time, and when
-// it moved again, measured from at.
-func (r flowReport) outageAfter(at time.Time) (gap, resumed time.Duration, found bool) {
+// failoverGap returns the gap of the flow that began within 3 s after at
+// (or spans it): the traffic's outage around an event at that time, and
+// when the traffic moved again, measured from at.
+func (r flowReport) failoverGap(at time.Time) (gap, resumed time.Duration, found bool) {
 	ms := at.UnixMilli()
 	for _, g := range r.Gaps {
-		if g.ToMs < ms {
-			continue
-		}
-		d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond
-		if d > gap {
-			gap, resumed, found = d, time.Duration(g.ToMs-ms)*time.Millisecond, true
+		if g.ToMs >= ms && g.FromMs <= ms+3000 {
+			return time.Duration(g.ToMs-g.FromMs) * time.Millisecond, time.Duration(g.ToMs-ms) * time.Millisecond, true
 		}
 	}
-	return gap, resumed, found
+	return 0, 0, false
+}
+
+// gapsSince describes every gap of the flow relative to at, e.g.
+// "+0.1s…+0.4s (300ms)".
+func (r flowReport) gapsSince(at time.Time) string {
+	var parts []string
+	for _, g := range r.Gaps {
+		from, to := time.UnixMilli(g.FromMs).Sub(at), time.UnixMilli(g.ToMs).Sub(at)
+		parts = append(parts, fmt.Sprintf("%+.1fs…%+.1fs (%s)", from.Seconds(), to.Seconds(), (to-from).Round(time.Millisecond)))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // waitFlowRunning waits until the flow's pod is probing (its first answers
