@@ -104,7 +104,11 @@ func (f *follower) view() (api.Snapshot, bool) {
 	}
 	v, over := gossip.Overlay(*f.snap, f.local, f.remotes)
 	if !slices.Equal(over, f.overlaid) && f.log != nil {
-		f.log.Info("endpoints of remote clusters' new active gateways from gossip (newer than the broker's records)", "clusters", over)
+		if len(over) > 0 {
+			f.log.Info("endpoints of remote clusters' new active gateways from gossip (newer than the broker's records)", "clusters", over)
+		} else {
+			f.log.Info("the broker's records of every remote cluster are current again; gossip overrides nothing")
+		}
 	}
 	f.overlaid = over
 	return v, true
