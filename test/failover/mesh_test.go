@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,7 +79,6 @@ type mesh struct {
 	procs      map[string]*testbed.Proc
 	extraArgs  []string
 	podA, podB netns.NsHandle
-	spawns     chan func()
 	// Cluster B's apiserver when it runs in Kubernetes.
 	envB        *kubeapi.Env
 	clientB     kubernetes.Interface
@@ -92,21 +90,9 @@ func newMesh(t testing.TB) *mesh { return newMeshWith(t, options{}) }
 
 func newMeshWith(t testing.TB, o options) *mesh {
 	testbed.Require(t)
-	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}, spawns: make(chan func()), opts: o}
-	// Processes (etcd, kube-apiserver, gateways) are started from one OS
-	// thread that lives as long as the test: they are started with
-	// Pdeathsig, which fires when the *thread* that forked them exits, and
-	// nsenter.Do ends the threads it runs on, so a process forked from an
-	// arbitrary thread would be killed at a random moment.
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the test
-		for f := range m.spawns {
-			f()
-		}
-	}()
-	t.Cleanup(func() { close(m.spawns) })
+	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}, opts: o}
 	m.bin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/gateway")
-	m.onSpawner(func() { m.env = kubeapi.Start(t) })
+	m.env = kubeapi.Start(t)
 	m.client = m.env.Client(t)
 	var err error
 	if m.dyn, err = dynamic.NewForConfig(m.env.Config); err != nil {
@@ -118,7 +104,7 @@ func newMeshWith(t testing.TB, o options) *mesh {
 	}
 	k8stest.Apply(t, m.env.Config, objs)
 	if o.bInK8s {
-		m.onSpawner(func() { m.envB = kubeapi.Start(t) })
+		m.envB = kubeapi.Start(t)
 		m.clientB = m.envB.Client(t)
 		k8stest.Apply(t, m.envB.Config, objs)
 	}
@@ -361,25 +347,9 @@ func (m *mesh) start(name string) {
 	m.procs[name] = m.startProc(name, args...)
 }
 
-// startProc runs the gateway binary in the namespace of name, forked from
-// the spawner thread.
+// startProc runs the gateway binary in the namespace of name.
 func (m *mesh) startProc(name string, args ...string) *testbed.Proc {
-	var p *testbed.Proc
-	m.onSpawner(func() { p = m.bed.Start(m.nsOf[name], name, nil, m.bin, args...) })
-	return p
-}
-
-// onSpawner runs f on the spawner thread and waits for it.
-func (m *mesh) onSpawner(f func()) {
-	done := make(chan struct{})
-	m.spawns <- func() {
-		defer close(done) // also when f fails the test (Goexit)
-		f()
-	}
-	<-done
-	if m.t.Failed() {
-		m.t.FailNow()
-	}
+	return m.bed.Start(m.nsOf[name], name, nil, m.bin, args...)
 }
 
 func (m *mesh) dumpLogs() {

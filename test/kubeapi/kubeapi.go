@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -198,7 +199,9 @@ func start(t testing.TB, dir, name, bin string, args ...string) *proc {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// From testbed's forker thread: forked from an arbitrary thread, the
+	// Pdeathsig could fire when that thread ends (see testbed.StartCmd).
+	if err := testbed.StartCmd(cmd); err != nil {
 		t.Fatalf("kubeapi: start %s: %v", name, err)
 	}
 	p := &proc{name: name, logPath: logPath, cmd: cmd, log: log, exited: make(chan struct{})}

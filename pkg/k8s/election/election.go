@@ -642,35 +642,6 @@ func streamLease(ctx context.Context, lc leaseClient, name string, log *slog.Log
 	return nil
 }
 
-// Observe follows the gateway Lease without campaigning (route agents, status
-// readers): fn gets State{Role: Standby, Holder, Epoch} at start and whenever
-// the holder or epoch changes. It returns when ctx ends (nil) or when the
-// Lease may not be read.
-func Observe(ctx context.Context, client kubernetes.Interface, namespace, leaseName string, fn func(State)) error {
-	if namespace == "" {
-		namespace = DefaultNamespace
-	}
-	if leaseName == "" {
-		leaseName = DefaultLeaseName
-	}
-	var last *State
-	var lastRV string
-	return streamLease(ctx, client.CoordinationV1().Leases(namespace), leaseName, slog.Default(), func(l *coordinationv1.Lease) {
-		if l != nil && olderRV(l.ResourceVersion, lastRV) {
-			return
-		}
-		s := State{Role: Standby}
-		s.Holder, s.Epoch = LeaseHolder(l)
-		if l != nil {
-			lastRV = l.ResourceVersion
-		}
-		if last == nil || *last != s {
-			last = &s
-			fn(s)
-		}
-	})
-}
-
 func denied(what string, err error) error {
 	return fmt.Errorf("election: not allowed to %s (check the gateway's RBAC in deploy/gateway/rbac.yaml): %w", what, err)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -103,7 +104,11 @@ func (f *follower) view() (api.Snapshot, bool) {
 	}
 	v, over := gossip.Overlay(*f.snap, f.local, f.remotes)
 	if !slices.Equal(over, f.overlaid) && f.log != nil {
-		f.log.Info("endpoints of remote clusters' new active gateways from gossip (newer than the broker's records)", "clusters", over)
+		if len(over) > 0 {
+			f.log.Info("endpoints of remote clusters' new active gateways from gossip (newer than the broker's records)", "clusters", over)
+		} else {
+			f.log.Info("the broker's records of every remote cluster are current again; gossip overrides nothing")
+		}
 	}
 	f.overlaid = over
 	return v, true
@@ -155,7 +160,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	local := gateway.Local{ClusterID: bi.ClusterID, Interface: r.cfg.Interface, PodCIDRs: cidrs.Pod, ServiceCIDRs: cidrs.Service,
 		UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(bi.URL)}
 
-	key, err := r.clusterKey(ctx, ips)
+	key, err := r.clusterKey(ctx)
 	if err != nil {
 		return err
 	}
@@ -338,66 +343,29 @@ func (r *runner) elector(ips []netip.Addr, gossipKey []byte) (*election.Elector,
 	return el, nil
 }
 
-// clusterKey reads the cluster's WireGuard key. When the Secret does not
-// exist yet (first install), the candidates elect one (gossip without a key:
-// there is none yet) and only the winner creates it; the others wait for it.
-// The bootstrap Lease is released so that the real election starts at once.
-func (r *runner) clusterKey(ctx context.Context, ips []netip.Addr) (wgtypes.Key, error) {
+// clusterKey reads the cluster's WireGuard key, creating it if this is the
+// first candidate ever: keysecret's create-or-conflict lets exactly one of
+// several racing candidates create it and the others read the winner's, so
+// no election is needed first. Retried until it works or ctx ends (a
+// starting apiserver, a slow one).
+func (r *runner) clusterKey(ctx context.Context) (wgtypes.Key, error) {
 	store := keysecret.Store{Client: r.cfg.Client, Namespace: r.cfg.Namespace}
-	k, err := store.Get(ctx)
-	if err == nil || !errors.Is(err, keysecret.ErrNotFound) {
-		return k, err
-	}
-	r.log.Info("no cluster key yet: electing the candidate that creates it")
-	el, err := r.elector(ips, nil)
-	if err != nil {
-		return wgtypes.Key{}, err
-	}
-	elCtx, stopEl := context.WithCancel(context.Background())
-	defer func() { stopEl(); <-el.Done() }()
-	go func() { _ = el.Run(elCtx) }()
-	waitCtx, stopWait := context.WithCancel(ctx)
-	defer stopWait()
-	type res struct {
-		k   wgtypes.Key
-		err error
-	}
-	waited := make(chan res, 1)
-	go func() {
-		k, err := store.Wait(waitCtx)
-		waited <- res{k, err}
-	}()
-	retry := time.NewTicker(2 * time.Second)
-	defer retry.Stop()
-	elected := false
 	for {
-		select {
-		case <-ctx.Done():
-			return wgtypes.Key{}, ctx.Err()
-		case w := <-waited:
-			return w.k, w.err
-		case st := <-el.States():
-			elected = st.Role == election.Active
-		case <-retry.C:
-		}
-		if !elected {
-			continue
-		}
-		// Bounded, so that a stuck request is retried rather than waited on.
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		k, err := store.Ensure(ectx)
 		cancel()
-		if err != nil {
-			r.log.Warn("create the cluster's key Secret (will retry)", "err", err)
-			continue
+		if err == nil {
+			r.log.Info("the cluster's WireGuard key", "publicKey", k.PublicKey().String())
+			return k, nil
 		}
-		r.log.Info("created the cluster's WireGuard key", "publicKey", k.PublicKey().String())
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := el.Release(rctx); err != nil {
-			r.log.Warn("release the bootstrap Lease", "err", err)
+		if ctx.Err() != nil {
+			return wgtypes.Key{}, ctx.Err()
 		}
-		cancel()
-		return k, nil
+		if apierrors.IsForbidden(err) {
+			return wgtypes.Key{}, fmt.Errorf("the cluster's key Secret (check the gateway's RBAC in deploy/gateway/rbac.yaml): %w", err)
+		}
+		r.log.Warn("read or create the cluster's key Secret (will retry)", "err", err)
+		sleep(ctx, 2*time.Second)
 	}
 }
 
