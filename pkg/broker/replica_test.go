@@ -165,6 +165,11 @@ func TestReplicasSurviveKilledMemberAndReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replica B's log:\n%s", pb.stderr.String())
+		}
+	})
 	have := map[string]bool{}
 	for _, e := range final.Exports {
 		have[e.Name] = true
