@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -108,5 +109,32 @@ func TestMigrateRoundTrip(t *testing.T) {
 	defer bst.Close()
 	if got := loadAll(t, bst); !reflect.DeepEqual(got, want) {
 		t.Fatalf("bbolt copy back differs:\ngot  %+v\nwant %+v", got, want)
+	}
+}
+
+// TestInitOnEtcd: init puts the PKI in the data dir and the admin
+// credential's hash into etcd; a second init against the same prefix from
+// another directory is refused (the replicas share one PKI), and etcd flags
+// without --store etcd are refused.
+func TestInitOnEtcd(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	endpoints := strings.Join(ec.Endpoints(), ",")
+	dir := t.TempDir()
+	if out, err := run(t, "init", "--data-dir", dir, "--store", "etcd", "--etcd-endpoints", endpoints, "--etcd-prefix", "/i"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, store.FileName)); err == nil {
+		t.Error("init on etcd made a bbolt file too")
+	}
+	st, err := ec.Open(t, "/i").Load(context.Background(), 0)
+	if err != nil || len(st.Records[store.KindMeta]["adminHash"]) == 0 {
+		t.Fatalf("no admin credential in etcd: %v %+v", err, st)
+	}
+	_, err = run(t, "init", "--data-dir", t.TempDir(), "--store", "etcd", "--etcd-endpoints", endpoints, "--etcd-prefix", "/i")
+	if err == nil || !strings.Contains(err.Error(), "already holds an initialised clusterset") {
+		t.Fatalf("second init on the same prefix: %v", err)
+	}
+	if _, err := run(t, "init", "--data-dir", t.TempDir(), "--etcd-endpoints", endpoints); err == nil || !strings.Contains(err.Error(), "--store etcd") {
+		t.Fatalf("etcd flags with the bolt store: %v", err)
 	}
 }

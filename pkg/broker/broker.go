@@ -677,9 +677,28 @@ func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, s
 	return lines, next, false, notify
 }
 
-// awaitRevision waits up to max for this replica to have applied rev: a
-// watcher failing over from a replica that was ahead resumes here without
-// a snapshot when this one catches up in time.
+// awaitCatchUp runs before a watch that resumes after rev when this
+// replica has not applied rev yet. If the shared store has it (another
+// replica committed it and this one lags), it waits for this replica to
+// catch up, so the watch continues without a snapshot; a revision the
+// store does not have gets the snapshot at once.
+func (b *Broker) awaitCatchUp(ctx context.Context, rev int64) {
+	rr, ok := b.store.(interface {
+		Revision(context.Context) (int64, error)
+	})
+	if !ok || b.Revision() >= rev {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	have, err := rr.Revision(qctx)
+	cancel()
+	if err != nil || have < rev {
+		return
+	}
+	b.awaitRevision(ctx, rev, commitTimeout)
+}
+
+// awaitRevision waits up to max for this replica to have applied rev.
 func (b *Broker) awaitRevision(ctx context.Context, rev int64, max time.Duration) {
 	t := time.NewTimer(max)
 	defer t.Stop()

@@ -307,7 +307,7 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 	b.metrics.watches.Inc()
 	defer b.metrics.watches.Dec()
 	if b.shared && since > 0 {
-		b.awaitRevision(ctx, since, 5*time.Second)
+		b.awaitCatchUp(ctx, since)
 	}
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout guards request reading; lift it so that it

@@ -165,6 +165,11 @@ func TestReplicasSurviveKilledMemberAndReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replica B's log:\n%s", pb.stderr.String())
+		}
+	})
 	have := map[string]bool{}
 	for _, e := range final.Exports {
 		have[e.Name] = true
@@ -353,5 +358,44 @@ func TestWatchResumesOnALaggingReplica(t *testing.T) {
 	ev := col.until(t, "the next change on B", 20*time.Second, func(api.Event) bool { return true })
 	if ev.Type != api.EventPut || ev.Revision != at.Revision+1 {
 		t.Fatalf("first event on the lagging replica: %s at %d, want PUT at %d", ev.Type, ev.Revision, at.Revision+1)
+	}
+}
+
+// TestReplicasRacingActiveRegistrations: two gateways of one cluster take
+// "active" at once on two replicas, the one on B with the newer epoch:
+// afterwards exactly one is active, the newer one, every round.
+func TestReplicasRacingActiveRegistrations(t *testing.T) {
+	ec, dir := etcdClusterset(t)
+	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm")})
+	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm")})
+	ctx := ctxT(t)
+	onA, jr := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
+	onB := b.Client(jr.Credential)
+	for i := int64(1); i <= 15; i++ {
+		ga, gb := gateway("east", "gw-a", 1), gateway("east", "gw-b", 1)
+		ga.Epoch, gb.Epoch = 2*i, 2*i+1
+		var wg sync.WaitGroup
+		var errA, errB error
+		wg.Add(2)
+		go func() { defer wg.Done(); errA = onA.RegisterGateway(ctx, ga) }()
+		go func() { defer wg.Done(); errB = onB.RegisterGateway(ctx, gb) }()
+		wg.Wait()
+		var ae *api.Error
+		if errB != nil || errA != nil && !(errors.As(errA, &ae) && ae.Code == api.CodeConflict) {
+			t.Fatalf("round %d: A %v, B %v", i, errA, errB)
+		}
+		snap, err := onB.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var active []string
+		for _, g := range snap.Gateways {
+			if g.Active {
+				active = append(active, fmt.Sprintf("%s@%d", g.Hostname, g.Epoch))
+			}
+		}
+		if len(active) != 1 || active[0] != fmt.Sprintf("gw-b@%d", 2*i+1) {
+			t.Fatalf("round %d: active gateways %v, want only gw-b@%d", i, active, 2*i+1)
+		}
 	}
 }

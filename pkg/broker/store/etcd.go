@@ -202,6 +202,19 @@ func (s *Etcd) Load(ctx context.Context, logLimit int) (*State, error) {
 	return st, nil
 }
 
+// Revision reads the broker revision the store holds now (a linearizable
+// read: what a quorum has committed).
+func (s *Etcd) Revision(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, s.revKey())
+	if err != nil {
+		return 0, fmt.Errorf("read revision: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	return strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+}
+
 // MaxChanges is the most changes one Commit may carry (the etcd server's
 // transaction limit less the log, revision and trim operations).
 func (s *Etcd) MaxChanges() int { return s.maxOps - 3 }

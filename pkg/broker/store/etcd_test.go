@@ -142,3 +142,58 @@ func TestEtcdOpenRefusesMissingStore(t *testing.T) {
 		t.Fatalf("open of an empty prefix: %v, want ErrNoStore", err)
 	}
 }
+
+// TestEtcdFollowSurvivesKilledMembers kills each member of a 3-member
+// cluster in turn (one of them serves the follower's watch): every commit
+// made meanwhile still reaches the follower, in order.
+func TestEtcdFollowSurvivesKilledMembers(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx := context.Background()
+	w, f := c.Open(t, "/k"), c.Open(t, "/k")
+	st, err := w.Load(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	follow := f.Follow(fctx, st.Version)
+	base := st.Version
+	for i := range 3 {
+		c.Kill(i)
+		rev := int64(i + 1)
+		begin := time.Now()
+		for {
+			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
+			v, err := w.Commit(cctx, base, []store.Change{{Revision: rev, Kind: store.KindCluster, Key: fmt.Sprint(i), Value: []byte(`{}`)}}, rev, 0)
+			ccancel()
+			if err == nil {
+				base = v
+				break
+			}
+			if time.Since(begin) > time.Minute {
+				t.Fatalf("commit %d with member %d down: %v", rev, i, err)
+			}
+			// A commit in flight when the leader died times out without
+			// saying whether it happened (etcd's request timeout): read.
+			st, lerr := w.Load(ctx, 0)
+			if lerr == nil && st.Revision == rev {
+				base = st.Version
+				break
+			}
+			if lerr == nil {
+				base = st.Version
+			}
+		}
+		select {
+		case b := <-follow:
+			if b.Reset || b.Revision != rev {
+				t.Fatalf("followed %+v, want revision %d", b, rev)
+			}
+			t.Logf("member %d down: commit %d followed %s after the kill", i, rev, time.Since(begin).Round(time.Millisecond))
+		case <-time.After(30 * time.Second):
+			t.Fatalf("commit %d not followed with member %d down", rev, i)
+		}
+		c.Restart(i)
+		c.WaitHealthy(60 * time.Second)
+	}
+}

@@ -81,7 +81,9 @@ func Start(t testing.TB, n int) *Cluster {
 			"--initial-cluster=" + strings.Join(initial, ","), "--initial-cluster-state=new",
 			"--initial-cluster-token=tunnelmesh-test", "--log-level=error",
 			fmt.Sprintf("--max-txn-ops=%d", MaxTxnOps),
-			"--heartbeat-interval=50", "--election-timeout=500",
+			// etcd's own timings: shorter ones make a loaded test machine
+			// hold elections over and over.
+			"--heartbeat-interval=100", "--election-timeout=1000",
 			// A killed process loses nothing the kernel already has; tests
 			// kill processes, not the machine.
 			"--unsafe-no-fsync"}
