@@ -64,9 +64,13 @@ func run(m *testing.M) int {
 		fmt.Println("e2e: FAIL: setup:", err)
 		code = 1
 	} else {
-		logf("test bed ready in %s", time.Since(start).Round(time.Second))
+		bed := time.Since(start)
+		logf("test bed ready in %s", bed.Round(time.Second))
 		env = e
+		tests := time.Now()
 		code = m.Run()
+		printHeld()
+		logf("phases: test bed %s, tests %s (each test's time above)", bed.Round(time.Second), time.Since(tests).Round(time.Second))
 	}
 	if code != 0 {
 		e.GatherLogs(logDir)

@@ -88,7 +88,6 @@ func TestMesh(t *testing.T) {
 	ctx := testCtx(t, 35*time.Minute)
 	east, west := meshClusters()
 	info := filepath.Join(env.WorkDir, "broker-info.json")
-	t.Cleanup(printHeld)
 	gatherOnFailure(t, east, west)
 	// The uninstall at the end removes the gateway labels the test bed
 	// gave; put them back for the next run on kept clusters.
@@ -421,6 +420,7 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	}
 	hold("failover, active gateway pod killed (%s → %s): new active %s after the kill; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
 		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent, rep.gapsSince(killed))
+	checkFailoverGaps(t, rep, killed)
 	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
 	r, err := east.GetEcho(ctx, plainWorker, url)
 	if err != nil {

@@ -125,7 +125,7 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 60*time.Second, 100*time.Millisecond)
+	f := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 40*time.Second, 100*time.Millisecond)
 	if err := waitFlowRunning(ctx, east.Cluster, f); err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +147,7 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 	}
 	hold("failover, active gateway's node container stopped (%s → %s): new active %s after `docker stop` began; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
 		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, stopped), rep.OK, rep.Sent, rep.gapsSince(stopped))
+	checkFailoverGaps(t, rep, stopped)
 
 	restartedAt := time.Now()
 	if _, err := docker(ctx, "start", old); err != nil {
@@ -157,6 +158,21 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 		t.Fatalf("after restarting %s: %v", old, err)
 	}
 	logf("node %s restarted; mesh converged %s later", old, time.Since(restartedAt).Round(time.Second))
+}
+
+// maxFailoverGap bounds a failover's outage in kind on a busy 2-core
+// machine (the issue's target, ≤ 3 s, is held by make bench-failover).
+const maxFailoverGap = 10 * time.Second
+
+// checkFailoverGaps fails t when the flow stood still longer than
+// maxFailoverGap at any time.
+func checkFailoverGaps(t *testing.T, rep flowReport, at time.Time) {
+	t.Helper()
+	for _, g := range rep.Gaps {
+		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > maxFailoverGap {
+			t.Errorf("the flow stood still %s (from %+.1fs after the event), over %s", d, time.UnixMilli(g.FromMs).Sub(at).Seconds(), maxFailoverGap)
+		}
+	}
 }
 
 // flowOutage says how long the flow stood still at an event at at.

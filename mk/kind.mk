@@ -31,9 +31,12 @@ e2e:
 		if [ "$${CI:-}" = true ]; then echo "e2e: FAIL: no usable Docker engine (see above)"; exit 1; fi; \
 		echo "e2e: SKIPPED: no usable Docker engine (see above); set CI=true to make this fatal"; exit 0; \
 	fi
-	@if [ -z "$${KIND_NODE_IMAGE:-}" ]; then $(MAKE) --no-print-directory node-image; fi
-	@$(MAKE) --no-print-directory project-images
-	@$(MAKE) --no-print-directory e2e-run
+	@t0=$$(date +%s); \
+	if [ -z "$${KIND_NODE_IMAGE:-}" ]; then $(MAKE) --no-print-directory node-image || exit 1; fi; \
+	t1=$$(date +%s); $(MAKE) --no-print-directory project-images || exit 1; \
+	t2=$$(date +%s); $(MAKE) --no-print-directory e2e-run; rc=$$?; t3=$$(date +%s); \
+	echo "e2e: phases: node image $$((t1-t0)) s, project images $$((t2-t1)) s, test bed + tests $$((t3-t2)) s (the test bed's own time and each test's are above), total $$((t3-t0)) s"; \
+	exit $$rc
 
 e2e-run:
 	$(GO) vet -tags e2e ./e2e/...

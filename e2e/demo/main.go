@@ -196,7 +196,8 @@ func run() error {
 // says what had to be (re)built, judged by what changed on disk.
 func build(ctx context.Context) ([]string, error) {
 	if exec.Command("make", "-q", "k8s-binaries").Run() != nil {
-		fmt.Println("   Kubernetes v1.36.0 is built from source first: this first run takes 15–25 minutes on 2 cores; later runs reuse it and take a few minutes.")
+		fmt.Println("   Kubernetes v1.36.0 is built from source first (10–16 minutes on 2 cores), then etcd, CoreDNS, the kind node image")
+		fmt.Println("   and the images: this first run takes about 20–25 minutes; later runs reuse all of it and take about 2.5 minutes.")
 	}
 	before := snapshot()
 	cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "node-image", "project-images", "build")
@@ -370,7 +371,8 @@ func (d *demo) summary(cold bool, built []string, total time.Duration) {
 	if r, ok := records[other]; ok {
 		fmt.Printf("%s demo: %.0f s (last one on this machine, %s)\n", other, r.Total.Seconds(), r.At.Format(time.RFC3339))
 	} else if kind == "warm" {
-		fmt.Println("cold demo: none recorded on this machine (a cold run adds the Kubernetes build: 10–16 min on 2 cores, and ~1 min of images)")
+		fmt.Println("cold demo: none recorded on this machine (estimate: this run plus the Kubernetes build, 10–16 min on 2 cores,")
+		fmt.Println("           and a few minutes for etcd, CoreDNS, the node image and the images)")
 	} else {
 		fmt.Println("warm demo: none recorded yet; run `make demo-down && make demo` to see one")
 	}
