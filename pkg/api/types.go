@@ -193,6 +193,14 @@ type BrokerInfo struct {
 	JoinToken string `json:"joinToken,omitempty"`
 }
 
+// ClusterSet is what every member cluster shares, read with its own
+// credential (GET /v1/clusterset).
+type ClusterSet struct {
+	// GossipKey is the memberlist key (base64 of 32 bytes) with which the
+	// active gateways of all clusters gossip over their tunnel addresses.
+	GossipKey string `json:"gossipKey"`
+}
+
 // Error codes carried in Error.Code.
 const (
 	CodeBadRequest       = "BadRequest"           // malformed JSON, unknown fields, bad query

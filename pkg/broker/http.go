@@ -130,6 +130,7 @@ func (b *Broker) Handler() http.Handler {
 	handle("GET "+p+"/snapshot", b.handleSnapshot)
 	handle("GET "+p+"/watch", b.handleWatch)
 	handle("GET "+p+"/status", b.handleStatus)
+	handle("GET "+p+"/clusterset", b.handleClusterSet)
 	handle("GET "+p+"/backup", b.handleBackup)
 	handle("DELETE "+p+"/clusters/{cluster}", b.handleRemoveCluster)
 	handle("PUT "+p+"/clusters/{cluster}/gateways/{hostname}", b.handlePutGateway)

@@ -25,9 +25,13 @@ type state struct {
 	tokens    map[string]*tokenRecord
 	creds     map[string]string // cluster ID -> credential hash
 	adminHash string
+	gossipKey []byte // the clusterset's memberlist key; nil until first asked for
 }
 
-const metaAdminHash = "adminHash"
+const (
+	metaAdminHash = "adminHash"
+	metaGossipKey = "gossipKey"
+)
 
 func gatewayKey(cluster, host string) string { return cluster + "/" + host }
 func exportKey(cluster, ns, name string) string {
@@ -72,8 +76,11 @@ func (s *state) apply(ch store.Change) error {
 			s.creds[ch.Key] = string(ch.Value)
 		}
 	case store.KindMeta:
-		if ch.Key == metaAdminHash {
+		switch ch.Key {
+		case metaAdminHash:
 			s.adminHash = string(ch.Value)
+		case metaGossipKey:
+			s.gossipKey = ch.Value
 		}
 	}
 	return nil
@@ -275,6 +282,13 @@ func (t *txn) putCred(cluster, hash string) {
 	saveOld(t, t.s.creds, cluster)
 	t.s.creds[cluster] = hash
 	t.private(store.KindCredential, cluster, []byte(hash))
+}
+
+func (t *txn) putGossipKey(k []byte) {
+	old := t.s.gossipKey
+	t.undo = append(t.undo, func() { t.s.gossipKey = old })
+	t.s.gossipKey = k
+	t.private(store.KindMeta, metaGossipKey, k)
 }
 
 func (t *txn) deleteCred(cluster string) {

@@ -356,3 +356,11 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	return n, nil
 }
+
+// ClusterSet reads what every member shares (the gossip key), with a
+// cluster's or the admin credential.
+func (c *Client) ClusterSet(ctx context.Context) (api.ClusterSet, error) {
+	var out api.ClusterSet
+	err := c.call(ctx, http.MethodGet, "/v1/clusterset", c.cred, nil, &out)
+	return out, err
+}

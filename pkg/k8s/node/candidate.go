@@ -215,12 +215,11 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	// The clusterset gossip key must be one secret shared by every member
 	// cluster. Nothing the gateway has qualifies: the WireGuard key is per
 	// cluster, the broker CA is public, credentials are per cluster and join
-	// tokens expire. The broker-info file that `meshctl deploy-broker`
-	// writes is the one secret every `meshctl join` is given, so the key
-	// travels there and join copies it into the broker Secret (gossip-key):
-	// no broker-side change, and a key rotation is a re-join. Without it the
-	// gateways do not gossip (gossip is what can move a peer's endpoint, so
-	// it is never run unauthenticated).
+	// tokens expire. The broker makes it once and hands it only to members
+	// (GET /v1/clusterset); `meshctl join` copies it into the broker Secret
+	// (gossip-key), so every broker-info file, however issued, leads to the
+	// same key. Without it the gateways do not gossip (gossip is what can
+	// move a peer's endpoint, so it is never run unauthenticated).
 	if bi.GossipKey == nil {
 		log.Warn("the broker Secret has no " + brokersecret.KeyGossip + ": not gossiping with other clusters' gateways, so a remote " +
 			"cluster's failover during a broker outage is learned only when its gateway reaches this one; re-run `meshctl join` to add it")

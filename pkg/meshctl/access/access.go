@@ -29,6 +29,7 @@ const (
 	KeyCA         = brokersecret.KeyCA
 	KeyCredential = brokersecret.KeyCredential
 	KeyClusterID  = brokersecret.KeyClusterID
+	KeyGossip     = brokersecret.KeyGossip
 )
 
 // Member is a member cluster's broker access as stored in its Secret.
@@ -37,6 +38,7 @@ type Member struct {
 	CA         []byte
 	Credential string
 	ClusterID  string
+	GossipKey  string // base64, as the broker hands it out (GET /v1/clusterset)
 }
 
 // Client returns a broker client with the member's credential.
@@ -54,12 +56,16 @@ func ReadMember(ctx context.Context, c *kube.Cluster) (*Member, error) {
 		return nil, fmt.Errorf("read Secret %s/%s: %w", kube.Namespace, kube.BrokerSecret, err)
 	}
 	return &Member{URL: string(s.Data[KeyURL]), CA: s.Data[KeyCA], Credential: strings.TrimSpace(string(s.Data[KeyCredential])),
-		ClusterID: string(s.Data[KeyClusterID])}, nil
+		ClusterID: string(s.Data[KeyClusterID]), GossipKey: strings.TrimSpace(string(s.Data[KeyGossip]))}, nil
 }
 
 // Data is the Secret's content for m.
 func (m *Member) Data() map[string][]byte {
-	return map[string][]byte{KeyURL: []byte(m.URL), KeyCA: m.CA, KeyCredential: []byte(m.Credential), KeyClusterID: []byte(m.ClusterID)}
+	d := map[string][]byte{KeyURL: []byte(m.URL), KeyCA: m.CA, KeyCredential: []byte(m.Credential), KeyClusterID: []byte(m.ClusterID)}
+	if m.GossipKey != "" {
+		d[KeyGossip] = []byte(m.GossipKey)
+	}
+	return d
 }
 
 // Flags pick the broker for read-only verbs (show): explicit flags, or

@@ -174,6 +174,14 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 				res.TunnelIP = cl.TunnelIP
 			}
 		}
+		if member.GossipKey == "" { // joined by an older meshctl
+			if err := fetchGossipKey(ctx, member); err != nil {
+				return access.Explain(err, o.Info.URL)
+			}
+			if err := storeMember(ctx, c, objs, member); err != nil {
+				return cli.Failed(err, "check your access to Secrets in "+kube.Namespace+" and run join again", "cannot store the clusterset's gossip key")
+			}
+		}
 		res.AlreadyMember = true
 		res.ClusterID = member.ClusterID
 		s.Done("already a member as " + member.ClusterID)
@@ -251,7 +259,11 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 			}
 			res.TunnelIP = jr.Cluster.TunnelIP
 			member = &access.Member{URL: o.Info.URL, CA: []byte(o.Info.CA), Credential: jr.Credential, ClusterID: o.ClusterID}
-			if err := storeMember(ctx, c, objs, member); err != nil {
+			err = fetchGossipKey(ctx, member)
+			if err == nil {
+				err = storeMember(ctx, c, objs, member)
+			}
+			if err != nil {
 				// Without the Secret the credential is lost: undo the join.
 				_ = bc.RemoveCluster(context.WithoutCancel(ctx), o.ClusterID)
 				return cli.Failed(err, "check your access to Secrets in "+kube.Namespace+" and run join again", "cannot store the cluster's broker credential")
@@ -357,6 +369,23 @@ func explainJoin(err error, o JoinOptions) error {
 		return cli.Refused(ae, "fix the value the broker names", "the broker refused the join request")
 	}
 	return cli.Failed(ae, "run join again; nothing was changed in the cluster", "the broker could not join the cluster")
+}
+
+// fetchGossipKey reads the clusterset's gossip key into m: the active
+// gateways of all member clusters gossip with it over their tunnel
+// addresses, so each learns another's failover while the broker is down.
+// The broker hands it only to members (and the admin).
+func fetchGossipKey(ctx context.Context, m *access.Member) error {
+	mc, err := m.Client()
+	if err != nil {
+		return err
+	}
+	cs, err := mc.ClusterSet(ctx)
+	if err != nil {
+		return fmt.Errorf("read the clusterset's gossip key: %w", err)
+	}
+	m.GossipKey = cs.GossipKey
+	return nil
 }
 
 // storeMember writes the Secret (after the namespace).

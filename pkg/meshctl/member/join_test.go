@@ -18,6 +18,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
@@ -251,6 +252,17 @@ func TestJoinTwice(t *testing.T) {
 	m, err := access.ReadMember(ctx, c.Kube)
 	if err != nil || m == nil || m.ClusterID != "kind-b" || m.URL != tb.URL || string(m.CA) != string(tb.CA) || m.Credential == "" {
 		t.Fatalf("member Secret: %v %+v", err, m)
+	}
+	// The clusterset's gossip key, as the gateway parses it.
+	sec, err := c.Client.CoreV1().Secrets(kube.Namespace).Get(ctx, kube.BrokerSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bi, err := brokersecret.Parse(sec); err != nil || len(bi.GossipKey) != 32 {
+		t.Fatalf("member Secret's gossip key: %v, %d bytes", err, len(bi.GossipKey))
+	}
+	if cs, err := tb.Admin().ClusterSet(ctx); err != nil || cs.GossipKey != m.GossipKey {
+		t.Fatalf("member Secret holds gossip key %q, the broker's is %q (%v)", m.GossipKey, cs.GossipKey, err)
 	}
 	mc, _ := m.Client()
 	snap, err := mc.Snapshot(ctx)
