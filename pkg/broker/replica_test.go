@@ -93,10 +93,13 @@ func TestReplicasSurviveKilledMemberAndReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start, err := client(jr.Credential, urlB).Snapshot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// B learns the new credential when it has applied the join (replicas
+	// apply each other's commits within milliseconds, not at once).
+	var start *api.Snapshot
+	eventually(t, func() error {
+		start, err = client(jr.Credential, urlB).Snapshot(ctx)
+		return err
+	})
 
 	// The watcher starts on A (the replica to be killed), B next.
 	var seen []int64
@@ -351,7 +354,7 @@ func TestWatchResumesOnALaggingReplica(t *testing.T) {
 	if b.Broker.Revision() >= at.Revision {
 		t.Fatalf("replica B already at %d: the test needs it behind %d", b.Broker.Revision(), at.Revision)
 	}
-	col := watchAll(t, b.Client(east.Credential()), at.Revision)
+	col := watchAll(t, b.Admin(), at.Revision) // the admin credential: B need not know east's yet
 	if err := east.PublishExport(ctx, export("east", "ns", "two")); err != nil {
 		t.Fatal(err)
 	}
@@ -371,6 +374,7 @@ func TestReplicasRacingActiveRegistrations(t *testing.T) {
 	ctx := ctxT(t)
 	onA, jr := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
 	onB := b.Client(jr.Credential)
+	eventually(t, func() error { _, err := onB.Snapshot(ctx); return err }) // B has applied the join
 	for i := int64(1); i <= 15; i++ {
 		ga, gb := gateway("east", "gw-a", 1), gateway("east", "gw-b", 1)
 		ga.Epoch, gb.Epoch = 2*i, 2*i+1
