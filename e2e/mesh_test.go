@@ -187,6 +187,7 @@ func TestMesh(t *testing.T) {
 	sub("UDPAndLargePayloads", testUDPAndLargePayloads)
 	sub("ServiceClusterIP", testServiceClusterIP)
 	sub("ServiceExport", testServiceExport)
+	sub("HeadlessExport", testHeadlessExport)
 	sub("Show", testShow)
 	sub("FailoverPodKill", testFailover)
 	sub("FailoverNodeStop", testNodeStopFailover)
