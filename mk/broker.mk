@@ -1,16 +1,22 @@
 # Broker targets: the broker benchmark, its tests and the fuzzing of its request decoders.
 .PHONY: bench-broker test-broker fuzz-broker
 
-## bench-broker: 1000 clusters × 10 exports, 1000 watchers, then 1000 gateways heartbeating every 10 s; prints tables
-bench-broker:
+# The etcd the project builds (mk/components.mk), for the etcd store's tests and bench.
+BROKER_ETCD_DIR := $(or $(KUBE_BIN_DIR),$(CURDIR)/_output/k8s/bin)
+STORE ?= bolt
+
+## bench-broker: 1000 clusters × 10 exports, 1000 watchers, then 1000 gateways heartbeating every 10 s; prints tables.
+## STORE=etcd: the same on a 3-member etcd cluster with 2 broker replicas
+bench-broker: $(if $(filter etcd,$(STORE)),$(BROKER_ETCD_DIR)/etcd)
 	@mkdir -p $(BIN)
 	$(GOBUILD) -o $(BIN)/broker ./cmd/broker
 	$(GOBUILD) -o $(BIN)/broker-bench ./cmd/broker-bench
-	$(BIN)/broker-bench --broker-bin $(BIN)/broker $(BENCH_BROKER_FLAGS)
+	$(BIN)/broker-bench --broker-bin $(BIN)/broker --store $(STORE) --etcd-bin $(BROKER_ETCD_DIR)/etcd $(BENCH_BROKER_FLAGS)
 
-## test-broker: the broker's and its client's tests (fuzz seeds included)
-test-broker:
-	$(GO) test -count=1 ./pkg/broker/... ./pkg/brokerclient/... ./cmd/broker/...
+## test-broker: the broker's and its client's tests (fuzz seeds included), on bbolt and again on etcd
+test-broker: $(BROKER_ETCD_DIR)/etcd
+	KUBE_BIN_DIR=$(BROKER_ETCD_DIR) $(GO) test -count=1 ./pkg/broker/... ./pkg/brokerclient/... ./cmd/broker/...
+	KUBE_BIN_DIR=$(BROKER_ETCD_DIR) TUNNELMESH_BROKER_STORE=etcd $(GO) test -count=1 ./pkg/broker/... ./pkg/brokerclient/... ./cmd/broker/...
 
 ## fuzz-broker: fuzz request decoding and validation for FUZZTIME (default 60s)
 fuzz-broker:

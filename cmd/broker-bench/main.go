@@ -48,6 +48,10 @@ func main() {
 		hbPhase   = flag.Duration("heartbeat-phase", 30*time.Second, "length of the heartbeat phase (every cluster's gateway heartbeats while every watcher follows); 0 skips it")
 		hbEvery   = flag.Duration("heartbeat-interval", 10*time.Second, "each gateway's heartbeat period in the heartbeat phase")
 		hbPeers   = flag.Int("heartbeat-peers", -1, "health entries per heartbeat (-1: one per other cluster, as a real gateway reports)")
+		storeKind = flag.String("store", "bolt", "broker store: bolt (one broker) or etcd (--etcd-members etcd processes, --replicas brokers)")
+		etcdBin   = flag.String("etcd-bin", "", "etcd binary for --store etcd (default: $KUBE_BIN_DIR/etcd, else _output/k8s/bin/etcd)")
+		members   = flag.Int("etcd-members", 3, "etcd cluster size for --store etcd")
+		replicas  = flag.Int("replicas", 2, "broker replicas for --store etcd; clients and watchers are spread over them")
 		light     = flag.Bool("light-watchers", false, "watchers read the raw NDJSON stream and only look for the write's sequence number instead of decoding every event with brokerclient.Watch (shows the broker's fan-out capacity when the clients' JSON decoding does not share its CPUs)")
 	)
 	flag.Parse()
@@ -67,7 +71,11 @@ func main() {
 		rates = append(rates, r)
 	}
 	hb := hbConfig{phase: *hbPhase, every: *hbEvery, peers: *hbPeers}
-	if err := run(*brokerBin, *clusters, *exports, *watchers, *writers, rates, *steady, hb, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
+	sc := storeConfig{kind: *storeKind, etcdBin: *etcdBin, members: *members, replicas: *replicas}
+	if sc.kind != "etcd" {
+		sc.kind, sc.replicas = "bolt", 1
+	}
+	if err := run(*brokerBin, sc, *clusters, *exports, *watchers, *writers, rates, *steady, hb, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "broker-bench:", err)
 		os.Exit(1)
@@ -176,7 +184,7 @@ func (tr *tracker) saw(seq int) {
 	}
 }
 
-func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, hb hbConfig, light bool, debugListen string) error {
+func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, hb hbConfig, light bool, debugListen string) error {
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // watch reconnect chatter
 	nofile, err := raiseNoFile()
 	if err != nil {
@@ -198,31 +206,61 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 		}
 	}
 	dataDir := filepath.Join(tmp, "data")
-	if out, err := exec.Command(brokerBin, "init", "--data-dir", dataDir).CombinedOutput(); err != nil {
-		return fmt.Errorf("broker init: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	storeArgs, stopEtcd, err := startStore(sc, tmp)
 	if err != nil {
 		return err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(brokerBin, "serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
-		"--stale-after", "10m")
-	if debugListen != "" {
-		cmd.Args = append(cmd.Args, "--debug-listen", debugListen)
+	defer stopEtcd()
+	// etcd may still be electing its first leader: init changes nothing
+	// before its store answers, so it is simply tried again.
+	for attempt := 0; ; attempt++ {
+		out, err := exec.Command(brokerBin, append([]string{"init", "--data-dir", dataDir}, storeArgs...)...).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if attempt == 30 {
+			return fmt.Errorf("broker init: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
 	}
-	cmd.Stderr = os.Stderr
-	// The broker dies with the bench, even when the bench is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
+	var addrs []string
+	var pids []int
+	for range sc.replicas {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
+			"--stale-after", "10m"}, storeArgs...)
+		cmd := exec.Command(brokerBin, args...)
+		if debugListen != "" && len(addrs) == 0 {
+			cmd.Args = append(cmd.Args, "--debug-listen", debugListen)
+		}
+		cmd.Stderr = os.Stderr
+		// The broker dies with the bench, even when the bench is killed.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+		addrs = append(addrs, addr)
+		pids = append(pids, cmd.Process.Pid)
 	}
-	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-	pid := cmd.Process.Pid
+	pid := pids[0]
+	// urls lists every replica, the i-th first: cluster i writes and
+	// watches through replica i mod replicas, failing over to the others.
+	urls := func(i int) string {
+		var out []string
+		for k := range addrs {
+			out = append(out, "https://"+addrs[(i+k)%len(addrs)])
+		}
+		return strings.Join(out, ",")
+	}
 	ca, _ := os.ReadFile(filepath.Join(dataDir, "ca.crt"))
 	adminTok, _ := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	admin, err := brokerclient.New("https://"+addr, ca, strings.TrimSpace(string(adminTok)))
+	admin, err := brokerclient.New(urls(0), ca, strings.TrimSpace(string(adminTok)))
 	if err != nil {
 		return err
 	}
@@ -250,7 +288,7 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 	var acks0 []time.Duration
 	var ackMu sync.Mutex
 	err = parallel(32, nClusters, func(i int) error {
-		c, err := brokerclient.New("https://"+addr, ca, "")
+		c, err := brokerclient.New(urls(i), ca, "")
 		if err != nil {
 			return err
 		}
@@ -337,10 +375,10 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 	for i := 0; i < nWatchers; i++ {
 		c := clients[i%nClusters]
 		if i >= nClusters {
-			c, _ = brokerclient.New("https://"+addr, ca, clients[i%nClusters].Credential())
+			c, _ = brokerclient.New(urls(i), ca, clients[i%nClusters].Credential())
 		}
 		if light {
-			go lightWatch(ctx, addr, ca, c.Credential(), tr, ready.Done)
+			go lightWatch(ctx, addrs[i%len(addrs)], ca, c.Credential(), tr, ready.Done)
 			continue
 		}
 		go func() {
@@ -435,13 +473,21 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 	}
 
 	rss, hwm := procStatus(pid)
-	bcpu := procCPU(pid)
+	bcpu := 0.0
+	for _, p := range pids {
+		bcpu += procCPU(p)
+	}
 	mode := "brokerclient.Watch, full JSON decoding"
 	if light {
 		mode = "light: raw stream, sequence number only"
 	}
 	fmt.Printf("\ntunnelmesh broker benchmark — %d clusters × %d exports, %d watchers (each its own TLS connection; %s), %d CPUs, GOMAXPROCS %d\n",
 		nClusters, nExports, nWatchers, mode, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	if sc.kind == "etcd" {
+		fmt.Printf("store: etcd, %d members (fsync on), %d broker replicas; clients and watchers spread over the replicas\n", sc.members, sc.replicas)
+	} else {
+		fmt.Printf("store: bbolt, one broker\n")
+	}
 	fmt.Printf("load average at start: %s; at end: %s\n\n", loadStart, loadavg())
 	fmt.Printf("%-34s %7s %8s %9s %9s %9s %12s %12s %12s\n", "phase", "writes", "seconds", "writes/s",
 		"ack p50", "ack p99", "seen p50", "seen p99", "seen max")
@@ -456,9 +502,9 @@ func run(brokerBin string, nClusters, nExports, nWatchers, nWriters int, rates [
 	fmt.Printf("\nwatchers connected (initial snapshot received by all %d): %.2f s\n", nWatchers, watchUp.Seconds())
 	fmt.Printf("bulk phase: all %d writes seen by all watchers %.2f s after the first write\n", total, rows[3].allSeen.Seconds())
 	fmt.Printf("events delivered to watchers: %d\n", tr.events.Load())
-	fmt.Printf("broker RSS: %.0f MiB with watchers idle, %.0f MiB peak after bulk, %.0f MiB now, %.0f MiB peak overall\n",
+	fmt.Printf("broker RSS (replica 0): %.0f MiB with watchers idle, %.0f MiB peak after bulk, %.0f MiB now, %.0f MiB peak overall\n",
 		kib(rssIdle), kib(hwmBulk), kib(rss), kib(hwm))
-	fmt.Printf("CPU seconds: broker %.1f, bench (clients + watchers) %.1f\n", bcpu, selfCPU())
+	fmt.Printf("CPU seconds: broker (all replicas) %.1f, bench (clients + watchers) %.1f\n", bcpu, selfCPU())
 	verb := "decoding"
 	if light {
 		verb = "reading"

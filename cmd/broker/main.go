@@ -3,9 +3,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 )
 
 func main() {
@@ -36,29 +33,46 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInit(), newServe(), newToken())
+	root.AddCommand(newInit(), newServe(), newToken(), newMigrate())
 	root.AddCommand(newBackupCommands()...)
 	return root
 }
 
 func newInit() *cobra.Command {
-	var opts broker.InitOptions
+	var (
+		opts broker.InitOptions
+		sf   storeFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "Create the CA, server certificate and admin credential in --data-dir",
+		Short: "Create the CA, server certificate and admin credential in --data-dir (and the store: there, or in etcd)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, _, err := broker.ParseSANs(opts.SANs); err != nil {
 				return fmt.Errorf("--san: %w", err)
 			}
+			if err := sf.check(); err != nil {
+				return err
+			}
+			where := opts.DataDir
+			if sf.kind == storeEtcd {
+				st, err := sf.openEtcd(cmd.Context(), true)
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				opts.Store = st
+				where = fmt.Sprintf("%s (records in etcd under %s)", opts.DataDir, sf.prefix)
+			}
 			if _, err := broker.Init(opts); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "initialised %s\n  CA certificate: %s\n  admin credential: %s (keep it secret)\n",
-				opts.DataDir, filepath.Join(opts.DataDir, broker.FileCACert), filepath.Join(opts.DataDir, broker.FileAdminToken))
+				where, filepath.Join(opts.DataDir, broker.FileCACert), filepath.Join(opts.DataDir, broker.FileAdminToken))
 			return nil
 		},
 	}
+	sf.register(cmd.Flags())
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", "", "broker data directory (required)")
 	cmd.Flags().StringSliceVar(&opts.SANs, "san", nil, "extra DNS name or IP address clients use to reach the broker, for the server certificate (repeatable or comma-separated; no URLs, ports or brackets)")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace an existing CA, server certificate and admin credential")
@@ -71,6 +85,7 @@ func newServe() *cobra.Command {
 		dataDir, pkiDir, listen, tunnelCIDR, logLevel, debugListen string
 		staleAfter, bookmark, responseTimeout                      time.Duration
 		retention, maxWatches                                      int
+		sf                                                         storeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -87,6 +102,9 @@ func newServe() *cobra.Command {
 			if err != nil || pool.Masked() != pool || !pool.Addr().Is4() || pool.Bits() > 30 {
 				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
 			}
+			if err := sf.check(); err != nil {
+				return err
+			}
 			if pkiDir == "" {
 				pkiDir = dataDir
 			}
@@ -96,7 +114,7 @@ func newServe() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := openStore(dataDir, pkiDir != dataDir, log)
+			st, err := sf.open(cmd.Context(), dataDir, pkiDir != dataDir, log)
 			if err != nil {
 				return err
 			}
@@ -145,7 +163,8 @@ func newServe() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", "", "broker data directory made by `broker init` (required)")
+	sf.register(f)
+	f.StringVar(&dataDir, "data-dir", "", "broker data directory made by `broker init` (required; with --store etcd it holds only the PKI)")
 	f.StringVar(&pkiDir, "pki-dir", "", "directory with the server certificate, key and admin.token made by `broker init`, when not the data directory (e.g. a mounted Secret); its admin credential is the store's")
 	f.StringVar(&listen, "listen", ":8443", "HTTPS listen address")
 	f.DurationVar(&staleAfter, "stale-after", broker.DefaultStaleAfter, "mark a gateway stale after this long without a heartbeat")
@@ -158,19 +177,4 @@ func newServe() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
-}
-
-// openStore opens the data dir's store. When the PKI lives elsewhere
-// (--pki-dir, e.g. a mounted Secret) the first start of a deployment finds an
-// empty data dir, and only then is a new, empty store created there; a data
-// dir holding anything at all is never initialised again.
-func openStore(dataDir string, pkiElsewhere bool, log *slog.Logger) (*store.Bolt, error) {
-	if pkiElsewhere {
-		entries, err := os.ReadDir(dataDir)
-		if errors.Is(err, fs.ErrNotExist) || err == nil && len(entries) == 0 {
-			log.Warn("data dir is empty: creating a new, empty store (first start)", "dataDir", dataDir)
-			return store.Create(dataDir)
-		}
-	}
-	return store.OpenBolt(dataDir)
 }

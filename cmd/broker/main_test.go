@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -65,6 +66,10 @@ func TestServeRefusesWithoutMatchingCA(t *testing.T) {
 // dir holding anything else is refused, never initialised over.
 func TestOpenStoreWithPKIElsewhere(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sf := &storeFlags{kind: storeBolt}
+	openStore := func(dir string, pkiElsewhere bool, log *slog.Logger) (interface{ Close() error }, error) {
+		return sf.open(context.Background(), dir, pkiElsewhere, log)
+	}
 	empty := filepath.Join(t.TempDir(), "fresh")
 	st, err := openStore(empty, true, log)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
@@ -115,7 +114,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	// Endpoints of a cluster whose tunnel the active gateway reports broken
 	// leave the imports until it recovers.
 	reach := export.NewTunnels()
-	go export.FollowMeshGateway(ctx, dyn, f.leaseNamespace, clusterID, reach, 2*time.Second, log)
+	go export.FollowMeshGateway(ctx, dyn, f.leaseNamespace, clusterID, reach, log)
 	err = export.Run(ctx, export.Config{ClusterID: clusterID, ClusterSetID: f.clusterSetID, Kube: kube, MCS: mcs, Dynamic: dyn,
 		Broker: broker, Logger: log, Workers: f.workers, Reachability: reach},
 		export.Election{Namespace: f.leaseNamespace, Identity: f.identity})

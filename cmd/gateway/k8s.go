@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
@@ -29,7 +30,7 @@ import (
 type k8sFlags struct {
 	kubeconfig, nodeName, namespace, iface, mode, runDir, stateFile, publicIP, agentMode, metrics, logLevel string
 	podCIDRs, svcCIDRs, replyDevices, nodeIPs                                                               []string
-	listenPort, mtu, gossipPort                                                                             int
+	listenPort, mtu, gossipPort, csGossipPort                                                               int
 	leaseDuration, renewInterval, renewDeadline, heartbeat, statusInterval                                  time.Duration
 }
 
@@ -58,6 +59,7 @@ elected active (Lease ` + election.DefaultLeaseName + `). SIGTERM tears the data
 	fl.StringVar(&f.stateFile, "state-file", "/var/lib/tunnelmesh/state.json", "last broker state (keep it on a hostPath), reused when restarting during a broker outage")
 	fl.StringVar(&f.publicIP, "public-ip", "", "public address remote gateways should use (default: the node's InternalIP)")
 	fl.IntVar(&f.gossipPort, "gossip-port", election.DefaultGossipPort, "memberlist port of the gateway candidates (TCP and UDP)")
+	fl.IntVar(&f.csGossipPort, "clusterset-gossip-port", gossip.DefaultPort, "memberlist port of the active gateways of all clusters on their tunnel addresses (TCP and UDP; the same in every cluster)")
 	fl.DurationVar(&f.leaseDuration, "lease-duration", 0, "Lease duration (default: the election's, 3s)")
 	fl.DurationVar(&f.renewInterval, "renew-interval", 0, "Lease renewal interval (default 250ms)")
 	fl.DurationVar(&f.renewDeadline, "renew-deadline", 0, "an active that cannot renew for this long steps down (default 800ms)")
@@ -139,7 +141,7 @@ func runK8s(ctx context.Context, f k8sFlags) error {
 		Client: client, Dynamic: dyn, Namespace: f.namespace, NodeName: f.nodeName, NodeIPs: nodeIPs,
 		Overrides: discovery.Overrides{Pod: pods, Service: svcs},
 		Interface: f.iface, ListenPort: f.listenPort, MTU: f.mtu, WireGuard: wg.Mode(f.mode), PublicIP: f.publicIP,
-		StateFile: f.stateFile, GossipPort: f.gossipPort,
+		StateFile: f.stateFile, GossipPort: f.gossipPort, ClustersetGossipPort: f.csGossipPort,
 		LeaseDuration: f.leaseDuration, RenewInterval: f.renewInterval, RenewDeadline: f.renewDeadline,
 		HeartbeatInterval: f.heartbeat, StatusInterval: f.statusInterval,
 		AgentMode: agentMode, ReplyDevices: f.replyDevices, Metrics: reg, Log: log,

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -18,16 +19,24 @@ func SetAdminToken(ctx context.Context, st store.Store, token string) error {
 	if token == "" {
 		return fmt.Errorf("empty admin credential")
 	}
-	s, err := st.Load(ctx, 0)
-	if err != nil {
-		return err
-	}
 	h := auth.Hash(token)
-	if string(s.Records[store.KindMeta][metaAdminHash]) == h {
+	// Replicas starting together on one etcd store race here; the loser
+	// reads again (and then usually finds the hash written).
+	for attempt := 0; ; attempt++ {
+		s, err := st.Load(ctx, 0)
+		if err != nil {
+			return err
+		}
+		if string(s.Records[store.KindMeta][metaAdminHash]) == h {
+			return nil
+		}
+		_, err = st.Commit(ctx, s.Version, []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(h)}}, s.Revision, 0)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("store admin credential hash: %w", err)
+		}
 		return nil
 	}
-	if err := st.Commit(ctx, []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(h)}}, s.Revision, 0); err != nil {
-		return fmt.Errorf("store admin credential hash: %w", err)
-	}
-	return nil
 }

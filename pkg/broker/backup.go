@@ -24,7 +24,8 @@ func (b *Broker) handleBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	sw, ok := b.store.(snapshotWriter)
 	if !ok {
-		b.writeError(w, r, &api.Error{Code: api.CodeNotFound, Message: "this broker's store cannot be backed up through the API"})
+		b.writeError(w, r, &api.Error{Code: api.CodeNotFound, Message: "this broker's store cannot be backed up through the API; an etcd store is backed up with etcd's own tools " +
+			"(`etcdctl snapshot save`), or copied to a bbolt file with `broker migrate --from etcd:PREFIX --to bolt:DIR`"})
 		return
 	}
 	// A large store may take longer than an ordinary response.

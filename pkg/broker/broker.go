@@ -2,9 +2,12 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -123,6 +126,16 @@ type Broker struct {
 	// readers of st see only durable state.
 	mu sync.RWMutex
 	st *state
+	// version is the store's position of st (store.State.Version), the
+	// base every commit is guarded by. Written by the writer only.
+	version int64
+	// follow reports other replicas' commits (nil for a bbolt store).
+	follow       <-chan store.Batch
+	followCancel context.CancelFunc
+	// shared: other replicas write the store too (set once in New).
+	shared bool
+	// maxChanges caps the changes of one commit (0: no cap).
+	maxChanges int
 
 	// logMu guards the watch log, which watchers read without waiting for
 	// commits in progress.
@@ -137,8 +150,12 @@ type Broker struct {
 	creds atomic.Pointer[authTable]
 
 	// status is the gateways' liveness and health (soft state, unwatched).
-	status  statusTable
-	hbSlots chan struct{} // heartbeats being decoded at once
+	status statusTable
+	// replica names this process among the replicas sharing a store;
+	// peerSeen is when the other replicas last heard from each gateway.
+	replica  string
+	peerSeen atomic.Pointer[map[string]time.Time]
+	hbSlots  chan struct{} // heartbeats being decoded at once
 	// streams are the open watch streams by credential, so a credential's
 	// streams can be counted and ended when it is revoked.
 	streams streamSet
@@ -191,6 +208,7 @@ func New(cfg Config) (*Broker, error) {
 		closing:  make(chan struct{}),
 		draining: make(chan struct{}),
 		hbSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		replica:  newReplicaID(),
 	}
 	for _, ch := range loaded.Log {
 		e, err := logEntryFromChange(ch)
@@ -200,6 +218,12 @@ func New(cfg Config) (*Broker, error) {
 		b.log_ = append(b.log_, e)
 	}
 	b.logRev = st.rev
+	b.version = loaded.Version
+	if l, ok := cfg.Store.(interface{ MaxChanges() int }); ok {
+		b.maxChanges = l.MaxChanges()
+	}
+	b.startFollow()
+	b.shared = b.follow != nil
 	b.creds.Store(newAuthTable(st))
 	b.metrics = newMetrics(b)
 	b.wg.Add(2)
@@ -208,6 +232,13 @@ func New(cfg Config) (*Broker, error) {
 	b.log.Info("broker state loaded", "revision", st.rev, "clusters", len(st.clusters),
 		"gateways", len(st.gateways), "exports", len(st.exports), "logEntries", len(b.log_))
 	return b, nil
+}
+
+func newReplicaID() string {
+	h, _ := os.Hostname()
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%s-%d-%x", h, os.Getpid(), r)
 }
 
 // Registry returns the broker's Prometheus registry.
@@ -219,6 +250,9 @@ func (b *Broker) Close() {
 	b.drain()
 	b.closeOnce.Do(func() { close(b.closing) })
 	b.wg.Wait()
+	if b.followCancel != nil {
+		b.followCancel()
+	}
 }
 
 func (b *Broker) drain() { b.drainOnce.Do(func() { close(b.draining) }) }
@@ -256,6 +290,11 @@ func (b *Broker) writeLoop() {
 		var first *writeReq
 		select {
 		case first = <-b.reqs:
+		case batch, ok := <-b.follow:
+			b.mu.Lock()
+			b.applyFollowed(batch, ok)
+			b.mu.Unlock()
+			continue
 		case <-b.closing:
 			b.failPending()
 			return
@@ -270,7 +309,9 @@ func (b *Broker) writeLoop() {
 				break drain
 			}
 		}
-		b.commitBatch(batch)
+		for len(batch) > 0 {
+			batch = b.commitBatch(batch)
+		}
 	}
 }
 
@@ -285,68 +326,243 @@ func (b *Broker) failPending() {
 	}
 }
 
-func (b *Broker) commitBatch(batch []*writeReq) {
+// commitTimeout bounds one commit, so that a store that lost its quorum
+// fails writes instead of holding them forever.
+const commitTimeout = 30 * time.Second
+
+// maxConflictRetries bounds how often one batch is re-validated after
+// other replicas won the commit; each retry follows at least one commit.
+const maxConflictRetries = 50
+
+// commitBatch runs the batch's operations as one transaction and commits
+// it, answering each request. When the store allows fewer changes per
+// commit than the batch makes, the operations that do not fit are
+// returned, to run in the next transaction. When another replica committed
+// first (store.ErrConflict), the changes are undone, the other commits are
+// applied and the operations run again on the newer state: every write is
+// validated against exactly the state it commits on top of.
+func (b *Broker) commitBatch(batch []*writeReq) (rest []*writeReq) {
 	results := make([]error, len(batch))
 	b.mu.Lock()
-	t := &txn{s: b.st}
-	for i, r := range batch {
-		results[i] = r.op(t)
-	}
-	if len(t.changes) > 0 {
-		start := time.Now()
-		err := b.store.Commit(context.Background(), t.changes, b.st.rev, b.cfg.LogRetention)
-		b.metrics.commitSeconds.Observe(time.Since(start).Seconds())
-		b.metrics.batchSize.Observe(float64(len(batch)))
-		if err != nil {
-			b.log.Error("commit failed; reloading state from the store", "err", err)
-			if rerr := b.reload(); rerr != nil {
-				b.log.Error("reload after failed commit", "err", rerr)
+	for attempt := 0; ; attempt++ {
+		t := &txn{s: b.st}
+		start := t.mark()
+		n := len(batch)
+		for i, r := range batch {
+			m := t.mark()
+			results[i] = r.op(t)
+			if b.maxChanges > 0 && len(t.changes) > b.maxChanges && i > 0 {
+				t.rollback(m)
+				n = i
+				break
+			}
+		}
+		batch, rest, results = batch[:n], batch[n:], results[:n]
+		if len(t.changes) == 0 {
+			break
+		}
+		begin := time.Now()
+		cctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		version, err := b.store.Commit(cctx, b.version, t.changes, b.st.rev, b.cfg.LogRetention)
+		cancel()
+		b.metrics.commitSeconds.Observe(time.Since(begin).Seconds())
+		if errors.Is(err, store.ErrConflict) {
+			b.metrics.conflicts.Inc()
+			t.rollback(start)
+			if attempt < maxConflictRetries && b.catchUp() {
+				continue
 			}
 			for i := range results {
 				if results[i] == nil {
-					results[i] = &api.Error{Code: api.CodeInternal, Message: "storage write failed; retry"}
+					results[i] = &api.Error{Code: api.CodeUnavailable, Message: "the broker's replicas are busy writing the same state; retry"}
 				}
 			}
-		} else {
-			b.logMu.Lock()
-			b.log_ = append(b.log_, t.events...)
-			if n := len(b.log_); n > b.cfg.LogRetention+b.cfg.LogRetention/4 {
-				b.log_ = append([]logEntry(nil), b.log_[n-b.cfg.LogRetention:]...)
-			}
-			b.logRev = b.st.rev
-			close(b.notify)
-			b.notify = make(chan struct{})
-			b.logMu.Unlock()
-			credsChanged := false
-			for _, ch := range t.changes {
-				if ch.Kind == store.KindCredential || ch.Kind == store.KindMeta {
-					credsChanged = true
-				}
-			}
-			if credsChanged {
-				// The new table first: a stream that registers after
-				// endStreams then fails its re-check against it.
-				b.creds.Store(newAuthTable(b.st))
-				for _, ch := range t.changes {
-					switch {
-					case ch.Kind == store.KindCredential:
-						b.streams.end(credKeyCluster(ch.Key))
-					case ch.Kind == store.KindMeta && ch.Key == metaAdminHash:
-						b.streams.end(credKeyAdmin)
-					}
-				}
-			}
+			break
 		}
+		b.metrics.batchSize.Observe(float64(len(batch)))
+		if err != nil {
+			// Back to the last committed state. bbolt wrote nothing; an
+			// etcd transaction that did commit after all (a timeout after
+			// raft agreed) arrives through Follow like another replica's.
+			b.log.Error("commit failed; changes undone", "err", err)
+			t.rollback(start)
+			msg := "storage write failed; retry"
+			if errors.Is(err, store.ErrTooLarge) {
+				msg = "this change is too large for one store transaction: " + err.Error()
+			}
+			for i := range results {
+				if results[i] == nil {
+					results[i] = &api.Error{Code: api.CodeInternal, Message: msg}
+				}
+			}
+			break
+		}
+		b.version = max(b.version, version)
+		b.publish(t.changes, t.events)
+		break
 	}
 	b.mu.Unlock()
 	for i, r := range batch {
 		r.done <- results[i]
 	}
+	return rest
+}
+
+// catchUp waits for the next commit of another replica and applies it and
+// any that follow at once. It reports false when none came in time (the
+// store is unreachable) or the broker is closing. Caller holds mu.
+func (b *Broker) catchUp() bool {
+	if b.follow == nil {
+		return false
+	}
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	for before := b.version; b.version == before; {
+		select {
+		case batch, ok := <-b.follow:
+			b.applyFollowed(batch, ok)
+			if !ok {
+				return false
+			}
+		case <-t.C:
+			return false
+		case <-b.closing:
+			return false
+		}
+	}
+	for {
+		select {
+		case batch, ok := <-b.follow:
+			b.applyFollowed(batch, ok)
+			if !ok {
+				return true
+			}
+		default:
+			return true
+		}
+	}
+}
+
+// applyFollowed applies a commit another replica made (own commits, which
+// Follow reports too, are skipped) and publishes it to this replica's
+// watchers with the same revisions. Caller holds mu.
+func (b *Broker) applyFollowed(batch store.Batch, ok bool) {
+	if !ok {
+		b.follow = nil // closed: the broker is closing
+		return
+	}
+	if batch.Reset {
+		b.log.Warn("lost the place in the store's history; reloading the state", "err", batch.Err)
+		b.restartFollow()
+		return
+	}
+	if batch.Version <= b.version {
+		return
+	}
+	var events []logEntry
+	next := b.st.rev
+	for _, ch := range batch.Changes {
+		if ch.Revision > 0 {
+			if ch.Revision != next+1 {
+				b.log.Warn("followed commit does not continue this replica's revisions; reloading", "want", next+1, "got", ch.Revision)
+				b.restartFollow()
+				return
+			}
+			next = ch.Revision
+			e, err := logEntryFromChange(ch)
+			if err != nil {
+				b.log.Error("followed commit unreadable; reloading", "err", err)
+				b.restartFollow()
+				return
+			}
+			events = append(events, e)
+		}
+		if err := b.st.apply(ch); err != nil {
+			b.log.Error("followed commit unreadable; reloading", "err", err)
+			b.restartFollow()
+			return
+		}
+		if ch.Kind == store.KindGateway && ch.Value == nil {
+			b.status.delete(ch.Key)
+		}
+	}
+	if next != batch.Revision {
+		b.log.Warn("followed commit ends at another revision than its changes; reloading", "want", next, "got", batch.Revision)
+		b.restartFollow()
+		return
+	}
+	b.st.rev = next
+	b.version = batch.Version
+	b.metrics.followed.Inc()
+	b.publish(batch.Changes, events)
+}
+
+// restartFollow reloads the state and follows the store again from there.
+// Caller holds mu.
+func (b *Broker) restartFollow() {
+	if b.followCancel != nil {
+		b.followCancel()
+	}
+	b.follow = nil
+	for {
+		err := b.reload()
+		if err == nil {
+			break
+		}
+		b.log.Error("reload state from the store", "err", err)
+		select {
+		case <-b.closing:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	b.startFollow()
+}
+
+func (b *Broker) startFollow() {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.followCancel = cancel
+	b.follow = b.store.Follow(ctx, b.version)
+}
+
+// publish makes committed changes visible: the watch log, the watchers'
+// wake-up and the credential table. Caller holds mu, st is updated.
+func (b *Broker) publish(changes []store.Change, events []logEntry) {
+	b.logMu.Lock()
+	b.log_ = append(b.log_, events...)
+	if n := len(b.log_); n > b.cfg.LogRetention+b.cfg.LogRetention/4 {
+		b.log_ = append([]logEntry(nil), b.log_[n-b.cfg.LogRetention:]...)
+	}
+	b.logRev = b.st.rev
+	close(b.notify)
+	b.notify = make(chan struct{})
+	b.logMu.Unlock()
+	credsChanged := false
+	for _, ch := range changes {
+		if ch.Kind == store.KindCredential || ch.Kind == store.KindMeta {
+			credsChanged = true
+		}
+	}
+	if credsChanged {
+		// The new table first: a stream that registers after
+		// endStreams then fails its re-check against it.
+		b.creds.Store(newAuthTable(b.st))
+		for _, ch := range changes {
+			switch {
+			case ch.Kind == store.KindCredential:
+				b.streams.end(credKeyCluster(ch.Key))
+			case ch.Kind == store.KindMeta && ch.Key == metaAdminHash:
+				b.streams.end(credKeyAdmin)
+			}
+		}
+	}
 }
 
 // reload replaces the in-memory state with the store's. Caller holds mu.
 func (b *Broker) reload() error {
-	loaded, err := b.store.Load(context.Background(), b.cfg.LogRetention)
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	loaded, err := b.store.Load(ctx, b.cfg.LogRetention)
 	if err != nil {
 		return err
 	}
@@ -363,9 +579,12 @@ func (b *Broker) reload() error {
 		log = append(log, e)
 	}
 	b.st = st
+	b.version = max(b.version, loaded.Version)
 	b.creds.Store(newAuthTable(st))
 	b.logMu.Lock()
 	b.log_, b.logRev = log, st.rev
+	close(b.notify)
+	b.notify = make(chan struct{})
 	b.logMu.Unlock()
 	return nil
 }
@@ -412,6 +631,9 @@ func (b *Broker) sweepLoop() {
 			return
 		case <-tick.C:
 		}
+		if ps, ok := b.store.(presenceStore); ok {
+			b.exchangePresence(ps)
+		}
 		// After a restart gateways get one full TTL to heartbeat again.
 		if time.Since(b.started) < b.cfg.StaleAfter {
 			continue
@@ -453,6 +675,48 @@ func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, s
 	}
 	b.logMu.RUnlock()
 	return lines, next, false, notify
+}
+
+// awaitCatchUp runs before a watch that resumes after rev when this
+// replica has not applied rev yet. If the shared store has it (another
+// replica committed it and this one lags), it waits for this replica to
+// catch up, so the watch continues without a snapshot; a revision the
+// store does not have gets the snapshot at once.
+func (b *Broker) awaitCatchUp(ctx context.Context, rev int64) {
+	rr, ok := b.store.(interface {
+		Revision(context.Context) (int64, error)
+	})
+	if !ok || b.Revision() >= rev {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	have, err := rr.Revision(qctx)
+	cancel()
+	if err != nil || have < rev {
+		return
+	}
+	b.awaitRevision(ctx, rev, commitTimeout)
+}
+
+// awaitRevision waits up to max for this replica to have applied rev.
+func (b *Broker) awaitRevision(ctx context.Context, rev int64, max time.Duration) {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	for {
+		b.logMu.RLock()
+		cur, notify := b.logRev, b.notify
+		b.logMu.RUnlock()
+		if cur >= rev {
+			return
+		}
+		select {
+		case <-notify:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // snapshotLine encodes the current state as one SNAPSHOT event, reusing the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	bolt "go.etcd.io/bbolt"
@@ -98,6 +99,7 @@ func waitReady(t *testing.T, c *brokerclient.Client, p *brokerProc) {
 // with SIGKILL in the middle of a stream of concurrent writes. After the
 // restart the store opens cleanly and every acknowledged write is there.
 func TestSIGKILLDuringWritesLosesNoAcknowledgedWrite(t *testing.T) {
+	brokertest.SkipUnlessBolt(t) // the etcd store: see replica_test.go
 	bin := buildBroker(t)
 	dir := t.TempDir()
 	if out, err := exec.Command(bin, "init", "--data-dir", dir).CombinedOutput(); err != nil {

@@ -306,6 +306,9 @@ func (b *Broker) handleWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	b.metrics.watches.Inc()
 	defer b.metrics.watches.Dec()
+	if b.shared && since > 0 {
+		b.awaitCatchUp(ctx, since)
+	}
 	rc := http.NewResponseController(w)
 	// The server's ReadTimeout guards request reading; lift it so that it
 	// can never cut a long-lived stream.

@@ -11,6 +11,8 @@ type metrics struct {
 	watches       prometheus.Gauge
 	commitSeconds prometheus.Histogram
 	batchSize     prometheus.Histogram
+	conflicts     prometheus.Counter
+	followed      prometheus.Counter
 }
 
 func newMetrics(b *Broker) *metrics {
@@ -34,6 +36,14 @@ func newMetrics(b *Broker) *metrics {
 			Help:    "Write requests sharing one commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelmesh_broker_commit_conflicts_total",
+			Help: "Commits refused because another replica committed first (then re-validated and retried).",
+		}),
+		followed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelmesh_broker_followed_commits_total",
+			Help: "Commits of other replicas applied to this replica's state.",
+		}),
 	}
 	records := func(kind string, n func(*state) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -46,7 +56,7 @@ func newMetrics(b *Broker) *metrics {
 			return float64(n(b.st))
 		})
 	}
-	m.reg.MustRegister(m.requests, m.watches, m.commitSeconds, m.batchSize,
+	m.reg.MustRegister(m.requests, m.watches, m.commitSeconds, m.batchSize, m.conflicts, m.followed,
 		records("cluster", func(s *state) int { return len(s.clusters) }),
 		records("gateway", func(s *state) int { return len(s.gateways) }),
 		records("export", func(s *state) int { return len(s.exports) }),

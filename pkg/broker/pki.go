@@ -43,6 +43,11 @@ type InitOptions struct {
 	SANs []string
 	// Force replaces an existing CA, server certificate and admin token.
 	Force bool
+	// Store, when set, receives the admin credential's hash instead of a
+	// new bbolt store in DataDir (which then holds only the PKI); the
+	// caller closes it. A store that already has an admin credential is
+	// refused without Force: its replicas share one PKI directory.
+	Store store.Store
 }
 
 // Init creates the CA, the server certificate and the admin credential in
@@ -64,11 +69,25 @@ func Init(opts InitOptions) (string, error) {
 	if _, err := os.Stat(caPath); err == nil && !opts.Force {
 		return "", fmt.Errorf("%s already exists; the broker is initialised (use --force to replace its CA, server certificate and admin token)", caPath)
 	}
-	st, err := store.Create(dir)
-	if err != nil {
-		return "", err
+	st := opts.Store
+	if st == nil {
+		bst, err := store.Create(dir)
+		if err != nil {
+			return "", err
+		}
+		defer bst.Close()
+		st = bst
+	} else if !opts.Force {
+		cur, err := st.Load(context.Background(), 0)
+		if err != nil {
+			return "", err
+		}
+		if len(cur.Records[store.KindMeta][metaAdminHash]) > 0 {
+			return "", errors.New("the store already holds an initialised clusterset (it has an admin credential); " +
+				"give every broker replica the PKI directory made when it was initialised (`serve --pki-dir`), " +
+				"or use --force to replace the CA, server certificate and admin credential")
+		}
 	}
-	defer st.Close()
 
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -127,19 +146,10 @@ func Init(opts InitOptions) (string, error) {
 			return "", err
 		}
 	}
-	err = st.Commit(context.Background(), []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(auth.Hash(admin))}}, currentRevision(st), 0)
-	if err != nil {
-		return "", fmt.Errorf("store admin credential hash: %w", err)
+	if err := SetAdminToken(context.Background(), st, admin); err != nil {
+		return "", err
 	}
 	return admin, nil
-}
-
-func currentRevision(st store.Store) int64 {
-	s, err := st.Load(context.Background(), 0)
-	if err != nil {
-		return 0
-	}
-	return s.Revision
 }
 
 func serial() *big.Int {

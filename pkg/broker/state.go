@@ -43,39 +43,53 @@ func loadState(st *store.State) (*state, error) {
 		tokens:   map[string]*tokenRecord{},
 		creds:    map[string]string{},
 	}
-	for k, v := range st.Records[store.KindCluster] {
-		var c api.Cluster
-		if err := json.Unmarshal(v, &c); err != nil {
-			return nil, fmt.Errorf("decode cluster %q: %w", k, err)
+	for _, kind := range store.Kinds {
+		for k, v := range st.Records[kind] {
+			if err := s.apply(store.Change{Kind: kind, Key: k, Value: v}); err != nil {
+				return nil, err
+			}
 		}
-		s.clusters[k] = &c
 	}
-	for k, v := range st.Records[store.KindGateway] {
-		var g api.Gateway
-		if err := json.Unmarshal(v, &g); err != nil {
-			return nil, fmt.Errorf("decode gateway %q: %w", k, err)
-		}
-		s.gateways[k] = &g
-	}
-	for k, v := range st.Records[store.KindExport] {
-		var e api.Export
-		if err := json.Unmarshal(v, &e); err != nil {
-			return nil, fmt.Errorf("decode export %q: %w", k, err)
-		}
-		s.exports[k] = &e
-	}
-	for k, v := range st.Records[store.KindToken] {
-		var t tokenRecord
-		if err := json.Unmarshal(v, &t); err != nil {
-			return nil, fmt.Errorf("decode token %q: %w", k, err)
-		}
-		s.tokens[k] = &t
-	}
-	for k, v := range st.Records[store.KindCredential] {
-		s.creds[k] = string(v)
-	}
-	s.adminHash = string(st.Records[store.KindMeta][metaAdminHash])
 	return s, nil
+}
+
+// apply sets one stored record (a nil Value deletes it): loading, and
+// changes another replica committed.
+func (s *state) apply(ch store.Change) error {
+	switch ch.Kind {
+	case store.KindCluster:
+		return setDecoded(s.clusters, ch)
+	case store.KindGateway:
+		return setDecoded(s.gateways, ch)
+	case store.KindExport:
+		return setDecoded(s.exports, ch)
+	case store.KindToken:
+		return setDecoded(s.tokens, ch)
+	case store.KindCredential:
+		if ch.Value == nil {
+			delete(s.creds, ch.Key)
+		} else {
+			s.creds[ch.Key] = string(ch.Value)
+		}
+	case store.KindMeta:
+		if ch.Key == metaAdminHash {
+			s.adminHash = string(ch.Value)
+		}
+	}
+	return nil
+}
+
+func setDecoded[V any](m map[string]*V, ch store.Change) error {
+	if ch.Value == nil {
+		delete(m, ch.Key)
+		return nil
+	}
+	v := new(V)
+	if err := json.Unmarshal(ch.Value, v); err != nil {
+		return fmt.Errorf("decode %s %q: %w", ch.Kind, ch.Key, err)
+	}
+	m[ch.Key] = v
+	return nil
 }
 
 // snapshot copies the watched state, sorted by key.
@@ -148,11 +162,44 @@ func (s *state) clusterExports(cluster string) []string {
 }
 
 // txn records the changes one batch makes to the state. Each change to a
-// watched kind takes the next revision.
+// watched kind takes the next revision. It can undo them (rollback), for
+// a commit another replica won or one too large for the store.
 type txn struct {
 	s       *state
 	changes []store.Change
 	events  []logEntry
+	undo    []func()
+}
+
+// txnMark is a point a txn can roll back to.
+type txnMark struct {
+	rev                   int64
+	changes, events, undo int
+}
+
+func (t *txn) mark() txnMark {
+	return txnMark{rev: t.s.rev, changes: len(t.changes), events: len(t.events), undo: len(t.undo)}
+}
+
+// rollback restores the state as it was at m.
+func (t *txn) rollback(m txnMark) {
+	for i := len(t.undo) - 1; i >= m.undo; i-- {
+		t.undo[i]()
+	}
+	t.undo, t.changes, t.events = t.undo[:m.undo], t.changes[:m.changes], t.events[:m.events]
+	t.s.rev = m.rev
+}
+
+// saveOld records how to put back m[k] as it is now.
+func saveOld[V any](t *txn, m map[string]V, k string) {
+	old, had := m[k]
+	t.undo = append(t.undo, func() {
+		if had {
+			m[k] = old
+		} else {
+			delete(m, k)
+		}
+	})
 }
 
 func (t *txn) watched(kind, key string, v any, ev api.Event) {
@@ -177,52 +224,61 @@ func (t *txn) private(kind, key string, v []byte) {
 }
 
 func (t *txn) putCluster(c *api.Cluster) {
+	saveOld(t, t.s.clusters, c.ID)
 	t.s.clusters[c.ID] = c
 	cp := *c
 	t.watched(store.KindCluster, c.ID, c, api.Event{Type: api.EventPut, Cluster: &cp})
 }
 
 func (t *txn) deleteCluster(id string) {
+	saveOld(t, t.s.clusters, id)
 	delete(t.s.clusters, id)
 	t.watched(store.KindCluster, id, nil, api.Event{Type: api.EventDelete})
 }
 
 func (t *txn) putGateway(g *api.Gateway) {
 	k := gatewayKey(g.ClusterID, g.Hostname)
+	saveOld(t, t.s.gateways, k)
 	t.s.gateways[k] = g
 	cp := *g
 	t.watched(store.KindGateway, k, g, api.Event{Type: api.EventPut, Gateway: &cp})
 }
 
 func (t *txn) deleteGateway(k string) {
+	saveOld(t, t.s.gateways, k)
 	delete(t.s.gateways, k)
 	t.watched(store.KindGateway, k, nil, api.Event{Type: api.EventDelete})
 }
 
 func (t *txn) putExport(e *api.Export) {
 	k := exportKey(e.ClusterID, e.Namespace, e.Name)
+	saveOld(t, t.s.exports, k)
 	t.s.exports[k] = e
 	cp := *e
 	t.watched(store.KindExport, k, e, api.Event{Type: api.EventPut, Export: &cp})
 }
 
 func (t *txn) deleteExport(k string) {
+	saveOld(t, t.s.exports, k)
 	delete(t.s.exports, k)
 	t.watched(store.KindExport, k, nil, api.Event{Type: api.EventDelete})
 }
 
 func (t *txn) putToken(tr *tokenRecord) {
+	saveOld(t, t.s.tokens, tr.ID)
 	t.s.tokens[tr.ID] = tr
 	b, _ := json.Marshal(tr)
 	t.private(store.KindToken, tr.ID, b)
 }
 
 func (t *txn) putCred(cluster, hash string) {
+	saveOld(t, t.s.creds, cluster)
 	t.s.creds[cluster] = hash
 	t.private(store.KindCredential, cluster, []byte(hash))
 }
 
 func (t *txn) deleteCred(cluster string) {
+	saveOld(t, t.s.creds, cluster)
 	delete(t.s.creds, cluster)
 	t.private(store.KindCredential, cluster, nil)
 }

@@ -2,10 +2,12 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,13 +64,69 @@ func (t *statusTable) delete(keys ...string) {
 }
 
 // lastSeen is when the gateway last proved it is alive: its latest
-// heartbeat or registration, or the broker's start when it has done
-// neither since (the restart grace).
+// heartbeat or registration on this replica or (shared store) any other,
+// or this broker's start when it has done neither since (the restart grace).
 func (b *Broker) lastSeen(key string) time.Time {
-	if s, ok := b.status.get(key); ok && s.LastHeartbeat.After(b.started) {
-		return s.LastHeartbeat
+	seen := b.started
+	if s, ok := b.status.get(key); ok && s.LastHeartbeat.After(seen) {
+		seen = s.LastHeartbeat
 	}
-	return b.started
+	if p := b.peerSeen.Load(); p != nil {
+		if t := (*p)[key]; t.After(seen) {
+			seen = t
+		}
+	}
+	return seen
+}
+
+// presenceStore is a store several replicas share that also carries their
+// liveness summaries, outside the revisioned state (store.Etcd).
+type presenceStore interface {
+	PutPresence(ctx context.Context, replica string, data []byte, ttl time.Duration) error
+	Presence(ctx context.Context) (map[string][]byte, error)
+}
+
+// exchangePresence publishes when this replica last heard from each
+// gateway and learns the same from the other replicas, so that a gateway
+// heartbeating to one replica is not marked stale by another. Heartbeats
+// stay soft state: this is one small write per replica per sweep, not one
+// per heartbeat, and it makes no revision.
+func (b *Broker) exchangePresence(ps presenceStore) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StaleAfter/2)
+	defer cancel()
+	own := map[string]int64{}
+	b.status.mu.RLock()
+	for k, s := range b.status.m {
+		if s.LastHeartbeat.After(b.started) {
+			own[k] = s.LastHeartbeat.UnixMilli()
+		}
+	}
+	b.status.mu.RUnlock()
+	data, _ := json.Marshal(own)
+	if err := ps.PutPresence(ctx, b.replica, data, 3*b.cfg.StaleAfter); err != nil {
+		b.log.Warn("publish gateway liveness to the other replicas", "err", err)
+	}
+	all, err := ps.Presence(ctx)
+	if err != nil {
+		b.log.Warn("read the other replicas' gateway liveness", "err", err)
+		return
+	}
+	merged := map[string]time.Time{}
+	for id, v := range all {
+		if id == b.replica {
+			continue
+		}
+		var m map[string]int64
+		if json.Unmarshal(v, &m) != nil {
+			continue
+		}
+		for k, ms := range m {
+			if t := time.UnixMilli(ms); t.After(merged[k]) {
+				merged[k] = t
+			}
+		}
+	}
+	b.peerSeen.Store(&merged)
 }
 
 // Status returns the liveness and health of the registered gateways of
@@ -83,8 +141,18 @@ func (b *Broker) Status(cluster string) []api.GatewayStatus {
 	}
 	b.mu.RUnlock()
 	out := make([]api.GatewayStatus, 0, len(keys))
+	peers := b.peerSeen.Load()
 	for _, k := range keys {
 		s, ok := b.status.get(k)
+		if p := peers; p != nil {
+			// Heartbeats another replica took: their time, not their
+			// health (health stays with the replica that received it).
+			if t, seen := (*p)[k]; seen && t.After(s.LastHeartbeat) {
+				cl, host, _ := strings.Cut(k, "/")
+				s = api.GatewayStatus{ClusterID: cl, Hostname: host, LastHeartbeat: t}
+				ok = true
+			}
+		}
 		if !ok || (cluster != "" && s.ClusterID != cluster) {
 			continue
 		}

@@ -16,15 +16,21 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
 
-// Client talks to one broker with one credential (admin or cluster).
+// Client talks to a broker (or to several replicas of one, failing over
+// between them) with one credential (admin or cluster).
 type Client struct {
-	base   string
+	bases []string
+	// cur is the index in bases of the replica in use; a failed call or
+	// watch moves it to the next.
+	cur    atomic.Int32
 	cred   string
 	hc     *http.Client // unary requests
 	stream *http.Client // watches: no overall timeout
@@ -35,20 +41,45 @@ type Client struct {
 	WatchIdleTimeout time.Duration
 }
 
-// New returns a client for the broker at url (https://host:port; a bare
-// host:port gets https://). caPEM is the broker's CA; nil uses the system
-// roots. credential is the admin or cluster credential; it may be empty for
-// a client that only joins (Join then adopts the returned credential).
+// ParseURLs reads a broker URL, or a comma-separated list of the URLs of
+// one broker's replicas (https://host:port; a bare host:port gets
+// https://), as broker-info files and the broker Secret carry them.
+func ParseURLs(rawURLs string) ([]string, error) {
+	var out []string
+	for _, raw := range strings.Split(rawURLs, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		if !strings.Contains(raw, "://") {
+			raw = "https://" + raw
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("broker URL %q: %w", raw, err)
+		}
+		if u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("broker URL %q: want https://host:port", raw)
+		}
+		if b := strings.TrimRight(u.String(), "/"); !slices.Contains(out, b) {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no broker URL in %q: want https://host:port, or several comma-separated", rawURLs)
+	}
+	return out, nil
+}
+
+// New returns a client for the broker at rawURL (see ParseURLs; several
+// URLs are replicas of one broker, tried in turn when one fails). caPEM is
+// the broker's CA; nil uses the system roots. credential is the admin or
+// cluster credential; it may be empty for a client that only joins (Join
+// then adopts the returned credential).
 func New(rawURL string, caPEM []byte, credential string) (*Client, error) {
-	if !strings.Contains(rawURL, "://") {
-		rawURL = "https://" + rawURL
-	}
-	u, err := url.Parse(rawURL)
+	bases, err := ParseURLs(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("broker URL %q: %w", rawURL, err)
-	}
-	if u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("broker URL %q: want https://host:port", rawURL)
+		return nil, err
 	}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if len(caPEM) > 0 {
@@ -73,9 +104,9 @@ func New(rawURL string, caPEM []byte, credential string) (*Client, error) {
 		}
 	}
 	return &Client{
-		base: strings.TrimRight(u.String(), "/"),
-		cred: strings.TrimSpace(credential),
-		hc:   &http.Client{Transport: newTransport(true), Timeout: 30 * time.Second},
+		bases: bases,
+		cred:  strings.TrimSpace(credential),
+		hc:    &http.Client{Transport: newTransport(true), Timeout: 30 * time.Second},
 		// A watch is one long response on its own connection; HTTP/1.1
 		// costs both ends less per flushed change than HTTP/2 framing.
 		stream:           &http.Client{Transport: newTransport(false)},
@@ -93,21 +124,56 @@ func (c *Client) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// call sends one request and decodes a JSON answer into out (if not nil).
+// base is the URL of the replica in use.
+func (c *Client) base() string { return c.bases[int(c.cur.Load())%len(c.bases)] }
+
+// failover moves to the next replica, unless another call already did
+// since from was read.
+func (c *Client) failover(from int32) {
+	if len(c.bases) > 1 {
+		c.cur.CompareAndSwap(from, (from+1)%int32(len(c.bases)))
+	}
+}
+
+// call sends one request, on each replica in turn while they cannot be
+// reached or are shutting down, and decodes a JSON answer into out (if not
+// nil). A POST is sent to the next replica only when the previous one was
+// not reached at all, so no join or token is made twice.
 func (c *Client) call(ctx context.Context, method, path, cred string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	var err error
+	for range c.bases {
+		from := c.cur.Load()
+		var retry bool
+		retry, err = c.callOnce(ctx, method, path, cred, body, out)
+		if !retry || ctx.Err() != nil {
+			return err
+		}
+		if len(c.bases) > 1 {
+			c.logger().Warn("broker replica failed; trying the next", "url", c.base(), "err", err)
+		}
+		c.failover(from)
+	}
+	return err
+}
+
+func (c *Client) callOnce(ctx context.Context, method, path, cred string, body []byte, out any) (retry bool, _ error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, rd)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if in != nil {
+	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
@@ -116,20 +182,24 @@ func (c *Client) call(ctx context.Context, method, path, cred string, in, out an
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		var op *net.OpError
+		notSent := errors.As(err, &op) && op.Op == "dial"
+		return notSent || method != http.MethodPost, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return decodeError(resp)
+		// 503: the replica is draining or its store is unavailable; the
+		// write was not made.
+		return resp.StatusCode == http.StatusServiceUnavailable, decodeError(resp)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return nil
+		return false, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+		return false, fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}
-	return nil
+	return false, nil
 }
 
 // decodeError turns a non-2xx response into *api.Error.
@@ -265,7 +335,7 @@ func (c *Client) Status(ctx context.Context) ([]api.GatewayStatus, error) {
 // Backup writes a consistent copy of the broker's store to w (admin): a
 // bbolt file that `broker restore` puts back.
 func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/backup", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base()+"/v1/backup", nil)
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,7 @@
 package brokerclient
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -38,5 +39,29 @@ func TestNewURL(t *testing.T) {
 	}
 	if _, err := New("https://x:1", []byte("not pem"), ""); err == nil {
 		t.Error("bad CA accepted")
+	}
+}
+
+func TestParseURLs(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string // fmt of the list, or "" for an error
+	}{
+		{"https://a:1", "[https://a:1]"},
+		{"a:1, https://b:2/ ,a:1", "[https://a:1 https://b:2]"},
+		{"https://a:1,,", "[https://a:1]"},
+		{"https://a:1,http://b:2", ""},
+		{" , ", ""},
+	} {
+		got, err := ParseURLs(c.in)
+		if c.want == "" {
+			if err == nil {
+				t.Errorf("ParseURLs(%q) = %v, want an error", c.in, got)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(got) != c.want {
+			t.Errorf("ParseURLs(%q) = %v, %v; want %s", c.in, got, err, c.want)
+		}
 	}
 }

@@ -26,11 +26,14 @@ func (e fnError) Error() string { return e.err.Error() }
 // disconnect it reconnects with exponential backoff (0.2 s to 30 s, with
 // jitter) and resumes after the last revision it saw, so fn sees nothing
 // twice and misses nothing; when the broker no longer has that revision it
-// sends a SNAPSHOT. Watch returns only when ctx is done (ctx.Err()) or fn
-// returns an error (that error).
+// sends a SNAPSHOT. With several replica URLs each reconnect goes to the
+// next replica; replicas sharing an etcd store serve the same revisions,
+// so the watch resumes there where it stopped. Watch returns only when ctx
+// is done (ctx.Err()) or fn returns an error (that error).
 func (c *Client) Watch(ctx context.Context, since int64, fn func(api.Event) error) error {
 	backoff := 200 * time.Millisecond
 	for {
+		from := c.cur.Load()
 		progressed, err := c.watchOnce(ctx, &since, fn)
 		var fe fnError
 		if errors.As(err, &fe) {
@@ -42,8 +45,9 @@ func (c *Client) Watch(ctx context.Context, since int64, fn func(api.Event) erro
 		if progressed {
 			backoff = 200 * time.Millisecond
 		}
+		c.failover(from)
 		wait := backoff/2 + rand.N(backoff/2+1)
-		c.logger().Warn("broker watch interrupted; reconnecting", "err", err, "since", since, "in", wait)
+		c.logger().Warn("broker watch interrupted; reconnecting", "err", err, "since", since, "url", c.base(), "in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -60,7 +64,7 @@ func (c *Client) Watch(ctx context.Context, since int64, fn func(api.Event) erro
 func (c *Client) watchOnce(ctx context.Context, since *int64, fn func(api.Event) error) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/watch?since="+strconv.FormatInt(*since, 10), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base()+"/v1/watch?since="+strconv.FormatInt(*since, 10), nil)
 	if err != nil {
 		return false, err
 	}

@@ -10,6 +10,9 @@
 //	brokerdeploy/  deploy-broker: InCluster and Local
 //	member/        Join, Leave, Uninstall (seams: CIDRDetector, Waiter, CorefileEditor)
 //	svcexport/     export/unexport service
-//	view/          show: tables and the DOT graph (seam: StatusSource)
+//	view/          show: tables (imports from the cluster itself) and the DOT graph
+//	diagnose/      diagnose: Gather (thin) → Facts → Run (pure checks) → findings
+//	probe/         verify and benchmark: test pods in two clusters, cleaned up
+//	netprobe/      what the test pods run (netclient image): steps, throughput, latency
 //	cmd/           the cobra tree, one package per verb
 package meshctl

@@ -199,7 +199,7 @@ func (b *Bed) Start(ns, name string, env []string, bin string, args ...string) *
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := StartCmd(cmd); err != nil {
 		lf.Close()
 		b.t.Fatalf("start %s: %v", name, err)
 	}

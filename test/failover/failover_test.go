@@ -189,7 +189,7 @@ func TestFailover(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The key Secret was created once, by the first elected candidate, and
+	// The key Secret was created once (create-or-conflict, no election needed), and
 	// every candidate announces its key.
 	key, err := keysecret.Store{Client: m.client, Namespace: ns}.Get(context.Background())
 	if err != nil {
@@ -219,6 +219,34 @@ func TestFailover(t *testing.T) {
 			t.Errorf("discovered CIDRs reported as differing from the broker: %s", c.Message)
 		}
 	}
+	// The apiserver goes away for twice the Lease duration: the active holds
+	// its role (the standby answers and cannot reach the apiserver either),
+	// the flow does not notice, and the same tenure renews afterwards.
+	holder, epoch, err := m.holder(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := f.udpSeq.Load()
+	m.env.StopAPIServer()
+	time.Sleep(6 * time.Second)
+	m.env.StartAPIServer()
+	if err := testbed.Eventually(15*time.Second, 100*time.Millisecond, func() error {
+		if !strings.Contains(readFile(m.procs[holder].Log), "the apiserver answers again") {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the active %s did not renew its tenure after the apiserver outage:\n%s", holder, m.procs[holder].Tail(3000))
+	}
+	if h, e, err := m.holder(context.Background()); err != nil || h != holder || e != epoch {
+		t.Fatalf("after the apiserver outage the holder is %q at epoch %d (%v); want %q still at %d", h, e, err, holder, epoch)
+	}
+	lostOutage := f.udp.lostBetween(sent+1, f.udpSeq.Load()-30)
+	t.Logf("apiserver down 6 s: %s kept the role at epoch %d, %d datagrams lost", holder, epoch, lostOutage)
+	if lostOutage > 0 {
+		t.Errorf("%d datagrams lost during the apiserver outage", lostOutage)
+	}
+
 	for _, tc := range []struct {
 		kind       stopKind
 		brokerDown bool

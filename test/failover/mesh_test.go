@@ -2,13 +2,13 @@ package failover
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +53,18 @@ const (
 // nodeIPs of cluster A's "nodes" (Kubernetes node name -> underlay address).
 var nodeIPs = map[string]string{"a-gw1": "172.30.0.11", "a-gw2": "172.30.0.12", "a-worker": workerIP}
 
+// nodeIPsB of cluster B's nodes when B runs in Kubernetes too.
+var nodeIPsB = map[string]string{"b-gw1": "172.30.0.21", "b-gw2": "172.30.0.22", "b-worker": "172.30.0.23"}
+
+// options of the test bed.
+type options struct {
+	// bInK8s: cluster B is a Kubernetes cluster like A (its own apiserver,
+	// two candidates, a worker with pod B), not one gateway outside Kubernetes.
+	bInK8s bool
+	// gossipKey for the broker Secrets (clusterset gossip); nil: none.
+	gossipKey []byte
+}
+
 // mesh is the whole test bed.
 type mesh struct {
 	t          testing.TB
@@ -67,26 +79,20 @@ type mesh struct {
 	procs      map[string]*testbed.Proc
 	extraArgs  []string
 	podA, podB netns.NsHandle
-	spawns     chan func()
+	// Cluster B's apiserver when it runs in Kubernetes.
+	envB        *kubeapi.Env
+	clientB     kubernetes.Interface
+	kubeconfigB string
+	opts        options
 }
 
-func newMesh(t testing.TB) *mesh {
+func newMesh(t testing.TB) *mesh { return newMeshWith(t, options{}) }
+
+func newMeshWith(t testing.TB, o options) *mesh {
 	testbed.Require(t)
-	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}, spawns: make(chan func())}
-	// Processes (etcd, kube-apiserver, gateways) are started from one OS
-	// thread that lives as long as the test: they are started with
-	// Pdeathsig, which fires when the *thread* that forked them exits, and
-	// nsenter.Do ends the threads it runs on, so a process forked from an
-	// arbitrary thread would be killed at a random moment.
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the test
-		for f := range m.spawns {
-			f()
-		}
-	}()
-	t.Cleanup(func() { close(m.spawns) })
+	m := &mesh{t: t, bed: testbed.New(t), nsOf: map[string]string{}, procs: map[string]*testbed.Proc{}, opts: o}
 	m.bin = testbed.Build(t, "github.com/tunnelmesh/tunnelmesh/cmd/gateway")
-	m.onSpawner(func() { m.env = kubeapi.Start(t) })
+	m.env = kubeapi.Start(t)
 	m.client = m.env.Client(t)
 	var err error
 	if m.dyn, err = dynamic.NewForConfig(m.env.Config); err != nil {
@@ -97,6 +103,11 @@ func newMesh(t testing.TB) *mesh {
 		t.Fatal(err)
 	}
 	k8stest.Apply(t, m.env.Config, objs)
+	if o.bInK8s {
+		m.envB = kubeapi.Start(t)
+		m.clientB = m.envB.Client(t)
+		k8stest.Apply(t, m.envB.Config, objs)
+	}
 	m.broker = brokertest.Start(t, brokertest.Options{})
 
 	ul := m.bed.Underlay()
@@ -104,77 +115,78 @@ func newMesh(t testing.TB) *mesh {
 		m.nsOf[name] = m.bed.NS(name[2:])
 		ul.Attach(m.nsOf[name], nodeIPs[name]+"/24")
 	}
-	m.nsOf["b-gw"] = m.bed.NS("bgw")
-	ul.Attach(m.nsOf["b-gw"], gbIP+"/24")
+	if o.bInK8s {
+		for _, name := range []string{"b-gw1", "b-gw2", "b-worker"} {
+			m.nsOf[name] = m.bed.NS("b" + name[2:])
+			ul.Attach(m.nsOf[name], nodeIPsB[name]+"/24")
+		}
+	} else {
+		m.nsOf["b-gw"] = m.bed.NS("bgw")
+		ul.Attach(m.nsOf["b-gw"], gbIP+"/24")
+	}
 	for n, s := range m.nsOf {
 		m.bed.MustExec(s, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		if strings.HasPrefix(n, "a-") {
+		cidr := podCIDRA
+		if strings.HasPrefix(n, "b-") {
+			cidr = podCIDRB
+		}
+		if strings.HasPrefix(n, "a-") || o.bInK8s {
 			// A CNI that masquerades every pod packet leaving the pod CIDR, as
 			// flannel and kindnet do: the route agent must keep the pod's address.
 			m.bed.MustExec(s, "nft", "add table inet cni")
 			m.bed.MustExec(s, "nft", "add chain inet cni post { type nat hook postrouting priority srcnat; }")
-			m.bed.MustExec(s, "nft", "add rule inet cni post ip saddr "+podCIDRA+" ip daddr != "+podCIDRA+" masquerade")
+			m.bed.MustExec(s, "nft", "add rule inet cni post ip saddr "+cidr+" ip daddr != "+cidr+" masquerade")
 		}
 	}
 	m.podA = m.pod("pod-a", "a-worker", podAIP, "10.244.4.1")
-	m.podB = m.pod("pod-b", "b-gw", podBIP, "10.60.0.1")
 	for _, g := range []string{"a-gw1", "a-gw2"} { // the CNI's route to the worker's pods
 		m.bed.MustIP(m.nsOf[g], "route", "add", "10.244.4.0/24", "via", workerIP)
+	}
+	if o.bInK8s {
+		m.podB = m.pod("pod-b", "b-worker", podBIP, "10.60.0.1")
+		for _, g := range []string{"b-gw1", "b-gw2"} {
+			m.bed.MustIP(m.nsOf[g], "route", "add", "10.60.0.0/24", "via", nodeIPsB["b-worker"])
+		}
+	} else {
+		m.podB = m.pod("pod-b", "b-gw", podBIP, "10.60.0.1")
 	}
 
 	// The apiserver and the broker listen on the test's loopback; every node
 	// reaches them on its own loopback through a forwarder.
-	apiAddr := strings.TrimPrefix(m.env.URL, "https://")
-	for _, n := range []string{"a-gw1", "a-gw2", "a-worker", "b-gw"} {
-		m.forward(m.nsOf[n], apiAddr)
-		if n != "a-worker" { // the route agent learns everything from the cluster
-			m.forward(m.nsOf[n], m.broker.Addr)
+	for n, s := range m.nsOf {
+		if !strings.HasPrefix(n, "a-") && !strings.HasPrefix(n, "b-") {
+			continue // pods
+		}
+		switch {
+		case strings.HasPrefix(n, "a-"):
+			m.forward(s, strings.TrimPrefix(m.env.URL, "https://"))
+		case o.bInK8s:
+			m.forward(s, strings.TrimPrefix(m.envB.URL, "https://"))
+		}
+		if !strings.HasSuffix(n, "-worker") { // the route agent learns everything from the cluster
+			m.forward(s, m.broker.Addr)
 		}
 	}
-	m.kubeconfig = filepath.Join(m.bed.Dir, "kubeconfig")
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: a, cluster: {server: %q, insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: %q}}]
-contexts: [{name: a, context: {cluster: a, user: admin}}]
-current-context: a
-`, m.env.URL, kubeapi.Token)
-	if err := os.WriteFile(m.kubeconfig, []byte(kc), 0o600); err != nil {
-		t.Fatal(err)
+	m.kubeconfig = m.writeKubeconfig("a", m.env.URL)
+	if o.bInK8s {
+		m.kubeconfigB = m.writeKubeconfig("b", m.envB.URL)
 	}
 
 	// Cluster A as `meshctl join` leaves it: nodes, the broker Secret.
-	ctx := context.Background()
 	_, joinA := m.broker.Join(clusterA, podCIDRA, svcCIDRA)
 	_, joinB := m.broker.Join(clusterB, podCIDRB, svcCIDRB)
-	for name, ip := range nodeIPs {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
-		if name != "a-worker" {
-			n.Labels[election.CandidateLabel] = candidate
-		}
-		m.retry("create node "+name, func() error {
-			created, err := m.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				created, err = m.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	m.nodes(m.client, nodeIPs)
+	m.brokerSecret(m.client, clusterA, joinA.Credential)
+	if o.bInK8s {
+		m.nodes(m.clientB, nodeIPsB)
+		m.brokerSecret(m.clientB, clusterB, joinB.Credential)
+		t.Cleanup(func() {
+			if t.Failed() {
+				m.dumpLogs()
 			}
-			if err != nil {
-				return err
-			}
-			created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
-			_, err = m.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
-			return err
 		})
+		return m
 	}
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: brokersecret.Name, Namespace: ns}, Data: map[string][]byte{
-		brokersecret.KeyURL: []byte(m.broker.URL), brokersecret.KeyCA: m.broker.CA,
-		brokersecret.KeyCredential: []byte(joinA.Credential), brokersecret.KeyClusterID: []byte(clusterA)}}
-	m.retry("create the broker Secret", func() error {
-		_, err := m.client.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return nil
-		}
-		return err
-	})
 
 	// Cluster B: one gateway outside Kubernetes.
 	bdir := filepath.Join(m.bed.Dir, "b-gw")
@@ -192,6 +204,59 @@ current-context: a
 		}
 	})
 	return m
+}
+
+// nodes creates a cluster's Node objects ("*-worker" is no candidate).
+func (m *mesh) nodes(c kubernetes.Interface, ips map[string]string) {
+	ctx := context.Background()
+	for name, ip := range ips {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+		if !strings.HasSuffix(name, "-worker") {
+			n.Labels[election.CandidateLabel] = candidate
+		}
+		m.retry("create node "+name, func() error {
+			created, err := c.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				created, err = c.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			created.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+			_, err = c.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			return err
+		})
+	}
+}
+
+// brokerSecret writes the Secret `meshctl join` leaves.
+func (m *mesh) brokerSecret(c kubernetes.Interface, cluster, credential string) {
+	data := map[string][]byte{brokersecret.KeyURL: []byte(m.broker.URL), brokersecret.KeyCA: m.broker.CA,
+		brokersecret.KeyCredential: []byte(credential), brokersecret.KeyClusterID: []byte(cluster)}
+	if m.opts.gossipKey != nil {
+		data[brokersecret.KeyGossip] = []byte(base64.StdEncoding.EncodeToString(m.opts.gossipKey))
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: brokersecret.Name, Namespace: ns}, Data: data}
+	m.retry("create the broker Secret", func() error {
+		_, err := c.CoreV1().Secrets(ns).Create(context.Background(), sec, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	})
+}
+
+func (m *mesh) writeKubeconfig(name, url string) string {
+	p := filepath.Join(m.bed.Dir, "kubeconfig-"+name)
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: %q}}]
+contexts: [{name: c, context: {cluster: c, user: admin}}]
+current-context: c
+`, url, kubeapi.Token)
+	must(m.t, os.WriteFile(p, []byte(kc), 0o600))
+	return p
 }
 
 // retry repeats an apiserver call through transient errors (a fresh
@@ -267,35 +332,24 @@ func (m *mesh) forward(s, addr string) {
 	}()
 }
 
-// start runs `gateway k8s` on a node of cluster A.
+// start runs `gateway k8s` on a node of cluster A (or of B when it runs in Kubernetes).
 func (m *mesh) start(name string) {
 	dir := filepath.Join(m.bed.Dir, name)
 	must(m.t, os.MkdirAll(filepath.Join(dir, "run"), 0o700))
-	args := append([]string{"k8s", "--kubeconfig", m.kubeconfig, "--node-name", name, "--pod-cidr", podCIDRA,
+	kubeconfig, cidrs := m.kubeconfig, []string{"--pod-cidr", podCIDRA}
+	if strings.HasPrefix(name, "b-") {
+		kubeconfig, cidrs = m.kubeconfigB, []string{"--pod-cidr", podCIDRB, "--service-cidr", svcCIDRB}
+	}
+	args := append([]string{"k8s", "--kubeconfig", kubeconfig, "--node-name", name, cidrs[0], cidrs[1]}, cidrs[2:]...)
+	args = append(append(args,
 		"--wireguard", "userspace", "--run-dir", filepath.Join(dir, "run"), "--state-file", filepath.Join(dir, "state.json"),
-		"--metrics", "", "--status-interval", "1s", "--heartbeat-interval", "2s", "--log-level", "debug"}, m.extraArgs...)
+		"--metrics", "", "--status-interval", "1s", "--heartbeat-interval", "2s", "--log-level", "debug"), m.extraArgs...)
 	m.procs[name] = m.startProc(name, args...)
 }
 
-// startProc runs the gateway binary in the namespace of name, forked from
-// the spawner thread.
+// startProc runs the gateway binary in the namespace of name.
 func (m *mesh) startProc(name string, args ...string) *testbed.Proc {
-	var p *testbed.Proc
-	m.onSpawner(func() { p = m.bed.Start(m.nsOf[name], name, nil, m.bin, args...) })
-	return p
-}
-
-// onSpawner runs f on the spawner thread and waits for it.
-func (m *mesh) onSpawner(f func()) {
-	done := make(chan struct{})
-	m.spawns <- func() {
-		defer close(done) // also when f fails the test (Goexit)
-		f()
-	}
-	<-done
-	if m.t.Failed() {
-		m.t.FailNow()
-	}
+	return m.bed.Start(m.nsOf[name], name, nil, m.bin, args...)
 }
 
 func (m *mesh) dumpLogs() {
@@ -316,7 +370,7 @@ func (m *mesh) dumpLogs() {
 	for name, p := range m.procs {
 		m.t.Logf("---- %s (%s) last log:\n%s", name, p.Log, p.Tail(8000))
 	}
-	for _, n := range []string{"a-gw1", "a-gw2", "a-worker", "b-gw"} {
+	for n := range m.procs {
 		out, _ := m.bed.IP(m.nsOf[n], "route")
 		m.t.Logf("---- routes of %s:\n%s", n, out)
 	}

@@ -117,3 +117,50 @@ func TestEchoserverAndNetclient(t *testing.T) {
 		t.Fatal("unsupported DNS type accepted")
 	}
 }
+
+// netclient's meshctl subcommands: bench-server and bench (one JSON line
+// each), steps (one JSON line per step, exit 1 when one fails).
+func TestNetclientBenchAndSteps(t *testing.T) {
+	nc := build(t, "github.com/tunnelmesh/tunnelmesh/test/images/netclient")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := exec.Command(nc, "bench-server", "-listen", addr)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+
+	out, err := exec.Command(nc, "bench", "throughput", "-duration", "300ms", "-wait", "10s", addr).Output()
+	var tp struct {
+		Kind  string
+		Bytes int64
+		Gbps  float64
+	}
+	if err != nil || json.Unmarshal(out, &tp) != nil || tp.Kind != "throughput" || tp.Bytes <= 0 || tp.Gbps <= 0 {
+		t.Fatalf("bench throughput: %v %q", err, out)
+	}
+	out, err = exec.Command(nc, "bench", "latency", "-samples", "50", addr).Output()
+	var lat struct {
+		Kind      string
+		Samples   int
+		P99Micros float64
+	}
+	if err != nil || json.Unmarshal(out, &lat) != nil || lat.Samples != 50 || lat.P99Micros <= 0 {
+		t.Fatalf("bench latency: %v %q", err, out)
+	}
+
+	cmd := exec.Command(nc, "-wait", "1s", "-timeout", "500ms", "steps", "name=dns:localhost", "closed=http:http://127.0.0.1:1/")
+	out, err = cmd.Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if cmd.ProcessState.ExitCode() != 1 || len(lines) != 2 {
+		t.Fatalf("steps: exit %d, %v\n%s", cmd.ProcessState.ExitCode(), err, out)
+	}
+	var first, second struct {
+		Step string
+		OK   bool
+	}
+	_ = json.Unmarshal([]byte(lines[0]), &first)
+	_ = json.Unmarshal([]byte(lines[1]), &second)
+	if first.Step != "name" || !first.OK || second.Step != "closed" || second.OK {
+		t.Fatalf("steps results:\n%s", out)
+	}
+}

@@ -15,10 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -31,6 +33,10 @@ type Env struct {
 	Config *rest.Config // admin access
 	URL    string       // https://127.0.0.1:PORT
 	Dir    string       // data, keys and logs
+
+	t         testing.TB
+	apiserver *proc
+	apiArgs   []string
 }
 
 // Client returns a typed clientset for the admin user.
@@ -101,59 +107,112 @@ func Start(t testing.TB) *Env {
 	write(t, saKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	write(t, tokens, []byte(Token+",admin,admin,system:masters\n"))
 	url := fmt.Sprintf("https://127.0.0.1:%d", ports[2])
-	start(t, dir, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
-		"--etcd-servers="+etcdURL, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", ports[2]), "--cert-dir="+filepath.Join(dir, "certs"),
+	apiArgs := []string{filepath.Join(bin, "kube-apiserver"),
+		"--etcd-servers=" + etcdURL, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", ports[2]), "--cert-dir=" + filepath.Join(dir, "certs"),
 		"--service-cluster-ip-range=10.0.0.0/24", "--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+saKey, "--service-account-signing-key-file="+saKey,
-		"--token-auth-file="+tokens, "--authorization-mode=RBAC",
+		"--service-account-key-file=" + saKey, "--service-account-signing-key-file=" + saKey,
+		"--token-auth-file=" + tokens, "--authorization-mode=RBAC",
 		// Pods can be created without the controller-manager's service accounts.
-		"--disable-admission-plugins=ServiceAccount")
+		"--disable-admission-plugins=ServiceAccount",
+		// As kubeadm and kind run it: the gateway's sysctl init container is privileged.
+		"--allow-privileged=true"}
 
 	cfg := &rest.Config{Host: url, BearerToken: Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
-	env := &Env{Config: cfg, URL: url, Dir: dir}
-	c := env.Client(t)
+	env := &Env{Config: cfg, URL: url, Dir: dir, t: t, apiArgs: apiArgs}
+	env.StartAPIServer()
+	return env
+}
+
+// StopAPIServer kills kube-apiserver (etcd keeps running): an apiserver
+// outage. StartAPIServer brings it back on the same address.
+func (e *Env) StopAPIServer() {
+	e.t.Helper()
+	if e.apiserver != nil {
+		e.apiserver.kill()
+		e.apiserver = nil
+	}
+}
+
+// StartAPIServer starts kube-apiserver (again) and waits until it is ready.
+func (e *Env) StartAPIServer() {
+	t := e.t
+	t.Helper()
+	if e.apiserver != nil {
+		return
+	}
+	e.apiserver = start(t, e.Dir, "kube-apiserver", e.apiArgs[0], e.apiArgs[1:]...)
+	c := e.Client(t)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		body, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(t.Context())
 		if err == nil && string(body) == "ok" {
-			return env
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kubeapi: kube-apiserver not ready after 60 s: %v %s\n%s", err, body, tail(filepath.Join(dir, "kube-apiserver.log")))
+			t.Fatalf("kubeapi: kube-apiserver not ready after 60 s: %v %s\n%s", err, body, tail(filepath.Join(e.Dir, "kube-apiserver.log")))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func start(t testing.TB, dir, name, bin string, args ...string) {
+// proc is a started etcd or kube-apiserver.
+type proc struct {
+	name, logPath string
+	cmd           *exec.Cmd
+	log           *os.File
+	exited        chan struct{}
+	once          sync.Once
+}
+
+// stop ends the process (SIGTERM, SIGKILL after 10 s); later calls do nothing.
+func (p *proc) stop() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		p.log.Close()
+	})
+}
+
+// kill ends the process at once (SIGKILL).
+func (p *proc) kill() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		p.log.Close()
+	})
+}
+
+func start(t testing.TB, dir, name, bin string, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
-	log, err := os.Create(logPath)
+	// Appended to: a restarted apiserver keeps the earlier run's lines.
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// From testbed's forker thread: forked from an arbitrary thread, the
+	// Pdeathsig could fire when that thread ends (see testbed.StartCmd).
+	if err := testbed.StartCmd(cmd); err != nil {
 		t.Fatalf("kubeapi: start %s: %v", name, err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	p := &proc{name: name, logPath: logPath, cmd: cmd, log: log, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		log.Close()
+		p.stop()
 		if t.Failed() {
 			t.Logf("kubeapi: last lines of %s:\n%s", name, tail(logPath))
 		}
 	})
+	return p
 }
 
 func freePorts(t testing.TB, n int) []int {

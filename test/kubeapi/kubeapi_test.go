@@ -42,3 +42,20 @@ func TestStartServesAndWatches(t *testing.T) {
 		t.Fatal("no watch event for the created ConfigMap")
 	}
 }
+
+func TestAPIServerOutageKeepsTheData(t *testing.T) {
+	env := Start(t)
+	c := env.Client(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "outage"}}
+	if _, err := c.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.StopAPIServer()
+	if _, err := c.CoreV1().Namespaces().Get(t.Context(), "outage", metav1.GetOptions{}); err == nil {
+		t.Fatal("the stopped apiserver still answers")
+	}
+	env.StartAPIServer()
+	if _, err := c.CoreV1().Namespaces().Get(t.Context(), "outage", metav1.GetOptions{}); err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+}

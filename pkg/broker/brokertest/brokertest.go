@@ -1,5 +1,9 @@
-// Package brokertest runs a real broker (real TLS, real bbolt file) on
-// loopback for the tests of every package that talks to one.
+// Package brokertest runs a real broker (real TLS, a real bbolt file or a
+// real etcd) on loopback for the tests of every package that talks to one.
+//
+// $TUNNELMESH_BROKER_STORE=etcd makes every broker of the test process use
+// a store in a real single-member etcd (started per data directory) instead
+// of bbolt, so a package's whole suite runs against either store.
 package brokertest
 
 import (
@@ -9,12 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store/etcdtest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 )
 
@@ -26,6 +32,8 @@ type Options struct {
 	Addr string
 	// Tweak changes the configuration before the broker is made.
 	Tweak func(*broker.Config)
+	// Store to serve instead of Dir's; the caller closes it.
+	Store store.Store
 }
 
 // Broker is a running broker. Stop (also run at cleanup) ends it.
@@ -42,14 +50,54 @@ type Broker struct {
 	done   chan error
 }
 
-// InitDir makes a fresh data directory as `broker init` does.
+// EnvStore names the store brokers of the test process use: "bolt"
+// (default) or "etcd".
+const EnvStore = "TUNNELMESH_BROKER_STORE"
+
+// UsesEtcd reports whether this process's brokers store in etcd.
+func UsesEtcd() bool { return os.Getenv(EnvStore) == "etcd" }
+
+// SkipUnlessBolt skips a test about the bbolt file itself in an etcd run.
+func SkipUnlessBolt(t testing.TB) {
+	t.Helper()
+	if UsesEtcd() {
+		t.Skipf("tests the bbolt store; %s=etcd", EnvStore)
+	}
+}
+
+// etcdPrefix is where InitDir puts a test's etcd store.
+const etcdPrefix = "/tunnelmesh"
+
+// etcdOf maps a data dir made by InitDir to its etcd cluster.
+var etcdOf sync.Map
+
+// InitDir makes a fresh data directory as `broker init` does (with
+// $TUNNELMESH_BROKER_STORE=etcd: the PKI there, the store in a new etcd).
 func InitDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := broker.Init(broker.InitOptions{DataDir: dir}); err != nil {
+	opts := broker.InitOptions{DataDir: dir}
+	if UsesEtcd() {
+		c := etcdtest.Start(t, 1)
+		st := c.Open(t, etcdPrefix)
+		opts.Store = st
+		etcdOf.Store(dir, c)
+	}
+	if _, err := broker.Init(opts); err != nil {
 		t.Fatalf("brokertest: init: %v", err)
 	}
 	return dir
+}
+
+// OpenStore opens the store of a data dir made by InitDir.
+func OpenStore(t testing.TB, dir string) (store.Store, error) {
+	if c, ok := etcdOf.Load(dir); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return store.OpenEtcd(ctx, store.EtcdConfig{Endpoints: c.(*etcdtest.Cluster).Endpoints(),
+			Prefix: etcdPrefix, MaxTxnOps: etcdtest.MaxTxnOps}, false)
+	}
+	return store.OpenBolt(dir)
 }
 
 // Start serves a broker until the test ends.
@@ -61,9 +109,17 @@ func Start(t testing.TB, o Options) *Broker {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
-	st, err := store.OpenBolt(o.Dir)
-	if err != nil {
-		t.Fatalf("brokertest: open store: %v", err)
+	st, owned := o.Store, o.Store == nil
+	if owned {
+		var err error
+		if st, err = OpenStore(t, o.Dir); err != nil {
+			t.Fatalf("brokertest: open store: %v", err)
+		}
+	}
+	closeStore := func() {
+		if owned {
+			st.Close()
+		}
 	}
 	cfg := broker.Config{Store: st, BookmarkInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
@@ -72,12 +128,12 @@ func Start(t testing.TB, o Options) *Broker {
 	}
 	b, err := broker.New(cfg)
 	if err != nil {
-		st.Close()
+		closeStore()
 		t.Fatalf("brokertest: new broker: %v", err)
 	}
 	tlsConf, err := broker.ServerTLS(o.Dir)
 	if err != nil {
-		st.Close()
+		closeStore()
 		t.Fatalf("brokertest: %v", err)
 	}
 	var ln net.Listener
@@ -89,7 +145,7 @@ func Start(t testing.TB, o Options) *Broker {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		st.Close()
+		closeStore()
 		t.Fatalf("brokertest: listen: %v", err)
 	}
 	ca, err := os.ReadFile(filepath.Join(o.Dir, broker.FileCACert))
@@ -106,7 +162,7 @@ func Start(t testing.TB, o Options) *Broker {
 	tb.URL = "https://" + tb.Addr
 	go func() {
 		err := b.Serve(ctx, ln, tlsConf)
-		st.Close()
+		closeStore()
 		tb.done <- err
 	}()
 	t.Cleanup(tb.Stop)

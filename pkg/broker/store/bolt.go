@@ -227,7 +227,8 @@ func (s *Bolt) Load(_ context.Context, logLimit int) (st *State, err error) {
 }
 
 // Commit implements Store.
-func (s *Bolt) Commit(_ context.Context, changes []Change, revision int64, retain int) (err error) {
+// base is ignored: one process holds the file, so nothing else commits.
+func (s *Bolt) Commit(_ context.Context, _ int64, changes []Change, revision int64, retain int) (_ int64, err error) {
 	defer s.recoverDamage(&err)
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		logB := tx.Bucket(bucketLog)
@@ -269,10 +270,13 @@ func (s *Bolt) Commit(_ context.Context, changes []Change, revision int64, retai
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("commit %d changes: %w", len(changes), err)
+		return 0, fmt.Errorf("commit %d changes: %w", len(changes), err)
 	}
-	return nil
+	return 0, nil
 }
+
+// Follow implements Store: nobody else writes a bbolt file.
+func (s *Bolt) Follow(context.Context, int64) <-chan Batch { return nil }
 
 // recoverDamage turns a bbolt panic (a page damaged after the open-time
 // check) into an error, so the broker answers 500 and logs it instead of

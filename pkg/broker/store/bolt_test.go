@@ -25,7 +25,7 @@ func TestBoltCommitLoadAndTrim(t *testing.T) {
 		if rev == 10 {
 			last = 11
 		}
-		if err := s.Commit(ctx, ch, last, 4); err != nil {
+		if _, err := s.Commit(ctx, 0, ch, last, 4); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -23,7 +23,7 @@ func filledStore(t *testing.T) string {
 	}
 	for rev := int64(1); rev <= 200; rev++ {
 		v := []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`, rev, strings.Repeat("x", 500)))
-		if err := s.Commit(context.Background(), []Change{{Revision: rev, Kind: KindExport, Key: fmt.Sprintf("e%03d", rev), Value: v}}, rev, 0); err != nil {
+		if _, err := s.Commit(context.Background(), 0, []Change{{Revision: rev, Kind: KindExport, Key: fmt.Sprintf("e%03d", rev), Value: v}}, rev, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -40,19 +40,43 @@ type State struct {
 	Records map[string]map[string][]byte
 	// Log holds the retained changes in revision order, oldest first.
 	Log []Change
+	// Version is the store's position at this state (etcd: the etcd
+	// revision read), the base of the next Commit; 0 for bbolt.
+	Version int64
 }
 
-// Store is the broker's durable storage. Implementations: bbolt (Bolt).
-// An etcd implementation would map Commit to one transaction guarded by
-// the revision key.
+// Batch is one commit as Follow reports it.
+type Batch struct {
+	// Version is the store's position after the commit.
+	Version int64
+	// Revision is the broker revision after the commit.
+	Revision int64
+	// Changes are the commit's changes, watched ones in revision order.
+	Changes []Change
+	// Reset means Follow lost its place (history compacted, or a record it
+	// could not read, in Err): the follower must Load again. The channel
+	// closes after it.
+	Reset bool
+	Err   error
+}
+
+// Store is the broker's durable storage. Implementations: bbolt (Bolt),
+// one writer; etcd (Etcd), shared by several broker replicas.
 type Store interface {
 	// Load returns every record, the current revision and up to the
 	// newest logLimit changes of the log.
 	Load(ctx context.Context, logLimit int) (*State, error)
 	// Commit writes the changes atomically and returns only once they are
 	// durable. revision is the new current revision. The log is trimmed
-	// to the newest retain entries.
-	Commit(ctx context.Context, changes []Change, revision int64, retain int) error
+	// to the newest retain entries. base is the Version of the state the
+	// changes were computed from: a shared store refuses the commit with
+	// ErrConflict when anything was committed after it. It returns the
+	// Version after the commit.
+	Commit(ctx context.Context, base int64, changes []Change, revision int64, retain int) (int64, error)
+	// Follow reports commits after Version after, in order, until ctx
+	// ends, so that a replica applies what the others commit. A store
+	// with one writer (Bolt) returns nil: nothing ever arrives.
+	Follow(ctx context.Context, after int64) <-chan Batch
 	Close() error
 }
 

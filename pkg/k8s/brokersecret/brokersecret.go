@@ -5,6 +5,7 @@ package brokersecret
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,13 +17,20 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// The broker connection written by `meshctl join`.
+// The broker connection written by `meshctl join`. KeyURL holds the
+// broker's URL or, for a replicated broker, its replicas' URLs separated by
+// commas (brokerclient.ParseURLs); the client fails over between them.
 const (
 	Name          = "tunnelmesh-broker"
 	KeyURL        = "url"
 	KeyCA         = "ca.crt"
 	KeyCredential = "credential"
 	KeyClusterID  = "cluster-id"
+	// KeyGossip (optional) is the clusterset's memberlist key, base64 of 16,
+	// 24 or 32 bytes, the same in every member cluster: the active gateways
+	// of all clusters gossip with it over their tunnel addresses. Without
+	// it the gateways do not gossip across clusters.
+	KeyGossip = "gossip-key"
 )
 
 // Info is how this cluster reaches the broker.
@@ -31,6 +39,7 @@ type Info struct {
 	CA         []byte
 	Credential string
 	ClusterID  string
+	GossipKey  []byte // nil when the Secret has none
 }
 
 // ErrNotFound means the cluster has not been joined yet.
@@ -49,6 +58,13 @@ func Parse(s *corev1.Secret) (Info, error) {
 	if len(missing) > 0 {
 		slices.Sort(missing)
 		return Info{}, fmt.Errorf("secret %s/%s lacks %s: re-run `meshctl join` to rewrite it", s.Namespace, s.Name, strings.Join(missing, ", "))
+	}
+	if g := get(KeyGossip); g != "" {
+		k, err := base64.StdEncoding.DecodeString(g)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return Info{}, fmt.Errorf("secret %s/%s: %s is not base64 of 16, 24 or 32 bytes: re-run `meshctl join` to rewrite it", s.Namespace, s.Name, KeyGossip)
+		}
+		bi.GossipKey = k
 	}
 	return bi, nil
 }

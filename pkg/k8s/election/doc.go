@@ -21,7 +21,8 @@
 //     older epochs, so a partitioned old active cannot reclaim.
 //   - Fast step-down: a holder that sees another holder (the Lease is watched)
 //     or a failed compare-and-swap steps down at once; one that cannot renew
-//     for RenewDeadline steps down then. RenewDeadline is shorter than the
+//     for RenewDeadline steps down then, unless it holds through an
+//     apiserver outage (below). RenewDeadline is shorter than the
 //     quickest memberlist death verdict, so a fully partitioned holder has
 //     stepped down before a standby can preempt it.
 //
@@ -37,12 +38,45 @@
 // memberlist. Cancelling Run's context without Release is a crash as far as the
 // other candidates can tell.
 //
-// Known limit: when no candidate can reach the apiserver for longer than
-// RenewDeadline (a control-plane outage), the active steps down like any
-// Lease holder must, since it cannot tell that outage from its own
-// partition; the next holder (often itself) takes over with a new epoch
-// when the apiserver is back.
+// Apiserver outage. A holder that cannot renew for RenewDeadline keeps the
+// role, instead of stepping down, while all of the following hold (checked
+// on every tick; the first that fails ends the tenure as before):
 //
+//   - its renewals fail (an error, not a conflict: a conflict means someone
+//     else wrote the Lease, and that always ends the tenure);
+//   - every other candidate it has ever seen is alive in memberlist and
+//     answered one of its direct pings within RenewDeadline (two-way
+//     contact, as fresh as a renewal would be);
+//   - none of them announces itself active (memberlist metadata);
+//   - none of them reaches the apiserver (metadata too: a standby whose
+//     Lease watch goes quiet reads the Lease itself to find out) — judged
+//     once the holder has been silent for twice RenewDeadline, so that the
+//     others have noticed the silence and said so, and only for a candidate
+//     that has said so for longer than RenewDeadline (an apiserver that has
+//     just come back gives the holder time to renew too).
+//
+// Why no split brain: a candidate becomes active only through a successful
+// write to the apiserver. Under the rules above no other candidate reaches
+// the apiserver, so none can write. A standby never takes an expired Lease
+// from a holder that memberlist shows alive and announcing itself active:
+// that holder is holding through an outage and renews the same tenure once
+// it can. A standby still preempts on memberlist's death verdict, which
+// needs at least ProbeTimeout + SuspicionMult×ProbeInterval (0.9 s) of
+// silence from the holder; the holder, missing a fresh ping answer for
+// RenewDeadline (0.65 s), has stepped down before — the same margin as for
+// renewals. If the holder is the one cut off from the apiserver while the
+// others reach it, they say so and it steps down after 2×RenewDeadline; the
+// standbys then take the Lease on expiry as before (or at once on the
+// death verdict if the holder is cut off from them as well).
+//
+// Conservative by design: a candidate that crashed or left during the
+// outage and never came back counts as "could act", so the holder steps
+// down (the behaviour without this rule); a cluster with a single
+// candidate holds through any outage, since nobody could take over.
+// The cost of holding is only that the MeshGateway status is not written
+// and the route agents keep following the Lease holder they knew, which is
+// still right.
+
 // The candidates' memberlist port (DefaultGossipPort, TCP and UDP) must be
 // open between candidate nodes; gossip is encrypted with a key derived from
 // the cluster's WireGuard key, so only candidates can vouch for each other.

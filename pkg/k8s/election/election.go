@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -128,7 +129,15 @@ type Elector struct {
 	published  State
 	sentOnce   bool
 	nextTry    time.Time // acquisition backoff after an apiserver error
-	fatal      error     // a permission the election needs is missing
+	// holding: the renewal deadline passed with the apiserver unreachable,
+	// and the role is kept because no other candidate can take it (doc.go).
+	holding bool
+	lastTry time.Time // start of the last renewal attempt
+	// apiSeen (unix ns) is when the apiserver last answered: a list, a
+	// watch event, a write. probing: a standby checks it (see probeAPI).
+	apiSeen atomic.Int64
+	probing atomic.Bool
+	fatal   error // a permission the election needs is missing
 	// Log an apiserver failure once per run of failures, not every tick.
 	renewFailing, acquireFailing bool
 }
@@ -177,6 +186,8 @@ func (e *Elector) Run(ctx context.Context) error {
 	denied := make(chan error, 1)
 	go e.watchLease(ctx, leases, denied)
 	go e.members.join(ctx, e.cfg.Identity, e.cfg.Gossip.Peers, e.cfg.Logger)
+	go e.members.spread(ctx)
+	go e.members.pingLoop(ctx, e.cfg.Gossip.ProbeInterval/2)
 
 	tick := time.NewTicker(e.cfg.RenewInterval / 5)
 	defer tick.Stop()
@@ -271,12 +282,30 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 			h, ep := LeaseHolder(e.lease)
 			e.stepDown(reasonLost, fmt.Sprintf("the Lease is held by %q at epoch %d", h, ep))
 		case now.Sub(e.lastRenew) > e.cfg.RenewDeadline:
-			e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v", now.Sub(e.lastRenew).Round(time.Millisecond)))
+			hold, why := e.members.holdable(now, e.cfg.RenewDeadline, now.Sub(e.lastRenew))
+			if !hold || !e.renewFailing {
+				if why == "" {
+					why = "the apiserver answers too slowly"
+				}
+				e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s", now.Sub(e.lastRenew).Round(time.Millisecond), why))
+				break
+			}
+			if !e.holding {
+				e.holding = true
+				e.metrics.holding.Set(1)
+				e.cfg.Logger.Warn("the apiserver is unreachable: keeping the active role, since every other candidate answers, none claims the role and none reaches the apiserver",
+					"node", e.cfg.Identity, "epoch", e.epoch, "lastRenewal", now.Sub(e.lastRenew).Round(time.Millisecond))
+			}
+			if now.Sub(e.lastTry) >= e.cfg.RenewInterval {
+				e.renew(ctx)
+			}
 		case now.Sub(e.lastRenew) >= e.cfg.RenewInterval:
 			e.renew(ctx)
 		}
 	} else if reason, why := e.acquirable(now); reason != "" && !now.Before(e.nextTry) {
 		e.acquire(ctx, reason, why)
+	} else {
+		e.probeAPI(ctx, now)
 	}
 	e.publish()
 }
@@ -305,6 +334,11 @@ func (e *Elector) acquirable(now time.Time) (reason, why string) {
 		return reasonHolderDead, fmt.Sprintf("memberlist declared holder %q dead", holder)
 	}
 	if d := leaseDuration(e.lease, e.cfg.LeaseDuration); now.Sub(e.observedAt) > d {
+		if e.members.claimsActive(holder) {
+			// Alive and still active: it holds the role through an
+			// apiserver outage (doc.go), and it renews once it can.
+			return "", ""
+		}
 		return reasonExpired, fmt.Sprintf("holder %q did not renew for %v", holder, d)
 	}
 	return "", ""
@@ -363,6 +397,7 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 		return
 	}
 	e.held, e.acquireFailing, e.renewFailing = true, false, false
+	e.apiAnswered()
 	_, e.epoch = LeaseHolder(got)
 	e.metrics.acquiredFor(reason)
 	e.lastRenew = start
@@ -372,7 +407,12 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 
 func (e *Elector) renew(ctx context.Context) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline-start.Sub(e.lastRenew))
+	e.lastTry = start
+	timeout := e.cfg.RenewDeadline - start.Sub(e.lastRenew)
+	if e.holding {
+		timeout = e.cfg.RenewInterval // keep re-checking holdable meanwhile
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	l := e.lease.DeepCopy()
 	now := metav1.NewMicroTime(start)
@@ -402,6 +442,12 @@ func (e *Elector) renew(ctx context.Context) {
 		return
 	}
 	e.lastRenew, e.renewFailing = start, false
+	e.apiAnswered()
+	if e.holding {
+		e.holding = false
+		e.metrics.holding.Set(0)
+		e.cfg.Logger.Info("the apiserver answers again: renewed the Lease", "node", e.cfg.Identity, "epoch", e.epoch)
+	}
 	e.observe(got, time.Now())
 }
 
@@ -431,6 +477,10 @@ func (e *Elector) giveUp(ctx context.Context) error {
 
 func (e *Elector) stepDown(reason, why string) {
 	e.held = false
+	if e.holding {
+		e.holding = false
+		e.metrics.holding.Set(0)
+	}
 	e.metrics.stepDown(reason)
 	e.cfg.Logger.Warn("stepping down as active gateway", "node", e.cfg.Identity, "epoch", e.epoch, "reason", why)
 }
@@ -490,6 +540,34 @@ func (e *Elector) publish() {
 		e.metrics.state(s)
 		e.send(s)
 	}
+	e.members.announce(selfMeta{Active: e.held, Epoch: e.epoch, API: e.reachesAPI(time.Now())})
+}
+
+func (e *Elector) apiAnswered() { e.apiSeen.Store(time.Now().UnixNano()) }
+
+// reachesAPI: the apiserver answered this candidate within RenewDeadline.
+func (e *Elector) reachesAPI(now time.Time) bool {
+	return now.Sub(time.Unix(0, e.apiSeen.Load())) < e.cfg.RenewDeadline
+}
+
+// probeAPI: a standby whose Lease watch has gone quiet (the holder's
+// renewals stopped: either the apiserver is down or the holder is cut off
+// from it) reads the Lease, so that it can tell the holder, through its
+// memberlist metadata, whether it still reaches the apiserver.
+func (e *Elector) probeAPI(ctx context.Context, now time.Time) {
+	if now.Sub(time.Unix(0, e.apiSeen.Load())) < 2*e.cfg.RenewInterval || !e.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.probing.Store(false)
+		pctx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
+		defer cancel()
+		sel := fields.OneTermEqualSelector("metadata.name", e.cfg.LeaseName).String()
+		if _, err := e.leases().List(pctx, metav1.ListOptions{FieldSelector: sel}); err == nil {
+			e.apiAnswered()
+		}
+		sleep(ctx, e.cfg.RenewInterval)
+	}()
 }
 
 func (e *Elector) send(s State) {
@@ -505,6 +583,7 @@ type leaseEvent struct{ lease *coordinationv1.Lease }
 // watchLease feeds the Run loop with the Lease, newest only.
 func (e *Elector) watchLease(ctx context.Context, out chan leaseEvent, deniedc chan<- error) {
 	err := streamLease(ctx, e.leases(), e.cfg.LeaseName, e.cfg.Logger, func(l *coordinationv1.Lease) {
+		e.apiAnswered()
 		select {
 		case <-out:
 		default:
@@ -561,35 +640,6 @@ func streamLease(ctx context.Context, lc leaseClient, name string, log *slog.Log
 		w.Stop()
 	}
 	return nil
-}
-
-// Observe follows the gateway Lease without campaigning (route agents, status
-// readers): fn gets State{Role: Standby, Holder, Epoch} at start and whenever
-// the holder or epoch changes. It returns when ctx ends (nil) or when the
-// Lease may not be read.
-func Observe(ctx context.Context, client kubernetes.Interface, namespace, leaseName string, fn func(State)) error {
-	if namespace == "" {
-		namespace = DefaultNamespace
-	}
-	if leaseName == "" {
-		leaseName = DefaultLeaseName
-	}
-	var last *State
-	var lastRV string
-	return streamLease(ctx, client.CoordinationV1().Leases(namespace), leaseName, slog.Default(), func(l *coordinationv1.Lease) {
-		if l != nil && olderRV(l.ResourceVersion, lastRV) {
-			return
-		}
-		s := State{Role: Standby}
-		s.Holder, s.Epoch = LeaseHolder(l)
-		if l != nil {
-			lastRV = l.ResourceVersion
-		}
-		if last == nil || *last != s {
-			last = &s
-			fn(s)
-		}
-	})
 }
 
 func denied(what string, err error) error {

@@ -2,6 +2,7 @@ package election
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -63,32 +64,178 @@ func (g *GossipConfig) minDetection() time.Duration {
 }
 
 // members tracks which candidates memberlist has seen alive and which it has
-// since declared dead or departed.
+// since declared dead or departed, what each says of itself (its metadata:
+// active or not, whether it reaches the apiserver) and when each last
+// answered a direct ping.
 type members struct {
 	ml      *memberlist.Memberlist
-	changed chan struct{} // poked on every join/leave
+	name    string
+	changed chan struct{} // poked on every join/leave/update
+	metas   chan selfMeta // latest own metadata to announce
 	mu      sync.Mutex
 	state   map[string]bool      // name -> alive; present only once seen alive
 	deadAt  map[string]time.Time // when memberlist last declared it dead or gone
+	self    selfMeta
+	said    map[string]selfMeta  // what the others announce
+	apiFrom map[string]time.Time // since when (local clock) another says it reaches the apiserver
+	acked   map[string]time.Time // last answered ping
+}
+
+// selfMeta is a candidate's memberlist metadata.
+type selfMeta struct {
+	Active bool  `json:"active,omitempty"`
+	Epoch  int64 `json:"epoch,omitempty"`
+	// API: its Lease watch is open (it reaches the apiserver).
+	API bool `json:"api,omitempty"`
 }
 
 type eventDelegate struct{ m *members }
 
-func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.m.set(n.Name, true) }
+func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.m.heard(n); d.m.set(n.Name, true) }
 func (d eventDelegate) NotifyLeave(n *memberlist.Node)  { d.m.set(n.Name, false) }
-func (d eventDelegate) NotifyUpdate(n *memberlist.Node) {}
+func (d eventDelegate) NotifyUpdate(n *memberlist.Node) { d.m.heard(n); d.m.poke() }
+
+type metaDelegate struct{ m *members }
+
+func (d metaDelegate) NodeMeta(limit int) []byte {
+	d.m.mu.Lock()
+	b, _ := json.Marshal(d.m.self)
+	d.m.mu.Unlock()
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+func (metaDelegate) NotifyMsg([]byte)                           {}
+func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (metaDelegate) LocalState(join bool) []byte                { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// heard records what another candidate announces.
+func (m *members) heard(n *memberlist.Node) {
+	if n.Name == m.name {
+		return
+	}
+	var sm selfMeta
+	_ = json.Unmarshal(n.Meta, &sm) // empty or foreign metadata: claims nothing
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if sm.API && !m.said[n.Name].API {
+		m.apiFrom[n.Name] = time.Now()
+	}
+	m.said[n.Name] = sm
+}
+
+func (m *members) poke() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// announce sets this candidate's metadata; it is spread in the background.
+func (m *members) announce(sm selfMeta) {
+	m.mu.Lock()
+	if m.self == sm {
+		m.mu.Unlock()
+		return
+	}
+	m.self = sm
+	m.mu.Unlock()
+	select {
+	case <-m.metas:
+	default:
+	}
+	m.metas <- sm
+}
+
+// spread pushes metadata changes to the others until ctx ends (UpdateNode
+// waits for the broadcast, so it stays off the election's loop).
+func (m *members) spread(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.metas:
+			_ = m.ml.UpdateNode(time.Second)
+		}
+	}
+}
+
+// pingLoop pings every other live candidate directly every interval and
+// records the answers: fresh two-way contact is what lets a holder that
+// cannot reach the apiserver keep its role (holdable).
+func (m *members) pingLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, n := range m.ml.Members() {
+			if n.Name == m.name {
+				continue
+			}
+			go func(name string, addr net.Addr) {
+				sent := time.Now() // the answer proves contact after this
+				if _, err := m.ml.Ping(name, addr); err == nil {
+					m.mu.Lock()
+					if sent.After(m.acked[name]) {
+						m.acked[name] = sent
+					}
+					m.mu.Unlock()
+				}
+			}(n.Name, &net.UDPAddr{IP: n.Addr, Port: int(n.Port)})
+		}
+	}
+}
+
+// holdable says whether a holder that cannot reach the apiserver, and has
+// not renewed for silent, may keep its role at now: every other candidate
+// ever seen is alive and answered a ping within fresh, none claims to be
+// active, and none reaches the apiserver — judged once silent exceeds twice
+// fresh (the others needed fresh to notice the silence and a moment to say
+// so), and only if it has been saying so for longer than fresh (the holder
+// had time to renew too: the apiserver may just have come back). Otherwise
+// it says why not.
+func (m *members) holdable(now time.Time, fresh, silent time.Duration) (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, alive := range m.state {
+		switch sm := m.said[name]; {
+		case name == m.name:
+		case !alive:
+			return false, fmt.Sprintf("candidate %q is gone from memberlist", name)
+		case now.Sub(m.acked[name]) > fresh:
+			return false, fmt.Sprintf("candidate %q has not answered a ping for %v", name, now.Sub(m.acked[name]).Round(time.Millisecond))
+		case sm.Active:
+			return false, fmt.Sprintf("candidate %q claims to be active at epoch %d", name, sm.Epoch)
+		case sm.API && silent > 2*fresh && now.Sub(m.apiFrom[name]) > fresh:
+			return false, fmt.Sprintf("candidate %q reaches the apiserver", name)
+		}
+	}
+	return true, ""
+}
+
+// claimsActive reports whether name is alive and announces itself active.
+func (m *members) claimsActive(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state[name] && m.said[name].Active
+}
 
 func (m *members) set(name string, alive bool) {
 	m.mu.Lock()
 	m.state[name] = alive
 	if !alive {
 		m.deadAt[name] = time.Now()
+		delete(m.said, name)
+		delete(m.apiFrom, name)
 	}
 	m.mu.Unlock()
-	select {
-	case m.changed <- struct{}{}:
-	default:
-	}
+	m.poke()
 }
 
 // deadSince reports whether name was seen alive and has since been declared
@@ -117,7 +264,8 @@ func (m *members) alive() map[string]bool {
 }
 
 func startMembers(name string, g GossipConfig, logger *slog.Logger) (*members, error) {
-	m := &members{changed: make(chan struct{}, 1), state: map[string]bool{}, deadAt: map[string]time.Time{}}
+	m := &members{name: name, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
+		deadAt: map[string]time.Time{}, said: map[string]selfMeta{}, apiFrom: map[string]time.Time{}, acked: map[string]time.Time{}}
 	c := memberlist.DefaultLANConfig()
 	c.Name = name
 	c.BindAddr = g.BindAddr
@@ -135,6 +283,7 @@ func startMembers(name string, g GossipConfig, logger *slog.Logger) (*members, e
 	c.DeadNodeReclaimTime = time.Millisecond
 	c.SecretKey = g.SecretKey
 	c.Events = eventDelegate{m}
+	c.Delegate = metaDelegate{m}
 	c.Logger = log.New(slogWriter{logger}, "", 0)
 	c.LogOutput = nil
 	ml, err := memberlist.Create(c)

@@ -28,6 +28,8 @@ var (
 		"Times this candidate took the Lease, by why it could.", []string{"reason"}, nil)
 	descSteppedDown = prometheus.NewDesc("tunnelmesh_gateway_election_stepdowns_total",
 		"Times this candidate gave up the active role other than by Release, by why.", []string{"reason"}, nil)
+	descHolding = prometheus.NewDesc("tunnelmesh_gateway_election_holding_without_apiserver",
+		"1 while this candidate keeps the active role through an apiserver outage (no renewal possible, no other candidate able to take over).", nil, nil)
 	descAlive = prometheus.NewDesc("tunnelmesh_gateway_election_candidates_alive",
 		"Gateway candidates memberlist sees alive, this one included.", nil, nil)
 )
@@ -37,7 +39,17 @@ type metrics struct {
 	last        State
 	acquired    map[string]float64
 	steppedDown map[string]float64
+	holding     gauge
 }
+
+// gauge is a float set from the election loop and read by Collect.
+type gauge struct {
+	mu sync.Mutex
+	v  float64
+}
+
+func (g *gauge) Set(v float64) { g.mu.Lock(); g.v = v; g.mu.Unlock() }
+func (g *gauge) get() float64  { g.mu.Lock(); defer g.mu.Unlock(); return g.v }
 
 func newMetrics() *metrics {
 	return &metrics{acquired: map[string]float64{}, steppedDown: map[string]float64{}}
@@ -67,7 +79,7 @@ func (e *Elector) Collector() prometheus.Collector { return collector{e} }
 type collector struct{ e *Elector }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descEpoch, descAcquired, descSteppedDown, descAlive} {
+	for _, d := range []*prometheus.Desc{descActive, descEpoch, descAcquired, descSteppedDown, descHolding, descAlive} {
 		ch <- d
 	}
 }
@@ -88,5 +100,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for r, n := range m.steppedDown {
 		ch <- prometheus.MustNewConstMetric(descSteppedDown, prometheus.CounterValue, n, r)
 	}
+	ch <- prometheus.MustNewConstMetric(descHolding, prometheus.GaugeValue, m.holding.get())
 	ch <- prometheus.MustNewConstMetric(descAlive, prometheus.GaugeValue, float64(len(c.e.members.alive())))
 }

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -23,23 +26,36 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// follower is the broker as the engine sees it, keeping the latest snapshot
-// for the status the active writes.
+// follower is the broker as the engine sees it: the latest base snapshot
+// (from the broker, the state file or the view a previous active stored in
+// the cluster) with what cross-cluster gossip knows laid over it
+// (gossip.Overlay). It keeps the base for the status the active writes.
 type follower struct {
 	*brokerclient.Client
-	mu   sync.Mutex
-	snap *api.Snapshot
-	seen func(api.Snapshot)
+	local string
+	seen  func(api.Snapshot)
+
+	mu       sync.Mutex
+	snap     *api.Snapshot
+	remotes  map[string]gossip.Remote
+	overlaid []string
+	onChange func(api.Snapshot)
+	log      *slog.Logger
 }
 
 func (f *follower) Follow(ctx context.Context, onChange func(api.Snapshot)) error {
+	f.mu.Lock()
+	f.onChange = onChange
+	f.mu.Unlock()
+	f.push()
 	return f.Client.Follow(ctx, func(s api.Snapshot) {
 		f.set(s)
-		onChange(s)
+		f.push()
 	})
 }
 
@@ -52,10 +68,60 @@ func (f *follower) set(s api.Snapshot) {
 	}
 }
 
+// adopt makes a stored view the base unless ours is newer.
+func (f *follower) adopt(s api.Snapshot) bool {
+	f.mu.Lock()
+	if f.snap != nil && f.snap.Revision > s.Revision {
+		f.mu.Unlock()
+		return false
+	}
+	f.snap = &s
+	f.mu.Unlock()
+	f.push()
+	return true
+}
+
+// setRemotes takes gossip's current knowledge of the other clusters.
+func (f *follower) setRemotes(r map[string]gossip.Remote) {
+	f.mu.Lock()
+	f.remotes = r
+	f.mu.Unlock()
+	f.push()
+}
+
 func (f *follower) latest() *api.Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.snap
+}
+
+// view is the base with gossip laid over it; ok is false without a base.
+func (f *follower) view() (api.Snapshot, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.snap == nil {
+		return api.Snapshot{}, false
+	}
+	v, over := gossip.Overlay(*f.snap, f.local, f.remotes)
+	if !slices.Equal(over, f.overlaid) && f.log != nil {
+		if len(over) > 0 {
+			f.log.Info("endpoints of remote clusters' new active gateways from gossip (newer than the broker's records)", "clusters", over)
+		} else {
+			f.log.Info("the broker's records of every remote cluster are current again; gossip overrides nothing")
+		}
+	}
+	f.overlaid = over
+	return v, true
+}
+
+func (f *follower) push() {
+	v, ok := f.view()
+	f.mu.Lock()
+	cb := f.onChange
+	f.mu.Unlock()
+	if ok && cb != nil {
+		cb(v)
+	}
 }
 
 // runCandidate runs the gateway candidate: standby data plane, elector,
@@ -94,12 +160,12 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	local := gateway.Local{ClusterID: bi.ClusterID, Interface: r.cfg.Interface, PodCIDRs: cidrs.Pod, ServiceCIDRs: cidrs.Service,
 		UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(bi.URL)}
 
-	key, err := r.clusterKey(ctx, ips)
+	key, err := r.clusterKey(ctx)
 	if err != nil {
 		return err
 	}
 	var lastMismatch string
-	f := &follower{Client: bc, seen: func(s api.Snapshot) {
+	f := &follower{Client: bc, local: bi.ClusterID, log: log, seen: func(s api.Snapshot) {
 		for _, c := range s.Clusters {
 			if c.ID != bi.ClusterID {
 				continue
@@ -143,9 +209,39 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	elDone := make(chan error, 1)
 	go func() { elDone <- el.Run(elCtx) }()
 
+	endpoint := net.JoinHostPort(endpointIP(r.cfg.PublicIP, privateIP), strconv.Itoa(r.cfg.ListenPort))
 	sw := &statusLoop{r: r, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: bi.ClusterID},
-		bc: bc, f: f, eng: eng, cidrs: cidrs, clusterID: bi.ClusterID, publicKey: key.PublicKey().String(),
-		endpoint: net.JoinHostPort(endpointIP(r.cfg.PublicIP, privateIP), strconv.Itoa(r.cfg.ListenPort))}
+		bc: bc, f: f, eng: eng, cidrs: cidrs, clusterID: bi.ClusterID, publicKey: key.PublicKey().String(), endpoint: endpoint}
+	// The clusterset gossip key must be one secret shared by every member
+	// cluster. Nothing the gateway has qualifies: the WireGuard key is per
+	// cluster, the broker CA is public, credentials are per cluster and join
+	// tokens expire. The broker-info file that `meshctl deploy-broker`
+	// writes is the one secret every `meshctl join` is given, so the key
+	// travels there and join copies it into the broker Secret (gossip-key):
+	// no broker-side change, and a key rotation is a re-join. Without it the
+	// gateways do not gossip (gossip is what can move a peer's endpoint, so
+	// it is never run unauthenticated).
+	if bi.GossipKey == nil {
+		log.Warn("the broker Secret has no " + brokersecret.KeyGossip + ": not gossiping with other clusters' gateways, so a remote " +
+			"cluster's failover during a broker outage is learned only when its gateway reaches this one; re-run `meshctl join` to add it")
+	}
+	ten := tenure{r: r, eng: eng, f: f, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace}, gossipKey: bi.GossipKey,
+		self: gossip.Gateway{ClusterID: bi.ClusterID, Hostname: r.cfg.NodeName, Endpoint: endpoint, PublicKey: key.PublicKey().String()},
+		log:  log.With("part", "tenure")}
+	// One tenure per epoch while active, cancelled on step-down without
+	// waiting (a store or a gossip goodbye must never delay the data plane);
+	// waited for on return.
+	var tenures sync.WaitGroup
+	defer tenures.Wait()
+	stopTenure := func() {}
+	defer func() { stopTenure() }()
+	startTenure := func(epoch int64) {
+		stopTenure()
+		tctx, cancel := context.WithCancel(ctx)
+		tenures.Add(1)
+		go func() { defer tenures.Done(); ten.run(tctx, epoch) }()
+		stopTenure = cancel
+	}
 	// Status writes run apart so that a slow apiserver or broker never
 	// delays a role change; the loop is told the epoch while active, 0 else.
 	epochs := make(chan int64, 1)
@@ -180,6 +276,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		select {
 		case <-ctx.Done():
 			log.Info("stopping: tearing the data plane down, then releasing the Lease", "wasActive", role == election.Active)
+			stopTenure()
 			err := stop(true)
 			log.Info("stopped", "err", err)
 			return err
@@ -199,8 +296,10 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 				log.Info("active", "epoch", epoch)
 				eng.SetRole(gateway.RoleActive, epoch)
 				tell(epoch)
+				startTenure(epoch)
 			} else {
 				log.Info("standby", "holder", st.Holder, "epoch", epoch)
+				stopTenure()
 				eng.SetRole(gateway.RoleStandby, epoch)
 				tell(0)
 			}
@@ -244,66 +343,29 @@ func (r *runner) elector(ips []netip.Addr, gossipKey []byte) (*election.Elector,
 	return el, nil
 }
 
-// clusterKey reads the cluster's WireGuard key. When the Secret does not
-// exist yet (first install), the candidates elect one (gossip without a key:
-// there is none yet) and only the winner creates it; the others wait for it.
-// The bootstrap Lease is released so that the real election starts at once.
-func (r *runner) clusterKey(ctx context.Context, ips []netip.Addr) (wgtypes.Key, error) {
+// clusterKey reads the cluster's WireGuard key, creating it if this is the
+// first candidate ever: keysecret's create-or-conflict lets exactly one of
+// several racing candidates create it and the others read the winner's, so
+// no election is needed first. Retried until it works or ctx ends (a
+// starting apiserver, a slow one).
+func (r *runner) clusterKey(ctx context.Context) (wgtypes.Key, error) {
 	store := keysecret.Store{Client: r.cfg.Client, Namespace: r.cfg.Namespace}
-	k, err := store.Get(ctx)
-	if err == nil || !errors.Is(err, keysecret.ErrNotFound) {
-		return k, err
-	}
-	r.log.Info("no cluster key yet: electing the candidate that creates it")
-	el, err := r.elector(ips, nil)
-	if err != nil {
-		return wgtypes.Key{}, err
-	}
-	elCtx, stopEl := context.WithCancel(context.Background())
-	defer func() { stopEl(); <-el.Done() }()
-	go func() { _ = el.Run(elCtx) }()
-	waitCtx, stopWait := context.WithCancel(ctx)
-	defer stopWait()
-	type res struct {
-		k   wgtypes.Key
-		err error
-	}
-	waited := make(chan res, 1)
-	go func() {
-		k, err := store.Wait(waitCtx)
-		waited <- res{k, err}
-	}()
-	retry := time.NewTicker(2 * time.Second)
-	defer retry.Stop()
-	elected := false
 	for {
-		select {
-		case <-ctx.Done():
-			return wgtypes.Key{}, ctx.Err()
-		case w := <-waited:
-			return w.k, w.err
-		case st := <-el.States():
-			elected = st.Role == election.Active
-		case <-retry.C:
-		}
-		if !elected {
-			continue
-		}
-		// Bounded, so that a stuck request is retried rather than waited on.
 		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		k, err := store.Ensure(ectx)
 		cancel()
-		if err != nil {
-			r.log.Warn("create the cluster's key Secret (will retry)", "err", err)
-			continue
+		if err == nil {
+			r.log.Info("the cluster's WireGuard key", "publicKey", k.PublicKey().String())
+			return k, nil
 		}
-		r.log.Info("created the cluster's WireGuard key", "publicKey", k.PublicKey().String())
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := el.Release(rctx); err != nil {
-			r.log.Warn("release the bootstrap Lease", "err", err)
+		if ctx.Err() != nil {
+			return wgtypes.Key{}, ctx.Err()
 		}
-		cancel()
-		return k, nil
+		if apierrors.IsForbidden(err) {
+			return wgtypes.Key{}, fmt.Errorf("the cluster's key Secret (check the gateway's RBAC in deploy/gateway/rbac.yaml): %w", err)
+		}
+		r.log.Warn("read or create the cluster's key Secret (will retry)", "err", err)
+		sleep(ctx, 2*time.Second)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
@@ -42,6 +43,9 @@ type Config struct {
 	StateFile string
 	// GossipPort is the candidates' memberlist port (election.DefaultGossipPort when 0).
 	GossipPort int
+	// ClustersetGossipPort is the active gateways' cross-cluster memberlist
+	// port on the tunnel addresses, the same in every cluster (gossip.DefaultPort when 0).
+	ClustersetGossipPort int
 	// Election tunes the Lease (zero: the election package's defaults).
 	LeaseDuration, RenewInterval, RenewDeadline time.Duration
 	// HeartbeatInterval to the broker (default 10 s); StatusInterval between
@@ -85,6 +89,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.GossipPort == 0 {
 		cfg.GossipPort = election.DefaultGossipPort
+	}
+	if cfg.ClustersetGossipPort == 0 {
+		cfg.ClustersetGossipPort = gossip.DefaultPort
 	}
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 5 * time.Second

@@ -24,11 +24,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	tmapi "github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
@@ -118,6 +120,17 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	// Status by the active.
 	if err := (status.Writer{Client: dyn, ClusterID: "east"}).Write(ctx, status.GatewayStatus{ActiveNode: active.Holder, Epoch: active.Epoch}); err != nil {
 		return fmt.Errorf("status: %w", err)
+	}
+	// The active stores its view for the next active; the first write
+	// creates the Secret, later ones update it, a new active reads it.
+	views := node.ViewStore{Client: client, Namespace: ns}
+	for rev := int64(1); rev <= 2; rev++ {
+		if err := views.Save(ctx, tmapi.Snapshot{Revision: rev}, active.Epoch); err != nil {
+			return fmt.Errorf("store the gateway view: %w", err)
+		}
+	}
+	if v, _, ok, err := views.Load(ctx); err != nil || !ok || v.Revision != 2 {
+		return fmt.Errorf("read the gateway view: %v (found %v, revision %d)", err, ok, v.Revision)
 	}
 	// Route agents read remote CIDRs from it.
 	mgws := dyn.Resource(status.GVR).Namespace(ns)

@@ -227,6 +227,10 @@ func toUnstructured(m *MeshGateway) (*unstructured.Unstructured, error) {
 	return &unstructured.Unstructured{Object: obj}, nil
 }
 
+// FromUnstructured decodes a MeshGateway read with a dynamic client or
+// delivered by an informer.
+func FromUnstructured(u *unstructured.Unstructured) (*MeshGateway, error) { return fromUnstructured(u) }
+
 func fromUnstructured(u *unstructured.Unstructured) (*MeshGateway, error) {
 	var m MeshGateway
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &m); err != nil {

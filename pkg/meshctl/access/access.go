@@ -133,6 +133,10 @@ func ReadInfo(path string) (*api.BrokerInfo, error) {
 	if err := jsonUnmarshal(b, &info); err != nil || info.URL == "" || info.CA == "" {
 		return nil, cli.Refused(err, "pass the file `meshctl deploy-broker` wrote; it holds url, ca and joinToken", "%s is not a broker-info file", path)
 	}
+	// url is one URL or, for a replicated broker, several comma-separated.
+	if _, err := brokerclient.ParseURLs(info.URL); err != nil {
+		return nil, cli.Refused(err, "write url as https://host:port, or several comma-separated for broker replicas", "%s has a bad url", path)
+	}
 	return &info, nil
 }
 

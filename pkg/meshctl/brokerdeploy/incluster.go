@@ -23,7 +23,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -39,11 +38,18 @@ import (
 type Options struct {
 	// Node pins the broker (and its data) to this node; default: the node
 	// already labelled tunnelmesh.io/broker=true, else the first Ready one.
+	// With etcd, the node only gives the default URL's address.
 	Node string
-	// BrokerURL is how other clusters reach the broker; default
-	// https://<node InternalIP>:<NodePort>. Its host goes into the
+	// BrokerURL is how other clusters reach the broker, or several
+	// comma-separated URLs (of replicas); default
+	// https://<node InternalIP>:<NodePort>. Its hosts go into the
 	// certificate.
 	BrokerURL string
+	// Replicas is how many brokers serve at once; more than one needs Etcd.
+	Replicas int
+	// Etcd, when it has endpoints, is where the brokers keep their records
+	// instead of a bbolt file on the node.
+	Etcd EtcdOptions
 	// SANs are extra names or IPs for the server certificate.
 	SANs []string
 	// TokenTTL is the join token's lifetime (default 24 h).
@@ -100,6 +106,25 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
+	if o.Replicas > 1 && !o.Etcd.Enabled() {
+		return nil, cli.Usage("pass --etcd-endpoints (the etcd cluster the replicas share), or --replicas 1",
+			"%d broker replicas need a shared store", o.Replicas)
+	}
+	var etcdSecret map[string][]byte
+	if o.Etcd.Enabled() {
+		if etcdSecret, err = o.Etcd.etcdSecretData(); err != nil {
+			return nil, err
+		}
+		if err := replicate(objs, max(o.Replicas, 1), o.Etcd, etcdSecret != nil); err != nil {
+			return nil, err
+		}
+	}
+	var urls []string
+	if o.BrokerURL != "" {
+		if urls, err = brokerclient.ParseURLs(o.BrokerURL); err != nil {
+			return nil, cli.Usage("pass --broker-url https://HOST:PORT (several comma-separated for replicas)", "invalid --broker-url %q: %v", o.BrokerURL, err)
+		}
+	}
 
 	// Checks first: nothing changes before they pass.
 	var node *corev1.Node
@@ -109,6 +134,11 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 			return cli.Refused(err, "check your access to nodes (`kubectl get nodes`)", "cannot list the nodes of %s", c.Describe())
 		}
 		for _, other := range nodes.Items {
+			if other.Labels[kube.BrokerLabel] == "true" && o.Etcd.Enabled() {
+				return cli.Refused(nil, "copy its store into etcd first (`broker migrate --from bolt:DIR --to etcd:PREFIX`, brokers stopped), "+
+					"then remove the label: kubectl label node "+other.Name+" "+kube.BrokerLabel+"-",
+					"the broker keeps its data in a bbolt file on node %s", other.Name)
+			}
 			if other.Labels[kube.BrokerLabel] == "true" && o.Node != "" && other.Name != o.Node {
 				return cli.Refused(nil, "run without --node (or with --node "+other.Name+"); to move the broker, `meshctl uninstall` it first — joined clusters must then join again",
 					"the broker's data lives on node %s, not %s", other.Name, o.Node)
@@ -135,13 +165,13 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	host := kube.InternalIP(node)
-	if o.BrokerURL != "" {
-		u, err := url.Parse(o.BrokerURL)
-		if err != nil || u.Scheme != "https" || u.Hostname() == "" {
-			return nil, cli.Usage("pass --broker-url https://HOST:PORT", "invalid --broker-url %q", o.BrokerURL)
+	hosts := []string{kube.InternalIP(node)}
+	if len(urls) > 0 {
+		hosts = nil
+		for _, raw := range urls {
+			u, _ := url.Parse(raw) // ParseURLs checked it
+			hosts = append(hosts, u.Hostname())
 		}
-		host = u.Hostname()
 	}
 
 	secrets := c.Client.CoreV1().Secrets(kube.Namespace)
@@ -152,10 +182,12 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 	case err != nil:
 		return nil, cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read Secret %s/%s", kube.Namespace, kube.BrokerPKISecret)
 	default:
-		if err := covers(existing.Data[broker.FileServerCert], host); err != nil {
-			return nil, cli.Refused(err,
-				"pass --broker-url with a host the certificate covers, or remove the broker (`meshctl uninstall --broker`) to start afresh — joined clusters must then join again",
-				"the existing broker certificate does not cover %s", host)
+		for _, host := range hosts {
+			if err := covers(existing.Data[broker.FileServerCert], host); err != nil {
+				return nil, cli.Refused(err,
+					"pass --broker-url with a host the certificate covers, or remove the broker (`meshctl uninstall --broker`) to start afresh — joined clusters must then join again",
+					"the existing broker certificate does not cover %s", host)
+			}
 		}
 	}
 
@@ -166,7 +198,7 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 		}
 		if existing == nil {
 			s.Status("creating its CA and certificates")
-			data, err := newPKI(append([]string{host, "tunnelmesh-broker." + kube.Namespace + ".svc"}, o.SANs...))
+			data, err := newPKI(append(append(hosts, "tunnelmesh-broker."+kube.Namespace+".svc"), o.SANs...))
 			if err != nil {
 				return err
 			}
@@ -179,8 +211,15 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 				return fmt.Errorf("create Secret %s: %w", kube.BrokerPKISecret, err)
 			}
 		}
-		if err := labelNode(ctx, c, node.Name); err != nil {
-			return err
+		if etcdSecret != nil {
+			if err := applySecret(ctx, c, etcdSecretName, etcdSecret); err != nil {
+				return err
+			}
+		}
+		if !o.Etcd.Enabled() { // the bbolt file lives on this node
+			if err := c.LabelNode(ctx, node.Name, kube.BrokerLabel); err != nil {
+				return err
+			}
 		}
 		return c.Apply(ctx, objs[1:])
 	})
@@ -211,7 +250,7 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 			if port == 0 {
 				return fmt.Errorf("service %s has no NodePort", deploymentName)
 			}
-			o.BrokerURL = "https://" + net.JoinHostPort(host, strconv.Itoa(int(port)))
+			o.BrokerURL = "https://" + net.JoinHostPort(hosts[0], strconv.Itoa(int(port)))
 		}
 		var err error
 		admin, err = brokerclient.New(o.BrokerURL, sec.Data[broker.FileCACert], strings.TrimSpace(string(sec.Data[broker.FileAdminToken])))
@@ -290,10 +329,20 @@ func covers(certPEM []byte, host string) error {
 	return cert.VerifyHostname(host)
 }
 
-func labelNode(ctx context.Context, c *kube.Cluster, name string) error {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{kube.BrokerLabel: "true"}}})
-	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("label node %s: %w", name, err)
+// applySecret creates or replaces a Secret of the broker's namespace.
+func applySecret(ctx context.Context, c *kube.Cluster, name string, data map[string][]byte) error {
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: kube.Namespace,
+			Labels: map[string]string{kube.PartOfLabel: kube.PartOf, "app.kubernetes.io/component": "broker"}},
+		Type: corev1.SecretTypeOpaque, Data: data,
+	}
+	secrets := c.Client.CoreV1().Secrets(kube.Namespace)
+	_, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: kube.FieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: kube.FieldManager})
+	}
+	if err != nil {
+		return fmt.Errorf("write Secret %s: %w", name, err)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ func NewRoot(e *env.Env) *cobra.Command {
   meshctl join broker-info.json --context kind-east      # in every cluster
   meshctl export service web -n demo                     # share a Service with the clusterset
   meshctl show all                                       # see the clusterset
+  meshctl diagnose --context kind-east                   # check a member: pass/warn/fail with fixes
+  meshctl verify --context kind-east --to-context kind-west   # test pods across two clusters
 
 Exit codes: 0 ok, 1 failure, 2 usage error, 3 refused before changing anything,
 4 changes made but a wait timed out.`,

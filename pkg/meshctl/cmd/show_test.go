@@ -11,6 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	mcscrd "sigs.k8s.io/mcs-api/config/crd"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
@@ -122,5 +125,55 @@ func TestShowFromClusterSecret(t *testing.T) {
 	out, stderr, code := run(t, "show", "gateways", "--kubeconfig", c.Kubeconfig, "-o", "yaml")
 	if code != 0 || !strings.Contains(out, "hostname: east-gw") {
 		t.Fatalf("show gateways via the Secret: exit %d\n%s%s", code, out, stderr)
+	}
+	// kind-east's credential reads kind-east's status only: the other
+	// clusters' links are said to be visible from there, not "not reported".
+	out, stderr, code = run(t, "show", "connections", "--kubeconfig", c.Kubeconfig, "-o", "json")
+	var conns []view.Connection
+	if code != 0 || json.Unmarshal([]byte(out), &conns) != nil {
+		t.Fatalf("show connections via the Secret: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, cn := range conns {
+		if cn.Cluster != "kind-east" && cn.Reason != view.ReasonOtherCluster {
+			t.Errorf("%s→%s read with kind-east's credential: %+v", cn.Cluster, cn.Remote, cn)
+		}
+	}
+	if len(conns) == 0 {
+		t.Error("no connections listed")
+	}
+
+	// Before the MCS CRDs are installed, show imports says the cluster is no member.
+	_, stderr, code = run(t, "show", "imports", "--kubeconfig", c.Kubeconfig)
+	if code != cli.ExitRefused || !strings.Contains(stderr, "no ServiceImport API") {
+		t.Fatalf("show imports without the CRD: exit %d\n%s", code, stderr)
+	}
+	crd, err := kube.Decode(mcscrd.ServiceImportCRD, "mcs-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kube.Apply(ctx, crd); err != nil {
+		t.Fatal(err)
+	}
+	mc := mcsclient.NewForConfigOrDie(c.Kube.Config)
+	si := &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP, IPs: []string{"10.96.5.77"},
+			Ports: []mcsv1beta1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80}}}}
+	si, err = mc.MulticlusterV1beta1().ServiceImports("default").Create(ctx, si, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	si.Status.Clusters = []mcsv1beta1.ClusterStatus{{Cluster: "west"}, {Cluster: "kind-east"}}
+	if _, err := mc.MulticlusterV1beta1().ServiceImports("default").UpdateStatus(ctx, si, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = run(t, "show", "imports", "--kubeconfig", c.Kubeconfig)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "NAMESPACE ") || len(strings.Fields(lines[1])) != 7 ||
+		strings.Join(strings.Fields(lines[1])[:6], " ") != "default web ClusterSetIP 10.96.5.77 80/TCP kind-east,west" {
+		t.Fatalf("show imports: exit %d\n%s%s", code, out, stderr)
+	}
+	out, _, code = run(t, "show", "all", "--kubeconfig", c.Kubeconfig)
+	if code != 0 || !strings.Contains(out, "Imports (this cluster):") || !strings.Contains(out, "10.96.5.77") {
+		t.Fatalf("show all via the Secret lacks the imports: exit %d\n%s", code, out)
 	}
 }

@@ -1,11 +1,16 @@
 package kube
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // NodeReady reports whether n's Ready condition is True.
@@ -122,4 +127,14 @@ func Images(objs []*unstructured.Unstructured) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// LabelNode sets label=true on node name (a merge patch: nothing changes
+// when it is already set).
+func (c *Cluster) LabelNode(ctx context.Context, name, label string) error {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{label: "true"}}})
+	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
+		return fmt.Errorf("label node %s %s=true: %w", name, label, err)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ package member
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,7 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
@@ -192,8 +190,10 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 		}
 	}
 	var gw *corev1.Node
+	var nodes *corev1.NodeList
 	err = p.Run("Choosing the gateway node", func(s *progress.Step) error {
-		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		var err error
+		nodes, err = c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return cli.Refused(err, "check your access to nodes (`kubectl get nodes`)", "cannot list the nodes of %s", c.Describe())
 		}
@@ -266,10 +266,16 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 
 	// 3. Install and wait.
 	err = p.Run("Installing tunnelmesh", func(s *progress.Step) error {
+		// The images' content as the nodes report it: a rebuilt image
+		// loaded under the same tag rolls the workloads running it.
+		objs := kube.StampImageDigests(objs, kube.ImageDigests(nodes.Items, kube.Images(objs)))
 		if err := c.Apply(ctx, objs); err != nil {
 			return cli.Failed(err, "run join again; it resumes where it stopped", "cannot install the components")
 		}
-		return labelNode(ctx, c, gw)
+		if gw.Labels[kube.GatewayLabel] == "true" {
+			return nil
+		}
+		return c.LabelNode(ctx, gw.Name, kube.GatewayLabel)
 	})
 	if err != nil {
 		return nil, err
@@ -373,15 +379,4 @@ func storeMember(ctx context.Context, c *kube.Cluster, objs []*unstructured.Unst
 		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: kube.FieldManager})
 	}
 	return err
-}
-
-func labelNode(ctx context.Context, c *kube.Cluster, n *corev1.Node) error {
-	if n.Labels[kube.GatewayLabel] == "true" {
-		return nil
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{kube.GatewayLabel: "true"}}})
-	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("label node %s: %w", n.Name, err)
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -212,16 +213,24 @@ func TestJoinTwice(t *testing.T) {
 	c.AddNode(t, "b-worker", true, "10.0.0.2", "tunnelmesh/gateway:dev")
 	ctx := t.Context()
 
-	// A stand-in for the DaemonSet controller and kubelets.
+	// A stand-in for the DaemonSet controller and kubelets, for as long as
+	// the test runs (a rolled DaemonSet must become ready again).
+	standIn, stopStandIn := context.WithCancel(ctx)
+	standInDone := make(chan struct{})
+	t.Cleanup(func() { stopStandIn(); <-standInDone })
 	go func() {
-		_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		defer close(standInDone)
+		_ = wait.PollUntilContextCancel(standIn, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			d, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
 			if err != nil {
 				return false, nil
 			}
-			d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 2, CurrentNumberScheduled: 2, NumberReady: 2, UpdatedNumberScheduled: 2, NumberAvailable: 2}
-			_, err = c.Client.AppsV1().DaemonSets(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
-			return err == nil, nil
+			st := appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 2, CurrentNumberScheduled: 2, NumberReady: 2, UpdatedNumberScheduled: 2, NumberAvailable: 2}
+			if !equality.Semantic.DeepEqual(d.Status, st) {
+				d.Status = st
+				_, _ = c.Client.AppsV1().DaemonSets(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			}
+			return false, nil
 		})
 	}()
 	info := api.BrokerInfo{URL: tb.URL, CA: string(tb.CA), JoinToken: tb.JoinToken("b")}
@@ -268,6 +277,50 @@ func TestJoinTwice(t *testing.T) {
 	}
 	if snap2, _ := tb.Admin().Snapshot(ctx); snap2.Revision != snap.Revision {
 		t.Errorf("second join changed the broker: revision %d → %d", snap.Revision, snap2.Revision)
+	}
+
+	// The gateway image rebuilt and loaded again under the same tag: the
+	// nodes report its new digest, and join rolls the DaemonSet, once.
+	stamp := func() (string, int64) {
+		d, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Spec.Template.Annotations[kube.ImageDigestsAnnotation], d.Generation
+	}
+	load := func(digest string) {
+		for _, name := range []string{"b-gw", "b-worker"} {
+			n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.Status.Images[0].Names = []string{"docker.io/library/import-2026-11-22@" + digest, "docker.io/tunnelmesh/gateway:dev"}
+			if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st0, gen0 := stamp()
+	if st0 != "" {
+		t.Fatalf("stamped without digests: %q", st0)
+	}
+	for i, digest := range []string{"sha256:1111", "sha256:2222"} {
+		load(digest)
+		if _, err := Join(ctx, c.Kube, o); err != nil {
+			t.Fatalf("join after loading %s: %v\n%s", digest, err, log.String())
+		}
+		st, gen := stamp()
+		if st == "" || st == st0 || gen != gen0+1 {
+			t.Fatalf("load %d (%s): stamp %q (was %q), generation %d (was %d)", i, digest, st, st0, gen, gen0)
+		}
+		before := c.Objects(t)
+		if _, err := Join(ctx, c.Kube, o); err != nil {
+			t.Fatal(err)
+		}
+		if d := testenv.Diff(before, c.Objects(t)); d != "" {
+			t.Errorf("join with the same image content changed:\n%s", d)
+		}
+		st0, gen0 = st, gen
 	}
 
 	// Another clusterset's broker info is refused on a member.

@@ -3,11 +3,15 @@ package member
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/dns"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
 )
@@ -40,7 +44,8 @@ func EnableClustersetDNS(corefile string) (string, bool, error) {
 
 // TunnelsUp waits until the DaemonSets are ready and then until the
 // cluster's MeshGateway names an active gateway connected to every other
-// member it knows of.
+// member that the broker lists with a live active gateway. The MeshGateway
+// alone cannot tell: a gateway that has not seen the others yet reports 0/0.
 type TunnelsUp struct{}
 
 // Wait implements Waiter.
@@ -48,23 +53,87 @@ func (TunnelsUp) Wait(ctx context.Context, c *kube.Cluster, clusterID string, s 
 	if err := (DaemonSetsReady{}).Wait(ctx, c, clusterID, s); err != nil {
 		return err
 	}
+	m, err := access.ReadMember(ctx, c)
+	if err != nil || m == nil {
+		return fmt.Errorf("read the cluster's broker Secret: %v", err)
+	}
+	bc, err := m.Client()
+	if err != nil {
+		return err
+	}
 	for {
-		m, err := status.Get(ctx, c.Dynamic, kube.Namespace, clusterID)
+		var st *status.GatewayStatus
+		mg, err := status.Get(ctx, c.Dynamic, kube.Namespace, clusterID)
+		if err == nil {
+			st = &mg.Status
+		}
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		snap, berr := bc.Snapshot(bctx)
+		cancel()
+		done, line := TunnelsReady(clusterID, st, snap)
 		switch {
 		case err != nil:
-			s.Status("waiting for the active gateway to report (%v)", err)
-		case m.Status.ActiveNode == "":
-			s.Status("no active gateway yet")
-		case m.Status.Connected < m.Status.Total:
-			s.Status("active gateway %s (epoch %d): %d/%d tunnels up", m.Status.ActiveNode, m.Status.Epoch, m.Status.Connected, m.Status.Total)
-		default:
-			s.Status("active gateway %s: %d/%d tunnels up", m.Status.ActiveNode, m.Status.Connected, m.Status.Total)
+			line = fmt.Sprintf("waiting for the active gateway to report (%v)", err)
+		case berr != nil:
+			line += fmt.Sprintf(" (cannot read the broker's members: %v)", berr)
+		}
+		s.Status("%s", line)
+		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for tunnels: %w", ctx.Err())
+			return fmt.Errorf("waiting for tunnels: %s: %w", line, ctx.Err())
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// TunnelsReady tells whether st (the cluster's MeshGateway status) shows a
+// tunnel up to every other member of snap that has a live active gateway,
+// and says where things stand. Without the broker's members (snap nil) it
+// cannot tell, and waits. Pure.
+func TunnelsReady(self string, st *status.GatewayStatus, snap *api.Snapshot) (bool, string) {
+	if st == nil || st.ActiveNode == "" {
+		return false, "no active gateway yet"
+	}
+	head := fmt.Sprintf("active gateway %s (epoch %d)", st.ActiveNode, st.Epoch)
+	if snap == nil {
+		return false, fmt.Sprintf("%s: %d/%d tunnels up as it sees them", head, st.Connected, st.Total)
+	}
+	live := map[string]bool{}
+	for _, g := range snap.Gateways {
+		if g.Active && !g.Stale {
+			live[g.ClusterID] = true
+		}
+	}
+	up := map[string]bool{}
+	for _, r := range st.Remotes {
+		if r.Status == api.StatusConnected {
+			up[r.Cluster] = true
+		}
+	}
+	var want, waiting, noGateway []string
+	for _, c := range snap.Clusters {
+		switch {
+		case c.ID == self:
+		case !live[c.ID]:
+			noGateway = append(noGateway, c.ID)
+		default:
+			want = append(want, c.ID)
+			if !up[c.ID] {
+				waiting = append(waiting, c.ID)
+			}
+		}
+	}
+	sort.Strings(waiting)
+	sort.Strings(noGateway)
+	line := fmt.Sprintf("%s: %d/%d tunnels up", head, len(want)-len(waiting), len(want))
+	if len(waiting) > 0 {
+		line += "; waiting for " + strings.Join(waiting, ", ")
+	}
+	if len(noGateway) > 0 {
+		line += "; no active gateway yet in " + strings.Join(noGateway, ", ") + " (not waited for)"
+	}
+	return len(waiting) == 0, line
 }

@@ -11,37 +11,40 @@ import (
 	"strings"
 	"time"
 
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
 )
-
-// StatusSource gives gateways' liveness and per-peer health (the broker's
-// GET /v1/status, brokerclient.Client.Status).
-type StatusSource interface {
-	Status(ctx context.Context) ([]api.GatewayStatus, error)
-}
 
 // Data is everything show needs, read at one moment.
 type Data struct {
 	Snapshot api.Snapshot
 	// Status is the gateways' reported liveness and health.
 	Status []api.GatewayStatus
-	Now    time.Time
+	// Viewer is the cluster whose credential read the broker ("" for the
+	// admin): the broker shows a cluster credential only its own status.
+	Viewer string
+	// ServiceImports are this cluster's own (show imports, show all);
+	// HasCluster tells whether a cluster was read at all.
+	ServiceImports []mcsv1beta1.ServiceImport
+	HasCluster     bool
+	Now            time.Time
 }
 
-// Load reads the broker's state and its gateways' status (from src when not
-// nil, else from the broker itself).
-func Load(ctx context.Context, c *brokerclient.Client, src StatusSource) (*Data, error) {
+// Load reads the broker's state and its gateways' status.
+func Load(ctx context.Context, c *brokerclient.Client) (*Data, error) {
 	snap, err := c.Snapshot(ctx)
 	if err != nil {
 		return nil, err
 	}
 	d := &Data{Snapshot: *snap, Now: time.Now()}
-	if src == nil {
-		src = c
+	if p, err := auth.Parse(c.Credential()); err == nil && p.Prefix == auth.PrefixCluster {
+		d.Viewer = p.ID
 	}
-	if d.Status, err = src.Status(ctx); err != nil {
+	if d.Status, err = c.Status(ctx); err != nil {
 		return nil, fmt.Errorf("read gateway status: %w", err)
 	}
 	return d, nil
@@ -171,12 +174,25 @@ type Connection struct {
 	TxBytes       int64     `json:"txBytes"`
 }
 
+// Reasons of connections whose status is unknown.
+const (
+	ReasonNotReported = "not reported yet"
+	// ReasonOtherCluster: a cluster credential reads only its own
+	// cluster's status from the broker.
+	ReasonOtherCluster = "status visible from that cluster only"
+)
+
 // Connections is `show connections`: what each gateway reports of each
 // remote cluster. A remote that an active gateway does not report yet is
-// listed as unknown.
+// listed as unknown, and so is every remote of another cluster's gateway
+// when a cluster credential read the broker (it cannot see their status).
 func (d *Data) Connections() ([]Connection, output.Grid) {
 	var out []Connection
 	for _, gw := range d.Snapshot.Gateways {
+		unknown := ReasonNotReported
+		if d.Viewer != "" && gw.ClusterID != d.Viewer {
+			unknown = ReasonOtherCluster
+		}
 		st, _ := d.status(gw.ClusterID, gw.Hostname)
 		seen := map[string]bool{}
 		for _, h := range st.Health {
@@ -189,7 +205,7 @@ func (d *Data) Connections() ([]Connection, output.Grid) {
 		}
 		for _, c := range d.Snapshot.Clusters {
 			if c.ID != gw.ClusterID && !seen[c.ID] {
-				out = append(out, Connection{Gateway: gw.Hostname, Cluster: gw.ClusterID, Remote: c.ID, Status: "unknown", Reason: "not reported yet"})
+				out = append(out, Connection{Gateway: gw.Hostname, Cluster: gw.ClusterID, Remote: c.ID, Status: "unknown", Reason: unknown})
 			}
 		}
 	}
@@ -220,6 +236,9 @@ type All struct {
 	Gateways    []api.Gateway `json:"gateways"`
 	Exports     []api.Export  `json:"exports"`
 	Connections []Connection  `json:"connections"`
+	// Imports are this cluster's ServiceImports; absent when show read
+	// the broker without a cluster (--broker-info, --broker-url).
+	Imports []Import `json:"imports,omitempty"`
 }
 
 // All returns every view; the sections are in the order they print.
@@ -230,7 +249,13 @@ func (d *Data) All() (All, []Section) {
 	a.Gateways, gg = d.Gateways()
 	a.Exports, eg = d.Exports()
 	a.Connections, kg = d.Connections()
-	return a, []Section{{"Clusters", cg}, {"Gateways", gg}, {"Connections", kg}, {"Exports", eg}}
+	sections := []Section{{"Clusters", cg}, {"Gateways", gg}, {"Connections", kg}, {"Exports", eg}}
+	if d.HasCluster {
+		var ig output.Grid
+		a.Imports, ig = d.Imports()
+		sections = append(sections, Section{"Imports (this cluster)", ig})
+	}
+	return a, sections
 }
 
 // Section is a titled table of `show all`.

@@ -5,6 +5,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/golden"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
@@ -36,6 +40,15 @@ func fixture() *Data {
 				{ClusterID: "east", Namespace: "db", Name: "pg", Type: api.TypeHeadless, Endpoints: []api.Endpoint{{Addresses: []string{"10.1.0.5"}, Ready: true}, {Addresses: []string{"10.1.1.5"}}}, CreatedAt: ago(5 * time.Second)},
 			},
 		},
+		ServiceImports: []mcsv1beta1.ServiceImport{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", CreationTimestamp: metav1.NewTime(ago(25 * time.Minute))},
+				Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP, IPs: []string{"10.96.1.200"},
+					Ports: []mcsv1beta1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}, {Protocol: corev1.ProtocolUDP, Port: 53}}},
+				Status: mcsv1beta1.ServiceImportStatus{Clusters: []mcsv1beta1.ClusterStatus{{Cluster: "west"}, {Cluster: "east"}}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "pg", CreationTimestamp: metav1.NewTime(ago(4 * time.Second))},
+				Spec:   mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.Headless, Ports: []mcsv1beta1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 5432}}},
+				Status: mcsv1beta1.ServiceImportStatus{Clusters: []mcsv1beta1.ClusterStatus{{Cluster: "east"}}}},
+		},
 		Status: []api.GatewayStatus{
 			{ClusterID: "east", Hostname: "east-worker", Epoch: 3, LastHeartbeat: ago(2 * time.Second), Health: []api.PeerHealth{
 				{Cluster: "west", Status: api.StatusConnected, RTTMillis: 1.234, LastHandshake: ago(12 * time.Second), RxBytes: 1572864, TxBytes: 307200},
@@ -57,6 +70,7 @@ func TestTables(t *testing.T) {
 		"gateways":    func() (any, output.Grid) { o, g := d.Gateways(); return o, g },
 		"exports":     func() (any, output.Grid) { o, g := d.Exports(); return o, g },
 		"connections": func() (any, output.Grid) { o, g := d.Connections(); return o, g },
+		"imports":     func() (any, output.Grid) { o, g := d.Imports(); return o, g },
 	}
 	for name, v := range views {
 		for _, f := range output.Formats {
@@ -78,7 +92,60 @@ func TestGraph(t *testing.T) {
 	golden.Assert(t, "graph-empty.dot", []byte(empty.Graph()))
 }
 
-// Without a status source, the health the gateway records carry is shown.
+// Read with west's credential, the broker gives west's status only: east's
+// gateways' links are said to be visible from east only, not "not reported".
+func TestConnectionsWithClusterCredential(t *testing.T) {
+	d := fixture()
+	d.Viewer = "west"
+	var west []api.GatewayStatus
+	for _, s := range d.Status {
+		if s.ClusterID == "west" {
+			west = append(west, s)
+		}
+	}
+	d.Status = west
+	conns, _ := d.Connections()
+	var other, own int
+	for _, c := range conns {
+		switch {
+		case c.Cluster == "east":
+			other++
+			if c.Status != "unknown" || c.Reason != ReasonOtherCluster {
+				t.Errorf("east's link seen from west: %+v", c)
+			}
+		case c.Cluster == "west":
+			own++
+			if c.Reason == ReasonOtherCluster {
+				t.Errorf("west's own link: %+v", c)
+			}
+		}
+	}
+	if other == 0 || own != 2 {
+		t.Fatalf("want east's remotes and west's 2 links: %+v", conns)
+	}
+	// Read with the admin credential, an unreported remote is "not reported yet".
+	d = fixture()
+	conns, _ = d.Connections()
+	for _, c := range conns {
+		if c.Cluster == "east" && c.Remote == "north" && c.Reason != ReasonNotReported {
+			t.Errorf("east→north with the admin credential: %+v", c)
+		}
+	}
+}
+
+func TestAllIncludesImportsOnlyWithACluster(t *testing.T) {
+	d := fixture()
+	a, secs := d.All()
+	if a.Imports != nil || len(secs) != 4 {
+		t.Fatalf("no cluster read: imports %v, %d sections", a.Imports, len(secs))
+	}
+	d.HasCluster = true
+	a, secs = d.All()
+	if len(a.Imports) != 2 || len(secs) != 5 || secs[4].Title != "Imports (this cluster)" {
+		t.Fatalf("cluster read: imports %v, sections %v", a.Imports, secs)
+	}
+}
+
 func TestFormats(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
 		{Bytes(0), "0B"}, {Bytes(1023), "1023B"}, {Bytes(1536), "1.5KiB"}, {Bytes(5 << 30), "5.0GiB"},

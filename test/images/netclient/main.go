@@ -10,6 +10,9 @@
 //	netclient [-wait 30s] [-timeout 5s] post URL SIZE   (SIZE bytes to the echoserver's /echo, compared when they come back)
 //	netclient [-timeout 500ms] flow HOST:PORT DURATION INTERVAL   (UDP probes; prints the gaps, see flow)
 //	netclient sleep
+//	netclient [-wait 60s] [-timeout 5s] steps NAME=KIND:TARGET...   (KIND http|dns|udp; one JSON line per step; meshctl verify)
+//	netclient bench-server [-listen :5201]                          (meshctl benchmark's server)
+//	netclient bench throughput|latency [-duration 10s] [-samples 1000] HOST:PORT   (one JSON line)
 //
 // -size N pads a tcp/udp payload to N bytes; -interval is the pause between
 // retries of -wait.
@@ -33,6 +36,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/netprobe"
 )
 
 func main() {
@@ -54,9 +59,16 @@ func main() {
 		os.Exit(2)
 	}
 	cmd, args := fs.Arg(0), fs.Args()[1:]
-	if cmd == "sleep" {
+	switch cmd {
+	case "sleep":
 		sleep()
 		return
+	case "steps":
+		os.Exit(steps(args, *wait, *timeout))
+	case "bench-server":
+		os.Exit(benchServer(args))
+	case "bench":
+		os.Exit(bench(args))
 	}
 	if *insecure {
 		http.DefaultTransport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // test tool, asked for explicitly
@@ -380,4 +392,93 @@ func sleep() {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	<-ch
+}
+
+// steps runs each step in order (each retried up to wait) and prints one
+// JSON line per step; exit 1 when any failed.
+func steps(args []string, wait, timeout time.Duration) int {
+	if wait == 0 {
+		wait = time.Minute
+	}
+	var list []netprobe.Step
+	for _, a := range args {
+		s, err := netprobe.ParseStep(a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "netclient:", err)
+			return 2
+		}
+		list = append(list, s)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	code := 0
+	enc := json.NewEncoder(os.Stdout)
+	for _, s := range list {
+		r := netprobe.RunStep(ctx, s, wait, timeout)
+		_ = enc.Encode(r)
+		if !r.OK {
+			code = 1
+		}
+	}
+	return code
+}
+
+func benchServer(args []string) int {
+	fs := flag.NewFlagSet("bench-server", flag.ExitOnError)
+	listen := fs.String("listen", ":5201", "TCP listen address")
+	_ = fs.Parse(args)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netclient:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintln(os.Stderr, "netclient: benchmark server on", ln.Addr())
+	if err := netprobe.Serve(ctx, ln); err != nil {
+		fmt.Fprintln(os.Stderr, "netclient:", err)
+		return 1
+	}
+	return 0
+}
+
+// bench measures against a bench-server and prints one JSON line.
+func bench(args []string) int {
+	if len(args) == 0 || (args[0] != "throughput" && args[0] != "latency") {
+		fmt.Fprintln(os.Stderr, "netclient: bench throughput|latency [-duration D] [-samples N] [-wait D] HOST:PORT")
+		return 2
+	}
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	dur := fs.Duration("duration", 10*time.Second, "throughput: how long to send")
+	samples := fs.Int("samples", 1000, "latency: round trips")
+	wait := fs.Duration("wait", 60*time.Second, "retry connecting to the server this long")
+	_ = fs.Parse(args[1:])
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "netclient: bench wants HOST:PORT")
+		return 2
+	}
+	addr := fs.Arg(0)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var out any
+	var err error
+	for deadline := time.Now().Add(*wait); ; {
+		rctx, cancel := context.WithTimeout(ctx, *dur+30*time.Second)
+		if args[0] == "throughput" {
+			out, err = netprobe.MeasureThroughput(rctx, addr, *dur)
+		} else {
+			out, err = netprobe.MeasureLatency(rctx, addr, *samples)
+		}
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "netclient: bench:", err)
+		return 1
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(out)
+	return 0
 }

@@ -27,12 +27,21 @@ into Secret tunnelmesh-system/tunnelmesh-broker-pki, the broker runs on one node
 (its data on that node's disk) behind a NodePort. With --local it runs in this
 process on this host until interrupted.
 
+With --etcd-endpoints the brokers keep their records in an existing etcd cluster
+instead, and --replicas N of them serve at once behind the Service; a client
+given several URLs (--broker-url a,b) fails over between them.
+
 Running it again keeps the broker and its CA and only writes a new join token.`,
 		Example: `  meshctl deploy-broker --context kind-broker
+  meshctl deploy-broker --context prod --replicas 3 --etcd-endpoints https://etcd-0:2379,https://etcd-1:2379,https://etcd-2:2379 \
+      --etcd-ca etcd-ca.crt --etcd-cert etcd-client.crt --etcd-key etcd-client.key
   meshctl deploy-broker --local --data-dir ./broker --listen :8443 --san 172.18.0.1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p := e.Progress()
+			if isLoc && (o.Etcd.Enabled() || o.Replicas > 1) {
+				return fmt.Errorf("--local runs one broker on its own data dir; --replicas and --etcd-* are for the in-cluster broker")
+			}
 			if isLoc {
 				local.TokenTTL, local.InfoFile, local.BrokerURL, local.SANs, local.Progress = o.TokenTTL, o.InfoFile, o.BrokerURL, o.SANs, p
 				local.Ready = func(r *brokerdeploy.Result) { summary(e, r) }
@@ -59,6 +68,13 @@ Running it again keeps the broker and its CA and only writes a new join token.`,
 	f.StringVarP(&o.InfoFile, "file", "f", "broker-info.json", "where to write the broker info (mode 0600)")
 	f.StringVar(&o.Node, "node", "", "node that runs the broker and keeps its data (default: the first Ready node)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the broker")
+	f.IntVar(&o.Replicas, "replicas", 1, "brokers serving at once (more than 1 needs --etcd-endpoints)")
+	f.StringSliceVar(&o.Etcd.Endpoints, "etcd-endpoints", nil, "keep the records in this etcd cluster (client URLs as the broker pods reach them) instead of a file on one node")
+	f.StringVar(&o.Etcd.Prefix, "etcd-prefix", "/tunnelmesh", "etcd key prefix of this clusterset")
+	f.StringVar(&o.Etcd.CAFile, "etcd-ca", "", "PEM CA of the etcd servers (copied into Secret tunnelmesh-broker-etcd)")
+	f.StringVar(&o.Etcd.CertFile, "etcd-cert", "", "PEM client certificate for etcd (copied into the Secret)")
+	f.StringVar(&o.Etcd.KeyFile, "etcd-key", "", "PEM key of --etcd-cert (copied into the Secret)")
+	f.IntVar(&o.Etcd.MaxTxnOps, "etcd-max-txn-ops", 0, "the etcd servers' --max-txn-ops, if not etcd's default 128")
 	f.StringVar(&local.DataDir, "data-dir", "tunnelmesh-broker", "with --local: the broker's data directory (initialised when empty)")
 	f.StringVar(&local.Listen, "listen", ":8443", "with --local: HTTPS listen address")
 	return cmd

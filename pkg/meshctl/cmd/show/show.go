@@ -6,12 +6,17 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/env"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/view"
 )
@@ -21,10 +26,12 @@ func New(e *env.Env) *cobra.Command {
 	var af access.Flags
 	cmd := &cobra.Command{
 		Use:   "show",
-		Short: "Show the clusterset: clusters, gateways, connections, exports, a graph",
+		Short: "Show the clusterset: clusters, gateways, connections, exports, imports, a graph",
 		Long: `Show what the broker knows. The broker and a credential come from the current
 cluster's Secret tunnelmesh-system/tunnelmesh-broker (a member cluster), or from
---broker-info/--broker-url with --credential-file (the admin or a cluster credential).`,
+--broker-info/--broker-url with --credential-file (the admin or a cluster credential).
+A cluster credential shows only its own cluster's gateway status.
+` + "`show imports`" + ` reads the current cluster's ServiceImports instead (no broker).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
@@ -34,14 +41,28 @@ cluster's Secret tunnelmesh-system/tunnelmesh-broker (a member cluster), or from
 	p.StringVar(&af.CAFile, "ca-file", "", "broker CA certificate (overrides --broker-info's)")
 	p.StringVar(&af.CredentialFile, "credential-file", "", "file holding the admin or a cluster credential")
 
-	load := func(ctx context.Context) (*view.Data, error) {
-		c, u, err := af.Client(ctx, e.Kube.Connect)
+	// load reads the broker; with no broker flags it reads the member
+	// cluster's Secret, and then (withImports) that cluster's ServiceImports.
+	load := func(ctx context.Context, withImports bool) (*view.Data, error) {
+		var kc *kube.Cluster
+		connect := func(ctx context.Context) (*kube.Cluster, error) {
+			var err error
+			kc, err = e.Kube.Connect(ctx)
+			return kc, err
+		}
+		c, u, err := af.Client(ctx, connect)
 		if err != nil {
 			return nil, err
 		}
-		d, err := view.Load(ctx, c, nil)
+		d, err := view.Load(ctx, c)
 		if err != nil {
 			return nil, access.Explain(err, u)
+		}
+		if kc != nil && withImports {
+			if d.ServiceImports, err = loadImports(ctx, kc); err != nil {
+				return nil, err
+			}
+			d.HasCluster = true
 		}
 		return d, nil
 	}
@@ -52,7 +73,7 @@ cluster's Secret tunnelmesh-system/tunnelmesh-broker (a member cluster), or from
 			Short: short,
 			Args:  cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
-				d, err := load(c.Context())
+				d, err := load(c.Context(), false)
 				if err != nil {
 					return err
 				}
@@ -71,20 +92,21 @@ cluster's Secret tunnelmesh-system/tunnelmesh-broker (a member cluster), or from
 			o, g := d.Connections()
 			return o, g
 		}),
+		newImports(e),
 		newAll(e, load),
 		newGraph(e, load),
 	)
 	return cmd
 }
 
-func newAll(e *env.Env, load func(context.Context) (*view.Data, error)) *cobra.Command {
+func newAll(e *env.Env, load func(context.Context, bool) (*view.Data, error)) *cobra.Command {
 	var f output.Format
 	c := &cobra.Command{
 		Use:   "all",
 		Short: "Every table at once",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			d, err := load(c.Context())
+			d, err := load(c.Context(), true)
 			if err != nil {
 				return err
 			}
@@ -108,7 +130,7 @@ func newAll(e *env.Env, load func(context.Context) (*view.Data, error)) *cobra.C
 	return c
 }
 
-func newGraph(e *env.Env, load func(context.Context) (*view.Data, error)) *cobra.Command {
+func newGraph(e *env.Env, load func(context.Context, bool) (*view.Data, error)) *cobra.Command {
 	var svg string
 	c := &cobra.Command{
 		Use:   "graph",
@@ -123,7 +145,7 @@ func newGraph(e *env.Env, load func(context.Context) (*view.Data, error)) *cobra
 						"--svg needs Graphviz's dot on PATH")
 				}
 			}
-			d, err := load(c.Context())
+			d, err := load(c.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -143,4 +165,41 @@ func newGraph(e *env.Env, load func(context.Context) (*view.Data, error)) *cobra
 	}
 	c.Flags().StringVar(&svg, "svg", "", "render SVG into this file with Graphviz's dot")
 	return c
+}
+
+// newImports is `show imports`: this cluster's ServiceImports, read from
+// the cluster itself (no broker needed).
+func newImports(e *env.Env) *cobra.Command {
+	var f output.Format
+	c := &cobra.Command{
+		Use:   "imports",
+		Short: "ServiceImports of this cluster: type, IPs, ports, exporting clusters",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			kc, err := e.Kube.Connect(c.Context())
+			if err != nil {
+				return err
+			}
+			sis, err := loadImports(c.Context(), kc)
+			if err != nil {
+				return err
+			}
+			d := &view.Data{ServiceImports: sis, HasCluster: true, Now: time.Now()}
+			obj, grid := d.Imports()
+			return output.Print(e.Out, f, obj, grid)
+		},
+	}
+	output.AddFlag(c, &f)
+	return c
+}
+
+func loadImports(ctx context.Context, kc *kube.Cluster) ([]mcsv1beta1.ServiceImport, error) {
+	sis, err := view.LoadImports(ctx, kc.Config)
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return nil, cli.Refused(err, "run `meshctl join` in it first", "%s has no ServiceImport API (not a member of a clusterset)", kc.Describe())
+	}
+	if err != nil {
+		return nil, cli.Failed(err, "check your access to serviceimports.multicluster.x-k8s.io (`kubectl get serviceimports -A`)", "cannot list the ServiceImports of %s", kc.Describe())
+	}
+	return sis, nil
 }

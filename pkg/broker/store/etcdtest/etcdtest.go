@@ -1,0 +1,201 @@
+// Package etcdtest runs a real etcd cluster (the etcd binary the project
+// builds, see `make etcd-binary`) on loopback for the broker's tests.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
+)
+
+// Binary returns the etcd binary ($KUBE_BIN_DIR/etcd or the repository's
+// _output/k8s/bin/etcd). When it is missing the test is skipped, or fails
+// under CI=true, saying how to build it.
+func Binary(t testing.TB) string {
+	t.Helper()
+	dir, err := kubeapi.BinDir()
+	bin := filepath.Join(dir, "etcd")
+	if err == nil {
+		_, err = os.Stat(bin)
+	}
+	if err != nil {
+		msg := fmt.Sprintf("etcd binary: %v; run `make etcd-binary` or set KUBE_BIN_DIR", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return bin
+}
+
+// MaxTxnOps is the --max-txn-ops the members run with.
+const MaxTxnOps = 1024
+
+// Cluster is a running etcd cluster; its members stop at cleanup.
+type Cluster struct {
+	t       testing.TB
+	bin     string
+	dir     string
+	Members []*Member
+}
+
+// Member is one etcd process.
+type Member struct {
+	Name      string
+	ClientURL string
+	peerURL   string
+	args      []string
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+}
+
+// Start runs an n-member cluster and waits until it has a leader.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir()}
+	var initial []string
+	for i := range n {
+		ports := freePorts(t, 2)
+		m := &Member{Name: fmt.Sprintf("m%d", i),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1])}
+		initial = append(initial, m.Name+"="+m.peerURL)
+		c.Members = append(c.Members, m)
+	}
+	for _, m := range c.Members {
+		m.args = []string{"--name=" + m.Name, "--data-dir=" + filepath.Join(c.dir, m.Name),
+			"--listen-client-urls=" + m.ClientURL, "--advertise-client-urls=" + m.ClientURL,
+			"--listen-peer-urls=" + m.peerURL, "--initial-advertise-peer-urls=" + m.peerURL,
+			"--initial-cluster=" + strings.Join(initial, ","), "--initial-cluster-state=new",
+			"--initial-cluster-token=tunnelmesh-test", "--log-level=error",
+			fmt.Sprintf("--max-txn-ops=%d", MaxTxnOps),
+			// etcd's own timings: shorter ones make a loaded test machine
+			// hold elections over and over.
+			"--heartbeat-interval=100", "--election-timeout=1000",
+			// A killed process loses nothing the kernel already has; tests
+			// kill processes, not the machine.
+			"--unsafe-no-fsync"}
+		c.start(m)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.Members {
+			m.stop()
+		}
+	})
+	c.WaitHealthy(60 * time.Second)
+	return c
+}
+
+func (c *Cluster) start(m *Member) {
+	c.t.Helper()
+	log, err := os.OpenFile(filepath.Join(c.dir, m.Name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(c.bin, m.args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("etcdtest: start %s: %v", m.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); log.Close(); close(exited) }()
+	m.mu.Lock()
+	m.cmd, m.exited = cmd, exited
+	m.mu.Unlock()
+}
+
+// Endpoints are the members' client URLs.
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, m := range c.Members {
+		out = append(out, m.ClientURL)
+	}
+	return out
+}
+
+// Kill ends member i with SIGKILL.
+func (c *Cluster) Kill(i int) { c.Members[i].kill(syscall.SIGKILL) }
+
+// Restart starts a killed member again on its data directory.
+func (c *Cluster) Restart(i int) { c.start(c.Members[i]) }
+
+func (m *Member) kill(sig syscall.Signal) {
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func (m *Member) stop() { m.kill(syscall.SIGTERM) }
+
+// WaitHealthy waits until a store can be opened (a leader answers reads).
+func (c *Cluster) WaitHealthy(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s, err := store.OpenEtcd(ctx, store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/etcdtest-health", DialTimeout: 2 * time.Second}, true)
+		cancel()
+		if err == nil {
+			s.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("etcdtest: cluster not healthy after %s: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Open opens (creating) a store under prefix, closed at cleanup.
+func (c *Cluster) Open(t testing.TB, prefix string) *store.Etcd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.OpenEtcd(ctx, store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: prefix, MaxTxnOps: MaxTxnOps}, true)
+	if err != nil {
+		t.Fatalf("etcdtest: open store: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}

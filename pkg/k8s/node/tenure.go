@@ -1,0 +1,144 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
+)
+
+// tenure is what the active gateway runs beside its data plane for one
+// epoch: it takes over the view the previous active stored in the cluster,
+// keeps storing its own, and gossips with the other clusters' active
+// gateways over the tunnel addresses. Cancelling ctx ends it (step-down).
+type tenure struct {
+	r         *runner
+	eng       *gateway.Engine
+	f         *follower
+	store     ViewStore
+	self      gossip.Gateway // Epoch set per tenure
+	gossipKey []byte         // nil: no cross-cluster gossip
+	log       *slog.Logger
+}
+
+func (t tenure) run(ctx context.Context, epoch int64) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); t.keepView(ctx, epoch) }()
+	go func() { defer wg.Done(); t.gossip(ctx, epoch) }()
+}
+
+// keepView loads the stored view (a standby taking over during a broker
+// outage builds its tunnels from it), then stores the view whenever it
+// changes, at most once a second.
+func (t tenure) keepView(ctx context.Context, epoch int64) {
+	for ctx.Err() == nil {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, by, ok, err := t.store.Load(lctx)
+		cancel()
+		if err == nil {
+			if ok && t.f.adopt(s) {
+				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Revision, "storedAtEpoch", by)
+			}
+			break
+		}
+		t.log.Warn("read the stored gateway view (will retry)", "err", err)
+		sleep(ctx, time.Second)
+	}
+	var last []byte
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		v, ok := t.f.view()
+		if !ok {
+			continue
+		}
+		b, err := encodeView(v)
+		if err != nil || bytes.Equal(b, last) {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = t.store.Save(sctx, v, epoch)
+		cancel()
+		switch {
+		case errors.Is(err, ErrStaleView):
+			t.log.Warn("a newer active gateway stores the view; not writing it", "epoch", epoch)
+			return
+		case err != nil:
+			t.log.Warn("store the gateway view (will retry)", "err", err)
+		default:
+			last = b
+		}
+	}
+}
+
+// gossip joins the clusterset's memberlist on the tunnel address once the
+// data plane holds it, seeded with the remote clusters' tunnel addresses of
+// the current view, and feeds what it learns into the follower.
+func (t tenure) gossip(ctx context.Context, epoch int64) {
+	if t.gossipKey == nil {
+		return
+	}
+	port := t.r.cfg.ClustersetGossipPort
+	var m *gossip.Mesh
+	for m == nil {
+		st := t.eng.Status()
+		if st.Role == gateway.RoleActive && st.TunnelIP.IsValid() {
+			self := t.self
+			self.Epoch = epoch
+			var err error
+			m, err = gossip.Start(gossip.Config{Self: self, BindAddr: st.TunnelIP.String(), BindPort: port,
+				SecretKey: t.gossipKey, Logger: t.log})
+			if err != nil {
+				t.log.Warn("start cross-cluster gossip (will retry)", "err", err)
+			}
+		}
+		if m == nil {
+			sleep(ctx, 100*time.Millisecond)
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}
+	t.log.Info("gossiping with the other clusters' active gateways", "addr", m.Addr(), "epoch", epoch)
+	defer func() {
+		if err := m.Leave(time.Second); err != nil {
+			t.log.Debug("leave cross-cluster gossip", "err", err)
+		}
+	}()
+	peers := func() []string {
+		v, ok := t.f.view()
+		if !ok {
+			return nil
+		}
+		var out []string
+		for _, c := range v.Clusters {
+			if c.ID != t.self.ClusterID && c.TunnelIP != "" {
+				out = append(out, net.JoinHostPort(c.TunnelIP, strconv.Itoa(port)))
+			}
+		}
+		return out
+	}
+	go m.Rejoin(ctx, 2*time.Second, peers)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.Changes():
+			t.f.setRemotes(m.Remotes())
+		}
+	}
+}

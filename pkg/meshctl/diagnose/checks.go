@@ -1,0 +1,509 @@
+package diagnose
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/rules"
+	"github.com/tunnelmesh/tunnelmesh/pkg/dns"
+)
+
+// Result of a check.
+type Result string
+
+// Results, from best to worst.
+const (
+	Pass Result = "pass"
+	Warn Result = "warn"
+	Fail Result = "fail"
+	// Skip: the check could not run because something it reads is missing;
+	// another check fails for that.
+	Skip Result = "skip"
+)
+
+// Finding is one check's verdict.
+type Finding struct {
+	Check  string `json:"check"`
+	Result Result `json:"result"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// Thresholds the checks use.
+const (
+	// StatusFresh: the active gateway writes its MeshGateway every 5 s.
+	StatusFresh = 30 * time.Second
+	// HandshakeFresh: WireGuard re-handshakes at least every 2 min on a
+	// link with keepalives; a peer without one for longer is down (the
+	// gateway itself marks it so after 2m10s).
+	HandshakeFresh = 3 * time.Minute
+	// SkewWarn and SkewFail bound the clock spread between gateway
+	// candidates: they share one WireGuard key, and a peer rejects a
+	// handshake whose TAI64N timestamp is older than the last it accepted
+	// for that key, so a new active gateway whose clock is behind the old
+	// one's waits out the difference before its tunnels come up.
+	SkewWarn = 1500 * time.Millisecond
+	SkewFail = 3 * time.Second
+	// LeaseGrace: the Lease is renewed every 200 ms; its renewals are
+	// timed at 1 s resolution here.
+	LeaseGrace = 2 * time.Second
+	// DefaultMTUOverhead is what the gateway subtracts from the underlay
+	// MTU by default (IPv6 + UDP + WireGuard with room to spare).
+	DefaultMTUOverhead = 80
+)
+
+// CondCIDRsMatch is the MeshGateway condition the gateway sets
+// (pkg/k8s/node.CondCIDRsMatch; a test keeps them equal without linking
+// the data plane into meshctl).
+const CondCIDRsMatch = "CIDRsMatchBroker"
+
+// Check is one named check.
+type Check struct {
+	Name string
+	Run  func(Facts) Finding
+}
+
+// Checks in the order they print.
+var Checks = []Check{
+	{"broker", checkBroker},
+	{"cidr-overlap", checkOverlap},
+	{"cidrs-match-broker", checkCIDRsMatch},
+	{"components", checkComponents},
+	{"active-gateway", checkActive},
+	{"tun-device", checkTUN},
+	{"mtu-mss", checkMTU},
+	{"kube-proxy", checkKubeProxy},
+	{"coredns", checkCoreDNS},
+	{"nodelocal-dns", checkNodeLocal},
+	{"wireguard-udp", checkWireGuard},
+	{"clock-skew", checkClock},
+}
+
+// Run runs every check on f.
+func Run(f Facts) []Finding {
+	out := make([]Finding, 0, len(Checks))
+	for _, c := range Checks {
+		r := c.Run(f)
+		r.Check = c.Name
+		out = append(out, r)
+	}
+	return out
+}
+
+// Failed counts the failed findings.
+func Failed(fs []Finding) int {
+	n := 0
+	for _, f := range fs {
+		if f.Result == Fail {
+			n++
+		}
+	}
+	return n
+}
+
+func pass(format string, a ...any) Finding {
+	return Finding{Result: Pass, Detail: fmt.Sprintf(format, a...)}
+}
+
+func warn(fix, format string, a ...any) Finding {
+	return Finding{Result: Warn, Detail: fmt.Sprintf(format, a...), Fix: fix}
+}
+
+func fail(fix, format string, a ...any) Finding {
+	return Finding{Result: Fail, Detail: fmt.Sprintf(format, a...), Fix: fix}
+}
+
+func skip(format string, a ...any) Finding {
+	return Finding{Result: Skip, Detail: fmt.Sprintf(format, a...)}
+}
+
+func checkBroker(f Facts) Finding {
+	if f.BrokerErr != "" {
+		return fail("check that the broker runs and that this host reaches it (`meshctl show clusters`); tunnels keep working meanwhile",
+			"cannot read the broker: %s", f.BrokerErr)
+	}
+	for _, c := range f.Members {
+		if c.ID == f.ClusterID {
+			return pass("cluster %q is a member; the broker knows %d cluster(s)", f.ClusterID, len(f.Members))
+		}
+	}
+	return fail("run `meshctl join` again to re-register it", "the broker has no record of cluster %q", f.ClusterID)
+}
+
+// checkOverlap runs the broker's own overlap rule (pkg/broker/rules) for
+// each member against the others: members that joined before the rule
+// existed, or were restored from a backup, are caught here.
+func checkOverlap(f Facts) Finding {
+	if f.BrokerErr != "" {
+		return skip("no member list (the broker could not be read)")
+	}
+	var problems []string
+	for i, c := range f.Members {
+		var prefixes []netip.Prefix
+		bad := false
+		for _, s := range append(append([]string{}, c.PodCIDRs...), c.ServiceCIDRs...) {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("cluster %q has an invalid CIDR %q", c.ID, s))
+				bad = true
+				break
+			}
+			prefixes = append(prefixes, p)
+		}
+		if bad {
+			continue
+		}
+		// Only later members: each pair is reported once.
+		others := f.Members[i+1:]
+		if e := rules.CheckOverlaps(netip.Prefix{}, others, api.JoinRequest{ClusterID: c.ID, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}, prefixes); e != nil {
+			problems = append(problems, fmt.Sprintf("cluster %q: %s", c.ID, e.Message))
+		}
+	}
+	if len(problems) > 0 {
+		return fail("give one of the clusters CIDRs no other member uses, then `meshctl leave` and `meshctl join` it; overlapping CIDRs cannot be routed",
+			"%s", strings.Join(problems, "; "))
+	}
+	return pass("no pod or service CIDR of the %d member(s) overlaps another", len(f.Members))
+}
+
+func checkCIDRsMatch(f Facts) Finding {
+	if f.MeshGateway == nil {
+		return skip("no MeshGateway status to read")
+	}
+	for _, c := range f.MeshGateway.Status.Conditions {
+		if c.Type != CondCIDRsMatch {
+			continue
+		}
+		if c.Status == "True" {
+			return pass("the CIDRs found in the cluster equal the broker's record")
+		}
+		return fail("routes follow the broker's record: if the cluster's CIDRs changed, `meshctl leave` and `meshctl join` again (or pass --pod-cidr/--service-cidr)",
+			"%s: %s", c.Reason, c.Message)
+	}
+	return skip("the active gateway has not reported a CIDR comparison yet")
+}
+
+// checkComponents: a gateway pod (candidate or route agent) ready on every
+// Ready node, and every DaemonSet and Deployment of ours ready.
+func checkComponents(f Facts) Finding {
+	onNode := map[string]Pod{}
+	for _, p := range f.Pods {
+		if p.Component == "gateway" {
+			onNode[p.Node] = p
+		}
+	}
+	var problems []string
+	for _, n := range f.Nodes {
+		if !n.Ready {
+			continue
+		}
+		p, ok := onNode[n.Name]
+		switch {
+		case !ok:
+			problems = append(problems, "no gateway pod on node "+n.Name)
+		case !p.Ready:
+			why := p.Waiting
+			if why == "" && p.LastError != "" {
+				why = "last exit: " + p.LastError
+			}
+			if why == "" {
+				why = "not ready"
+			}
+			problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
+		}
+	}
+	for _, w := range f.Workloads {
+		if w.Desired == 0 || w.Ready < w.Desired {
+			problems = append(problems, fmt.Sprintf("%s %s: %d/%d ready", w.Kind, w.Name, w.Ready, w.Desired))
+		}
+	}
+	if len(f.Workloads) == 0 {
+		problems = append(problems, "no tunnelmesh DaemonSet or Deployment in tunnelmesh-system")
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return fail("kubectl -n tunnelmesh-system get pods -o wide; kubectl -n tunnelmesh-system logs POD; run `meshctl join` again if components are missing",
+			"%s", strings.Join(problems, "; "))
+	}
+	ready := 0
+	for _, n := range f.Nodes {
+		if n.Ready {
+			ready++
+		}
+	}
+	return pass("gateway/route-agent pods ready on all %d Ready node(s); %d workload(s) ready", ready, len(f.Workloads))
+}
+
+// activeHosts are this cluster's active, non-stale gateways in the broker.
+func activeHosts(f Facts) []string {
+	var out []string
+	for _, g := range f.Gateways {
+		if g.ClusterID == f.ClusterID && g.Active && !g.Stale {
+			out = append(out, g.Hostname)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func checkActive(f Facts) Finding {
+	candidates := 0
+	for _, n := range f.Nodes {
+		if n.Gateway {
+			candidates++
+		}
+	}
+	if candidates == 0 {
+		return fail("label a node: kubectl label node NODE tunnelmesh.io/gateway=true (or run `meshctl join` again)", "no node is labelled tunnelmesh.io/gateway=true")
+	}
+	m := f.MeshGateway
+	if m == nil || m.Status.ActiveNode == "" {
+		return fail("kubectl -n tunnelmesh-system logs -l app.kubernetes.io/component=gateway (on a node labelled tunnelmesh.io/gateway=true)",
+			"no active gateway: the MeshGateway %q names none", f.ClusterID)
+	}
+	age := f.Now.Sub(f.StatusWrittenAt)
+	if f.StatusWrittenAt.IsZero() || age > StatusFresh {
+		return fail("the active gateway on "+m.Status.ActiveNode+" stopped writing its status: kubectl -n tunnelmesh-system logs on that node's gateway pod",
+			"MeshGateway status last written %s ago (an active gateway writes it every 5s)", age.Round(time.Second))
+	}
+	switch l := f.Lease; {
+	case l == nil || l.Holder == "":
+		return fail("kubectl -n tunnelmesh-system logs -l app.kubernetes.io/component=gateway (on a node labelled tunnelmesh.io/gateway=true)",
+			"the election's Lease tunnelmesh-gateway has no holder, yet the MeshGateway names %s", m.Status.ActiveNode)
+	case f.Now.Sub(l.RenewedAt) > l.Duration+LeaseGrace:
+		return fail("the gateway on "+l.Holder+" stopped renewing: check that node and its gateway pod's logs; a standby takes over once memberlist or the Lease says so",
+			"the Lease holder %s last renewed %s ago (lease %s)", l.Holder, f.Now.Sub(l.RenewedAt).Round(time.Second), l.Duration)
+	case l.Holder != m.Status.ActiveNode:
+		return warn("wait a few seconds (a failover is settling); if it persists, check both gateways' logs",
+			"the Lease is held by %s but the MeshGateway names %s", l.Holder, m.Status.ActiveNode)
+	}
+	if f.BrokerErr == "" {
+		act := activeHosts(f)
+		switch {
+		case len(act) == 0:
+			return fail("the active gateway cannot register: check its logs and `meshctl show gateways`",
+				"%s is active in the cluster but the broker has no live active gateway of %q", m.Status.ActiveNode, f.ClusterID)
+		case len(act) > 1:
+			return fail("the broker fences by epoch; a second active means a stale record: check `meshctl show gateways`",
+				"the broker lists %d active gateways of %q: %s", len(act), f.ClusterID, strings.Join(act, ", "))
+		case act[0] != m.Status.ActiveNode:
+			return warn("wait a few seconds (a failover is settling); if it persists, check both gateways' logs",
+				"the cluster's active gateway is %s but the broker's is %s", m.Status.ActiveNode, act[0])
+		}
+	}
+	return pass("%s is the one active gateway (epoch %d, %d candidate node(s)), status written %s ago",
+		m.Status.ActiveNode, m.Status.Epoch, candidates, age.Round(time.Second))
+}
+
+// checkTUN: the gateway opens /dev/net/tun at start and exits when it
+// cannot; the DaemonSet mounts it as a CharDevice hostPath, so a node
+// without it leaves the pod ContainerCreating with a FailedMount event.
+func checkTUN(f Facts) Finding {
+	// Events live for an hour: only those of pods still not ready count.
+	notReady := map[string]bool{}
+	for _, p := range f.Pods {
+		if !p.Ready {
+			notReady["pod/"+p.Name] = true
+		}
+	}
+	var problems []string
+	for _, e := range f.Events {
+		if notReady[e.Object] && strings.Contains(e.Message, "/dev/net/tun") {
+			problems = append(problems, fmt.Sprintf("%s: %s", e.Object, e.Message))
+		}
+	}
+	for _, p := range f.Pods {
+		for _, s := range []string{p.Waiting, p.LastError} {
+			if strings.Contains(strings.ToLower(s), "tun") && strings.Contains(s, "/dev/net") {
+				problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, p.Node, s))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return fail("load the tun module on the node (modprobe tun) so /dev/net/tun exists, then delete the gateway pod",
+			"%s", strings.Join(problems, "; "))
+	}
+	m := f.MeshGateway
+	if m == nil || m.Status.ActiveNode == "" {
+		return skip("no active gateway to look at")
+	}
+	for _, p := range f.Pods {
+		if p.Component == "gateway" && p.Node == m.Status.ActiveNode && p.Ready {
+			return pass("the active gateway on %s runs, so it opened its TUN/WireGuard device", p.Node)
+		}
+	}
+	return warn("kubectl -n tunnelmesh-system get pods -o wide", "no ready gateway pod on the active node %s to vouch for its device", m.Status.ActiveNode)
+}
+
+// checkMTU: nodes do not report their MTU to the API, so this judges the
+// configured tunnel MTU; the gateway measures the underlay itself and
+// clamps TCP MSS to the tunnel MTU.
+func checkMTU(f Facts) Finding {
+	mtu := 0
+	for _, a := range f.GatewayArgs {
+		if v, ok := strings.CutPrefix(a, "--mtu="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fail("set --mtu to a number in the gateway DaemonSet", "invalid gateway argument %q", a)
+			}
+			mtu = n
+		}
+	}
+	switch {
+	case mtu == 0:
+		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it; `meshctl verify` sends full-size segments across", DefaultMTUOverhead)
+	case mtu < 1280:
+		return fail("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - 80", "tunnel MTU %d is below IPv6's minimum 1280", mtu)
+	case mtu > 1500-DefaultMTUOverhead:
+		return warn("unless every underlay has jumbo frames, set --mtu ≤ underlay MTU - 80 (1420 for 1500), or drop it to let the gateway choose",
+			"tunnel MTU %d needs an underlay MTU of at least %d; larger packets are fragmented or dropped", mtu, mtu+DefaultMTUOverhead)
+	}
+	return pass("tunnel MTU %d (set with --mtu; fits a %d-byte underlay); TCP MSS clamped to it", mtu, mtu+DefaultMTUOverhead)
+}
+
+// checkKubeProxy: ClusterSetIP imports are derived Services that kube-proxy
+// (or a replacement) load-balances; the route agent keeps pod sources from
+// being masqueraded with a netfilter NAT chain, so kube-proxy modes built on
+// netfilter are what it is made for.
+func checkKubeProxy(f Facts) Finding {
+	k := f.KubeProxy
+	if !k.ConfigFound && !k.DaemonSet {
+		return warn("make sure your kube-proxy replacement load-balances Services (ClusterSetIP imports are Services with EndpointSlices from other clusters)",
+			"no kube-proxy in kube-system")
+	}
+	mode := k.Mode
+	if mode == "" {
+		mode = "iptables"
+		if !k.ConfigFound {
+			mode = "unknown (no ConfigMap kube-system/kube-proxy; default iptables)"
+		}
+	}
+	switch k.Mode {
+	case "", "iptables", "nftables":
+		return pass("kube-proxy mode %s: netfilter, as the mesh needs (derived ClusterSetIP Services, no masquerade of remote pods)", mode)
+	case "ipvs":
+		return warn("iptables or nftables mode is what tunnelmesh is tested with; with ipvs, check that remote clients' pod IPs reach your pods unmasqueraded",
+			"kube-proxy mode ipvs is not covered by tunnelmesh's tests")
+	}
+	return fail("run kube-proxy in iptables or nftables mode", "kube-proxy mode %q is not one the mesh works with (iptables, nftables)", k.Mode)
+}
+
+func checkCoreDNS(f Facts) Finding {
+	if !f.DNS.CorefileFound {
+		return warn("make your cluster DNS serve clusterset.local from ServiceImports (CoreDNS: `multicluster clusterset.local` in its kubernetes plugin)",
+			"no ConfigMap kube-system/coredns")
+	}
+	_, changed, err := dns.EnableMulticluster(f.DNS.Corefile, dns.Zone)
+	switch {
+	case err != nil:
+		return warn("add `multicluster clusterset.local` to the kubernetes plugin of the Corefile yourself", "cannot read the Corefile: %v", err)
+	case changed:
+		return fail("run `meshctl join` again (it edits the Corefile), or add clusterset.local with `multicluster clusterset.local` to CoreDNS's kubernetes plugin",
+			"CoreDNS does not serve clusterset.local")
+	}
+	return pass("CoreDNS serves clusterset.local (kubernetes plugin, multicluster)")
+}
+
+func checkNodeLocal(f Facts) Finding {
+	if !f.DNS.NodeLocal {
+		return pass("no NodeLocal DNSCache: pods ask CoreDNS directly")
+	}
+	if strings.Contains(f.DNS.NodeLocalCorefile, dns.Zone) {
+		return pass("NodeLocal DNSCache has a %s block", dns.Zone)
+	}
+	return warn("add a clusterset.local:53 block to ConfigMap kube-system/node-local-dns forwarding to kube-dns, like its cluster.local block",
+		"NodeLocal DNSCache answers pods first and has no %s block: names may not resolve", dns.Zone)
+}
+
+// checkWireGuard: a WireGuard handshake needs UDP both ways between the two
+// gateways' endpoints, so a recent handshake proves the port reachable.
+// Ages are taken at the status write, on the gateway's own clock.
+func checkWireGuard(f Facts) Finding {
+	m := f.MeshGateway
+	if m == nil || m.Status.ActiveNode == "" {
+		return skip("no active gateway status to read")
+	}
+	if len(m.Status.Remotes) == 0 {
+		return pass("no other member yet")
+	}
+	ref := f.Now
+	if m.Status.UpdatedAt != nil {
+		ref = m.Status.UpdatedAt.Time
+	}
+	var ok, problems, unhealthy []string
+	for _, r := range m.Status.Remotes {
+		where := r.Cluster
+		if r.Endpoint != "" {
+			where += " (" + r.Endpoint + ")"
+		}
+		switch {
+		case r.LastHandshake == nil || r.LastHandshake.IsZero():
+			why := r.Status
+			if r.Reason != "" {
+				why += ": " + r.Reason
+			}
+			problems = append(problems, fmt.Sprintf("%s: never a handshake (%s)", where, why))
+		case ref.Sub(r.LastHandshake.Time) > HandshakeFresh:
+			problems = append(problems, fmt.Sprintf("%s: last handshake %s ago", where, ref.Sub(r.LastHandshake.Time).Round(time.Second)))
+		default:
+			ok = append(ok, fmt.Sprintf("%s %s ago", r.Cluster, ref.Sub(r.LastHandshake.Time).Round(time.Second)))
+			if r.Status != api.StatusConnected {
+				unhealthy = append(unhealthy, fmt.Sprintf("%s is %s: %s", r.Cluster, r.Status, r.Reason))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fail("allow UDP 51820 (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them",
+			"%s", strings.Join(problems, "; "))
+	}
+	if len(unhealthy) > 0 {
+		return warn("the WireGuard port passes, but the tunnel is not healthy: `meshctl show connections` and the gateway's logs tell why",
+			"recent handshakes (%s), yet %s", strings.Join(ok, ", "), strings.Join(unhealthy, "; "))
+	}
+	return pass("recent handshakes with every remote gateway: %s", strings.Join(ok, ", "))
+}
+
+// checkClock compares the gateway candidates' clocks (estimated from their
+// kubelets' Leases, 1 s resolution) with each other and the API server.
+// Other clusters' gateways are judged by running diagnose there.
+func checkClock(f Facts) Finding {
+	type off struct {
+		node string
+		d    time.Duration
+	}
+	var offs []off
+	for _, n := range f.Nodes {
+		if n.Gateway && n.ClockOffset != nil {
+			offs = append(offs, off{n.Name, *n.ClockOffset})
+		}
+	}
+	if len(offs) == 0 {
+		return skip("no gateway candidate's kubelet Lease to read its clock from")
+	}
+	sort.Slice(offs, func(i, j int) bool { return offs[i].d < offs[j].d })
+	var parts []string
+	for _, o := range offs {
+		parts = append(parts, fmt.Sprintf("%s %+.1fs", o.node, o.d.Seconds()))
+	}
+	detail := "clock vs API server: " + strings.Join(parts, ", ")
+	spread := offs[len(offs)-1].d - offs[0].d
+	fix := "run NTP (chrony, systemd-timesyncd) on every node; candidates share one WireGuard key and a failover waits out their clock difference"
+	switch {
+	case spread > SkewFail:
+		return fail(fix, "gateway candidates' clocks differ by %s; %s", spread.Round(100*time.Millisecond), detail)
+	case spread > SkewWarn:
+		return warn(fix, "gateway candidates' clocks differ by %s; %s", spread.Round(100*time.Millisecond), detail)
+	}
+	for _, o := range offs {
+		if o.d > 5*time.Second || o.d < -5*time.Second {
+			return warn("run NTP on every node", "a gateway node's clock is off the API server's by more than 5s; %s", detail)
+		}
+	}
+	return pass("%s (within 1s resolution)", detail)
+}
