@@ -189,6 +189,7 @@ func TestMesh(t *testing.T) {
 	sub("ServiceExport", testServiceExport)
 	sub("HeadlessExport", testHeadlessExport)
 	sub("Show", testShow)
+	sub("DiagnoseVerify", testDiagnoseVerify)
 	sub("FailoverPodKill", testFailover)
 	sub("FailoverNodeStop", testNodeStopFailover)
 	sub("BrokerOutage", testBrokerOutage)

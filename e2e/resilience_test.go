@@ -704,3 +704,22 @@ func podIPs(pods []corev1.Pod) []string {
 	}
 	return ips
 }
+
+// testDiagnoseVerify: `meshctl diagnose` passes in both clusters and
+// `meshctl verify` (its own server, client and export) passes both ways.
+func testDiagnoseVerify(ctx context.Context, t *testing.T, east, west meshCluster) {
+	for _, c := range []meshCluster{east, west} {
+		if _, err := meshctl(ctx, t, c.Cluster, "diagnose"); err != nil {
+			t.Errorf("diagnose %s: %v", c.id, err)
+		}
+	}
+	for _, pair := range [][2]meshCluster{{east, west}, {west, east}} {
+		server, client := pair[0], pair[1]
+		start := time.Now()
+		if _, err := meshctl(ctx, t, server.Cluster, "verify", "--to-kubeconfig", client.Kubeconfig, "--timeout", "3m"); err != nil {
+			t.Errorf("verify server in %s, client in %s: %v", server.id, client.id, err)
+			continue
+		}
+		logf("meshctl verify (server in %s, client in %s) passed in %s", server.id, client.id, time.Since(start).Round(time.Millisecond))
+	}
+}
