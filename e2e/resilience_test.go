@@ -339,12 +339,16 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 	if err != nil {
 		t.Fatalf("flow during the outage: %v", err)
 	}
+	// A gap of about a second can come from the gateway's Lease: on a
+	// starved machine a renewal slower than its deadline makes the active
+	// step down and take over again (seen in both clusters at once, with
+	// the broker not involved). Longer is an outage the broker caused.
 	for _, g := range rep.Gaps {
-		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > time.Second {
+		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > 3*time.Second {
 			t.Errorf("the flow east → west stood still %s during the broker outage (from %s)", d, time.UnixMilli(g.FromMs).Format(time.RFC3339Nano))
 		}
 	}
-	hold("broker outage of %s: the flow east → west answered %d/%d probes, %d gaps", outage.Round(time.Second), rep.OK, rep.Sent, len(rep.Gaps))
+	hold("broker outage of %s: the flow east → west answered %d/%d probes (every 200 ms); gaps: %s", outage.Round(time.Second), rep.OK, rep.Sent, rep.gapsSince(down))
 	for {
 		ok, err := hasImport(ctx, east, "echo-late")
 		if ok {
@@ -615,4 +619,107 @@ func leftovers(ctx context.Context, c meshCluster) []string {
 		add("CoreDNS Corefile still serves clusterset.local:\n%s", cm.Data["Corefile"])
 	}
 	return left
+}
+
+// testHeadlessExport: a headless Service of west (a StatefulSet's pods)
+// exported; in east its clusterset.local name resolves to every pod, and
+// <hostname>.<clusterid>.<svc>.<ns>.svc.clusterset.local to that one pod,
+// which answers a request by that name; unexported, the name goes.
+func testHeadlessExport(ctx context.Context, t *testing.T, east, west meshCluster) {
+	const svc = "echo-sts"
+	pods, err := west.EnsureEchoHeadless(ctx, svc, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := east.EnsureNamespace(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := meshctl(ctx, t, west.Cluster, "export", "service", svc, "-n", kindbed.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	if err := exportReady(ctx, west, svc); err != nil {
+		t.Error(err)
+	}
+	name := svc + "." + kindbed.Namespace + ".svc.clusterset.local"
+	var out string
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		// every pod's address, once both endpoints are imported
+		out, err = east.RunCheck(ctx, plainWorker, "-wait", "60s", "-interval", "500ms", "dns", name)
+		missing := 0
+		for _, p := range pods {
+			if !strings.Contains(out, p.Status.PodIP) {
+				missing++
+			}
+		}
+		if err == nil && missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s in east answered %q (%v), want every pod of %v", name, out, err, podIPs(pods))
+		}
+		time.Sleep(2 * time.Second)
+	}
+	for _, p := range pods {
+		host := fmt.Sprintf("%s.%s.%s", p.Name, west.id, name)
+		out, err := east.RunCheck(ctx, plainWorker, "-wait", "60s", "dns", host)
+		if err != nil {
+			t.Errorf("%s: %v", host, err)
+			continue
+		}
+		if strings.TrimSpace(out) != p.Status.PodIP {
+			t.Errorf("%s answered %q, want only %s", host, strings.TrimSpace(out), p.Status.PodIP)
+		}
+		r, err := east.GetEcho(ctx, plainWorker, fmt.Sprintf("http://%s:%d/", host, kindbed.EchoPort))
+		if err != nil {
+			t.Errorf("GET by %s: %v", host, err)
+			continue
+		}
+		if r.PodIP != p.Status.PodIP {
+			t.Errorf("GET by %s answered by %s, want %s", host, r.PodIP, p.Status.PodIP)
+		}
+		checkClient(t, east, plainWorker, r)
+	}
+	if _, err := meshctl(ctx, t, west.Cluster, "unexport", "service", svc, "-n", kindbed.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	unexported := time.Now()
+	for {
+		ok, err := hasImport(ctx, east, svc)
+		if err == nil && !ok {
+			break
+		}
+		if time.Since(unexported) > 2*time.Minute {
+			t.Fatalf("ServiceImport %s still in east 2 minutes after unexport (%v)", svc, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	logf("headless %s: unexported, its ServiceImport left east after %s", svc, time.Since(unexported).Round(time.Millisecond))
+}
+
+func podIPs(pods []corev1.Pod) []string {
+	var ips []string
+	for _, p := range pods {
+		ips = append(ips, p.Status.PodIP)
+	}
+	return ips
+}
+
+// testDiagnoseVerify: `meshctl diagnose` passes in both clusters and
+// `meshctl verify` (its own server, client and export) passes both ways.
+func testDiagnoseVerify(ctx context.Context, t *testing.T, east, west meshCluster) {
+	for _, c := range []meshCluster{east, west} {
+		if _, err := meshctl(ctx, t, c.Cluster, "diagnose"); err != nil {
+			t.Errorf("diagnose %s: %v", c.id, err)
+		}
+	}
+	for _, pair := range [][2]meshCluster{{east, west}, {west, east}} {
+		server, client := pair[0], pair[1]
+		start := time.Now()
+		if _, err := meshctl(ctx, t, server.Cluster, "verify", "--to-kubeconfig", client.Kubeconfig, "--timeout", "3m"); err != nil {
+			t.Errorf("verify server in %s, client in %s: %v", server.id, client.id, err)
+			continue
+		}
+		logf("meshctl verify (server in %s, client in %s) passed in %s", server.id, client.id, time.Since(start).Round(time.Millisecond))
+	}
 }

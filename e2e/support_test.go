@@ -70,7 +70,8 @@ func docker(ctx context.Context, args ...string) (string, error) {
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 // gatherOnFailure writes, when t has failed, every tunnelmesh pod's logs
-// (the previous container's too), `meshctl show all -o yaml`, the
+// (the previous container's too), `meshctl show all -o yaml` and
+// `meshctl diagnose`, the
 // MeshGateways and the node containers' own logs under e2e/logs/<test>/.
 // kind's full node collection (journal, kubelet, containerd) is gathered
 // by TestMain when the run fails.
@@ -137,6 +138,9 @@ func gatherCluster(ctx context.Context, t *testing.T, c meshCluster, dir string)
 	}
 	if out, err := meshctlQuiet(ctx, c.Cluster, "show", "all", "-o", "yaml"); err == nil || out != "" {
 		write("meshctl-show-all.yaml", []byte(out))
+	}
+	if out, err := meshctlQuiet(ctx, c.Cluster, "diagnose"); err == nil || out != "" {
+		write("meshctl-diagnose.txt", []byte(out))
 	}
 	if m, err := activeGateway(ctx, c); err == nil {
 		b, _ := json.MarshalIndent(m, "", "  ")

@@ -290,6 +290,7 @@ func (d *demo) run(ctx context.Context, args ...string) error {
 // its clusterset.local name, and prints both pods' addresses.
 func request(ctx context.Context, east *kindbed.Cluster, name string, servers map[string]string) error {
 	url := fmt.Sprintf("http://%s:%d/", name, kindbed.EchoPort)
+	fmt.Println("   (the first answer waits for CoreDNS to reload the Corefile join edited: up to ~45 s)")
 	start := time.Now()
 	r, err := east.RunClient(ctx, appNS, "", "-wait", "120s", "http", url)
 	if err != nil {
@@ -349,6 +350,8 @@ func (d *demo) summary(cold bool, built []string, total time.Duration) {
 	fmt.Println("through a WireGuard tunnel between the clusters' gateways, keeping its own pod IP.")
 	fmt.Println("\nTry next (meshctl is bin/meshctl):")
 	fmt.Println("  meshctl show all --context kind-west                      # clusters, gateways, connections, exports")
+	fmt.Println("  meshctl diagnose --context kind-east                      # every check of the member, with the fix")
+	fmt.Println("  meshctl verify --context kind-west --to-context kind-east # its own server and client, TCP/UDP/DNS across")
 	fmt.Println("  kubectl --context kind-east -n demo run c --rm -it --restart=Never --image=tunnelmesh/netclient:dev \\")
 	fmt.Println("      --image-pull-policy=Never -- -count 5 http http://echo.demo.svc.clusterset.local:8080/")
 	fmt.Println("  kubectl --context kind-east -n tunnelmesh-system get meshgateways   # active gateway, epoch, tunnels")

@@ -203,6 +203,49 @@ func (c *Cluster) EnsureEchoApp(ctx context.Context, ns, name string, replicas i
 	return c.waitPods(ctx, ns, "app="+name, int(replicas))
 }
 
+// EnsureEchoHeadless runs the echoserver as a StatefulSet of replicas pods
+// named name in the e2e namespace behind the headless Service of the same
+// name, so that every pod has a DNS hostname (name-0, name-1, …), and waits
+// until every pod is ready. It returns the ready pods.
+func (c *Cluster) EnsureEchoHeadless(ctx context.Context, name string, replicas int32) ([]corev1.Pod, error) {
+	img, err := Image("tunnelmesh/echoserver")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.EnsureNamespace(ctx); err != nil {
+		return nil, err
+	}
+	labels := map[string]string{"app": name}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: corev1.ClusterIPNone,
+			Selector:  labels,
+			Ports:     []corev1.ServicePort{{Name: "http", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Services(Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("%s: create headless service %s: %w", c.Spec.Name, name, err)
+	}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            &replicas,
+			ServiceName:         name,
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{echoContainer(img, c.Spec.Name)}},
+			},
+		},
+	}
+	if _, err := c.Client.AppsV1().StatefulSets(Namespace).Create(ctx, sts, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("%s: create statefulset %s: %w", c.Spec.Name, name, err)
+	}
+	return c.waitPods(ctx, Namespace, "app="+name, int(replicas))
+}
+
 func echoContainer(img, cluster string) corev1.Container {
 	return corev1.Container{
 		Name: "echo", Image: img, ImagePullPolicy: corev1.PullNever,
