@@ -505,12 +505,41 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 	fmt.Printf("broker RSS (replica 0): %.0f MiB with watchers idle, %.0f MiB peak after bulk, %.0f MiB now, %.0f MiB peak overall\n",
 		kib(rssIdle), kib(hwmBulk), kib(rss), kib(hwm))
 	fmt.Printf("CPU seconds: broker (all replicas) %.1f, bench (clients + watchers) %.1f\n", bcpu, selfCPU())
+	if sc.kind == "etcd" {
+		var conflicts, followed float64
+		for _, a := range addrs {
+			conflicts += metric(ca, a, "tunnelmesh_broker_commit_conflicts_total")
+			followed += metric(ca, a, "tunnelmesh_broker_followed_commits_total")
+		}
+		fmt.Printf("commits refused because the other replica committed first (re-validated, retried): %.0f; commits applied from the other replica: %.0f\n", conflicts, followed)
+	}
 	verb := "decoding"
 	if light {
 		verb = "reading"
 	}
 	fmt.Printf("\"ack\" = write request to durable acknowledgement; \"seen\" = write request to the last of the %d watchers %s the event.\n", nWatchers, verb)
 	return nil
+}
+
+// metric reads one unlabelled counter from a broker's /metrics (-1 if absent).
+func metric(ca []byte, addr, name string) float64 {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get("https://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	return -1
 }
 
 type row struct {
