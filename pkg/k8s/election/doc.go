@@ -75,7 +75,11 @@
 // candidate holds through any outage, since nobody could take over.
 // The cost of holding is only that the MeshGateway status is not written
 // and the route agents keep following the Lease holder they knew, which is
-// still right.
+// still right. The same holds for slowness rather than an outage (the
+// process was not scheduled for a renew deadline, a renewal had not yet
+// failed): with other candidates it hands over; a lone candidate keeps the
+// role until its Lease nears expiry (handOverForSlowness) — seen in kind
+// under load, where a one-gateway cluster otherwise rebuilt its data plane.
 
 // The candidates' memberlist port (DefaultGossipPort, TCP and UDP) must be
 // open between candidate nodes; gossip is encrypted with a key derived from

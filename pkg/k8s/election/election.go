@@ -283,7 +283,7 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 			e.stepDown(reasonLost, fmt.Sprintf("the Lease is held by %q at epoch %d", h, ep))
 		case now.Sub(e.lastRenew) > e.cfg.RenewDeadline:
 			hold, why := e.members.holdable(now, e.cfg.RenewDeadline, now.Sub(e.lastRenew))
-			if !hold || !e.renewFailing {
+			if !hold || handOverForSlowness(e.renewFailing, e.members.lone(), now.Sub(e.lastRenew), e.cfg) {
 				if why == "" {
 					why = "the apiserver answers too slowly"
 				}
@@ -308,6 +308,20 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 		e.probeAPI(ctx, now)
 	}
 	e.publish()
+}
+
+// handOverForSlowness: a holder past its renew deadline with no failed
+// renewal (it was not scheduled in time, or the apiserver is slow, not
+// gone) steps down so that a candidate that may do better takes over. A
+// lone candidate has nobody to hand over to — stepping down would only tear
+// its data plane down and rebuild it a moment later — so it holds until
+// the Lease would expire, when a candidate that has just appeared could
+// take it.
+func handOverForSlowness(renewFailing, lone bool, silent time.Duration, cfg Config) bool {
+	if renewFailing {
+		return false // the outage case: holdable decides
+	}
+	return !lone || silent >= cfg.LeaseDuration-cfg.RenewDeadline
 }
 
 func (e *Elector) ours(l *coordinationv1.Lease) bool {

@@ -219,6 +219,18 @@ func (m *members) holdable(now time.Time, fresh, silent time.Duration) (bool, st
 	return true, ""
 }
 
+// lone reports whether no other candidate has ever been seen.
+func (m *members) lone() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name := range m.state {
+		if name != m.name {
+			return false
+		}
+	}
+	return true
+}
+
 // claimsActive reports whether name is alive and announces itself active.
 func (m *members) claimsActive(name string) bool {
 	m.mu.Lock()
