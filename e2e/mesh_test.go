@@ -190,6 +190,7 @@ func TestMesh(t *testing.T) {
 	sub("HeadlessExport", testHeadlessExport)
 	sub("Show", testShow)
 	sub("DiagnoseVerify", testDiagnoseVerify)
+	sub("Benchmark", testBenchmark)
 	sub("FailoverPodKill", testFailover)
 	sub("FailoverNodeStop", testNodeStopFailover)
 	sub("BrokerOutage", testBrokerOutage)

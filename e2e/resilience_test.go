@@ -723,3 +723,18 @@ func testDiagnoseVerify(ctx context.Context, t *testing.T, east, west meshCluste
 		logf("meshctl verify (server in %s, client in %s) passed in %s", server.id, client.id, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// testBenchmark: meshctl benchmark runs between the linked clusters (server
+// in east, clients on west's gateway and non-gateway nodes) and its figures
+// are printed with the run's.
+func testBenchmark(ctx context.Context, t *testing.T, east, west meshCluster) {
+	for _, kind := range [][]string{{"throughput", "--duration", "3s"}, {"latency", "--samples", "300"}} {
+		args := append([]string{"benchmark"}, kind...)
+		out, err := meshctl(ctx, t, east.Cluster, append(args, "--to-kubeconfig", west.Kubeconfig)...)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		logf("meshctl benchmark %s (server in east, clients in west):\n%s", kind[0], out)
+	}
+}

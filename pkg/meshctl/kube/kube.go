@@ -101,6 +101,9 @@ func (f Flags) Connect(ctx context.Context) (*Cluster, error) {
 		}
 		return nil, cli.Refused(err, "check the kubeconfig (`kubectl config view`)", "invalid kubeconfig for context %q", name)
 	}
+	// API deprecation warnings (uninstall and verify list every kind,
+	// v1 Endpoints included) say nothing a meshctl user can act on.
+	cfg.WarningHandler = rest.NoWarnings{}
 	c, err := New(cfg, name)
 	if err != nil {
 		return nil, err
