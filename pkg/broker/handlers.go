@@ -46,6 +46,35 @@ func joinTokenError(tr *tokenRecord, p auth.Parsed, now time.Time) *api.Error {
 	return nil
 }
 
+// replicaLag bounds how long a replica waits for a record another replica
+// wrote (followed commits arrive within milliseconds): a join token made
+// on one replica and used at once on another, or a credential issued by
+// one and presented to another, is found instead of refused. An unknown
+// token costs its sender this delay, never a store read.
+const replicaLag = 2 * time.Second
+
+// awaitReplica waits, on a replicated store only, until known() or
+// replicaLag has passed; it reports known().
+func (b *Broker) awaitReplica(ctx context.Context, known func() bool) bool {
+	if known() || !b.shared {
+		return known()
+	}
+	ctx, cancel := context.WithTimeout(ctx, replicaLag)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return known()
+		case <-tick.C:
+			if known() {
+				return true
+			}
+		}
+	}
+}
+
 // authenticate accepts admin and cluster credentials (not join tokens).
 func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
 	p, ok := bearer(r)
@@ -59,7 +88,11 @@ func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
 			return principal{admin: true}, nil
 		}
 	case auth.PrefixCluster:
-		if h, ok := tab.creds[p.ID]; ok && auth.Match(p.Raw, h) {
+		h, ok := tab.creds[p.ID]
+		if !ok && b.awaitReplica(r.Context(), func() bool { _, ok := b.creds.Load().creds[p.ID]; return ok }) {
+			h, ok = b.creds.Load().creds[p.ID]
+		}
+		if ok && auth.Match(p.Raw, h) {
 			return principal{cluster: p.ID}, nil
 		}
 	}
@@ -122,6 +155,12 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	// The token is checked before the body is read, so that a caller
 	// without a valid token learns nothing about the body rules; it is
 	// checked again in the transaction, which may run after a revocation.
+	known := func() bool {
+		b.mu.RLock()
+		defer b.mu.RUnlock()
+		return b.st.tokens[p.ID] != nil
+	}
+	b.awaitReplica(r.Context(), known)
 	b.mu.RLock()
 	terr := joinTokenError(b.st.tokens[p.ID], p, time.Now())
 	b.mu.RUnlock()
