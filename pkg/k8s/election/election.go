@@ -168,8 +168,10 @@ type Elector struct {
 	fatal   error // a permission the election needs is missing
 	// Log an apiserver failure once per run of failures, not every tick.
 	renewFailing, acquireFailing bool
-	// maxEpoch is the highest epoch seen in any Lease or own tenure.
-	maxEpoch int64
+	// maxEpoch is the highest epoch seen in any Lease or own tenure, and
+	// topHolder the holder the Lease named at it.
+	maxEpoch  int64
+	topHolder string
 
 	labelled labelled // written by watchLabelled
 }
@@ -498,16 +500,18 @@ func (e *Elector) acquirable(now time.Time) (reason, why string) {
 }
 
 // deferToHolder: the Lease was deleted or rolled back below the epochs seen,
-// and a candidate that memberlist shows alive claims the active role at the
-// newest of them. It rewrites the Lease itself (step): a standby taking it
-// instead would be a failover nobody needed. Only for LeaseDuration, as if
-// the Lease had stayed.
+// and the holder of the newest one is alive in memberlist (or another
+// candidate claims the role at that epoch). It rewrites the Lease itself
+// (step): a standby taking it instead would be a failover nobody needed.
+// Only for LeaseDuration, as if the Lease had stayed.
 func (e *Elector) deferToHolder(now time.Time) bool {
 	if e.maxEpoch == 0 || now.Sub(e.observedAt) > e.cfg.LeaseDuration {
 		return false
 	}
-	_, ep, ok := e.members.activeClaim(e.cfg.Identity)
-	return ok && ep >= e.maxEpoch
+	if _, ep, ok := e.members.activeClaim(e.cfg.Identity); ok && ep >= e.maxEpoch {
+		return true
+	}
+	return e.topHolder != "" && e.topHolder != e.cfg.Identity && e.members.alive()[e.topHolder]
 }
 
 func leaseDuration(l *coordinationv1.Lease, def time.Duration) time.Duration {
@@ -709,7 +713,9 @@ func (e *Elector) observe(l *coordinationv1.Lease, now time.Time) {
 	}
 	oh, oep := LeaseHolder(e.lease)
 	nh, nep := LeaseHolder(l)
-	e.maxEpoch = max(e.maxEpoch, nep)
+	if nep >= e.maxEpoch {
+		e.maxEpoch, e.topHolder = nep, nh
+	}
 	if e.lease == nil || oh != nh || oep != nep {
 		e.tenureAt = now
 	}

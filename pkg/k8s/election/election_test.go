@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -113,7 +114,12 @@ func (c *cluster) startWith(name string, tune func(*Config)) *candidate {
 			if cand.cut.Load() {
 				return nil, errors.New("partitioned by the test")
 			}
-			return rt.RoundTrip(r)
+			resp, err := rt.RoundTrip(r)
+			if err == nil {
+				// A watch already open stops too: a partition cuts streams.
+				resp.Body = cutBody{resp.Body, &cand.cut}
+			}
+			return resp, err
 		})
 	})
 	client, err := kubernetes.NewForConfig(rc)
@@ -306,6 +312,19 @@ func metric(t *testing.T, e *Elector, name, reason string) float64 {
 		}
 	}
 	return 0
+}
+
+// cutBody fails reads once cut is set.
+type cutBody struct {
+	io.ReadCloser
+	cut *atomic.Bool
+}
+
+func (b cutBody) Read(p []byte) (int, error) {
+	if b.cut.Load() {
+		return 0, errors.New("partitioned by the test")
+	}
+	return b.ReadCloser.Read(p)
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
