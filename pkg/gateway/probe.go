@@ -93,8 +93,8 @@ type prober struct {
 	// mtuSize is the full-size probe's length: the tunnel MTU (mtu) less
 	// the IP and UDP headers (0: none sent).
 	mtu, mtuSize int
-	mu      sync.Mutex
-	by      map[netip.Addr]*probeStats
+	mu           sync.Mutex
+	by           map[netip.Addr]*probeStats
 }
 
 // newProber listens on the tunnel address only: nothing outside the mesh

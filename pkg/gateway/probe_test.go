@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"net"
-	osexec "os/exec"
 	"net/netip"
+	osexec "os/exec"
 	"testing"
 	"time"
 
