@@ -25,6 +25,7 @@ import (
 // and strict reverse-path filtering.
 type cluster struct {
 	g, g2, w, pod, r nstest.NS
+	lan              nstest.NS // holds the bridge br0 the nodes share
 	nodeIP, nodeIP6  map[string]netip.Addr
 }
 
@@ -34,6 +35,7 @@ func newCluster(t *testing.T) *cluster {
 		nodeIP: map[string]netip.Addr{}, nodeIP6: map[string]netip.Addr{},
 	}
 	lan := nstest.New(t, "lan")
+	c.lan = lan
 	lan.IP(t, "link", "add", "br0", "type", "bridge")
 	lan.IP(t, "link", "set", "br0", "up")
 	for i, n := range []nstest.NS{c.g, c.g2, c.w} {
