@@ -118,7 +118,7 @@ func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mod
 		t.Fatalf("Discover = %+v", s)
 	}
 	return Input{
-		Self: s, Active: c.gateway(active), Mode: mode,
+		Self: s, Active: c.gateway(active), Mode: mode, Nodes: c.nodeAddrs4and6(),
 		Local: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/48")},
 		Remote: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16"),
 			netip.MustParsePrefix("fd50::/64"),
@@ -421,7 +421,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			if got := c.w.IP(t, "link", "show"); strings.Contains(got, "tmesh-vx") {
 				t.Error("uninstall left the VXLAN device")
 			}
-			if got := c.w.Exec(t, "nft", "list", "tables"); strings.Contains(got, NATTable) {
+			if got := c.w.Exec(t, "nft", "list", "tables"); strings.Contains(got, TableName) {
 				t.Error("uninstall left the NAT table")
 			}
 		})

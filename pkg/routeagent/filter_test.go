@@ -145,9 +145,7 @@ func TestVXLANInjection(t *testing.T) {
 	}
 	for _, n := range []nstest.NS{c.g, c.g2, c.w} {
 		a, _ := startAgent(t, n, time.Hour)
-		in := c.input(t, n, c.g, ModeVXLAN)
-		in.Nodes = c.nodeAddrs4and6()
-		if err := a.Set(in); err != nil {
+		if err := a.Set(c.input(t, n, c.g, ModeVXLAN)); err != nil {
 			t.Fatalf("set %s: %v", n.Name, err)
 		}
 	}
