@@ -459,6 +459,16 @@ func mssClamp(ifname string) []expr.Any {
 
 // ingress: meta nfproto F oifname IF ip saddr != @local ip saddr != @nodes counter drop
 func ingress(ifname string, proto byte, local, nodes *nftables.Set) []expr.Any {
+	return append(outOf(ifname, proto),
+		lookup(local, true),
+		lookup(nodes, true),
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// outOf: meta nfproto F oifname IF, then the source address in register 1.
+func outOf(ifname string, proto byte) []expr.Any {
 	off, n := uint32(12), uint32(4)
 	if proto == unix.NFPROTO_IPV6 {
 		off, n = 8, 16
@@ -469,10 +479,6 @@ func ingress(ifname string, proto byte, local, nodes *nftables.Set) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(ifname)},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		lookup(local, true),
-		lookup(nodes, true),
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
 	}
 }
 
@@ -490,19 +496,14 @@ func snat(ifname string, to netip.Addr, local, remote *nftables.Set) []expr.Any 
 	if !to.Is4() {
 		proto, off, n, fam = unix.NFPROTO_IPV6, 8, 16, unix.NFPROTO_IPV6
 	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(ifname)},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+	return append(outOf(ifname, proto),
 		lookup(local, true),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off + n, Len: n},
 		lookup(remote, false),
 		&expr.Counter{},
 		&expr.Immediate{Register: 1, Data: to.AsSlice()},
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: fam, RegAddrMin: 1},
-	}
+	)
 }
 
 func ifnameBytes(s string) []byte {
