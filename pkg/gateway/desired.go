@@ -41,6 +41,10 @@ type Local struct {
 	// peer's endpoint) would pull that traffic into the tunnel, so it is refused.
 	UnderlayAddrs []netip.Addr
 	BrokerAddrs   []netip.Addr
+	// NodeAddrs are the addresses of the cluster's nodes: with the local
+	// CIDRs, the only sources forwarded into the tunnel (their host-network
+	// traffic is SNATed to the tunnel IP).
+	NodeAddrs []netip.Addr
 }
 
 // RemotePeer is one remote cluster the gateway links to.
@@ -113,6 +117,9 @@ func (d Desired) IPv6() bool {
 func Compute(local Local, snap api.Snapshot) Desired {
 	var d Desired
 	d.Firewall = nft.Desired{Interface: local.Interface, Local: slices.Concat(local.PodCIDRs, local.ServiceCIDRs)}
+	for _, a := range slices.Concat(local.NodeAddrs, local.UnderlayAddrs) {
+		d.Firewall.Nodes = append(d.Firewall.Nodes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
 
 	gws := map[string][]api.Gateway{}
 	for _, g := range snap.Gateways {

@@ -194,6 +194,10 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 			log.Warn("register gateway metrics", "err", err)
 		}
 	}
+	// Only the local CIDRs and the nodes may send into the tunnel.
+	nodesCtx, stopNodes := context.WithCancel(ctx)
+	defer stopNodes()
+	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
 	el, err := r.elector(ips, keysecret.GossipKey(key))
 	if err != nil {
 		return err
