@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,7 +25,6 @@ import (
 const (
 	// DefaultGossipPort is the candidates' memberlist port (TCP and UDP, host network).
 	DefaultGossipPort = 7947
-	DefaultNamespace  = "tunnelmesh-system"
 	DefaultLeaseName  = "tunnelmesh-gateway"
 	// CandidateLabel marks the nodes that may run the active gateway (value "true").
 	CandidateLabel = "tunnelmesh.io/gateway"
@@ -56,7 +56,7 @@ type State struct {
 // for a loaded node; 30 s of holding without renewal at most).
 type Config struct {
 	Client    kubernetes.Interface
-	Namespace string // DefaultNamespace when empty
+	Namespace string // defaults.Namespace when empty
 	LeaseName string // DefaultLeaseName when empty
 	Identity  string // node name; also the memberlist name
 	// LeaseDuration is the backstop when memberlist says nothing (e.g. the
@@ -98,7 +98,7 @@ func (c *Config) defaults() error {
 		return errors.New("election: Labelled is required (election.CandidateNames in a cluster); without it a holder cannot tell who could take over")
 	}
 	if c.Namespace == "" {
-		c.Namespace = DefaultNamespace
+		c.Namespace = defaults.Namespace
 	}
 	if c.LeaseName == "" {
 		c.LeaseName = DefaultLeaseName

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 )
 
 // TestHolderCutOffWithACandidateItCannotGossipWith: the holder's apiserver
@@ -89,7 +91,7 @@ func TestLeaseDeletedOrRolledBackKeepsHolderAndEpochGrows(t *testing.T) {
 	a, b := c.start("node-a"), c.start("node-b")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
 	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(a.e.members.alive()) == 2 && len(b.e.members.alive()) == 2 })
-	leases := c.env.Client(t).CoordinationV1().Leases(DefaultNamespace)
+	leases := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace)
 
 	if err := leases.Delete(t.Context(), DefaultLeaseName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -153,7 +155,7 @@ func TestEpochAboveTheRecordedFloor(t *testing.T) {
 	if epoch != 21 {
 		t.Fatalf("epoch %d after the floor rose to 20; want 21", epoch)
 	}
-	l, err := c.env.Client(t).CoordinationV1().Leases(DefaultNamespace).Get(context.Background(), DefaultLeaseName, metav1.GetOptions{})
+	l, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Get(context.Background(), DefaultLeaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/rules"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/dns"
 )
 
@@ -52,9 +52,6 @@ const (
 	// LeaseGrace: the Lease is renewed every 200 ms; its renewals are
 	// timed at 1 s resolution here.
 	LeaseGrace = 2 * time.Second
-	// DefaultMTUOverhead is what the gateway subtracts from the underlay
-	// MTU by default (IPv6 + UDP + WireGuard with room to spare).
-	DefaultMTUOverhead = 80
 )
 
 // CondCIDRsMatch is the MeshGateway condition the gateway sets
@@ -160,7 +157,7 @@ func checkOverlap(f Facts) Finding {
 		}
 		// Only later members: each pair is reported once.
 		others := f.Members[i+1:]
-		if e := rules.CheckOverlaps(netip.Prefix{}, others, api.JoinRequest{ClusterID: c.ID, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}, prefixes); e != nil {
+		if e := api.CheckOverlaps(netip.Prefix{}, others, api.JoinRequest{ClusterID: c.ID, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}, prefixes); e != nil {
 			problems = append(problems, fmt.Sprintf("cluster %q: %s", c.ID, e.Message))
 		}
 	}
@@ -358,7 +355,7 @@ func checkMTU(f Facts) Finding {
 		}
 	}
 	if mtu != 0 && mtu < 1280 {
-		return fail("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - 80", "tunnel MTU %d is below IPv6's minimum 1280", mtu)
+		return fail(fmt.Sprintf("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - %d", defaults.WireGuardOverhead), "tunnel MTU %d is below IPv6's minimum 1280", mtu)
 	}
 	var lost, ok, unmeasured []string
 	size := 0
@@ -375,7 +372,7 @@ func checkMTU(f Facts) Finding {
 		}
 	}
 	if len(lost) > 0 {
-		return fail("lower the tunnel MTU (--mtu on the gateway DaemonSet: the smallest underlay MTU on the way - 80), or let ICMP \"fragmentation needed\" through",
+		return fail("lower the tunnel MTU (--mtu on the gateway DaemonSet: the smallest underlay MTU on the way - WireGuard's overhead), or let ICMP \"fragmentation needed\" through",
 			"full-size packets through the tunnel are lost to %s while small ones arrive: a hop on the way carries less than the tunnel MTU plus WireGuard's overhead", strings.Join(lost, ", "))
 	}
 	why := ""
@@ -393,9 +390,10 @@ func checkMTU(f Facts) Finding {
 		return pass("full-size packets (tunnel MTU %d) crossed the tunnel both ways to %s, probed by the active gateway with don't-fragment within the last minute; TCP MSS clamped to it",
 			size, strings.Join(ok, ", "))
 	}
-	if mtu > 1500-DefaultMTUOverhead {
-		return warn("unless every underlay has jumbo frames, set --mtu ≤ underlay MTU - 80 (1420 for 1500), or drop it to let the gateway choose",
-			"tunnel MTU %d needs an underlay MTU of at least %d, and the path is not measured: %s", mtu, mtu+DefaultMTUOverhead, why)
+	if mtu > 1500-defaults.WireGuardOverhead {
+		return warn(fmt.Sprintf("unless every underlay has jumbo frames, set --mtu ≤ underlay MTU - %d (%d for 1500), or drop it to let the gateway choose",
+			defaults.WireGuardOverhead, 1500-defaults.WireGuardOverhead),
+			"tunnel MTU %d needs an underlay MTU of at least %d, and the path is not measured: %s", mtu, mtu+defaults.WireGuardOverhead, why)
 	}
 	return skip("path MTU not measured: %s", why)
 }
@@ -492,7 +490,7 @@ func checkWireGuard(f Facts) Finding {
 		}
 	}
 	if len(problems) > 0 {
-		return fail("allow UDP 51820 (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them",
+		return fail(fmt.Sprintf("allow UDP %d (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them", defaults.ListenPort),
 			"%s", strings.Join(problems, "; "))
 	}
 	if len(unhealthy) > 0 {
