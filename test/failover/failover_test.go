@@ -111,7 +111,7 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 
 	// The old active comes back as a standby: no new holder, no new epoch,
 	// nothing lost, while the broker is still down when it was.
-	restartSeq := f.udpSeq.Load()
+	restartSeq, restarted := f.udpSeq.Load(), time.Now()
 	m.start(old)
 	if err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
 		if !strings.Contains(readFile(m.procs[old].Log), "msg=standby") {
@@ -121,7 +121,9 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 	}); err != nil {
 		t.Fatalf("%s did not come back as a standby:\n%s", old, m.procs[old].Tail(3000))
 	}
-	time.Sleep(2 * time.Second)
+	// A returning gateway once stalled the active's flow ~7 s after it came
+	// back: watch long enough to see that.
+	time.Sleep(returnWatch)
 	h, e, err := m.holder(context.Background())
 	if err != nil || h != to {
 		t.Fatalf("the returning %s took the Lease back: holder %q epoch %d (want %q), %v", old, h, e, to, err)
@@ -134,13 +136,16 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 	// counted, not the returning node's doing.
 	r.retaken = int(e - epochAfter)
 	if lost := f.udp.lostBetween(restartSeq+1, f.udpSeq.Load()-30); lost > 0 {
-		t.Errorf("%d datagrams lost while %s came back as a standby", lost, old)
+		t.Errorf("%d datagrams lost while %s came back as a standby (gaps after its restart: %s)", lost, old, f.udp.gapsAfter(restarted, 50*time.Millisecond))
 	}
 	if brokerDown {
 		m.broker = brokertest.Start(t, brokertest.Options{Dir: m.broker.Dir, Addr: m.broker.Addr})
 	}
 	return r
 }
+
+// returnWatch is how long the flow is watched after the old active returns.
+const returnWatch = 10 * time.Second
 
 type notYet struct{}
 

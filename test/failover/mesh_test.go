@@ -455,6 +455,26 @@ func (a *arrivals) resumedAfter(t time.Time, minGap time.Duration) time.Duration
 	return end.Sub(t)
 }
 
+// gapsAfter lists the silences longer than min that started after t, as
+// "+start (length)" relative to t.
+func (a *arrivals) gapsAfter(t time.Time, min time.Duration) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var parts []string
+	for i := 1; i < len(a.times); i++ {
+		if a.times[i-1].Before(t) {
+			continue
+		}
+		if g := a.times[i].Sub(a.times[i-1]); g > min {
+			parts = append(parts, fmt.Sprintf("+%.2fs (%v)", a.times[i-1].Sub(t).Seconds(), g.Round(time.Millisecond)))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
 // lostBetween counts sequence numbers in [from, to) never received.
 func (a *arrivals) lostBetween(from, to uint64) int {
 	a.mu.Lock()

@@ -83,8 +83,16 @@ type Config struct {
 	// a deleted or rolled-back Lease never restarts the epochs below what
 	// the fences have seen. It must not block (a cached value).
 	EpochFloor func() int64
-	Gossip     GossipConfig
-	Logger     *slog.Logger
+	// Entitled, when set, is told (synchronously, from the election's
+	// loop, before the State that depends on it is sent) until when this
+	// candidate may act as the active gateway: a little past the point at
+	// which it would step down unless it renews or holds again; the zero
+	// time once it may not. A kernel-side fence fed with it (pkg/nft.Fence)
+	// keeps a frozen-then-thawed or starved old active from sending a
+	// single WireGuard packet before its loop has run.
+	Entitled func(until time.Time)
+	Gossip   GossipConfig
+	Logger   *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -174,6 +182,8 @@ type Elector struct {
 	topHolder string
 
 	labelled labelled // written by watchLabelled
+	// entitledUntil is what Entitled was last told.
+	entitledUntil time.Time
 }
 
 // labelled is the latest list of the nodes labelled as candidates.
@@ -272,6 +282,7 @@ func (e *Elector) Run(ctx context.Context) error {
 			// restarts and its events show why) rather than limp along.
 			if e.held {
 				e.stepDown(reasonForbidden, "permission denied")
+				e.entitle(time.Now())
 				e.publish()
 			}
 			return e.fatal
@@ -374,7 +385,51 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 	} else {
 		e.probeAPI(ctx, now)
 	}
+	e.entitle(now)
 	e.publish()
+}
+
+// entitlement is until when the holder may act, judged at now: a renewal
+// vouches for RenewDeadline (a lone holder's until its Lease nears expiry,
+// as handOverForSlowness), holding through an outage for RenewDeadline from
+// the oldest ping answer it holds on (a standby's death verdict needs
+// longer silence); never past MaxHold without a renewal. Half a
+// RenewInterval more lets the loop's next tick decide before it runs out;
+// still short of memberlist's quickest death verdict, the earliest a
+// standby can take over.
+func (e *Elector) entitlement(now time.Time) time.Time {
+	if !e.held {
+		return time.Time{}
+	}
+	until := e.lastRenew.Add(e.cfg.RenewDeadline)
+	switch {
+	case e.holding:
+		until = now.Add(e.cfg.RenewDeadline)
+		if t := e.members.oldestAck(); !t.IsZero() {
+			until = t.Add(e.cfg.RenewDeadline)
+		}
+	case e.lone():
+		until = e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
+	}
+	until = until.Add(e.cfg.RenewInterval / 2)
+	if m := e.lastRenew.Add(e.cfg.MaxHold); until.After(m) {
+		until = m
+	}
+	return until
+}
+
+// entitle tells Entitled when the entitlement ends, moves back or has
+// moved on by RenewInterval/2 (not every tick).
+func (e *Elector) entitle(now time.Time) {
+	if e.cfg.Entitled == nil {
+		return
+	}
+	until := e.entitlement(now)
+	if until.IsZero() == e.entitledUntil.IsZero() && !until.Before(e.entitledUntil) && until.Sub(e.entitledUntil) < e.cfg.RenewInterval/2 {
+		return
+	}
+	e.entitledUntil = until
+	e.cfg.Entitled(until)
 }
 
 // holdable: may a holder that has not renewed for silent keep the role?
@@ -485,8 +540,12 @@ func (e *Elector) acquirable(now time.Time) (reason, why string) {
 		// down: either way over; a new tenure gets a new epoch.
 		return reasonOwnTenure, "the Lease names this node from an ended tenure"
 	}
-	if at, dead := e.members.deadSince(holder); dead && at.After(e.tenureAt) {
-		return reasonHolderDead, fmt.Sprintf("memberlist declared holder %q dead", holder)
+	// Memberlist's verdict preempts only a holder whose renewals stopped
+	// too: one that renews is alive for the apiserver, and only gossip
+	// between the two is cut (7947 dropped) — taking over would flap the
+	// role back and forth at every verdict.
+	if at, dead := e.members.deadSince(holder); dead && at.After(e.tenureAt) && now.Sub(e.observedAt) > e.cfg.RenewDeadline {
+		return reasonHolderDead, fmt.Sprintf("memberlist declared holder %q dead and it has not renewed for %v", holder, now.Sub(e.observedAt).Round(time.Millisecond))
 	}
 	if d := leaseDuration(e.lease, e.cfg.LeaseDuration); now.Sub(e.observedAt) > d {
 		if e.members.claimsActive(holder) {
@@ -656,6 +715,7 @@ func (e *Elector) giveUp(ctx context.Context) error {
 			err = fmt.Errorf("release the gateway Lease: %w", uerr)
 		}
 		e.held = false
+		e.entitle(time.Now())
 		e.published = State{Role: Standby, Epoch: e.epoch}
 		e.metrics.state(e.published)
 		e.send(e.published)

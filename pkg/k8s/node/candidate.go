@@ -25,6 +25,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -200,7 +201,18 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	nodesCtx, stopNodes := context.WithCancel(ctx)
 	defer stopNodes()
 	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
-	el, err := r.elector(ips, keysecret.GossipKey(key), floor.get)
+	// The fence lets WireGuard send only while the elector says this node
+	// may act as the active one (nft.Fence): built closed, before the device.
+	fence, err := nft.OpenFence(r.cfg.ListenPort)
+	if err != nil {
+		return fmt.Errorf("the gateway's WireGuard fence (nftables): %w", err)
+	}
+	entitled := func(until time.Time) {
+		if err := fence.Allow(until); err != nil {
+			log.Error("open or close the WireGuard fence", "until", until, "err", err)
+		}
+	}
+	el, err := r.elector(ips, keysecret.GossipKey(key), floor.get, entitled)
 	if err != nil {
 		return err
 	}
@@ -277,6 +289,11 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		}
 		stopEl()
 		<-elDone
+		if graceful {
+			if ferr := fence.Remove(); ferr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the WireGuard fence: %w", ferr))
+			}
+		}
 		return err
 	}
 	for {
@@ -335,12 +352,12 @@ func (r *runner) waitBrokerSecret(ctx context.Context) (brokersecret.Info, error
 	}
 }
 
-func (r *runner) elector(ips []netip.Addr, gossipKey []byte, floor func() int64) (*election.Elector, error) {
+func (r *runner) elector(ips []netip.Addr, gossipKey []byte, floor func() int64, entitled func(time.Time)) (*election.Elector, error) {
 	bind := ips[0].String()
 	el, err := election.New(election.Config{
 		Client: r.cfg.Client, Namespace: r.cfg.Namespace, LeaseName: r.leaseName(), Identity: r.cfg.NodeName,
 		LeaseDuration: r.cfg.LeaseDuration, RenewInterval: r.cfg.RenewInterval, RenewDeadline: r.cfg.RenewDeadline,
-		Labelled: election.CandidateNames(r.cfg.Client), EpochFloor: floor,
+		Labelled: election.CandidateNames(r.cfg.Client), EpochFloor: floor, Entitled: entitled,
 		Gossip: election.GossipConfig{BindAddr: bind, BindPort: r.cfg.GossipPort, SecretKey: gossipKey,
 			Peers: election.CandidatePeers(r.cfg.Client, r.cfg.GossipPort)},
 		Logger: r.log.With("role", "election"),
