@@ -77,8 +77,10 @@ type RemoteCluster struct {
 	RxBytes       int64        `json:"rxBytes,omitempty"`
 	TxBytes       int64        `json:"txBytes,omitempty"`
 	// PathMTU and PathMTULost: api.PeerHealth's measurement of the path.
-	PathMTU      int      `json:"pathMTU,omitempty"`
-	PathMTULost  int      `json:"pathMTULost,omitempty"`
+	PathMTU     int `json:"pathMTU,omitempty"`
+	PathMTULost int `json:"pathMTULost,omitempty"`
+	// PeerEndpoint: api.PeerHealth's, where WireGuard sends to now.
+	PeerEndpoint string   `json:"peerEndpoint,omitempty"`
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 }
@@ -120,7 +122,7 @@ func Remotes(self string, clusters []api.Cluster, gateways []api.Gateway, health
 		if h, ok := hs[c.ID]; ok {
 			r.Status, r.Reason, r.RTTMillis, r.LossPercent = h.Status, h.Reason, h.RTTMillis, h.LossPercent
 			r.RxBytes, r.TxBytes = h.RxBytes, h.TxBytes
-			r.PathMTU, r.PathMTULost = h.PathMTU, h.PathMTULost
+			r.PathMTU, r.PathMTULost, r.PeerEndpoint = h.PathMTU, h.PathMTULost, h.PeerEndpoint
 			if !h.LastHandshake.IsZero() {
 				t := metav1.NewTime(h.LastHandshake)
 				r.LastHandshake = &t
