@@ -361,7 +361,7 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 			e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v, longer than the %v a holder may keep the role without one", silent.Round(time.Millisecond), e.cfg.MaxHold))
 		case silent > e.cfg.RenewDeadline:
 			hold, why := e.holdable(now, silent)
-			if !hold || handOverForSlowness(e.renewFailing, e.lone(), silent, e.cfg) {
+			if !hold || handOverForSlowness(e.renewFailing, silent, e.cfg) {
 				if why == "" {
 					why = "the apiserver answers too slowly"
 				}
@@ -501,17 +501,20 @@ func (e *Elector) watchLabelled(ctx context.Context) {
 }
 
 // handOverForSlowness: a holder past its renew deadline with no failed
-// renewal (it was not scheduled in time, or the apiserver is slow, not
-// gone) steps down so that a candidate that may do better takes over. A
-// lone candidate has nobody to hand over to — stepping down would only tear
-// its data plane down and rebuild it a moment later — so it holds until
-// the Lease would expire, when a candidate that has just appeared could
-// take it.
-func handOverForSlowness(renewFailing, lone bool, silent time.Duration, cfg Config) bool {
+// renewal (its loop was not scheduled in time — a node starved by a
+// gateway starting beside it, say — or the apiserver is slow, not gone)
+// keeps the role until its Lease nears expiry, renewing meanwhile.
+// Stepping down would tear the data plane down and, nobody else being
+// better placed, take the Lease again a moment later: a gap for nothing.
+// It is safe because a standby preempts only a holder memberlist declares
+// dead whose renewals stopped too, and because the holder's WireGuard
+// fence (Entitled) runs out RenewDeadline after its last renewal whatever
+// the role says, before any standby could take over.
+func handOverForSlowness(renewFailing bool, silent time.Duration, cfg Config) bool {
 	if renewFailing {
 		return false // the outage case: holdable decides
 	}
-	return !lone || silent >= cfg.LeaseDuration-cfg.RenewDeadline
+	return silent >= cfg.LeaseDuration-cfg.RenewDeadline
 }
 
 func (e *Elector) ours(l *coordinationv1.Lease) bool {
