@@ -5,8 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/spf13/cobra"
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
+	"github.com/tunnelmesh/tunnelmesh/pkg/sysctl"
 )
 
 func sysctlCmd() *cobra.Command {
@@ -24,7 +24,7 @@ devices tunnelmesh creates later); with --ipv6, IPv6 forwarding (accept_ra 1 -> 
 Only settings that differ are written; each change is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := node.SysctlConfig{Root: root, IPv6: ipv6}
+			cfg := sysctl.Config{Root: root, Forward: true, LooseDefault: true, IPv6: ipv6}
 			if len(nodeIPs) > 0 {
 				var ips []netip.Addr
 				for _, s := range nodeIPs {
@@ -41,7 +41,7 @@ Only settings that differ are written; each change is printed.`,
 				cfg.Devices = append(cfg.Devices, self.Interface)
 			}
 			cfg.Devices = append(cfg.Devices, devices...)
-			changes, err := node.SetSysctls(cfg, dryRun)
+			changes, err := sysctl.Set(cfg, dryRun)
 			verb := "set"
 			if dryRun {
 				verb = "would set"

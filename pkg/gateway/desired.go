@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
@@ -228,11 +229,10 @@ func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Ga
 	var refused []RefusedCIDR
 cidrs:
 	for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs) {
-		p, err := netip.ParsePrefix(s)
+		p, err := cidr.Parse(s, cidr.Mask)
 		if err != nil {
 			return rp, nil, fmt.Sprintf("invalid CIDR %q", s)
 		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
 		for _, l := range slices.Concat(local.PodCIDRs, local.ServiceCIDRs) {
 			if l.Overlaps(p) {
 				return rp, nil, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
@@ -254,13 +254,6 @@ cidrs:
 		Keepalive:  Keepalive,
 	}
 	return rp, refused, ""
-}
-
-func unmapBits(p netip.Prefix) int {
-	if p.Addr().Is4In6() {
-		return 96
-	}
-	return 0
 }
 
 // chooseGateway picks the gateway whose endpoint the peer uses: the active,
@@ -321,15 +314,12 @@ func endpoint(local Local, g api.Gateway) netip.AddrPort {
 	}
 }
 
-// ParsePrefixes parses CIDR flags, with a clear error for bad input.
+// ParsePrefixes parses CIDR flags (host bits cleared), with a clear error
+// naming the flag for bad input.
 func ParsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("--%s %q is not a CIDR (want e.g. 10.244.0.0/16): %w", flag, s, err)
-		}
-		out = append(out, p.Masked())
+	out, err := cidr.ParseList(ss, cidr.Mask)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
 	}
 	return out, nil
 }

@@ -16,8 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"strconv"
@@ -25,6 +23,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
 )
 
 // DefaultPort is the gateways' memberlist port on their tunnel addresses.
@@ -88,25 +87,16 @@ func Start(cfg Config) (*Mesh, error) {
 	if _, err := m.meta(cfg.Self); err != nil {
 		return nil, err
 	}
-	c := memberlist.DefaultWANConfig()
-	c.Name = cfg.Self.ClusterID
-	c.BindAddr, c.BindPort = cfg.BindAddr, cfg.BindPort
-	c.AdvertiseAddr, c.AdvertisePort = cfg.BindAddr, cfg.BindPort
-	c.ProbeInterval = cmpOr(cfg.ProbeInterval, time.Second)
-	c.ProbeTimeout = c.ProbeInterval / 2
-	c.GossipInterval = 100 * time.Millisecond
-	c.PushPullInterval = 10 * time.Second
-	c.SuspicionMult = 3
-	c.SuspicionMaxTimeoutMult = 2
-	c.DeadNodeReclaimTime = time.Millisecond // a new active may come from another address
-	c.SecretKey = cfg.SecretKey
-	c.Delegate = delegate{m}
-	c.Events = events{m}
-	c.Alive = alive{m}
-	c.Logger = log.New(slogWriter{cfg.Logger}, "", 0)
-	ml, err := memberlist.Create(c)
+	probe := cmpOr(cfg.ProbeInterval, time.Second)
+	ml, err := membership.Start(membership.Config{
+		Name: cfg.Self.ClusterID, BindAddr: cfg.BindAddr, BindPort: cfg.BindPort, AdvertiseAddr: cfg.BindAddr,
+		SecretKey: cfg.SecretKey, WAN: true,
+		Profile: membership.Profile{ProbeInterval: probe, ProbeTimeout: probe / 2, SuspicionMult: 3, SuspicionMaxTimeoutMult: 2,
+			GossipInterval: 100 * time.Millisecond, PushPullInterval: 10 * time.Second},
+		Meta: m.nodeMeta, Events: events{m}, Alive: alive{m}, Log: cfg.Logger,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("gossip: start memberlist on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
+		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m.ml = ml
 	return m, nil
@@ -254,23 +244,18 @@ func (m *Mesh) record(n *memberlist.Node, aliveNow bool) {
 	m.mu.Unlock()
 }
 
-type delegate struct{ m *Mesh }
-
-func (d delegate) NodeMeta(limit int) []byte {
-	d.m.mu.Lock()
-	self := d.m.self
-	d.m.mu.Unlock()
-	b, err := d.m.meta(self)
+// nodeMeta is our metadata for memberlist.
+func (m *Mesh) nodeMeta(limit int) []byte {
+	m.mu.Lock()
+	self := m.self
+	m.mu.Unlock()
+	b, err := m.meta(self)
 	if err != nil || len(b) > limit {
-		d.m.log.Error("gossip: metadata too large", "err", err, "limit", limit)
+		m.log.Error("gossip: metadata too large", "err", err, "limit", limit)
 		return nil
 	}
 	return b
 }
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type events struct{ m *Mesh }
 
@@ -298,19 +283,6 @@ func (a alive) NotifyAlive(n *memberlist.Node) error {
 	a.m.maxEpoch[n.Name] = g.Epoch
 	return nil
 }
-
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 && p[len(p)-1] == '\n' {
-		p = p[:len(p)-1]
-	}
-	w.l.Debug(string(p), "component", "memberlist-gossip")
-	return n, nil
-}
-
-var _ io.Writer = slogWriter{}
 
 func cmpOr(d, def time.Duration) time.Duration {
 	if d == 0 {

@@ -4,15 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
 )
 
 // GossipConfig tunes the memberlist of the cluster's candidates.
@@ -95,21 +93,13 @@ func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.m.heard(n); d.m.set(
 func (d eventDelegate) NotifyLeave(n *memberlist.Node)  { d.m.set(n.Name, false) }
 func (d eventDelegate) NotifyUpdate(n *memberlist.Node) { d.m.heard(n); d.m.poke() }
 
-type metaDelegate struct{ m *members }
-
-func (d metaDelegate) NodeMeta(limit int) []byte {
-	d.m.mu.Lock()
-	b, _ := json.Marshal(d.m.self)
-	d.m.mu.Unlock()
-	if len(b) > limit {
-		return nil
-	}
+// meta is this candidate's metadata for memberlist.
+func (m *members) meta(limit int) []byte {
+	m.mu.Lock()
+	b, _ := json.Marshal(m.self)
+	m.mu.Unlock()
 	return b
 }
-func (metaDelegate) NotifyMsg([]byte)                           {}
-func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (metaDelegate) LocalState(join bool) []byte                { return nil }
-func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // heard records what another candidate announces.
 func (m *members) heard(n *memberlist.Node) {
@@ -278,29 +268,14 @@ func (m *members) alive() map[string]bool {
 func startMembers(name string, g GossipConfig, logger *slog.Logger) (*members, error) {
 	m := &members{name: name, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
 		deadAt: map[string]time.Time{}, said: map[string]selfMeta{}, apiFrom: map[string]time.Time{}, acked: map[string]time.Time{}}
-	c := memberlist.DefaultLANConfig()
-	c.Name = name
-	c.BindAddr = g.BindAddr
-	c.BindPort = g.BindPort
-	c.AdvertiseAddr = g.AdvertiseAddr
-	c.AdvertisePort = g.BindPort
-	c.ProbeInterval = g.ProbeInterval
-	c.ProbeTimeout = g.ProbeTimeout
-	c.SuspicionMult = g.SuspicionMult
-	c.SuspicionMaxTimeoutMult = 1
-	c.GossipInterval = 50 * time.Millisecond
-	c.TCPTimeout = 2 * time.Second
-	c.PushPullInterval = 5 * time.Second
-	// A restarted candidate keeps its name and may come back on another port.
-	c.DeadNodeReclaimTime = time.Millisecond
-	c.SecretKey = g.SecretKey
-	c.Events = eventDelegate{m}
-	c.Delegate = metaDelegate{m}
-	c.Logger = log.New(slogWriter{logger}, "", 0)
-	c.LogOutput = nil
-	ml, err := memberlist.Create(c)
+	ml, err := membership.Start(membership.Config{
+		Name: name, BindAddr: g.BindAddr, BindPort: g.BindPort, AdvertiseAddr: g.AdvertiseAddr, SecretKey: g.SecretKey,
+		Profile: membership.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult,
+			SuspicionMaxTimeoutMult: 1, GossipInterval: 50 * time.Millisecond, PushPullInterval: 5 * time.Second, TCPTimeout: 2 * time.Second},
+		Meta: m.meta, Events: eventDelegate{m}, Log: logger,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("start memberlist of gateway candidates on %s: %w", net.JoinHostPort(g.BindAddr, strconv.Itoa(g.BindPort)), err)
+		return nil, fmt.Errorf("gateway candidates: %w", err)
 	}
 	m.ml = ml
 	return m, nil
@@ -334,20 +309,3 @@ func (m *members) join(ctx context.Context, name string, peers func(context.Cont
 		logger.Debug("join gateway candidates", "node", name, "peers", todo, "err", err)
 	}
 }
-
-// slogWriter routes memberlist's log.Logger lines to slog at debug level.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug(string(trimNL(p)), "component", "memberlist")
-	return len(p), nil
-}
-
-func trimNL(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	return p
-}
-
-var _ io.Writer = slogWriter{}

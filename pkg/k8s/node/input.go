@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	corev1 "k8s.io/api/core/v1"
@@ -41,12 +42,12 @@ func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagen
 	parse := func(what string, ss []string) []netip.Prefix {
 		var out []netip.Prefix
 		for _, s := range ss {
-			p, err := netip.ParsePrefix(s)
+			p, err := cidr.Parse(s, cidr.Mask)
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s %q: %v", what, s, err))
+				problems = append(problems, fmt.Sprintf("%s: %v", what, err))
 				continue
 			}
-			out = append(out, p.Masked())
+			out = append(out, p)
 		}
 		return out
 	}

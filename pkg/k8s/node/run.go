@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
@@ -24,7 +23,7 @@ import (
 type Config struct {
 	Client    kubernetes.Interface
 	Dynamic   dynamic.Interface
-	Namespace string // election.DefaultNamespace when empty
+	Namespace string
 	NodeName  string
 	// NodeIPs, when set, are this node's underlay addresses (e.g. the pod's
 	// status.hostIP); otherwise the Node's InternalIPs.
@@ -33,23 +32,23 @@ type Config struct {
 	Overrides discovery.Overrides
 
 	// Gateway data plane (candidates only).
-	Interface  string // tmesh0 when empty
-	ListenPort int    // 51820 when 0
-	MTU        int    // 0: the underlay device's MTU - 80
+	Interface  string
+	ListenPort int
+	MTU        int // 0: the underlay device's MTU - 80
 	WireGuard  wg.Mode
 	PublicIP   string
 	// StateFile keeps the last broker state on the node (a hostPath), so that
 	// a gateway restarted during a broker outage still has its tunnels.
 	StateFile string
-	// GossipPort is the candidates' memberlist port (election.DefaultGossipPort when 0).
+	// GossipPort is the candidates' memberlist port.
 	GossipPort int
 	// ClustersetGossipPort is the active gateways' cross-cluster memberlist
-	// port on the tunnel addresses, the same in every cluster (gossip.DefaultPort when 0).
+	// port on the tunnel addresses, the same in every cluster.
 	ClustersetGossipPort int
 	// Election tunes the Lease (zero: the election package's defaults).
 	LeaseDuration, RenewInterval, RenewDeadline time.Duration
-	// HeartbeatInterval to the broker (default 10 s); StatusInterval between
-	// MeshGateway writes while active (default 5 s).
+	// HeartbeatInterval to the broker (0: gateway.DefaultHeartbeatInterval);
+	// StatusInterval between MeshGateway writes while active.
 	HeartbeatInterval, StatusInterval time.Duration
 
 	// Route agent.
@@ -75,26 +74,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.NodeName == "" {
 		return errors.New("node name is empty: pass --node-name (in a pod: the downward API's spec.nodeName as NODE_NAME)")
 	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = election.DefaultNamespace
+	var missing []string
+	for _, f := range []struct {
+		name string
+		zero bool
+	}{{"Namespace", cfg.Namespace == ""}, {"Interface", cfg.Interface == ""}, {"GossipPort", cfg.GossipPort == 0},
+		{"ClustersetGossipPort", cfg.ClustersetGossipPort == 0}, {"StatusInterval", cfg.StatusInterval <= 0}} {
+		if f.zero {
+			missing = append(missing, f.name)
+		}
 	}
-	if cfg.Interface == "" {
-		cfg.Interface = "tmesh0"
-	}
-	if cfg.ListenPort == 0 {
-		cfg.ListenPort = 51820
+	if len(missing) > 0 {
+		return fmt.Errorf("node: Config lacks %v (cmd/gateway's config sets every default)", missing)
 	}
 	if cfg.ListenPort < 1 || cfg.ListenPort > 65535 {
 		return fmt.Errorf("listen port %d: want a fixed UDP port in 1-65535", cfg.ListenPort)
-	}
-	if cfg.GossipPort == 0 {
-		cfg.GossipPort = election.DefaultGossipPort
-	}
-	if cfg.ClustersetGossipPort == 0 {
-		cfg.ClustersetGossipPort = gossip.DefaultPort
-	}
-	if cfg.StatusInterval == 0 {
-		cfg.StatusInterval = 5 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -124,21 +118,21 @@ func Run(ctx context.Context, cfg Config) error {
 	candidate := n.Labels[election.CandidateLabel] == "true"
 	r.log.Info("starting", "candidate", candidate, "internalIPs", ips, "underlay", self.Interface, "mtu", self.MTU)
 
-	var wg sync.WaitGroup
+	var workers sync.WaitGroup
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
 	errs := make(chan error, 2)
-	wg.Add(1)
+	workers.Add(1)
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		if err := r.runAgent(agentCtx, self); err != nil {
 			errs <- err
 		}
 	}()
 	if candidate {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			if err := r.runCandidate(ctx, self, ips); err != nil {
 				errs <- err
 			}
@@ -150,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 	case first = <-errs:
 	}
 	stopAgent()
-	wg.Wait()
+	workers.Wait()
 	close(errs)
 	for err := range errs {
 		first = errors.Join(first, err)

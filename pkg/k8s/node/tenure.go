@@ -21,7 +21,7 @@ import (
 type tenure struct {
 	r         *runner
 	eng       *gateway.Engine
-	f         *follower
+	src       *gateway.Source
 	store     ViewStore
 	self      gossip.Gateway // Epoch set per tenure
 	gossipKey []byte         // nil: no cross-cluster gossip
@@ -29,11 +29,11 @@ type tenure struct {
 }
 
 func (t tenure) run(ctx context.Context, epoch int64) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(2)
-	go func() { defer wg.Done(); t.keepView(ctx, epoch) }()
-	go func() { defer wg.Done(); t.gossip(ctx, epoch) }()
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	workers.Add(2)
+	go func() { defer workers.Done(); t.keepView(ctx, epoch) }()
+	go func() { defer workers.Done(); t.gossip(ctx, epoch) }()
 }
 
 // keepView loads the stored view (a standby taking over during a broker
@@ -45,7 +45,7 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 		s, by, ok, err := t.store.Load(lctx)
 		cancel()
 		if err == nil {
-			if ok && t.f.adopt(s) {
+			if ok && t.src.Adopt(s) {
 				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Revision, "storedAtEpoch", by)
 			}
 			break
@@ -62,7 +62,7 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 			return
 		case <-tick.C:
 		}
-		v, ok := t.f.view()
+		v, ok := t.src.View()
 		if !ok {
 			continue
 		}
@@ -86,8 +86,9 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 }
 
 // gossip joins the clusterset's memberlist on the tunnel address once the
-// data plane holds it, seeded with the remote clusters' tunnel addresses of
-// the current view, and feeds what it learns into the follower.
+// data plane holds it (the engine announces it), seeded with the remote
+// clusters' tunnel addresses of the current view, and feeds what it learns
+// into the Source's gossip layer.
 func (t tenure) gossip(ctx context.Context, epoch int64) {
 	if t.gossipKey == nil {
 		return
@@ -95,8 +96,9 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 	port := t.r.cfg.ClustersetGossipPort
 	var m *gossip.Mesh
 	for m == nil {
-		st := t.eng.Status()
-		if st.Role == gateway.RoleActive && st.TunnelIP.IsValid() {
+		changed := t.eng.Changed() // before Status: no change is missed
+		var retry <-chan time.Time
+		if st := t.eng.Status(); st.Role == gateway.RoleActive && st.TunnelIP.IsValid() {
 			self := t.self
 			self.Epoch = epoch
 			var err error
@@ -104,13 +106,17 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 				SecretKey: t.gossipKey, Logger: t.log})
 			if err != nil {
 				t.log.Warn("start cross-cluster gossip (will retry)", "err", err)
+				retry = time.After(time.Second)
 			}
 		}
-		if m == nil {
-			sleep(ctx, 100*time.Millisecond)
-			if ctx.Err() != nil {
-				return
-			}
+		if m != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-retry:
 		}
 	}
 	t.log.Info("gossiping with the other clusters' active gateways", "addr", m.Addr(), "epoch", epoch)
@@ -120,7 +126,7 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 		}
 	}()
 	peers := func() []string {
-		v, ok := t.f.view()
+		v, ok := t.src.View()
 		if !ok {
 			return nil
 		}
@@ -138,7 +144,7 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 		case <-ctx.Done():
 			return
 		case <-m.Changes():
-			t.f.setRemotes(m.Remotes())
+			t.src.SetRemotes(m.Remotes())
 		}
 	}
 }
