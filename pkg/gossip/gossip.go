@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -58,7 +59,10 @@ type Config struct {
 	// carries the probes, and a dead remote is not urgent (its successor
 	// announces itself).
 	ProbeInterval time.Duration
-	Logger        *slog.Logger
+	// Allow says which source addresses may talk to this member: the other
+	// clusters' tunnel addresses (nil: any, tests).
+	Allow  func(netip.Addr) bool
+	Logger *slog.Logger
 }
 
 // Mesh is this gateway's membership in the cross-cluster memberlist.
@@ -93,7 +97,7 @@ func Start(cfg Config) (*Mesh, error) {
 		SecretKey: cfg.SecretKey, WAN: true,
 		Profile: membership.Profile{ProbeInterval: probe, ProbeTimeout: probe / 2, SuspicionMult: 3, SuspicionMaxTimeoutMult: 2,
 			GossipInterval: 100 * time.Millisecond, PushPullInterval: 10 * time.Second},
-		Meta: m.nodeMeta, Events: events{m}, Alive: alive{m}, Log: cfg.Logger,
+		Meta: m.nodeMeta, Events: events{m}, Alive: alive{m}, Allow: cfg.Allow, Log: cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)

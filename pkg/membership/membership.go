@@ -15,7 +15,9 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -51,7 +53,12 @@ type Config struct {
 	// Events and Alive, when set, are told of members and may refuse alive messages.
 	Events memberlist.EventDelegate
 	Alive  memberlist.AliveDelegate
-	Log    *slog.Logger
+	// Allow says whether a source address may talk to this member (nil:
+	// any); MaxStreams and MaxStreamsPerSource bound the inbound streams
+	// open at once (0: the defaults).
+	Allow                           func(netip.Addr) bool
+	MaxStreams, MaxStreamsPerSource int
+	Log                             *slog.Logger
 }
 
 // Start creates the memberlist.
@@ -88,9 +95,21 @@ func Start(cfg Config) (*memberlist.Memberlist, error) {
 	c.Alive = cfg.Alive
 	c.Logger = log.New(slogWriter{cfg.Log}, "", 0)
 	c.LogOutput = nil
+	where := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort))
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{cfg.BindAddr}, BindPort: cfg.BindPort, Logger: c.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("start memberlist %s on %s: %w", cfg.Name, where, err)
+	}
+	if c.BindPort == 0 {
+		c.BindPort = nt.GetAutoBindPort()
+		c.AdvertisePort = c.BindPort
+	}
+	g := newGuard(nt, cfg.BindAddr, cfg.Allow, cfg.MaxStreams, cfg.MaxStreamsPerSource)
+	c.Transport = g
 	ml, err := memberlist.Create(c)
 	if err != nil {
-		return nil, fmt.Errorf("start memberlist %s on %s: %w", cfg.Name, net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
+		_ = g.Shutdown()
+		return nil, fmt.Errorf("start memberlist %s on %s: %w", cfg.Name, where, err)
 	}
 	return ml, nil
 }
@@ -131,3 +150,30 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = slogWriter{}
+
+// Bounds of inbound streams when Config leaves them zero.
+const (
+	DefaultMaxStreams          = 64
+	DefaultMaxStreamsPerSource = 8
+)
+
+// Sources is a set of source addresses allowed to talk to a member,
+// replaced as a whole; safe for concurrent use. The zero value allows none.
+type Sources struct {
+	set atomic.Pointer[map[netip.Addr]bool]
+}
+
+// Set replaces the allowed addresses.
+func (s *Sources) Set(addrs []netip.Addr) {
+	m := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		m[a.Unmap()] = true
+	}
+	s.set.Store(&m)
+}
+
+// Allow reports whether a is allowed.
+func (s *Sources) Allow(a netip.Addr) bool {
+	m := s.set.Load()
+	return m != nil && (*m)[a.Unmap()]
+}

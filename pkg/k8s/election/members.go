@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -77,6 +79,11 @@ type members struct {
 	said    map[string]selfMeta  // what the others announce
 	apiFrom map[string]time.Time // since when (local clock) another says it reaches the apiserver
 	acked   map[string]time.Time // last answered ping
+	// sources are the candidates' addresses (the last Peers listing): the
+	// only ones memberlist accepts streams and packets from.
+	sources   membership.Sources
+	peers     func(context.Context) ([]string, error)
+	relisting atomic.Int64 // unix ns of the last listing a refusal started
 }
 
 // selfMeta is a candidate's memberlist metadata.
@@ -266,13 +273,13 @@ func (m *members) alive() map[string]bool {
 }
 
 func startMembers(name string, g GossipConfig, logger *slog.Logger) (*members, error) {
-	m := &members{name: name, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
+	m := &members{name: name, peers: g.Peers, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
 		deadAt: map[string]time.Time{}, said: map[string]selfMeta{}, apiFrom: map[string]time.Time{}, acked: map[string]time.Time{}}
 	ml, err := membership.Start(membership.Config{
 		Name: name, BindAddr: g.BindAddr, BindPort: g.BindPort, AdvertiseAddr: g.AdvertiseAddr, SecretKey: g.SecretKey,
 		Profile: membership.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult,
 			SuspicionMaxTimeoutMult: 1, GossipInterval: 50 * time.Millisecond, PushPullInterval: 5 * time.Second, TCPTimeout: 2 * time.Second},
-		Meta: m.meta, Events: eventDelegate{m}, Log: logger,
+		Meta: m.meta, Events: eventDelegate{m}, Allow: m.allow, Log: logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway candidates: %w", err)
@@ -291,6 +298,7 @@ func (m *members) join(ctx context.Context, name string, peers func(context.Cont
 		logger.Warn("list gateway candidates", "err", err)
 		return
 	}
+	m.sources.Set(hosts(addrs))
 	self := m.ml.LocalNode().Address()
 	var todo []string
 	known := map[string]bool{}
@@ -308,4 +316,35 @@ func (m *members) join(ctx context.Context, name string, peers func(context.Cont
 	if _, err := m.ml.Join(todo); err != nil {
 		logger.Debug("join gateway candidates", "node", name, "peers", todo, "err", err)
 	}
+}
+
+// hosts are the addresses of host:port strings (those that parse).
+func hosts(addrs []string) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			out = append(out, ap.Addr())
+		}
+	}
+	return out
+}
+
+// allow lets the candidates' addresses in. A refused source makes the
+// candidates be listed again (at most once a second), so a new candidate
+// is let in at once rather than at the next rejoin.
+func (m *members) allow(a netip.Addr) bool {
+	if m.sources.Allow(a) {
+		return true
+	}
+	now := time.Now().UnixNano()
+	if last := m.relisting.Load(); m.peers != nil && now-last > int64(time.Second) && m.relisting.CompareAndSwap(last, now) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if addrs, err := m.peers(ctx); err == nil {
+				m.sources.Set(hosts(addrs))
+			}
+		}()
+	}
+	return false
 }

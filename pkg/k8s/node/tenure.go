@@ -6,12 +6,14 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
+	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
 )
 
 // tenure is what the active gateway runs beside its data plane for one
@@ -94,6 +96,27 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 		return
 	}
 	port := t.r.cfg.ClustersetGossipPort
+	// Only the other clusters' tunnel addresses may talk to our gossip
+	// port: it is reachable from every pod of every member through the
+	// tunnels.
+	var sources membership.Sources
+	peers := func() []string {
+		v, ok := t.src.View()
+		if !ok {
+			return nil
+		}
+		var out []string
+		var addrs []netip.Addr
+		for _, c := range v.Clusters {
+			if a, err := netip.ParseAddr(c.TunnelIP); err == nil && c.ID != t.self.ClusterID {
+				out = append(out, net.JoinHostPort(c.TunnelIP, strconv.Itoa(port)))
+				addrs = append(addrs, a)
+			}
+		}
+		sources.Set(addrs)
+		return out
+	}
+	peers()
 	var m *gossip.Mesh
 	for m == nil {
 		changed := t.eng.Changed() // before Status: no change is missed
@@ -103,7 +126,7 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 			self.Epoch = epoch
 			var err error
 			m, err = gossip.Start(gossip.Config{Self: self, BindAddr: st.TunnelIP.String(), BindPort: port,
-				SecretKey: t.gossipKey, Logger: t.log})
+				SecretKey: t.gossipKey, Allow: sources.Allow, Logger: t.log})
 			if err != nil {
 				t.log.Warn("start cross-cluster gossip (will retry)", "err", err)
 				retry = time.After(time.Second)
@@ -125,19 +148,6 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 			t.log.Debug("leave cross-cluster gossip", "err", err)
 		}
 	}()
-	peers := func() []string {
-		v, ok := t.src.View()
-		if !ok {
-			return nil
-		}
-		var out []string
-		for _, c := range v.Clusters {
-			if c.ID != t.self.ClusterID && c.TunnelIP != "" {
-				out = append(out, net.JoinHostPort(c.TunnelIP, strconv.Itoa(port)))
-			}
-		}
-		return out
-	}
 	go m.Rejoin(ctx, 2*time.Second, peers)
 	for {
 		select {
