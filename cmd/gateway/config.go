@@ -118,7 +118,8 @@ func (c *config) settings() []setting {
 		{"status-interval", modeK8s, "MeshGateway status writes while active", &c.StatusInterval},
 		{"agent-mode", modeK8s, "how nodes reach the active gateway node: vxlan or direct", &c.AgentMode},
 		{"reply-device", modeK8s, "a CNI overlay device replies may arrive on (e.g. flannel.1), loosened like the underlay (repeatable)", &c.ReplyDevices},
-		{"metrics", modeBoth, "Prometheus metrics listen address (empty disables)", &c.Metrics},
+		{"metrics", modeRun, "Prometheus metrics listen address; without a host: on --private-ip (0.0.0.0:PORT for every address; empty disables)", &c.Metrics},
+		{"metrics", modeK8s, "Prometheus metrics listen address; without a host: on the node's address (--node-ip, else its InternalIP; 0.0.0.0:PORT for every address; empty disables)", &c.Metrics},
 		{"log-level", modeBoth, "debug, info, warn or error", &c.LogLevel},
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -64,7 +66,17 @@ func runK8s(ctx context.Context, f config) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reg := prometheus.NewRegistry()
-	closeMetrics, err := serveMetrics(f.Metrics, reg, log)
+	nodeIPs := p.nodeIPs
+	if len(nodeIPs) == 0 {
+		gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := client.CoreV1().Nodes().Get(gctx, f.NodeName, metav1.GetOptions{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("read node %s for its address (or pass --node-ip): %w", f.NodeName, err)
+		}
+		nodeIPs = node.InternalIPs(n)
+	}
+	closeMetrics, err := serveMetrics(f.Metrics, nodeIPs, reg, log)
 	if err != nil {
 		return err
 	}

@@ -134,7 +134,11 @@ func run(ctx context.Context, f config) error {
 	defer stop()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(eng.Collector())
-	closeMetrics, err := serveMetrics(f.Metrics, reg, log)
+	var underlay []netip.Addr
+	if a, err := netip.ParseAddr(f.PrivateIP); err == nil {
+		underlay = append(underlay, a.Unmap())
+	}
+	closeMetrics, err := serveMetrics(f.Metrics, underlay, reg, log)
 	if err != nil {
 		return err
 	}
@@ -144,9 +148,22 @@ func run(ctx context.Context, f config) error {
 
 // serveMetrics serves reg (with the Go and process collectors added) on
 // addr until the returned func is called; an empty addr serves nothing.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+// An addr without a host (":9570", the default) listens on the node's own
+// address (the first of nodeIPs), never on every address of a host-network
+// pod; "0.0.0.0:9570" asks for every address.
+func serveMetrics(addr string, nodeIPs []netip.Addr, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
 	if addr == "" {
 		return func() {}, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics %q: want host:port or :port: %w", addr, err)
+	}
+	if host == "" {
+		if len(nodeIPs) == 0 {
+			return nil, fmt.Errorf("--metrics %q: no node address known to listen on; give one (or 0.0.0.0:%s for every address)", addr, port)
+		}
+		addr = net.JoinHostPort(nodeIPs[0].String(), port)
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)

@@ -1,11 +1,12 @@
 // Package membership is tunnelmesh's one wrapper of hashicorp/memberlist,
 // used by the cluster's gateway candidates (pkg/k8s/election, the fast
 // failure detector) and by the active gateways of all clusters (pkg/gossip,
-// over the tunnel addresses). It fixes what both need the same way: an
-// encrypted, authenticated memberlist (SecretKey is required), a member
-// that may come back at once from another port or address
-// (DeadNodeReclaimTime), and memberlist's log lines routed to slog at
-// debug level.
+// over the tunnel addresses). It fixes what both need the same way: a
+// memberlist encrypted and authenticated with SecretKey (the gateway always
+// gives one), streams and packets only from allowed sources and a bound on
+// the streams open at once (guard.go), a member that may come back at once
+// from another port or address (DeadNodeReclaimTime), and memberlist's log
+// lines routed to slog at debug level.
 package membership
 
 import (
@@ -43,7 +44,8 @@ type Config struct {
 	BindAddr      string
 	BindPort      int
 	AdvertiseAddr string
-	// SecretKey (16, 24 or 32 bytes) encrypts and authenticates every message.
+	// SecretKey (16, 24 or 32 bytes) encrypts and authenticates every
+	// message; nil only in tests.
 	SecretKey []byte
 	// WAN starts from memberlist's WAN defaults instead of its LAN ones.
 	WAN     bool
@@ -65,9 +67,6 @@ type Config struct {
 func Start(cfg Config) (*memberlist.Memberlist, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("membership: Name is required")
-	}
-	if len(cfg.SecretKey) == 0 {
-		return nil, errors.New("membership: SecretKey is required (gossip is never run unauthenticated)")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
