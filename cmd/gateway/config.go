@@ -21,8 +21,8 @@ import (
 type mode int
 
 const (
-	modeRun mode = 1 << iota // `gateway run`: one gateway outside Kubernetes
-	modeK8s                  // `gateway k8s`: a node's roles in Kubernetes
+	modeRun  mode = 1 << iota // `gateway run`: one gateway outside Kubernetes
+	modeK8s                   // `gateway k8s`: a node's roles in Kubernetes
 	modeBoth = modeRun | modeK8s
 )
 
