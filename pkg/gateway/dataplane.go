@@ -103,7 +103,7 @@ func (p *DataPlane) apply() error {
 	d := p.want
 	var errs []error
 	if len(d.Peers) > 0 {
-		if err := p.fwd.enable(d.IPv6()); err != nil {
+		if err := p.fwd.enable(d.IPv6(), p.cfg.Interface); err != nil {
 			errs = append(errs, err)
 		}
 	}

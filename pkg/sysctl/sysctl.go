@@ -26,11 +26,11 @@ type Config struct {
 	Forward bool
 	// IPv6: with Forward, IPv6 forwarding too (for IPv6 CIDRs).
 	IPv6 bool
-	// LooseDefault: "default" gets a loose reverse-path filter, so that
-	// devices created later come up loose.
-	LooseDefault bool
 	// Devices whose strict reverse-path filter becomes loose: the node's
-	// underlay device and a CNI's overlay device replies may arrive on.
+	// underlay device, a CNI's overlay device replies may arrive on, and
+	// the devices tunnelmesh creates (tmesh0, tmesh-vx) once they exist.
+	// "default" is never loosened: every device created later (pod veths)
+	// would come up without the filter the CNI may rely on.
 	Devices []string
 }
 
@@ -39,6 +39,7 @@ type Change struct {
 	Name     string // dotted, as sysctl(8) shows it
 	From, To string
 	path     string
+	device   string // a device's rp_filter: set through netlink on the live system
 }
 
 func (c Change) String() string { return fmt.Sprintf("%s: %s -> %s", c.Name, c.From, c.To) }
@@ -49,35 +50,34 @@ func (c Change) String() string { return fmt.Sprintf("%s: %s -> %s", c.Name, c.F
 //
 //   - Forward: net.ipv4.ip_forward=1: the gateway forwards between the pod
 //     network and the tunnel, route agents between pods and the VXLAN device.
-//   - rp_filter 1 (strict) becomes 2 (loose) on Devices, since replies from
-//     other clusters come back by the CNI's path, not the one the request
-//     left by; with LooseDefault also on "default", so the devices
-//     tunnelmesh creates later (tmesh0, the route agent's VXLAN device) come
-//     up loose. The kernel uses the larger of "all" and the device's value,
-//     so 2 on a device is loose whatever "all" is, and 0 is left alone (no
-//     filter is looser). Interfaces created later by others (pod veths)
-//     also start loose; loose mode still drops sources with no route back.
+//   - rp_filter 1 (strict) becomes 2 (loose) on Devices only, since replies
+//     from other clusters come back by the CNI's path, not the one the
+//     request left by. The kernel uses the larger of "all" and the device's
+//     value, so 2 on a device is loose whatever "all" is, and 0 is left
+//     alone (no filter is looser). The devices tunnelmesh creates are
+//     loosened by whoever creates them, once they exist (Set does it through
+//     netlink on the live system, where /proc/sys may be read-only).
 //   - Forward with IPv6: interfaces that accept router advertisements
 //     (accept_ra=1) get 2 first, since forwarding=1 would make them stop;
 //     then net.ipv6.conf.all.forwarding=1.
 func Plan(cfg Config, current map[string]string, ipv6Confs []string) []Change {
 	var out []Change
-	want := func(path, to string, only func(from string) bool) {
+	want := func(path, to string, only func(from string) bool) *Change {
 		from, ok := current[path]
 		if !ok || from == to || (only != nil && !only(from)) {
-			return
+			return nil
 		}
 		out = append(out, Change{Name: strings.ReplaceAll(path, "/", "."), From: from, To: to, path: path})
+		return &out[len(out)-1]
 	}
 	strict := func(v string) bool { return v == "1" }
 	if cfg.Forward {
 		want("net/ipv4/ip_forward", "1", nil)
 	}
-	if cfg.LooseDefault {
-		want("net/ipv4/conf/default/rp_filter", "2", strict)
-	}
 	for _, d := range cfg.Devices {
-		want("net/ipv4/conf/"+d+"/rp_filter", "2", strict)
+		if c := want("net/ipv4/conf/"+d+"/rp_filter", "2", strict); c != nil {
+			c.device = d
+		}
 	}
 	if cfg.Forward && cfg.IPv6 {
 		for _, c := range ipv6Confs {
@@ -101,9 +101,6 @@ func Set(cfg Config, dryRun bool) ([]Change, error) {
 	var paths []string
 	if cfg.Forward {
 		paths = append(paths, "net/ipv4/ip_forward")
-	}
-	if cfg.LooseDefault {
-		paths = append(paths, "net/ipv4/conf/default/rp_filter")
 	}
 	for _, d := range cfg.Devices {
 		if d == "" || strings.ContainsAny(d, "/") || d == "." || d == ".." {
@@ -136,7 +133,13 @@ func Set(cfg Config, dryRun bool) ([]Change, error) {
 		return plan, nil
 	}
 	for i, c := range plan {
-		if err := os.WriteFile(filepath.Join(root, c.path), []byte(c.To+"\n"), 0o644); err != nil {
+		var err error
+		if cfg.Root == "" && c.device != "" {
+			err = setRPFilter(c.device, 2)
+		} else {
+			err = os.WriteFile(filepath.Join(root, c.path), []byte(c.To+"\n"), 0o644)
+		}
+		if err != nil {
 			return plan[:i], fmt.Errorf("set %s to %s (run privileged, or set it on the node yourself): %w", c.Name, c.To, err)
 		}
 	}

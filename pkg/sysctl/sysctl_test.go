@@ -26,12 +26,12 @@ func TestPlan(t *testing.T) {
 		cur  map[string]string
 		want []string
 	}{
-		{name: "strict node, IPv4", cfg: Config{Forward: true, LooseDefault: true, Devices: []string{"eth0", "flannel.1"}}, cur: base, want: []string{
-			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.default.rp_filter: 1 -> 2", "net.ipv4.conf.eth0.rp_filter: 1 -> 2"}},
-		{name: "IPv6 too: accept_ra before forwarding, never on all", cfg: Config{Forward: true, LooseDefault: true, Devices: []string{"eth0"}, IPv6: true}, cur: base, want: []string{
-			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.default.rp_filter: 1 -> 2", "net.ipv4.conf.eth0.rp_filter: 1 -> 2",
+		{name: "strict node, IPv4", cfg: Config{Forward: true, Devices: []string{"eth0", "flannel.1"}}, cur: base, want: []string{
+			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.eth0.rp_filter: 1 -> 2"}},
+		{name: "IPv6 too: accept_ra before forwarding, never on all", cfg: Config{Forward: true, Devices: []string{"eth0"}, IPv6: true}, cur: base, want: []string{
+			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.eth0.rp_filter: 1 -> 2",
 			"net.ipv6.conf.eth0.accept_ra: 1 -> 2", "net.ipv6.conf.all.forwarding: 0 -> 1"}},
-		{name: "already right: nothing", cfg: Config{Forward: true, LooseDefault: true, Devices: []string{"eth0"}}, cur: map[string]string{
+		{name: "already right: nothing", cfg: Config{Forward: true, Devices: []string{"eth0"}}, cur: map[string]string{
 			"net/ipv4/ip_forward": "1", "net/ipv4/conf/default/rp_filter": "2", "net/ipv4/conf/eth0/rp_filter": "0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,7 +56,7 @@ func TestSetSysctlsWritesOnlyWhatDiffers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := Config{Forward: true, LooseDefault: true, Root: root, Devices: []string{"eth0"}}
+	cfg := Config{Forward: true, Root: root, Devices: []string{"eth0"}}
 	dry, err := Set(cfg, true)
 	if err != nil || len(dry) != 2 {
 		t.Fatalf("dry run: %v %v", dry, err)
@@ -76,7 +76,7 @@ func TestSetSysctlsWritesOnlyWhatDiffers(t *testing.T) {
 	if again, err := Set(cfg, false); err != nil || len(again) != 0 {
 		t.Errorf("second run changed %v (%v); want nothing", again, err)
 	}
-	if _, err := Set(Config{Forward: true, LooseDefault: true, Root: root, Devices: []string{"nosuch0"}}, false); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+	if _, err := Set(Config{Forward: true, Root: root, Devices: []string{"nosuch0"}}, false); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 		t.Errorf("missing device: %v", err)
 	}
 }
