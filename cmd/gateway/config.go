@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -61,10 +62,10 @@ type config struct {
 // help states what the code does.
 func defaultConfig() config {
 	return config{
-		Interface: "tmesh0", ListenPort: 51820, WireGuard: string(wg.ModeAuto), RunDir: wg.DefaultRunDir,
+		Interface: defaults.Interface, ListenPort: defaults.ListenPort, WireGuard: string(wg.ModeAuto), RunDir: wg.DefaultRunDir,
 		HeartbeatInterval: gateway.DefaultHeartbeatInterval, Metrics: ":9570", LogLevel: "info",
 		KeyFile: "/var/lib/tunnelmesh/private.key", Epoch: 1,
-		NodeName: os.Getenv("NODE_NAME"), Namespace: election.DefaultNamespace,
+		NodeName: os.Getenv("NODE_NAME"), Namespace: defaults.Namespace,
 		GossipPort: election.DefaultGossipPort, ClustersetGossipPort: gossip.DefaultPort,
 		LeaseDuration: election.DefaultLeaseDuration, RenewInterval: election.DefaultRenewInterval,
 		RenewDeadline: election.DefaultRenewDeadline, StatusInterval: 5 * time.Second,
@@ -101,8 +102,8 @@ func (c *config) settings() []setting {
 		{"namespace", modeK8s, "namespace of the Lease, Secrets and MeshGateway", &c.Namespace},
 		{"interface", modeBoth, "WireGuard interface name", &c.Interface},
 		{"listen-port", modeBoth, "WireGuard UDP port (1-65535)", &c.ListenPort},
-		{"mtu", modeRun, "tunnel MTU (default: underlay MTU - 80)", &c.MTU},
-		{"mtu", modeK8s, "tunnel MTU (default: the node's underlay MTU - 80)", &c.MTU},
+		{"mtu", modeRun, fmt.Sprintf("tunnel MTU (default: underlay MTU - %d)", defaults.WireGuardOverhead), &c.MTU},
+		{"mtu", modeK8s, fmt.Sprintf("tunnel MTU (default: the node's underlay MTU - %d)", defaults.WireGuardOverhead), &c.MTU},
 		{"wireguard", modeBoth, "WireGuard implementation: auto, kernel or userspace", &c.WireGuard},
 		{"run-dir", modeBoth, "directory for the UAPI socket; another directory is bound over " + wg.DefaultRunDir + " in a private mount namespace", &c.RunDir},
 		{"state-file", modeRun, "last broker state, reused when restarting during a broker outage (default: state.json next to --key-file)", &c.StateFile},

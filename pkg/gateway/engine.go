@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -44,17 +45,19 @@ type Engine struct {
 	log    *slog.Logger
 	member *Member
 	roles  chan struct{}
+	nodes  chan struct{} // SetNodeAddrs happened
 
-	mu       sync.Mutex
-	role     Role
-	desired  Desired // latest computed from the view (whatever the role)
-	applied  *Desired
-	changed  chan struct{} // closed when applied or the role changes
-	health   []api.PeerHealth
-	problems []string
-	applies  int
-	revision int64 // of the last snapshot computed
-	dp       *DataPlane
+	mu        sync.Mutex
+	nodeAddrs []netip.Addr // Local.NodeAddrs as last set
+	role      Role
+	desired   Desired // latest computed from the view (whatever the role)
+	applied   *Desired
+	changed   chan struct{} // closed when applied or the role changes
+	health    []api.PeerHealth
+	problems  []string
+	applies   int
+	revision  int64 // of the last snapshot computed
+	dp        *DataPlane
 }
 
 // New returns an Engine that registers through reg and follows views
@@ -67,12 +70,13 @@ func New(cfg Config, reg Registrar, views Follower) *Engine {
 		cfg.ProbeInterval = time.Second
 	}
 	if cfg.Local.Interface == "" {
-		cfg.Local.Interface = "tmesh0"
+		cfg.Local.Interface = defaults.Interface
 	}
 	if cfg.Role == "" {
 		cfg.Role = RoleActive
 	}
-	e := &Engine{cfg: cfg, views: views, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1), changed: make(chan struct{})}
+	e := &Engine{cfg: cfg, views: views, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1), nodes: make(chan struct{}, 1),
+		nodeAddrs: cfg.Local.NodeAddrs, changed: make(chan struct{})}
 	e.member = NewMember(MemberConfig{
 		Gateway: api.Gateway{ClusterID: cfg.Local.ClusterID, Hostname: cfg.Hostname, PublicIP: cfg.PublicIP,
 			PrivateIP: cfg.PrivateIP, Port: cfg.ListenPort, PublicKey: cfg.PrivateKey.PublicKey().String()},
@@ -106,6 +110,18 @@ func (e *Engine) SetRole(role Role, epoch int64) {
 	e.mu.Unlock()
 	select {
 	case e.roles <- struct{}{}:
+	default:
+	}
+}
+
+// SetNodeAddrs replaces Local.NodeAddrs (the cluster's nodes come and go):
+// the desired state is computed again from the last snapshot.
+func (e *Engine) SetNodeAddrs(addrs []netip.Addr) {
+	e.mu.Lock()
+	e.nodeAddrs = slices.Clone(addrs)
+	e.mu.Unlock()
+	select {
+	case e.nodes <- struct{}{}:
 	default:
 	}
 }
@@ -165,6 +181,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 
 	probeTick := time.NewTicker(e.cfg.ProbeInterval)
 	defer probeTick.Stop()
+	var last *api.Snapshot
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,7 +192,12 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			}
 			return nil
 		case s := <-snaps:
+			last = &s
 			e.onSnapshot(s)
+		case <-e.nodes:
+			if last != nil {
+				e.onSnapshot(*last)
+			}
 		case <-e.roles:
 		case now := <-probeTick.C:
 			probe = e.probeAndAssess(probe, now)
@@ -201,7 +223,11 @@ func (e *Engine) updateProblems() {
 
 // onSnapshot computes the desired state.
 func (e *Engine) onSnapshot(s api.Snapshot) {
-	d := Compute(e.cfg.Local, s)
+	local := e.cfg.Local
+	e.mu.Lock()
+	local.NodeAddrs = e.nodeAddrs
+	e.mu.Unlock()
+	d := Compute(local, s)
 	e.mu.Lock()
 	e.desired = d
 	e.revision = s.Revision

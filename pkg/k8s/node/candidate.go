@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
@@ -20,7 +21,6 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
-	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -45,6 +45,10 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 			log.Warn("register gateway metrics", "err", err)
 		}
 	}
+	// Only the local CIDRs and the nodes may send into the tunnel.
+	nodesCtx, stopNodes := context.WithCancel(ctx)
+	defer stopNodes()
+	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
 	el, err := r.elector(ips, keysecret.GossipKey(g.key))
 	if err != nil {
 		return err
@@ -99,7 +103,7 @@ func (r *runner) prepareGateway(ctx context.Context, log *slog.Logger, self rout
 		g.privateIP = ips[0]
 	}
 	if g.mtu = r.cfg.MTU; g.mtu == 0 {
-		g.mtu = self.MTU - wg.Overhead
+		g.mtu = self.MTU - defaults.WireGuardOverhead
 	}
 	g.local = gateway.Local{ClusterID: g.info.ClusterID, Interface: r.cfg.Interface, PodCIDRs: g.cidrs.Pod,
 		ServiceCIDRs: g.cidrs.Service, UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(g.info.URL)}

@@ -34,7 +34,7 @@ type Config struct {
 	// Gateway data plane (candidates only).
 	Interface  string
 	ListenPort int
-	MTU        int // 0: the underlay device's MTU - 80
+	MTU        int // 0: the underlay device's MTU - defaults.WireGuardOverhead
 	WireGuard  wg.Mode
 	PublicIP   string
 	// StateFile keeps the last broker state on the node (a hostPath), so that
