@@ -48,6 +48,11 @@ type SourceConfig struct {
 //     gossip.Overlay: only a remote cluster's newer active gateway, never a
 //     cluster the base does not list.
 //
+// Gossip is learned, never said by the broker: the state file keeps the
+// base only, a stored view keeps the gossip apart from the base
+// (StoredView), and gossip.Overlay verifies every announcement again
+// against the current base each time it is laid over it.
+//
 // Every change of the resulting view is handed to the follower (the engine)
 // and announced on Changed.
 type Source struct {
@@ -58,10 +63,11 @@ type Source struct {
 
 	mu       sync.Mutex
 	base     *api.Snapshot
-	remotes  map[string]gossip.Remote
+	remotes  map[string]gossip.Remote // live gossip
+	stored   map[string]gossip.Remote // gossip of a stored view
 	overlaid []string
 	onChange func(api.Snapshot)
-	saved    *Desired // what the view in the state file needs of the data plane
+	saved    *Desired // what the base in the state file needs of the data plane
 	changed  chan struct{}
 }
 
@@ -111,17 +117,45 @@ func (s *Source) fromBroker(snap api.Snapshot) {
 	s.push()
 }
 
-// Adopt makes a stored view the base unless the current base is newer.
-func (s *Source) Adopt(snap api.Snapshot) bool {
+// StoredView is the view an active keeps in its cluster for the next one:
+// the broker's snapshot and, apart from it, the gossip laid over it (signed
+// announcements, verified again whenever they are used).
+type StoredView struct {
+	Base   api.Snapshot             `json:"base"`
+	Gossip map[string]gossip.Remote `json:"gossip,omitempty"`
+}
+
+// View is the base with the stored gossip laid over it (what a gateway
+// adopting it would use).
+func (v StoredView) View() api.Snapshot {
+	out, _ := gossip.Overlay(v.Base, "", v.Gossip)
+	return out
+}
+
+// Adopt takes a stored view: its base replaces the current base unless
+// that is newer; its gossip is kept apart from the live gossip.
+func (s *Source) Adopt(v StoredView) bool {
 	s.mu.Lock()
-	if s.base != nil && s.base.Revision > snap.Revision {
+	if s.base != nil && s.base.Revision > v.Base.Revision {
 		s.mu.Unlock()
 		return false
 	}
-	s.base = &snap
+	b := v.Base
+	s.base = &b
+	s.stored = v.Gossip
 	s.mu.Unlock()
 	s.push()
 	return true
+}
+
+// Stored is what to keep in the cluster: the base and the gossip, apart.
+func (s *Source) Stored() (StoredView, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.base == nil {
+		return StoredView{}, false
+	}
+	return StoredView{Base: *s.base, Gossip: s.gossipLocked()}, true
 }
 
 // SetRemotes takes gossip's current knowledge of the other clusters.
@@ -153,11 +187,29 @@ func (s *Source) Changed() <-chan struct{} {
 	return s.changed
 }
 
+// gossipLocked is the live gossip over the stored one, cluster by cluster
+// the newer epoch.
+func (s *Source) gossipLocked() map[string]gossip.Remote {
+	if len(s.stored) == 0 {
+		return s.remotes
+	}
+	out := make(map[string]gossip.Remote, len(s.stored)+len(s.remotes))
+	for id, r := range s.stored {
+		out[id] = r
+	}
+	for id, r := range s.remotes {
+		if o, ok := out[id]; !ok || r.Epoch >= o.Epoch {
+			out[id] = r
+		}
+	}
+	return out
+}
+
 func (s *Source) viewLocked() (api.Snapshot, bool) {
 	if s.base == nil {
 		return api.Snapshot{}, false
 	}
-	v, over := gossip.Overlay(*s.base, s.cfg.Local.ClusterID, s.remotes)
+	v, over := gossip.Overlay(*s.base, s.cfg.Local.ClusterID, s.gossipLocked())
 	if !slices.Equal(over, s.overlaid) {
 		if len(over) > 0 {
 			s.log.Info("endpoints of remote clusters' new active gateways from gossip (newer than the broker's records)", "clusters", over)
@@ -169,8 +221,9 @@ func (s *Source) viewLocked() (api.Snapshot, bool) {
 	return v, true
 }
 
-// push hands the view to the follower, keeps it in the state file when it
-// changes what the data plane needs, and announces the change.
+// push hands the view to the follower, keeps the base (never the gossip)
+// in the state file when it changes what the data plane needs, and
+// announces the change.
 func (s *Source) push() {
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
@@ -179,19 +232,18 @@ func (s *Source) push() {
 	cb := s.onChange
 	close(s.changed)
 	s.changed = make(chan struct{})
-	var save bool
+	var save *api.Snapshot
 	if ok {
-		d := Compute(s.cfg.Local, v)
-		if save = s.saved == nil || !s.saved.Equal(d); save {
-			s.saved = &d
+		if d := Compute(s.cfg.Local, *s.base); s.saved == nil || !s.saved.Equal(d) {
+			s.saved, save = &d, s.base
 		}
 	}
 	s.mu.Unlock()
 	if !ok {
 		return
 	}
-	if save {
-		s.saveState(v)
+	if save != nil {
+		s.saveState(*save)
 	}
 	if cb != nil {
 		cb(v)

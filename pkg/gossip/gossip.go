@@ -256,13 +256,22 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 // Close stops without a goodbye (the others notice by probing).
 func (m *Mesh) Close() error { return m.ml.Shutdown() }
 
+// Sign returns g signed with its cluster's WireGuard private key k.
+func Sign(k wgtypes.Key, g Gateway) (Gateway, error) {
+	sig, err := sign(k, g.payload())
+	if err != nil {
+		return g, fmt.Errorf("gossip: sign the announcement: %w", err)
+	}
+	g.Sig = sig
+	return g, nil
+}
+
 // setSelf signs self and keeps it as this member's metadata.
 func (m *Mesh) setSelf(self Gateway) error {
-	sig, err := sign(m.key, self.payload())
+	self, err := Sign(m.key, self)
 	if err != nil {
-		return fmt.Errorf("gossip: sign the announcement: %w", err)
+		return err
 	}
-	self.Sig = sig
 	b, err := json.Marshal(self)
 	if err != nil {
 		return err

@@ -58,7 +58,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		bc: g.broker, src: src, eng: eng, cidrs: g.cidrs, clusterID: clusterID, publicKey: publicKey, endpoint: g.endpoint,
 		log: log}
 	ten := tenure{r: r, eng: eng, src: src, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace},
-		gossipKey: g.info.GossipKey, log: log.With("part", "tenure"),
+		gossipKey: g.info.GossipKey, key: g.key, log: log.With("part", "tenure"),
 		self: gossip.Gateway{ClusterID: clusterID, Hostname: r.cfg.NodeName, Endpoint: g.endpoint, PublicKey: publicKey}}
 	return roles{log: log, eng: eng, el: el, status: sw, tenure: ten, statusEvery: r.cfg.StatusInterval}.run(ctx)
 }

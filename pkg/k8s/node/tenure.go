@@ -14,6 +14,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // tenure is what the active gateway runs beside its data plane for one
@@ -27,6 +28,7 @@ type tenure struct {
 	store     ViewStore
 	self      gossip.Gateway // Epoch set per tenure
 	gossipKey []byte         // nil: no cross-cluster gossip
+	key       wgtypes.Key    // the cluster's WireGuard key: signs our announcements
 	log       *slog.Logger
 }
 
@@ -48,7 +50,8 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 		cancel()
 		if err == nil {
 			if ok && t.src.Adopt(s) {
-				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Revision, "storedAtEpoch", by)
+				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Base.Revision,
+					"gossiped", len(s.Gossip), "storedAtEpoch", by)
 			}
 			break
 		}
@@ -64,7 +67,7 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 			return
 		case <-tick.C:
 		}
-		v, ok := t.src.View()
+		v, ok := t.src.Stored()
 		if !ok {
 			continue
 		}
@@ -126,7 +129,7 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 			self.Epoch = epoch
 			var err error
 			m, err = gossip.Start(gossip.Config{Self: self, BindAddr: st.TunnelIP.String(), BindPort: port,
-				SecretKey: t.gossipKey, Allow: sources.Allow, Logger: t.log})
+				SecretKey: t.gossipKey, Allow: sources.Allow, Key: t.key, Trust: t.trust, Logger: t.log})
 			if err != nil {
 				t.log.Warn("start cross-cluster gossip (will retry)", "err", err)
 				retry = time.After(time.Second)
@@ -157,4 +160,14 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 			t.src.SetRemotes(m.Remotes())
 		}
 	}
+}
+
+// trust is what the broker's records (the Source's base, never gossip)
+// say of a cluster: what its announcements are checked against.
+func (t tenure) trust(id string) (gossip.Trust, bool) {
+	b := t.src.Base()
+	if b == nil {
+		return gossip.Trust{}, false
+	}
+	return gossip.TrustOf(*b, id)
 }

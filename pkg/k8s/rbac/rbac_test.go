@@ -25,6 +25,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	tmapi "github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -125,12 +126,12 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	// creates the Secret, later ones update it, a new active reads it.
 	views := node.ViewStore{Client: client, Namespace: ns}
 	for rev := int64(1); rev <= 2; rev++ {
-		if err := views.Save(ctx, tmapi.Snapshot{Revision: rev}, active.Epoch); err != nil {
+		if err := views.Save(ctx, gateway.StoredView{Base: tmapi.Snapshot{Revision: rev}}, active.Epoch); err != nil {
 			return fmt.Errorf("store the gateway view: %w", err)
 		}
 	}
-	if v, _, ok, err := views.Load(ctx); err != nil || !ok || v.Revision != 2 {
-		return fmt.Errorf("read the gateway view: %v (found %v, revision %d)", err, ok, v.Revision)
+	if v, _, ok, err := views.Load(ctx); err != nil || !ok || v.Base.Revision != 2 {
+		return fmt.Errorf("read the gateway view: %v (found %v, revision %d)", err, ok, v.Base.Revision)
 	}
 	// Route agents read remote CIDRs from it.
 	mgws := dyn.Resource(status.GVR).Namespace(ns)
