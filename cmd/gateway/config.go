@@ -43,6 +43,8 @@ type config struct {
 	HeartbeatInterval      time.Duration
 	Metrics                string
 	LogLevel               string
+	// ResolvConf: the node's resolv.conf files (its DNS upstreams).
+	ResolvConf []string
 
 	// gateway run.
 	ClusterID, Broker, CAFile, CredentialFile, JoinTokenFile, KeyFile, Hostname, PrivateIP string
@@ -71,6 +73,16 @@ func defaultConfig() config {
 		RenewDeadline: election.DefaultRenewDeadline, StatusInterval: 5 * time.Second,
 		AgentMode: string(routeagent.ModeVXLAN),
 	}
+}
+
+// defaultResolvConf is where the node's DNS upstreams are read: the host's
+// file outside Kubernetes, the hostPath the DaemonSet mounts in it (the
+// pod's own /etc/resolv.conf names the cluster DNS).
+func defaultResolvConf(m mode) []string {
+	if m == modeK8s {
+		return []string{"/host/etc/resolv.conf"}
+	}
+	return []string{"/etc/resolv.conf"}
 }
 
 // setting is one flag: its name, where it applies, its help and the field.
@@ -122,6 +134,7 @@ func (c *config) settings() []setting {
 		{"metrics", modeRun, "Prometheus metrics listen address; without a host: on --private-ip (0.0.0.0:PORT for every address; empty disables)", &c.Metrics},
 		{"metrics", modeK8s, "Prometheus metrics listen address; without a host: on the node's address (--node-ip, else its InternalIP; 0.0.0.0:PORT for every address; empty disables)", &c.Metrics},
 		{"log-level", modeBoth, "debug, info, warn or error", &c.LogLevel},
+		{"resolv-conf", modeBoth, "the node's resolv.conf (repeatable): a remote CIDR covering one of its nameservers is refused", &c.ResolvConf},
 	}
 }
 
@@ -131,6 +144,7 @@ const k8sStateFile = "/var/lib/tunnelmesh/state.json"
 // register adds m's flags to fs, each with the field's current value as its
 // default (pflag prints it in the help).
 func (c *config) register(fs *pflag.FlagSet, m mode) {
+	c.ResolvConf = defaultResolvConf(m)
 	for _, s := range c.settings() {
 		if s.in&m == 0 {
 			continue

@@ -88,6 +88,6 @@ func runK8s(ctx context.Context, f config) error {
 		StateFile: f.StateFile, GossipPort: f.GossipPort, ClustersetGossipPort: f.ClustersetGossipPort,
 		LeaseDuration: f.LeaseDuration, RenewInterval: f.RenewInterval, RenewDeadline: f.RenewDeadline,
 		HeartbeatInterval: f.HeartbeatInterval, StatusInterval: f.StatusInterval,
-		AgentMode: p.agentMode, ReplyDevices: f.ReplyDevices, Metrics: reg, Log: log,
+		AgentMode: p.agentMode, ReplyDevices: f.ReplyDevices, ResolvConf: f.ResolvConf, Metrics: reg, Log: log,
 	})
 }

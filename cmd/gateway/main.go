@@ -99,7 +99,8 @@ func run(ctx context.Context, f config) error {
 	if err != nil {
 		return fmt.Errorf("broker client: %w", err)
 	}
-	local := gateway.Local{ClusterID: f.ClusterID, Interface: f.Interface, PodCIDRs: p.pods, ServiceCIDRs: p.services}
+	local := gateway.Local{ClusterID: f.ClusterID, Interface: f.Interface, PodCIDRs: p.pods, ServiceCIDRs: p.services,
+		DNSAddrs: gateway.Nameservers(f.ResolvConf...)}
 	for _, s := range []string{f.PrivateIP, f.PublicIP} {
 		if a, err := netip.ParseAddr(s); err == nil {
 			local.UnderlayAddrs = append(local.UnderlayAddrs, a.Unmap())

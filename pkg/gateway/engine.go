@@ -45,10 +45,11 @@ type Engine struct {
 	log    *slog.Logger
 	member *Member
 	roles  chan struct{}
-	nodes  chan struct{} // SetNodeAddrs happened
+	nodes  chan struct{} // SetNodeAddrs or SetAPIServerAddrs happened
 
 	mu        sync.Mutex
 	nodeAddrs []netip.Addr // Local.NodeAddrs as last set
+	apiAddrs  []netip.Addr // Local.APIServerAddrs as last set
 	role      Role
 	desired   Desired // latest computed from the view (whatever the role)
 	applied   *Desired
@@ -76,7 +77,7 @@ func New(cfg Config, reg Registrar, views Follower) *Engine {
 		cfg.Role = RoleActive
 	}
 	e := &Engine{cfg: cfg, views: views, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1), nodes: make(chan struct{}, 1),
-		nodeAddrs: cfg.Local.NodeAddrs, changed: make(chan struct{})}
+		nodeAddrs: cfg.Local.NodeAddrs, apiAddrs: cfg.Local.APIServerAddrs, changed: make(chan struct{})}
 	e.member = NewMember(MemberConfig{
 		Gateway: api.Gateway{ClusterID: cfg.Local.ClusterID, Hostname: cfg.Hostname, PublicIP: cfg.PublicIP,
 			PrivateIP: cfg.PrivateIP, Port: cfg.ListenPort, PublicKey: cfg.PrivateKey.PublicKey().String()},
@@ -120,6 +121,19 @@ func (e *Engine) SetNodeAddrs(addrs []netip.Addr) {
 	e.mu.Lock()
 	e.nodeAddrs = slices.Clone(addrs)
 	e.mu.Unlock()
+	e.recompute()
+}
+
+// SetAPIServerAddrs replaces Local.APIServerAddrs (the local API server's
+// endpoints): the desired state is computed again from the last snapshot.
+func (e *Engine) SetAPIServerAddrs(addrs []netip.Addr) {
+	e.mu.Lock()
+	e.apiAddrs = slices.Clone(addrs)
+	e.mu.Unlock()
+	e.recompute()
+}
+
+func (e *Engine) recompute() {
 	select {
 	case e.nodes <- struct{}{}:
 	default:
@@ -225,7 +239,7 @@ func (e *Engine) updateProblems() {
 func (e *Engine) onSnapshot(s api.Snapshot) {
 	local := e.cfg.Local
 	e.mu.Lock()
-	local.NodeAddrs = e.nodeAddrs
+	local.NodeAddrs, local.APIServerAddrs = e.nodeAddrs, e.apiAddrs
 	e.mu.Unlock()
 	d := Compute(local, s)
 	e.mu.Lock()

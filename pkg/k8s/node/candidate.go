@@ -49,6 +49,8 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	nodesCtx, stopNodes := context.WithCancel(ctx)
 	defer stopNodes()
 	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
+	// A remote CIDR covering the API server is refused (its endpoints change rarely).
+	go r.followAPIServerAddrs(nodesCtx, 30*time.Second, eng.SetAPIServerAddrs)
 	el, err := r.elector(ips, keysecret.GossipKey(g.key))
 	if err != nil {
 		return err
@@ -106,7 +108,8 @@ func (r *runner) prepareGateway(ctx context.Context, log *slog.Logger, self rout
 		g.mtu = self.MTU - defaults.WireGuardOverhead
 	}
 	g.local = gateway.Local{ClusterID: g.info.ClusterID, Interface: r.cfg.Interface, PodCIDRs: g.cidrs.Pod,
-		ServiceCIDRs: g.cidrs.Service, UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(g.info.URL)}
+		ServiceCIDRs: g.cidrs.Service, UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(g.info.URL),
+		DNSAddrs: gateway.Nameservers(r.cfg.ResolvConf...)}
 	g.endpoint = net.JoinHostPort(endpointIP(r.cfg.PublicIP, g.privateIP), strconv.Itoa(r.cfg.ListenPort))
 	// The clusterset gossip key must be one secret shared by every member
 	// cluster. Nothing the gateway has qualifies: the WireGuard key is per

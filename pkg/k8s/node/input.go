@@ -20,8 +20,10 @@ type ClusterView struct {
 	// Gateways are the MeshGateway objects of the namespace (normally one).
 	Gateways []status.MeshGateway
 	// Nodes are every node's InternalIPs (NodeAddrs): the senders the
-	// VXLAN port accepts.
+	// VXLAN port accepts, and addresses no remote CIDR may cover.
 	Nodes []netip.Addr
+	// DNS are this node's DNS upstreams.
+	DNS []netip.Addr
 }
 
 // AgentSettings are the agent's own settings (flags).
@@ -37,7 +39,7 @@ type AgentSettings struct {
 // the failover), the local pod CIDRs from the flag or else the status.
 // Problems are CIDRs in the status that do not parse. Pure.
 func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagent.Input, []string) {
-	in := routeagent.Input{Self: self, Mode: s.Mode, ReplyDevices: s.ReplyDevices, Nodes: slices.Clone(v.Nodes)}
+	in := routeagent.Input{Self: self, Mode: s.Mode, ReplyDevices: s.ReplyDevices, Nodes: slices.Clone(v.Nodes), DNS: slices.Clone(v.DNS)}
 	if v.Holder != "" {
 		in.Active = routeagent.Gateway{Node: v.Holder, Addresses: slices.Clone(v.HolderAddrs)}
 	}
@@ -63,6 +65,13 @@ func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagen
 		for _, r := range gw.Status.Remotes {
 			in.Remote = append(in.Remote, parse("pod CIDR of "+r.Cluster, r.PodCIDRs)...)
 			in.Remote = append(in.Remote, parse("service CIDR of "+r.Cluster, r.ServiceCIDRs)...)
+			for _, ref := range r.Refused {
+				if p, err := cidr.Parse(ref.CIDR, cidr.Mask); err == nil {
+					in.GatewayRefused = append(in.GatewayRefused, routeagent.Refusal{CIDR: p, Reason: ref.Reason})
+				} else {
+					problems = append(problems, fmt.Sprintf("refused CIDR of %s: %v", r.Cluster, err))
+				}
+			}
 		}
 	}
 	slices.SortFunc(in.Remote, func(a, b netip.Prefix) int {

@@ -51,6 +51,10 @@ type Config struct {
 	// StatusInterval between MeshGateway writes while active.
 	HeartbeatInterval, StatusInterval time.Duration
 
+	// ResolvConf are the node's resolv.conf files (its DNS upstreams: a
+	// remote CIDR covering one is refused); missing ones are skipped.
+	ResolvConf []string
+
 	// Route agent.
 	AgentMode    routeagent.Mode
 	ReplyDevices []string

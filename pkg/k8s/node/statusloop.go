@@ -56,7 +56,8 @@ func (s *statusLoop) write(ctx context.Context, epoch int64) {
 	cancel()
 	base := s.src.Base()
 	st := BuildStatus(StatusInput{ClusterID: s.clusterID, Node: s.r.cfg.NodeName, Epoch: epoch, PublicKey: s.publicKey,
-		Endpoint: s.endpoint, CIDRs: s.cidrs, Snapshot: base, Health: s.eng.Health(), BrokerReachable: reachable})
+		Endpoint: s.endpoint, CIDRs: s.cidrs, Snapshot: base, Health: s.eng.Health(), BrokerReachable: reachable,
+		Refused: s.eng.Refused()})
 	for _, c := range st.Conditions {
 		meta.SetStatusCondition(&s.conds, c)
 		if c.Type == CondCIDRsMatch {

@@ -109,6 +109,10 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 			return errors.New("election: not active within 4 s")
 		}
 	}
+	// The active reads the API server's endpoints (remote CIDRs covering them are refused).
+	if _, err := node.APIServerAddrs(ctx, client); err != nil {
+		return fmt.Errorf("read the API server's endpoints: %w", err)
+	}
 	// Route agent: who is active and where.
 	if _, err := client.CoreV1().Nodes().Get(ctx, active.Holder, metav1.GetOptions{}); err != nil {
 		return fmt.Errorf("route agent: get the active node: %w", err)
