@@ -357,7 +357,7 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 	}
 	if probe == nil && d.TunnelIP.IsValid() {
 		var err error
-		if probe, err = newProber(d.TunnelIP); err != nil {
+		if probe, err = newProber(d.TunnelIP, e.cfg.Local.Interface); err != nil {
 			e.log.Warn("health probes", "err", err)
 		}
 	}

@@ -95,7 +95,7 @@ func FuzzProbe(f *testing.F) {
 func TestProberSocket(t *testing.T) {
 	testbed.RequireNetns(t)
 	tunnel, peer := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")
-	p, err := newProber(tunnel)
+	p, err := newProber(tunnel, "lo")
 	if err != nil {
 		t.Fatal(err)
 	}
