@@ -174,19 +174,44 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("second exporter: ports are the union", func(t *testing.T) {
-		west.service("demo", "web", false, []corev1.ServicePort{tcp("http", 80, 8080), tcp("metrics", 9090, 9090)}, pod{ip: "10.2.0.10"})
+	t.Run("second exporter with the same ports: no conflict", func(t *testing.T) {
+		west.service("demo", "web", false, webPorts, pod{ip: "10.2.0.10"})
 		west.export("demo", "web")
 		for _, c := range []*cluster{east, west} {
 			c.wantConditions("demo", "web", validExported)
-			c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80,metrics/TCP/9090", clusters: "east,west",
+			c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
 				endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!"}, "west": {"10.2.0.10"}}})
+		}
+	})
+
+	// KEP-1645 as its conformance suite reads it: port sets that differ
+	// merge into their union and are a conflict on every export.
+	t.Run("ports that differ: the union and a conflict", func(t *testing.T) {
+		udp := corev1.ServicePort{Name: "udp", Protocol: corev1.ProtocolUDP, Port: 42, TargetPort: intstr.FromInt32(42)}
+		sctp := corev1.ServicePort{Name: "stcp", Protocol: corev1.ProtocolSCTP, Port: 142, TargetPort: intstr.FromInt32(142)}
+		east.service("demo", "hello", false, []corev1.ServicePort{tcp("tcp", 42, 42), udp}, pod{ip: "10.1.0.40"})
+		east.export("demo", "hello")
+		east.wantConditions("demo", "hello", validExported)
+		west.service("demo", "hello", false, []corev1.ServicePort{tcp("tcp", 42, 42), sctp}, pod{ip: "10.2.0.40"})
+		west.export("demo", "hello")
+		for _, c := range []*cluster{east, west} {
+			c.wantConditions("demo", "hello", conflicted("PortConflict"))
+			c.wantConditionMessage("demo", "hello", "Conflict", "east", "west")
+			c.wantImport("demo", "hello", want{typ: mcsv1beta1.ClusterSetIP, ports: "tcp/TCP/42,udp/UDP/42,stcp/SCTP/142", clusters: "east,west",
+				endpoints: map[string][]string{"east": {"10.1.0.40"}, "west": {"10.2.0.40"}}})
+		}
+		west.unexport("demo", "hello")
+		east.wantConditions("demo", "hello", validExported)
+		east.wantImport("demo", "hello", want{typ: mcsv1beta1.ClusterSetIP, ports: "tcp/TCP/42,udp/UDP/42", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.40"}}})
+		east.unexport("demo", "hello")
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 20*time.Second, func() error { return c.gone("demo", "hello") })
 		}
 	})
 
 	t.Run("conflicts", func(t *testing.T) {
 		svcs := west.kube.CoreV1().Services("demo")
-		ses := west.mcs.MulticlusterV1beta1().ServiceExports("demo")
 		update := func(fn func(*corev1.Service)) {
 			t.Helper()
 			s, err := svcs.Get(ctx, "web", metav1.GetOptions{})
@@ -198,17 +223,7 @@ func TestLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		updateSE := func(fn func(*mcsv1beta1.ServiceExport)) {
-			t.Helper()
-			se, err := ses.Get(ctx, "web", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fn(se)
-			if _, err := ses.Update(ctx, se, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		updateSE := func(fn func(*mcsv1beta1.ServiceExport)) { t.Helper(); west.updateExport("demo", "web", fn) }
 		for _, tc := range []struct {
 			reason      string
 			make, clear func()
@@ -240,6 +255,15 @@ func TestLifecycle(t *testing.T) {
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = ptr("PreferClose") }) },
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = nil }) }, nil},
 			{"PortConflict",
+				func() { update(func(s *corev1.Service) { s.Spec.Ports = append(s.Spec.Ports, tcp("metrics", 9090, 9090)) }) },
+				func() { update(func(s *corev1.Service) { s.Spec.Ports = s.Spec.Ports[:1] }) },
+				func(im *imported) error {
+					if got := fmt.Sprint(len(im.SI.Spec.Ports), im.SI.Spec.Ports[len(im.SI.Spec.Ports)-1].Name); got != "2 metrics" {
+						return fmt.Errorf("ports %v: want the union of http and metrics", im.SI.Spec.Ports)
+					}
+					return nil
+				}},
+			{"PortConflict",
 				func() { update(func(s *corev1.Service) { s.Spec.Ports[0].Port = 81 }) },
 				func() { update(func(s *corev1.Service) { s.Spec.Ports[0].Port = 80 }) },
 				func(im *imported) error {
@@ -253,11 +277,36 @@ func TestLifecycle(t *testing.T) {
 					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = map[string]string{"tier": "web"} })
 				},
 				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil }) }, nil},
+			// Labels and annotations are the oldest export's whole set:
+			// east's {team: a}, not merged with west's {team: a, tier: web}.
+			{"LabelsConflict",
+				func() {
+					east.updateExport("demo", "web", func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = map[string]string{"team": "a"} })
+					updateSE(func(se *mcsv1beta1.ServiceExport) {
+						se.Spec.ExportedLabels = map[string]string{"team": "a", "tier": "web"}
+					})
+				},
+				func() {
+					east.updateExport("demo", "web", func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil })
+					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil })
+				},
+				func(im *imported) error {
+					if im.SI.Labels["team"] != "a" || im.SI.Labels["tier"] != "" {
+						return fmt.Errorf("ServiceImport labels %v: want the oldest export's (east) whole set, team=a and no tier", im.SI.Labels)
+					}
+					return nil
+				}},
 			{"AnnotationsConflict",
 				func() {
 					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = map[string]string{"a": "b"} })
 				},
-				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = nil }) }, nil},
+				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = nil }) },
+				func(im *imported) error {
+					if _, ok := im.SI.Annotations["a"]; ok {
+						return fmt.Errorf("ServiceImport annotations %v: the oldest export (east) has none, so none are imported", im.SI.Annotations)
+					}
+					return nil
+				}},
 			{"SessionAffinityConflict,TrafficDistributionConflict",
 				func() {
 					update(func(s *corev1.Service) {
@@ -275,6 +324,7 @@ func TestLifecycle(t *testing.T) {
 				tc.make()
 				for _, c := range []*cluster{east, west} {
 					c.wantConditions("demo", "web", conflicted(tc.reason))
+					c.wantConditionMessage("demo", "web", "Conflict", "east", "west")
 				}
 				if tc.check != nil {
 					for _, c := range []*cluster{east, west} {

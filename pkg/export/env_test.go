@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -273,6 +274,42 @@ func (c *cluster) export(ns, name string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// updateExport changes the ServiceExport's spec.
+func (c *cluster) updateExport(ns, name string, fn func(*mcsv1beta1.ServiceExport)) {
+	c.t.Helper()
+	ses := c.mcs.MulticlusterV1beta1().ServiceExports(ns)
+	se, err := ses.Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fn(se)
+	if _, err := ses.Update(context.Background(), se, metav1.UpdateOptions{}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// wantConditionMessage waits until the ServiceExport's condition of type
+// typ has a message naming every one of words.
+func (c *cluster) wantConditionMessage(ns, name, typ string, words ...string) {
+	c.t.Helper()
+	eventually(c.t, 20*time.Second, func() error {
+		se, err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cd := apimeta.FindStatusCondition(se.Status.Conditions, typ)
+		if cd == nil {
+			return fmt.Errorf("%s: ServiceExport %s/%s has no %s condition", c.id, ns, name, typ)
+		}
+		for _, w := range words {
+			if !strings.Contains(cd.Message, w) {
+				return fmt.Errorf("%s: %s message %q does not name %q", c.id, typ, cd.Message, w)
+			}
+		}
+		return nil
+	})
 }
 
 func (c *cluster) unexport(ns, name string) {
