@@ -17,6 +17,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 )
@@ -26,6 +27,7 @@ type want struct {
 	ports     string // name/proto/port, comma-separated, in order
 	clusters  string // comma-separated
 	endpoints map[string][]string
+	withheld  map[string]string // source cluster → reason; nil: none
 	check     func(*imported) error
 	notReady  string // the ServiceImport's Ready reason when it is not ready
 }
@@ -96,6 +98,12 @@ func checkImport(im *imported, w want) error {
 	if !reflect.DeepEqual(im.Endpoints, w.endpoints) {
 		return fmt.Errorf("endpoints %v, want %v", im.Endpoints, w.endpoints)
 	}
+	if w.withheld == nil {
+		w.withheld = map[string]string{}
+	}
+	if !reflect.DeepEqual(im.Withheld, w.withheld) {
+		return fmt.Errorf("withheld %v, want %v", im.Withheld, w.withheld)
+	}
 	if w.check != nil {
 		return w.check(im)
 	}
@@ -118,7 +126,9 @@ func conflicted(reason string) string {
 // TestLifecycle runs two clusters (real apiservers), a real broker and a
 // controller per cluster through the whole MCS lifecycle.
 func TestLifecycle(t *testing.T) {
-	b := brokertest.Start(t, brokertest.Options{})
+	// Gateways go stale fast, for the withdrawal of a cluster whose
+	// gateways stopped heartbeating.
+	b := brokertest.Start(t, brokertest.Options{Tweak: func(c *broker.Config) { c.StaleAfter = 2 * time.Second }})
 	east := startCluster(t, b, "east", "10.1.0.0/16", "10.101.0.0/16")
 	west := startCluster(t, b, "west", "10.2.0.0/16", "10.102.0.0/16")
 	ctx := context.Background()
@@ -255,7 +265,9 @@ func TestLifecycle(t *testing.T) {
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = ptr("PreferClose") }) },
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = nil }) }, nil},
 			{"PortConflict",
-				func() { update(func(s *corev1.Service) { s.Spec.Ports = append(s.Spec.Ports, tcp("metrics", 9090, 9090)) }) },
+				func() {
+					update(func(s *corev1.Service) { s.Spec.Ports = append(s.Spec.Ports, tcp("metrics", 9090, 9090)) })
+				},
 				func() { update(func(s *corev1.Service) { s.Spec.Ports = s.Spec.Ports[:1] }) },
 				func(im *imported) error {
 					if got := fmt.Sprint(len(im.SI.Spec.Ports), im.SI.Spec.Ports[len(im.SI.Spec.Ports)-1].Name); got != "2 metrics" {
@@ -385,15 +397,80 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("tunnel down and up", func(t *testing.T) {
 		west.tunnels.SetUp("east", false)
-		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east", endpoints: map[string][]string{}})
+		// East's endpoints stay listed, all not ready, the slices saying why.
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0!", "10.1.0.21/db-1!"}}, withheld: map[string]string{"east": "TunnelDown"}})
 		west.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
-			endpoints: map[string][]string{"west": {"10.2.0.10/w0"}}})
+			endpoints: map[string][]string{"east": {"10.1.0.10!", "10.1.0.11!"}, "west": {"10.2.0.10/w0"}}, withheld: map[string]string{"east": "TunnelDown"}})
 		// The local cluster's view is unchanged.
 		east.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
 			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
 		west.tunnels.SetUp("east", true)
 		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
 			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+	})
+
+	t.Run("a cluster whose gateways are all stale is withdrawn", func(t *testing.T) {
+		gw := api.Gateway{ClusterID: "east", Hostname: "east-gw", PrivateIP: "192.0.2.10", Port: 51820,
+			PublicKey: "9kq3sNSNyH9qLAJd7lpUzsDnp8lYjQ/yuxrSpsVq1lo=", Active: true, Epoch: 1}
+		if err := east.broker.RegisterGateway(ctx, gw); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = east.broker.DeleteGateway(context.Background(), "east", "east-gw") })
+		// No heartbeat follows: the broker marks it stale after StaleAfter.
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0!", "10.1.0.21/db-1!"}}, withheld: map[string]string{"east": "GatewaysStale"}})
+		east.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		if err := east.broker.Heartbeat(ctx, "east", "east-gw", nil); err != nil {
+			t.Fatal(err)
+		}
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		if err := east.broker.DeleteGateway(ctx, "east", "east-gw"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// trafficDistribution PreferClose: each cluster that exports the
+	// service uses its own endpoints while any is ready, the others' only
+	// when none is; the others' are withheld (not ready, labelled LocalFirst).
+	t.Run("same cluster first", func(t *testing.T) {
+		ports := []corev1.ServicePort{tcp("http", 80, 8080)}
+		for _, c := range []*cluster{east, west} {
+			s := c.service("demo", "near", false, ports, pod{ip: c.podIP(50)})
+			s.Spec.TrafficDistribution = ptr(corev1.ServiceTrafficDistributionPreferClose)
+			if _, err := c.kube.CoreV1().Services("demo").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			c.export("demo", "near")
+		}
+		local := func(c *cluster, other *cluster) want {
+			return want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+				endpoints: map[string][]string{c.id: {c.podIP(50)}, other.id: {other.podIP(50) + "!"}},
+				withheld:  map[string]string{other.id: "LocalFirst"}}
+		}
+		east.wantImport("demo", "near", local(east, west))
+		west.wantImport("demo", "near", local(west, east))
+		east.wantConditions("demo", "near", validExported)
+
+		// East has no ready endpoint: east spills to west; west stays local.
+		start := time.Now()
+		east.endpoints("demo", "near", ports, pod{ip: east.podIP(50), notReady: true})
+		east.wantImport("demo", "near", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"east": {east.podIP(50) + "!"}, "west": {west.podIP(50)}}})
+		t.Logf("local endpoint not ready → the other cluster's endpoints used after %s", time.Since(start).Round(time.Millisecond))
+		west.wantImport("demo", "near", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"west": {west.podIP(50)}, "east": {east.podIP(50) + "!"}}, withheld: map[string]string{"east": "LocalFirst"}})
+
+		east.endpoints("demo", "near", ports, pod{ip: east.podIP(50)})
+		east.wantImport("demo", "near", local(east, west))
+		for _, c := range []*cluster{east, west} {
+			c.unexport("demo", "near")
+		}
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 20*time.Second, func() error { return c.gone("demo", "near") })
+		}
 	})
 
 	t.Run("controller restarted mid-way", func(t *testing.T) {

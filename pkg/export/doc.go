@@ -30,4 +30,9 @@ const (
 	LabelImportName = "tunnelmesh.io/service-import"
 	// DerivedPrefix starts the name of every derived Service.
 	DerivedPrefix = "derived-"
+	// LabelWithheld marks the slices of a cluster whose endpoints are
+	// withheld from an import (all written not ready); its value is the
+	// reason (WithheldTunnelDown, ...). AnnotationWithheld says why in words.
+	LabelWithheld      = "tunnelmesh.io/withheld"
+	AnnotationWithheld = "tunnelmesh.io/withheld-message"
 )

@@ -37,17 +37,20 @@ import (
 // cluster is one real kube-apiserver with the MCS CRDs, and the controller
 // that runs for it.
 type cluster struct {
-	t    testing.TB
-	id   string
-	env  *kubeapi.Env
-	kube kubernetes.Interface
-	mcs  mcsclient.Interface
-	dyn  dynamic.Interface
+	t       testing.TB
+	id      string
+	podCIDR string
+	env     *kubeapi.Env
+	kube    kubernetes.Interface
+	mcs     mcsclient.Interface
+	dyn     dynamic.Interface
 	// Clients of the controller: its ServiceAccount, impersonated.
 	ctrlKube kubernetes.Interface
 	ctrlMCS  mcsclient.Interface
 	ctrlDyn  dynamic.Interface
 	broker   *brokerclient.Client
+	// via, when set, is the broker the controller talks to instead of broker.
+	via      export.Broker
 	tunnels  *export.Tunnels
 	stop     func()
 	runs     int
@@ -58,7 +61,7 @@ func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR strin
 	env := kubeapi.Start(t)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
-	c := &cluster{t: t, id: id, env: env, tunnels: export.NewTunnels()}
+	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels()}
 	var err error
 	if c.kube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
@@ -164,8 +167,12 @@ func InstallCRDs(t testing.TB, dc dynamic.Interface, docs ...[]byte) {
 // waits for it.
 func (c *cluster) run() {
 	c.t.Helper()
+	var br export.Broker = c.broker
+	if c.via != nil {
+		br = c.via
+	}
 	cfg := export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.ctrlKube, MCS: c.ctrlMCS, Dynamic: c.ctrlDyn,
-		Broker: c.broker, Reachability: c.tunnels, Workers: 8,
+		Broker: br, Reachability: c.tunnels, Workers: 8,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	// Elected as in production, with short timings (the lease is released
 	// on a clean stop, so a restart does not wait for it anyway).
@@ -232,6 +239,11 @@ func (c *cluster) service(ns, name string, headless bool, ports []corev1.Service
 	}
 	c.endpoints(ns, name, ports, pods...)
 	return s
+}
+
+// podIP is address i of the cluster's pod CIDR (10.<n>.0.i).
+func (c *cluster) podIP(i int) string {
+	return strings.Replace(c.podCIDR, "0.0/16", fmt.Sprintf("0.%d", i), 1)
 }
 
 type pod struct {
@@ -357,7 +369,9 @@ type imported struct {
 	Derived *corev1.Service
 	// Endpoints per source cluster: "ip[/hostname][!]" sorted, "!" marking not ready.
 	Endpoints map[string][]string
-	Slices    []discoveryv1.EndpointSlice
+	// Withheld per source cluster: the reason its slices carry, if any.
+	Withheld map[string]string
+	Slices   []discoveryv1.EndpointSlice
 }
 
 func (c *cluster) imported(ns, name string) (*imported, error) {
@@ -366,7 +380,7 @@ func (c *cluster) imported(ns, name string) (*imported, error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &imported{SI: si, Endpoints: map[string][]string{}}
+	im := &imported{SI: si, Endpoints: map[string][]string{}, Withheld: map[string]string{}}
 	im.Derived, err = c.kube.CoreV1().Services(ns).Get(ctx, export.DerivedName(name), metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("derived Service: %w", err)
@@ -378,6 +392,9 @@ func (c *cluster) imported(ns, name string) (*imported, error) {
 	im.Slices = sl.Items
 	for _, s := range sl.Items {
 		src := s.Labels[mcsv1beta1.LabelSourceCluster]
+		if r := s.Labels[export.LabelWithheld]; r != "" {
+			im.Withheld[src] = r
+		}
 		for _, e := range s.Endpoints {
 			v := e.Addresses[0]
 			if e.Hostname != nil {
