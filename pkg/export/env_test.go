@@ -50,10 +50,10 @@ type cluster struct {
 	ctrlDyn  dynamic.Interface
 	broker   *brokerclient.Client
 	// via, when set, is the broker the controller talks to instead of broker.
-	via      export.Broker
-	tunnels  *export.Tunnels
-	stop     func()
-	runs     int
+	via     export.Broker
+	tunnels *export.Tunnels
+	stop    func()
+	runs    int
 }
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
