@@ -39,6 +39,16 @@ type Broker interface {
 
 var _ Broker = (*brokerclient.Client)(nil)
 
+// What the controller ships with: its API clients' rate limits (each
+// client — core, MCS, dynamic — has its own) and the workers per queue.
+// cmd/gateway's controller command uses them and `make bench-export`
+// measures with them.
+const (
+	DefaultQPS     = 50
+	DefaultBurst   = 100
+	DefaultWorkers = 4
+)
+
 // Config is a controller's wiring.
 type Config struct {
 	// ClusterID is this cluster's ID in the clusterset (its broker credential's).
@@ -54,7 +64,7 @@ type Config struct {
 	// all of them.
 	Reachability Reachability
 	Logger       *slog.Logger
-	// Workers per queue (export and import); 0 means 4.
+	// Workers per queue (export and import); 0 means DefaultWorkers.
 	Workers int
 }
 
@@ -102,7 +112,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, errors.New("export: ClusterID, Kube, MCS and Broker are required")
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

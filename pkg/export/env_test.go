@@ -58,7 +58,12 @@ type cluster struct {
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
 	t.Helper()
-	env := kubeapi.Start(t)
+	return startClusterWith(t, b, id, podCIDR, svcCIDR, kubeapi.Options{})
+}
+
+func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o kubeapi.Options) *cluster {
+	t.Helper()
+	env := kubeapi.StartWith(t, o)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
 	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels()}
@@ -86,7 +91,9 @@ func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR strin
 		t.Fatal(err)
 	}
 	applyYAML(t, c.dyn, rbac)
+	// ... and the client settings it ships with.
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + export.LeaseNamespace + ":tunnelmesh-controller"}
+	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
 	if c.ctrlKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +179,7 @@ func (c *cluster) run() {
 		br = c.via
 	}
 	cfg := export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.ctrlKube, MCS: c.ctrlMCS, Dynamic: c.ctrlDyn,
-		Broker: br, Reachability: c.tunnels, Workers: 8,
+		Broker: br, Reachability: c.tunnels,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	// Elected as in production, with short timings (the lease is released
 	// on a clean stop, so a restart does not wait for it anyway).
