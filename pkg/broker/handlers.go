@@ -26,14 +26,14 @@ type principal struct {
 var errUnauthorized = &api.Error{Code: api.CodeUnauthorized,
 	Message: "missing or invalid credential; send Authorization: Bearer <admin or cluster credential>"}
 
-func bearer(r *http.Request) (auth.Parsed, bool) {
+func bearer(r *http.Request) (api.Credential, bool) {
 	p, err := auth.FromHeader(r.Header.Get("Authorization"))
 	return p, err == nil
 }
 
 // joinTokenError says why p is not a usable join token, or nil; tr is the
 // stored record of p's ID, nil if none.
-func joinTokenError(tr *tokenRecord, p auth.Parsed, now time.Time) *api.Error {
+func joinTokenError(tr *tokenRecord, p api.Credential, now time.Time) *api.Error {
 	switch {
 	case tr == nil || !auth.Match(p.Raw, tr.Hash):
 		return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
@@ -83,11 +83,11 @@ func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
 	}
 	tab := b.creds.Load()
 	switch p.Prefix {
-	case auth.PrefixAdmin:
+	case api.PrefixAdmin:
 		if auth.Match(p.Raw, tab.adminHash) {
 			return principal{admin: true}, nil
 		}
-	case auth.PrefixCluster:
+	case api.PrefixCluster:
 		h, ok := tab.creds[p.ID]
 		if !ok && b.awaitReplica(r.Context(), func() bool { _, ok := b.creds.Load().creds[p.ID]; return ok }) {
 			h, ok = b.creds.Load().creds[p.ID]
@@ -147,7 +147,7 @@ func remoteIP(r *http.Request) string {
 
 func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 	p, ok := bearer(r)
-	if !ok || p.Prefix != auth.PrefixJoin {
+	if !ok || p.Prefix != api.PrefixJoin {
 		b.writeError(w, r, &api.Error{Code: api.CodeUnauthorized,
 			Message: "joining needs a join token: Authorization: Bearer tmj.…"})
 		return
@@ -190,14 +190,14 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 				Message: fmt.Sprintf("cluster %q has already joined; remove it first (admin) or pick another ID", req.ClusterID)}
 		}
 		clusters := t.s.clusterList()
-		if err := rules.CheckOverlaps(b.cfg.TunnelCIDR, clusters, req, prefixes); err != nil {
+		if err := api.CheckOverlaps(b.cfg.TunnelCIDR, clusters, req, prefixes); err != nil {
 			return err
 		}
 		tip, err := rules.AllocateTunnelIP(b.cfg.TunnelCIDR, clusters)
 		if err != nil {
 			return err
 		}
-		cred := auth.NewCluster(req.ClusterID)
+		cred := api.NewClusterCredential(req.ClusterID)
 		c := &api.Cluster{
 			ID:           req.ClusterID,
 			PodCIDRs:     req.PodCIDRs,
@@ -243,7 +243,7 @@ func (b *Broker) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	if ttl == 0 {
 		ttl = 24 * time.Hour
 	}
-	tok, id := auth.NewJoin()
+	tok, id := api.NewJoinToken()
 	now := time.Now().UTC()
 	tr := &tokenRecord{TokenInfo: api.TokenInfo{ID: id, Description: req.Description,
 		CreatedAt: now, ExpiresAt: now.Add(ttl)}, Hash: auth.Hash(tok)}
@@ -513,7 +513,7 @@ func (b *Broker) handleDeleteGateway(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.commit(w, r, func(t *txn) error {
-		k := gatewayKey(cluster, host)
+		k := api.GatewayKey(cluster, host)
 		if _, ok := t.s.gateways[k]; ok {
 			t.deleteGateway(k)
 		}
@@ -552,7 +552,7 @@ func (b *Broker) handlePutExport(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		// Re-publishing an unchanged export makes no new revision.
-		if old := t.s.exports[exportKey(cluster, ns, name)]; old != nil && reflect.DeepEqual(*old, e) {
+		if old := t.s.exports[api.ExportKey(cluster, ns, name)]; old != nil && reflect.DeepEqual(*old, e) {
 			return nil
 		}
 		ne := e
@@ -568,7 +568,7 @@ func (b *Broker) handleDeleteExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.commit(w, r, func(t *txn) error {
-		k := exportKey(cluster, ns, name)
+		k := api.ExportKey(cluster, ns, name)
 		if _, ok := t.s.exports[k]; ok {
 			t.deleteExport(k)
 		}

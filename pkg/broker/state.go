@@ -33,11 +33,6 @@ const (
 	metaGossipKey = "gossipKey"
 )
 
-func gatewayKey(cluster, host string) string { return cluster + "/" + host }
-func exportKey(cluster, ns, name string) string {
-	return cluster + "/" + ns + "/" + name
-}
-
 func loadState(st *store.State) (*state, error) {
 	s := &state{
 		rev:      st.Revision,
@@ -244,7 +239,7 @@ func (t *txn) deleteCluster(id string) {
 }
 
 func (t *txn) putGateway(g *api.Gateway) {
-	k := gatewayKey(g.ClusterID, g.Hostname)
+	k := api.GatewayKey(g.ClusterID, g.Hostname)
 	saveOld(t, t.s.gateways, k)
 	t.s.gateways[k] = g
 	cp := *g
@@ -258,7 +253,7 @@ func (t *txn) deleteGateway(k string) {
 }
 
 func (t *txn) putExport(e *api.Export) {
-	k := exportKey(e.ClusterID, e.Namespace, e.Name)
+	k := api.ExportKey(e.ClusterID, e.Namespace, e.Name)
 	saveOld(t, t.s.exports, k)
 	t.s.exports[k] = e
 	cp := *e

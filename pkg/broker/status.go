@@ -32,7 +32,7 @@ func (t *statusTable) set(s api.GatewayStatus) {
 	if t.m == nil {
 		t.m = map[string]api.GatewayStatus{}
 	}
-	t.m[gatewayKey(s.ClusterID, s.Hostname)] = s
+	t.m[api.GatewayKey(s.ClusterID, s.Hostname)] = s
 }
 
 // touch records a sign of life without changing the reported health.
@@ -42,7 +42,7 @@ func (t *statusTable) touch(cluster, host string, epoch int64, at time.Time) {
 	if t.m == nil {
 		t.m = map[string]api.GatewayStatus{}
 	}
-	k := gatewayKey(cluster, host)
+	k := api.GatewayKey(cluster, host)
 	s := t.m[k]
 	s.ClusterID, s.Hostname, s.Epoch, s.LastHeartbeat = cluster, host, epoch, at
 	t.m[k] = s
@@ -160,7 +160,7 @@ func (b *Broker) Status(cluster string) []api.GatewayStatus {
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		return gatewayKey(out[i].ClusterID, out[i].Hostname) < gatewayKey(out[j].ClusterID, out[j].Hostname)
+		return api.GatewayKey(out[i].ClusterID, out[i].Hostname) < api.GatewayKey(out[j].ClusterID, out[j].Hostname)
 	})
 	return out
 }
@@ -217,7 +217,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	hb.Health = append([]api.PeerHealth(nil), hb.Health...)
 	b.internHealth(hb.Health)
 	observed := remoteIP(r)
-	key := gatewayKey(cluster, host)
+	key := api.GatewayKey(cluster, host)
 	b.mu.RLock()
 	g := b.st.gateways[key]
 	b.mu.RUnlock()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
@@ -40,6 +41,10 @@ type Local struct {
 	// peer's endpoint) would pull that traffic into the tunnel, so it is refused.
 	UnderlayAddrs []netip.Addr
 	BrokerAddrs   []netip.Addr
+	// NodeAddrs are the addresses of the cluster's nodes: with the local
+	// CIDRs, the only sources forwarded into the tunnel (their host-network
+	// traffic is SNATed to the tunnel IP).
+	NodeAddrs []netip.Addr
 }
 
 // RemotePeer is one remote cluster the gateway links to.
@@ -112,6 +117,9 @@ func (d Desired) IPv6() bool {
 func Compute(local Local, snap api.Snapshot) Desired {
 	var d Desired
 	d.Firewall = nft.Desired{Interface: local.Interface, Local: slices.Concat(local.PodCIDRs, local.ServiceCIDRs)}
+	for _, a := range slices.Concat(local.NodeAddrs, local.UnderlayAddrs) {
+		d.Firewall.Nodes = append(d.Firewall.Nodes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
 
 	gws := map[string][]api.Gateway{}
 	for _, g := range snap.Gateways {
@@ -302,7 +310,7 @@ func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
 func endpoint(local Local, g api.Gateway) netip.AddrPort {
 	port := g.Port
 	if port == 0 {
-		port = 51820
+		port = defaults.ListenPort
 	}
 	pick := func(s string) netip.AddrPort {
 		a, err := netip.ParseAddr(s)

@@ -212,3 +212,21 @@ func TestParsePrefixes(t *testing.T) {
 		t.Fatalf("got %v %v", p, err)
 	}
 }
+
+// The cluster's nodes (and this gateway's own addresses) are the only
+// sources beside the local CIDRs that the firewall lets into the tunnel.
+func TestComputeNodes(t *testing.T) {
+	local := Local{ClusterID: "a", Interface: "tmesh0", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
+		NodeAddrs:     []netip.Addr{netip.MustParseAddr("172.18.0.3"), netip.MustParseAddr("fc00::3")},
+		UnderlayAddrs: []netip.Addr{netip.MustParseAddr("::ffff:172.18.0.2")}}
+	d := Compute(local, api.Snapshot{Clusters: []api.Cluster{{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, TunnelIP: "100.127.0.1"}}})
+	want := []netip.Prefix{netip.MustParsePrefix("172.18.0.3/32"), netip.MustParsePrefix("fc00::3/128"), netip.MustParsePrefix("172.18.0.2/32")}
+	if !slices.Equal(d.Firewall.Nodes, want) {
+		t.Errorf("firewall nodes %v, want %v", d.Firewall.Nodes, want)
+	}
+	other := local
+	other.NodeAddrs = local.NodeAddrs[:1]
+	if d.Equal(Compute(other, api.Snapshot{Clusters: []api.Cluster{{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, TunnelIP: "100.127.0.1"}}})) {
+		t.Error("a node leaving does not change the desired state")
+	}
+}

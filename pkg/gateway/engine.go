@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -57,17 +58,19 @@ type Engine struct {
 	log    *slog.Logger
 	member *Member
 	roles  chan struct{}
+	nodes  chan struct{} // SetNodeAddrs happened
 
-	mu       sync.Mutex
-	role     Role
-	desired  Desired // latest computed from the broker (whatever the role)
-	applied  *Desired
-	saved    *Desired // desired of the snapshot in the state file
-	health   []api.PeerHealth
-	problems []string
-	applies  int
-	revision int64 // of the last snapshot computed
-	dp       *DataPlane
+	mu        sync.Mutex
+	nodeAddrs []netip.Addr // Local.NodeAddrs as last set
+	role      Role
+	desired   Desired // latest computed from the broker (whatever the role)
+	applied   *Desired
+	saved     *Desired // desired of the snapshot in the state file
+	health    []api.PeerHealth
+	problems  []string
+	applies   int
+	revision  int64 // of the last snapshot computed
+	dp        *DataPlane
 }
 
 // New returns an Engine; Run does the work.
@@ -82,12 +85,13 @@ func New(cfg Config, b Broker) *Engine {
 		cfg.ProbeInterval = ProbeInterval
 	}
 	if cfg.Local.Interface == "" {
-		cfg.Local.Interface = "tmesh0"
+		cfg.Local.Interface = defaults.Interface
 	}
 	if cfg.Role == "" {
 		cfg.Role = RoleActive
 	}
-	e := &Engine{cfg: cfg, broker: b, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1)}
+	e := &Engine{cfg: cfg, broker: b, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1), nodes: make(chan struct{}, 1),
+		nodeAddrs: cfg.Local.NodeAddrs}
 	e.member = NewMember(MemberConfig{
 		Gateway: api.Gateway{ClusterID: cfg.Local.ClusterID, Hostname: cfg.Hostname, PublicIP: cfg.PublicIP,
 			PrivateIP: cfg.PrivateIP, Port: cfg.ListenPort, PublicKey: cfg.PrivateKey.PublicKey().String()},
@@ -108,6 +112,18 @@ func (e *Engine) SetRole(role Role, epoch int64) {
 	default:
 	}
 	e.member.SetRole(role, epoch)
+}
+
+// SetNodeAddrs replaces Local.NodeAddrs (the cluster's nodes come and go):
+// the desired state is computed again from the last snapshot.
+func (e *Engine) SetNodeAddrs(addrs []netip.Addr) {
+	e.mu.Lock()
+	e.nodeAddrs = slices.Clone(addrs)
+	e.mu.Unlock()
+	select {
+	case e.nodes <- struct{}{}:
+	default:
+	}
 }
 
 // Run opens the data plane, follows the broker and keeps the data plane
@@ -175,6 +191,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 
 	probeTick := time.NewTicker(e.cfg.ProbeInterval)
 	defer probeTick.Stop()
+	var last *api.Snapshot
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,7 +202,12 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			}
 			return nil
 		case s := <-snaps:
+			last = &s
 			e.onSnapshot(s)
+		case <-e.nodes:
+			if last != nil {
+				e.onSnapshot(*last)
+			}
 		case <-e.roles:
 		case now := <-probeTick.C:
 			probe = e.probeAndAssess(probe, now)
@@ -212,7 +234,11 @@ func (e *Engine) updateProblems() {
 // onSnapshot computes the desired state; the state file is rewritten only
 // when it changes what the data plane needs.
 func (e *Engine) onSnapshot(s api.Snapshot) {
-	d := Compute(e.cfg.Local, s)
+	local := e.cfg.Local
+	e.mu.Lock()
+	local.NodeAddrs = e.nodeAddrs
+	e.mu.Unlock()
+	d := Compute(local, s)
 	e.mu.Lock()
 	e.desired = d
 	e.revision = s.Revision

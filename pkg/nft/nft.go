@@ -24,6 +24,8 @@ const (
 	SetLocal6  = "local6"
 	SetRemote4 = "remote4"
 	SetRemote6 = "remote6"
+	SetNodes4  = "nodes4"
+	SetNodes6  = "nodes6"
 )
 
 // Desired is the content of the tunnelmesh table. The zero value means no
@@ -34,6 +36,12 @@ type Desired struct {
 	// Local are this cluster's pod and service CIDRs; Remote every remote
 	// cluster's. Pod traffic between them keeps its source address.
 	Local, Remote []netip.Prefix
+	// Nodes are the addresses of the cluster's nodes. Only sources in Local
+	// or Nodes are forwarded into Interface: anything else reaching the
+	// gateway (a host on its network, the Internet where it has a public
+	// address) would otherwise be SNATed below and answered, a relay into
+	// every cluster.
+	Nodes []netip.Prefix
 	// SNAT4 and SNAT6, when valid, are the cluster's tunnel addresses:
 	// traffic leaving through Interface towards a remote CIDR from a source
 	// that is not local (host-network traffic of this or another node) is
@@ -47,7 +55,8 @@ func (d Desired) Empty() bool { return d.Interface == "" }
 // Equal reports whether d and e produce the same table.
 func (d Desired) Equal(e Desired) bool {
 	return d.Interface == e.Interface && d.SNAT4 == e.SNAT4 && d.SNAT6 == e.SNAT6 &&
-		slices.Equal(Normalize(d.Local), Normalize(e.Local)) && slices.Equal(Normalize(d.Remote), Normalize(e.Remote))
+		slices.Equal(Normalize(d.Local), Normalize(e.Local)) && slices.Equal(Normalize(d.Remote), Normalize(e.Remote)) &&
+		slices.Equal(Normalize(d.Nodes), Normalize(e.Nodes))
 }
 
 // Table keeps a Desired applied.
@@ -252,16 +261,20 @@ func sets() []*nftables.Set {
 	return []*nftables.Set{
 		mk(SetLocal4, nftables.TypeIPAddr), mk(SetRemote4, nftables.TypeIPAddr),
 		mk(SetLocal6, nftables.TypeIP6Addr), mk(SetRemote6, nftables.TypeIP6Addr),
+		mk(SetNodes4, nftables.TypeIPAddr), mk(SetNodes6, nftables.TypeIP6Addr),
 	}
 }
 
 // want returns the prefixes of d that belong in the named set.
 func want(d Desired, set string) []netip.Prefix {
 	var src []netip.Prefix
-	v4 := set == SetLocal4 || set == SetRemote4
-	if set == SetLocal4 || set == SetLocal6 {
+	v4 := set == SetLocal4 || set == SetRemote4 || set == SetNodes4
+	switch set {
+	case SetLocal4, SetLocal6:
 		src = d.Local
-	} else {
+	case SetNodes4, SetNodes6:
+		src = d.Nodes
+	default:
 		src = d.Remote
 	}
 	var out []netip.Prefix
@@ -352,7 +365,11 @@ func updateElements(c *nftables.Conn, have, d Desired) error {
 // SNAT addresses are set, never on the number of CIDRs.
 func rules(d Desired, sets map[string]*nftables.Set) map[string][][]expr.Any {
 	out := map[string][][]expr.Any{
-		"forward":     {mssClamp(d.Interface)},
+		"forward": {
+			ingress(d.Interface, unix.NFPROTO_IPV4, sets[SetLocal4], sets[SetNodes4]),
+			ingress(d.Interface, unix.NFPROTO_IPV6, sets[SetLocal6], sets[SetNodes6]),
+			mssClamp(d.Interface),
+		},
 		"postrouting": nil,
 	}
 	if d.SNAT4.IsValid() {
@@ -440,18 +457,21 @@ func mssClamp(ifname string) []expr.Any {
 	}
 }
 
-// snat: meta nfproto F oifname IF ip saddr != @local ip daddr @remote counter snat to ADDR
-func snat(ifname string, to netip.Addr, local, remote *nftables.Set) []expr.Any {
-	proto, off, n, fam := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4), uint32(unix.NFPROTO_IPV4)
-	if !to.Is4() {
-		proto, off, n, fam = unix.NFPROTO_IPV6, 8, 16, unix.NFPROTO_IPV6
-	}
-	lookup := func(s *nftables.Set, invert bool) *expr.Lookup {
-		l := &expr.Lookup{SourceRegister: 1, Invert: invert}
-		if s != nil {
-			l.SetName, l.SetID = s.Name, s.ID
-		}
-		return l
+// ingress: meta nfproto F oifname IF ip saddr != @local ip saddr != @nodes counter drop
+func ingress(ifname string, proto byte, local, nodes *nftables.Set) []expr.Any {
+	return append(outOf(ifname, proto),
+		lookup(local, true),
+		lookup(nodes, true),
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// outOf: meta nfproto F oifname IF, then the source address in register 1.
+func outOf(ifname string, proto byte) []expr.Any {
+	off, n := uint32(12), uint32(4)
+	if proto == unix.NFPROTO_IPV6 {
+		off, n = 8, 16
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -459,13 +479,31 @@ func snat(ifname string, to netip.Addr, local, remote *nftables.Set) []expr.Any 
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(ifname)},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+	}
+}
+
+func lookup(s *nftables.Set, invert bool) *expr.Lookup {
+	l := &expr.Lookup{SourceRegister: 1, Invert: invert}
+	if s != nil {
+		l.SetName, l.SetID = s.Name, s.ID
+	}
+	return l
+}
+
+// snat: meta nfproto F oifname IF ip saddr != @local ip daddr @remote counter snat to ADDR
+func snat(ifname string, to netip.Addr, local, remote *nftables.Set) []expr.Any {
+	proto, off, n, fam := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4), uint32(unix.NFPROTO_IPV4)
+	if !to.Is4() {
+		proto, off, n, fam = unix.NFPROTO_IPV6, 8, 16, unix.NFPROTO_IPV6
+	}
+	return append(outOf(ifname, proto),
 		lookup(local, true),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off + n, Len: n},
 		lookup(remote, false),
 		&expr.Counter{},
 		&expr.Immediate{Register: 1, Data: to.AsSlice()},
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: fam, RegAddrMin: 1},
-	}
+	)
 }
 
 func ifnameBytes(s string) []byte {

@@ -77,6 +77,7 @@ func TestRulesConstant(t *testing.T) {
 		d := Desired{Interface: "tmesh0", Local: pfx("10.1.0.0/16", "10.101.0.0/16"), SNAT4: netip.MustParseAddr("100.64.0.1")}
 		for i := 0; i < n; i++ {
 			d.Remote = append(d.Remote, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16))
+			d.Nodes = append(d.Nodes, netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, byte(i / 256), byte(i)}), 32))
 		}
 		total := 0
 		for _, rs := range rules(d, map[string]*nftables.Set{}) {
@@ -84,8 +85,9 @@ func TestRulesConstant(t *testing.T) {
 		}
 		return total
 	}
-	if a, b := count(1), count(1000); a != b || a != 2 {
-		t.Errorf("rules for 1 remote CIDR: %d, for 1000: %d; want 2 and 2", a, b)
+	// The ingress filter (one per family), the MSS clamp, the IPv4 SNAT.
+	if a, b := count(1), count(1000); a != b || a != 4 {
+		t.Errorf("rules for 1 remote CIDR and node: %d, for 1000: %d; want 4 and 4", a, b)
 	}
 }
 
@@ -144,7 +146,7 @@ func TestTable(t *testing.T) {
 	tb := NewTable(nil)
 	t.Cleanup(func() { _ = tb.Teardown() })
 	d := Desired{Interface: tun, Local: pfx("10.1.0.0/16", "10.101.0.0/16", "fd00:1::/64"), Remote: pfx("10.2.0.0/16", "10.102.0.0/16", "fd00:2::/64"),
-		SNAT4: netip.MustParseAddr("100.64.0.1")}
+		Nodes: pfx("172.30.0.2/32"), SNAT4: netip.MustParseAddr("100.64.0.1")}
 	if err := tb.Set(d); err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +170,14 @@ func TestTable(t *testing.T) {
 	if got := from(pod); got != "FROM 10.1.0.2" {
 		t.Errorf("pod traffic reached the remote cluster as %q, want its pod IP", got)
 	}
+	// A host that is not a node of the cluster does not get in (it would be
+	// SNATed and answered: a relay into the tunnel).
+	bed.MustIP(node, "addr", "add", "172.30.0.9/24", "dev", "eth0")
+	bed.MustIP(node, "route", "replace", "default", "via", "172.30.0.1", "src", "172.30.0.9")
+	if out, err := bed.Helper(node, "udp", "10.2.0.5", "100"); err == nil {
+		t.Errorf("a non-node's traffic went through the tunnel: %q", out)
+	}
+	bed.MustIP(node, "route", "replace", "default", "via", "172.30.0.1", "src", "172.30.0.2")
 	if ok, err := intact(d); err != nil || !ok {
 		t.Fatalf("freshly applied table not seen as intact (%v): Run would rebuild it forever", err)
 	}

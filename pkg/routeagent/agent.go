@@ -47,10 +47,10 @@ type Agent struct {
 	ready     chan struct{} // closed by the first Set that applies a plan
 	readyOnce sync.Once
 
-	mu         sync.Mutex // serialises applies
-	want       *Desired
-	active     string
-	lastExempt *Exemption // last exemption programmed, to skip rewriting an unchanged table
+	mu        sync.Mutex // serialises applies
+	want      *Desired
+	active    string
+	lastTable *programmed // last table programmed, to skip rewriting an unchanged one
 
 	mRoutes, mRefused, mLastApply prometheus.Gauge
 	mMoves, mErrors               prometheus.Counter
@@ -206,9 +206,9 @@ func (a *Agent) applyCounted(d Desired, resync bool) error {
 func (a *Agent) Uninstall() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.want, a.active, a.lastExempt = nil, "", nil
+	a.want, a.active, a.lastTable = nil, "", nil
 	return nsenter.Maybe(a.cfg.NetNS, func() error {
-		return errors.Join(a.table.Teardown(), vxlan.Teardown(DeviceName), nft.DeleteTable(NATTable))
+		return errors.Join(a.table.Teardown(), vxlan.Teardown(DeviceName), nft.DeleteTable(TableName))
 	})
 }
 
@@ -225,11 +225,11 @@ func (a *Agent) apply(d Desired, resync bool) error {
 		if d.Device == nil {
 			errs = append(errs, vxlan.Teardown(DeviceName)) // routes have left it already
 		}
-		if a.lastExempt == nil || !reflect.DeepEqual(*a.lastExempt, d.Exempt) || (resync && !exemptionPresent(a.log)) {
-			err := applyExemption(d.Exempt)
+		want := programmed{d.Exempt, d.Filter}
+		if a.lastTable == nil || !reflect.DeepEqual(*a.lastTable, want) || (resync && !tablePresent(a.log)) {
+			err := applyTable(d.Exempt, d.Filter)
 			if err == nil {
-				e := d.Exempt
-				a.lastExempt = &e
+				a.lastTable = &want
 			}
 			errs = append(errs, err)
 		}
@@ -301,13 +301,19 @@ func Discover(name string, nodeIPs []netip.Addr) (Self, error) {
 	return Self{}, fmt.Errorf("no device holds any of this node's addresses %v; is the agent in the host network namespace?", nodeIPs)
 }
 
-// exemptionPresent reports whether the NAT table is still there; when it
+// programmed is what the agent's table holds.
+type programmed struct {
+	exempt Exemption
+	filter *Filter
+}
+
+// tablePresent reports whether the agent's table is still there; when it
 // cannot tell, it says so and answers true, so a netlink error does not
 // rebuild the table on every resync.
-func exemptionPresent(log *slog.Logger) bool {
-	ok, err := nft.TableExists(NATTable)
+func tablePresent(log *slog.Logger) bool {
+	ok, err := nft.TableExists(TableName)
 	if err != nil {
-		log.Warn("check the NAT exemption table", "err", err)
+		log.Warn("check the agent's nftables table", "err", err)
 		return true
 	}
 	return ok

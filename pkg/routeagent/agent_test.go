@@ -25,6 +25,7 @@ import (
 // and strict reverse-path filtering.
 type cluster struct {
 	g, g2, w, pod, r nstest.NS
+	lan              nstest.NS // holds the bridge br0 the nodes share
 	nodeIP, nodeIP6  map[string]netip.Addr
 }
 
@@ -34,6 +35,7 @@ func newCluster(t *testing.T) *cluster {
 		nodeIP: map[string]netip.Addr{}, nodeIP6: map[string]netip.Addr{},
 	}
 	lan := nstest.New(t, "lan")
+	c.lan = lan
 	lan.IP(t, "link", "add", "br0", "type", "bridge")
 	lan.IP(t, "link", "set", "br0", "up")
 	for i, n := range []nstest.NS{c.g, c.g2, c.w} {
@@ -116,7 +118,7 @@ func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mod
 		t.Fatalf("Discover = %+v", s)
 	}
 	return Input{
-		Self: s, Active: c.gateway(active), Mode: mode,
+		Self: s, Active: c.gateway(active), Mode: mode, Nodes: c.nodeAddrs4and6(),
 		Local: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd44::/48")},
 		Remote: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.51.0.0/16"),
 			netip.MustParsePrefix("fd50::/64"),
@@ -419,7 +421,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			if got := c.w.IP(t, "link", "show"); strings.Contains(got, "tmesh-vx") {
 				t.Error("uninstall left the VXLAN device")
 			}
-			if got := c.w.Exec(t, "nft", "list", "tables"); strings.Contains(got, NATTable) {
+			if got := c.w.Exec(t, "nft", "list", "tables"); strings.Contains(got, TableName) {
 				t.Error("uninstall left the NAT table")
 			}
 		})

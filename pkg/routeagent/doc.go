@@ -54,6 +54,18 @@
 // address), and one all-zero FDB entry sends every frame to the active node:
 // a failover rewrites one neighbour and one FDB entry, and no route.
 //
+// # The VXLAN port
+//
+// The kernel decapsulates any datagram reaching the VXLAN port and routes the
+// packet inside like one of its own pods' — with whatever source it carries.
+// So the agent's table accepts UDP 4803 only from the cluster's nodes
+// (Input.Nodes, from the Node objects), and no node forwards a datagram to
+// another node's port: a CNI may masquerade a pod's packet to its node's
+// address on the way out, which the receiving node could not tell from a
+// node's own (filter_test.go is the attack, from a pod and from a host that is
+// not a node). The gateway's table does the rest: only the local CIDRs and
+// the nodes' addresses are forwarded into the tunnel (pkg/nft).
+//
 // Replies come back by the CNI's own path, not through tmesh-vx, so a strict
 // reverse-path filter drops them; the agent turns strict (1) into loose (2) on
 // the underlay device and on tmesh-vx, and leaves 0 alone. A CNI whose

@@ -65,7 +65,7 @@ func TestExemptionBeatsCNIMasquerade(t *testing.T) {
 			ex := Exemption{Sources: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 				Destinations: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("fd50::/64")}}
 			for range 2 { // replacing the table must work as well as creating it
-				if err := nsenter.Do(node.Handle, func() error { return applyExemption(ex) }); err != nil {
+				if err := nsenter.Do(node.Handle, func() error { return applyTable(ex, nil) }); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -76,7 +76,7 @@ func TestExemptionBeatsCNIMasquerade(t *testing.T) {
 				t.Errorf("to another destination the source was %s, want the CNI's masquerade to 172.30.0.1", got)
 			}
 			for range 2 {
-				if err := nsenter.Do(node.Handle, func() error { return nft.DeleteTable(NATTable) }); err != nil {
+				if err := nsenter.Do(node.Handle, func() error { return nft.DeleteTable(TableName) }); err != nil {
 					t.Fatal(err)
 				}
 			}

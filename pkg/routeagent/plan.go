@@ -77,6 +77,10 @@ type Input struct {
 	Mode   Mode           // "" is ModeVXLAN
 	VNI    uint32         // 0: vxlan.DefaultVNI
 	Port   uint16         // 0: vxlan.DefaultPort
+	// Nodes are the underlay addresses of the cluster's nodes: the only
+	// senders the VXLAN port accepts (this node's and the active node's are
+	// always among them).
+	Nodes []netip.Addr
 	// ReplyDevices are further devices replies from remote clusters may
 	// arrive on (a CNI's overlay device, e.g. flannel.1); their strict
 	// reverse-path filter is loosened like the underlay's.
@@ -89,10 +93,19 @@ type Exemption struct {
 	Sources, Destinations []netip.Prefix
 }
 
+// Filter guards the VXLAN port: datagrams to Port are accepted only from
+// Nodes, and never forwarded to one of them (a pod's, whatever the CNI's
+// masquerade makes of its source).
+type Filter struct {
+	Port  uint16
+	Nodes []netip.Prefix
+}
+
 // Desired is the node's desired state.
 type Desired struct {
 	Routes   []routes.Route
 	Device   *vxlan.Device // nil: no VXLAN device (direct mode)
+	Filter   *Filter       // with Device
 	Exempt   Exemption
 	LooseRPF []string // interfaces whose strict reverse-path filter must become loose
 	Refused  []Refusal
@@ -175,6 +188,7 @@ func Plan(in Input) (Desired, error) {
 		MTU: in.Self.MTU - vxlan.Overhead(local), Local: local, Underlay: in.Self.Interface, MAC: vxlan.MACFor(local),
 	}
 	d.Device = dev
+	d.Filter = &Filter{Port: dev.Port, Nodes: nodePrefixes(in)}
 	d.LooseRPF = append(d.LooseRPF, DeviceName)
 	if active { // receive only: frames from other nodes arrive here and are forwarded into the tunnel
 		if slices.ContainsFunc(remote, func(p netip.Prefix) bool { return p.Addr().Is4() }) {
@@ -242,6 +256,22 @@ func screen(in Input, remote []netip.Prefix) (ok []netip.Prefix, refused []Refus
 		ok = append(ok, r)
 	}
 	return ok, refused
+}
+
+// nodePrefixes are the cluster's node addresses as host prefixes, this
+// node's and the active node's included.
+func nodePrefixes(in Input) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range in.Nodes {
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	for _, a := range in.Active.Addresses {
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	for _, p := range in.Self.Addresses {
+		out = append(out, netip.PrefixFrom(p.Addr().Unmap(), p.Addr().Unmap().BitLen()))
+	}
+	return normalize(out)
 }
 
 // normalize masks, sorts and deduplicates prefixes.

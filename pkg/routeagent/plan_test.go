@@ -38,8 +38,8 @@ func TestPlan(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name: "vxlan worker: every remote CIDR via the gateway's VXLAN MAC",
-			in:   Input{Self: w, Active: g, Local: local, Remote: remote},
+			name: "vxlan worker: every remote CIDR via the gateway's VXLAN MAC; the port open to the nodes only",
+			in:   Input{Self: w, Active: g, Local: local, Remote: remote, Nodes: []netip.Addr{a("172.18.0.9"), a("172.18.0.2"), a("::ffff:172.18.0.4")}},
 			want: Desired{
 				Routes: []routes.Route{
 					{Dst: p("10.50.0.0/16"), Dev: "tmesh-vx", Gw: NextHop4, OnLink: true, Metric: RouteMetric},
@@ -47,12 +47,14 @@ func TestPlan(t *testing.T) {
 					{Dst: p("fd50::/64"), Dev: "tmesh-vx", Gw: NextHop6, Metric: RouteMetric},
 				},
 				Device: workerDev, Exempt: exempt, LooseRPF: []string{"eth0", "tmesh-vx"},
+				Filter: &Filter{Port: vxlan.DefaultPort, Nodes: []netip.Prefix{p("172.18.0.2/32"), p("172.18.0.4/32"), p("172.18.0.9/32"), p("fd18::2/128"), p("fd18::4/128")}},
 			},
 		},
 		{
 			name: "vxlan on the active node: receive-only device, no routes",
 			in:   Input{Self: Self{Name: "g", Interface: "eth0", MTU: 1500, Addresses: []netip.Prefix{p("172.18.0.2/24")}}, Active: g, Local: local, Remote: remote, Mode: ModeVXLAN},
-			want: Desired{Device: activeDev, Exempt: exempt, LooseRPF: []string{"eth0", "tmesh-vx"}},
+			want: Desired{Device: activeDev, Exempt: exempt, LooseRPF: []string{"eth0", "tmesh-vx"},
+				Filter: &Filter{Port: vxlan.DefaultPort, Nodes: []netip.Prefix{p("172.18.0.2/32"), p("fd18::2/128")}}},
 		},
 		{
 			name: "vxlan crosses subnets",
@@ -64,6 +66,7 @@ func TestPlan(t *testing.T) {
 					Neighbors: []vxlan.Neighbor{{IP: NextHop4, MAC: vxlan.MACFor(a("10.9.0.2"))}}},
 				Exempt:   Exemption{Sources: local, Destinations: []netip.Prefix{p("10.50.0.0/16")}},
 				LooseRPF: []string{"eth0", "tmesh-vx"},
+				Filter:   &Filter{Port: 9999, Nodes: []netip.Prefix{p("10.9.0.2/32"), p("172.18.0.4/32"), p("fd18::4/128")}},
 			},
 		},
 		{
@@ -77,6 +80,7 @@ func TestPlan(t *testing.T) {
 					Neighbors: []vxlan.Neighbor{{IP: NextHop6, MAC: vxlan.MACFor(a("fd18::2"))}}},
 				Exempt:   Exemption{Sources: local, Destinations: []netip.Prefix{p("fd50::/64")}},
 				LooseRPF: []string{"eth0", "tmesh-vx"},
+				Filter:   &Filter{Port: vxlan.DefaultPort, Nodes: []netip.Prefix{p("fd18::2/128"), p("fd18::4/128")}},
 			},
 		},
 		{

@@ -53,12 +53,8 @@ func (s *Bolt) info() (Info, error) {
 // VerifyFile opens a store file read-only and checks it as OpenBolt would
 // (consistency, schema version), returning what it holds.
 func VerifyFile(path string) (Info, error) {
-	st, err := os.Stat(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return Info{}, err
-	}
-	if st.Size() == 0 {
-		return Info{}, fmt.Errorf("%s is empty (0 bytes)", path)
 	}
 	s, err := open(path, true)
 	if err != nil {

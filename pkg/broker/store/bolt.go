@@ -53,7 +53,7 @@ func OpenBolt(dir string) (*Bolt, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w; create it with `broker init --data-dir %s`", dir, err, dir)
 	}
-	st, err := os.Stat(path)
+	_, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist, though data dir %s does; "+
 			"restore the store from a backup (`broker restore --data-dir %s --from FILE`), "+
@@ -61,9 +61,6 @@ func OpenBolt(dir string) (*Bolt, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	if st.Size() == 0 {
-		return nil, damaged(path, errors.New("the file is empty (0 bytes)"))
 	}
 	return open(path, false)
 }
@@ -75,10 +72,7 @@ func Create(dir string) (*Bolt, error) {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	if st, err := os.Stat(path); err == nil {
-		if st.Size() == 0 {
-			return nil, damaged(path, errors.New("the file is empty (0 bytes)"))
-		}
+	if _, err := os.Stat(path); err == nil {
 		return open(path, false)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -108,7 +102,8 @@ func damaged(path string, err error) error {
 		path, err, filepath.Dir(path))
 }
 
-// open opens and checks path. bbolt panics on some damaged files (a
+// open opens and checks path (an empty file is refused by precheck, for
+// every caller). bbolt panics on some damaged files (a
 // truncated file: "invalid freelist page"; overwritten pages: "assertion
 // failed: Page expected to be ..."); those become errors here.
 func open(path string, readOnly bool) (b *Bolt, err error) {

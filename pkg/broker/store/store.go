@@ -6,15 +6,17 @@ package store
 import (
 	"context"
 	"errors"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
 
 // Record kinds the broker stores. Cluster, gateway and export records are
 // the watched state; token, credential and meta records are private and
 // never appear in the change log.
 const (
-	KindCluster    = "cluster"
-	KindGateway    = "gateway"
-	KindExport     = "export"
+	KindCluster    = api.KindCluster
+	KindGateway    = api.KindGateway
+	KindExport     = api.KindExport
 	KindToken      = "token"
 	KindCredential = "credential"
 	KindMeta       = "meta"

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"reflect"
 	"slices"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -50,15 +50,21 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 	if _, err := gwInf.AddEventHandler(handler); err != nil {
 		return err
 	}
+	nodes := informers.NewSharedInformerFactory(r.cfg.Client, 0)
+	nodeInf := nodes.Core().V1().Nodes().Informer()
+	if _, err := nodeInf.AddEventHandler(handler); err != nil {
+		return err
+	}
 	leases.Start(ctx.Done())
 	gws.Start(ctx.Done())
+	nodes.Start(ctx.Done())
 	defer leases.Shutdown()
 	defer gws.Shutdown()
+	defer nodes.Shutdown()
 
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- agent.Run(ctx) }()
 
-	addrs := map[string][]netip.Addr{} // node name -> InternalIPs, read when a node becomes holder
 	var last *routeagent.Input
 	var lastProblems []string
 	resync := time.NewTicker(10 * time.Second)
@@ -73,7 +79,7 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 		case <-kick:
 		case <-resync.C:
 		}
-		if !leaseInf.HasSynced() || !gwInf.HasSynced() {
+		if !leaseInf.HasSynced() || !gwInf.HasSynced() || !nodeInf.HasSynced() {
 			continue
 		}
 		v := ClusterView{}
@@ -88,20 +94,18 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 				v.Gateways = append(v.Gateways, mg)
 			}
 		}
-		if v.Holder != "" {
-			if _, ok := addrs[v.Holder]; !ok {
-				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				n, err := r.cfg.Client.CoreV1().Nodes().Get(gctx, v.Holder, metav1.GetOptions{})
-				cancel()
-				if err != nil {
-					r.log.Warn("read the active gateway's node (will retry)", "node", v.Holder, "err", err)
-					poke()
-					sleep(ctx, time.Second)
-					continue
+		var all []*corev1.Node
+		for _, o := range nodeInf.GetStore().List() {
+			if n, ok := o.(*corev1.Node); ok {
+				all = append(all, n)
+				if n.Name == v.Holder {
+					v.HolderAddrs = InternalIPs(n)
 				}
-				addrs[v.Holder] = InternalIPs(n)
 			}
-			v.HolderAddrs = addrs[v.Holder]
+		}
+		v.Nodes = NodeAddrs(all)
+		if v.Holder != "" && len(v.HolderAddrs) == 0 {
+			r.log.Warn("the active gateway's node has no InternalIP (yet)", "node", v.Holder)
 		}
 		in, problems := AgentInput(self, v, r.agentSettings())
 		if !slices.Equal(problems, lastProblems) {

@@ -18,6 +18,9 @@ type ClusterView struct {
 	HolderAddrs []netip.Addr
 	// Gateways are the MeshGateway objects of the namespace (normally one).
 	Gateways []status.MeshGateway
+	// Nodes are every node's InternalIPs (NodeAddrs): the senders the
+	// VXLAN port accepts.
+	Nodes []netip.Addr
 }
 
 // AgentSettings are the agent's own settings (flags).
@@ -33,7 +36,7 @@ type AgentSettings struct {
 // the failover), the local pod CIDRs from the flag or else the status.
 // Problems are CIDRs in the status that do not parse. Pure.
 func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagent.Input, []string) {
-	in := routeagent.Input{Self: self, Mode: s.Mode, ReplyDevices: s.ReplyDevices}
+	in := routeagent.Input{Self: self, Mode: s.Mode, ReplyDevices: s.ReplyDevices, Nodes: slices.Clone(v.Nodes)}
 	if v.Holder != "" {
 		in.Active = routeagent.Gateway{Node: v.Holder, Addresses: slices.Clone(v.HolderAddrs)}
 	}
@@ -88,6 +91,16 @@ func newest(gws []status.MeshGateway, holder string) (status.MeshGateway, bool) 
 		best, found = g, true
 	}
 	return best, found
+}
+
+// NodeAddrs are the InternalIPs of every node, sorted and without duplicates.
+func NodeAddrs(nodes []*corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range nodes {
+		out = append(out, InternalIPs(n)...)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // InternalIPs are a Node's InternalIP addresses.

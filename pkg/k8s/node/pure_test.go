@@ -142,3 +142,26 @@ func TestInternalIPs(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestNodeAddrs(t *testing.T) {
+	node := func(name string, addrs ...corev1.NodeAddress) *corev1.Node {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		n.Status.Addresses = addrs
+		return n
+	}
+	in := corev1.NodeInternalIP
+	got := NodeAddrs([]*corev1.Node{
+		node("b", corev1.NodeAddress{Type: in, Address: "172.18.0.3"}, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.3"}),
+		node("a", corev1.NodeAddress{Type: in, Address: "172.18.0.2"}, corev1.NodeAddress{Type: in, Address: "fc00::2"}),
+		node("c", corev1.NodeAddress{Type: in, Address: "172.18.0.3"}), // the same address twice: once
+		node("d"),
+	})
+	want := []netip.Addr{netip.MustParseAddr("172.18.0.2"), netip.MustParseAddr("172.18.0.3"), netip.MustParseAddr("fc00::2")}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("NodeAddrs = %v, want %v", got, want)
+	}
+	in2, _ := AgentInput(routeagent.Self{Name: "w"}, ClusterView{Nodes: want}, AgentSettings{})
+	if !reflect.DeepEqual(in2.Nodes, want) {
+		t.Errorf("AgentInput passes nodes %v, want %v", in2.Nodes, want)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -52,7 +53,7 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 	p := o.Progress
 	m, err := access.ReadMember(ctx, c)
 	if err != nil {
-		return false, cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+		return false, cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read this cluster's membership")
 	}
 	if m == nil {
 		p.Info("%s is not a member of a clusterset; nothing to do", c.Describe())
@@ -83,7 +84,7 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 		if _, err := c.Delete(ctx, objs); err != nil {
 			return err
 		}
-		err = c.Client.CoreV1().Secrets(kube.Namespace).Delete(ctx, kube.BrokerSecret, metav1.DeleteOptions{})
+		err = c.Client.CoreV1().Secrets(defaults.Namespace).Delete(ctx, kube.BrokerSecret, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -149,7 +150,7 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 	p.Info("Removing tunnelmesh from %s", c.Describe())
 	m, err := access.ReadMember(ctx, c)
 	if err != nil {
-		return cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+		return cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read this cluster's membership")
 	}
 	if m != nil {
 		if err := p.Run(fmt.Sprintf("Removing cluster %q from the broker", m.ClusterID), func(s *progress.Step) error {
@@ -159,7 +160,7 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 		}
 	}
 	err = p.Run("Deleting tunnelmesh objects", func(s *progress.Step) error {
-		found, err := c.Find(ctx, kube.PartOfLabel+"="+kube.PartOf, kube.Namespace)
+		found, err := c.Find(ctx, kube.PartOfLabel+"="+kube.PartOf, defaults.Namespace)
 		if err != nil {
 			return err
 		}
@@ -167,7 +168,7 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 			return err
 		}
 		// The namespace itself, labelled or not.
-		err = c.Client.CoreV1().Namespaces().Delete(ctx, kube.Namespace, metav1.DeleteOptions{})
+		err = c.Client.CoreV1().Namespaces().Delete(ctx, defaults.Namespace, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -185,16 +186,16 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	return p.Run("Waiting for the namespace "+kube.Namespace+" to go", func(s *progress.Step) error {
+	return p.Run("Waiting for the namespace "+defaults.Namespace+" to go", func(s *progress.Step) error {
 		for {
-			_, err := c.Client.CoreV1().Namespaces().Get(wctx, kube.Namespace, metav1.GetOptions{})
+			_, err := c.Client.CoreV1().Namespaces().Get(wctx, defaults.Namespace, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
 			select {
 			case <-wctx.Done():
-				return &cli.Error{Code: cli.ExitTimeout, What: "namespace " + kube.Namespace + " is still terminating",
-					Fix: "see what holds it: kubectl get namespace " + kube.Namespace + " -o yaml (status.conditions)"}
+				return &cli.Error{Code: cli.ExitTimeout, What: "namespace " + defaults.Namespace + " is still terminating",
+					Fix: "see what holds it: kubectl get namespace " + defaults.Namespace + " -o yaml (status.conditions)"}
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
