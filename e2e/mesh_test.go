@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
@@ -63,7 +64,7 @@ func activeGateway(ctx context.Context, c meshCluster) (*status.MeshGateway, err
 	if err != nil {
 		return nil, err
 	}
-	return status.Get(ctx, dyn, status.DefaultNamespace, c.id)
+	return status.Get(ctx, dyn, defaults.Namespace, c.id)
 }
 
 // echoPodOn returns the IP of the echo pod on node.
@@ -225,7 +226,7 @@ func gatewayStarted(ctx context.Context, c meshCluster) (time.Time, string, erro
 	if err != nil {
 		return time.Time{}, "", err
 	}
-	pods, err := c.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{
+	pods, err := c.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: "app.kubernetes.io/component=gateway", FieldSelector: "spec.nodeName=" + m.Status.ActiveNode})
 	if err != nil || len(pods.Items) == 0 {
 		return time.Time{}, "", fmt.Errorf("gateway pod on %s: %v", m.Status.ActiveNode, err)
@@ -413,7 +414,7 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := east.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{
+	pods, err := east.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: "app.kubernetes.io/component=gateway", FieldSelector: "spec.nodeName=" + old})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("gateway pod on %s: %v (%d found)", old, err, len(pods.Items))
@@ -424,7 +425,7 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	}
 	zero := int64(0)
 	killed := time.Now()
-	if err := east.Client.CoreV1().Pods(status.DefaultNamespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+	if err := east.Client.CoreV1().Pods(defaults.Namespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
 	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, killed)

@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
 
@@ -235,7 +235,7 @@ func notConverged(ctx context.Context, clusters ...meshCluster) string {
 		if msg := c.NotReady(ctx); msg != "" {
 			return c.id + ": " + msg
 		}
-		pods, err := c.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{})
+		pods, err := c.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err.Error()
 		}
@@ -387,7 +387,7 @@ func hasImport(ctx context.Context, c meshCluster, name string) (bool, error) {
 // scaleBroker sets the replicas of the broker Deployment meshctl
 // deploy-broker made and waits until that many pods run.
 func scaleBroker(ctx context.Context, c meshCluster, n int32) error {
-	deps := c.Client.AppsV1().Deployments(status.DefaultNamespace)
+	deps := c.Client.AppsV1().Deployments(defaults.Namespace)
 	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
 	if _, err := deps.Patch(ctx, "tunnelmesh-broker", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("scale the broker to %d: %w", n, err)
@@ -396,7 +396,7 @@ func scaleBroker(ctx context.Context, c meshCluster, n int32) error {
 	for time.Now().Before(deadline) {
 		d, err := deps.Get(ctx, "tunnelmesh-broker", metav1.GetOptions{})
 		if err == nil && d.Status.ReadyReplicas == n && d.Status.Replicas == n {
-			pods, err := c.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: labelSelector(d.Spec.Selector.MatchLabels)})
+			pods, err := c.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labelSelector(d.Spec.Selector.MatchLabels)})
 			if err == nil && len(pods.Items) == int(n) {
 				return nil
 			}
@@ -600,8 +600,8 @@ func testUninstall(ctx context.Context, t *testing.T, before map[string]userStat
 func leftovers(ctx context.Context, c meshCluster, before userState) []string {
 	var left []string
 	add := func(format string, args ...any) { left = append(left, fmt.Sprintf(format, args...)) }
-	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, status.DefaultNamespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-		add("namespace %s (%v)", status.DefaultNamespace, err)
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, defaults.Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		add("namespace %s (%v)", defaults.Namespace, err)
 	}
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {

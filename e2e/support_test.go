@@ -20,7 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
 
@@ -110,7 +110,7 @@ func gatherCluster(ctx context.Context, t *testing.T, c meshCluster, dir string)
 			t.Logf("gather %s: %v", name, err)
 		}
 	}
-	pods, err := c.Client.CoreV1().Pods(status.DefaultNamespace).List(ctx, metav1.ListOptions{})
+	pods, err := c.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		write("pods.err", []byte(err.Error()))
 	}

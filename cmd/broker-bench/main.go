@@ -33,6 +33,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 )
 
 func main() {
@@ -305,7 +306,7 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 		key := make([]byte, 32)
 		key[0], key[1], key[31] = byte(i>>8), byte(i), 1 // never the all-zero key, which the broker refuses
 		err = c.RegisterGateway(ctx, api.Gateway{ClusterID: id, Hostname: "gw-0", PrivateIP: "192.0.2.1",
-			Port: 51820, PublicKey: b64(key), Active: true})
+			Port: defaults.ListenPort, PublicKey: b64(key), Active: true})
 		if err != nil {
 			return fmt.Errorf("register %s: %w", id, err)
 		}

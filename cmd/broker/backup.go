@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
 
 func newBackupCommands() []*cobra.Command { return []*cobra.Command{newBackup(), newRestore()} }
@@ -53,11 +53,11 @@ func newBackup() *cobra.Command {
 }
 
 func backupOnline(ctx context.Context, dataDir, out, url string) (store.Info, error) {
-	ca, err := os.ReadFile(filepath.Join(dataDir, broker.FileCACert))
+	ca, err := os.ReadFile(filepath.Join(dataDir, brokerpki.FileCACert))
 	if err != nil {
 		return store.Info{}, err
 	}
-	admin, err := os.ReadFile(filepath.Join(dataDir, broker.FileAdminToken))
+	admin, err := os.ReadFile(filepath.Join(dataDir, brokerpki.FileAdminToken))
 	if err != nil {
 		return store.Info{}, err
 	}

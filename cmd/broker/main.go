@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
 
 func main() {
@@ -48,7 +49,7 @@ func newInit() *cobra.Command {
 		Short: "Create the CA, server certificate and admin credential in --data-dir (and the store: there, or in etcd)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := broker.ParseSANs(opts.SANs); err != nil {
+			if _, _, err := brokerpki.ParseSANs(opts.SANs); err != nil {
 				return fmt.Errorf("--san: %w", err)
 			}
 			if err := sf.check(); err != nil {
@@ -68,7 +69,7 @@ func newInit() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "initialised %s\n  CA certificate: %s\n  admin credential: %s (keep it secret)\n",
-				where, filepath.Join(opts.DataDir, broker.FileCACert), filepath.Join(opts.DataDir, broker.FileAdminToken))
+				where, filepath.Join(opts.DataDir, brokerpki.FileCACert), filepath.Join(opts.DataDir, brokerpki.FileAdminToken))
 			return nil
 		},
 	}
@@ -110,7 +111,7 @@ func newServe() *cobra.Command {
 			}
 			// Refuses a PKI dir without its CA or with a server
 			// certificate from another CA, before anything listens.
-			tlsConf, err := broker.ServerTLS(pkiDir)
+			tlsConf, err := brokerpki.ServerTLS(pkiDir)
 			if err != nil {
 				return err
 			}
@@ -120,7 +121,7 @@ func newServe() *cobra.Command {
 			}
 			defer st.Close()
 			if pkiDir != dataDir {
-				tok, err := os.ReadFile(filepath.Join(pkiDir, broker.FileAdminToken))
+				tok, err := os.ReadFile(filepath.Join(pkiDir, brokerpki.FileAdminToken))
 				if err != nil {
 					return fmt.Errorf("--pki-dir: %w", err)
 				}

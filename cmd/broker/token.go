@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
 
 // adminFlags locate a running broker and the admin credential; by default
@@ -34,10 +34,10 @@ func (f *adminFlags) client() (*brokerclient.Client, error) {
 	ca, cred := f.caFile, f.credFile
 	if f.dataDir != "" {
 		if ca == "" {
-			ca = filepath.Join(f.dataDir, broker.FileCACert)
+			ca = filepath.Join(f.dataDir, brokerpki.FileCACert)
 		}
 		if cred == "" {
-			cred = filepath.Join(f.dataDir, broker.FileAdminToken)
+			cred = filepath.Join(f.dataDir, brokerpki.FileAdminToken)
 		}
 	}
 	if ca == "" || cred == "" {

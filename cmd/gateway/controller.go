@@ -17,6 +17,7 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 )
@@ -43,7 +44,7 @@ func controllerCmd() *cobra.Command {
 		"directory holding the keys of Secret tunnelmesh-broker: url, ca.crt, credential, cluster-id")
 	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: none written)")
 	fl.StringVar(&f.identity, "identity", os.Getenv("POD_NAME"), "leader-election identity, unique per replica (default: $POD_NAME, else the host name)")
-	fl.StringVar(&f.leaseNamespace, "lease-namespace", export.LeaseNamespace, "namespace of the controller Lease "+export.LeaseName)
+	fl.StringVar(&f.leaseNamespace, "lease-namespace", defaults.Namespace, "namespace of the controller Lease "+export.LeaseName)
 	fl.IntVar(&f.workers, "workers", 4, "workers per queue")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return c

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -48,12 +49,12 @@ elected active (Lease ` + election.DefaultLeaseName + `). SIGTERM tears the data
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: the pod's in-cluster configuration)")
 	fl.StringVar(&f.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME, from the downward API)")
 	fl.StringSliceVar(&f.nodeIPs, "node-ip", nil, "this node's underlay address (repeatable; default: the Node's InternalIPs; in the DaemonSet: status.hostIP)")
-	fl.StringVar(&f.namespace, "namespace", election.DefaultNamespace, "namespace of the Lease, Secrets and MeshGateway")
+	fl.StringVar(&f.namespace, "namespace", defaults.Namespace, "namespace of the Lease, Secrets and MeshGateway")
 	fl.StringSliceVar(&f.podCIDRs, "pod-cidr", nil, "this cluster's pod CIDR, overriding discovery (repeatable)")
 	fl.StringSliceVar(&f.svcCIDRs, "service-cidr", nil, "this cluster's service CIDR, overriding discovery (repeatable)")
-	fl.StringVar(&f.iface, "interface", "tmesh0", "WireGuard interface name")
-	fl.IntVar(&f.listenPort, "listen-port", 51820, "WireGuard UDP port (1-65535)")
-	fl.IntVar(&f.mtu, "mtu", 0, "tunnel MTU (default: the node's underlay MTU - 80)")
+	fl.StringVar(&f.iface, "interface", defaults.Interface, "WireGuard interface name")
+	fl.IntVar(&f.listenPort, "listen-port", defaults.ListenPort, "WireGuard UDP port (1-65535)")
+	fl.IntVar(&f.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU (default: the node's underlay MTU - %d)", defaults.WireGuardOverhead))
 	fl.StringVar(&f.mode, "wireguard", "auto", "WireGuard implementation: auto, kernel or userspace")
 	fl.StringVar(&f.runDir, "run-dir", wg.DefaultRunDir, "directory for the UAPI socket; another directory is bound over "+wg.DefaultRunDir+" in a private mount namespace")
 	fl.StringVar(&f.stateFile, "state-file", "/var/lib/tunnelmesh/state.json", "last broker state (keep it on a hostPath), reused when restarting during a broker outage")

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
@@ -67,13 +68,13 @@ func runCmd() *cobra.Command {
 	fl.StringVar(&f.credFile, "credential-file", "", "file holding this cluster's broker credential (required; written by a join with --join-token-file)")
 	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "join token to use when --credential-file does not exist yet; the credential it yields is stored there")
 	fl.StringVar(&f.keyFile, "key-file", "/var/lib/tunnelmesh/private.key", "WireGuard private key file; created if missing")
-	fl.IntVar(&f.listenPort, "listen-port", 51820, "WireGuard UDP port (1-65535)")
+	fl.IntVar(&f.listenPort, "listen-port", defaults.ListenPort, "WireGuard UDP port (1-65535)")
 	fl.Int64Var(&f.epoch, "epoch", 1, "failover epoch announced with the active registration; raise it to take over from another active gateway of the cluster")
 	fl.StringVar(&f.hostname, "hostname", "", "gateway name announced to the broker (default: the host name)")
 	fl.StringVar(&f.publicIP, "public-ip", "", "public address peers should use (default: none; peers use the private or broker-observed address)")
 	fl.StringVar(&f.privateIP, "private-ip", "", "underlay address (default: the local address towards the broker)")
-	fl.IntVar(&f.mtu, "mtu", 0, "tunnel MTU (default: underlay MTU - 80)")
-	fl.StringVar(&f.iface, "interface", "tmesh0", "WireGuard interface name")
+	fl.IntVar(&f.mtu, "mtu", 0, fmt.Sprintf("tunnel MTU (default: underlay MTU - %d)", defaults.WireGuardOverhead))
+	fl.StringVar(&f.iface, "interface", defaults.Interface, "WireGuard interface name")
 	fl.StringVar(&f.mode, "wireguard", "auto", "WireGuard implementation: auto, kernel or userspace")
 	fl.StringVar(&f.runDir, "run-dir", wg.DefaultRunDir, "directory for the UAPI socket; another directory is bound over "+wg.DefaultRunDir+" in a private mount namespace")
 	fl.StringVar(&f.stateFile, "state-file", "", "last broker state, reused when restarting during a broker outage (default: state.json next to --key-file)")

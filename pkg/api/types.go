@@ -168,6 +168,13 @@ type JoinRequest struct {
 	Labels       map[string]string `json:"labels,omitempty"`
 }
 
+// HeaderIdempotencyKey carries a write's idempotency key: a random string
+// (at least 128 bits) the client makes once per write and sends again on
+// every retry of it. A retry of a write that was made gets the answer the
+// write got (a join its credential), so a write whose answer was lost is
+// safe to send again.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
 // JoinResponse returns the cluster's own credential; it is shown once.
 type JoinResponse struct {
 	Cluster    Cluster `json:"cluster"`
@@ -215,7 +222,8 @@ const (
 	CodeUnsupportedMedia = "UnsupportedMediaType" // body is not application/json
 	CodeExhausted        = "Exhausted"            // no free tunnel IP left
 	CodeInternal         = "Internal"             // the broker failed; retry
-	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready
+	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready; nothing was written
+	CodeOutcomeUnknown   = "OutcomeUnknown"       // the store did not confirm a write in time: it may have been made; retry with the same Idempotency-Key
 	CodeTooManyRequests  = "TooManyRequests"      // a per-credential limit (open watch streams) is reached
 	CodeRequestTimeout   = "RequestTimeout"       // the request body did not arrive in time
 	CodeMethodNotAllowed = "MethodNotAllowed"     // the path exists, the method does not (see Allow)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
 
 func TestInitCertificatesAndIdempotency(t *testing.T) {
@@ -19,8 +20,8 @@ func TestInitCertificatesAndIdempotency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, _ := os.ReadFile(filepath.Join(dir, broker.FileCACert))
-	srvPEM, _ := os.ReadFile(filepath.Join(dir, broker.FileServerCert))
+	caPEM, _ := os.ReadFile(filepath.Join(dir, brokerpki.FileCACert))
+	srvPEM, _ := os.ReadFile(filepath.Join(dir, brokerpki.FileServerCert))
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		t.Fatal("CA not PEM")
@@ -38,7 +39,7 @@ func TestInitCertificatesAndIdempotency(t *testing.T) {
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: "other.example"}); err == nil {
 		t.Error("server certificate valid for a name it was not given")
 	}
-	for name, mode := range map[string]os.FileMode{broker.FileAdminToken: 0o600, broker.FileCAKey: 0o600, broker.FileServerKey: 0o600} {
+	for name, mode := range map[string]os.FileMode{brokerpki.FileAdminToken: 0o600, brokerpki.FileCAKey: 0o600, brokerpki.FileServerKey: 0o600} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || fi.Mode().Perm() != mode {
 			t.Errorf("%s: mode %v err %v, want %v", name, fi.Mode().Perm(), err, mode)
@@ -47,7 +48,7 @@ func TestInitCertificatesAndIdempotency(t *testing.T) {
 	if _, err := broker.Init(broker.InitOptions{DataDir: dir}); err == nil {
 		t.Fatal("second init without Force succeeded")
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, broker.FileCACert))
+	after, _ := os.ReadFile(filepath.Join(dir, brokerpki.FileCACert))
 	if string(after) != string(caPEM) {
 		t.Fatal("refused init changed the CA")
 	}
@@ -104,7 +105,7 @@ func TestInitSANsDeduplicated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemBytes, _ := os.ReadFile(filepath.Join(dir, broker.FileServerCert))
+	pemBytes, _ := os.ReadFile(filepath.Join(dir, brokerpki.FileServerCert))
 	blk, _ := pem.Decode(pemBytes)
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil {
@@ -127,16 +128,16 @@ func TestInitSANsDeduplicated(t *testing.T) {
 
 func TestServerTLSChecksTheCA(t *testing.T) {
 	good := initDir(t)
-	if _, err := broker.ServerTLS(good); err != nil {
+	if _, err := brokerpki.ServerTLS(good); err != nil {
 		t.Fatalf("freshly initialised dir refused: %v", err)
 	}
 
 	noCA := initDir(t)
-	if err := os.Remove(filepath.Join(noCA, broker.FileCACert)); err != nil {
+	if err := os.Remove(filepath.Join(noCA, brokerpki.FileCACert)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := broker.ServerTLS(noCA)
-	for _, want := range []string{filepath.Join(noCA, broker.FileCACert), "broker init --data-dir " + noCA, "backup"} {
+	_, err := brokerpki.ServerTLS(noCA)
+	for _, want := range []string{filepath.Join(noCA, brokerpki.FileCACert), "broker init --data-dir " + noCA, "backup"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("without a CA: got %v, want it to mention %q", err, want)
 		}
@@ -144,13 +145,13 @@ func TestServerTLSChecksTheCA(t *testing.T) {
 
 	// The CA of another broker: the server certificate does not chain to it.
 	otherCA := initDir(t)
-	ca, _ := os.ReadFile(filepath.Join(initDir(t), broker.FileCACert))
-	if err := os.WriteFile(filepath.Join(otherCA, broker.FileCACert), ca, 0o644); err != nil {
+	ca, _ := os.ReadFile(filepath.Join(initDir(t), brokerpki.FileCACert))
+	if err := os.WriteFile(filepath.Join(otherCA, brokerpki.FileCACert), ca, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = broker.ServerTLS(otherCA)
-	for _, want := range []string{"is not signed by the CA", filepath.Join(otherCA, broker.FileServerCert),
-		filepath.Join(otherCA, broker.FileCACert), "--force"} {
+	_, err = brokerpki.ServerTLS(otherCA)
+	for _, want := range []string{"is not signed by the CA", filepath.Join(otherCA, brokerpki.FileServerCert),
+		filepath.Join(otherCA, brokerpki.FileCACert), "--force"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("foreign CA: got %v, want it to mention %q", err, want)
 		}
@@ -158,10 +159,10 @@ func TestServerTLSChecksTheCA(t *testing.T) {
 
 	// A CA file that is not PEM.
 	garbled := initDir(t)
-	if err := os.WriteFile(filepath.Join(garbled, broker.FileCACert), []byte("not a certificate\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(garbled, brokerpki.FileCACert), []byte("not a certificate\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := broker.ServerTLS(garbled); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+	if _, err := brokerpki.ServerTLS(garbled); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Errorf("garbled CA: got %v", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store/etcdtest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
 
 // etcdClusterset is a 3-member etcd cluster holding an initialised store
@@ -64,11 +65,11 @@ func TestReplicasSurviveKilledMemberAndReplica(t *testing.T) {
 	addrA, addrB := freeAddr(t), freeAddr(t)
 	pa := startReplicaProc(t, bin, dir, addrA, ec)
 	pb := startReplicaProc(t, bin, dir, addrB, ec)
-	ca, err := os.ReadFile(filepath.Join(dir, broker.FileCACert))
+	ca, err := os.ReadFile(filepath.Join(dir, brokerpki.FileCACert))
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := os.ReadFile(filepath.Join(dir, broker.FileAdminToken))
+	admin, err := os.ReadFile(filepath.Join(dir, brokerpki.FileAdminToken))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,14 +128,6 @@ func NewView() *View {
 	return &View{clusters: map[string]api.Cluster{}, gateways: map[string]api.Gateway{}, exports: map[string]api.Export{}}
 }
 
-// GatewayKey and ExportKey are the keys the broker gives those records.
-func GatewayKey(cluster, hostname string) string { return cluster + "/" + hostname }
-
-// ExportKey is the broker's key of an export.
-func ExportKey(cluster, namespace, name string) string {
-	return cluster + "/" + namespace + "/" + name
-}
-
 // Apply folds one watch event into the view.
 func (v *View) Apply(ev api.Event) {
 	v.mu.Lock()
@@ -152,10 +144,10 @@ func (v *View) Apply(ev api.Event) {
 			v.clusters[c.ID] = c
 		}
 		for _, g := range ev.Snapshot.Gateways {
-			v.gateways[GatewayKey(g.ClusterID, g.Hostname)] = g
+			v.gateways[api.GatewayKey(g.ClusterID, g.Hostname)] = g
 		}
 		for _, e := range ev.Snapshot.Exports {
-			v.exports[ExportKey(e.ClusterID, e.Namespace, e.Name)] = e
+			v.exports[api.ExportKey(e.ClusterID, e.Namespace, e.Name)] = e
 		}
 	case api.EventPut:
 		switch {

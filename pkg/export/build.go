@@ -10,7 +10,6 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/validate"
 )
 
 // Validity is the verdict on one ServiceExport: its Valid condition.
@@ -108,7 +107,7 @@ func endpointsOf(name string, eps []*discoveryv1.EndpointSlice) []api.Endpoint {
 					addrs = append(addrs, ip.String())
 				}
 			}
-			if len(addrs) == 0 || len(addrs) > validate.MaxAddresses {
+			if len(addrs) == 0 || len(addrs) > api.MaxAddresses {
 				continue
 			}
 			key := strings.Join(addrs, ",")
@@ -130,8 +129,8 @@ func endpointsOf(name string, eps []*discoveryv1.EndpointSlice) []api.Endpoint {
 		}
 		return compareAddr(a.Addresses[0], b.Addresses[0])
 	})
-	if len(out) > validate.MaxEndpoints {
-		out = out[:validate.MaxEndpoints]
+	if len(out) > api.MaxEndpoints {
+		out = out[:api.MaxEndpoints]
 	}
 	return out
 }

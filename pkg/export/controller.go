@@ -307,7 +307,7 @@ func (c *Controller) work(ctx context.Context, q workqueue.TypedRateLimitingInte
 func (c *Controller) onBroker(s api.Snapshot) {
 	records := make(map[string]api.Export, len(s.Exports))
 	for _, e := range s.Exports {
-		records[brokerclient.ExportKey(e.ClusterID, e.Namespace, e.Name)] = e
+		records[api.ExportKey(e.ClusterID, e.Namespace, e.Name)] = e
 	}
 	resolved := map[string]*Service{}
 	byNS := map[string][]string{}
@@ -357,7 +357,7 @@ func (c *Controller) onBroker(s api.Snapshot) {
 func (c *Controller) view(ns, name string) (api.Export, bool, *Service) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	e, ok := c.records[brokerclient.ExportKey(c.cfg.ClusterID, ns, name)]
+	e, ok := c.records[api.ExportKey(c.cfg.ClusterID, ns, name)]
 	return e, ok, c.resolved[ns+"/"+name]
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
@@ -76,13 +77,13 @@ func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR strin
 	c.broker, _ = b.Join(id, podCIDR, svcCIDR)
 
 	// The controller runs with exactly the rights deploy/mcs grants it.
-	c.namespace(export.LeaseNamespace)
+	c.namespace(defaults.Namespace)
 	rbac, err := deploy.FS.ReadFile("mcs/controller-rbac.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	applyYAML(t, c.dyn, rbac)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + export.LeaseNamespace + ":tunnelmesh-controller"}
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + defaults.Namespace + ":tunnelmesh-controller"}
 	if c.ctrlKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
@@ -35,7 +36,7 @@ func TestFollowMeshGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	applyYAML(t, admin, rbac)
-	ctrl := dynamic.NewForConfigOrDie(k8stest.Impersonate(env.Config, export.LeaseNamespace, "tunnelmesh-controller"))
+	ctrl := dynamic.NewForConfigOrDie(k8stest.Impersonate(env.Config, defaults.Namespace, "tunnelmesh-controller"))
 
 	w := status.Writer{Client: admin, ClusterID: "east"}
 	write := func(westStatus string) {
@@ -74,7 +75,7 @@ func TestFollowMeshGateway(t *testing.T) {
 	wantWest(true)
 	write(api.StatusError)
 	wantWest(false)
-	if err := admin.Resource(status.GVR).Namespace(status.DefaultNamespace).Delete(context.Background(), "east", metav1.DeleteOptions{}); err != nil {
+	if err := admin.Resource(status.GVR).Namespace(defaults.Namespace).Delete(context.Background(), "east", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond) // a deletion must not flip anything; give the watch time to deliver it

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 )
 
@@ -37,7 +38,7 @@ func DownClusters(remotes []status.RemoteCluster) map[string]bool {
 // reports it rather than at the next poll.
 func FollowMeshGateway(ctx context.Context, dyn dynamic.Interface, namespace, clusterID string, t *Tunnels, log *slog.Logger) {
 	if namespace == "" {
-		namespace = status.DefaultNamespace
+		namespace = defaults.Namespace
 	}
 	f := &meshGatewayFollower{t: t, log: log, known: map[string]bool{}}
 	inf := dynamicinformer.NewFilteredDynamicInformer(dyn, status.GVR, namespace, 0, cache.Indexers{},

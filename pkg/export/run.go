@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -13,13 +14,12 @@ import (
 
 // Lease of the one active controller of a cluster.
 const (
-	LeaseNamespace = "tunnelmesh-system"
-	LeaseName      = "tunnelmesh-controller"
+	LeaseName = "tunnelmesh-controller"
 )
 
 // Election configures Run; zero values take the defaults.
 type Election struct {
-	Namespace, Name string // default LeaseNamespace, LeaseName
+	Namespace, Name string // default defaults.Namespace, LeaseName
 	Identity        string // required: unique per replica (the pod name)
 	// Standard client-go timings by default (15 s, 10 s, 2 s): a standby
 	// takes over within a lease duration, which only delays export changes.
@@ -37,7 +37,7 @@ func Run(ctx context.Context, cfg Config, el Election) error {
 		return errors.New("export: election identity is required")
 	}
 	if el.Namespace == "" {
-		el.Namespace = LeaseNamespace
+		el.Namespace = defaults.Namespace
 	}
 	if el.Name == "" {
 		el.Name = LeaseName

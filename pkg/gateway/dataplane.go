@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
@@ -54,7 +55,7 @@ func OpenDataPlane(cfg DataPlaneConfig) (*DataPlane, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Interface == "" {
-		cfg.Interface = "tmesh0"
+		cfg.Interface = defaults.Interface
 	}
 	if cfg.ListenPort < 1 || cfg.ListenPort > 65535 {
 		return nil, fmt.Errorf("WireGuard listen port %d: want a fixed port in 1-65535 (remote gateways find this gateway on the port announced to the broker)", cfg.ListenPort)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
@@ -309,7 +310,7 @@ func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
 func endpoint(local Local, g api.Gateway) netip.AddrPort {
 	port := g.Port
 	if port == 0 {
-		port = 51820
+		port = defaults.ListenPort
 	}
 	pick := func(s string) netip.AddrPort {
 		a, err := netip.ParseAddr(s)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -84,7 +85,7 @@ func New(cfg Config, b Broker) *Engine {
 		cfg.ProbeInterval = time.Second
 	}
 	if cfg.Local.Interface == "" {
-		cfg.Local.Interface = "tmesh0"
+		cfg.Local.Interface = defaults.Interface
 	}
 	if cfg.Role == "" {
 		cfg.Role = RoleActive

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
 
@@ -34,5 +35,5 @@ func TunnelMTU(ip net.IP) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return m - wg.Overhead, nil
+	return m - defaults.WireGuardOverhead, nil
 }

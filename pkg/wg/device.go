@@ -24,11 +24,6 @@ const (
 	ModeUserspace Mode = "userspace"
 )
 
-// Overhead is WireGuard's worst-case encapsulation overhead over IPv6
-// (40 IPv6 + 8 UDP + 32 WireGuard); subtracting it from the underlay MTU is
-// safe for both address families.
-const Overhead = 80
-
 // Device is a WireGuard interface this process created.
 type Device struct {
 	Name string

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
@@ -34,7 +35,7 @@ import (
 )
 
 const (
-	ns        = election.DefaultNamespace
+	ns        = defaults.Namespace
 	podAIP    = "10.244.4.2"
 	podBIP    = "10.60.0.2"
 	tcpPort   = 7777

@@ -3,18 +3,20 @@ package auth
 import (
 	"strings"
 	"testing"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
 
 func TestTokens(t *testing.T) {
-	admin := NewAdmin()
-	join, id := NewJoin()
-	cl := NewCluster("east")
-	for tok, want := range map[string]Parsed{
-		admin: {Prefix: PrefixAdmin, Raw: admin},
-		join:  {Prefix: PrefixJoin, ID: id, Raw: join},
-		cl:    {Prefix: PrefixCluster, ID: "east", Raw: cl},
+	admin := api.NewAdminCredential()
+	join, id := api.NewJoinToken()
+	cl := api.NewClusterCredential("east")
+	for tok, want := range map[string]api.Credential{
+		admin: {Prefix: api.PrefixAdmin, Raw: admin},
+		join:  {Prefix: api.PrefixJoin, ID: id, Raw: join},
+		cl:    {Prefix: api.PrefixCluster, ID: "east", Raw: cl},
 	} {
-		got, err := Parse(tok)
+		got, err := api.ParseCredential(tok)
 		if err != nil || got != want {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v", tok, got, err, want)
 		}
@@ -24,17 +26,17 @@ func TestTokens(t *testing.T) {
 	}
 	for _, bad := range []string{"", "tma", "tma.short", "tmx.a." + strings.Repeat("A", 43),
 		"tmc.." + strings.Repeat("A", 43), strings.Repeat("x", 600)} {
-		if _, err := Parse(bad); err == nil {
+		if _, err := api.ParseCredential(bad); err == nil {
 			t.Errorf("Parse(%q) accepted", bad)
 		}
 	}
-	if NewAdmin() == admin {
+	if api.NewAdminCredential() == admin {
 		t.Error("two admin tokens are equal")
 	}
 }
 
 func TestFromHeader(t *testing.T) {
-	tok := NewAdmin()
+	tok := api.NewAdminCredential()
 	for h, ok := range map[string]bool{
 		"Bearer " + tok:        true,
 		"bearer " + tok:        true,

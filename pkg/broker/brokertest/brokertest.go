@@ -22,6 +22,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store/etcdtest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
 
 // Options tune Start; the zero value is a fresh broker on a free port.
@@ -131,7 +132,7 @@ func Start(t testing.TB, o Options) *Broker {
 		closeStore()
 		t.Fatalf("brokertest: new broker: %v", err)
 	}
-	tlsConf, err := broker.ServerTLS(o.Dir)
+	tlsConf, err := brokerpki.ServerTLS(o.Dir)
 	if err != nil {
 		closeStore()
 		t.Fatalf("brokertest: %v", err)
@@ -148,11 +149,11 @@ func Start(t testing.TB, o Options) *Broker {
 		closeStore()
 		t.Fatalf("brokertest: listen: %v", err)
 	}
-	ca, err := os.ReadFile(filepath.Join(o.Dir, broker.FileCACert))
+	ca, err := os.ReadFile(filepath.Join(o.Dir, brokerpki.FileCACert))
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := os.ReadFile(filepath.Join(o.Dir, broker.FileAdminToken))
+	admin, err := os.ReadFile(filepath.Join(o.Dir, brokerpki.FileAdminToken))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,9 @@ func (s *Bolt) info() (Info, error) {
 			in.Revision = int64(binary.BigEndian.Uint64(v))
 		}
 		for _, k := range Kinds {
-			in.Records[k] = tx.Bucket([]byte(k)).Stats().KeyN
+			if b := tx.Bucket([]byte(k)); b != nil {
+				in.Records[k] = b.Stats().KeyN
+			}
 		}
 		in.Bytes = tx.Size()
 		return nil
@@ -53,12 +55,8 @@ func (s *Bolt) info() (Info, error) {
 // VerifyFile opens a store file read-only and checks it as OpenBolt would
 // (consistency, schema version), returning what it holds.
 func VerifyFile(path string) (Info, error) {
-	st, err := os.Stat(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return Info{}, err
-	}
-	if st.Size() == 0 {
-		return Info{}, fmt.Errorf("%s is empty (0 bytes)", path)
 	}
 	s, err := open(path, true)
 	if err != nil {

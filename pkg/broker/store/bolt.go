@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,7 +54,7 @@ func OpenBolt(dir string) (*Bolt, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w; create it with `broker init --data-dir %s`", dir, err, dir)
 	}
-	st, err := os.Stat(path)
+	_, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist, though data dir %s does; "+
 			"restore the store from a backup (`broker restore --data-dir %s --from FILE`), "+
@@ -61,9 +62,6 @@ func OpenBolt(dir string) (*Bolt, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
-	}
-	if st.Size() == 0 {
-		return nil, damaged(path, errors.New("the file is empty (0 bytes)"))
 	}
 	return open(path, false)
 }
@@ -75,10 +73,7 @@ func Create(dir string) (*Bolt, error) {
 		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	if st, err := os.Stat(path); err == nil {
-		if st.Size() == 0 {
-			return nil, damaged(path, errors.New("the file is empty (0 bytes)"))
-		}
+	if _, err := os.Stat(path); err == nil {
 		return open(path, false)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -108,7 +103,8 @@ func damaged(path string, err error) error {
 		path, err, filepath.Dir(path))
 }
 
-// open opens and checks path. bbolt panics on some damaged files (a
+// open opens and checks path (an empty file is refused by precheck, for
+// every caller). bbolt panics on some damaged files (a
 // truncated file: "invalid freelist page"; overwritten pages: "assertion
 // failed: Page expected to be ..."); those become errors here.
 func open(path string, readOnly bool) (b *Bolt, err error) {
@@ -138,6 +134,20 @@ func open(path string, readOnly bool) (b *Bolt, err error) {
 		db.Close()
 		return nil, err
 	}
+	if !readOnly {
+		err := db.Update(func(tx *bolt.Tx) error {
+			for _, k := range laterKinds {
+				if _, err := tx.CreateBucketIfNotExists([]byte(k)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store %s: add buckets: %w", path, err)
+		}
+	}
 	return &Bolt{db: db, path: path}, nil
 }
 
@@ -148,7 +158,7 @@ func check(db *bolt.DB) error {
 			return err
 		}
 		for _, b := range append(kindBuckets(), bucketLog, bucketMeta) {
-			if tx.Bucket(b) == nil {
+			if tx.Bucket(b) == nil && !slices.Contains(laterKinds, string(b)) {
 				return fmt.Errorf("bucket %q missing", b)
 			}
 		}
@@ -197,14 +207,18 @@ func (s *Bolt) Load(_ context.Context, logLimit int) (st *State, err error) {
 		}
 		for _, k := range Kinds {
 			m := map[string][]byte{}
-			err := tx.Bucket([]byte(k)).ForEach(func(key, v []byte) error {
+			st.Records[k] = m
+			b := tx.Bucket([]byte(k))
+			if b == nil { // a later kind in a file opened read-only
+				continue
+			}
+			err := b.ForEach(func(key, v []byte) error {
 				m[string(key)] = append([]byte(nil), v...)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			st.Records[k] = m
 		}
 		c := tx.Bucket(bucketLog).Cursor()
 		var rev []Change

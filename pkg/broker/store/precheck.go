@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -42,8 +43,9 @@ func readMeta(b []byte) boltMeta {
 	return m
 }
 
-// precheck looks at the meta pages before bbolt maps the file: bbolt reads
-// a truncated file's pages past its end through mmap, which kills the
+// precheck refuses an empty file (the one place that check lives) and
+// looks at the meta pages before bbolt maps the file: bbolt reads a
+// truncated file's pages past its end through mmap, which kills the
 // process with SIGBUS, something no recover can catch. A nil error means
 // the file is at least as long as its newest valid meta page says; files
 // with no valid meta page are left to bbolt, which refuses them.
@@ -56,6 +58,9 @@ func precheck(path string) error {
 	st, err := f.Stat()
 	if err != nil {
 		return err
+	}
+	if st.Size() == 0 {
+		return errors.New("the file is empty (0 bytes)")
 	}
 	buf := make([]byte, metaChecksumOff+8)
 	var best boltMeta

@@ -100,7 +100,7 @@ func bigExport(n int) api.Export {
 // BenchmarkDecode measures the strict decoder on a body near the 1 MiB
 // limit, and the key check's share of it.
 func BenchmarkDecode(b *testing.B) {
-	e := bigExport(MaxEndpoints)
+	e := bigExport(api.MaxEndpoints)
 	body, _ := json.Marshal(e)
 	b.Run(fmt.Sprintf("Decode/%dKiB", len(body)>>10), func(b *testing.B) {
 		b.SetBytes(int64(len(body)))

@@ -20,18 +20,6 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
 
-// Limits on list sizes, so one request cannot bloat every watcher's state.
-const (
-	MaxCIDRs     = 16
-	MaxLabels    = 64
-	MaxHealth    = 1 << 20 // one per remote cluster: generous; the heartbeat's body size bounds it
-	MaxPorts     = 128
-	MaxIPs       = 2
-	MaxEndpoints = 2000
-	MaxAddresses = 16
-	MaxText      = 1024
-)
-
 func invalid(field, format string, args ...any) *api.Error {
 	return &api.Error{Code: api.CodeInvalid, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
 }
@@ -53,8 +41,8 @@ func CIDRs(field string, in []string, required bool) ([]netip.Prefix, *api.Error
 	if len(in) == 0 && required {
 		return nil, invalid(field, "at least one CIDR is required")
 	}
-	if len(in) > MaxCIDRs {
-		return nil, invalid(field, "at most %d CIDRs", MaxCIDRs)
+	if len(in) > api.MaxCIDRs {
+		return nil, invalid(field, "at most %d CIDRs", api.MaxCIDRs)
 	}
 	out := make([]netip.Prefix, 0, len(in))
 	for i, s := range in {
@@ -79,8 +67,8 @@ func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
 
 // Labels checks Kubernetes-style labels.
 func Labels(field string, m map[string]string) *api.Error {
-	if len(m) > MaxLabels {
-		return invalid(field, "at most %d entries", MaxLabels)
+	if len(m) > api.MaxLabels {
+		return invalid(field, "at most %d entries", api.MaxLabels)
 	}
 	for k, v := range m {
 		if errs := isQualifiedName(k); len(errs) > 0 {
@@ -95,8 +83,8 @@ func Labels(field string, m map[string]string) *api.Error {
 
 // Annotations checks Kubernetes-style annotations (free-form values, bounded).
 func Annotations(field string, m map[string]string) *api.Error {
-	if len(m) > MaxLabels {
-		return invalid(field, "at most %d entries", MaxLabels)
+	if len(m) > api.MaxLabels {
+		return invalid(field, "at most %d entries", api.MaxLabels)
 	}
 	total := 0
 	for k, v := range m {
@@ -188,8 +176,8 @@ func hostIP(field, s string, required bool) *api.Error {
 
 // Health checks a gateway's per-peer health report.
 func Health(field string, hs []api.PeerHealth) *api.Error {
-	if len(hs) > MaxHealth {
-		return invalid(field, "at most %d entries", MaxHealth)
+	if len(hs) > api.MaxHealth {
+		return invalid(field, "at most %d entries", api.MaxHealth)
 	}
 	for i, h := range hs {
 		f := fmt.Sprintf("%s[%d]", field, i)
@@ -201,8 +189,8 @@ func Health(field string, hs []api.PeerHealth) *api.Error {
 		default:
 			return invalid(f+".status", "%q is not one of connecting, connected, error", h.Status)
 		}
-		if len(h.Reason) > MaxText {
-			return invalid(f+".reason", "longer than %d bytes", MaxText)
+		if len(h.Reason) > api.MaxText {
+			return invalid(f+".reason", "longer than %d bytes", api.MaxText)
 		}
 		if h.RTTMillis < 0 || h.LossPercent < 0 || h.LossPercent > 100 || h.RxBytes < 0 || h.TxBytes < 0 {
 			return invalid(f, "negative or out-of-range figures")
@@ -255,8 +243,8 @@ func Export(e *api.Export) *api.Error {
 		// conflict against exports that do carry their time.
 		return invalid("createdAt", "required: the ServiceExport's creationTimestamp")
 	}
-	if len(e.Ports) > MaxPorts {
-		return invalid("ports", "at most %d ports", MaxPorts)
+	if len(e.Ports) > api.MaxPorts {
+		return invalid("ports", "at most %d ports", api.MaxPorts)
 	}
 	type protoPort struct {
 		proto string
@@ -291,7 +279,7 @@ func Export(e *api.Export) *api.Error {
 		}
 		portAt[protoPort{p.Protocol, p.Port}] = i
 	}
-	if len(e.IPs) > MaxIPs {
+	if len(e.IPs) > api.MaxIPs {
 		return invalid("ips", "at most one IP per family")
 	}
 	var ipFams []string
@@ -352,13 +340,13 @@ func Export(e *api.Export) *api.Error {
 	if err := Annotations("annotations", e.Annotations); err != nil {
 		return err
 	}
-	if len(e.Endpoints) > MaxEndpoints {
-		return invalid("endpoints", "at most %d endpoints", MaxEndpoints)
+	if len(e.Endpoints) > api.MaxEndpoints {
+		return invalid("endpoints", "at most %d endpoints", api.MaxEndpoints)
 	}
 	for i, ep := range e.Endpoints {
 		f := fmt.Sprintf("endpoints[%d]", i)
-		if len(ep.Addresses) == 0 || len(ep.Addresses) > MaxAddresses {
-			return invalid(f+".addresses", "1 to %d addresses required", MaxAddresses)
+		if len(ep.Addresses) == 0 || len(ep.Addresses) > api.MaxAddresses {
+			return invalid(f+".addresses", "1 to %d addresses required", api.MaxAddresses)
 		}
 		for j, a := range ep.Addresses {
 			if _, err := reachableAddr(fmt.Sprintf("%s.addresses[%d]", f, j), a); err != nil {
@@ -379,8 +367,8 @@ func TokenRequest(r *api.CreateTokenRequest) *api.Error {
 	if r.TTLSeconds < 0 || r.TTLSeconds > 366*24*3600 {
 		return invalid("ttlSeconds", "%d is out of range 0 (default 24h) to one year", r.TTLSeconds)
 	}
-	if len(r.Description) > MaxText {
-		return invalid("description", "longer than %d bytes", MaxText)
+	if len(r.Description) > api.MaxText {
+		return invalid("description", "longer than %d bytes", api.MaxText)
 	}
 	return nil
 }

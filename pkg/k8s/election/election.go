@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,7 +23,6 @@ import (
 const (
 	// DefaultGossipPort is the candidates' memberlist port (TCP and UDP, host network).
 	DefaultGossipPort = 7947
-	DefaultNamespace  = "tunnelmesh-system"
 	DefaultLeaseName  = "tunnelmesh-gateway"
 	// CandidateLabel marks the nodes that may run the active gateway (value "true").
 	CandidateLabel = "tunnelmesh.io/gateway"
@@ -52,7 +52,7 @@ type State struct {
 // durations take the defaults (3 s lease, 200 ms renewals, 650 ms deadline: 250 ms short of memberlist's quickest verdict, a margin for a loaded node).
 type Config struct {
 	Client    kubernetes.Interface
-	Namespace string // DefaultNamespace when empty
+	Namespace string // defaults.Namespace when empty
 	LeaseName string // DefaultLeaseName when empty
 	Identity  string // node name; also the memberlist name
 	// LeaseDuration is the backstop when memberlist says nothing (e.g. the
@@ -76,7 +76,7 @@ func (c *Config) defaults() error {
 		return errors.New("election: Gossip.Peers is required (election.CandidatePeers in a cluster); without it a crashed holder is only replaced when its Lease expires")
 	}
 	if c.Namespace == "" {
-		c.Namespace = DefaultNamespace
+		c.Namespace = defaults.Namespace
 	}
 	if c.LeaseName == "" {
 		c.LeaseName = DefaultLeaseName

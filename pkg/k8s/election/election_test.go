@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
@@ -49,7 +50,7 @@ type stamped struct {
 
 func newCluster(t *testing.T) *cluster {
 	env := kubeapi.Start(t)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultNamespace}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaults.Namespace}}
 	if _, err := env.Client(t).CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +393,7 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 		other = a
 	}
 	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
-	stale, err := c.env.Client(t).CoordinationV1().Leases(DefaultNamespace).Get(t.Context(), DefaultLeaseName, metav1.GetOptions{})
+	stale, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Get(t.Context(), DefaultLeaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +423,7 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	}
 
 	// The old holder's view of the Lease no longer writes.
-	_, err = c.env.Client(t).CoordinationV1().Leases(DefaultNamespace).Update(t.Context(), stale, metav1.UpdateOptions{})
+	_, err = c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Update(t.Context(), stale, metav1.UpdateOptions{})
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("update with the old active's Lease: %v; want a conflict", err)
 	}

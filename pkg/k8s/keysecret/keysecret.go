@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,22 +31,21 @@ import (
 
 // Names fixed by the design.
 const (
-	DefaultNamespace = "tunnelmesh-system"
-	SecretName       = "tunnelmesh-wireguard"
-	KeyField         = "private.key" // base64 text, as `wg genkey` prints it
+	SecretName = "tunnelmesh-wireguard"
+	KeyField   = "private.key" // base64 text, as `wg genkey` prints it
 )
 
 // Store reads and creates the key Secret.
 type Store struct {
 	Client    kubernetes.Interface
-	Namespace string // DefaultNamespace when empty
+	Namespace string // defaults.Namespace when empty
 	// Generate makes a new key; wgtypes.GeneratePrivateKey when nil.
 	Generate func() (wgtypes.Key, error)
 }
 
 func (s Store) ns() string {
 	if s.Namespace == "" {
-		return DefaultNamespace
+		return defaults.Namespace
 	}
 	return s.Namespace
 }

@@ -14,13 +14,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 func setup(t *testing.T) kubernetes.Interface {
 	env := kubeapi.Start(t)
 	c := env.Client(t)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultNamespace}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaults.Namespace}}
 	if _, err := c.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func TestConcurrentCreatorsEndWithOneKeyThatARestartKeeps(t *testing.T) {
 	if err != nil || k != keys[0] || generated.Load() != before {
 		t.Fatalf("after restart: key %v err %v, generated %d more; want the same key and none generated", k.PublicKey(), err, generated.Load()-before)
 	}
-	sec, err := c.CoreV1().Secrets(DefaultNamespace).Get(t.Context(), SecretName, metav1.GetOptions{})
+	sec, err := c.CoreV1().Secrets(defaults.Namespace).Get(t.Context(), SecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,23 +101,23 @@ func TestStandbyGetsNotFoundAndNeverCreates(t *testing.T) {
 	if _, err := (Store{Client: c}).Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait with no Secret: %v; want the context's deadline", err)
 	}
-	if _, err := c.CoreV1().Secrets(DefaultNamespace).Get(t.Context(), SecretName, metav1.GetOptions{}); err == nil {
+	if _, err := c.CoreV1().Secrets(defaults.Namespace).Get(t.Context(), SecretName, metav1.GetOptions{}); err == nil {
 		t.Fatal("a reader created the Secret")
 	}
 }
 
 func TestBadSecretIsReportedNotOverwritten(t *testing.T) {
 	c := setup(t)
-	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: SecretName, Namespace: DefaultNamespace},
+	bad := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: SecretName, Namespace: defaults.Namespace},
 		Data: map[string][]byte{KeyField: []byte("not-a-key")}}
-	if _, err := c.CoreV1().Secrets(DefaultNamespace).Create(t.Context(), bad, metav1.CreateOptions{}); err != nil {
+	if _, err := c.CoreV1().Secrets(defaults.Namespace).Create(t.Context(), bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Store{Client: c}.Ensure(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "is not a WireGuard key") || !strings.Contains(err.Error(), "delete the Secret") {
 		t.Fatalf("Ensure over a bad Secret: %v; want a clear error", err)
 	}
-	got, _ := c.CoreV1().Secrets(DefaultNamespace).Get(t.Context(), SecretName, metav1.GetOptions{})
+	got, _ := c.CoreV1().Secrets(defaults.Namespace).Get(t.Context(), SecretName, metav1.GetOptions{})
 	if string(got.Data[KeyField]) != "not-a-key" {
 		t.Fatalf("the bad Secret was changed to %q", got.Data[KeyField])
 	}

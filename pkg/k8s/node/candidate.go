@@ -17,6 +17,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
@@ -155,7 +156,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	}
 	mtu := r.cfg.MTU
 	if mtu == 0 {
-		mtu = self.MTU - 80
+		mtu = self.MTU - defaults.WireGuardOverhead
 	}
 	local := gateway.Local{ClusterID: bi.ClusterID, Interface: r.cfg.Interface, PodCIDRs: cidrs.Pod, ServiceCIDRs: cidrs.Service,
 		UnderlayAddrs: ips, BrokerAddrs: brokerAddrs(bi.URL)}

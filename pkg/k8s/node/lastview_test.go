@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,11 +16,11 @@ import (
 // without the exports.
 func TestViewStoreIsFencedByEpoch(t *testing.T) {
 	c := kubeapi.Start(t).Client(t)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: election.DefaultNamespace}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaults.Namespace}}
 	if _, err := c.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	v := ViewStore{Client: c, Namespace: election.DefaultNamespace}
+	v := ViewStore{Client: c, Namespace: defaults.Namespace}
 	if _, _, ok, err := v.Load(t.Context()); ok || err != nil {
 		t.Fatalf("Load before any write: found %v, %v", ok, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -24,7 +25,7 @@ import (
 type Config struct {
 	Client    kubernetes.Interface
 	Dynamic   dynamic.Interface
-	Namespace string // election.DefaultNamespace when empty
+	Namespace string // defaults.Namespace when empty
 	NodeName  string
 	// NodeIPs, when set, are this node's underlay addresses (e.g. the pod's
 	// status.hostIP); otherwise the Node's InternalIPs.
@@ -33,9 +34,9 @@ type Config struct {
 	Overrides discovery.Overrides
 
 	// Gateway data plane (candidates only).
-	Interface  string // tmesh0 when empty
-	ListenPort int    // 51820 when 0
-	MTU        int    // 0: the underlay device's MTU - 80
+	Interface  string // defaults.Interface when empty
+	ListenPort int    // defaults.ListenPort when 0
+	MTU        int    // 0: the underlay device's MTU - defaults.WireGuardOverhead
 	WireGuard  wg.Mode
 	PublicIP   string
 	// StateFile keeps the last broker state on the node (a hostPath), so that
@@ -76,13 +77,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("node name is empty: pass --node-name (in a pod: the downward API's spec.nodeName as NODE_NAME)")
 	}
 	if cfg.Namespace == "" {
-		cfg.Namespace = election.DefaultNamespace
+		cfg.Namespace = defaults.Namespace
 	}
 	if cfg.Interface == "" {
-		cfg.Interface = "tmesh0"
+		cfg.Interface = defaults.Interface
 	}
 	if cfg.ListenPort == 0 {
-		cfg.ListenPort = 51820
+		cfg.ListenPort = defaults.ListenPort
 	}
 	if cfg.ListenPort < 1 || cfg.ListenPort > 65535 {
 		return fmt.Errorf("listen port %d: want a fixed UDP port in 1-65535", cfg.ListenPort)

@@ -21,14 +21,14 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 )
 
 // API names.
 const (
-	Group            = "tunnelmesh.io"
-	Version          = "v1alpha1"
-	Kind             = "MeshGateway"
-	DefaultNamespace = "tunnelmesh-system"
+	Group   = "tunnelmesh.io"
+	Version = "v1alpha1"
+	Kind    = "MeshGateway"
 )
 
 // GVR is the MeshGateway resource.
@@ -149,14 +149,14 @@ var ErrStale = errors.New("a newer active gateway owns the status")
 // Writer writes the MeshGateway of one cluster.
 type Writer struct {
 	Client    dynamic.Interface
-	Namespace string // DefaultNamespace when empty
+	Namespace string // defaults.Namespace when empty
 	ClusterID string // the object's name
 }
 
 func (w Writer) res() dynamic.ResourceInterface {
 	ns := w.Namespace
 	if ns == "" {
-		ns = DefaultNamespace
+		ns = defaults.Namespace
 	}
 	return w.Client.Resource(GVR).Namespace(ns)
 }
@@ -209,7 +209,7 @@ func (w Writer) Write(ctx context.Context, st GatewayStatus) error {
 // Get reads one cluster's MeshGateway.
 func Get(ctx context.Context, client dynamic.Interface, namespace, clusterID string) (*MeshGateway, error) {
 	if namespace == "" {
-		namespace = DefaultNamespace
+		namespace = defaults.Namespace
 	}
 	u, err := client.Resource(GVR).Namespace(namespace).Get(ctx, clusterID, metav1.GetOptions{})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -48,12 +49,12 @@ func (m *Member) Client() (*brokerclient.Client, error) {
 
 // ReadMember reads the Secret of c; nil, nil when there is none.
 func ReadMember(ctx context.Context, c *kube.Cluster) (*Member, error) {
-	s, err := c.Client.CoreV1().Secrets(kube.Namespace).Get(ctx, kube.BrokerSecret, metav1.GetOptions{})
+	s, err := c.Client.CoreV1().Secrets(defaults.Namespace).Get(ctx, kube.BrokerSecret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read Secret %s/%s: %w", kube.Namespace, kube.BrokerSecret, err)
+		return nil, fmt.Errorf("read Secret %s/%s: %w", defaults.Namespace, kube.BrokerSecret, err)
 	}
 	return &Member{URL: string(s.Data[KeyURL]), CA: s.Data[KeyCA], Credential: strings.TrimSpace(string(s.Data[KeyCredential])),
 		ClusterID: string(s.Data[KeyClusterID]), GossipKey: strings.TrimSpace(string(s.Data[KeyGossip]))}, nil
@@ -123,7 +124,7 @@ func (f Flags) Client(ctx context.Context, connect func(context.Context) (*kube.
 	}
 	if m == nil {
 		return nil, "", cli.Refused(nil, "run it against a member cluster (--context), or pass --broker-url/--broker-info with --credential-file",
-			"%s has not joined a clusterset (no Secret %s/%s)", kc.Describe(), kube.Namespace, kube.BrokerSecret)
+			"%s has not joined a clusterset (no Secret %s/%s)", kc.Describe(), defaults.Namespace, kube.BrokerSecret)
 	}
 	c, err := m.Client()
 	return c, m.URL, err

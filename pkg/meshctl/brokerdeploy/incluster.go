@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,8 +25,9 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -72,10 +72,6 @@ type Result struct {
 }
 
 const deploymentName = "tunnelmesh-broker"
-
-// PKI files kept in the Secret (ca.key too, to issue new server
-// certificates later; the pod does not mount it).
-var pkiFiles = []string{broker.FileCACert, broker.FileCAKey, broker.FileServerCert, broker.FileServerKey, broker.FileAdminToken}
 
 // Objects returns what InCluster applies: the namespace and deploy/broker.
 func Objects() ([]*unstructured.Unstructured, error) {
@@ -174,16 +170,16 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 		}
 	}
 
-	secrets := c.Client.CoreV1().Secrets(kube.Namespace)
+	secrets := c.Client.CoreV1().Secrets(defaults.Namespace)
 	existing, err := secrets.Get(ctx, kube.BrokerPKISecret, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		existing = nil
 	case err != nil:
-		return nil, cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read Secret %s/%s", kube.Namespace, kube.BrokerPKISecret)
+		return nil, cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read Secret %s/%s", defaults.Namespace, kube.BrokerPKISecret)
 	default:
 		for _, host := range hosts {
-			if err := covers(existing.Data[broker.FileServerCert], host); err != nil {
+			if err := covers(existing.Data[brokerpki.FileServerCert], host); err != nil {
 				return nil, cli.Refused(err,
 					"pass --broker-url with a host the certificate covers, or remove the broker (`meshctl uninstall --broker`) to start afresh — joined clusters must then join again",
 					"the existing broker certificate does not cover %s", host)
@@ -198,12 +194,12 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 		}
 		if existing == nil {
 			s.Status("creating its CA and certificates")
-			data, err := newPKI(append(append(hosts, "tunnelmesh-broker."+kube.Namespace+".svc"), o.SANs...))
+			data, err := newPKI(append(append(hosts, "tunnelmesh-broker."+defaults.Namespace+".svc"), o.SANs...))
 			if err != nil {
 				return err
 			}
 			sec := &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerPKISecret, Namespace: kube.Namespace,
+				ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerPKISecret, Namespace: defaults.Namespace,
 					Labels: map[string]string{kube.PartOfLabel: kube.PartOf, "app.kubernetes.io/component": "broker"}},
 				Type: corev1.SecretTypeOpaque, Data: data,
 			}
@@ -239,7 +235,7 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 			return err
 		}
 		if o.BrokerURL == "" {
-			svc, err := c.Client.CoreV1().Services(kube.Namespace).Get(wctx, deploymentName, metav1.GetOptions{})
+			svc, err := c.Client.CoreV1().Services(defaults.Namespace).Get(wctx, deploymentName, metav1.GetOptions{})
 			if err != nil {
 				return fmt.Errorf("read Service %s: %w", deploymentName, err)
 			}
@@ -253,7 +249,7 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 			o.BrokerURL = "https://" + net.JoinHostPort(hosts[0], strconv.Itoa(int(port)))
 		}
 		var err error
-		admin, err = brokerclient.New(o.BrokerURL, sec.Data[broker.FileCACert], strings.TrimSpace(string(sec.Data[broker.FileAdminToken])))
+		admin, err = brokerclient.New(o.BrokerURL, sec.Data[brokerpki.FileCACert], strings.TrimSpace(string(sec.Data[brokerpki.FileAdminToken])))
 		if err != nil {
 			return err
 		}
@@ -263,7 +259,7 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := finish(ctx, p, admin, o.BrokerURL, sec.Data[broker.FileCACert], o.TokenTTL, o.InfoFile, res); err != nil {
+	if err := finish(ctx, p, admin, o.BrokerURL, sec.Data[brokerpki.FileCACert], o.TokenTTL, o.InfoFile, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -294,26 +290,13 @@ func imagesMissing(node string, missing []string) error {
 		"node %s does not have the tunnelmesh image(s) %s", node, strings.Join(missing, ", "))
 }
 
-// newPKI initialises a broker in a temporary directory and returns its
-// files; the directory is removed.
+// newPKI makes a new broker PKI for the Secret.
 func newPKI(sans []string) (map[string][]byte, error) {
-	dir, err := os.MkdirTemp("", "meshctl-broker-pki-")
+	files, err := brokerpki.Generate(sans)
 	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	if _, err := broker.Init(broker.InitOptions{DataDir: dir, SANs: sans}); err != nil {
 		return nil, fmt.Errorf("create broker PKI: %w", err)
 	}
-	out := map[string][]byte{}
-	for _, f := range pkiFiles {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			return nil, err
-		}
-		out[f] = b
-	}
-	return out, nil
+	return files, nil
 }
 
 // covers checks that the server certificate in certPEM is valid for host.
@@ -332,11 +315,11 @@ func covers(certPEM []byte, host string) error {
 // applySecret creates or replaces a Secret of the broker's namespace.
 func applySecret(ctx context.Context, c *kube.Cluster, name string, data map[string][]byte) error {
 	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: kube.Namespace,
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: defaults.Namespace,
 			Labels: map[string]string{kube.PartOfLabel: kube.PartOf, "app.kubernetes.io/component": "broker"}},
 		Type: corev1.SecretTypeOpaque, Data: data,
 	}
-	secrets := c.Client.CoreV1().Secrets(kube.Namespace)
+	secrets := c.Client.CoreV1().Secrets(defaults.Namespace)
 	_, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: kube.FieldManager})
 	if apierrors.IsAlreadyExists(err) {
 		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: kube.FieldManager})
@@ -354,11 +337,11 @@ func waitDeployment(ctx context.Context, c *kube.Cluster, s *progress.Step) erro
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		d, err := c.Client.AppsV1().Deployments(kube.Namespace).Get(ctx, deploymentName, metav1.GetOptions{})
+		d, err := c.Client.AppsV1().Deployments(defaults.Namespace).Get(ctx, deploymentName, metav1.GetOptions{})
 		if err == nil && deploymentReady(d) {
 			return nil
 		}
-		why := kube.PodsProblem(ctx, c, kube.Namespace, "app.kubernetes.io/name="+deploymentName)
+		why := kube.PodsProblem(ctx, c, defaults.Namespace, "app.kubernetes.io/name="+deploymentName)
 		if why.ImageMissing != "" {
 			return imagesMissing(why.Node, []string{why.ImageMissing})
 		}
@@ -369,7 +352,7 @@ func waitDeployment(ctx context.Context, c *kube.Cluster, s *progress.Step) erro
 		case <-ctx.Done():
 			return &cli.Error{Code: cli.ExitTimeout, What: "the broker did not become ready in time",
 				Cause: errors.New(orDefault(why.Text, "no pod running")),
-				Fix:   "look at the pod: kubectl -n " + kube.Namespace + " describe pod -l app.kubernetes.io/name=" + deploymentName}
+				Fix:   "look at the pod: kubectl -n " + defaults.Namespace + " describe pod -l app.kubernetes.io/name=" + deploymentName}
 		case <-tick.C:
 		}
 	}

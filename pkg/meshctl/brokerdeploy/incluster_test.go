@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -44,7 +45,7 @@ func TestInCluster(t *testing.T) {
 	addr := testenv.FreeAddr(t)
 	hostRoot := t.TempDir()
 	kubelet := func() (stop func()) {
-		d := c.WaitDeployment(t, kube.Namespace, "tunnelmesh-broker")
+		d := c.WaitDeployment(t, defaults.Namespace, "tunnelmesh-broker")
 		if got := d.Spec.Template.Spec.NodeSelector[kube.BrokerLabel]; got != "true" {
 			t.Errorf("nodeSelector %v", d.Spec.Template.Spec.NodeSelector)
 		}
@@ -76,7 +77,7 @@ func TestInCluster(t *testing.T) {
 	if err := json.Unmarshal(b, &bi); err != nil || bi.URL != "https://"+addr || bi.JoinToken == "" {
 		t.Fatalf("info %s: %v", b, err)
 	}
-	sec, err := c.Client.CoreV1().Secrets(kube.Namespace).Get(ctx, kube.BrokerPKISecret, metav1.GetOptions{})
+	sec, err := c.Client.CoreV1().Secrets(defaults.Namespace).Get(ctx, kube.BrokerPKISecret, metav1.GetOptions{})
 	if err != nil || string(sec.Data["ca.crt"]) != bi.CA {
 		t.Fatalf("Secret CA differs from the info's: %v", err)
 	}
@@ -98,7 +99,7 @@ func TestInCluster(t *testing.T) {
 
 	// The pod is deleted and comes back: the data (the joined cluster) survives on the host path.
 	stopPod()
-	d := c.WaitDeployment(t, kube.Namespace, "tunnelmesh-broker")
+	d := c.WaitDeployment(t, defaults.Namespace, "tunnelmesh-broker")
 	c.RunPod(t, d, bin, hostRoot, addr)
 
 	// A second run reuses the PKI and only makes a new token.
@@ -106,7 +107,7 @@ func TestInCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second deploy: %v", err)
 	}
-	sec2, _ := c.Client.CoreV1().Secrets(kube.Namespace).Get(ctx, kube.BrokerPKISecret, metav1.GetOptions{})
+	sec2, _ := c.Client.CoreV1().Secrets(defaults.Namespace).Get(ctx, kube.BrokerPKISecret, metav1.GetOptions{})
 	if !res2.ReusedPKI || sec2.ResourceVersion != sec.ResourceVersion || res2.Info.CA != bi.CA {
 		t.Errorf("second run replaced the PKI")
 	}

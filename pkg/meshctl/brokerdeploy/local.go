@@ -14,6 +14,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
 )
@@ -66,9 +67,9 @@ func Local(ctx context.Context, o LocalOptions) error {
 		return cli.Usage("pass --broker-url https://HOST:PORT", "invalid --broker-url %q", o.BrokerURL)
 	}
 
-	caPath := filepath.Join(o.DataDir, broker.FileCACert)
+	caPath := filepath.Join(o.DataDir, brokerpki.FileCACert)
 	if _, err := os.Stat(caPath); err == nil {
-		cert, err := os.ReadFile(filepath.Join(o.DataDir, broker.FileServerCert))
+		cert, err := os.ReadFile(filepath.Join(o.DataDir, brokerpki.FileServerCert))
 		if err != nil {
 			return err
 		}
@@ -91,7 +92,7 @@ func Local(ctx context.Context, o LocalOptions) error {
 		}
 	}
 
-	tlsConf, err := broker.ServerTLS(o.DataDir)
+	tlsConf, err := brokerpki.ServerTLS(o.DataDir)
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func Local(ctx context.Context, o LocalOptions) error {
 	if err != nil {
 		return err
 	}
-	tok, err := os.ReadFile(filepath.Join(o.DataDir, broker.FileAdminToken))
+	tok, err := os.ReadFile(filepath.Join(o.DataDir, brokerpki.FileAdminToken))
 	if err != nil {
 		return err
 	}

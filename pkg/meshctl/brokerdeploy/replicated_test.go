@@ -17,6 +17,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store/etcdtest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
@@ -98,7 +99,7 @@ func TestInClusterReplicatedOnEtcd(t *testing.T) {
 	addrs := []string{testenv.FreeAddr(t), testenv.FreeAddr(t)}
 	stops := make(chan []func(), 1)
 	go func() {
-		d := c.WaitDeployment(t, kube.Namespace, "tunnelmesh-broker")
+		d := c.WaitDeployment(t, defaults.Namespace, "tunnelmesh-broker")
 		var s []func()
 		for _, a := range addrs {
 			s = append(s, c.RunPod(t, d, bin, t.TempDir(), a))
@@ -115,7 +116,7 @@ func TestInClusterReplicatedOnEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deploy: %v\n%s", err, log.String())
 	}
-	d := c.WaitDeployment(t, kube.Namespace, "tunnelmesh-broker")
+	d := c.WaitDeployment(t, defaults.Namespace, "tunnelmesh-broker")
 	if *d.Spec.Replicas != 2 {
 		t.Errorf("replicas %d", *d.Spec.Replicas)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -64,7 +65,7 @@ func TestDiagnose(t *testing.T) {
 	}
 	m := access.Member{URL: tb.URL, CA: tb.CA, Credential: east.Credential, ClusterID: "east"}
 	mustCreate(t, func() error {
-		_, err := c.Client.CoreV1().Secrets(kube.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{})
+		_, err := c.Client.CoreV1().Secrets(defaults.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{})
 		return err
 	})
 	for _, n := range []string{"east-gw", "east-gw2"} {
@@ -75,12 +76,12 @@ func TestDiagnose(t *testing.T) {
 		}
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-gateway-" + n, Labels: map[string]string{"app.kubernetes.io/component": "gateway"}},
 			Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "gateway", Image: "tunnelmesh/gateway:dev"}}}}
-		pod, err := c.Client.CoreV1().Pods(kube.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+		pod, err := c.Client.CoreV1().Pods(defaults.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		if _, err := c.Client.CoreV1().Pods(kube.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.Client.CoreV1().Pods(defaults.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +109,7 @@ func TestDiagnose(t *testing.T) {
 	t.Cleanup(func() { <-renewing }) // t.Context() ends before cleanups run
 	go func() {
 		defer close(renewing)
-		leases := c.Client.CoordinationV1().Leases(kube.Namespace)
+		leases := c.Client.CoordinationV1().Leases(defaults.Namespace)
 		for ctx.Err() == nil {
 			rt := metav1.NewMicroTime(time.Now())
 			l, err := leases.Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
@@ -124,19 +125,19 @@ func TestDiagnose(t *testing.T) {
 	}()
 
 	// Workloads ready as the controllers would report them.
-	dss, _ := c.Client.AppsV1().DaemonSets(kube.Namespace).List(ctx, metav1.ListOptions{})
+	dss, _ := c.Client.AppsV1().DaemonSets(defaults.Namespace).List(ctx, metav1.ListOptions{})
 	for i := range dss.Items {
 		d := &dss.Items[i]
 		d.Status.DesiredNumberScheduled, d.Status.NumberReady = 2, 2
-		if _, err := c.Client.AppsV1().DaemonSets(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	deps, _ := c.Client.AppsV1().Deployments(kube.Namespace).List(ctx, metav1.ListOptions{})
+	deps, _ := c.Client.AppsV1().Deployments(defaults.Namespace).List(ctx, metav1.ListOptions{})
 	for i := range deps.Items {
 		d := &deps.Items[i]
 		d.Status.Replicas, d.Status.ReadyReplicas = *d.Spec.Replicas, *d.Spec.Replicas
-		if _, err := c.Client.AppsV1().Deployments(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.Client.AppsV1().Deployments(defaults.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -152,7 +153,7 @@ func TestDiagnose(t *testing.T) {
 	}
 	// The active gateway's status: west connected, a handshake 20 s ago.
 	hs := metav1.NewTime(time.Now().Add(-20 * time.Second))
-	w := status.Writer{Client: c.Kube.Dynamic, Namespace: kube.Namespace, ClusterID: "east"}
+	w := status.Writer{Client: c.Kube.Dynamic, Namespace: defaults.Namespace, ClusterID: "east"}
 	if err := w.Write(ctx, status.GatewayStatus{ActiveNode: "east-gw", Epoch: 1, Remotes: []status.RemoteCluster{
 		{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.4:51820", LastHandshake: &hs}},
 		Conditions: []metav1.Condition{{Type: diagnose.CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match", LastTransitionTime: metav1.Now()}}}); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/brokerdeploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -115,11 +116,11 @@ func TestShowFromClusterSecret(t *testing.T) {
 	}
 	_, resp := tb.Join("kind-east", "10.5.0.0/16", "10.96.5.0/24")
 	ctx := t.Context()
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kube.Namespace}}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaults.Namespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	m := access.Member{URL: tb.URL, CA: tb.CA, Credential: resp.Credential, ClusterID: "kind-east"}
-	if _, err := c.Client.CoreV1().Secrets(kube.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Secrets(defaults.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, stderr, code := run(t, "show", "gateways", "--kubeconfig", c.Kubeconfig, "-o", "yaml")

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
@@ -33,11 +34,11 @@ func probeMember(t *testing.T, c *testenv.Cluster, id string, images ...string) 
 	if err := c.Kube.Apply(ctx, crd); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kube.Namespace}}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaults.Namespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	m := access.Member{URL: "https://broker.example:8443", CA: []byte("ca"), Credential: "tmc." + id + ".x", ClusterID: id}
-	if _, err := c.Client.CoreV1().Secrets(kube.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Secrets(defaults.Namespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret}, Data: m.Data()}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	gw := c.AddNode(t, id+"-gw", true, "", images...)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/rules"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/dns"
 )
 
@@ -52,9 +52,6 @@ const (
 	// LeaseGrace: the Lease is renewed every 200 ms; its renewals are
 	// timed at 1 s resolution here.
 	LeaseGrace = 2 * time.Second
-	// DefaultMTUOverhead is what the gateway subtracts from the underlay
-	// MTU by default (IPv6 + UDP + WireGuard with room to spare).
-	DefaultMTUOverhead = 80
 )
 
 // CondCIDRsMatch is the MeshGateway condition the gateway sets
@@ -160,7 +157,7 @@ func checkOverlap(f Facts) Finding {
 		}
 		// Only later members: each pair is reported once.
 		others := f.Members[i+1:]
-		if e := rules.CheckOverlaps(netip.Prefix{}, others, api.JoinRequest{ClusterID: c.ID, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}, prefixes); e != nil {
+		if e := api.CheckOverlaps(netip.Prefix{}, others, api.JoinRequest{ClusterID: c.ID, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}, prefixes); e != nil {
 			problems = append(problems, fmt.Sprintf("cluster %q: %s", c.ID, e.Message))
 		}
 	}
@@ -357,14 +354,15 @@ func checkMTU(f Facts) Finding {
 	}
 	switch {
 	case mtu == 0:
-		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it; `meshctl verify` sends full-size segments across", DefaultMTUOverhead)
+		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it; `meshctl verify` sends full-size segments across", defaults.WireGuardOverhead)
 	case mtu < 1280:
-		return fail("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - 80", "tunnel MTU %d is below IPv6's minimum 1280", mtu)
-	case mtu > 1500-DefaultMTUOverhead:
-		return warn("unless every underlay has jumbo frames, set --mtu ≤ underlay MTU - 80 (1420 for 1500), or drop it to let the gateway choose",
-			"tunnel MTU %d needs an underlay MTU of at least %d; larger packets are fragmented or dropped", mtu, mtu+DefaultMTUOverhead)
+		return fail(fmt.Sprintf("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - %d", defaults.WireGuardOverhead), "tunnel MTU %d is below IPv6's minimum 1280", mtu)
+	case mtu > 1500-defaults.WireGuardOverhead:
+		return warn(fmt.Sprintf("unless every underlay has jumbo frames, set --mtu ≤ underlay MTU - %d (%d for 1500), or drop it to let the gateway choose",
+			defaults.WireGuardOverhead, 1500-defaults.WireGuardOverhead),
+			"tunnel MTU %d needs an underlay MTU of at least %d; larger packets are fragmented or dropped", mtu, mtu+defaults.WireGuardOverhead)
 	}
-	return pass("tunnel MTU %d (set with --mtu; fits a %d-byte underlay); TCP MSS clamped to it", mtu, mtu+DefaultMTUOverhead)
+	return pass("tunnel MTU %d (set with --mtu; fits a %d-byte underlay); TCP MSS clamped to it", mtu, mtu+defaults.WireGuardOverhead)
 }
 
 // checkKubeProxy: ClusterSetIP imports are derived Services that kube-proxy
@@ -459,7 +457,7 @@ func checkWireGuard(f Facts) Finding {
 		}
 	}
 	if len(problems) > 0 {
-		return fail("allow UDP 51820 (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them",
+		return fail(fmt.Sprintf("allow UDP %d (the gateways' --listen-port) both ways between the gateway nodes' endpoints (firewalls, security groups, NAT); `meshctl show gateways` lists them", defaults.ListenPort),
 			"%s", strings.Join(problems, "; "))
 	}
 	if len(unhealthy) > 0 {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -48,11 +49,11 @@ func Gather(ctx context.Context, c *kube.Cluster) (Facts, error) {
 	f.Now = now
 	m, err := access.ReadMember(ctx, c)
 	if err != nil {
-		return f, cli.Failed(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+		return f, cli.Failed(err, "check your access to Secrets in "+defaults.Namespace, "cannot read this cluster's membership")
 	}
 	if m == nil {
 		return f, cli.Refused(nil, "run it against a member cluster (--context), or `meshctl join` this one first",
-			"%s has not joined a clusterset (no Secret %s/%s)", c.Describe(), kube.Namespace, kube.BrokerSecret)
+			"%s has not joined a clusterset (no Secret %s/%s)", c.Describe(), defaults.Namespace, kube.BrokerSecret)
 	}
 	f.ClusterID = m.ClusterID
 	gatherBroker(ctx, m, &f)
@@ -70,16 +71,16 @@ func Gather(ctx context.Context, c *kube.Cluster) (Facts, error) {
 		f.Nodes = append(f.Nodes, nd)
 	}
 
-	pods, err := cs.CoreV1().Pods(kube.Namespace).List(ctx, metav1.ListOptions{})
+	pods, err := cs.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return f, fmt.Errorf("list pods of %s: %w", kube.Namespace, err)
+		return f, fmt.Errorf("list pods of %s: %w", defaults.Namespace, err)
 	}
 	for _, p := range pods.Items {
 		f.Pods = append(f.Pods, podFacts(p))
 	}
-	dss, err := cs.AppsV1().DaemonSets(kube.Namespace).List(ctx, metav1.ListOptions{})
+	dss, err := cs.AppsV1().DaemonSets(defaults.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return f, fmt.Errorf("list DaemonSets of %s: %w", kube.Namespace, err)
+		return f, fmt.Errorf("list DaemonSets of %s: %w", defaults.Namespace, err)
 	}
 	for _, d := range dss.Items {
 		f.Workloads = append(f.Workloads, Workload{Kind: "DaemonSet", Name: d.Name, Desired: d.Status.DesiredNumberScheduled, Ready: d.Status.NumberReady})
@@ -91,9 +92,9 @@ func Gather(ctx context.Context, c *kube.Cluster) (Facts, error) {
 			}
 		}
 	}
-	deps, err := cs.AppsV1().Deployments(kube.Namespace).List(ctx, metav1.ListOptions{})
+	deps, err := cs.AppsV1().Deployments(defaults.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return f, fmt.Errorf("list Deployments of %s: %w", kube.Namespace, err)
+		return f, fmt.Errorf("list Deployments of %s: %w", defaults.Namespace, err)
 	}
 	for _, d := range deps.Items {
 		want := int32(1)
@@ -102,15 +103,15 @@ func Gather(ctx context.Context, c *kube.Cluster) (Facts, error) {
 		}
 		f.Workloads = append(f.Workloads, Workload{Kind: "Deployment", Name: d.Name, Desired: want, Ready: d.Status.ReadyReplicas})
 	}
-	evs, err := cs.CoreV1().Events(kube.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
+	evs, err := cs.CoreV1().Events(defaults.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
 	if err != nil {
-		return f, fmt.Errorf("list events of %s: %w", kube.Namespace, err)
+		return f, fmt.Errorf("list events of %s: %w", defaults.Namespace, err)
 	}
 	for _, e := range evs.Items {
 		f.Events = append(f.Events, Event{Object: strings.ToLower(e.InvolvedObject.Kind) + "/" + e.InvolvedObject.Name, Reason: e.Reason, Message: e.Message})
 	}
 
-	mg, err := status.Get(ctx, c.Dynamic, kube.Namespace, f.ClusterID)
+	mg, err := status.Get(ctx, c.Dynamic, defaults.Namespace, f.ClusterID)
 	switch {
 	case err == nil:
 		f.MeshGateway = mg
@@ -119,7 +120,7 @@ func Gather(ctx context.Context, c *kube.Cluster) (Facts, error) {
 		return f, err
 	}
 
-	switch l, err := cs.CoordinationV1().Leases(kube.Namespace).Get(ctx, gatewayLease, metav1.GetOptions{}); {
+	switch l, err := cs.CoordinationV1().Leases(defaults.Namespace).Get(ctx, gatewayLease, metav1.GetOptions{}); {
 	case err == nil:
 		f.Lease = &Lease{RenewedAt: writtenAt(l.ManagedFields, "")}
 		if l.Spec.HolderIdentity != nil {

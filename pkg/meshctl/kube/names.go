@@ -2,9 +2,9 @@ package kube
 
 import "github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 
-// Names shared by the verbs (DESIGN.md fixes the namespace and the label).
+// Names shared by the verbs (DESIGN.md fixes the label; the namespace is
+// defaults.Namespace).
 const (
-	Namespace = "tunnelmesh-system"
 	// GatewayLabel marks gateway-candidate nodes.
 	GatewayLabel = "tunnelmesh.io/gateway"
 	// BrokerLabel marks the node holding the in-cluster broker's data.

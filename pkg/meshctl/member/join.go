@@ -24,6 +24,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -160,7 +161,7 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 			return access.Explain(err, o.Info.URL)
 		}
 		if member, err = access.ReadMember(ctx, c); err != nil {
-			return cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+			return cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read this cluster's membership")
 		}
 		if member == nil {
 			return nil
@@ -196,7 +197,7 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 				return access.Explain(err, o.Info.URL)
 			}
 			if err := storeMember(ctx, c, objs, member); err != nil {
-				return cli.Failed(err, "check your access to Secrets in "+kube.Namespace+" and run join again", "cannot store the clusterset's gossip key")
+				return cli.Failed(err, "check your access to Secrets in "+defaults.Namespace+" and run join again", "cannot store the clusterset's gossip key")
 			}
 		}
 		res.AlreadyMember = true
@@ -304,7 +305,7 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 			if err != nil {
 				// Without the Secret the credential is lost: undo the join.
 				_ = bc.RemoveCluster(context.WithoutCancel(ctx), o.ClusterID)
-				return cli.Failed(err, "check your access to Secrets in "+kube.Namespace+" and run join again", "cannot store the cluster's broker credential")
+				return cli.Failed(err, "check your access to Secrets in "+defaults.Namespace+" and run join again", "cannot store the cluster's broker credential")
 			}
 			s.Done(fmt.Sprintf("cluster %s, tunnel IP %s", o.ClusterID, jr.Cluster.TunnelIP))
 			return nil
@@ -345,7 +346,7 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 	if err := w.Wait(wctx, c, res.ClusterID, s); err != nil {
 		if wctx.Err() != nil && cli.ExitCode(err) == cli.ExitFailure {
 			err = &cli.Error{Code: cli.ExitTimeout, What: "joined and installed, but the gateway is not ready yet", Cause: err,
-				Fix: "look at the gateway: kubectl -n " + kube.Namespace + " get pods -o wide; kubectl -n " + kube.Namespace + " logs -l app.kubernetes.io/component=gateway\nthen run `meshctl show connections` or join again to keep waiting"}
+				Fix: "look at the gateway: kubectl -n " + defaults.Namespace + " get pods -o wide; kubectl -n " + defaults.Namespace + " logs -l app.kubernetes.io/component=gateway\nthen run `meshctl show connections` or join again to keep waiting"}
 		}
 		return nil, s.Fail(err)
 	}
@@ -484,11 +485,11 @@ func storeMember(ctx context.Context, c *kube.Cluster, objs []*unstructured.Unst
 		}
 	}
 	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret, Namespace: kube.Namespace,
+		ObjectMeta: metav1.ObjectMeta{Name: kube.BrokerSecret, Namespace: defaults.Namespace,
 			Labels: map[string]string{kube.PartOfLabel: kube.PartOf}},
 		Type: corev1.SecretTypeOpaque, Data: m.Data(),
 	}
-	secrets := c.Client.CoreV1().Secrets(kube.Namespace)
+	secrets := c.Client.CoreV1().Secrets(defaults.Namespace)
 	_, err := secrets.Create(ctx, sec, metav1.CreateOptions{FieldManager: kube.FieldManager})
 	if apierrors.IsAlreadyExists(err) {
 		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{FieldManager: kube.FieldManager})

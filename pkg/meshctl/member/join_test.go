@@ -18,6 +18,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -222,14 +223,14 @@ func TestJoinTwice(t *testing.T) {
 	go func() {
 		defer close(standInDone)
 		_ = wait.PollUntilContextCancel(standIn, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-			d, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
+			d, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
 			if err != nil {
 				return false, nil
 			}
 			st := appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 2, CurrentNumberScheduled: 2, NumberReady: 2, UpdatedNumberScheduled: 2, NumberAvailable: 2}
 			if !equality.Semantic.DeepEqual(d.Status, st) {
 				d.Status = st
-				_, _ = c.Client.AppsV1().DaemonSets(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				_, _ = c.Client.AppsV1().DaemonSets(defaults.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 			}
 			return false, nil
 		})
@@ -254,7 +255,7 @@ func TestJoinTwice(t *testing.T) {
 		t.Fatalf("member Secret: %v %+v", err, m)
 	}
 	// The clusterset's gossip key, as the gateway parses it.
-	sec, err := c.Client.CoreV1().Secrets(kube.Namespace).Get(ctx, kube.BrokerSecret, metav1.GetOptions{})
+	sec, err := c.Client.CoreV1().Secrets(defaults.Namespace).Get(ctx, kube.BrokerSecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +295,7 @@ func TestJoinTwice(t *testing.T) {
 	// The gateway image rebuilt and loaded again under the same tag: the
 	// nodes report its new digest, and join rolls the DaemonSet, once.
 	stamp := func() (string, int64) {
-		d, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
+		d, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -62,7 +63,7 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 	p := o.Progress
 	m, err := access.ReadMember(ctx, c)
 	if err != nil {
-		return false, cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+		return false, cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read this cluster's membership")
 	}
 	if m == nil {
 		p.Info("%s is not a member of a clusterset; nothing to do", c.Describe())
@@ -96,7 +97,7 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 		if err := c.UnlabelNodes(ctx, kube.GatewayLabel); err != nil {
 			return err
 		}
-		err = c.Client.CoreV1().Secrets(kube.Namespace).Delete(ctx, kube.BrokerSecret, metav1.DeleteOptions{})
+		err = c.Client.CoreV1().Secrets(defaults.Namespace).Delete(ctx, kube.BrokerSecret, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -140,7 +141,7 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 	p.Info("Removing tunnelmesh from %s", c.Describe())
 	m, err := access.ReadMember(ctx, c)
 	if err != nil {
-		return cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read this cluster's membership")
+		return cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read this cluster's membership")
 	}
 	if m != nil {
 		if err := p.Run(fmt.Sprintf("Removing cluster %q from the broker", m.ClusterID), func(s *progress.Step) error {
@@ -170,14 +171,14 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 			return err
 		}
 		// The namespace, with all in it (the namespace controller would too).
-		inNS, err := c.Find(ctx, "", kube.Namespace)
+		inNS, err := c.Find(ctx, "", defaults.Namespace)
 		if err != nil {
 			return err
 		}
 		if err := c.DeleteFound(ctx, inNS); err != nil {
 			return err
 		}
-		err = c.Client.CoreV1().Namespaces().Delete(ctx, kube.Namespace, metav1.DeleteOptions{})
+		err = c.Client.CoreV1().Namespaces().Delete(ctx, defaults.Namespace, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
@@ -191,16 +192,16 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	err = p.Run("Waiting for the namespace "+kube.Namespace+" to go", func(s *progress.Step) error {
+	err = p.Run("Waiting for the namespace "+defaults.Namespace+" to go", func(s *progress.Step) error {
 		for {
-			_, err := c.Client.CoreV1().Namespaces().Get(wctx, kube.Namespace, metav1.GetOptions{})
+			_, err := c.Client.CoreV1().Namespaces().Get(wctx, defaults.Namespace, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
 			select {
 			case <-wctx.Done():
-				return &cli.Error{Code: cli.ExitTimeout, What: "namespace " + kube.Namespace + " is still terminating",
-					Fix: "see what holds it: kubectl get namespace " + kube.Namespace + " -o yaml (status.conditions); then run uninstall again"}
+				return &cli.Error{Code: cli.ExitTimeout, What: "namespace " + defaults.Namespace + " is still terminating",
+					Fix: "see what holds it: kubectl get namespace " + defaults.Namespace + " -o yaml (status.conditions); then run uninstall again"}
 			case <-time.After(500 * time.Millisecond):
 			}
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -33,12 +34,12 @@ func fakeEditor(cf string) (string, bool, error) {
 func readyDaemonSets(ctx context.Context, c *testenv.Cluster) {
 	go func() {
 		_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			d, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
+			d, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{})
 			if err != nil {
 				return false, nil
 			}
 			d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 1, CurrentNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
-			_, err = c.Client.AppsV1().DaemonSets(kube.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			_, err = c.Client.AppsV1().DaemonSets(defaults.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 			return err == nil, nil
 		})
 	}()
@@ -49,7 +50,7 @@ func readyDaemonSets(ctx context.Context, c *testenv.Cluster) {
 func finalizeNamespaces(ctx context.Context, c *testenv.Cluster) {
 	go func() {
 		for ctx.Err() == nil {
-			ns, err := c.Client.CoreV1().Namespaces().Get(ctx, kube.Namespace, metav1.GetOptions{})
+			ns, err := c.Client.CoreV1().Namespaces().Get(ctx, defaults.Namespace, metav1.GetOptions{})
 			if err == nil && ns.DeletionTimestamp != nil {
 				ns.Spec.Finalizers = nil
 				_, _ = c.Client.CoreV1().Namespaces().Finalize(ctx, ns, metav1.UpdateOptions{})
@@ -101,7 +102,7 @@ func TestLeaveAndUninstall(t *testing.T) {
 	join()
 	// What the running components would add: an unlabelled Lease in our
 	// namespace and a user's ServiceExport.
-	if _, err := c.Client.CoordinationV1().Leases(kube.Namespace).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "gateway-leader"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoordinationV1().Leases(defaults.Namespace).Create(ctx, &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "gateway-leader"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	se := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
@@ -122,7 +123,7 @@ func TestLeaveAndUninstall(t *testing.T) {
 	if m, _ := access.ReadMember(ctx, c.Kube); m != nil {
 		t.Error("member Secret survived leave")
 	}
-	if _, err := c.Client.AppsV1().DaemonSets(kube.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{}); err == nil {
+	if _, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).Get(ctx, "tunnelmesh-gateway", metav1.GetOptions{}); err == nil {
 		t.Error("gateway DaemonSet survived leave")
 	}
 	if n, _ := c.Client.CoreV1().Nodes().Get(ctx, "c-gw", metav1.GetOptions{}); n.Labels[kube.GatewayLabel] != "" {

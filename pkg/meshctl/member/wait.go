@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
@@ -22,7 +23,7 @@ type DaemonSetsReady struct{}
 // cannot get its image.
 func (DaemonSetsReady) Wait(ctx context.Context, c *kube.Cluster, _ string, s *progress.Step) error {
 	for {
-		list, err := c.Client.AppsV1().DaemonSets(kube.Namespace).List(ctx, metav1.ListOptions{})
+		list, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).List(ctx, metav1.ListOptions{})
 		if err == nil {
 			if len(list.Items) == 0 {
 				s.Status("no DaemonSet to wait for")
@@ -32,7 +33,7 @@ func (DaemonSetsReady) Wait(ctx context.Context, c *kube.Cluster, _ string, s *p
 			if ready {
 				return nil
 			}
-			why := kube.PodsProblem(ctx, c, kube.Namespace, "") // every pod of our namespace
+			why := kube.PodsProblem(ctx, c, defaults.Namespace, "") // every pod of our namespace
 			if why.ImageMissing != "" {
 				return cli.Failed(nil, "build the images with `make images` and load them (kind: `kind load docker-image "+why.ImageMissing+" --name CLUSTER`)",
 					"node %s cannot get the image %s", why.Node, why.ImageMissing)

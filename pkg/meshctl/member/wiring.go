@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/dns"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
@@ -63,7 +64,7 @@ func (TunnelsUp) Wait(ctx context.Context, c *kube.Cluster, clusterID string, s 
 	}
 	for {
 		var st *status.GatewayStatus
-		mg, err := status.Get(ctx, c.Dynamic, kube.Namespace, clusterID)
+		mg, err := status.Get(ctx, c.Dynamic, defaults.Namespace, clusterID)
 		if err == nil {
 			st = &mg.Status
 		}

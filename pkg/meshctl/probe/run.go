@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -34,7 +35,7 @@ func Members(ctx context.Context, server, client *kube.Cluster) (Pair, error) {
 	for i, c := range []*kube.Cluster{server, client} {
 		m, err := access.ReadMember(ctx, c)
 		if err != nil {
-			return p, cli.Refused(err, "check your access to Secrets in "+kube.Namespace, "cannot read the membership of %s", c.Describe())
+			return p, cli.Refused(err, "check your access to Secrets in "+defaults.Namespace, "cannot read the membership of %s", c.Describe())
 		}
 		if m == nil {
 			return p, cli.Refused(nil, "run `meshctl join` in it first", "%s has not joined a clusterset", c.Describe())
@@ -88,7 +89,7 @@ func Nodes(ctx context.Context, c *kube.Cluster, clusterID string, images ...str
 		return nil, cli.Refused(err, "check your access to nodes", "cannot list the nodes of %s", c.Describe())
 	}
 	active := ""
-	if m, err := status.Get(ctx, c.Dynamic, kube.Namespace, clusterID); err == nil {
+	if m, err := status.Get(ctx, c.Dynamic, defaults.Namespace, clusterID); err == nil {
 		active = m.Status.ActiveNode
 	}
 	var out []NodeInfo

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
@@ -88,7 +89,7 @@ func Export(ctx context.Context, c *kube.Cluster, ns, name string, o Options) ([
 			case <-wctx.Done():
 				return &cli.Error{Code: cli.ExitTimeout, What: fmt.Sprintf("ServiceExport %s/%s is not Ready after %s", ns, name, o.Timeout),
 					Cause: errors.New(describe(conds)),
-					Fix:   "check that the export controller runs: kubectl -n " + kube.Namespace + " get pods; then `meshctl show exports`"}
+					Fix:   "check that the export controller runs: kubectl -n " + defaults.Namespace + " get pods; then `meshctl show exports`"}
 			case <-time.After(500 * time.Millisecond):
 			}
 		}

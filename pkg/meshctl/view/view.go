@@ -14,7 +14,6 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
 )
@@ -41,7 +40,7 @@ func Load(ctx context.Context, c *brokerclient.Client) (*Data, error) {
 		return nil, err
 	}
 	d := &Data{Snapshot: *snap, Now: time.Now()}
-	if p, err := auth.Parse(c.Credential()); err == nil && p.Prefix == auth.PrefixCluster {
+	if p, err := api.ParseCredential(c.Credential()); err == nil && p.Prefix == api.PrefixCluster {
 		d.Viewer = p.ID
 	}
 	if d.Status, err = c.Status(ctx); err != nil {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
@@ -240,7 +241,7 @@ func (c *Cluster) StandInGateway(t *testing.T, clusterID, node string) {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			list, err := c.Client.AppsV1().DaemonSets(kube.Namespace).List(ctx, metav1.ListOptions{})
+			list, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).List(ctx, metav1.ListOptions{})
 			if err == nil && len(list.Items) > 0 {
 				for i := range list.Items {
 					d := &list.Items[i]
@@ -248,7 +249,7 @@ func (c *Cluster) StandInGateway(t *testing.T, clusterID, node string) {
 						CurrentNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
 					_, _ = c.Client.AppsV1().DaemonSets(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 				}
-				w := status.Writer{Client: c.Kube.Dynamic, Namespace: kube.Namespace, ClusterID: clusterID}
+				w := status.Writer{Client: c.Kube.Dynamic, Namespace: defaults.Namespace, ClusterID: clusterID}
 				if err := w.Write(ctx, status.GatewayStatus{ActiveNode: node, Epoch: 1}); err == nil {
 					return
 				}

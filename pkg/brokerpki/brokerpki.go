@@ -1,7 +1,10 @@
-package broker
+// Package brokerpki makes and loads the broker's PKI: a CA, a server
+// certificate it signs and the admin credential, kept as the files of a
+// PKI directory (`broker init`) or as the keys of the broker Secret that
+// meshctl makes for an in-cluster broker. It needs nothing of the broker.
+package brokerpki
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,12 +24,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
-	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 )
 
-// Files in the data directory.
+// Files of a PKI directory, also the keys of the broker Secret.
 const (
 	FileCACert     = "ca.crt"
 	FileCAKey      = "ca.key"
@@ -35,63 +37,22 @@ const (
 	FileAdminToken = "admin.token"
 )
 
-// InitOptions configures Init.
-type InitOptions struct {
-	DataDir string
-	// SANs are extra DNS names or IPs for the server certificate, besides
-	// localhost and 127.0.0.1.
-	SANs []string
-	// Force replaces an existing CA, server certificate and admin token.
-	Force bool
-	// Store, when set, receives the admin credential's hash instead of a
-	// new bbolt store in DataDir (which then holds only the PKI); the
-	// caller closes it. A store that already has an admin credential is
-	// refused without Force: its replicas share one PKI directory.
-	Store store.Store
-}
+// Files lists every file Generate makes, in the order WriteDir writes
+// them: the CA certificate, which marks an initialised directory, after
+// its key.
+var Files = []string{FileCAKey, FileCACert, FileServerKey, FileServerCert, FileAdminToken}
 
-// Init creates the CA, the server certificate and the admin credential in
-// opts.DataDir and stores the credential's hash. It returns the admin token.
-func Init(opts InitOptions) (string, error) {
-	dir := opts.DataDir
-	if dir == "" {
-		return "", errors.New("no data dir")
-	}
-	// Checked before anything is created, so a typo leaves no trace.
-	dnsNames, ips, err := ParseSANs(opts.SANs)
+// Generate makes a new CA, a server certificate it signs for sans (besides
+// localhost, 127.0.0.1 and ::1; see ParseSANs) and an admin credential,
+// and returns them as file contents by name (Files).
+func Generate(sans []string) (map[string][]byte, error) {
+	dnsNames, ips, err := ParseSANs(sans)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create data dir: %w", err)
-	}
-	caPath := filepath.Join(dir, FileCACert)
-	if _, err := os.Stat(caPath); err == nil && !opts.Force {
-		return "", fmt.Errorf("%s already exists; the broker is initialised (use --force to replace its CA, server certificate and admin token)", caPath)
-	}
-	st := opts.Store
-	if st == nil {
-		bst, err := store.Create(dir)
-		if err != nil {
-			return "", err
-		}
-		defer bst.Close()
-		st = bst
-	} else if !opts.Force {
-		cur, err := st.Load(context.Background(), 0)
-		if err != nil {
-			return "", err
-		}
-		if len(cur.Records[store.KindMeta][metaAdminHash]) > 0 {
-			return "", errors.New("the store already holds an initialised clusterset (it has an admin credential); " +
-				"give every broker replica the PKI directory made when it was initialised (`serve --pki-dir`), " +
-				"or use --force to replace the CA, server certificate and admin credential")
-		}
-	}
-
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{
@@ -106,13 +67,13 @@ func Init(opts InitOptions) (string, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return "", fmt.Errorf("create CA: %w", err)
+		return nil, fmt.Errorf("create CA: %w", err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
 
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	srvTmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -126,30 +87,41 @@ func Init(opts InitOptions) (string, error) {
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
 	if err != nil {
-		return "", fmt.Errorf("create server certificate: %w", err)
+		return nil, fmt.Errorf("create server certificate: %w", err)
 	}
 
-	admin := auth.NewAdmin()
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{FileCAKey, keyPEM(caKey), 0o600},
-		{FileCACert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644},
-		{FileServerKey, keyPEM(srvKey), 0o600},
-		{FileServerCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), 0o644},
-		{FileAdminToken, []byte(admin + "\n"), 0o600},
-	}
-	for _, f := range files {
-		if err := fsutil.WriteFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return "", err
+	admin := api.NewAdminCredential()
+	return map[string][]byte{
+		FileCAKey:      keyPEM(caKey),
+		FileCACert:     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		FileServerKey:  keyPEM(srvKey),
+		FileServerCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		FileAdminToken: []byte(admin + "\n"),
+	}, nil
+}
+
+// WriteDir writes files (as Generate returns them) into dir, each
+// atomically; keys and the admin credential are readable by the owner only.
+func WriteDir(dir string, files map[string][]byte) error {
+	for _, name := range Files {
+		data, ok := files[name]
+		if !ok {
+			continue
+		}
+		mode := os.FileMode(0o600)
+		if name == FileCACert || name == FileServerCert {
+			mode = 0o644
+		}
+		if err := fsutil.WriteFileAtomic(filepath.Join(dir, name), data, mode); err != nil {
+			return err
 		}
 	}
-	if err := SetAdminToken(context.Background(), st, admin); err != nil {
-		return "", err
-	}
-	return admin, nil
+	return nil
+}
+
+// AdminToken is the admin credential among files.
+func AdminToken(files map[string][]byte) string {
+	return strings.TrimSpace(string(files[FileAdminToken]))
 }
 
 func serial() *big.Int {
