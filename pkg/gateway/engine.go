@@ -360,7 +360,7 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 	}
 	if probe == nil && d.TunnelIP.IsValid() {
 		var err error
-		if probe, err = newProber(d.TunnelIP); err != nil {
+		if probe, err = newProber(d.TunnelIP, e.cfg.MTU); err != nil {
 			e.log.Warn("health probes", "err", err)
 		}
 	}
@@ -393,6 +393,10 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 	return probe
 }
 
+// mtuFresh: a full-size probe goes out every mtuEvery probe ticks; an
+// answer older than this no longer vouches for the path.
+const mtuFresh = time.Minute
+
 // handshakeTimeout: WireGuard rekeys every 2 min; no handshake for longer
 // than this means the peer is unreachable.
 const handshakeTimeout = 3 * time.Minute
@@ -403,6 +407,12 @@ func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time
 		h.RTTMillis = float64(r.RTT.Microseconds()) / 1000
 	}
 	h.LossPercent = 100 * r.Loss
+	if r.MTU > 0 && !r.MTULastOK.IsZero() && now.Sub(r.MTULastOK) <= mtuFresh {
+		h.PathMTU = r.MTU
+	}
+	if r.MTU > 0 && r.MTUMissed >= mtuLostAfter && !r.LastReply.IsZero() && now.Sub(r.LastReply) <= 5*time.Second {
+		h.PathMTULost = r.MTU
+	}
 	switch {
 	case !haveTunnelIP:
 		h.Status, h.Reason = api.StatusConnecting, "waiting for the broker to assign our tunnel IP"
