@@ -38,6 +38,13 @@ type PeerHealth struct {
 	LastHandshake time.Time `json:"lastHandshake,omitempty"`
 	RxBytes       int64     `json:"rxBytes,omitempty"`
 	TxBytes       int64     `json:"txBytes,omitempty"`
+	// PathMTU is the tunnel MTU (bytes) that a full-size don't-fragment
+	// probe crossed the tunnel with, both ways, within the last minute;
+	// 0 when not measured. PathMTULost is that size when several full-size
+	// probes in a row were lost while small ones were answered: packets
+	// that large do not cross the path.
+	PathMTU     int `json:"pathMTU,omitempty"`
+	PathMTULost int `json:"pathMTULost,omitempty"`
 }
 
 // Gateway is one gateway node's endpoint. Every gateway candidate of a
@@ -168,6 +175,13 @@ type JoinRequest struct {
 	Labels       map[string]string `json:"labels,omitempty"`
 }
 
+// HeaderIdempotencyKey carries a write's idempotency key: a random string
+// (at least 128 bits) the client makes once per write and sends again on
+// every retry of it. A retry of a write that was made gets the answer the
+// write got (a join its credential), so a write whose answer was lost is
+// safe to send again.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
 // JoinResponse returns the cluster's own credential; it is shown once.
 type JoinResponse struct {
 	Cluster    Cluster `json:"cluster"`
@@ -215,7 +229,8 @@ const (
 	CodeUnsupportedMedia = "UnsupportedMediaType" // body is not application/json
 	CodeExhausted        = "Exhausted"            // no free tunnel IP left
 	CodeInternal         = "Internal"             // the broker failed; retry
-	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready
+	CodeUnavailable      = "Unavailable"          // the broker is shutting down or not ready; nothing was written
+	CodeOutcomeUnknown   = "OutcomeUnknown"       // the store did not confirm a write in time: it may have been made; retry with the same Idempotency-Key
 	CodeTooManyRequests  = "TooManyRequests"      // a per-credential limit (open watch streams) is reached
 	CodeRequestTimeout   = "RequestTimeout"       // the request body did not arrive in time
 	CodeMethodNotAllowed = "MethodNotAllowed"     // the path exists, the method does not (see Allow)

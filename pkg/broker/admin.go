@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/auth"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/core"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 )
 
@@ -27,10 +28,10 @@ func SetAdminToken(ctx context.Context, st store.Store, token string) error {
 		if err != nil {
 			return err
 		}
-		if string(s.Records[store.KindMeta][metaAdminHash]) == h {
+		if string(s.Records[store.KindMeta][core.MetaAdminHash]) == h {
 			return nil
 		}
-		_, err = st.Commit(ctx, s.Version, []store.Change{{Kind: store.KindMeta, Key: metaAdminHash, Value: []byte(h)}}, s.Revision, 0)
+		_, err = st.Commit(ctx, s.Version, []store.Change{{Kind: store.KindMeta, Key: core.MetaAdminHash, Value: []byte(h)}}, s.Revision, 0)
 		if errors.Is(err, store.ErrConflict) && attempt < 5 {
 			continue
 		}

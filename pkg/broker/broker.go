@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -10,11 +9,11 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/core"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 )
 
@@ -34,6 +33,11 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch caps how many writes share one commit.
 	MaxBatch int
+	// CommitTimeout bounds one store commit (core.DefaultCommitTimeout).
+	CommitTimeout time.Duration
+	// WriteWait bounds how long a write request waits for its commit;
+	// past it the answer is OutcomeUnknown (core.DefaultWriteWait).
+	WriteWait time.Duration
 	// ReadTimeout bounds reading a request (headers and body); watch
 	// streams lift it once the request is read. Default 30 s.
 	ReadTimeout time.Duration
@@ -59,10 +63,10 @@ type Config struct {
 // Defaults.
 const (
 	DefaultStaleAfter       = 30 * time.Second
-	DefaultLogRetention     = 50000
+	DefaultLogRetention     = core.DefaultLogRetention
 	DefaultBookmarkInterval = 10 * time.Second
 	DefaultMaxBodyBytes     = 1 << 20
-	DefaultMaxBatch         = 512
+	DefaultMaxBatch         = core.DefaultMaxBatch
 	DefaultWatchCoalesce    = 100 * time.Millisecond
 	DefaultResponseTimeout  = time.Minute
 	DefaultWatchWrite       = 30 * time.Second
@@ -115,69 +119,33 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Broker holds the state and serves the API (see Handler).
+// Broker serves the broker's API over its core (package core): the HTTP
+// handlers, authentication, watch streams, and the gateways' liveness.
 type Broker struct {
 	cfg     Config
 	log     *slog.Logger
-	store   store.Store
+	core    *core.Core
+	store   store.Store // for backups
 	started time.Time
+	// replica names this process among the replicas sharing a store.
+	replica string
 
-	// mu guards st. The writer holds it across apply and commit, so
-	// readers of st see only durable state.
-	mu sync.RWMutex
-	st *state
-	// version is the store's position of st (store.State.Version), the
-	// base every commit is guarded by. Written by the writer only.
-	version int64
-	// follow reports other replicas' commits (nil for a bbolt store).
-	follow       <-chan store.Batch
-	followCancel context.CancelFunc
-	// shared: other replicas write the store too (set once in New).
-	shared bool
-	// maxChanges caps the changes of one commit (0: no cap).
-	maxChanges int
-
-	// logMu guards the watch log, which watchers read without waiting for
-	// commits in progress.
-	logMu  sync.RWMutex
-	log_   []logEntry    // retained changes, oldest first
-	logRev int64         // revision of the last committed change
-	notify chan struct{} // closed and replaced after every commit
-
-	// creds is the authentication table, replaced after commits that
-	// change credentials, so requests authenticate without waiting for
-	// commits either.
-	creds atomic.Pointer[authTable]
-
-	// status is the gateways' liveness and health (soft state, unwatched).
-	status statusTable
-	// replica names this process among the replicas sharing a store;
-	// peerSeen is when the other replicas last heard from each gateway.
-	replica  string
-	peerSeen atomic.Pointer[map[string]time.Time]
-	hbSlots  chan struct{} // heartbeats being decoded at once
-	// streams are the open watch streams by credential, so a credential's
-	// streams can be counted and ended when it is revoked.
+	// live is the gateways' liveness and health (soft state, unwatched).
+	live liveness
+	// hbSlots bounds the heartbeats being decoded at once.
+	hbSlots chan struct{}
+	// streams are the open watch streams by credential.
 	streams streamSet
 
-	snapMu    sync.Mutex
-	snapRev   int64
-	snapLine  []byte
-	reqs      chan *writeReq
-	closing   chan struct{}
-	closeOnce sync.Once
 	// draining is closed when shutdown starts: readiness fails and watch
 	// streams end, while in-flight writes still complete.
 	draining  chan struct{}
 	drainOnce sync.Once
+	closing   chan struct{}
+	closeOnce sync.Once
 	wg        sync.WaitGroup
 
 	metrics *metrics
-}
-
-type writeReq struct {
-	op   func(*txn) error
-	done chan error
 }
 
 // New loads the state from cfg.Store and starts the writer and the stale sweep.
@@ -186,51 +154,25 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("broker: no store")
 	}
-	loaded, err := cfg.Store.Load(context.Background(), cfg.LogRetention)
+	c, err := core.New(core.Config{Store: cfg.Store, LogRetention: cfg.LogRetention, MaxBatch: cfg.MaxBatch,
+		CommitTimeout: cfg.CommitTimeout, WriteWait: cfg.WriteWait, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
-	}
-	st, err := loadState(loaded)
-	if err != nil {
-		return nil, err
-	}
-	if st.adminHash == "" {
-		return nil, errors.New("no admin credential in the store; run `broker init` first")
 	}
 	b := &Broker{
 		cfg:      cfg,
 		log:      cfg.Logger,
+		core:     c,
 		store:    cfg.Store,
 		started:  time.Now(),
-		st:       st,
-		notify:   make(chan struct{}),
-		reqs:     make(chan *writeReq, 4096),
-		closing:  make(chan struct{}),
-		draining: make(chan struct{}),
-		hbSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 		replica:  newReplicaID(),
+		hbSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		draining: make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
-	for _, ch := range loaded.Log {
-		e, err := logEntryFromChange(ch)
-		if err != nil {
-			return nil, err
-		}
-		b.log_ = append(b.log_, e)
-	}
-	b.logRev = st.rev
-	b.version = loaded.Version
-	if l, ok := cfg.Store.(interface{ MaxChanges() int }); ok {
-		b.maxChanges = l.MaxChanges()
-	}
-	b.startFollow()
-	b.shared = b.follow != nil
-	b.creds.Store(newAuthTable(st))
-	b.metrics = newMetrics(b)
-	b.wg.Add(2)
-	go b.writeLoop()
+	b.metrics = newMetrics(c)
+	b.wg.Add(1)
 	go b.sweepLoop()
-	b.log.Info("broker state loaded", "revision", st.rev, "clusters", len(st.clusters),
-		"gateways", len(st.gateways), "exports", len(st.exports), "logEntries", len(b.log_))
 	return b, nil
 }
 
@@ -250,329 +192,15 @@ func (b *Broker) Close() {
 	b.drain()
 	b.closeOnce.Do(func() { close(b.closing) })
 	b.wg.Wait()
-	if b.followCancel != nil {
-		b.followCancel()
-	}
+	b.core.Close()
 }
 
 func (b *Broker) drain() { b.drainOnce.Do(func() { close(b.draining) }) }
 
-var errUnavailable = &api.Error{Code: api.CodeUnavailable, Message: "broker is shutting down"}
-
-// do runs op in the writer and returns once its changes are durable.
-func (b *Broker) do(ctx context.Context, op func(*txn) error) error {
-	r := &writeReq{op: op, done: make(chan error, 1)}
-	select {
-	case b.reqs <- r:
-	case <-b.closing:
-		return errUnavailable
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued, wait for the outcome even if the client goes away, so
-	// the caller never reports failure for a write that became durable.
-	select {
-	case err := <-r.done:
-		return err
-	case <-b.closing:
-		select {
-		case err := <-r.done:
-			return err
-		case <-time.After(5 * time.Second):
-			return errUnavailable
-		}
-	}
-}
-
-func (b *Broker) writeLoop() {
-	defer b.wg.Done()
-	for {
-		var first *writeReq
-		select {
-		case first = <-b.reqs:
-		case batch, ok := <-b.follow:
-			b.mu.Lock()
-			b.applyFollowed(batch, ok)
-			b.mu.Unlock()
-			continue
-		case <-b.closing:
-			b.failPending()
-			return
-		}
-		batch := []*writeReq{first}
-	drain:
-		for len(batch) < b.cfg.MaxBatch {
-			select {
-			case r := <-b.reqs:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		for len(batch) > 0 {
-			batch = b.commitBatch(batch)
-		}
-	}
-}
-
-func (b *Broker) failPending() {
-	for {
-		select {
-		case r := <-b.reqs:
-			r.done <- errUnavailable
-		default:
-			return
-		}
-	}
-}
-
-// commitTimeout bounds one commit, so that a store that lost its quorum
-// fails writes instead of holding them forever.
-const commitTimeout = 30 * time.Second
-
-// maxConflictRetries bounds how often one batch is re-validated after
-// other replicas won the commit; each retry follows at least one commit.
-const maxConflictRetries = 50
-
-// commitBatch runs the batch's operations as one transaction and commits
-// it, answering each request. When the store allows fewer changes per
-// commit than the batch makes, the operations that do not fit are
-// returned, to run in the next transaction. When another replica committed
-// first (store.ErrConflict), the changes are undone, the other commits are
-// applied and the operations run again on the newer state: every write is
-// validated against exactly the state it commits on top of.
-func (b *Broker) commitBatch(batch []*writeReq) (rest []*writeReq) {
-	results := make([]error, len(batch))
-	b.mu.Lock()
-	for attempt := 0; ; attempt++ {
-		t := &txn{s: b.st}
-		start := t.mark()
-		n := len(batch)
-		for i, r := range batch {
-			m := t.mark()
-			results[i] = r.op(t)
-			if b.maxChanges > 0 && len(t.changes) > b.maxChanges && i > 0 {
-				t.rollback(m)
-				n = i
-				break
-			}
-		}
-		batch, rest, results = batch[:n], batch[n:], results[:n]
-		if len(t.changes) == 0 {
-			break
-		}
-		begin := time.Now()
-		cctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		version, err := b.store.Commit(cctx, b.version, t.changes, b.st.rev, b.cfg.LogRetention)
-		cancel()
-		b.metrics.commitSeconds.Observe(time.Since(begin).Seconds())
-		if errors.Is(err, store.ErrConflict) {
-			b.metrics.conflicts.Inc()
-			t.rollback(start)
-			if attempt < maxConflictRetries && b.catchUp() {
-				continue
-			}
-			for i := range results {
-				if results[i] == nil {
-					results[i] = &api.Error{Code: api.CodeUnavailable, Message: "the broker's replicas are busy writing the same state; retry"}
-				}
-			}
-			break
-		}
-		b.metrics.batchSize.Observe(float64(len(batch)))
-		if err != nil {
-			// Back to the last committed state. bbolt wrote nothing; an
-			// etcd transaction that did commit after all (a timeout after
-			// raft agreed) arrives through Follow like another replica's.
-			b.log.Error("commit failed; changes undone", "err", err)
-			t.rollback(start)
-			msg := "storage write failed; retry"
-			if errors.Is(err, store.ErrTooLarge) {
-				msg = "this change is too large for one store transaction: " + err.Error()
-			}
-			for i := range results {
-				if results[i] == nil {
-					results[i] = &api.Error{Code: api.CodeInternal, Message: msg}
-				}
-			}
-			break
-		}
-		b.version = max(b.version, version)
-		b.publish(t.changes, t.events)
-		break
-	}
-	b.mu.Unlock()
-	for i, r := range batch {
-		r.done <- results[i]
-	}
-	return rest
-}
-
-// publish makes committed changes visible: the watch log, the watchers'
-// wake-up and the credential table. Caller holds mu, st is updated.
-func (b *Broker) publish(changes []store.Change, events []logEntry) {
-	b.logMu.Lock()
-	b.log_ = append(b.log_, events...)
-	if n := len(b.log_); n > b.cfg.LogRetention+b.cfg.LogRetention/4 {
-		b.log_ = append([]logEntry(nil), b.log_[n-b.cfg.LogRetention:]...)
-	}
-	b.logRev = b.st.rev
-	close(b.notify)
-	b.notify = make(chan struct{})
-	b.logMu.Unlock()
-	credsChanged := false
-	for _, ch := range changes {
-		if ch.Kind == store.KindCredential || ch.Kind == store.KindMeta {
-			credsChanged = true
-		}
-	}
-	if credsChanged {
-		// The new table first: a stream that registers after
-		// endStreams then fails its re-check against it.
-		b.creds.Store(newAuthTable(b.st))
-		for _, ch := range changes {
-			switch {
-			case ch.Kind == store.KindCredential:
-				b.streams.end(credKeyCluster(ch.Key))
-			case ch.Kind == store.KindMeta && ch.Key == metaAdminHash:
-				b.streams.end(credKeyAdmin)
-			}
-		}
-	}
-}
-
-// reload replaces the in-memory state with the store's. Caller holds mu.
-func (b *Broker) reload() error {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	loaded, err := b.store.Load(ctx, b.cfg.LogRetention)
-	if err != nil {
-		return err
-	}
-	st, err := loadState(loaded)
-	if err != nil {
-		return err
-	}
-	var log []logEntry
-	for _, ch := range loaded.Log {
-		e, err := logEntryFromChange(ch)
-		if err != nil {
-			return err
-		}
-		log = append(log, e)
-	}
-	b.st = st
-	b.version = max(b.version, loaded.Version)
-	b.creds.Store(newAuthTable(st))
-	b.logMu.Lock()
-	b.log_, b.logRev = log, st.rev
-	close(b.notify)
-	b.notify = make(chan struct{})
-	b.logMu.Unlock()
-	return nil
-}
+var errUnavailable = core.ErrUnavailable
 
 // Snapshot returns the committed state.
-func (b *Broker) Snapshot() api.Snapshot {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.st.snapshot()
-}
+func (b *Broker) Snapshot() api.Snapshot { return b.core.Snapshot() }
 
 // Revision returns the current revision.
-func (b *Broker) Revision() int64 {
-	b.logMu.RLock()
-	defer b.logMu.RUnlock()
-	return b.logRev
-}
-
-// authTable is an immutable copy of the credential hashes.
-type authTable struct {
-	adminHash string
-	creds     map[string]string
-}
-
-func newAuthTable(s *state) *authTable {
-	t := &authTable{adminHash: s.adminHash, creds: make(map[string]string, len(s.creds))}
-	for k, v := range s.creds {
-		t.creds[k] = v
-	}
-	return t
-}
-
-func (b *Broker) sweepLoop() {
-	defer b.wg.Done()
-	every := b.cfg.StaleAfter / 4
-	if every < 100*time.Millisecond {
-		every = 100 * time.Millisecond
-	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-b.closing:
-			return
-		case <-tick.C:
-		}
-		if ps, ok := b.store.(presenceStore); ok {
-			b.exchangePresence(ps)
-		}
-		// After a restart gateways get one full TTL to heartbeat again.
-		if time.Since(b.started) < b.cfg.StaleAfter {
-			continue
-		}
-		b.sweepStale()
-	}
-}
-
-// watchNext returns retained events after cursor (at most max), or, when
-// cursor is 0, in the future or older than the retained log, a snapshot
-// line. notify is closed at the next commit.
-func (b *Broker) watchNext(cursor int64, max int) (lines [][]byte, next int64, snapshot bool, notify <-chan struct{}) {
-	b.logMu.RLock()
-	notify = b.notify
-	rev := b.logRev
-	oldest := rev + 1
-	if len(b.log_) > 0 {
-		oldest = b.log_[0].rev
-	}
-	if cursor <= 0 || cursor > rev || cursor < oldest-1 {
-		b.logMu.RUnlock()
-		line, srev := b.snapshotLine()
-		return [][]byte{line}, srev, true, notify
-	}
-	// Binary search the first entry after cursor.
-	i, j := 0, len(b.log_)
-	for i < j {
-		h := (i + j) / 2
-		if b.log_[h].rev <= cursor {
-			i = h + 1
-		} else {
-			j = h
-		}
-	}
-	next = cursor
-	for ; i < len(b.log_) && len(lines) < max; i++ {
-		lines = append(lines, b.log_[i].line)
-		next = b.log_[i].rev
-	}
-	b.logMu.RUnlock()
-	return lines, next, false, notify
-}
-
-// snapshotLine encodes the current state as one SNAPSHOT event, reusing the
-// encoding while the revision is unchanged.
-func (b *Broker) snapshotLine() ([]byte, int64) {
-	b.snapMu.Lock()
-	defer b.snapMu.Unlock()
-	b.mu.RLock()
-	if b.snapLine != nil && b.snapRev == b.st.rev {
-		b.mu.RUnlock()
-		return b.snapLine, b.snapRev
-	}
-	snap := b.st.snapshot()
-	b.mu.RUnlock()
-	e := newLogEntry(api.Event{Type: api.EventSnapshot, Revision: snap.Revision, Snapshot: &snap})
-	b.snapLine, b.snapRev = e.line, snap.Revision
-	return e.line, snap.Revision
-}
+func (b *Broker) Revision() int64 { return b.core.Revision() }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/core"
 )
 
 // gossipKeySize: memberlist's AES-256 key.
@@ -21,23 +22,22 @@ func (b *Broker) handleClusterSet(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	b.mu.RLock()
-	key := b.st.gossipKey
-	b.mu.RUnlock()
+	var key []byte
+	b.core.View(func(s core.Reader) { key = s.GossipKey() })
 	if key == nil {
-		err := b.do(r.Context(), func(t *txn) error {
-			if t.s.gossipKey != nil { // made meanwhile, here or on another replica
-				key = t.s.gossipKey
-				return nil
+		k := make([]byte, gossipKeySize)
+		if _, err := rand.Read(k); err != nil {
+			b.writeError(w, r, err)
+			return
+		}
+		_, err := b.core.Do(r.Context(), core.Write{Op: func(t *core.Txn) (core.Result, error) {
+			if key = t.GossipKey(); key != nil { // made meanwhile, here or on another replica
+				return noContent, nil
 			}
-			k := make([]byte, gossipKeySize)
-			if _, err := rand.Read(k); err != nil {
-				return err
-			}
-			t.putGossipKey(k)
+			t.PutGossipKey(k)
 			key = k
-			return nil
-		})
+			return noContent, nil
+		}})
 		if err != nil {
 			b.writeError(w, r, err)
 			return

@@ -2,24 +2,26 @@
 // every cluster's CIDRs, gateway endpoints and exported services, and streams
 // revisioned changes to watchers.
 //
-// All writes go through one writer goroutine that applies a batch of
-// requests to the in-memory state, commits the batch to the Store in one
-// durable transaction (group commit) and only then acknowledges each request
-// and wakes the watchers. Readers see only committed state.
+// It is two layers. Package core is the state machine: the records, the one
+// writer that commits batches of writes to the Store (group commit), the
+// following of other replicas' commits, the watch log, and the recorded
+// answers that make writes safe to retry. This package is the HTTP layer
+// over it: handlers (each write is a core.Write whose operation runs in the
+// writer), authentication, watch streams, and the gateways' liveness.
 //
-// Several replicas may share one etcd store. Each keeps the whole state in
-// memory; a commit succeeds only if no replica committed since the state
-// the batch was validated against (store.ErrConflict otherwise: the batch
-// is undone, the newer commits applied, and the batch run again). Every
-// replica applies every commit (store.Follow) with the same revisions, so
-// watchers may resume on any replica. Replicas share when they last heard
-// from each gateway, not the heartbeats themselves.
+// Readers never wait for a commit in flight: they read the last committed
+// state. Every write may carry an Idempotency-Key; a retry of a write that
+// was made, on any replica, gets the answer the write got, so a client may
+// retry any write whose answer it did not get (a timeout, a 503, a replica
+// killed mid-write). A write that the store did not confirm in time is
+// answered OutcomeUnknown, never "not done".
 //
 // Heartbeats are not writes: a gateway's liveness and per-peer health live
-// in an in-memory status table served by GET /v1/status, so they make no
-// revision and no watch event. Only a change of what peers need (a gateway
-// turning stale or fresh, a new observed address) is a revisioned write.
-// The membership rules themselves (CIDR overlap, tunnel addresses, the one
-// active gateway per cluster with epoch fencing) are pure functions in
-// package rules.
+// in an in-memory table served by GET /v1/status, so they make no revision
+// and no watch event. Only a change of what peers need (a gateway turning
+// stale or fresh, a new observed address) is a revisioned write. Replicas
+// share when they last heard from each gateway, not the heartbeats
+// themselves. The membership rules (tunnel addresses, the one active
+// gateway per cluster with epoch fencing) are pure functions in package
+// rules; the CIDR overlap rule is the contract's (api.CheckOverlaps).
 package broker

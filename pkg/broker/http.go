@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/core"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/validate"
 )
 
@@ -32,7 +34,7 @@ func statusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case api.CodeUnsupportedMedia:
 		return http.StatusUnsupportedMediaType
-	case api.CodeUnavailable:
+	case api.CodeUnavailable, api.CodeOutcomeUnknown:
 		return http.StatusServiceUnavailable
 	case api.CodeRequestTimeout:
 		return http.StatusRequestTimeout
@@ -113,15 +115,8 @@ func (b *Broker) Handler() http.Handler {
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	handle("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-b.draining:
-			writeJSON(w, http.StatusServiceUnavailable, errUnavailable)
-		default:
-			writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "revision": b.Revision()})
-		}
-	})
-	mux.Handle("GET /metrics", b.metricsHandler())
+	handle("GET /readyz", b.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{}))
 	p := "/" + api.Version
 	handle("POST "+p+"/join", b.handleJoin)
 	handle("POST "+p+"/tokens", b.handleCreateToken)
@@ -170,6 +165,9 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 }
 
 func (b *Broker) instrument(route string, h http.HandlerFunc) http.Handler {
+	if !strings.HasPrefix(route, http.MethodGet+" ") {
+		h = b.idempotent(h)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		start := time.Now()
@@ -195,4 +193,48 @@ func (b *Broker) instrument(route string, h http.HandlerFunc) http.Handler {
 		}()
 		h(sw, r)
 	})
+}
+
+// handleReady answers 200 while this replica can serve and commit: it is
+// not shutting down, not reloading its state, and its store answers.
+func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-b.draining:
+		writeJSON(w, http.StatusServiceUnavailable, errUnavailable)
+		return
+	default:
+	}
+	if err := b.core.Ready(r.Context()); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, &api.Error{Code: api.CodeUnavailable, Message: "not ready: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "revision": b.Revision()})
+}
+
+// idempotent answers a write sent with an Idempotency-Key that was already
+// made from its recorded outcome, before anything else: the retry of a
+// cluster's removal is answered though the credential it was sent with
+// went with the cluster. Only the credential that sent the write, on the
+// same route, gets the answer.
+func (b *Broker) idempotent(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get(api.HeaderIdempotencyKey)
+		if key == "" {
+			h(w, r)
+			return
+		}
+		if err := core.CheckIdempotencyKey(key); err != nil {
+			b.writeError(w, r, &api.Error{Code: api.CodeBadRequest, Field: api.HeaderIdempotencyKey, Message: err.Error()})
+			return
+		}
+		res, ok, err := b.core.Replay(key, caller(r), route(r))
+		switch {
+		case err != nil:
+			b.writeError(w, r, err)
+		case ok:
+			writeResult(w, res)
+		default:
+			h(w, r)
+		}
+	}
 }

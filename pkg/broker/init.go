@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/core"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
@@ -57,7 +58,7 @@ func Init(opts InitOptions) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if len(cur.Records[store.KindMeta][metaAdminHash]) > 0 {
+		if len(cur.Records[store.KindMeta][core.MetaAdminHash]) > 0 {
 			return "", errors.New("the store already holds an initialised clusterset (it has an admin credential); " +
 				"give every broker replica the PKI directory made when it was initialised (`serve --pki-dir`), " +
 				"or use --force to replace the CA, server certificate and admin credential")

@@ -39,7 +39,7 @@ func TestSpoofedProbeRepliesFromAPodDoNotCount(t *testing.T) {
 	if err := dp.Set(d); err != nil {
 		t.Fatal(err)
 	}
-	p, err := newProber(d.TunnelIP, dev)
+	p, err := newProber(d.TunnelIP, dev, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

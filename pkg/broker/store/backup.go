@@ -42,7 +42,9 @@ func (s *Bolt) info() (Info, error) {
 			in.Revision = int64(binary.BigEndian.Uint64(v))
 		}
 		for _, k := range Kinds {
-			in.Records[k] = tx.Bucket([]byte(k)).Stats().KeyN
+			if b := tx.Bucket([]byte(k)); b != nil {
+				in.Records[k] = b.Stats().KeyN
+			}
 		}
 		in.Bytes = tx.Size()
 		return nil

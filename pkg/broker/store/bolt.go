@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -133,6 +134,20 @@ func open(path string, readOnly bool) (b *Bolt, err error) {
 		db.Close()
 		return nil, err
 	}
+	if !readOnly {
+		err := db.Update(func(tx *bolt.Tx) error {
+			for _, k := range laterKinds {
+				if _, err := tx.CreateBucketIfNotExists([]byte(k)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store %s: add buckets: %w", path, err)
+		}
+	}
 	return &Bolt{db: db, path: path}, nil
 }
 
@@ -143,7 +158,7 @@ func check(db *bolt.DB) error {
 			return err
 		}
 		for _, b := range append(kindBuckets(), bucketLog, bucketMeta) {
-			if tx.Bucket(b) == nil {
+			if tx.Bucket(b) == nil && !slices.Contains(laterKinds, string(b)) {
 				return fmt.Errorf("bucket %q missing", b)
 			}
 		}
@@ -192,14 +207,18 @@ func (s *Bolt) Load(_ context.Context, logLimit int) (st *State, err error) {
 		}
 		for _, k := range Kinds {
 			m := map[string][]byte{}
-			err := tx.Bucket([]byte(k)).ForEach(func(key, v []byte) error {
+			st.Records[k] = m
+			b := tx.Bucket([]byte(k))
+			if b == nil { // a later kind in a file opened read-only
+				continue
+			}
+			err := b.ForEach(func(key, v []byte) error {
 				m[string(key)] = append([]byte(nil), v...)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			st.Records[k] = m
 		}
 		c := tx.Bucket(bucketLog).Cursor()
 		var rev []Change

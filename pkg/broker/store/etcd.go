@@ -159,7 +159,7 @@ func isKind(k string) bool {
 }
 
 func isPrivate(k string) bool {
-	return k == KindToken || k == KindCredential || k == KindMeta
+	return k == KindToken || k == KindCredential || k == KindMeta || k == KindOutcome
 }
 
 // Load implements Store: one consistent read of the whole prefix.
@@ -213,6 +213,13 @@ func (s *Etcd) Revision(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	return strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+}
+
+// Ping checks that etcd answers a linearizable read (what a quorum has
+// committed), the condition for commits to go through.
+func (s *Etcd) Ping(ctx context.Context) error {
+	_, err := s.Revision(ctx)
+	return err
 }
 
 // MaxChanges is the most changes one Commit may carry (the etcd server's
@@ -275,7 +282,9 @@ func (s *Etcd) Commit(ctx context.Context, base int64, changes []Change, revisio
 		if errors.Is(err, rpctypes.ErrTooManyOps) {
 			return 0, fmt.Errorf("%w: %v", ErrTooLarge, err)
 		}
-		return 0, fmt.Errorf("commit %d changes to etcd: %w", len(changes), err)
+		// Sent and not answered (a timeout, a lost leader, a member gone):
+		// raft may still apply it.
+		return 0, fmt.Errorf("commit %d changes to etcd: %w: %w", len(changes), ErrOutcomeUnknown, err)
 	}
 	if !resp.Succeeded {
 		return 0, ErrConflict

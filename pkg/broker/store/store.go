@@ -20,10 +20,17 @@ const (
 	KindToken      = "token"
 	KindCredential = "credential"
 	KindMeta       = "meta"
+	// KindOutcome records the answers of idempotent writes (sealed), so
+	// that a retried write gets the answer of the one that was made.
+	KindOutcome = "outcome"
 )
 
 // Kinds lists every kind a Store must hold.
-var Kinds = []string{KindCluster, KindGateway, KindExport, KindToken, KindCredential, KindMeta}
+var Kinds = []string{KindCluster, KindGateway, KindExport, KindToken, KindCredential, KindMeta, KindOutcome}
+
+// laterKinds were added after schema version 1: a store made before them
+// gets their place when opened for writing, and reads as empty without it.
+var laterKinds = []string{KindOutcome}
 
 // Change is one write. A nil Value deletes the key. Revision is the
 // revision the change creates, or 0 for private kinds (not logged).
@@ -81,6 +88,11 @@ type Store interface {
 	Follow(ctx context.Context, after int64) <-chan Batch
 	Close() error
 }
+
+// ErrOutcomeUnknown marks a Commit error after which the changes may or
+// may not have been committed (an etcd request that timed out after it was
+// sent): the caller must not report them as not made.
+var ErrOutcomeUnknown = errors.New("the store did not confirm the commit; it may have been made")
 
 // ErrClosed is returned by a Store after Close.
 var ErrClosed = errors.New("store closed")

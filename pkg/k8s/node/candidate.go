@@ -35,6 +35,11 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		return err
 	}
 	src := gateway.NewSource(gateway.SourceConfig{Broker: g.broker, StateFile: r.cfg.StateFile, Local: g.local, Log: log})
+	// The epochs recorded outside the Lease (the broker's records in the
+	// Source's base, the status, the stored view) keep the elector's above them.
+	floor := &epochFloor{}
+	go followRecordedEpoch(ctx, src, g.info.ClusterID, floor)
+	go r.readRecordedEpochs(ctx, floor, g.info.ClusterID)
 	eng := gateway.New(gateway.Config{
 		Local: g.local, Hostname: r.cfg.NodeName, PrivateKey: g.key, ListenPort: r.cfg.ListenPort, PublicIP: r.cfg.PublicIP,
 		PrivateIP: g.privateIP.String(), MTU: g.mtu, Mode: r.cfg.WireGuard, Role: gateway.RoleStandby,
@@ -51,15 +56,15 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
 	// A remote CIDR covering the API server is refused (its endpoints change rarely).
 	go r.followAPIServerAddrs(nodesCtx, 30*time.Second, eng.SetAPIServerAddrs)
-	el, err := r.elector(ips, keysecret.GossipKey(g.key))
+	el, err := r.elector(ips, keysecret.GossipKey(g.key), floor.get)
 	if err != nil {
 		return err
 	}
 	clusterID, publicKey := g.info.ClusterID, g.key.PublicKey().String()
-	sw := &statusLoop{r: r, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: clusterID},
+	sw := &statusLoop{r: r, floor: floor, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: clusterID},
 		bc: g.broker, src: src, eng: eng, cidrs: g.cidrs, clusterID: clusterID, publicKey: publicKey, endpoint: g.endpoint,
 		log: log}
-	ten := tenure{r: r, eng: eng, src: src, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace},
+	ten := tenure{r: r, eng: eng, src: src, floor: floor, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace},
 		gossipKey: g.info.GossipKey, key: g.key, log: log.With("part", "tenure"),
 		self: gossip.Gateway{ClusterID: clusterID, Hostname: r.cfg.NodeName, Endpoint: g.endpoint, PublicKey: publicKey}}
 	return roles{log: log, eng: eng, el: el, status: sw, tenure: ten, statusEvery: r.cfg.StatusInterval}.run(ctx)
@@ -148,11 +153,12 @@ func (r *runner) waitBrokerSecret(ctx context.Context) (brokersecret.Info, error
 	}
 }
 
-func (r *runner) elector(ips []netip.Addr, gossipKey []byte) (*election.Elector, error) {
+func (r *runner) elector(ips []netip.Addr, gossipKey []byte, floor func() int64) (*election.Elector, error) {
 	bind := ips[0].String()
 	el, err := election.New(election.Config{
 		Client: r.cfg.Client, Namespace: r.cfg.Namespace, LeaseName: r.leaseName(), Identity: r.cfg.NodeName,
 		LeaseDuration: r.cfg.LeaseDuration, RenewInterval: r.cfg.RenewInterval, RenewDeadline: r.cfg.RenewDeadline,
+		Labelled: election.CandidateNames(r.cfg.Client), EpochFloor: floor,
 		Gossip: election.GossipConfig{BindAddr: bind, BindPort: r.cfg.GossipPort, SecretKey: gossipKey,
 			Peers: election.CandidatePeers(r.cfg.Client, r.cfg.GossipPort)},
 		Logger: r.log.With("role", "election"),

@@ -21,6 +21,7 @@ type statusLoop struct {
 	bc                             *brokerclient.Client
 	src                            *gateway.Source
 	eng                            *gateway.Engine
+	floor                          *epochFloor
 	cidrs                          discovery.CIDRs
 	clusterID, publicKey, endpoint string
 	log                            *slog.Logger
@@ -78,6 +79,10 @@ func (s *statusLoop) write(ctx context.Context, epoch int64) {
 	case errors.Is(err, status.ErrStale):
 		s.staleEpoch = epoch
 		s.log.Warn("a newer active gateway owns the status; not writing it", "epoch", epoch)
+		// Or the Lease was reset below it: the elector then takes a higher epoch.
+		if rerr := s.r.readStatusEpoch(ctx, s.floor, s.clusterID); rerr != nil {
+			s.log.Debug("read the status's epoch", "err", rerr)
+		}
 	case err != nil:
 		s.log.Warn("write MeshGateway status", "err", err)
 	}
