@@ -23,8 +23,8 @@ import (
 )
 
 type controllerFlags struct {
-	kubeconfig, brokerDir, clusterSetID, identity, leaseNamespace, logLevel string
-	workers                                                                 int
+	kubeconfig, brokerDir, clusterSetID, identity, namespace, leaseNamespace, logLevel string
+	workers                                                                            int
 }
 
 // controllerCmd runs the Multi-Cluster Services controller (pkg/export) of
@@ -42,13 +42,18 @@ func controllerCmd() *cobra.Command {
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fl.StringVar(&f.brokerDir, "broker-dir", "/etc/tunnelmesh/broker",
 		"directory holding the keys of Secret tunnelmesh-broker: url, ca.crt, credential, cluster-id")
-	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: key clusterset-id of the broker Secret, if any; else not written)")
+	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: none written)")
 	fl.StringVar(&f.identity, "identity", os.Getenv("POD_NAME"), "leader-election identity, unique per replica (default: $POD_NAME, else the host name)")
+	fl.StringVar(&f.namespace, "namespace", defaults.Namespace, "tunnelmesh's namespace, where the active gateway writes the MeshGateway status")
 	fl.StringVar(&f.leaseNamespace, "lease-namespace", defaults.Namespace, "namespace of the controller Lease "+export.LeaseName)
-	fl.IntVar(&f.workers, "workers", 4, "workers per queue")
+	fl.IntVar(&f.workers, "workers", export.DefaultWorkers, "workers per queue")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
 }
+
+// controllerKeys are the keys of the broker Secret the controller reads,
+// in this order; its Deployment mounts exactly these.
+var controllerKeys = []string{brokersecret.KeyURL, brokersecret.KeyCA, brokersecret.KeyCredential, brokersecret.KeyClusterID}
 
 func runController(ctx context.Context, f controllerFlags) error {
 	log, err := newLogger(f.logLevel)
@@ -63,7 +68,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 		return strings.TrimSpace(string(b)), nil
 	}
 	var vals [4]string
-	for i, k := range []string{brokersecret.KeyURL, brokersecret.KeyCA, brokersecret.KeyCredential, brokersecret.KeyClusterID} {
+	for i, k := range controllerKeys {
 		v, err := read(k)
 		if err != nil {
 			return err
@@ -74,12 +79,6 @@ func runController(ctx context.Context, f controllerFlags) error {
 		vals[i] = v
 	}
 	url, ca, cred, clusterID := vals[0], vals[1], vals[2], vals[3]
-	if f.clusterSetID == "" {
-		// Optional key of the same Secret.
-		if v, err := read("clusterset-id"); err == nil {
-			f.clusterSetID = v
-		}
-	}
 	broker, err := brokerclient.New(url, []byte(ca+"\n"), cred)
 	if err != nil {
 		return err
@@ -92,7 +91,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes configuration: %w", err)
 	}
-	cfg.QPS, cfg.Burst = 50, 100
+	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -115,7 +114,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	// Endpoints of a cluster whose tunnel the active gateway reports broken
 	// leave the imports until it recovers.
 	reach := export.NewTunnels()
-	go export.FollowMeshGateway(ctx, dyn, f.leaseNamespace, clusterID, reach, log)
+	go export.FollowMeshGateway(ctx, dyn, f.namespace, clusterID, reach, log)
 	err = export.Run(ctx, export.Config{ClusterID: clusterID, ClusterSetID: f.clusterSetID, Kube: kube, MCS: mcs, Dynamic: dyn,
 		Broker: broker, Logger: log, Workers: f.workers, Reachability: reach},
 		export.Election{Namespace: f.leaseNamespace, Identity: f.identity})
