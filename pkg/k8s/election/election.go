@@ -37,6 +37,12 @@ const (
 	DefaultRenewDeadline = 650 * time.Millisecond
 )
 
+// MaxClockSkew is the clock difference between candidates the election
+// tolerates where it reads another's clock (a Lease's renewTime at start);
+// meshctl diagnose fails beyond it (candidates share a WireGuard key, whose
+// handshakes need agreeing clocks anyway).
+const MaxClockSkew = 3 * time.Second
+
 // Role is what this candidate is now.
 type Role string
 
@@ -791,6 +797,16 @@ func (e *Elector) observe(l *coordinationv1.Lease, now time.Time) {
 	}
 	if e.lease == nil || l.ResourceVersion != e.lease.ResourceVersion {
 		e.observedAt = now
+	}
+	if !e.synced && l.Spec.RenewTime != nil {
+		// First read since this process started: a holder that stopped
+		// renewing long before (it died while this candidate was itself
+		// restarting) is judged by the Lease's own renewTime, less the
+		// clock skew candidates may have, instead of a whole LeaseDuration
+		// from now — a failover costs no more than this candidate's restart.
+		if t := l.Spec.RenewTime.Time.Add(MaxClockSkew); t.Before(e.observedAt) {
+			e.observedAt = t
+		}
 	}
 	e.lease = l
 }

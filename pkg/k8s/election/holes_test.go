@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
@@ -275,5 +276,48 @@ func TestEntitlementFollowsTheRole(t *testing.T) {
 	eventually(t, 4*time.Second, "node-b takes over", func() bool { s, _ := b.latest(); return s.Role == Active })
 	if l, n := last("node-b"); n == 0 || time.Until(l.until) <= 0 {
 		t.Errorf("the new active is not entitled: %+v (%d calls)", l, n)
+	}
+}
+
+// TestStartingCandidateTakesALongDeadHoldersLease: the active's node died
+// while the only standby's gateway was itself restarting; when the standby
+// comes up, the Lease's holder stopped renewing long ago. The standby takes
+// it at once rather than a whole LeaseDuration after its own start, so the
+// failover costs no more than the standby's restart.
+func TestStartingCandidateTakesALongDeadHoldersLease(t *testing.T) {
+	c := newCluster(t)
+	c.label("node-dead")
+	past := metav1.NewMicroTime(time.Now().Add(-10 * time.Second))
+	holder, dur := "node-dead", int32(3)
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: DefaultLeaseName, Namespace: defaults.Namespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, AcquireTime: &past, RenewTime: &past, LeaseTransitions: ptr(int32(4))}}
+	if _, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Create(t.Context(), l, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b := c.start("node-b")
+	_, epoch := c.waitOneActive(t, 5*time.Second, "", 4)
+	took := time.Since(start)
+	t.Logf("a starting candidate took a Lease unrenewed for 10 s after %v (epoch %d)", took.Round(time.Millisecond), epoch)
+	if took >= 3*time.Second {
+		t.Errorf("took %v: a whole LeaseDuration after its start", took)
+	}
+	if s, _ := b.latest(); s.Epoch != 5 {
+		t.Errorf("epoch %d; want 5", s.Epoch)
+	}
+	// A holder that renewed a moment ago is not taken from on start.
+	c2 := newCluster(t)
+	c2.label("node-live")
+	now := metav1.NewMicroTime(time.Now())
+	live := "node-live"
+	l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: DefaultLeaseName, Namespace: defaults.Namespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &live, LeaseDurationSeconds: &dur, AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr(int32(4))}}
+	if _, err := c2.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Create(t.Context(), l, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	x := c2.start("node-x")
+	time.Sleep(2 * time.Second)
+	if s, _ := x.latest(); s.Role == Active {
+		t.Fatalf("took a Lease renewed 2 s before, before it could expire: %+v", s)
 	}
 }
