@@ -220,7 +220,9 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 	r.retaken = int(e - r.epochAfter)
 	r.lostReturn = f.udp.lostBetween(restartSeq+1, f.udpSeq.Load()-30)
 	if r.lostReturn > 0 {
-		t.Errorf("%d datagrams lost while %s came back as a standby (%s; gaps after its return: %s)", r.lostReturn, old, kind, f.udp.gapsAfter(restarted, 50*time.Millisecond))
+		out, _ := m.bed.Exec(m.nsOf[r.to], "nft", "list", "table", "inet", "tunnelmesh-fence")
+		t.Errorf("%d datagrams lost while %s came back as a standby (%s; gaps after its return: %s; the active %s's fence: %s)", r.lostReturn, old, kind,
+			f.udp.gapsAfter(restarted, 50*time.Millisecond), r.to, strings.Join(strings.Fields(out), " "))
 	}
 	if brokerDown {
 		m.broker = brokertest.Start(t, brokertest.Options{Dir: m.broker.Dir, Addr: m.broker.Addr})

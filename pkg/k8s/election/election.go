@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,6 +323,40 @@ func (e *Elector) Release(ctx context.Context) error {
 	}
 }
 
+// Candidate is one gateway candidate as this one sees it.
+type Candidate struct {
+	Name string
+	// Ready: alive in the candidates' memberlist, so its elector runs and it
+	// can take over at once; a labelled candidate that is not (its gateway
+	// restarting, its node down, 7947 blocked) cannot, and a failover then
+	// waits for it.
+	Ready bool
+	// Labelled: the node carries the candidate label (in the latest list).
+	Labelled bool
+}
+
+// Candidates lists the labelled candidates and any other memberlist has
+// seen alive, this one included, sorted by name. Safe from any goroutine.
+func (e *Elector) Candidates() []Candidate {
+	names, _ := e.labelled.get()
+	alive := e.members.alive()
+	by := map[string]*Candidate{}
+	for _, n := range names {
+		by[n] = &Candidate{Name: n, Labelled: true, Ready: alive[n]}
+	}
+	for n := range alive {
+		if by[n] == nil {
+			by[n] = &Candidate{Name: n, Ready: true}
+		}
+	}
+	out := make([]Candidate, 0, len(by))
+	for _, c := range by {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // Done is closed when Run has returned.
 func (e *Elector) Done() <-chan struct{} { return e.done }
 
@@ -402,27 +437,38 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 	e.publish()
 }
 
-// entitlement is until when the holder may act, judged at now: a renewal
-// vouches for RenewDeadline (a lone holder's until its Lease nears expiry,
-// as handOverForSlowness), holding through an outage for RenewDeadline from
-// the oldest ping answer it holds on (a standby's death verdict needs
-// longer silence); never past MaxHold without a renewal. Half a
-// RenewInterval more lets the loop's next tick decide before it runs out;
-// still short of memberlist's quickest death verdict, the earliest a
-// standby can take over.
+// entitlement is until when the holder may act, judged at now; it ends
+// before any standby could take over, and the fence holds the holder to
+// it even when its loop does not run. A standby takes over on memberlist's
+// death verdict (at least its quickest, 0.9 s, of silence) once renewals
+// stopped, or on the Lease's expiry:
+//   - a renewal vouches for RenewDeadline;
+//   - fresh two-way contact with every live candidate (the oldest answer
+//     to this holder's pings) for RenewDeadline more: none of them can
+//     declare it dead meanwhile — a slow apiserver then costs no traffic;
+//   - but not past the point where the Lease nears expiry (a candidate it
+//     cannot hear from could take it then), unless it holds through an
+//     outage (every labelled candidate vouches, none reaches the apiserver);
+//   - a lone holder's until its Lease nears expiry (handOverForSlowness);
+//   - never past MaxHold without a renewal.
+//
+// Half a RenewInterval more lets the loop's next tick decide before it
+// runs out.
 func (e *Elector) entitlement(now time.Time) time.Time {
 	if !e.held {
 		return time.Time{}
 	}
 	until := e.lastRenew.Add(e.cfg.RenewDeadline)
+	if t := e.members.oldestAck(); !t.IsZero() && t.Add(e.cfg.RenewDeadline).After(until) {
+		until = t.Add(e.cfg.RenewDeadline)
+	}
+	nearExpiry := e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
 	switch {
 	case e.holding:
-		until = now.Add(e.cfg.RenewDeadline)
-		if t := e.members.oldestAck(); !t.IsZero() {
-			until = t.Add(e.cfg.RenewDeadline)
-		}
 	case e.lone():
-		until = e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
+		until = nearExpiry
+	case until.After(nearExpiry):
+		until = nearExpiry
 	}
 	until = until.Add(e.cfg.RenewInterval / 2)
 	if m := e.lastRenew.Add(e.cfg.MaxHold); until.After(m) {

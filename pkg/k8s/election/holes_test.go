@@ -32,6 +32,13 @@ func TestHolderCutOffWithACandidateItCannotGossipWith(t *testing.T) {
 	if n := len(act.e.members.alive()); n != 1 {
 		t.Fatalf("the holder sees %d members in memberlist; the test needs candidates that cannot gossip", n)
 	}
+	// The standby it cannot hear from shows as not ready (status, metric).
+	if cs := act.e.Candidates(); len(cs) != 2 || cs[0] != (Candidate{Name: "intruder-b", Labelled: true}) || !cs[1].Ready {
+		t.Errorf("the holder's view of the candidates: %+v", cs)
+	}
+	if v := metric(t, act.e, "tunnelmesh_gateway_election_candidates_not_ready", ""); v != 1 {
+		t.Errorf("candidates_not_ready %v; want 1", v)
+	}
 	act.cut.Store(true)
 	time.Sleep(6 * time.Second)
 	actives := c.actives()

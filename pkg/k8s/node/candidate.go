@@ -73,7 +73,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		return err
 	}
 	clusterID, publicKey := g.info.ClusterID, g.key.PublicKey().String()
-	sw := &statusLoop{r: r, floor: floor, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: clusterID},
+	sw := &statusLoop{r: r, floor: floor, candidates: el.Candidates, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: clusterID},
 		bc: g.broker, src: src, eng: eng, cidrs: g.cidrs, clusterID: clusterID, publicKey: publicKey, endpoint: g.endpoint,
 		log: log}
 	ten := tenure{r: r, eng: eng, src: src, floor: floor, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace},

@@ -53,13 +53,24 @@ type GatewayStatus struct {
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 	// Connected, Total and Connections are derived from Remotes by Write.
-	Connected       int                `json:"connected"`
-	Total           int                `json:"total"`
-	Connections     string             `json:"connections,omitempty"`
-	BrokerReachable bool               `json:"brokerReachable"`
-	UpdatedAt       *metav1.Time       `json:"updatedAt,omitempty"`
-	Remotes         []RemoteCluster    `json:"remotes,omitempty"`
-	Conditions      []metav1.Condition `json:"conditions,omitempty"`
+	Connected       int             `json:"connected"`
+	Total           int             `json:"total"`
+	Connections     string          `json:"connections,omitempty"`
+	BrokerReachable bool            `json:"brokerReachable"`
+	UpdatedAt       *metav1.Time    `json:"updatedAt,omitempty"`
+	Remotes         []RemoteCluster `json:"remotes,omitempty"`
+	// Standbys are the other gateway candidates as the active sees them.
+	Standbys   []Standby          `json:"standbys,omitempty"`
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Standby is a gateway candidate other than the active one.
+type Standby struct {
+	Node string `json:"node"`
+	// Ready: its elector answers in the candidates' memberlist, so it takes
+	// over at once; otherwise a failover waits for it (Reason says why).
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // RemoteCluster is this cluster's link to one other cluster, with the CIDRs
