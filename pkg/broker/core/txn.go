@@ -45,7 +45,7 @@ func (t *Txn) Room() int {
 	if t.limit <= 0 {
 		return math.MaxInt32
 	}
-	return max(0, t.limit-t.size())
+	return max(0, t.limit-len(t.changes)-1) // one for the record of the answers
 }
 
 // size counts the changes the commit carries, the outcome record included.
