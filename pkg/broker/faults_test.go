@@ -115,17 +115,20 @@ func TestSplitBatchLosingARaceLosesNoWrite(t *testing.T) {
 			t.Fatalf("round %d: %d of 12 concurrent writes not answered in 20 s:\n%s", round, len(failed), strings.Join(failed, "\n"))
 		}
 	}
+	// On both replicas (the other one applies A's commits within moments).
 	for _, r := range rs {
-		snap := r.Broker.Snapshot()
-		have := map[string]bool{}
-		for _, e := range snap.Exports {
-			have[e.Name] = true
-		}
-		for _, n := range acked {
-			if !have[n] {
-				t.Errorf("acknowledged export %s missing on %s", n, r.URL)
+		eventually(t, func() error {
+			have := map[string]bool{}
+			for _, e := range r.Broker.Snapshot().Exports {
+				have[e.Name] = true
 			}
-		}
+			for _, n := range acked {
+				if !have[n] {
+					return fmt.Errorf("acknowledged export %s missing on %s", n, r.URL)
+				}
+			}
+			return nil
+		})
 	}
 }
 
@@ -500,5 +503,40 @@ func TestRetriedWritesGetTheSameAnswer(t *testing.T) {
 	}
 	if c, _ := rawWrite(t, tb, http.MethodDelete, "/v1/clusters/east", east.Credential(), "remove-east-a-new-key-1234567", nil); c != http.StatusUnauthorized {
 		t.Fatalf("a new removal with the removed cluster's credential: %d; want 401", c)
+	}
+}
+
+// Writes whose changes together exceed etcd's request limit (1.5 MiB by
+// default) went into one commit, which etcd refused: every write of the
+// batch failed, every time it was tried. They are split by size too.
+func TestLargeWritesSplitBySize(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	tb := etcdReplicas(t, ec, 1, 0, nil)[0]
+	ctx := ctxT(t)
+	east, _ := tb.Join("east", "10.1.0.0/16", "10.101.0.0/16")
+	big := func(name string) api.Export {
+		e := export("east", "big", name)
+		e.Type, e.IPs, e.IPFamilies = api.TypeHeadless, nil, nil
+		for j := range api.MaxEndpoints {
+			e.Endpoints = append(e.Endpoints, api.Endpoint{Addresses: []string{fmt.Sprintf("10.1.%d.%d", j/250, j%250+1)},
+				Hostname: fmt.Sprintf("a-pod-with-a-rather-long-generated-name-%04d", j), Ready: true,
+				Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 8080}}})
+		}
+		return e
+	}
+	errs := make([]error, 6)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = east.PublishExport(ctx, big(fmt.Sprintf("svc-%d", i))) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("export %d of 6 large ones published together: %v", i, err)
+		}
+	}
+	if n := len(tb.Broker.Snapshot().Exports); n != 6 {
+		t.Errorf("%d exports stored, want 6", n)
 	}
 }
