@@ -5,7 +5,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w"
 
-.PHONY: all build test test-unit fuzz-brief deps bench demo demo-down demo-netns vet images
+.PHONY: all build test test-unit test-unit-run unit-test-binaries fuzz-brief deps bench demo demo-down demo-netns vet images
 all: build
 
 ## build: every command under cmd/ into bin/
@@ -31,7 +31,10 @@ vet: $(STATICCHECK)
 	$(STATICCHECK) ./...
 
 ## test-unit: every Go test (root-only ones fail under CI=true when not root)
-test-unit: deps vet
+test-unit: deps vet unit-test-binaries test-unit-run
+
+# test-unit-run: the Go tests alone (scripts/test.sh runs the prerequisites as phases of their own)
+test-unit-run:
 	$(GO) test -count=1 -timeout 20m ./...
 
 ## fuzz-brief: every fuzz target for FUZZ_BRIEF inputs each (default 15000x), beyond the seeds go test runs
@@ -43,8 +46,10 @@ fuzz-brief:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZ_BRIEF) ./pkg/broker/validate
 	$(GO) test -run '^$$' -fuzz '^FuzzProbe$$' -fuzztime $(FUZZ_BRIEF) ./pkg/gateway
 
-## test: everything CI runs
-test: test-unit fuzz-brief e2e
+## test: everything CI runs, in timed phases (scripts/test.sh): vet, the unit tests' binaries, unit
+## tests and fuzz-brief while the kind and project images build beside them, then the kind e2e
+test:
+	@scripts/test.sh
 
 ## bench: every benchmark; each prints a table
 bench: bench-broker bench-dataplane bench-export bench-failover

@@ -112,6 +112,15 @@ func TestMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// What users had before tunnelmesh came: uninstall must leave it.
+	before := map[string]userState{}
+	for _, c := range []meshCluster{east, west} {
+		st, err := recordUserState(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[c.id] = st
+	}
 	if _, err := meshctl(ctx, t, east.Cluster, "deploy-broker", "-f", info); err != nil {
 		t.Fatal(err)
 	}
@@ -189,14 +198,18 @@ func TestMesh(t *testing.T) {
 	sub("ServiceClusterIP", testServiceClusterIP)
 	sub("ServiceExport", testServiceExport)
 	sub("HeadlessExport", testHeadlessExport)
+	sub("ServiceLocality", testServiceLocality)
 	sub("Show", testShow)
 	sub("DiagnoseVerify", testDiagnoseVerify)
 	sub("Benchmark", testBenchmark)
 	sub("FailoverPodKill", testFailover)
 	sub("FailoverNodeStop", testNodeStopFailover)
 	sub("BrokerOutage", testBrokerOutage)
+	sub("DeadCluster", testDeadCluster)
 	sub("Leave", testLeave)
-	sub("Uninstall", func(ctx context.Context, t *testing.T, east, west meshCluster) { testUninstall(ctx, t, west, east) })
+	sub("Uninstall", func(ctx context.Context, t *testing.T, east, west meshCluster) {
+		testUninstall(ctx, t, before, west, east)
+	})
 }
 
 // testShow: meshctl's views of the linked clusters succeed.

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -527,13 +528,51 @@ func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
 	}
 }
 
-// testUninstall: `meshctl uninstall` in both clusters leaves nothing of
-// tunnelmesh: no namespace, no CRD of ours or of the MCS API, no
-// ClusterRole or binding, no DaemonSet, no node label, no clusterset block
-// in CoreDNS's Corefile.
-func testUninstall(ctx context.Context, t *testing.T, clusters ...meshCluster) {
+// userState is what a user had in a cluster before tunnelmesh: labels
+// (of ours) they set on nodes, and an object of theirs labelled
+// app.kubernetes.io/part-of=tunnelmesh.
+type userState struct {
+	nodeLabels map[string]map[string]string // node -> tunnelmesh.io/* labels
+}
+
+const userObject = "users-own-notes" // a ConfigMap in kube-system
+
+func recordUserState(ctx context.Context, c meshCluster) (userState, error) {
+	st := userState{nodeLabels: map[string]map[string]string{}}
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return st, err
+	}
+	for _, n := range nodes.Items {
+		st.nodeLabels[n.Name] = ourLabels(n.Labels)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: userObject, Namespace: "kube-system",
+		Labels: map[string]string{"app.kubernetes.io/part-of": "tunnelmesh"}}, Data: map[string]string{"mine": "yes"}}
+	if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return st, err
+	}
+	return st, nil
+}
+
+func ourLabels(l map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range l {
+		if strings.HasPrefix(k, "tunnelmesh.io/") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// testUninstall: `meshctl uninstall --delete-crds` in both clusters leaves
+// nothing of tunnelmesh: no namespace, no CRD of ours or of the MCS API
+// (join made them), no ClusterRole or binding, no DaemonSet, no node label
+// meshctl added, no clusterset block in CoreDNS's Corefile; and everything
+// the user had before join is still there (their node labels, their object
+// labelled part-of=tunnelmesh).
+func testUninstall(ctx context.Context, t *testing.T, before map[string]userState, clusters ...meshCluster) {
 	for _, c := range clusters {
-		if _, err := meshctl(ctx, t, c.Cluster, "uninstall"); err != nil {
+		if _, err := meshctl(ctx, t, c.Cluster, "uninstall", "--delete-crds"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -541,7 +580,7 @@ func testUninstall(ctx context.Context, t *testing.T, clusters ...meshCluster) {
 		var left []string
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
-			left = leftovers(ctx, c)
+			left = leftovers(ctx, c, before[c.id])
 			if len(left) == 0 || time.Now().After(deadline) {
 				break
 			}
@@ -550,11 +589,15 @@ func testUninstall(ctx context.Context, t *testing.T, clusters ...meshCluster) {
 		for _, l := range left {
 			t.Errorf("%s: left after uninstall: %s", c.id, l)
 		}
+		if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, userObject, metav1.GetOptions{}); err != nil {
+			t.Errorf("%s: the user's ConfigMap kube-system/%s (labelled part-of=tunnelmesh before join) is gone: %v", c.id, userObject, err)
+		}
 	}
 }
 
-// leftovers lists what of tunnelmesh is still in c.
-func leftovers(ctx context.Context, c meshCluster) []string {
+// leftovers lists what of tunnelmesh is still in c (node labels: those that
+// differ from the user's before join).
+func leftovers(ctx context.Context, c meshCluster, before userState) []string {
 	var left []string
 	add := func(format string, args ...any) { left = append(left, fmt.Sprintf(format, args...)) }
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, defaults.Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -606,10 +649,8 @@ func leftovers(ctx context.Context, c meshCluster) []string {
 		add("list nodes: %v", err)
 	} else {
 		for _, n := range list.Items {
-			for k := range n.Labels {
-				if strings.Contains(k, "tunnelmesh") {
-					add("label %s on node %s", k, n.Name)
-				}
+			if got, want := ourLabels(n.Labels), before.nodeLabels[n.Name]; !maps.Equal(got, want) {
+				add("node %s has labels %v, had %v before join", n.Name, got, want)
 			}
 		}
 	}

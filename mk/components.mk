@@ -193,4 +193,4 @@ component-images-test: k8s-binaries component-images
 # test/kubeapi (real etcd + kube-apiserver for controller tests) and the CoreDNS test of
 # clusterset.local fail under CI=true without these binaries, so unit tests build them
 # first (no-op when up to date).
-test-unit: $(K8S_OUT)/kube-apiserver $(K8S_OUT)/etcd $(COREDNS_BIN)
+unit-test-binaries: $(K8S_OUT)/kube-apiserver $(K8S_OUT)/etcd $(COREDNS_BIN)

@@ -42,13 +42,17 @@ func controllerCmd() *cobra.Command {
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fl.StringVar(&f.brokerDir, "broker-dir", "/etc/tunnelmesh/broker",
 		"directory holding the keys of Secret tunnelmesh-broker: url, ca.crt, credential, cluster-id")
-	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: key clusterset-id of the broker Secret, if any; else not written)")
+	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: none written)")
 	fl.StringVar(&f.identity, "identity", os.Getenv("POD_NAME"), "leader-election identity, unique per replica (default: $POD_NAME, else the host name)")
 	fl.StringVar(&f.leaseNamespace, "lease-namespace", defaults.Namespace, "namespace of the controller Lease "+export.LeaseName)
-	fl.IntVar(&f.workers, "workers", 4, "workers per queue")
+	fl.IntVar(&f.workers, "workers", export.DefaultWorkers, "workers per queue")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
 }
+
+// controllerKeys are the keys of the broker Secret the controller reads,
+// in this order; its Deployment mounts exactly these.
+var controllerKeys = []string{brokersecret.KeyURL, brokersecret.KeyCA, brokersecret.KeyCredential, brokersecret.KeyClusterID}
 
 func runController(ctx context.Context, f controllerFlags) error {
 	log, err := newLogger(f.logLevel)
@@ -63,7 +67,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 		return strings.TrimSpace(string(b)), nil
 	}
 	var vals [4]string
-	for i, k := range []string{brokersecret.KeyURL, brokersecret.KeyCA, brokersecret.KeyCredential, brokersecret.KeyClusterID} {
+	for i, k := range controllerKeys {
 		v, err := read(k)
 		if err != nil {
 			return err
@@ -74,12 +78,6 @@ func runController(ctx context.Context, f controllerFlags) error {
 		vals[i] = v
 	}
 	url, ca, cred, clusterID := vals[0], vals[1], vals[2], vals[3]
-	if f.clusterSetID == "" {
-		// Optional key of the same Secret.
-		if v, err := read("clusterset-id"); err == nil {
-			f.clusterSetID = v
-		}
-	}
 	broker, err := brokerclient.New(url, []byte(ca+"\n"), cred)
 	if err != nil {
 		return err
@@ -92,7 +90,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes configuration: %w", err)
 	}
-	cfg.QPS, cfg.Burst = 50, 100
+	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err

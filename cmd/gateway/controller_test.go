@@ -4,8 +4,16 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
 func TestControllerCmdNeedsTheBrokerSecret(t *testing.T) {
@@ -26,4 +34,36 @@ func TestControllerCmdNeedsTheBrokerSecret(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ca.crt") {
 		t.Fatalf("empty ca.crt: %v", err)
 	}
+}
+
+// The controller's pod mounts of the broker Secret only the keys the
+// controller reads: not the clusterset's gossip key, nor anything added later.
+func TestControllerMountsOnlyWhatItReads(t *testing.T) {
+	objs, err := kube.Manifests(deploy.FS, "mcs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Secret == nil || v.Secret.SecretName != brokersecret.Name {
+				continue
+			}
+			var keys []string
+			for _, it := range v.Secret.Items {
+				keys = append(keys, it.Key)
+			}
+			if !slices.Equal(keys, controllerKeys) {
+				t.Errorf("%s mounts keys %v of Secret %s (none listed: all of them); the controller reads %v", d.Name, keys, brokersecret.Name, controllerKeys)
+			}
+			return
+		}
+	}
+	t.Fatal("no Deployment in deploy/mcs mounts the broker Secret")
 }

@@ -38,6 +38,13 @@ type PeerHealth struct {
 	LastHandshake time.Time `json:"lastHandshake,omitempty"`
 	RxBytes       int64     `json:"rxBytes,omitempty"`
 	TxBytes       int64     `json:"txBytes,omitempty"`
+	// PathMTU is the tunnel MTU (bytes) that a full-size don't-fragment
+	// probe crossed the tunnel with, both ways, within the last minute;
+	// 0 when not measured. PathMTULost is that size when several full-size
+	// probes in a row were lost while small ones were answered: packets
+	// that large do not cross the path.
+	PathMTU     int `json:"pathMTU,omitempty"`
+	PathMTULost int `json:"pathMTULost,omitempty"`
 }
 
 // Gateway is one gateway node's endpoint. Every gateway candidate of a

@@ -82,7 +82,7 @@ func New(cfg Config, b Broker) *Engine {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
 	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = time.Second
+		cfg.ProbeInterval = ProbeInterval
 	}
 	if cfg.Local.Interface == "" {
 		cfg.Local.Interface = defaults.Interface
@@ -360,7 +360,7 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 	}
 	if probe == nil && d.TunnelIP.IsValid() {
 		var err error
-		if probe, err = newProber(d.TunnelIP); err != nil {
+		if probe, err = newProber(d.TunnelIP, e.cfg.MTU); err != nil {
 			e.log.Warn("health probes", "err", err)
 		}
 	}
@@ -393,9 +393,26 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 	return probe
 }
 
+// mtuFresh: a full-size probe goes out every mtuEvery probe ticks; an
+// answer older than this no longer vouches for the path.
+const mtuFresh = time.Minute
+
 // handshakeTimeout: WireGuard rekeys every 2 min; no handshake for longer
 // than this means the peer is unreachable.
 const handshakeTimeout = 3 * time.Minute
+
+// Health probes: one every ProbeInterval to each remote gateway; a link
+// whose probes have gone unanswered for ProbeDownAfter (four probes) is in
+// error. The verdict feeds the MCS importers, which withdraw a cluster in
+// error from every import: a dead cluster must be out within seconds (the
+// budget is 3 s from its death to kube-proxy's rules, of which kube-proxy
+// itself may take 1 s), and one late reply on a busy node must not be
+// enough to withdraw it. A probe is 17 bytes; four a second per peer cost
+// nothing.
+const (
+	ProbeInterval  = 250 * time.Millisecond
+	ProbeDownAfter = time.Second
+)
 
 func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time.Time) api.PeerHealth {
 	h := api.PeerHealth{Cluster: p.Cluster, RxBytes: st.RxBytes, TxBytes: st.TxBytes, LastHandshake: st.LastHandshake}
@@ -403,10 +420,16 @@ func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time
 		h.RTTMillis = float64(r.RTT.Microseconds()) / 1000
 	}
 	h.LossPercent = 100 * r.Loss
+	if r.MTU > 0 && !r.MTULastOK.IsZero() && now.Sub(r.MTULastOK) <= mtuFresh {
+		h.PathMTU = r.MTU
+	}
+	if r.MTU > 0 && r.MTUMissed >= mtuLostAfter && !r.LastReply.IsZero() && now.Sub(r.LastReply) <= 5*time.Second {
+		h.PathMTULost = r.MTU
+	}
 	switch {
 	case !haveTunnelIP:
 		h.Status, h.Reason = api.StatusConnecting, "waiting for the broker to assign our tunnel IP"
-	case !r.LastReply.IsZero() && now.Sub(r.LastReply) <= 5*time.Second:
+	case !r.LastReply.IsZero() && now.Sub(r.LastReply) <= ProbeDownAfter:
 		h.Status = api.StatusConnected
 	case r.LastReply.IsZero() && now.Sub(r.FirstSeen) < 30*time.Second:
 		h.Status, h.Reason = api.StatusConnecting, "waiting for the first probe reply"

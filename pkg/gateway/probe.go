@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ProbePort is the UDP port of the health-probe echo between tunnel IPs.
@@ -16,8 +18,19 @@ const ProbePort = 51899
 const (
 	probeReq   = 1
 	probeReply = 2
-	probeLen   = 17 // type, seq, send time
-	window     = 10 // probes the loss figure covers
+	// Full-size probes measure the path MTU: as large as the tunnel MTU
+	// allows, sent with don't-fragment and echoed back whole, so an answer
+	// proves that full-size packets cross the tunnel both ways.
+	probeMTUReq   = 3
+	probeMTUReply = 4
+	probeLen      = 17 // type, seq, send time (full-size probes are padded)
+	window        = 10 // probes the loss figure covers
+	// mtuEvery: one full-size probe per this many ticks (the first at once).
+	mtuEvery = 10
+	// mtuLostAfter full-size probes unanswered in a row, while small
+	// ones are answered, mean packets that large are lost.
+	mtuLostAfter = 3
+	maxProbe     = 65507
 )
 
 // probe is one decoded probe packet.
@@ -25,18 +38,31 @@ type probe struct {
 	Type   byte
 	Seq    uint64
 	SentNs int64 // sender's clock, echoed back unchanged
+	Size   int   // full-size probes: the packet's length
 }
 
-// decodeProbe parses a probe packet; ok is false for anything else.
+// decodeProbe parses a probe packet; ok is false for anything else. Size
+// is the whole packet's (a full-size probe's padding included).
 func decodeProbe(b []byte) (p probe, ok bool) {
-	if len(b) != probeLen || (b[0] != probeReq && b[0] != probeReply) {
+	switch {
+	case len(b) < probeLen || len(b) > maxProbe:
+		return probe{}, false
+	case b[0] == probeReq || b[0] == probeReply:
+		if len(b) != probeLen {
+			return probe{}, false
+		}
+	case b[0] != probeMTUReq && b[0] != probeMTUReply:
 		return probe{}, false
 	}
-	return probe{Type: b[0], Seq: binary.BigEndian.Uint64(b[1:]), SentNs: int64(binary.BigEndian.Uint64(b[9:]))}, true
+	return probe{Type: b[0], Seq: binary.BigEndian.Uint64(b[1:]), SentNs: int64(binary.BigEndian.Uint64(b[9:])), Size: len(b)}, true
 }
 
 func (p probe) encode() []byte {
-	b := make([]byte, probeLen)
+	n := probeLen
+	if p.Type == probeMTUReq || p.Type == probeMTUReply {
+		n = max(p.Size, probeLen)
+	}
+	b := make([]byte, n)
 	b[0] = p.Type
 	binary.BigEndian.PutUint64(b[1:], p.Seq)
 	binary.BigEndian.PutUint64(b[9:], uint64(p.SentNs))
@@ -51,6 +77,12 @@ type probeStats struct {
 	lastReply time.Time
 	rtt       time.Duration
 	firstSeen time.Time
+	// Full-size probes: the last one's seq, whether it was answered, when
+	// one last was, and how many in a row were not.
+	mtuSeq              uint64
+	mtuAnswered         bool
+	mtuLastOK           time.Time
+	mtuMissed, mtuTicks int
 }
 
 // prober answers probes from known peers' tunnel IPs and sends one per
@@ -58,26 +90,71 @@ type probeStats struct {
 type prober struct {
 	conn  *net.UDPConn
 	local netip.Addr
-	mu    sync.Mutex
-	by    map[netip.Addr]*probeStats
+	// mtuSize is the full-size probe's length: the tunnel MTU (mtu) less
+	// the IP and UDP headers (0: none sent).
+	mtu, mtuSize int
+	mu           sync.Mutex
+	by           map[netip.Addr]*probeStats
 }
 
 // newProber listens on the tunnel address only: nothing outside the mesh
-// (nor any other local address) reaches the probe socket.
-func newProber(tunnelIP netip.Addr) (*prober, error) {
+// (nor any other local address) reaches the probe socket. Its datagrams
+// never fragment, so that full-size probes for a tunnel MTU of mtu (0:
+// none) measure what the path carries.
+func newProber(tunnelIP netip.Addr, mtu int) (*prober, error) {
 	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunnelIP, ProbePort)))
 	if err != nil {
 		return nil, fmt.Errorf("health probe socket on %s: %w", tunnelIP, err)
 	}
-	p := &prober{conn: c, local: tunnelIP, by: map[netip.Addr]*probeStats{}}
+	if err := dontFragment(c, tunnelIP.Is4()); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("health probe socket on %s: %w", tunnelIP, err)
+	}
+	p := &prober{conn: c, local: tunnelIP, by: map[netip.Addr]*probeStats{}, mtu: mtu, mtuSize: mtuProbeSize(tunnelIP, mtu)}
 	go p.read()
 	return p, nil
+}
+
+// mtuProbeSize is the UDP payload that fills a tunnel MTU of mtu. Pure.
+func mtuProbeSize(tunnelIP netip.Addr, mtu int) int {
+	hdr := 40 + 8
+	if tunnelIP.Is4() {
+		hdr = 20 + 8
+	}
+	if mtu-hdr < probeLen {
+		return 0
+	}
+	return min(mtu-hdr, maxProbe)
+}
+
+// dontFragment sets the don't-fragment flag on every datagram of c (and
+// makes a datagram larger than the route's MTU fail instead of fragmenting).
+func dontFragment(c *net.UDPConn, v4 bool) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if v4 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set don't-fragment: %w", serr)
+	}
+	return nil
 }
 
 func (p *prober) close() { p.conn.Close() }
 
 func (p *prober) read() {
-	buf := make([]byte, 64)
+	buf := make([]byte, maxProbe+1)
 	for {
 		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -110,6 +187,13 @@ func (p *prober) handle(b []byte, from netip.Addr, now time.Time) []byte {
 	case probeReq:
 		pr.Type = probeReply
 		return pr.encode()
+	case probeMTUReq:
+		pr.Type = probeMTUReply // echoed whole: the way back is measured too
+		return pr.encode()
+	case probeMTUReply:
+		if pr.Seq == s.mtuSeq && pr.Size == p.mtuSize && p.mtuSize > 0 {
+			s.mtuAnswered, s.mtuLastOK, s.mtuMissed = true, now, 0
+		}
 	case probeReply:
 		i := pr.Seq % window
 		if s.sent[i] == pr.Seq && pr.Seq >= window {
@@ -155,6 +239,19 @@ func (p *prober) tick(targets []netip.Addr, now time.Time) {
 		if p.conn != nil {
 			_, _ = p.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(t, ProbePort))
 		}
+		if p.mtuSize == 0 || s.mtuTicks%mtuEvery != 0 {
+			s.mtuTicks++
+			continue
+		}
+		s.mtuTicks++
+		if s.mtuSeq != 0 && !s.mtuAnswered {
+			s.mtuMissed++
+		}
+		s.mtuSeq, s.mtuAnswered = seq, false
+		b = probe{Type: probeMTUReq, Seq: seq, SentNs: now.UnixNano(), Size: p.mtuSize}.encode()
+		if p.conn != nil {
+			_, _ = p.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(t, ProbePort))
+		}
 	}
 }
 
@@ -164,6 +261,12 @@ type result struct {
 	Loss      float64 // 0..1 over the last window probes, the newest excluded (still in flight)
 	LastReply time.Time
 	FirstSeen time.Time
+	// MTU is the tunnel MTU full-size probes fill (0: none sent);
+	// MTULastOK when one was last answered; MTUMissed how many in a row
+	// were not.
+	MTU       int
+	MTULastOK time.Time
+	MTUMissed int
 }
 
 func (p *prober) result(t netip.Addr) (result, bool) {
@@ -183,7 +286,10 @@ func (p *prober) result(t netip.Addr) (result, bool) {
 			lost++
 		}
 	}
-	r := result{RTT: s.rtt, LastReply: s.lastReply, FirstSeen: s.firstSeen}
+	r := result{RTT: s.rtt, LastReply: s.lastReply, FirstSeen: s.firstSeen, MTULastOK: s.mtuLastOK, MTUMissed: s.mtuMissed}
+	if p.mtuSize > 0 {
+		r.MTU = p.mtu
+	}
 	if sent > 0 {
 		r.Loss = float64(lost) / float64(sent)
 	}

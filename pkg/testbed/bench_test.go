@@ -2,6 +2,7 @@ package testbed_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	osexec "os/exec"
@@ -152,28 +153,24 @@ func BenchmarkDataplane(b *testing.B) {
 	if r, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && r > 0 {
 		rounds = r
 	}
-	type row struct {
-		one, four []float64
-		rtt       float64
-	}
-	res := make([]row, len(paths))
+	res := make([]benchRow, len(paths))
 	for n := 0; n < b.N; n++ {
 		// RTT first, on idle paths; then throughput rounds interleaved across
 		// paths so a burst of load from elsewhere hits all of them alike.
 		for _, p := range paths { // warm-up, discarded: the first pings after setup pay one-off costs
-			pingRTT(b, bed, p.ns, p.dst, p.src)
+			_, _ = pingRTT(bed, p.ns, p.dst, p.src)
 		}
 		for i, p := range paths {
-			res[i].rtt = pingRTT(b, bed, p.ns, p.dst, p.src)
+			res[i].rtt.add(pingRTT(bed, p.ns, p.dst, p.src))
 		}
 		for r := 0; r < rounds; r++ {
 			for k := range paths { // rotate the order every round
 				i := (k + r) % len(paths)
-				res[i].one = append(res[i].one, iperf(b, bed, paths[i].ns, paths[i].dst, paths[i].src, 1, secs))
+				res[i].one.add(iperf(bed, paths[i].ns, paths[i].dst, paths[i].src, 1, secs))
 			}
 			for k := range paths {
 				i := (k + r) % len(paths)
-				res[i].four = append(res[i].four, iperf(b, bed, paths[i].ns, paths[i].dst, paths[i].src, 4, secs))
+				res[i].four.add(iperf(bed, paths[i].ns, paths[i].dst, paths[i].src, 4, secs))
 			}
 		}
 	}
@@ -186,64 +183,115 @@ func BenchmarkDataplane(b *testing.B) {
 	fmt.Fprintf(&sb, "|%s|%s|%s|%s|\n", strings.Repeat("-", 46), strings.Repeat("-", 15), strings.Repeat("-", 16), strings.Repeat("-", 15))
 	one, four := make([]float64, len(paths)), make([]float64, len(paths))
 	for i, p := range paths {
-		one[i], four[i] = median(res[i].one), median(res[i].four)
-		fmt.Fprintf(&sb, "| %-44s | %13.2f | %14.2f | %13.3f |\n", p.name, one[i], four[i], res[i].rtt)
+		one[i], four[i] = res[i].one.median(), res[i].four.median()
+		fmt.Fprintf(&sb, "| %-44s | %13s | %14s | %13s |\n", p.name, res[i].one.cell("%.2f"), res[i].four.cell("%.2f"), res[i].rtt.cell("%.3f"))
 	}
 	if kernelErr != nil {
 		fmt.Fprintf(&sb, "| %-44s | %13s | %14s | %13s |\n", kernelRow, "skipped", "skipped", "skipped")
 		fmt.Fprintf(&sb, "  kernel row skipped: %v\n", kernelErr)
 	}
 	ratio := func(a, b float64) string {
-		if b == 0 {
-			return "n/a"
+		if a == 0 || b == 0 {
+			return "n/a (no successful run)"
 		}
 		return fmt.Sprintf("%.2f×", a/b)
 	}
 	fmt.Fprintf(&sb, "\ntunnelmesh / reference: 1 stream %s, 4 streams %s\n", ratio(one[0], one[2]), ratio(four[0], four[2]))
 	fmt.Fprintf(&sb, "tunnelmesh / ceiling:   1 stream %s, 4 streams %s\n", ratio(one[0], one[1]), ratio(four[0], four[1]))
+	var failed []string
 	for i, p := range paths {
-		fmt.Fprintf(&sb, "  runs %-44s 1 stream %v, 4 streams %v\n", p.name, fmtRuns(res[i].one), fmtRuns(res[i].four))
+		fmt.Fprintf(&sb, "  runs %-44s 1 stream %v, 4 streams %v\n", p.name, fmtRuns(res[i].one.ok), fmtRuns(res[i].four.ok))
+		for _, f := range [][]string{res[i].rtt.failed, res[i].one.failed, res[i].four.failed} {
+			for _, e := range f {
+				failed = append(failed, p.name+": "+e)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(&sb, "\nFAILED runs (left out of the medians above, which are over the successful runs only):\n")
+		for _, f := range failed {
+			fmt.Fprintf(&sb, "  %s\n", f)
+		}
 	}
 	fmt.Print(sb.String())
 	if f := os.Getenv("BENCH_OUT"); f != "" {
 		_ = os.WriteFile(f, []byte(sb.String()), 0o644)
 	}
+	if len(failed) > 0 {
+		b.Errorf("%d iperf3 or ping runs failed (listed with the table)", len(failed))
+	}
 }
 
-func iperf(b *testing.B, bed *testbed.Bed, ns, dst, src string, streams, secs int) float64 {
+// benchRow is one path's measurements.
+type benchRow struct{ one, four, rtt runs }
+
+// runs are the values of the successful runs of one measurement and why
+// the others failed: a failed run is a failure, never a 0 in the median.
+type runs struct {
+	ok     []float64
+	failed []string
+}
+
+func (r *runs) add(v float64, err error) {
+	if err != nil {
+		r.failed = append(r.failed, err.Error())
+		return
+	}
+	r.ok = append(r.ok, v)
+}
+
+func (r runs) median() float64 { return median(r.ok) }
+
+// cell is the median, or FAILED with how many runs failed.
+func (r runs) cell(f string) string {
+	switch {
+	case len(r.failed) == 0:
+		return fmt.Sprintf(f, r.median())
+	case len(r.ok) == 0:
+		return "FAILED"
+	}
+	return fmt.Sprintf(f+" (%d FAILED)", r.median(), len(r.failed))
+}
+
+func iperf(bed *testbed.Bed, ns, dst, src string, streams, secs int) (float64, error) {
+	what := fmt.Sprintf("iperf3 -P %d to %s", streams, dst)
 	out, err := bed.Exec(ns, "iperf3", "-c", dst, "-B", src, "-P", strconv.Itoa(streams), "-t", strconv.Itoa(secs), "-O", "1", "-J")
 	if err != nil {
-		b.Logf("iperf3 to %s: %v", dst, err)
-		return 0
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	var r struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		b.Logf("iperf3 output: %v", err)
-		return 0
+		return 0, fmt.Errorf("%s: unreadable output: %w", what, err)
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9
+	if r.Error != "" || r.End.SumReceived.BitsPerSecond <= 0 {
+		return 0, fmt.Errorf("%s: no data received (%s)", what, r.Error)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
 var rttRE = regexp.MustCompile(`= [\d.]+/([\d.]+)/`)
 
-func pingRTT(b *testing.B, bed *testbed.Bed, ns, dst, src string) float64 {
+func pingRTT(bed *testbed.Bed, ns, dst, src string) (float64, error) {
 	out, err := bed.Exec(ns, "ping", "-q", "-c", "50", "-i", "0.02", "-I", src, dst)
 	if err != nil {
-		b.Logf("ping %s: %v", dst, err)
-		return 0
+		return 0, fmt.Errorf("ping %s: %w", dst, err)
 	}
 	m := rttRE.FindStringSubmatch(out)
 	if m == nil {
-		return 0
+		return 0, fmt.Errorf("ping %s: no round-trip summary in %q", dst, out)
 	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("ping %s: %w", dst, err)
+	}
+	return v, nil
 }
 
 func exec(name string) (string, error) { return osexec.LookPath(name) }
@@ -266,4 +314,24 @@ func fmtRuns(v []float64) string {
 		parts = append(parts, fmt.Sprintf("%.2f", x))
 	}
 	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// TestBenchRunsReportFailures: a failed run is listed as a failure and left
+// out of the median, never counted as 0.
+func TestBenchRunsReportFailures(t *testing.T) {
+	var r runs
+	r.add(2.0, nil)
+	r.add(0, errors.New("iperf3 -P 1 to 10.2.0.2: exit status 1"))
+	r.add(3.0, nil)
+	if m := r.median(); m != 2.5 {
+		t.Errorf("median %v over runs 2.0, failed, 3.0; want 2.5 (the failure left out)", m)
+	}
+	if c := r.cell("%.2f"); c != "2.50 (1 FAILED)" {
+		t.Errorf("cell %q; want the median with the failure shown", c)
+	}
+	var none runs
+	none.add(0, errors.New("ping 10.2.0.2: exit status 1"))
+	if c := none.cell("%.3f"); c != "FAILED" {
+		t.Errorf("cell %q with every run failed; want FAILED", c)
+	}
 }

@@ -403,7 +403,8 @@ func testMesh(t *testing.T, mode wg.Mode) {
 			for _, g := range s {
 				n := 0
 				for _, h := range g.Health {
-					if h.Status == api.StatusConnected && h.RTTMillis > 0 {
+					// PathMTU: a full-size don't-fragment probe crossed the tunnel both ways.
+					if h.Status == api.StatusConnected && h.RTTMillis > 0 && h.PathMTU > 0 && h.PathMTULost == 0 {
 						n++
 					}
 				}

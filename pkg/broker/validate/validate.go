@@ -192,7 +192,8 @@ func Health(field string, hs []api.PeerHealth) *api.Error {
 		if len(h.Reason) > api.MaxText {
 			return invalid(f+".reason", "longer than %d bytes", api.MaxText)
 		}
-		if h.RTTMillis < 0 || h.LossPercent < 0 || h.LossPercent > 100 || h.RxBytes < 0 || h.TxBytes < 0 {
+		if h.RTTMillis < 0 || h.LossPercent < 0 || h.LossPercent > 100 || h.RxBytes < 0 || h.TxBytes < 0 ||
+			h.PathMTU < 0 || h.PathMTU > 65535 || h.PathMTULost < 0 || h.PathMTULost > 65535 {
 			return invalid(f, "negative or out-of-range figures")
 		}
 	}

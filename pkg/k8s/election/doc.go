@@ -16,9 +16,20 @@
 //     suspicion timeouts, ~1 s with the defaults) a standby takes the Lease at
 //     once with a compare-and-swap update (resourceVersion), before expiry.
 //     Several standbys may try; the apiserver lets exactly one win.
-//   - Fencing: the epoch is the Lease's leaseTransitions, incremented by every
+//   - Fencing: the epoch is the Lease's leaseTransitions, raised by every
 //     acquisition. Callers carry it in the broker record; the broker refuses
-//     older epochs, so a partitioned old active cannot reclaim.
+//     older epochs, so a partitioned old active cannot reclaim. The epoch
+//     never goes back, even when the Lease does (deleted with its
+//     namespace, rolled back with a restored etcd): a new tenure's epoch is
+//     above the Lease's, every epoch this candidate has seen and every one
+//     recorded elsewhere (Config.EpochFloor: the broker's records, the
+//     MeshGateway status, the stored view); a holder that finds its Lease
+//     deleted or rolled back below its epoch rewrites it with a higher one
+//     and keeps the role (the standbys give it LeaseDuration to do so while
+//     memberlist shows it alive), and a holder whose epoch the recorded
+//     floor passes takes a higher one at its next renewal, so the fences
+//     (broker 409, MeshGateway and stored view, the other clusters' gossip)
+//     never lock the cluster out.
 //   - Fast step-down: a holder that sees another holder (the Lease is watched)
 //     or a failed compare-and-swap steps down at once; one that cannot renew
 //     for RenewDeadline steps down then, unless it holds through an
@@ -44,7 +55,12 @@
 //
 //   - its renewals fail (an error, not a conflict: a conflict means someone
 //     else wrote the Lease, and that always ends the tenure);
-//   - every other candidate it has ever seen is alive in memberlist and
+//   - every labelled candidate (the latest list of nodes labelled
+//     tunnelmesh.io/gateway=true, Config.Labelled) has been seen in
+//     memberlist — one that cannot gossip with the holder (7947 blocked,
+//     another gossip key, just labelled, or the holder just restarted and
+//     has not met it yet) could take the expired Lease unseen — and every
+//     other candidate it has ever seen is alive in memberlist and
 //     answered one of its direct pings within RenewDeadline (two-way
 //     contact, as fresh as a renewal would be);
 //   - none of them announces itself active (memberlist metadata);
@@ -54,6 +70,13 @@
 //     others have noticed the silence and said so, and only for a candidate
 //     that has said so for longer than RenewDeadline (an apiserver that has
 //     just come back gives the holder time to renew too).
+//
+// Holding without a renewal is bounded (Config.MaxHold, 30 s): past it the
+// holder steps down whatever memberlist says, since a candidate labelled
+// after its last node list and unable to gossip with it could have taken
+// the Lease. An outage longer than that takes the data plane down until the
+// apiserver answers again; the bound is the price of never running two
+// actives with one WireGuard key for long.
 //
 // Why no split brain: a candidate becomes active only through a successful
 // write to the apiserver. Under the rules above no other candidate reaches
@@ -71,8 +94,9 @@
 //
 // Conservative by design: a candidate that crashed or left during the
 // outage and never came back counts as "could act", so the holder steps
-// down (the behaviour without this rule); a cluster with a single
-// candidate holds through any outage, since nobody could take over.
+// down (the behaviour without this rule); a cluster with a single labelled
+// candidate holds through an outage up to MaxHold, since nobody could take
+// over.
 // The cost of holding is only that the MeshGateway status is not written
 // and the route agents keep following the Lease holder they knew, which is
 // still right. The same holds for slowness rather than an outage (the

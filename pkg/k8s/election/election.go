@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,8 +50,10 @@ type State struct {
 	Holder string
 }
 
-// Config of an Elector. Client, Identity and Gossip.Peers are required; zero
-// durations take the defaults (3 s lease, 200 ms renewals, 650 ms deadline: 250 ms short of memberlist's quickest verdict, a margin for a loaded node).
+// Config of an Elector. Client, Identity, Labelled and Gossip.Peers are
+// required; zero durations take the defaults (3 s lease, 200 ms renewals,
+// 650 ms deadline: 250 ms short of memberlist's quickest verdict, a margin
+// for a loaded node; 30 s of holding without renewal at most).
 type Config struct {
 	Client    kubernetes.Interface
 	Namespace string // defaults.Namespace when empty
@@ -64,8 +68,23 @@ type Config struct {
 	// death verdict, so that a partitioned holder is gone before a standby
 	// takes over.
 	RenewDeadline time.Duration
-	Gossip        GossipConfig
-	Logger        *slog.Logger
+	// MaxHold bounds how long a holder keeps the role without a renewal
+	// (an apiserver outage it holds through, doc.go): past it the holder
+	// steps down whatever memberlist says.
+	MaxHold time.Duration
+	// Labelled returns the names of the nodes labelled as candidates
+	// (CandidateNames in a cluster). A holder that cannot renew judges who
+	// could take over from these, not from whom memberlist happened to see.
+	Labelled func(ctx context.Context) ([]string, error)
+	// EpochFloor, when set, returns the highest epoch of this cluster
+	// recorded outside the Lease (the broker's records, the MeshGateway
+	// status, the stored view). A new tenure's epoch is above it, and a
+	// holder whose epoch it exceeds takes a new one at its next renewal, so
+	// a deleted or rolled-back Lease never restarts the epochs below what
+	// the fences have seen. It must not block (a cached value).
+	EpochFloor func() int64
+	Gossip     GossipConfig
+	Logger     *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -74,6 +93,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Gossip.Peers == nil {
 		return errors.New("election: Gossip.Peers is required (election.CandidatePeers in a cluster); without it a crashed holder is only replaced when its Lease expires")
+	}
+	if c.Labelled == nil {
+		return errors.New("election: Labelled is required (election.CandidateNames in a cluster); without it a holder cannot tell who could take over")
 	}
 	if c.Namespace == "" {
 		c.Namespace = defaults.Namespace
@@ -90,6 +112,9 @@ func (c *Config) defaults() error {
 	if c.RenewDeadline == 0 {
 		c.RenewDeadline = 650 * time.Millisecond
 	}
+	if c.MaxHold == 0 {
+		c.MaxHold = 30 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -102,6 +127,9 @@ func (c *Config) defaults() error {
 	}
 	if c.RenewDeadline >= c.LeaseDuration {
 		return fmt.Errorf("election: RenewDeadline %v must be shorter than LeaseDuration %v", c.RenewDeadline, c.LeaseDuration)
+	}
+	if c.MaxHold <= c.RenewDeadline {
+		return fmt.Errorf("election: MaxHold %v must be longer than RenewDeadline %v", c.MaxHold, c.RenewDeadline)
 	}
 	if d := c.Gossip.minDetection(); c.RenewDeadline >= d {
 		return fmt.Errorf("election: RenewDeadline %v must be shorter than memberlist's quickest death verdict %v (ProbeTimeout + SuspicionMult×ProbeInterval); lower it or slow memberlist down", c.RenewDeadline, d)
@@ -140,6 +168,31 @@ type Elector struct {
 	fatal   error // a permission the election needs is missing
 	// Log an apiserver failure once per run of failures, not every tick.
 	renewFailing, acquireFailing bool
+	// maxEpoch is the highest epoch seen in any Lease or own tenure, and
+	// topHolder the holder the Lease named at it.
+	maxEpoch  int64
+	topHolder string
+
+	labelled labelled // written by watchLabelled
+}
+
+// labelled is the latest list of the nodes labelled as candidates.
+type labelled struct {
+	mu    sync.Mutex
+	names []string
+	known bool // listed at least once
+}
+
+func (l *labelled) set(names []string) {
+	l.mu.Lock()
+	l.names, l.known = slices.Clone(names), true
+	l.mu.Unlock()
+}
+
+func (l *labelled) get() ([]string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.names), l.known
 }
 
 // New validates cfg and starts the candidate's memberlist (so Addr is known);
@@ -188,6 +241,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	go e.members.join(ctx, e.cfg.Identity, e.cfg.Gossip.Peers, e.cfg.Logger)
 	go e.members.spread(ctx)
 	go e.members.pingLoop(ctx, e.cfg.Gossip.ProbeInterval/2)
+	go e.watchLabelled(ctx)
 
 	tick := time.NewTicker(e.cfg.RenewInterval / 5)
 	defer tick.Stop()
@@ -275,31 +329,44 @@ type leaseClient interface {
 // step is the whole decision, taken after every event and tick.
 func (e *Elector) step(ctx context.Context, now time.Time) {
 	if e.held {
+		silent := now.Sub(e.lastRenew)
 		switch {
-		case e.lease == nil:
-			e.stepDown(reasonLost, "the Lease was deleted")
+		case e.lease == nil || e.rolledBack():
+			// Deleted or rolled back (a recreated namespace, a restored
+			// etcd): nobody took the role, so rewrite the Lease with a
+			// higher epoch and keep it; step down only if that cannot be
+			// done in time.
+			if silent > e.cfg.RenewDeadline {
+				e.stepDown(reasonLost, "the Lease was deleted or rolled back and could not be rewritten in time")
+				break
+			}
+			if !now.Before(e.nextTry) {
+				e.acquire(ctx, reasonRewritten, "the Lease was deleted or rolled back below this tenure's epoch: rewritten with a higher one")
+			}
 		case !e.ours(e.lease):
 			h, ep := LeaseHolder(e.lease)
 			e.stepDown(reasonLost, fmt.Sprintf("the Lease is held by %q at epoch %d", h, ep))
-		case now.Sub(e.lastRenew) > e.cfg.RenewDeadline:
-			hold, why := e.members.holdable(now, e.cfg.RenewDeadline, now.Sub(e.lastRenew))
-			if !hold || handOverForSlowness(e.renewFailing, e.members.lone(), now.Sub(e.lastRenew), e.cfg) {
+		case silent > e.cfg.MaxHold:
+			e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v, longer than the %v a holder may keep the role without one", silent.Round(time.Millisecond), e.cfg.MaxHold))
+		case silent > e.cfg.RenewDeadline:
+			hold, why := e.holdable(now, silent)
+			if !hold || handOverForSlowness(e.renewFailing, e.lone(), silent, e.cfg) {
 				if why == "" {
 					why = "the apiserver answers too slowly"
 				}
-				e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s", now.Sub(e.lastRenew).Round(time.Millisecond), why))
+				e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s", silent.Round(time.Millisecond), why))
 				break
 			}
 			if !e.holding {
 				e.holding = true
 				e.metrics.holding.Set(1)
-				e.cfg.Logger.Warn("the apiserver is unreachable: keeping the active role, since every other candidate answers, none claims the role and none reaches the apiserver",
-					"node", e.cfg.Identity, "epoch", e.epoch, "lastRenewal", now.Sub(e.lastRenew).Round(time.Millisecond))
+				e.cfg.Logger.Warn("the apiserver is unreachable: keeping the active role, since every labelled candidate answers, none claims the role and none reaches the apiserver",
+					"node", e.cfg.Identity, "epoch", e.epoch, "lastRenewal", silent.Round(time.Millisecond), "atMost", e.cfg.MaxHold)
 			}
 			if now.Sub(e.lastTry) >= e.cfg.RenewInterval {
 				e.renew(ctx)
 			}
-		case now.Sub(e.lastRenew) >= e.cfg.RenewInterval:
+		case silent >= e.cfg.RenewInterval:
 			e.renew(ctx)
 		}
 	} else if reason, why := e.acquirable(now); reason != "" && !now.Before(e.nextTry) {
@@ -308,6 +375,74 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 		e.probeAPI(ctx, now)
 	}
 	e.publish()
+}
+
+// holdable: may a holder that has not renewed for silent keep the role?
+// Every labelled candidate (and any other memberlist has seen) must vouch
+// for it (members.holdable); a list of the labelled ones is needed first.
+func (e *Elector) holdable(now time.Time, silent time.Duration) (bool, string) {
+	names, known := e.labelled.get()
+	if !known {
+		return false, "the labelled candidates are not known yet (listing the nodes failed)"
+	}
+	return e.members.holdable(now, e.cfg.RenewDeadline, silent, names)
+}
+
+// lone: no other candidate is labelled, and memberlist has seen none.
+func (e *Elector) lone() bool {
+	names, known := e.labelled.get()
+	if !known || !e.members.lone() {
+		return false
+	}
+	for _, n := range names {
+		if n != e.cfg.Identity {
+			return false
+		}
+	}
+	return true
+}
+
+// rolledBack: the Lease names an epoch below this tenure's. Every
+// acquisition writes a higher epoch than the Lease had, so that is no
+// takeover: the Lease was restored or recreated under the holder.
+func (e *Elector) rolledBack() bool {
+	_, ep := LeaseHolder(e.lease)
+	return ep < e.epoch
+}
+
+// floor is the highest epoch recorded outside the Lease (0 without a source).
+func (e *Elector) floor() int64 {
+	if e.cfg.EpochFloor == nil {
+		return 0
+	}
+	return e.cfg.EpochFloor()
+}
+
+// nextEpoch is a new tenure's epoch: above the Lease's, every epoch this
+// candidate has seen and every one recorded elsewhere.
+func (e *Elector) nextEpoch() int64 {
+	_, ep := LeaseHolder(e.lease)
+	return max(ep, e.maxEpoch, e.floor()) + 1
+}
+
+// watchLabelled keeps the list of labelled candidates fresh (every
+// RejoinInterval) until ctx ends; a failed list keeps the last one.
+func (e *Elector) watchLabelled(ctx context.Context) {
+	failing := false
+	for ctx.Err() == nil {
+		lctx, cancel := context.WithTimeout(ctx, e.cfg.Gossip.RejoinInterval)
+		names, err := e.cfg.Labelled(lctx)
+		cancel()
+		switch {
+		case err == nil:
+			e.labelled.set(names)
+			failing = false
+		case ctx.Err() == nil && !failing:
+			e.cfg.Logger.Warn("list the labelled gateway candidates (keeping the last list)", "err", err)
+			failing = true
+		}
+		sleep(ctx, e.cfg.Gossip.RejoinInterval)
+	}
 }
 
 // handOverForSlowness: a holder past its renew deadline with no failed
@@ -333,9 +468,15 @@ func (e *Elector) ours(l *coordinationv1.Lease) bool {
 // a message), or "" if it may not.
 func (e *Elector) acquirable(now time.Time) (reason, why string) {
 	if e.lease == nil {
+		if e.deferToHolder(now) {
+			return "", ""
+		}
 		return reasonNoLease, "no Lease yet"
 	}
-	holder, _ := LeaseHolder(e.lease)
+	holder, ep := LeaseHolder(e.lease)
+	if ep < e.maxEpoch && e.deferToHolder(now) {
+		return "", ""
+	}
 	switch {
 	case holder == "":
 		return reasonReleased, "the Lease was released"
@@ -358,6 +499,21 @@ func (e *Elector) acquirable(now time.Time) (reason, why string) {
 	return "", ""
 }
 
+// deferToHolder: the Lease was deleted or rolled back below the epochs seen,
+// and the holder of the newest one is alive in memberlist (or another
+// candidate claims the role at that epoch). It rewrites the Lease itself
+// (step): a standby taking it instead would be a failover nobody needed.
+// Only for LeaseDuration, as if the Lease had stayed.
+func (e *Elector) deferToHolder(now time.Time) bool {
+	if e.maxEpoch == 0 || now.Sub(e.observedAt) > e.cfg.LeaseDuration {
+		return false
+	}
+	if _, ep, ok := e.members.activeClaim(e.cfg.Identity); ok && ep >= e.maxEpoch {
+		return true
+	}
+	return e.topHolder != "" && e.topHolder != e.cfg.Identity && e.members.alive()[e.topHolder]
+}
+
 func leaseDuration(l *coordinationv1.Lease, def time.Duration) time.Duration {
 	if l.Spec.LeaseDurationSeconds != nil && *l.Spec.LeaseDurationSeconds > 0 {
 		return time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
@@ -376,19 +532,19 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 		got *coordinationv1.Lease
 		err error
 	)
+	epoch := ptr(int32(e.nextEpoch()))
 	if e.lease == nil {
 		l := &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: e.cfg.LeaseName, Namespace: e.cfg.Namespace},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &dur,
-				AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr(int32(1))},
+				AcquireTime: &now, RenewTime: &now, LeaseTransitions: epoch},
 		}
 		got, err = e.leases().Create(ctx, l, metav1.CreateOptions{})
 	} else {
 		l := e.lease.DeepCopy()
-		_, ep := LeaseHolder(l)
 		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds = &id, &dur
 		l.Spec.AcquireTime, l.Spec.RenewTime = &now, &now
-		l.Spec.LeaseTransitions = ptr(int32(ep + 1))
+		l.Spec.LeaseTransitions = epoch
 		// resourceVersion makes this a compare-and-swap: of several
 		// standbys acting on the same observation exactly one wins.
 		got, err = e.leases().Update(ctx, l, metav1.UpdateOptions{})
@@ -397,6 +553,7 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			e.cfg.Logger.Debug("lost the race for the gateway Lease", "node", id, "err", err)
 			e.refresh(ctx)
+			e.nextTry = time.Now().Add(e.cfg.RenewInterval / 5)
 			return
 		}
 		if apierrors.IsForbidden(err) {
@@ -410,12 +567,21 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 		e.nextTry = time.Now().Add(e.cfg.RenewInterval)
 		return
 	}
+	wasHeld := e.held
 	e.held, e.acquireFailing, e.renewFailing = true, false, false
+	if e.holding {
+		e.holding = false
+		e.metrics.holding.Set(0)
+	}
 	e.apiAnswered()
 	_, e.epoch = LeaseHolder(got)
 	e.metrics.acquiredFor(reason)
 	e.lastRenew = start
 	e.observe(got, time.Now())
+	if wasHeld {
+		e.cfg.Logger.Warn("kept the active role with a new epoch", "node", id, "epoch", e.epoch, "reason", why)
+		return
+	}
 	e.cfg.Logger.Info("active gateway", "node", id, "epoch", e.epoch, "reason", why)
 }
 
@@ -431,6 +597,14 @@ func (e *Elector) renew(ctx context.Context) {
 	l := e.lease.DeepCopy()
 	now := metav1.NewMicroTime(start)
 	l.Spec.RenewTime = &now
+	epoch := e.epoch
+	if f := e.floor(); f > epoch {
+		// Another record carries a newer epoch than this tenure's (the
+		// Lease was reset while nobody ran, or read before the broker
+		// answered): take one above it, or every fence refuses this holder.
+		epoch = f + 1
+		l.Spec.LeaseTransitions = ptr(int32(epoch))
+	}
 	got, err := e.leases().Update(ctx, l, metav1.UpdateOptions{})
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -456,6 +630,10 @@ func (e *Elector) renew(ctx context.Context) {
 		return
 	}
 	e.lastRenew, e.renewFailing = start, false
+	if epoch != e.epoch {
+		e.cfg.Logger.Warn("a record outside the Lease carries a newer epoch than this tenure's: took a higher one", "node", e.cfg.Identity, "from", e.epoch, "to", epoch)
+		e.epoch = epoch
+	}
 	e.apiAnswered()
 	if e.holding {
 		e.holding = false
@@ -509,7 +687,14 @@ func (e *Elector) refresh(ctx context.Context) {
 	case len(list.Items) == 0:
 		e.observe(nil, time.Now())
 	default:
-		e.observe(&list.Items[0], time.Now())
+		// Read after a conflict: authoritative even when its
+		// resourceVersion is lower than ours (etcd restored from a backup).
+		l := &list.Items[0]
+		if e.lease != nil && olderRV(l.ResourceVersion, e.lease.ResourceVersion) {
+			e.lease = e.lease.DeepCopy()
+			e.lease.ResourceVersion = ""
+		}
+		e.observe(l, time.Now())
 	}
 }
 
@@ -520,12 +705,17 @@ func (e *Elector) observe(l *coordinationv1.Lease, now time.Time) {
 		return
 	}
 	if l == nil {
+		if e.lease != nil || !e.synced {
+			e.observedAt, e.tenureAt = now, now
+		}
 		e.lease = nil
-		e.observedAt, e.tenureAt = now, now
 		return
 	}
 	oh, oep := LeaseHolder(e.lease)
 	nh, nep := LeaseHolder(l)
+	if nep >= e.maxEpoch {
+		e.maxEpoch, e.topHolder = nep, nh
+	}
 	if e.lease == nil || oh != nh || oep != nep {
 		e.tenureAt = now
 	}

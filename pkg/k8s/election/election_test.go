@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -88,29 +89,55 @@ func logLevel() slog.Level {
 	return slog.LevelInfo
 }
 
-// start runs a candidate named name (replacing a stopped one of that name).
+// label creates node name labelled as a gateway candidate (once).
+func (c *cluster) label(name string) {
+	c.t.Helper()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{CandidateLabel: "true"}}}
+	if _, err := c.env.Client(c.t).CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		c.t.Fatal(err)
+	}
+}
+
+// start runs a candidate named name (replacing a stopped one of that name)
+// on a node labelled as a candidate.
 func (c *cluster) start(name string) *candidate {
+	return c.startWith(name, nil)
+}
+
+// startWith is start with cfg's settings changed by tune (when not nil).
+func (c *cluster) startWith(name string, tune func(*Config)) *candidate {
 	t := c.t
+	c.label(name)
 	cand := &candidate{name: name, recDone: make(chan struct{})}
-	cfg := rest.CopyConfig(c.env.Config)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+	rc := rest.CopyConfig(c.env.Config)
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			if cand.cut.Load() {
 				return nil, errors.New("partitioned by the test")
 			}
-			return rt.RoundTrip(r)
+			resp, err := rt.RoundTrip(r)
+			if err == nil {
+				// A watch already open stops too: a partition cuts streams.
+				resp.Body = cutBody{resp.Body, &cand.cut}
+			}
+			return resp, err
 		})
 	})
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(Config{
+	cfg := Config{
 		Client:   client,
 		Identity: name,
+		Labelled: CandidateNames(client),
 		Gossip:   GossipConfig{BindAddr: "127.0.0.1", Peers: c.peers(name), SecretKey: c.key(name)},
 		Logger:   logger.With("candidate", name),
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +315,19 @@ func metric(t *testing.T, e *Elector, name, reason string) float64 {
 	return 0
 }
 
+// cutBody fails reads once cut is set.
+type cutBody struct {
+	io.ReadCloser
+	cut *atomic.Bool
+}
+
+func (b cutBody) Read(p []byte) (int, error) {
+	if b.cut.Load() {
+		return 0, errors.New("partitioned by the test")
+	}
+	return b.ReadCloser.Read(p)
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -462,22 +502,25 @@ func TestCandidateWithAnotherGossipKeyCannotPreempt(t *testing.T) {
 func TestConfigRejectsMissingOrUnsafeSettings(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1"})
 	peers := func(context.Context) ([]string, error) { return nil, nil }
+	names := func(context.Context) ([]string, error) { return []string{"n"}, nil }
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 	}{
-		{"no identity", Config{Client: client, Gossip: GossipConfig{Peers: peers}}},
-		{"no peers", Config{Client: client, Identity: "n"}},
-		{"fractional lease", Config{Client: client, Identity: "n", LeaseDuration: 1500 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
-		{"deadline past lease", Config{Client: client, Identity: "n", LeaseDuration: time.Second, RenewDeadline: 2 * time.Second, Gossip: GossipConfig{Peers: peers}}},
-		{"renew slower than deadline", Config{Client: client, Identity: "n", RenewInterval: time.Second, RenewDeadline: 900 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
-		{"deadline past memberlist verdict", Config{Client: client, Identity: "n", Gossip: GossipConfig{Peers: peers, ProbeInterval: 100 * time.Millisecond, SuspicionMult: 3}}},
+		{"no identity", Config{Client: client, Labelled: names, Gossip: GossipConfig{Peers: peers}}},
+		{"no peers", Config{Client: client, Identity: "n", Labelled: names}},
+		{"no labelled candidates", Config{Client: client, Identity: "n", Gossip: GossipConfig{Peers: peers}}},
+		{"fractional lease", Config{Client: client, Identity: "n", Labelled: names, LeaseDuration: 1500 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
+		{"deadline past lease", Config{Client: client, Identity: "n", Labelled: names, LeaseDuration: time.Second, RenewDeadline: 2 * time.Second, Gossip: GossipConfig{Peers: peers}}},
+		{"renew slower than deadline", Config{Client: client, Identity: "n", Labelled: names, RenewInterval: time.Second, RenewDeadline: 900 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
+		{"deadline past memberlist verdict", Config{Client: client, Identity: "n", Labelled: names, Gossip: GossipConfig{Peers: peers, ProbeInterval: 100 * time.Millisecond, SuspicionMult: 3}}},
+		{"hold shorter than the deadline", Config{Client: client, Identity: "n", Labelled: names, MaxHold: 500 * time.Millisecond, Gossip: GossipConfig{Peers: peers}}},
 	} {
 		if err := tc.cfg.defaults(); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
 	}
-	ok := Config{Client: client, Identity: "n", Gossip: GossipConfig{Peers: peers}}
+	ok := Config{Client: client, Identity: "n", Labelled: names, Gossip: GossipConfig{Peers: peers}}
 	if err := ok.defaults(); err != nil {
 		t.Fatalf("defaults rejected: %v", err)
 	}

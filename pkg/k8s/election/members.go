@@ -193,16 +193,21 @@ func (m *members) pingLoop(ctx context.Context, interval time.Duration) {
 }
 
 // holdable says whether a holder that cannot reach the apiserver, and has
-// not renewed for silent, may keep its role at now: every other candidate
-// ever seen is alive and answered a ping within fresh, none claims to be
+// not renewed for silent, may keep its role at now: every labelled
+// candidate has been seen, and every other candidate ever seen is alive and answered a ping within fresh, none claims to be
 // active, and none reaches the apiserver — judged once silent exceeds twice
 // fresh (the others needed fresh to notice the silence and a moment to say
 // so), and only if it has been saying so for longer than fresh (the holder
 // had time to renew too: the apiserver may just have come back). Otherwise
 // it says why not.
-func (m *members) holdable(now time.Time, fresh, silent time.Duration) (bool, string) {
+func (m *members) holdable(now time.Time, fresh, silent time.Duration, labelled []string) (bool, string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, name := range labelled {
+		if _, seen := m.state[name]; !seen && name != m.name {
+			return false, fmt.Sprintf("labelled candidate %q was never seen in memberlist (gossip blocked, or another gossip key?)", name)
+		}
+	}
 	for name, alive := range m.state {
 		switch sm := m.said[name]; {
 		case name == m.name:
@@ -229,6 +234,19 @@ func (m *members) lone() bool {
 		}
 	}
 	return true
+}
+
+// activeClaim returns the live candidate other than except that announces
+// itself active at the highest epoch.
+func (m *members) activeClaim(except string) (name string, epoch int64, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, sm := range m.said {
+		if n != except && m.state[n] && sm.Active && (!ok || sm.Epoch > epoch) {
+			name, epoch, ok = n, sm.Epoch, true
+		}
+	}
+	return name, epoch, ok
 }
 
 // claimsActive reports whether name is alive and announces itself active.

@@ -13,6 +13,7 @@ const (
 	reasonOwnTenure  = "own_ended_tenure"
 	reasonHolderDead = "holder_dead"
 	reasonExpired    = "expired"
+	reasonRewritten  = "rewritten" // the holder rewrote a deleted or rolled-back Lease
 
 	reasonLost          = "lease_lost"
 	reasonRenewDeadline = "renew_deadline"

@@ -17,7 +17,7 @@ func TestActiveHoldsThroughAnApiserverOutage(t *testing.T) {
 	a, b, d := c.start("node-a"), c.start("node-b"), c.start("node-c")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
 	eventually(t, 5*time.Second, "memberlist of 3 with fresh pings", func() bool {
-		ok, _ := act.e.members.holdable(time.Now(), time.Second, 0)
+		ok, _ := act.e.holdable(time.Now(), 0)
 		return len(act.e.members.alive()) == 3 && ok
 	})
 

@@ -38,3 +38,20 @@ func candidateAddrs(nodes []corev1.Node, port int) []string {
 	sort.Strings(out)
 	return out
 }
+
+// CandidateNames returns a Config.Labelled that lists the names of the
+// candidate nodes (CandidateLabel=true).
+func CandidateNames(client kubernetes.Interface) func(context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: CandidateLabel + "=true"})
+		if err != nil {
+			return nil, fmt.Errorf("list gateway candidate nodes (label %s=true): %w", CandidateLabel, err)
+		}
+		names := make([]string, 0, len(nodes.Items))
+		for _, n := range nodes.Items {
+			names = append(names, n.Name)
+		}
+		sort.Strings(names)
+		return names, nil
+	}
+}

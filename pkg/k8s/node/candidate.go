@@ -166,7 +166,9 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		return err
 	}
 	var lastMismatch string
+	floor := &epochFloor{}
 	f := &follower{Client: bc, local: bi.ClusterID, log: log, seen: func(s api.Snapshot) {
+		floor.raise(recordedEpoch(s, bi.ClusterID))
 		for _, c := range s.Clusters {
 			if c.ID != bi.ClusterID {
 				continue
@@ -198,10 +200,11 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	nodesCtx, stopNodes := context.WithCancel(ctx)
 	defer stopNodes()
 	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
-	el, err := r.elector(ips, keysecret.GossipKey(key))
+	el, err := r.elector(ips, keysecret.GossipKey(key), floor.get)
 	if err != nil {
 		return err
 	}
+	go r.readRecordedEpochs(ctx, floor, bi.ClusterID)
 
 	// The engine and the elector outlive ctx: a graceful stop tears the data
 	// plane down first and releases the Lease after.
@@ -215,7 +218,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	go func() { elDone <- el.Run(elCtx) }()
 
 	endpoint := net.JoinHostPort(endpointIP(r.cfg.PublicIP, privateIP), strconv.Itoa(r.cfg.ListenPort))
-	sw := &statusLoop{r: r, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: bi.ClusterID},
+	sw := &statusLoop{r: r, floor: floor, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: bi.ClusterID},
 		bc: bc, f: f, eng: eng, cidrs: cidrs, clusterID: bi.ClusterID, publicKey: key.PublicKey().String(), endpoint: endpoint}
 	// The clusterset gossip key must be one secret shared by every member
 	// cluster. Nothing the gateway has qualifies: the WireGuard key is per
@@ -229,7 +232,7 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 		log.Warn("the broker Secret has no " + brokersecret.KeyGossip + ": not gossiping with other clusters' gateways, so a remote " +
 			"cluster's failover during a broker outage is learned only when its gateway reaches this one; re-run `meshctl join` to add it")
 	}
-	ten := tenure{r: r, eng: eng, f: f, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace}, gossipKey: bi.GossipKey,
+	ten := tenure{r: r, eng: eng, f: f, floor: floor, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace}, gossipKey: bi.GossipKey,
 		self: gossip.Gateway{ClusterID: bi.ClusterID, Hostname: r.cfg.NodeName, Endpoint: endpoint, PublicKey: key.PublicKey().String()},
 		log:  log.With("part", "tenure")}
 	// One tenure per epoch while active, cancelled on step-down without
@@ -332,11 +335,12 @@ func (r *runner) waitBrokerSecret(ctx context.Context) (brokersecret.Info, error
 	}
 }
 
-func (r *runner) elector(ips []netip.Addr, gossipKey []byte) (*election.Elector, error) {
+func (r *runner) elector(ips []netip.Addr, gossipKey []byte, floor func() int64) (*election.Elector, error) {
 	bind := ips[0].String()
 	el, err := election.New(election.Config{
 		Client: r.cfg.Client, Namespace: r.cfg.Namespace, LeaseName: r.leaseName(), Identity: r.cfg.NodeName,
 		LeaseDuration: r.cfg.LeaseDuration, RenewInterval: r.cfg.RenewInterval, RenewDeadline: r.cfg.RenewDeadline,
+		Labelled: election.CandidateNames(r.cfg.Client), EpochFloor: floor,
 		Gossip: election.GossipConfig{BindAddr: bind, BindPort: r.cfg.GossipPort, SecretKey: gossipKey,
 			Peers: election.CandidatePeers(r.cfg.Client, r.cfg.GossipPort)},
 		Logger: r.log.With("role", "election"),
@@ -380,6 +384,7 @@ type statusLoop struct {
 	bc                             *brokerclient.Client
 	f                              *follower
 	eng                            *gateway.Engine
+	floor                          *epochFloor
 	cidrs                          discovery.CIDRs
 	clusterID, publicKey, endpoint string
 	conds                          []metav1.Condition
@@ -430,6 +435,10 @@ func (s *statusLoop) write(ctx context.Context, epoch int64) {
 	case errors.Is(err, status.ErrStale):
 		s.staleEpoch = epoch
 		s.r.log.Warn("a newer active gateway owns the status; not writing it", "epoch", epoch)
+		// Or the Lease was reset below it: the elector then takes a higher epoch.
+		if rerr := s.r.readStatusEpoch(ctx, s.floor, s.clusterID); rerr != nil {
+			s.r.log.Debug("read the status's epoch", "err", rerr)
+		}
 	case err != nil:
 		s.r.log.Warn("write MeshGateway status", "err", err)
 	}

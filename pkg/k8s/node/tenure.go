@@ -22,6 +22,7 @@ type tenure struct {
 	r         *runner
 	eng       *gateway.Engine
 	f         *follower
+	floor     *epochFloor
 	store     ViewStore
 	self      gossip.Gateway // Epoch set per tenure
 	gossipKey []byte         // nil: no cross-cluster gossip
@@ -45,6 +46,9 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 		s, by, ok, err := t.store.Load(lctx)
 		cancel()
 		if err == nil {
+			if ok {
+				t.floor.raise(by)
+			}
 			if ok && t.f.adopt(s) {
 				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Revision, "storedAtEpoch", by)
 			}
@@ -76,6 +80,12 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 		switch {
 		case errors.Is(err, ErrStaleView):
 			t.log.Warn("a newer active gateway stores the view; not writing it", "epoch", epoch)
+			// Or the Lease was reset below it: the elector then takes a higher epoch.
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, by, ok, lerr := t.store.Load(lctx); lerr == nil && ok {
+				t.floor.raise(by)
+			}
+			cancel()
 			return
 		case err != nil:
 			t.log.Warn("store the gateway view (will retry)", "err", err)

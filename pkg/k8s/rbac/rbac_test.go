@@ -84,7 +84,7 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	}
 	// Election until active, then a graceful release.
 	e, err := election.New(election.Config{
-		Client: client, Identity: "gw-1",
+		Client: client, Identity: "gw-1", Labelled: election.CandidateNames(client),
 		Gossip: election.GossipConfig{BindAddr: "127.0.0.1", BindPort: gossipPort, Peers: election.CandidatePeers(client, gossipPort)},
 		Logger: slog.New(slog.DiscardHandler),
 	})

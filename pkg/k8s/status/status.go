@@ -76,8 +76,11 @@ type RemoteCluster struct {
 	LastHandshake *metav1.Time `json:"lastHandshake,omitempty"`
 	RxBytes       int64        `json:"rxBytes,omitempty"`
 	TxBytes       int64        `json:"txBytes,omitempty"`
-	PodCIDRs      []string     `json:"podCIDRs,omitempty"`
-	ServiceCIDRs  []string     `json:"serviceCIDRs,omitempty"`
+	// PathMTU and PathMTULost: api.PeerHealth's measurement of the path.
+	PathMTU      int      `json:"pathMTU,omitempty"`
+	PathMTULost  int      `json:"pathMTULost,omitempty"`
+	PodCIDRs     []string `json:"podCIDRs,omitempty"`
+	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 }
 
 // Remotes builds the remote entries from the broker's view (clusters and
@@ -117,6 +120,7 @@ func Remotes(self string, clusters []api.Cluster, gateways []api.Gateway, health
 		if h, ok := hs[c.ID]; ok {
 			r.Status, r.Reason, r.RTTMillis, r.LossPercent = h.Status, h.Reason, h.RTTMillis, h.LossPercent
 			r.RxBytes, r.TxBytes = h.RxBytes, h.TxBytes
+			r.PathMTU, r.PathMTULost = h.PathMTU, h.PathMTULost
 			if !h.LastHandshake.IsZero() {
 				t := metav1.NewTime(h.LastHandshake)
 				r.LastHandshake = &t

@@ -338,9 +338,11 @@ func checkTUN(f Facts) Finding {
 	return warn("kubectl -n tunnelmesh-system get pods -o wide", "no ready gateway pod on the active node %s to vouch for its device", m.Status.ActiveNode)
 }
 
-// checkMTU: nodes do not report their MTU to the API, so this judges the
-// configured tunnel MTU; the gateway measures the underlay itself and
-// clamps TCP MSS to the tunnel MTU.
+// checkMTU passes only on a measurement: the active gateway sends a
+// full-size don't-fragment probe through the tunnel to every remote
+// cluster every ~10 s and reports whether it came back whole
+// (status.remotes[].pathMTU, pathMTULost). Without one it says why it could
+// not judge; a --mtu flag is checked for sense either way.
 func checkMTU(f Facts) Finding {
 	mtu := 0
 	for _, a := range f.GatewayArgs {
@@ -352,17 +354,48 @@ func checkMTU(f Facts) Finding {
 			mtu = n
 		}
 	}
-	switch {
-	case mtu == 0:
-		return pass("tunnel MTU = each gateway's underlay MTU - %d (chosen at start); TCP MSS clamped to it; `meshctl verify` sends full-size segments across", defaults.WireGuardOverhead)
-	case mtu < 1280:
+	if mtu != 0 && mtu < 1280 {
 		return fail(fmt.Sprintf("set --mtu to at least 1280 (IPv6's minimum), ideally underlay MTU - %d", defaults.WireGuardOverhead), "tunnel MTU %d is below IPv6's minimum 1280", mtu)
-	case mtu > 1500-defaults.WireGuardOverhead:
+	}
+	var lost, ok, unmeasured []string
+	size := 0
+	if m := f.MeshGateway; m != nil {
+		for _, r := range m.Status.Remotes {
+			switch {
+			case r.PathMTULost > 0:
+				lost = append(lost, fmt.Sprintf("%s (%d-byte packets)", r.Cluster, r.PathMTULost))
+			case r.PathMTU > 0:
+				ok, size = append(ok, r.Cluster), r.PathMTU
+			default:
+				unmeasured = append(unmeasured, fmt.Sprintf("%s (%s)", r.Cluster, r.Status))
+			}
+		}
+	}
+	if len(lost) > 0 {
+		return fail("lower the tunnel MTU (--mtu on the gateway DaemonSet: the smallest underlay MTU on the way - WireGuard's overhead), or let ICMP \"fragmentation needed\" through",
+			"full-size packets through the tunnel are lost to %s while small ones arrive: a hop on the way carries less than the tunnel MTU plus WireGuard's overhead", strings.Join(lost, ", "))
+	}
+	why := ""
+	switch {
+	case f.MeshGateway == nil:
+		why = "no MeshGateway status (no active gateway has written one)"
+	case f.Now.Sub(f.StatusWrittenAt) > StatusFresh:
+		why = fmt.Sprintf("the MeshGateway status was last written %s ago", f.Now.Sub(f.StatusWrittenAt).Round(time.Second))
+	case len(f.MeshGateway.Status.Remotes) == 0:
+		why = "no remote cluster to probe"
+	case len(unmeasured) > 0:
+		why = fmt.Sprintf("no full-size probe answered yet to %s (the active gateway sends one every ~10 s once a tunnel is up)", strings.Join(unmeasured, ", "))
+	}
+	if why == "" {
+		return pass("full-size packets (tunnel MTU %d) crossed the tunnel both ways to %s, probed by the active gateway with don't-fragment within the last minute; TCP MSS clamped to it",
+			size, strings.Join(ok, ", "))
+	}
+	if mtu > 1500-defaults.WireGuardOverhead {
 		return warn(fmt.Sprintf("unless every underlay has jumbo frames, set --mtu ≤ underlay MTU - %d (%d for 1500), or drop it to let the gateway choose",
 			defaults.WireGuardOverhead, 1500-defaults.WireGuardOverhead),
-			"tunnel MTU %d needs an underlay MTU of at least %d; larger packets are fragmented or dropped", mtu, mtu+defaults.WireGuardOverhead)
+			"tunnel MTU %d needs an underlay MTU of at least %d, and the path is not measured: %s", mtu, mtu+defaults.WireGuardOverhead, why)
 	}
-	return pass("tunnel MTU %d (set with --mtu; fits a %d-byte underlay); TCP MSS clamped to it", mtu, mtu+defaults.WireGuardOverhead)
+	return skip("path MTU not measured: %s", why)
 }
 
 // checkKubeProxy: ClusterSetIP imports are derived Services that kube-proxy

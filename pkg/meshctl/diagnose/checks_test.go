@@ -48,7 +48,7 @@ func healthy() Facts {
 		GatewayArgs: []string{"k8s", "--listen-port=51820"},
 		MeshGateway: &status.MeshGateway{Status: status.GatewayStatus{
 			ClusterID: "east", ActiveNode: "east-worker", Epoch: 2, UpdatedAt: mt(now.Add(-3 * time.Second)),
-			Remotes:    []status.RemoteCluster{{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.6:51820", LastHandshake: mt(now.Add(-40 * time.Second))}},
+			Remotes:    []status.RemoteCluster{{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.6:51820", LastHandshake: mt(now.Add(-40 * time.Second)), PathMTU: 1420}},
 			Conditions: []metav1.Condition{{Type: CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match"}},
 		}},
 		StatusWrittenAt: now.Add(-3 * time.Second),
@@ -130,10 +130,23 @@ func TestEachCheckFails(t *testing.T) {
 			f.Pods[1].LastError = "Error (exit 1): open /dev/net/tun: no such file or directory"
 		}, "tun-device", Fail, "gw-b on east-worker"},
 		{"active pod not ready", func(f *Facts) { f.Pods[1].Ready = false }, "tun-device", Warn, "no ready gateway pod on the active node"},
-		{"MTU too large", func(f *Facts) { f.GatewayArgs = append(f.GatewayArgs, "--mtu=1500") }, "mtu-mss", Warn, "underlay MTU of at least 1580"},
+		{"MTU not measured: never PASS", func(f *Facts) { f.MeshGateway.Status.Remotes[0].PathMTU = 0 }, "mtu-mss", Skip, "not measured: no full-size probe answered yet to west (connected)"},
+		{"MTU not measured: no status", func(f *Facts) { f.MeshGateway = nil }, "mtu-mss", Skip, "no MeshGateway status"},
+		{"MTU not measured: stale status", func(f *Facts) { f.StatusWrittenAt = now.Add(-2 * time.Minute) }, "mtu-mss", Skip, "last written 2m0s ago"},
+		{"MTU black hole", func(f *Facts) {
+			f.MeshGateway.Status.Remotes[0].PathMTU, f.MeshGateway.Status.Remotes[0].PathMTULost = 0, 1420
+		}, "mtu-mss", Fail, "lost to west (1420-byte packets)"},
+		{"MTU too large, unmeasured", func(f *Facts) {
+			f.GatewayArgs = append(f.GatewayArgs, "--mtu=1500")
+			f.MeshGateway.Status.Remotes[0].PathMTU = 0
+		}, "mtu-mss", Warn, "underlay MTU of at least 1580"},
+		{"MTU too large, measured to work", func(f *Facts) {
+			f.GatewayArgs = append(f.GatewayArgs, "--mtu=9000")
+			f.MeshGateway.Status.Remotes[0].PathMTU = 9000
+		}, "mtu-mss", Pass, "tunnel MTU 9000"},
 		{"MTU too small", func(f *Facts) { f.GatewayArgs = append(f.GatewayArgs, "--mtu=1200") }, "mtu-mss", Fail, "below IPv6's minimum"},
 		{"MTU garbage", func(f *Facts) { f.GatewayArgs = append(f.GatewayArgs, "--mtu=big") }, "mtu-mss", Fail, "invalid"},
-		{"MTU set well", func(f *Facts) { f.GatewayArgs = append(f.GatewayArgs, "--mtu=1380") }, "mtu-mss", Pass, "tunnel MTU 1380"},
+		{"MTU measured", func(f *Facts) { f.GatewayArgs = append(f.GatewayArgs, "--mtu=1380") }, "mtu-mss", Pass, "tunnel MTU 1420"},
 		{"kube-proxy ipvs", func(f *Facts) { f.KubeProxy.Mode = "ipvs" }, "kube-proxy", Warn, "ipvs"},
 		{"kube-proxy nftables", func(f *Facts) { f.KubeProxy.Mode = "nftables" }, "kube-proxy", Pass, "nftables"},
 		{"kube-proxy kernelspace", func(f *Facts) { f.KubeProxy.Mode = "kernelspace" }, "kube-proxy", Fail, "kernelspace"},

@@ -25,7 +25,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// PartOfLabel marks every object meshctl installs; uninstall deletes by it.
+// PartOfLabel marks every object meshctl installs, for people and selectors;
+// ownership is recorded apart (CreatedByAnnotation): users set this label too.
 const (
 	PartOfLabel = "app.kubernetes.io/part-of"
 	PartOf      = "tunnelmesh"
@@ -98,7 +99,8 @@ func Manifests(fsys fs.FS, dir string) ([]*unstructured.Unstructured, error) {
 	return out, nil
 }
 
-// Prepare labels every object as part of tunnelmesh, drops duplicates
+// Prepare labels every object as part of tunnelmesh, marks it as created by
+// meshctl (MarkOwned; see SortOut before applying), drops duplicates
 // (the later one wins) and orders them for apply: namespaces, then CRDs,
 // then the rest in their given order.
 func Prepare(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
@@ -112,6 +114,7 @@ func Prepare(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
 		}
 		l[PartOfLabel] = PartOf
 		o.SetLabels(l)
+		MarkOwned([]*unstructured.Unstructured{o})
 		k := Key(o)
 		if i, ok := idx[k]; ok {
 			uniq[i] = o

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -129,12 +130,76 @@ func Images(objs []*unstructured.Unstructured) []string {
 	return out
 }
 
-// LabelNode sets label=true on node name (a merge patch: nothing changes
-// when it is already set).
+// AddedLabelsAnnotation records, on a node, the labels meshctl added to it
+// (comma-separated): leave and uninstall remove those and no other, so a
+// label the user had set before join stays.
+const AddedLabelsAnnotation = "tunnelmesh.io/added-labels"
+
+// LabelNode sets label=true on node name, recording that meshctl added it
+// unless the node had the label already.
 func (c *Cluster) LabelNode(ctx context.Context, name, label string) error {
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{label: "true"}}})
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("label node %s %s=true: %w", name, label, err)
+	}
+	if _, had := n.Labels[label]; had {
+		return nil
+	}
+	added := addedLabels(n)
+	if !slices.Contains(added, label) {
+		added = append(added, label)
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels":          map[string]string{label: "true"},
+		"annotations":     map[string]string{AddedLabelsAnnotation: strings.Join(added, ",")},
+		"resourceVersion": n.ResourceVersion, // the annotation was read with it
+	}})
 	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
 		return fmt.Errorf("label node %s %s=true: %w", name, label, err)
 	}
 	return nil
+}
+
+// UnlabelNodes removes, from every node, those of labels that meshctl added
+// (AddedLabelsAnnotation), and its record of them.
+func (c *Cluster) UnlabelNodes(ctx context.Context, labels ...string) error {
+	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	for _, n := range nodes.Items {
+		added := addedLabels(&n)
+		drop := map[string]any{}
+		var keep []string
+		for _, l := range added {
+			if !slices.Contains(labels, l) {
+				keep = append(keep, l)
+				continue
+			}
+			if _, ok := n.Labels[l]; ok {
+				drop[l] = nil
+			}
+		}
+		if len(keep) == len(added) {
+			continue
+		}
+		var ann any // null removes the annotation
+		if len(keep) > 0 {
+			ann = strings.Join(keep, ",")
+		}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": drop,
+			"annotations": map[string]any{AddedLabelsAnnotation: ann}, "resourceVersion": n.ResourceVersion}})
+		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
+			return fmt.Errorf("unlabel node %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+func addedLabels(n *corev1.Node) []string {
+	v := n.Annotations[AddedLabelsAnnotation]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
 }

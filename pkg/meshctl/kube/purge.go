@@ -27,7 +27,8 @@ func (f Found) String() string {
 }
 
 // Find lists the objects of every deletable kind that match selector
-// (cluster-wide), plus, when inNamespace is set, every object in it.
+// (cluster-wide; none when it is empty), plus, when inNamespace is set,
+// every object in it.
 func (c *Cluster) Find(ctx context.Context, selector, inNamespace string) ([]Found, error) {
 	lists, err := c.Client.Discovery().ServerPreferredResources()
 	if err != nil && !discovery.IsGroupDiscoveryFailedError(err) {
@@ -48,15 +49,17 @@ func (c *Cluster) Find(ctx context.Context, selector, inNamespace string) ([]Fou
 				continue
 			}
 			gvr := gv.WithResource(r.Name)
-			items, err := c.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{LabelSelector: selector})
-			if apierrors.IsNotFound(err) {
-				continue // a CRD being deleted
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list %s: %w", r.Name, err)
-			}
-			for _, it := range items.Items {
-				add(Found{gvr, it.GetNamespace(), it.GetName()})
+			if selector != "" {
+				items, err := c.Dynamic.Resource(gvr).List(ctx, metav1.ListOptions{LabelSelector: selector})
+				if apierrors.IsNotFound(err) {
+					continue // a CRD being deleted
+				}
+				if err != nil {
+					return nil, fmt.Errorf("list %s: %w", r.Name, err)
+				}
+				for _, it := range items.Items {
+					add(Found{gvr, it.GetNamespace(), it.GetName()})
+				}
 			}
 			if inNamespace != "" && r.Namespaced {
 				items, err := c.Dynamic.Resource(gvr).Namespace(inNamespace).List(ctx, metav1.ListOptions{})

@@ -7,6 +7,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/dns"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
 )
@@ -20,9 +22,11 @@ const (
 	corednsNamespace = "kube-system"
 	corednsConfigMap = "coredns"
 	corefileKey      = "Corefile"
-	// originalAnnotation keeps the Corefile as it was before join, so that
-	// leave and uninstall put it back.
+	// originalAnnotation keeps the Corefile as it was before join and
+	// editedAnnotation as join wrote it, so that leave and uninstall take out
+	// exactly join's edit (dns.Revert), whatever others changed since.
 	originalAnnotation = "tunnelmesh.io/original-corefile"
+	editedAnnotation   = "tunnelmesh.io/edited-corefile"
 )
 
 // configureDNS makes CoreDNS serve clusterset.local; it never fails the
@@ -60,6 +64,7 @@ func configureDNS(ctx context.Context, c *kube.Cluster, edit CorefileEditor, s *
 	}
 	if _, ok := cm.Annotations[originalAnnotation]; !ok {
 		cm.Annotations[originalAnnotation] = old
+		cm.Annotations[editedAnnotation] = updated
 	}
 	cm.Data[corefileKey] = updated
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: kube.FieldManager}); err != nil {
@@ -69,7 +74,7 @@ func configureDNS(ctx context.Context, c *kube.Cluster, edit CorefileEditor, s *
 	return nil
 }
 
-// restoreDNS puts back the Corefile join changed.
+// restoreDNS takes out of the Corefile what join put in, and only that.
 func restoreDNS(ctx context.Context, c *kube.Cluster) error {
 	cms := c.Client.CoreV1().ConfigMaps(corednsNamespace)
 	cm, err := cms.Get(ctx, corednsConfigMap, metav1.GetOptions{})
@@ -83,8 +88,21 @@ func restoreDNS(ctx context.Context, c *kube.Cluster) error {
 	if !ok {
 		return nil
 	}
-	cm.Data[corefileKey] = orig
+	edited, ok := cm.Annotations[editedAnnotation]
+	if !ok { // joined by a meshctl that kept only the original
+		if edited, _, err = dns.EnableMulticluster(orig, dns.Zone); err != nil {
+			edited = ""
+		}
+	}
+	restored, err := dns.Revert(cm.Data[corefileKey], orig, edited)
+	if err != nil {
+		return cli.Failed(err, "take `"+dns.Zone+"` and `multicluster "+dns.Zone+"` out of the kubernetes plugin of ConfigMap "+
+			corednsNamespace+"/"+corednsConfigMap+" yourself and remove its annotations "+originalAnnotation+" and "+editedAnnotation+
+			", then run this again", "cannot take tunnelmesh's edit out of the CoreDNS Corefile")
+	}
+	cm.Data[corefileKey] = restored
 	delete(cm.Annotations, originalAnnotation)
+	delete(cm.Annotations, editedAnnotation)
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: kube.FieldManager}); err != nil {
 		return fmt.Errorf("restore the CoreDNS Corefile: %w", err)
 	}

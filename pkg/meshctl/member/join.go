@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -89,19 +90,35 @@ func DefaultClusterID(contextName string) string {
 // Objects returns what Join applies: the MCS CRDs and every component
 // directory of fsys except the broker's.
 func Objects(fsys fs.FS) ([]*unstructured.Unstructured, error) {
-	var objs []*unstructured.Unstructured
-	for _, b := range [][]byte{mcscrd.ServiceExportCRD, mcscrd.ServiceImportCRD} {
-		o, err := kube.Decode(b, "mcs-api CRD")
-		if err != nil {
-			return nil, err
-		}
-		objs = append(objs, o...)
-	}
 	all, err := kube.Manifests(fsys, ".")
 	if err != nil {
 		return nil, err
 	}
-	return kube.Prepare(append(objs, all...)), nil
+	return kube.Prepare(append(mcsCRDs(), all...)), nil
+}
+
+// mcsCRDs are the ServiceExport and ServiceImport CRDs of sigs.k8s.io/mcs-api.
+func mcsCRDs() []*unstructured.Unstructured {
+	var objs []*unstructured.Unstructured
+	for _, b := range [][]byte{mcscrd.ServiceExportCRD, mcscrd.ServiceImportCRD} {
+		o, err := kube.Decode(b, "mcs-api CRD")
+		if err != nil {
+			panic(err) // embedded in the module: cannot fail
+		}
+		objs = append(objs, o...)
+	}
+	return objs
+}
+
+// SharedCRD reports whether o is a CRD other multi-cluster software may use
+// too (the MCS and ClusterProperty APIs): uninstall deletes it only when
+// asked to (and only if tunnelmesh created it).
+func SharedCRD(o *unstructured.Unstructured) bool {
+	if o.GetKind() != "CustomResourceDefinition" {
+		return false
+	}
+	g, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+	return g != "tunnelmesh.io"
 }
 
 // Join makes c a member of the broker's clusterset. Running it again on a
@@ -249,6 +266,27 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 		return nil, err
 	}
 	res.GatewayNode = gw.Name
+	// Objects of the same names that others made are never taken over.
+	err = p.Run("Checking for objects tunnelmesh did not create", func(s *progress.Step) error {
+		all := objs
+		var foreign []*unstructured.Unstructured
+		if objs, foreign, err = c.SortOut(ctx, all); err != nil {
+			return cli.Refused(err, "check your access to the cluster", "cannot read the objects tunnelmesh installs")
+		}
+		used, err := useForeign(foreign, all)
+		if err != nil {
+			return err
+		}
+		if len(used) == 0 {
+			s.Done("none")
+			return nil
+		}
+		s.Done("using the existing " + strings.Join(used, ", ") + " as they are (not created by tunnelmesh: never changed or deleted by it)")
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 
 	// 2. The broker decides (CIDR overlap, taken ID, token); a refusal
 	// leaves the cluster as it was.
@@ -314,6 +352,54 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 	}
 	s.Done()
 	return res, nil
+}
+
+// useForeign checks that the objects others made can serve tunnelmesh as
+// they are: only CustomResourceDefinitions can, when they serve every
+// version ours would (ours is the full list of what join installs). It
+// returns their names.
+func useForeign(foreign, ours []*unstructured.Unstructured) ([]string, error) {
+	var used []string
+	for _, f := range foreign {
+		if f.GetKind() != "CustomResourceDefinition" {
+			return nil, cli.Refused(nil, "delete or rename it, or install tunnelmesh into a cluster without it",
+				"%s %s already exists and was not created by tunnelmesh", f.GetKind(), nsName(f))
+		}
+		theirs := servedVersions(f)
+		for _, o := range ours {
+			if o.GetName() != f.GetName() {
+				continue
+			}
+			for _, v := range servedVersions(o) {
+				if !slices.Contains(theirs, v) {
+					return nil, cli.Refused(nil, "upgrade that CRD to one serving "+v+" (sigs.k8s.io/mcs-api v0.5 or later), or remove it",
+						"CRD %s exists (not created by tunnelmesh) but does not serve version %s, which tunnelmesh uses", f.GetName(), v)
+				}
+			}
+		}
+		used = append(used, "CRD "+f.GetName())
+	}
+	return used, nil
+}
+
+func nsName(o *unstructured.Unstructured) string {
+	if o.GetNamespace() == "" {
+		return o.GetName()
+	}
+	return o.GetNamespace() + "/" + o.GetName()
+}
+
+func servedVersions(crd *unstructured.Unstructured) []string {
+	vs, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	var out []string
+	for _, v := range vs {
+		m, _ := v.(map[string]any)
+		if served, _ := m["served"].(bool); served {
+			name, _ := m["name"].(string)
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // cidrs fills o's CIDRs from the flags, else the detector.

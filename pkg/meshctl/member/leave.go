@@ -2,22 +2,27 @@ package member
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
+	"strings"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/probe"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
 )
 
@@ -26,6 +31,10 @@ type LeaveOptions struct {
 	// Force goes on when the broker cannot be told (unreachable broker):
 	// the cluster's record then stays there until the admin removes it.
 	Force bool
+	// DeleteCRDs (uninstall) also deletes the shared CRDs (ServiceExport,
+	// ServiceImport, ClusterProperty) tunnelmesh created, and with them every
+	// object of those kinds, users' included.
+	DeleteCRDs bool
 	// Manifests are the components Leave removes (default deploy.FS).
 	Manifests fs.FS
 	// Timeout bounds waiting for the namespace to go (Uninstall).
@@ -46,8 +55,9 @@ func (o *LeaveOptions) defaults() {
 }
 
 // Leave takes c out of its clusterset: its records leave the broker, then
-// the components join installed and its credential are removed. A
-// broker deployed in c stays. It reports false when c was not a member.
+// the components join installed, its Corefile edit, the node labels it added
+// and its credential are removed. A broker deployed in c stays, and so do
+// the namespace and the CRDs. It reports false when c was not a member.
 func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 	o.defaults()
 	p := o.Progress
@@ -70,28 +80,28 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 		if err != nil {
 			return err
 		}
-		var keep []int
-		for i, obj := range objs {
-			// The namespace and CRDs go only with uninstall: a broker or
-			// other users' ServiceExports may live on.
-			if k := obj.GetKind(); k == "Namespace" || k == "CustomResourceDefinition" {
-				keep = append(keep, i)
-			}
+		// The namespace and CRDs go only with uninstall: a broker or
+		// other users' ServiceExports may live on.
+		objs = slices.DeleteFunc(objs, func(obj *unstructured.Unstructured) bool {
+			k := obj.GetKind()
+			return k == "Namespace" || k == "CustomResourceDefinition"
+		})
+		if _, err := c.DeleteOwned(ctx, objs); err != nil {
+			return err
 		}
-		for i := len(keep) - 1; i >= 0; i-- {
-			objs = append(objs[:keep[i]], objs[keep[i]+1:]...)
+		// Before the Secret: a failure here leaves the cluster a member, so
+		// that leave runs again.
+		if err := restoreDNS(ctx, c); err != nil {
+			return err
 		}
-		if _, err := c.Delete(ctx, objs); err != nil {
+		if err := c.UnlabelNodes(ctx, kube.GatewayLabel); err != nil {
 			return err
 		}
 		err = c.Client.CoreV1().Secrets(defaults.Namespace).Delete(ctx, kube.BrokerSecret, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
-		if err := restoreDNS(ctx, c); err != nil {
-			return err
-		}
-		return unlabelNodes(ctx, c, kube.GatewayLabel)
+		return nil
 	})
 	return true, err
 }
@@ -116,34 +126,15 @@ func removeFromBroker(ctx context.Context, m *access.Member, force bool, s *prog
 		"cannot remove cluster %q from the broker; nothing was changed", m.ClusterID)
 }
 
-func unlabelNodes(ctx context.Context, c *kube.Cluster, labels ...string) error {
-	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
-	}
-	for _, n := range nodes.Items {
-		drop := map[string]any{}
-		for _, l := range labels {
-			if _, ok := n.Labels[l]; ok {
-				drop[l] = nil
-			}
-		}
-		if len(drop) == 0 {
-			continue
-		}
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": drop}})
-		if _, err := c.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-			return fmt.Errorf("unlabel node %s: %w", n.Name, err)
-		}
-	}
-	return nil
-}
-
-// Uninstall removes everything of tunnelmesh from c: it leaves the
-// clusterset first when c is a member (see Force), then deletes every
-// object labelled app.kubernetes.io/part-of=tunnelmesh (the broker, CRDs
-// and ClusterRoles included), everything in tunnelmesh-system and the
-// namespace, and the node labels; it waits for the namespace to go.
+// Uninstall removes everything of tunnelmesh from c, and nothing else: it
+// leaves the clusterset first when c is a member (see Force), deletes the
+// objects meshctl created (kube.Owned: never one that existed before), the
+// namespace tunnelmesh-system with all in it, what the components made
+// elsewhere (ServiceImports, derived Services, EndpointSlices and
+// ClusterProperties marked as the export controller's, verify and benchmark
+// runs), the Corefile edit and the node labels meshctl added. The shared
+// CRDs (MCS, ClusterProperty) stay unless DeleteCRDs, and even then only
+// those tunnelmesh created.
 func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 	o.defaults()
 	p := o.Progress
@@ -159,15 +150,34 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 			return err
 		}
 	}
-	err = p.Run("Deleting tunnelmesh objects", func(s *progress.Step) error {
-		found, err := c.Find(ctx, kube.PartOfLabel+"="+kube.PartOf, defaults.Namespace)
+	objs, err := Objects(o.Manifests)
+	if err != nil {
+		return err
+	}
+	var crds, rest []*unstructured.Unstructured
+	for _, obj := range objs {
+		switch obj.GetKind() {
+		case "CustomResourceDefinition":
+			if !SharedCRD(obj) || o.DeleteCRDs {
+				crds = append(crds, obj)
+			}
+		case "Namespace":
+		default:
+			rest = append(rest, obj)
+		}
+	}
+	err = p.Run("Deleting tunnelmesh's components", func(s *progress.Step) error {
+		if _, err := c.DeleteOwned(ctx, rest); err != nil {
+			return err
+		}
+		// The namespace, with all in it (the namespace controller would too).
+		inNS, err := c.Find(ctx, "", defaults.Namespace)
 		if err != nil {
 			return err
 		}
-		if err := c.DeleteFound(ctx, found); err != nil {
+		if err := c.DeleteFound(ctx, inNS); err != nil {
 			return err
 		}
-		// The namespace itself, labelled or not.
 		err = c.Client.CoreV1().Namespaces().Delete(ctx, defaults.Namespace, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
@@ -175,18 +185,14 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 		if err := restoreDNS(ctx, c); err != nil {
 			return err
 		}
-		if err := unlabelNodes(ctx, c, kube.GatewayLabel, kube.BrokerLabel); err != nil {
-			return err
-		}
-		s.Done(fmt.Sprintf("%d objects", len(found)))
-		return nil
+		return c.UnlabelNodes(ctx, kube.GatewayLabel, kube.BrokerLabel)
 	})
 	if err != nil {
 		return cli.Failed(err, "run uninstall again; it resumes", "uninstall stopped")
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	return p.Run("Waiting for the namespace "+defaults.Namespace+" to go", func(s *progress.Step) error {
+	err = p.Run("Waiting for the namespace "+defaults.Namespace+" to go", func(s *progress.Step) error {
 		for {
 			_, err := c.Client.CoreV1().Namespaces().Get(wctx, defaults.Namespace, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
@@ -195,9 +201,67 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 			select {
 			case <-wctx.Done():
 				return &cli.Error{Code: cli.ExitTimeout, What: "namespace " + defaults.Namespace + " is still terminating",
-					Fix: "see what holds it: kubectl get namespace " + defaults.Namespace + " -o yaml (status.conditions)"}
+					Fix: "see what holds it: kubectl get namespace " + defaults.Namespace + " -o yaml (status.conditions); then run uninstall again"}
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
 	})
+	if err != nil {
+		return err
+	}
+	// Only now: the export controller is gone and cannot make them again.
+	err = p.Run("Deleting what tunnelmesh made elsewhere", func(s *progress.Step) error {
+		n, err := deleteMade(ctx, c)
+		if err != nil {
+			return err
+		}
+		kept, err := c.DeleteOwned(ctx, crds)
+		if err != nil {
+			return err
+		}
+		msg := fmt.Sprintf("%d objects", n)
+		if len(kept) > 0 {
+			msg += "; kept " + strings.Join(kept, ", ") + " (not created by tunnelmesh)"
+		}
+		if !o.DeleteCRDs {
+			msg += "; the MCS and ClusterProperty CRDs stay (other software may use them): --delete-crds removes those tunnelmesh created"
+		}
+		s.Done(msg)
+		return nil
+	})
+	if err != nil {
+		return cli.Failed(err, "run uninstall again; it resumes", "uninstall stopped")
+	}
+	return nil
+}
+
+// deleteMade deletes, in every namespace, what the export controller made
+// (labelled as its own: a mark only it sets) and what verify and benchmark
+// runs left; kinds that are not served (a CRD already gone) are skipped.
+func deleteMade(ctx context.Context, c *kube.Cluster) (int, error) {
+	byController := export.LabelManagedBy + "=" + export.ManagedBy
+	made := []struct {
+		gvr      schema.GroupVersionResource
+		selector string
+	}{
+		{schema.GroupVersionResource{Group: "multicluster.x-k8s.io", Version: "v1beta1", Resource: "serviceimports"}, byController},
+		{schema.GroupVersionResource{Version: "v1", Resource: "services"}, byController},
+		{schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}, discoveryv1.LabelManagedBy + "=" + export.ManagedBy},
+		{export.ClusterPropertyGVR, byController},
+		{schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, probe.RunLabel},
+	}
+	var found []kube.Found
+	for _, m := range made {
+		l, err := c.Dynamic.Resource(m.gvr).List(ctx, metav1.ListOptions{LabelSelector: m.selector})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("list %s: %w", m.gvr.Resource, err)
+		}
+		for _, it := range l.Items {
+			found = append(found, kube.Found{GVR: m.gvr, Namespace: it.GetNamespace(), Name: it.GetName()})
+		}
+	}
+	return len(found), c.DeleteFound(ctx, found)
 }

@@ -136,9 +136,9 @@ func TestLeaveAndUninstall(t *testing.T) {
 		t.Errorf("second leave: %v %v", left, err)
 	}
 
-	join() // a member again, then uninstall
+	join() // a member again, then uninstall (join created the MCS CRDs: --delete-crds takes them)
 	finalizeNamespaces(ctx, c)
-	if err := Uninstall(ctx, c.Kube, LeaveOptions{Manifests: testManifests, Timeout: time.Minute}); err != nil {
+	if err := Uninstall(ctx, c.Kube, LeaveOptions{Manifests: testManifests, Timeout: time.Minute, DeleteCRDs: true}); err != nil {
 		t.Fatalf("uninstall: %v", err)
 	}
 	// The API server drops the APIService entries of deleted CRD groups a

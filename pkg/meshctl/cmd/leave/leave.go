@@ -44,7 +44,14 @@ func NewUninstall(e *env.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove everything of tunnelmesh from the current cluster (leaving the clusterset first, the broker included)",
-		Args:  cobra.NoArgs,
+		Long: `Remove everything tunnelmesh created in the current cluster, and nothing else: the
+components, the namespace tunnelmesh-system (the broker included), the imports the
+export controller made, leftovers of verify and benchmark runs, the Corefile edit and
+the node labels meshctl added. Objects that existed before tunnelmesh (CRDs, labels)
+stay as they were. The ServiceExport, ServiceImport and ClusterProperty CRDs stay too,
+since other software may use them; --delete-crds removes those tunnelmesh created,
+and with them every ServiceExport and ServiceImport in the cluster.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := e.Kube.Connect(cmd.Context())
 			if err != nil {
@@ -60,5 +67,6 @@ func NewUninstall(e *env.Env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&o.Force, "force", false, "go on when the broker cannot be told that the cluster leaves")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 2*time.Minute, "how long to wait for the namespace to go")
+	cmd.Flags().BoolVar(&o.DeleteCRDs, "delete-crds", false, "also delete the MCS and ClusterProperty CRDs tunnelmesh created (and every object of those kinds)")
 	return cmd
 }

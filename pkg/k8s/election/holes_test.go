@@ -1,0 +1,172 @@
+package election
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
+)
+
+// TestHolderCutOffWithACandidateItCannotGossipWith: the holder's apiserver
+// requests fail after it took the Lease, and the other labelled candidate
+// uses another gossip key (the key Secret re-created, 7947 blocked: the two
+// never see each other in memberlist). The holder must not count itself
+// lone and hold on: the other candidate reaches the apiserver and takes the
+// Lease once it expires, and the two would be active with one WireGuard key.
+func TestHolderCutOffWithACandidateItCannotGossipWith(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("node-a")
+	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	b := c.start("intruder-b") // another gossip key
+	eventually(t, 5*time.Second, "the holder lists both labelled candidates", func() bool {
+		names, _ := act.e.labelled.get()
+		return len(names) == 2
+	})
+	if n := len(act.e.members.alive()); n != 1 {
+		t.Fatalf("the holder sees %d members in memberlist; the test needs candidates that cannot gossip", n)
+	}
+	act.cut.Store(true)
+	time.Sleep(6 * time.Second)
+	actives := c.actives()
+	if len(actives) != 1 {
+		var names []string
+		for _, x := range actives {
+			s, _ := x.latest()
+			names = append(names, x.name+"@"+strconv.FormatInt(s.Epoch, 10))
+		}
+		t.Fatalf("6 s after the holder was cut off from the apiserver, %d candidates are active: %v", len(actives), names)
+	}
+	if actives[0] != b {
+		t.Fatalf("%s is active; want the candidate that reaches the apiserver, %s", actives[0].name, b.name)
+	}
+	if s, _ := b.latest(); s.Epoch <= epoch {
+		t.Errorf("new active's epoch %d is not above %d", s.Epoch, epoch)
+	}
+	noSplitBrain(t, a, b)
+}
+
+// TestHoldingWithoutRenewalIsBounded: a lone labelled candidate cut off from
+// the apiserver holds through what looks like an outage, but only for
+// MaxHold: a candidate labelled meanwhile that it cannot hear from could
+// have taken the expired Lease.
+func TestHoldingWithoutRenewalIsBounded(t *testing.T) {
+	c := newCluster(t)
+	const maxHold = 4 * time.Second
+	a := c.startWith("node-a", func(cfg *Config) { cfg.MaxHold = maxHold })
+	c.waitOneActive(t, 10*time.Second, "", 0)
+	eventually(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
+		_, known := a.e.labelled.get()
+		return known
+	})
+	cut := time.Now()
+	a.cut.Store(true)
+	time.Sleep(2 * time.Second)
+	if s, _ := a.latest(); s.Role != Active {
+		t.Fatalf("a lone candidate gave up its role 2 s into an apiserver outage (before MaxHold %v): %+v", maxHold, s)
+	}
+	eventually(t, maxHold+2*time.Second, "the holder steps down once it held MaxHold without renewal", func() bool {
+		s, _ := a.latest()
+		return s.Role == Standby
+	})
+	took := time.Since(cut)
+	t.Logf("lone holder cut off: stepped down after %v (MaxHold %v)", took.Round(time.Millisecond), maxHold)
+	if took < maxHold {
+		t.Errorf("stepped down after %v, before MaxHold %v", took, maxHold)
+	}
+}
+
+// TestLeaseDeletedOrRolledBackKeepsHolderAndEpochGrows: the Lease is deleted
+// (a recreated namespace) and later rolled back to an old epoch (an etcd
+// restored from a backup) under a running holder. The holder rewrites it
+// with a higher epoch than any seen and keeps the role; no standby takes
+// over, and the epoch never goes back (the broker, the MeshGateway status
+// and other clusters' gossip all refuse a lower one).
+func TestLeaseDeletedOrRolledBackKeepsHolderAndEpochGrows(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start("node-a"), c.start("node-b")
+	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(a.e.members.alive()) == 2 && len(b.e.members.alive()) == 2 })
+	leases := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace)
+
+	if err := leases.Delete(t.Context(), DefaultLeaseName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	now, ep := c.waitOneActive(t, 3*time.Second, "", epoch)
+	t.Logf("Lease deleted: %s active at epoch %d (was %s at %d) %v later", now.name, ep, act.name, epoch, time.Since(deleted).Round(time.Millisecond))
+	if now != act {
+		t.Errorf("the Lease's deletion moved the role from %s to %s", act.name, now.name)
+	}
+	l, err := leases.Get(t.Context(), DefaultLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the Lease was not recreated: %v", err)
+	}
+	if h, e := LeaseHolder(l); h != act.name || e != ep {
+		t.Errorf("recreated Lease names %s at %d; want %s at %d", h, e, act.name, ep)
+	}
+
+	// Rolled back: the holder and epoch of before, as a restored backup has them.
+	epoch = ep
+	l.Spec.LeaseTransitions = ptr(int32(1))
+	if _, err := leases.Update(t.Context(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	now, ep = c.waitOneActive(t, 3*time.Second, "", epoch)
+	if now != act {
+		t.Errorf("the Lease's rollback moved the role from %s to %s", act.name, now.name)
+	}
+	t.Logf("Lease rolled back to epoch 1: %s active at epoch %d", now.name, ep)
+	for _, x := range []*candidate{a, b} {
+		for _, s := range x.historyCopy() {
+			if x != act && s.Role == Active {
+				t.Errorf("%s was active at epoch %d", x.name, s.Epoch)
+			}
+			if x == act && s.Role == Standby && s.Holder != "" && s.Holder != act.name {
+				t.Errorf("the holder stood by for %s at epoch %d", s.Holder, s.Epoch)
+			}
+		}
+	}
+	if v := metric(t, act.e, "tunnelmesh_gateway_election_stepdowns_total", reasonLost); v != 0 {
+		t.Errorf("the holder stepped down %v times for a lost Lease", v)
+	}
+	noSplitBrain(t, a, b)
+}
+
+// TestEpochAboveTheRecordedFloor: the epochs recorded outside the Lease
+// (broker, status, stored view) bound every new epoch from below, at
+// acquisition and, when a higher one turns up later, at the holder's next
+// renewal — without a step-down.
+func TestEpochAboveTheRecordedFloor(t *testing.T) {
+	c := newCluster(t)
+	var floor atomic.Int64
+	floor.Store(7)
+	a := c.startWith("node-a", func(cfg *Config) { cfg.EpochFloor = floor.Load })
+	_, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	if epoch != 8 {
+		t.Fatalf("first epoch %d with the recorded floor at 7; want 8", epoch)
+	}
+	floor.Store(20)
+	_, epoch = c.waitOneActive(t, 2*time.Second, "", 20)
+	if epoch != 21 {
+		t.Fatalf("epoch %d after the floor rose to 20; want 21", epoch)
+	}
+	l, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Get(context.Background(), DefaultLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, e := LeaseHolder(l); h != "node-a" || e != 21 {
+		t.Fatalf("Lease names %s at %d; want node-a at 21 (written back)", h, e)
+	}
+	was := false
+	for _, s := range a.historyCopy() {
+		if was && s.Role != Active {
+			t.Fatalf("the holder left the active role on the way: %+v", s)
+		}
+		was = was || s.Role == Active
+	}
+}
