@@ -20,11 +20,10 @@ test-broker: $(BROKER_ETCD_DIR)/etcd
 
 ## test-broker-faults: the broker as shipped (2 replica processes, 3 etcd members, etcd's default limits)
 ## under writers, watchers and heartbeats while the etcd leader is SIGKILLed, the quorum lost for 30 s, a
-## replica SIGKILLed mid-batch and the leader paused; prints a table per fault (~70 s). Part of `make test`.
+## replica SIGKILLed mid-batch and the leader paused; prints a table per fault (~70 s). A phase of `make test`.
 test-broker-faults: $(BROKER_ETCD_DIR)/etcd
 	@set -o pipefail; KUBE_BIN_DIR=$(BROKER_ETCD_DIR) TUNNELMESH_FAULT_RUN=1 $(GO) test -count=1 -timeout 10m \
 		-run '^TestFaultInjection$$' -v ./pkg/broker/ | grep -v -e '^=== RUN' -e '^\s*$$'
-test: test-broker-faults
 
 ## fuzz-broker: fuzz request decoding and validation for FUZZTIME (default 60s)
 fuzz-broker:
