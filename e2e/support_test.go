@@ -171,6 +171,13 @@ type flowReport struct {
 	StartMs, EndMs int64
 	Sent, OK       int
 	Gaps           []struct{ FromMs, ToMs int64 }
+	// Answers: from AtMs on, probes were answered by Cluster (the
+	// echoserver's kind cluster name); LostMs: when each lost probe was sent.
+	Answers []struct {
+		AtMs    int64
+		Cluster string
+	}
+	LostMs []int64
 }
 
 // flow is a UDP probe stream from a pod of from on node to addr, running

@@ -45,7 +45,7 @@ func controllerCmd() *cobra.Command {
 	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: none written)")
 	fl.StringVar(&f.identity, "identity", os.Getenv("POD_NAME"), "leader-election identity, unique per replica (default: $POD_NAME, else the host name)")
 	fl.StringVar(&f.leaseNamespace, "lease-namespace", defaults.Namespace, "namespace of the controller Lease "+export.LeaseName)
-	fl.IntVar(&f.workers, "workers", 4, "workers per queue")
+	fl.IntVar(&f.workers, "workers", export.DefaultWorkers, "workers per queue")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
 }
@@ -90,7 +90,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes configuration: %w", err)
 	}
-	cfg.QPS, cfg.Burst = 50, 100
+	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err

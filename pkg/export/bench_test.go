@@ -3,6 +3,7 @@ package export_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -20,16 +21,25 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // BenchmarkExport creates N ServiceExports (default 1000, BENCH_EXPORTS)
 // in cluster east and measures, per export, the time from its creation
 // until cluster west holds its ServiceImport with ips and an EndpointSlice;
+// then west's active gateway reports the tunnel to east down (its
+// MeshGateway, as the gateway writes it) and it measures until each of
+// east's slices in west is withheld, and back when the tunnel is up again;
 // then deletes them all and measures until each ServiceImport is gone.
-// It prints a table; `make bench-export` runs it once.
+// The controllers run with the shipped client rate limits and workers,
+// etcd with fsync. It prints a table; `make bench-export` runs it once.
 func BenchmarkExport(b *testing.B) {
 	n := 1000
 	if v, err := strconv.Atoi(os.Getenv("BENCH_EXPORTS")); err == nil && v > 0 {
@@ -42,8 +52,13 @@ func BenchmarkExport(b *testing.B) {
 
 func benchExport(b *testing.B, n int) {
 	br := brokertest.Start(b, brokertest.Options{})
-	east := startCluster(b, br, "east", "10.1.0.0/16", "10.101.0.0/16")
-	west := startCluster(b, br, "west", "10.2.0.0/16", "10.102.0.0/16")
+	east := startClusterWith(b, br, "east", "10.1.0.0/16", "10.101.0.0/16", kubeapi.Options{Fsync: true})
+	west := startClusterWith(b, br, "west", "10.2.0.0/16", "10.102.0.0/16", kubeapi.Options{Fsync: true})
+	objs, err := k8stest.Files(deploy.FS, "gateway/crd-meshgateways.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	k8stest.Apply(b, west.env.Config, objs)
 	for _, c := range []*cluster{east, west} {
 		// The test apiserver's own range (a /24) holds 254 Services; 2n are needed.
 		_, err := c.kube.NetworkingV1().ServiceCIDRs().Create(context.Background(), &networkingv1.ServiceCIDR{
@@ -57,10 +72,15 @@ func benchExport(b *testing.B, n int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// West's side: when each import became complete, and when it went.
+	// West follows its MeshGateway as the controller command does.
+	go export.FollowMeshGateway(ctx, west.ctrlDyn, "", "west", west.tunnels, slog.New(slog.DiscardHandler))
+
+	// West's side: when each import became complete, when east's slice
+	// was withheld and back, and when the import went.
 	var mu sync.Mutex
 	hasIPs, hasSlice := map[string]bool{}, map[string]bool{}
 	ready, gone := map[string]time.Time{}, map[string]time.Time{}
+	withheld, restored := map[string]time.Time{}, map[string]time.Time{}
 	note := func(name string) {
 		if hasIPs[name] && hasSlice[name] {
 			if _, ok := ready[name]; !ok {
@@ -104,9 +124,21 @@ func benchExport(b *testing.B, n int) {
 				if !ok || ev.Type == watch.Deleted {
 					continue
 				}
+				name := s.Labels[mcsv1beta1.LabelServiceName]
 				mu.Lock()
-				hasSlice[s.Labels[mcsv1beta1.LabelServiceName]] = true
-				note(s.Labels[mcsv1beta1.LabelServiceName])
+				hasSlice[name] = true
+				note(name)
+				if s.Labels[mcsv1beta1.LabelSourceCluster] == "east" {
+					if s.Labels[export.LabelWithheld] == export.WithheldTunnelDown {
+						if _, ok := withheld[name]; !ok {
+							withheld[name] = time.Now()
+						}
+					} else if _, ok := withheld[name]; ok {
+						if _, ok := restored[name]; !ok {
+							restored[name] = time.Now()
+						}
+					}
+				}
 				mu.Unlock()
 			}
 		}
@@ -167,6 +199,29 @@ func benchExport(b *testing.B, n int) {
 	waitAll(ready)
 	importAll := time.Since(start)
 
+	// West's active gateway finds the tunnel to east down, then up again.
+	gw := status.Writer{Client: west.dyn, ClusterID: "west"}
+	tunnel := func(st string) time.Time {
+		if err := gw.Write(ctx, status.GatewayStatus{ActiveNode: "west-gw", Epoch: 1,
+			Remotes: []status.RemoteCluster{{Cluster: "east", Status: st}}}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Now()
+	}
+	cut := tunnel(api.StatusError)
+	waitAll(withheld)
+	withheldAll := time.Since(cut)
+	mended := tunnel(api.StatusConnected)
+	waitAll(restored)
+	restoredAll := time.Since(mended)
+	same := func(t time.Time) []time.Time {
+		out := make([]time.Time, n)
+		for i := range out {
+			out[i] = t
+		}
+		return out
+	}
+
 	deleted := make([]time.Time, n)
 	east.unexport("bench", "warmup")
 	start = time.Now()
@@ -200,6 +255,10 @@ func benchExport(b *testing.B, n int) {
 		}
 		mu.Unlock()
 	}
+	fmt.Printf("settings: controller clients QPS %d burst %d (each of core, MCS, dynamic), %d workers per queue (the shipped defaults); etcd with fsync; broker on bbolt\n",
+		export.DefaultQPS, export.DefaultBurst, export.DefaultWorkers)
+	fmt.Printf("withdrawal: from west's MeshGateway saying the tunnel to east is down (the gateway's verdict, %v after east's last probe reply, probed every %v) to east's slice of each import withheld in west\n",
+		gateway.ProbeDownAfter, gateway.ProbeInterval)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "phase\texports\tp50\tp99\tmax\twrites took\tall done after\t\n")
 	for _, r := range []struct {
@@ -209,6 +268,8 @@ func benchExport(b *testing.B, n int) {
 	}{
 		{"export → ServiceImport+slice in other cluster", lat(created, ready), createdAll, importAll},
 		{"  of which export → committed in the broker", lat(created, inBroker), createdAll, importAll},
+		{"tunnel to east down → east's endpoints withheld in west", lat(same(cut), withheld), 0, withheldAll},
+		{"tunnel up again → east's endpoints back in west", lat(same(mended), restored), 0, restoredAll},
 		{"unexport → ServiceImport gone in other cluster", lat(deleted, gone), deletedAll, goneAll},
 		{"  of which unexport → withdrawn from the broker", lat(deleted, outBroker), deletedAll, goneAll},
 	} {

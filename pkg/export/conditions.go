@@ -43,11 +43,9 @@ func ExportConditions(generation int64, v Validity, pub Publication, svc *Servic
 	}
 	if v.Valid && svc != nil {
 		if len(svc.Conflicts) == 0 {
-			out = append(out, cond(mcsv1beta1.ServiceExportConditionConflict, false, mcsv1beta1.ServiceExportReasonNoConflicts, "no conflicts with the exports of other clusters"))
+			out = append(out, cond(mcsv1beta1.ServiceExportConditionConflict, false, mcsv1beta1.ServiceExportReasonNoConflicts, svc.ConflictMessage()))
 		} else {
-			out = append(out, metav1.Condition{Type: string(mcsv1beta1.ServiceExportConditionConflict), Status: metav1.ConditionTrue,
-				Reason: string(svc.ConflictReason()), ObservedGeneration: generation,
-				Message: "exports of clusters " + joinClusters(svc.Clusters()) + " disagree; the oldest export (cluster " + svc.Exports[0].ClusterID + ") wins each property and ports are merged"})
+			out = append(out, cond(mcsv1beta1.ServiceExportConditionConflict, true, svc.ConflictReason(), svc.ConflictMessage()))
 		}
 	}
 	return out

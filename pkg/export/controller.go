@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +39,16 @@ type Broker interface {
 
 var _ Broker = (*brokerclient.Client)(nil)
 
+// What the controller ships with: its API clients' rate limits (each
+// client — core, MCS, dynamic — has its own) and the workers per queue.
+// cmd/gateway's controller command uses them and `make bench-export`
+// measures with them.
+const (
+	DefaultQPS     = 50
+	DefaultBurst   = 100
+	DefaultWorkers = 4
+)
+
 // Config is a controller's wiring.
 type Config struct {
 	// ClusterID is this cluster's ID in the clusterset (its broker credential's).
@@ -52,7 +64,7 @@ type Config struct {
 	// all of them.
 	Reachability Reachability
 	Logger       *slog.Logger
-	// Workers per queue (export and import); 0 means 4.
+	// Workers per queue (export and import); 0 means DefaultWorkers.
 	Workers int
 }
 
@@ -81,6 +93,11 @@ type Controller struct {
 	// sent holds exports published whose watch event has not come back,
 	// by namespace/name, so that they are not published twice.
 	sent map[string]api.Export
+	// snap is the broker's latest state (its clusters and gateways decide
+	// withdrawals); withdrawn is Withdrawals of it, replaced, never changed
+	// in place, so that a reader may keep the map it got.
+	snap      api.Snapshot
+	withdrawn map[string]Withholding
 }
 
 // Indexes of the EndpointSlice informer.
@@ -95,7 +112,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, errors.New("export: ClusterID, Kube, MCS and Broker are required")
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -263,11 +280,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case <-r.Changed():
-					c.mu.RLock()
-					for k := range c.resolved {
-						c.importQ.Add(k)
-					}
-					c.mu.RUnlock()
+					c.requeueWithdrawn(c.refreshWithdrawals())
 				}
 			}
 		}()
@@ -317,8 +330,9 @@ func (c *Controller) onBroker(s api.Snapshot) {
 	}
 	c.mu.Lock()
 	old, wasSynced := c.records, c.synced
-	c.records, c.resolved, c.byNS, c.synced = records, resolved, byNS, true
+	c.records, c.resolved, c.byNS, c.synced, c.snap = records, resolved, byNS, true, s
 	c.mu.Unlock()
+	c.requeueWithdrawn(c.refreshWithdrawals())
 
 	changed := map[string]bool{}
 	for k, e := range records {
@@ -361,9 +375,56 @@ func (c *Controller) view(ns, name string) (api.Export, bool, *Service) {
 	return e, ok, c.resolved[ns+"/"+name]
 }
 
-func (c *Controller) reachable(cluster string) bool {
-	if cluster == c.cfg.ClusterID || c.cfg.Reachability == nil {
-		return true
+// scope is what PlanImport needs to know of this cluster now.
+func (c *Controller) scope() Scope {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return Scope{Local: c.cfg.ClusterID, Withdrawn: c.withdrawn}
+}
+
+// refreshWithdrawals recomputes which clusters are withdrawn from the
+// broker's state and the tunnels, logs what changed and returns the
+// clusters whose verdict changed.
+func (c *Controller) refreshWithdrawals() map[string]bool {
+	var up func(string) bool
+	if r := c.cfg.Reachability; r != nil {
+		up = r.Reachable
 	}
-	return c.cfg.Reachability.Reachable(cluster)
+	c.mu.Lock()
+	exporters := map[string]bool{}
+	for _, e := range c.records {
+		exporters[e.ClusterID] = true
+	}
+	now := Withdrawals(c.cfg.ClusterID, c.snap, slices.Collect(maps.Keys(exporters)), up)
+	old := c.withdrawn
+	c.withdrawn = now
+	c.mu.Unlock()
+	changed := map[string]bool{}
+	for cl, w := range now {
+		if o, ok := old[cl]; !ok || o != w {
+			changed[cl] = true
+			c.log.Warn("withholding a cluster's endpoints from every import until it recovers", "from", cl, "reason", w.Reason, "why", w.Message)
+		}
+	}
+	for cl := range old {
+		if _, ok := now[cl]; !ok {
+			changed[cl] = true
+			c.log.Info("importing a cluster's endpoints again", "from", cl)
+		}
+	}
+	return changed
+}
+
+// requeueWithdrawn queues every import that has an export of one of clusters.
+func (c *Controller) requeueWithdrawn(clusters map[string]bool) {
+	if len(clusters) == 0 {
+		return
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for k, svc := range c.resolved {
+		if slices.ContainsFunc(svc.Exports, func(e api.Export) bool { return clusters[e.ClusterID] }) {
+			c.importQ.Add(k)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 )
@@ -26,6 +27,7 @@ type want struct {
 	ports     string // name/proto/port, comma-separated, in order
 	clusters  string // comma-separated
 	endpoints map[string][]string
+	withheld  map[string]string // source cluster → reason; nil: none
 	check     func(*imported) error
 	notReady  string // the ServiceImport's Ready reason when it is not ready
 }
@@ -96,6 +98,12 @@ func checkImport(im *imported, w want) error {
 	if !reflect.DeepEqual(im.Endpoints, w.endpoints) {
 		return fmt.Errorf("endpoints %v, want %v", im.Endpoints, w.endpoints)
 	}
+	if w.withheld == nil {
+		w.withheld = map[string]string{}
+	}
+	if !reflect.DeepEqual(im.Withheld, w.withheld) {
+		return fmt.Errorf("withheld %v, want %v", im.Withheld, w.withheld)
+	}
 	if w.check != nil {
 		return w.check(im)
 	}
@@ -118,7 +126,9 @@ func conflicted(reason string) string {
 // TestLifecycle runs two clusters (real apiservers), a real broker and a
 // controller per cluster through the whole MCS lifecycle.
 func TestLifecycle(t *testing.T) {
-	b := brokertest.Start(t, brokertest.Options{})
+	// Gateways go stale fast, for the withdrawal of a cluster whose
+	// gateways stopped heartbeating.
+	b := brokertest.Start(t, brokertest.Options{Tweak: func(c *broker.Config) { c.StaleAfter = 2 * time.Second }})
 	east := startCluster(t, b, "east", "10.1.0.0/16", "10.101.0.0/16")
 	west := startCluster(t, b, "west", "10.2.0.0/16", "10.102.0.0/16")
 	ctx := context.Background()
@@ -174,19 +184,44 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("second exporter: ports are the union", func(t *testing.T) {
-		west.service("demo", "web", false, []corev1.ServicePort{tcp("http", 80, 8080), tcp("metrics", 9090, 9090)}, pod{ip: "10.2.0.10"})
+	t.Run("second exporter with the same ports: no conflict", func(t *testing.T) {
+		west.service("demo", "web", false, webPorts, pod{ip: "10.2.0.10"})
 		west.export("demo", "web")
 		for _, c := range []*cluster{east, west} {
 			c.wantConditions("demo", "web", validExported)
-			c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80,metrics/TCP/9090", clusters: "east,west",
+			c.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
 				endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!"}, "west": {"10.2.0.10"}}})
+		}
+	})
+
+	// KEP-1645 as its conformance suite reads it: port sets that differ
+	// merge into their union and are a conflict on every export.
+	t.Run("ports that differ: the union and a conflict", func(t *testing.T) {
+		udp := corev1.ServicePort{Name: "udp", Protocol: corev1.ProtocolUDP, Port: 42, TargetPort: intstr.FromInt32(42)}
+		sctp := corev1.ServicePort{Name: "stcp", Protocol: corev1.ProtocolSCTP, Port: 142, TargetPort: intstr.FromInt32(142)}
+		east.service("demo", "hello", false, []corev1.ServicePort{tcp("tcp", 42, 42), udp}, pod{ip: "10.1.0.40"})
+		east.export("demo", "hello")
+		east.wantConditions("demo", "hello", validExported)
+		west.service("demo", "hello", false, []corev1.ServicePort{tcp("tcp", 42, 42), sctp}, pod{ip: "10.2.0.40"})
+		west.export("demo", "hello")
+		for _, c := range []*cluster{east, west} {
+			c.wantConditions("demo", "hello", conflicted("PortConflict"))
+			c.wantConditionMessage("demo", "hello", "Conflict", "east", "west")
+			c.wantImport("demo", "hello", want{typ: mcsv1beta1.ClusterSetIP, ports: "tcp/TCP/42,udp/UDP/42,stcp/SCTP/142", clusters: "east,west",
+				endpoints: map[string][]string{"east": {"10.1.0.40"}, "west": {"10.2.0.40"}}})
+		}
+		west.unexport("demo", "hello")
+		east.wantConditions("demo", "hello", validExported)
+		east.wantImport("demo", "hello", want{typ: mcsv1beta1.ClusterSetIP, ports: "tcp/TCP/42,udp/UDP/42", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.40"}}})
+		east.unexport("demo", "hello")
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 20*time.Second, func() error { return c.gone("demo", "hello") })
 		}
 	})
 
 	t.Run("conflicts", func(t *testing.T) {
 		svcs := west.kube.CoreV1().Services("demo")
-		ses := west.mcs.MulticlusterV1beta1().ServiceExports("demo")
 		update := func(fn func(*corev1.Service)) {
 			t.Helper()
 			s, err := svcs.Get(ctx, "web", metav1.GetOptions{})
@@ -198,17 +233,7 @@ func TestLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		updateSE := func(fn func(*mcsv1beta1.ServiceExport)) {
-			t.Helper()
-			se, err := ses.Get(ctx, "web", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fn(se)
-			if _, err := ses.Update(ctx, se, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		updateSE := func(fn func(*mcsv1beta1.ServiceExport)) { t.Helper(); west.updateExport("demo", "web", fn) }
 		for _, tc := range []struct {
 			reason      string
 			make, clear func()
@@ -240,6 +265,17 @@ func TestLifecycle(t *testing.T) {
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = ptr("PreferClose") }) },
 				func() { update(func(s *corev1.Service) { s.Spec.TrafficDistribution = nil }) }, nil},
 			{"PortConflict",
+				func() {
+					update(func(s *corev1.Service) { s.Spec.Ports = append(s.Spec.Ports, tcp("metrics", 9090, 9090)) })
+				},
+				func() { update(func(s *corev1.Service) { s.Spec.Ports = s.Spec.Ports[:1] }) },
+				func(im *imported) error {
+					if p := im.SI.Spec.Ports; len(p) != 2 || p[0].Name != "http" || p[1].Name != "metrics" {
+						return fmt.Errorf("ports %v: want the union of http and metrics", im.SI.Spec.Ports)
+					}
+					return nil
+				}},
+			{"PortConflict",
 				func() { update(func(s *corev1.Service) { s.Spec.Ports[0].Port = 81 }) },
 				func() { update(func(s *corev1.Service) { s.Spec.Ports[0].Port = 80 }) },
 				func(im *imported) error {
@@ -253,11 +289,36 @@ func TestLifecycle(t *testing.T) {
 					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = map[string]string{"tier": "web"} })
 				},
 				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil }) }, nil},
+			// Labels and annotations are the oldest export's whole set:
+			// east's {team: a}, not merged with west's {team: a, tier: web}.
+			{"LabelsConflict",
+				func() {
+					east.updateExport("demo", "web", func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = map[string]string{"team": "a"} })
+					updateSE(func(se *mcsv1beta1.ServiceExport) {
+						se.Spec.ExportedLabels = map[string]string{"team": "a", "tier": "web"}
+					})
+				},
+				func() {
+					east.updateExport("demo", "web", func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil })
+					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedLabels = nil })
+				},
+				func(im *imported) error {
+					if im.SI.Labels["team"] != "a" || im.SI.Labels["tier"] != "" {
+						return fmt.Errorf("ServiceImport labels %v: want the oldest export's (east) whole set, team=a and no tier", im.SI.Labels)
+					}
+					return nil
+				}},
 			{"AnnotationsConflict",
 				func() {
 					updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = map[string]string{"a": "b"} })
 				},
-				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = nil }) }, nil},
+				func() { updateSE(func(se *mcsv1beta1.ServiceExport) { se.Spec.ExportedAnnotations = nil }) },
+				func(im *imported) error {
+					if _, ok := im.SI.Annotations["a"]; ok {
+						return fmt.Errorf("ServiceImport annotations %v: the oldest export (east) has none, so none are imported", im.SI.Annotations)
+					}
+					return nil
+				}},
 			{"SessionAffinityConflict,TrafficDistributionConflict",
 				func() {
 					update(func(s *corev1.Service) {
@@ -275,6 +336,7 @@ func TestLifecycle(t *testing.T) {
 				tc.make()
 				for _, c := range []*cluster{east, west} {
 					c.wantConditions("demo", "web", conflicted(tc.reason))
+					c.wantConditionMessage("demo", "web", "Conflict", "east", "west")
 				}
 				if tc.check != nil {
 					for _, c := range []*cluster{east, west} {
@@ -335,15 +397,80 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("tunnel down and up", func(t *testing.T) {
 		west.tunnels.SetUp("east", false)
-		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east", endpoints: map[string][]string{}})
+		// East's endpoints stay listed, all not ready, the slices saying why.
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0!", "10.1.0.21/db-1!"}}, withheld: map[string]string{"east": "TunnelDown"}})
 		west.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
-			endpoints: map[string][]string{"west": {"10.2.0.10/w0"}}})
+			endpoints: map[string][]string{"east": {"10.1.0.10!", "10.1.0.11!"}, "west": {"10.2.0.10/w0"}}, withheld: map[string]string{"east": "TunnelDown"}})
 		// The local cluster's view is unchanged.
 		east.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
 			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
 		west.tunnels.SetUp("east", true)
 		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
 			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+	})
+
+	t.Run("a cluster whose gateways are all stale is withdrawn", func(t *testing.T) {
+		gw := api.Gateway{ClusterID: "east", Hostname: "east-gw", PrivateIP: "192.0.2.10", Port: 51820,
+			PublicKey: "9kq3sNSNyH9qLAJd7lpUzsDnp8lYjQ/yuxrSpsVq1lo=", Active: true, Epoch: 1}
+		if err := east.broker.RegisterGateway(ctx, gw); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = east.broker.DeleteGateway(context.Background(), "east", "east-gw") })
+		// No heartbeat follows: the broker marks it stale after StaleAfter.
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0!", "10.1.0.21/db-1!"}}, withheld: map[string]string{"east": "GatewaysStale"}})
+		east.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		if err := east.broker.Heartbeat(ctx, "east", "east-gw", nil); err != nil {
+			t.Fatal(err)
+		}
+		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
+			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		if err := east.broker.DeleteGateway(ctx, "east", "east-gw"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// trafficDistribution PreferClose: each cluster that exports the
+	// service uses its own endpoints while any is ready, the others' only
+	// when none is; the others' are withheld (not ready, labelled LocalFirst).
+	t.Run("same cluster first", func(t *testing.T) {
+		ports := []corev1.ServicePort{tcp("http", 80, 8080)}
+		for _, c := range []*cluster{east, west} {
+			s := c.service("demo", "near", false, ports, pod{ip: c.podIP(50)})
+			s.Spec.TrafficDistribution = ptr(corev1.ServiceTrafficDistributionPreferClose)
+			if _, err := c.kube.CoreV1().Services("demo").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			c.export("demo", "near")
+		}
+		local := func(c *cluster, other *cluster) want {
+			return want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+				endpoints: map[string][]string{c.id: {c.podIP(50)}, other.id: {other.podIP(50) + "!"}},
+				withheld:  map[string]string{other.id: "LocalFirst"}}
+		}
+		east.wantImport("demo", "near", local(east, west))
+		west.wantImport("demo", "near", local(west, east))
+		east.wantConditions("demo", "near", validExported)
+
+		// East has no ready endpoint: east spills to west; west stays local.
+		start := time.Now()
+		east.endpoints("demo", "near", ports, pod{ip: east.podIP(50), notReady: true})
+		east.wantImport("demo", "near", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"east": {east.podIP(50) + "!"}, "west": {west.podIP(50)}}})
+		t.Logf("local endpoint not ready → the other cluster's endpoints used after %s", time.Since(start).Round(time.Millisecond))
+		west.wantImport("demo", "near", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
+			endpoints: map[string][]string{"west": {west.podIP(50)}, "east": {east.podIP(50) + "!"}}, withheld: map[string]string{"east": "LocalFirst"}})
+
+		east.endpoints("demo", "near", ports, pod{ip: east.podIP(50)})
+		east.wantImport("demo", "near", local(east, west))
+		for _, c := range []*cluster{east, west} {
+			c.unexport("demo", "near")
+		}
+		for _, c := range []*cluster{east, west} {
+			eventually(t, 20*time.Second, func() error { return c.gone("demo", "near") })
+		}
 	})
 
 	t.Run("controller restarted mid-way", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -37,28 +38,36 @@ import (
 // cluster is one real kube-apiserver with the MCS CRDs, and the controller
 // that runs for it.
 type cluster struct {
-	t    testing.TB
-	id   string
-	env  *kubeapi.Env
-	kube kubernetes.Interface
-	mcs  mcsclient.Interface
-	dyn  dynamic.Interface
+	t       testing.TB
+	id      string
+	podCIDR string
+	env     *kubeapi.Env
+	kube    kubernetes.Interface
+	mcs     mcsclient.Interface
+	dyn     dynamic.Interface
 	// Clients of the controller: its ServiceAccount, impersonated.
 	ctrlKube kubernetes.Interface
 	ctrlMCS  mcsclient.Interface
 	ctrlDyn  dynamic.Interface
 	broker   *brokerclient.Client
-	tunnels  *export.Tunnels
-	stop     func()
-	runs     int
+	// via, when set, is the broker the controller talks to instead of broker.
+	via     export.Broker
+	tunnels *export.Tunnels
+	stop    func()
+	runs    int
 }
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
 	t.Helper()
-	env := kubeapi.Start(t)
+	return startClusterWith(t, b, id, podCIDR, svcCIDR, kubeapi.Options{})
+}
+
+func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o kubeapi.Options) *cluster {
+	t.Helper()
+	env := kubeapi.StartWith(t, o)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
-	c := &cluster{t: t, id: id, env: env, tunnels: export.NewTunnels()}
+	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels()}
 	var err error
 	if c.kube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
@@ -83,7 +92,9 @@ func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR strin
 		t.Fatal(err)
 	}
 	applyYAML(t, c.dyn, rbac)
+	// ... and the client settings it ships with.
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + defaults.Namespace + ":tunnelmesh-controller"}
+	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
 	if c.ctrlKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +175,12 @@ func InstallCRDs(t testing.TB, dc dynamic.Interface, docs ...[]byte) {
 // waits for it.
 func (c *cluster) run() {
 	c.t.Helper()
+	var br export.Broker = c.broker
+	if c.via != nil {
+		br = c.via
+	}
 	cfg := export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.ctrlKube, MCS: c.ctrlMCS, Dynamic: c.ctrlDyn,
-		Broker: c.broker, Reachability: c.tunnels, Workers: 8,
+		Broker: br, Reachability: c.tunnels,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	// Elected as in production, with short timings (the lease is released
 	// on a clean stop, so a restart does not wait for it anyway).
@@ -234,6 +249,11 @@ func (c *cluster) service(ns, name string, headless bool, ports []corev1.Service
 	return s
 }
 
+// podIP is address i of the cluster's pod CIDR (10.<n>.0.i).
+func (c *cluster) podIP(i int) string {
+	return strings.Replace(c.podCIDR, "0.0/16", fmt.Sprintf("0.%d", i), 1)
+}
+
 type pod struct {
 	ip, hostname string
 	notReady     bool
@@ -274,6 +294,42 @@ func (c *cluster) export(ns, name string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// updateExport changes the ServiceExport's spec.
+func (c *cluster) updateExport(ns, name string, fn func(*mcsv1beta1.ServiceExport)) {
+	c.t.Helper()
+	ses := c.mcs.MulticlusterV1beta1().ServiceExports(ns)
+	se, err := ses.Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fn(se)
+	if _, err := ses.Update(context.Background(), se, metav1.UpdateOptions{}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// wantConditionMessage waits until the ServiceExport's condition of type
+// typ has a message naming every one of words.
+func (c *cluster) wantConditionMessage(ns, name, typ string, words ...string) {
+	c.t.Helper()
+	eventually(c.t, 20*time.Second, func() error {
+		se, err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cd := apimeta.FindStatusCondition(se.Status.Conditions, typ)
+		if cd == nil {
+			return fmt.Errorf("%s: ServiceExport %s/%s has no %s condition", c.id, ns, name, typ)
+		}
+		for _, w := range words {
+			if !strings.Contains(cd.Message, w) {
+				return fmt.Errorf("%s: %s message %q does not name %q", c.id, typ, cd.Message, w)
+			}
+		}
+		return nil
+	})
 }
 
 func (c *cluster) unexport(ns, name string) {
@@ -321,7 +377,9 @@ type imported struct {
 	Derived *corev1.Service
 	// Endpoints per source cluster: "ip[/hostname][!]" sorted, "!" marking not ready.
 	Endpoints map[string][]string
-	Slices    []discoveryv1.EndpointSlice
+	// Withheld per source cluster: the reason its slices carry, if any.
+	Withheld map[string]string
+	Slices   []discoveryv1.EndpointSlice
 }
 
 func (c *cluster) imported(ns, name string) (*imported, error) {
@@ -330,7 +388,7 @@ func (c *cluster) imported(ns, name string) (*imported, error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &imported{SI: si, Endpoints: map[string][]string{}}
+	im := &imported{SI: si, Endpoints: map[string][]string{}, Withheld: map[string]string{}}
 	im.Derived, err = c.kube.CoreV1().Services(ns).Get(ctx, export.DerivedName(name), metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("derived Service: %w", err)
@@ -342,6 +400,9 @@ func (c *cluster) imported(ns, name string) (*imported, error) {
 	im.Slices = sl.Items
 	for _, s := range sl.Items {
 		src := s.Labels[mcsv1beta1.LabelSourceCluster]
+		if r := s.Labels[export.LabelWithheld]; r != "" {
+			im.Withheld[src] = r
+		}
 		for _, e := range s.Endpoints {
 			v := e.Addresses[0]
 			if e.Hostname != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -39,9 +40,12 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 	if svc == nil {
 		return c.removeImport(ctx, ns, name)
 	}
-	plan := PlanImport(*svc, c.reachable)
+	plan := PlanImport(*svc, c.scope())
 
 	si, err := c.applyServiceImport(ctx, plan.ServiceImport)
+	if errors.Is(err, errForeign) {
+		return c.leaveForeign(ctx, si, svc)
+	}
 	if err != nil {
 		return err
 	}
@@ -61,8 +65,17 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	// A slice the apiserver refuses (or a failed write) must not keep the
+	// service's IPs and conditions from being set: they are written below
+	// and the failure is retried after.
+	var retry error
 	if err := c.applySlices(ctx, ns, name, plan.Slices, owner); err != nil {
-		return err
+		c.log.Warn("EndpointSlices of an import not all written", "service", key, "err", err)
+		ready.Message += "; some EndpointSlices were not written (retrying): " + truncate(err.Error(), 512)
+		retry = err
+	}
+	if len(plan.Dropped) > 0 {
+		ready.Message += "; left out of the EndpointSlices, invalid there: " + truncate(strings.Join(plan.Dropped, "; "), 1024)
 	}
 	// The ServiceImport's ips are the derived Service's ClusterIPs, in the
 	// order of its ipFamilies.
@@ -106,10 +119,44 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("update status of ServiceImport %s: %w", key, err)
+			return errors.Join(retry, fmt.Errorf("update status of ServiceImport %s: %w", key, err))
 		}
 	}
-	return nil
+	return retry
+}
+
+// errForeign: the ServiceImport exists and another party manages it.
+var errForeign = errors.New("ServiceImport not managed by " + ManagedBy)
+
+// ConditionManaged is the condition this controller sets on a ServiceImport
+// that it found and does not manage (False, reason ManagedElsewhere): it
+// leaves its spec and labels alone and imports nothing under its name.
+const ConditionManaged = "tunnelmesh.io/Managed"
+
+// leaveForeign keeps away from a ServiceImport another party manages: none
+// of our derived Service or slices for it, and a condition of ours on it
+// saying why the clusterset's service is not imported here.
+func (c *Controller) leaveForeign(ctx context.Context, si *mcsv1beta1.ServiceImport, svc *Service) error {
+	err := c.removeDerived(ctx, si.Namespace, si.Name)
+	cond := metav1.Condition{Type: ConditionManaged, Status: metav1.ConditionFalse, Reason: "ManagedElsewhere", ObservedGeneration: si.Generation,
+		Message: fmt.Sprintf("this ServiceImport is managed by %q, not %s: the clusterset's service %s (exported by %s) is not imported here; delete this ServiceImport to import it",
+			si.Labels[LabelManagedBy], ManagedBy, svc.Key(), joinClusters(svc.Clusters()))}
+	if cur := apimeta.FindStatusCondition(si.Status.Conditions, ConditionManaged); cur == nil || cur.Message != cond.Message || cur.Status != cond.Status {
+		c.log.Warn("a ServiceImport of the same name is managed by someone else; leaving it alone", "service", svc.Key(), "managedBy", si.Labels[LabelManagedBy])
+		upd := si.DeepCopy()
+		apimeta.SetStatusCondition(&upd.Status.Conditions, cond)
+		if _, uerr := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(si.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); uerr != nil && !apierrors.IsNotFound(uerr) {
+			err = errors.Join(err, fmt.Errorf("report on ServiceImport %s/%s: %w", si.Namespace, si.Name, uerr))
+		}
+	}
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // applyServiceImport creates or updates the ServiceImport's labels,
@@ -123,7 +170,11 @@ func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.Se
 		create.Status = mcsv1beta1.ServiceImportStatus{}
 		si, err := client.Create(ctx, create, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			return client.Get(ctx, want.Name, metav1.GetOptions{}) // our cache lags
+			// Our cache lags, or someone else just made it.
+			if si, err = client.Get(ctx, want.Name, metav1.GetOptions{}); err == nil && si.Labels[LabelManagedBy] != ManagedBy {
+				return si, errForeign
+			}
+			return si, err
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create ServiceImport %s/%s: %w", want.Namespace, want.Name, err)
@@ -132,6 +183,9 @@ func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.Se
 	}
 	if err != nil {
 		return nil, err
+	}
+	if cur.Labels[LabelManagedBy] != ManagedBy {
+		return cur, errForeign
 	}
 	upd := cur.DeepCopy()
 	spec := want.Spec
@@ -234,10 +288,10 @@ func (c *Controller) applySlices(ctx context.Context, ns, name string, want []*d
 				errs = append(errs, err)
 			}
 			errs = append(errs, fmt.Errorf("EndpointSlice %s/%s replaced", ns, w.Name)) // recreated on retry
-		case !maps.Equal(old.Labels, w.Labels) || !equality.Semantic.DeepEqual(old.Endpoints, w.Endpoints) ||
+		case !maps.Equal(old.Labels, w.Labels) || !maps.Equal(old.Annotations, w.Annotations) || !equality.Semantic.DeepEqual(old.Endpoints, w.Endpoints) ||
 			!equality.Semantic.DeepEqual(old.Ports, w.Ports) || !equality.Semantic.DeepEqual(old.OwnerReferences, w.OwnerReferences):
 			upd := old.DeepCopy()
-			upd.Labels, upd.Endpoints, upd.Ports, upd.OwnerReferences = w.Labels, w.Endpoints, w.Ports, w.OwnerReferences
+			upd.Labels, upd.Annotations, upd.Endpoints, upd.Ports, upd.OwnerReferences = w.Labels, w.Annotations, w.Endpoints, w.Ports, w.OwnerReferences
 			if _, err := client.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 				errs = append(errs, fmt.Errorf("update EndpointSlice %s/%s: %w", ns, w.Name, err))
 			}
@@ -255,6 +309,28 @@ func (c *Controller) applySlices(ctx context.Context, ns, name string, want []*d
 // name. The slices and the Service would also go by garbage collection;
 // deleting them now makes it immediate.
 func (c *Controller) removeImport(ctx context.Context, ns, name string) error {
+	errs := []error{c.removeDerived(ctx, ns, name)}
+	si, err := c.imports.ServiceImports(ns).Get(name)
+	switch {
+	case err != nil:
+	case si.Labels[LabelManagedBy] == ManagedBy:
+		c.log.Info("removing import", "service", ns+"/"+name)
+		if err := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete ServiceImport %s/%s: %w", ns, name, err))
+		}
+	case apimeta.FindStatusCondition(si.Status.Conditions, ConditionManaged) != nil:
+		// Another party's: only our report on it goes.
+		upd := si.DeepCopy()
+		apimeta.RemoveStatusCondition(&upd.Status.Conditions, ConditionManaged)
+		if _, err := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("clear our condition on ServiceImport %s/%s: %w", ns, name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeDerived deletes our slices and derived Service of import name.
+func (c *Controller) removeDerived(ctx context.Context, ns, name string) error {
 	var errs []error
 	if err := c.applySlices(ctx, ns, name, nil, metav1.OwnerReference{}); err != nil {
 		errs = append(errs, err)
@@ -262,12 +338,6 @@ func (c *Controller) removeImport(ctx context.Context, ns, name string) error {
 	if s, err := c.services.Services(ns).Get(DerivedName(name)); err == nil && s.Labels[LabelManagedBy] == ManagedBy {
 		if err := c.cfg.Kube.CoreV1().Services(ns).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete derived Service %s/%s: %w", ns, s.Name, err))
-		}
-	}
-	if si, err := c.imports.ServiceImports(ns).Get(name); err == nil && si.Labels[LabelManagedBy] == ManagedBy {
-		c.log.Info("removing import", "service", ns+"/"+name)
-		if err := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete ServiceImport %s/%s: %w", ns, name, err))
 		}
 	}
 	return errors.Join(errs...)

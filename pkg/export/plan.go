@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -29,6 +30,12 @@ type Import struct {
 	ServiceImport *mcsv1beta1.ServiceImport
 	Derived       *corev1.Service
 	Slices        []*discoveryv1.EndpointSlice
+	// Withheld are the exporting clusters whose endpoints the slices hold
+	// but mark not ready, and why.
+	Withheld map[string]Withholding
+	// Dropped says what of the exports an EndpointSlice cannot hold (and the
+	// apiserver would refuse), left out so that the rest is imported.
+	Dropped []string
 }
 
 // DerivedName is the name of the derived Service of ServiceImport name: a
@@ -39,17 +46,89 @@ func DerivedName(name string) string {
 	return DerivedPrefix + hex.EncodeToString(h[:])[:10]
 }
 
+// Withholding is why one cluster's endpoints are withheld from an import.
+type Withholding struct {
+	Reason  string // a Withheld* reason
+	Message string
+}
+
+// Reasons a cluster's endpoints are withheld, the value of LabelWithheld on
+// its slices.
+const (
+	// WithheldTunnelDown: this cluster's active gateway reports the tunnel
+	// to that cluster broken (its health probes go unanswered).
+	WithheldTunnelDown = "TunnelDown"
+	// WithheldGatewaysStale: the broker marks every gateway of that cluster
+	// stale (their heartbeats stopped).
+	WithheldGatewaysStale = "GatewaysStale"
+	// WithheldClusterLeft: the cluster is no longer in the clusterset.
+	WithheldClusterLeft = "ClusterLeft"
+	// WithheldLocalFirst: the service asks for the same cluster first
+	// (trafficDistribution or internalTrafficPolicy: Local) and this
+	// cluster has a ready endpoint of its own.
+	WithheldLocalFirst = "LocalFirst"
+)
+
+// Scope is what the importing cluster knows beyond the service itself.
+type Scope struct {
+	// Local is this cluster's ID.
+	Local string
+	// Withdrawn are the remote clusters whose endpoints leave every import
+	// (TunnelDown, GatewaysStale, ClusterLeft); never the local cluster.
+	Withdrawn map[string]Withholding
+}
+
+// LocalFirst reports whether s asks importing clusters to use their own
+// endpoints while any is ready: a trafficDistribution that prefers close
+// endpoints, or internalTrafficPolicy Local (whose node-locality has no
+// meaning across clusters, so it means the same cluster here).
+func LocalFirst(s Service) bool {
+	switch s.TrafficDistribution {
+	case corev1.ServiceTrafficDistributionPreferClose, corev1.ServiceTrafficDistributionPreferSameZone,
+		corev1.ServiceTrafficDistributionPreferSameNode:
+		return true
+	}
+	return policy(s.InternalTrafficPolicy) == string(corev1.ServiceInternalTrafficPolicyLocal)
+}
+
+// withheld decides, per exporting cluster, whether its endpoints are
+// withheld from this cluster's import of s.
+func withheld(s Service, sc Scope) map[string]Withholding {
+	out := map[string]Withholding{}
+	localReady := false
+	for _, e := range s.Exports {
+		if e.ClusterID == sc.Local {
+			localReady = slices.ContainsFunc(e.Endpoints, func(ep api.Endpoint) bool { return ep.Ready })
+		}
+	}
+	for _, e := range s.Exports {
+		if e.ClusterID == sc.Local {
+			continue
+		}
+		if w, ok := sc.Withdrawn[e.ClusterID]; ok {
+			out[e.ClusterID] = w
+		} else if localReady && LocalFirst(s) {
+			out[e.ClusterID] = Withholding{Reason: WithheldLocalFirst,
+				Message: "the service prefers the same cluster and " + sc.Local + " has ready endpoints; used when none is ready"}
+		}
+	}
+	return out
+}
+
 // PlanImport computes the ServiceImport, the derived Service and the
-// EndpointSlices for s. Endpoints come from every exporting cluster for
-// which reachable is true (the local cluster always is: the caller says so),
-// one set of slices per source cluster, address family and port set.
+// EndpointSlices for s. Every exporting cluster has its set of slices, one
+// per address family and port set; a withheld cluster's (see Scope and
+// LocalFirst) mark every endpoint not ready and carry LabelWithheld, so
+// that kube-proxy and CoreDNS use none of them while the import still
+// shows where they are and why they are out.
 //
 // A ClusterSetIP import gets a selector-less ClusterIP Service; kube-proxy
-// load-balances its ClusterIP (the ServiceImport's ips) over the pods of
-// every cluster, since the slices carry kubernetes.io/service-name of the
-// derived Service. A headless import gets a headless derived Service, so its
-// slices too belong to a real Service; CoreDNS answers from the slices.
-func PlanImport(s Service, reachable func(cluster string) bool) Import {
+// load-balances its ClusterIP (the ServiceImport's ips) over the ready
+// endpoints of every cluster, since the slices carry
+// kubernetes.io/service-name of the derived Service. A headless import gets
+// a headless derived Service, so its slices too belong to a real Service;
+// CoreDNS answers from the ready endpoints of the slices.
+func PlanImport(s Service, sc Scope) Import {
 	derived := DerivedName(s.Name)
 	si := &mcsv1beta1.ServiceImport{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name,
@@ -92,12 +171,18 @@ func PlanImport(s Service, reachable func(cluster string) bool) Import {
 		si.Status.Clusters = append(si.Status.Clusters, mcsv1beta1.ClusterStatus{Cluster: c})
 	}
 
+	// The derived Service's internalTrafficPolicy is always Cluster: our
+	// slices name no nodes, so Local would leave kube-proxy no endpoint on
+	// any node; the import's Local means the same cluster first instead
+	// (LocalFirst). kube-proxy (v1.36) acts on endpoint hints alone, never on
+	// the Service's trafficDistribution, and our slices carry no hints: the
+	// field is copied for whoever reads the Service.
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: derived,
 			Labels: map[string]string{LabelManagedBy: ManagedBy, LabelImportName: s.Name}},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP,
 			SessionAffinity: si.Spec.SessionAffinity, SessionAffinityConfig: si.Spec.SessionAffinityConfig,
-			InternalTrafficPolicy: si.Spec.InternalTrafficPolicy, TrafficDistribution: si.Spec.TrafficDistribution},
+			InternalTrafficPolicy: ptr(corev1.ServiceInternalTrafficPolicyCluster), TrafficDistribution: si.Spec.TrafficDistribution},
 	}
 	for _, p := range si.Spec.Ports {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port,
@@ -119,19 +204,86 @@ func PlanImport(s Service, reachable func(cluster string) bool) Import {
 		svc.Spec.IPFamilyPolicy = &p
 	}
 
-	imp := Import{ServiceImport: si, Derived: svc}
+	imp := Import{ServiceImport: si, Derived: svc, Withheld: withheld(s, sc)}
 	for _, e := range s.Exports {
-		if reachable(e.ClusterID) {
-			imp.Slices = append(imp.Slices, slicesOf(s, derived, e)...)
+		var why *Withholding
+		if w, ok := imp.Withheld[e.ClusterID]; ok {
+			why = &w
 		}
+		var dropped []string
+		e.Endpoints, dropped = sliceable(e.Endpoints)
+		for _, d := range dropped {
+			imp.Dropped = append(imp.Dropped, e.ClusterID+": "+d)
+		}
+		imp.Slices = append(imp.Slices, slicesOf(s, derived, e, why)...)
 	}
 	return imp
 }
 
+// sliceable returns the endpoints as an EndpointSlice can hold them, and
+// what it left out: addresses the apiserver refuses for an endpoint
+// (unspecified, loopback, link-local, zoned or IPv4-mapped), invalid
+// hostnames, and ports whose name, protocol, number or appProtocol it
+// refuses or whose name repeats. One exporter's bad record must not keep
+// the slices of the others, or the service's IPs, from being written.
+func sliceable(eps []api.Endpoint) ([]api.Endpoint, []string) {
+	var out []api.Endpoint
+	var dropped []string
+	seen := map[string]bool{}
+	drop := func(msg string) {
+		if !seen[msg] {
+			seen[msg] = true
+			dropped = append(dropped, msg)
+		}
+	}
+	for _, ep := range eps {
+		var addrs []string
+		for _, a := range ep.Addresses {
+			ip, err := netip.ParseAddr(a)
+			if err != nil || ip.Zone() != "" || ip.Is4In6() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() {
+				drop(fmt.Sprintf("endpoint address %q (not an address a Service may route to)", a))
+				continue
+			}
+			addrs = append(addrs, ip.String())
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		ep.Addresses = addrs
+		if ep.Hostname != "" && len(validation.IsDNS1123Label(ep.Hostname)) > 0 {
+			drop(fmt.Sprintf("endpoint hostname %q (not a DNS-1123 label)", ep.Hostname))
+			ep.Hostname = ""
+		}
+		var ports []api.ServicePort
+		names := map[string]bool{}
+		for _, p := range ep.Ports {
+			switch {
+			case p.Name != "" && len(validation.IsDNS1123Label(p.Name)) > 0:
+				drop(fmt.Sprintf("endpoint port %q (name not a DNS-1123 label)", p.Name))
+			case names[p.Name]:
+				drop(fmt.Sprintf("endpoint port %q (name repeated)", p.Name))
+			case p.Protocol != string(corev1.ProtocolTCP) && p.Protocol != string(corev1.ProtocolUDP) && p.Protocol != string(corev1.ProtocolSCTP):
+				drop(fmt.Sprintf("endpoint port %q (protocol %q)", p.Name, p.Protocol))
+			case p.Port < 1 || p.Port > 65535:
+				drop(fmt.Sprintf("endpoint port %q (number %d)", p.Name, p.Port))
+			case p.AppProtocol != "" && len(validation.IsQualifiedName(p.AppProtocol)) > 0:
+				drop(fmt.Sprintf("endpoint port %q (appProtocol %q)", p.Name, p.AppProtocol))
+			default:
+				names[p.Name] = true
+				ports = append(ports, p)
+			}
+		}
+		ep.Ports = ports
+		out = append(out, ep)
+	}
+	return out, dropped
+}
+
 // slicesOf is one cluster's endpoints as EndpointSlices of the derived
 // Service, grouped by address family and port set, split at
-// MaxEndpointsPerSlice; names are stable for the same grouping.
-func slicesOf(s Service, derived string, e api.Export) []*discoveryv1.EndpointSlice {
+// MaxEndpointsPerSlice; names are stable for the same grouping, withheld or
+// not, so that withholding and restoring a cluster are updates in place.
+func slicesOf(s Service, derived string, e api.Export, why *Withholding) []*discoveryv1.EndpointSlice {
 	type group struct {
 		family discoveryv1.AddressType
 		ports  []api.ServicePort
@@ -157,7 +309,7 @@ func slicesOf(s Service, derived string, e api.Export) []*discoveryv1.EndpointSl
 				groups[sig] = g
 				order = append(order, sig)
 			}
-			ready := ep.Ready
+			ready := ep.Ready && why == nil
 			de := discoveryv1.Endpoint{Addresses: addrs,
 				Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &ready, Terminating: ptr(false)}}
 			if ep.Hostname != "" {
@@ -186,6 +338,10 @@ func slicesOf(s Service, derived string, e api.Export) []*discoveryv1.EndpointSl
 				AddressType: g.family,
 				Endpoints:   chunk,
 				Ports:       []discoveryv1.EndpointPort{},
+			}
+			if why != nil {
+				es.Labels[LabelWithheld] = why.Reason
+				es.Annotations = map[string]string{AnnotationWithheld: why.Message}
 			}
 			for _, p := range g.ports {
 				ep := discoveryv1.EndpointPort{Name: ptr(p.Name), Protocol: ptr(corev1.Protocol(p.Protocol)), Port: ptr(p.Port)}

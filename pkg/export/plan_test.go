@@ -3,6 +3,8 @@ package export
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +16,9 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
 
-func all(string) bool { return true }
+// importer is the scope of a cluster that exports nothing and sees every
+// cluster.
+var importer = Scope{Local: "south"}
 
 func TestPlanImportClusterSetIP(t *testing.T) {
 	ports := []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 8080}}
@@ -31,7 +35,7 @@ func TestPlanImportClusterSetIP(t *testing.T) {
 		e.Endpoints = []api.Endpoint{{Addresses: []string{"10.2.0.1"}, Ready: true, Ports: ports}}
 	})
 	s := Resolve([]api.Export{east, west})[0]
-	imp := PlanImport(s, all)
+	imp := PlanImport(s, importer)
 
 	si := imp.ServiceImport
 	if si.Name != "web" || si.Namespace != "ns" || si.Spec.Type != mcsv1beta1.ClusterSetIP || len(si.Spec.Ports) != 1 || si.Spec.Ports[0].Port != 80 {
@@ -54,6 +58,11 @@ func TestPlanImportClusterSetIP(t *testing.T) {
 		*d.Spec.IPFamilyPolicy != corev1.IPFamilyPolicySingleStack || d.Labels[LabelImportName] != "web" {
 		t.Fatalf("derived %+v", d)
 	}
+	// Local on the import means the same cluster first; on the derived
+	// Service it would leave kube-proxy no endpoint (our slices name no node).
+	if *d.Spec.InternalTrafficPolicy != corev1.ServiceInternalTrafficPolicyCluster {
+		t.Fatalf("derived internalTrafficPolicy %s, want Cluster", *d.Spec.InternalTrafficPolicy)
+	}
 
 	if len(imp.Slices) != 2 {
 		t.Fatalf("%d slices, want one per cluster", len(imp.Slices))
@@ -73,11 +82,6 @@ func TestPlanImportClusterSetIP(t *testing.T) {
 		t.Fatalf("east endpoints %+v", e)
 	}
 
-	// A cluster whose tunnel is down contributes no endpoints, but stays an exporter.
-	imp = PlanImport(s, func(c string) bool { return c != "west" })
-	if len(imp.Slices) != 1 || imp.Slices[0].Labels[mcsv1beta1.LabelSourceCluster] != "east" || len(imp.ServiceImport.Status.Clusters) != 2 {
-		t.Fatalf("with west down: %d slices, clusters %v", len(imp.Slices), imp.ServiceImport.Status.Clusters)
-	}
 }
 
 func TestPlanImportHeadless(t *testing.T) {
@@ -85,7 +89,7 @@ func TestPlanImportHeadless(t *testing.T) {
 		e.Type = api.TypeHeadless
 		e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.1"}, Hostname: "db-0", Ready: true}, {Addresses: []string{"fd00::1"}, Hostname: "db-1", Ready: true}}
 	})
-	imp := PlanImport(Resolve([]api.Export{e})[0], all)
+	imp := PlanImport(Resolve([]api.Export{e})[0], importer)
 	if imp.ServiceImport.Spec.Type != mcsv1beta1.Headless || imp.Derived.Spec.ClusterIP != corev1.ClusterIPNone {
 		t.Fatalf("headless import %+v derived %+v", imp.ServiceImport.Spec, imp.Derived.Spec)
 	}
@@ -107,7 +111,7 @@ func TestPlanImportSplitsLargeClusters(t *testing.T) {
 			e.Endpoints = append(e.Endpoints, api.Endpoint{Addresses: []string{fmt.Sprintf("10.1.%d.%d", i/200, i%200+1)}, Ready: true})
 		}
 	})
-	imp := PlanImport(Resolve([]api.Export{e})[0], all)
+	imp := PlanImport(Resolve([]api.Export{e})[0], importer)
 	names := map[string]bool{}
 	n := 0
 	for _, s := range imp.Slices {
@@ -120,11 +124,147 @@ func TestPlanImportSplitsLargeClusters(t *testing.T) {
 	if len(imp.Slices) != 3 || len(names) != 3 || n != 250 {
 		t.Fatalf("%d slices (%d names) holding %d endpoints", len(imp.Slices), len(names), n)
 	}
-	again := PlanImport(Resolve([]api.Export{e})[0], all)
+	again := PlanImport(Resolve([]api.Export{e})[0], importer)
 	for i := range again.Slices {
 		if again.Slices[i].Name != imp.Slices[i].Name {
 			t.Fatal("slice names are not stable")
 		}
+	}
+}
+
+// TestPlanImportWithholding: which clusters' endpoints an importing
+// cluster withholds (all written not ready, the slice labelled with why):
+// a withdrawn cluster always; with a same-cluster-first service, every
+// remote cluster while the importing cluster has a ready endpoint of its
+// own. Without the fields, every cluster's endpoints are used as today.
+func TestPlanImportWithholding(t *testing.T) {
+	ports := []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 8080}}
+	ep := func(ip string, ready bool) api.Endpoint {
+		return api.Endpoint{Addresses: []string{ip}, Ready: ready, Ports: ports}
+	}
+	exports := func(typ, td, itp string, eastReady bool) []api.Export {
+		set := func(e *api.Export) { e.Type, e.TrafficDistribution, e.InternalTrafficPolicy = typ, td, itp }
+		return []api.Export{
+			exp("east", 3, func(e *api.Export) {
+				set(e)
+				e.Endpoints = []api.Endpoint{ep("10.1.0.1", eastReady), ep("10.1.0.2", false)}
+			}),
+			exp("west", 2, func(e *api.Export) { set(e); e.Endpoints = []api.Endpoint{ep("10.2.0.1", true)} }),
+			exp("north", 1, func(e *api.Export) { set(e); e.Endpoints = []api.Endpoint{ep("10.3.0.1", true)} }),
+		}
+	}
+	down := func(cs ...string) map[string]Withholding {
+		m := map[string]Withholding{}
+		for _, c := range cs {
+			m[c] = Withholding{Reason: WithheldTunnelDown, Message: "tunnel down"}
+		}
+		return m
+	}
+	type W = map[string]string // cluster → withheld reason
+	for _, tc := range []struct {
+		name         string
+		typ, td, itp string
+		eastReady    bool
+		scope        Scope
+		want         W
+	}{
+		{"no preference: every cluster's endpoints", api.TypeClusterSetIP, "", "", true, Scope{Local: "east"}, W{}},
+		{"PreferClose, a local ready endpoint: remote withheld", api.TypeClusterSetIP, "PreferClose", "", true, Scope{Local: "east"},
+			W{"west": WithheldLocalFirst, "north": WithheldLocalFirst}},
+		{"PreferSameZone counts as close", api.TypeClusterSetIP, "PreferSameZone", "", true, Scope{Local: "east"},
+			W{"west": WithheldLocalFirst, "north": WithheldLocalFirst}},
+		{"internalTrafficPolicy Local means the same cluster first", api.TypeClusterSetIP, "", "Local", true, Scope{Local: "east"},
+			W{"west": WithheldLocalFirst, "north": WithheldLocalFirst}},
+		{"PreferClose, no local endpoint ready: spill to the others", api.TypeClusterSetIP, "PreferClose", "", false, Scope{Local: "east"}, W{}},
+		{"PreferClose in a cluster that does not export it: all", api.TypeClusterSetIP, "PreferClose", "", true, Scope{Local: "south"}, W{}},
+		{"headless: DNS answers local pods likewise", api.TypeHeadless, "PreferClose", "", true, Scope{Local: "east"},
+			W{"west": WithheldLocalFirst, "north": WithheldLocalFirst}},
+		{"a withdrawn cluster, no preference", api.TypeClusterSetIP, "", "", true, Scope{Local: "east", Withdrawn: down("west")},
+			W{"west": WithheldTunnelDown}},
+		{"a withdrawn cluster stays out when spilling", api.TypeClusterSetIP, "PreferClose", "", false, Scope{Local: "east", Withdrawn: down("west")},
+			W{"west": WithheldTunnelDown}},
+		{"withdrawal is named before local-first", api.TypeClusterSetIP, "PreferClose", "", true, Scope{Local: "east", Withdrawn: down("west")},
+			W{"west": WithheldTunnelDown, "north": WithheldLocalFirst}},
+		{"the local cluster is never withheld", api.TypeClusterSetIP, "", "", true, Scope{Local: "east", Withdrawn: down("east")}, W{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := Resolve(exports(tc.typ, tc.td, tc.itp, tc.eastReady))[0]
+			imp := PlanImport(s, tc.scope)
+			base := PlanImport(s, Scope{Local: "south"})
+			if len(imp.Slices) != 3 || len(base.Slices) != 3 {
+				t.Fatalf("%d slices, want one per exporting cluster, withheld or not", len(imp.Slices))
+			}
+			got := W{}
+			for c, w := range imp.Withheld {
+				got[c] = w.Reason
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("withheld %v, want %v", got, tc.want)
+			}
+			for i, sl := range imp.Slices {
+				src := sl.Labels[mcsv1beta1.LabelSourceCluster]
+				if sl.Name != base.Slices[i].Name {
+					t.Errorf("%s: slice name %s changes when withheld (%s): withholding must update in place", src, sl.Name, base.Slices[i].Name)
+				}
+				reason, withheld := tc.want[src]
+				if sl.Labels[LabelWithheld] != reason || (sl.Annotations[AnnotationWithheld] != "") != withheld {
+					t.Errorf("%s: label %q annotations %v, want reason %q", src, sl.Labels[LabelWithheld], sl.Annotations, reason)
+				}
+				for j, e := range sl.Endpoints {
+					want := *base.Slices[i].Endpoints[j].Conditions.Ready && !withheld
+					if *e.Conditions.Ready != want || *e.Conditions.Serving != want || *e.Conditions.Terminating {
+						t.Errorf("%s %s: ready %v serving %v terminating %v, want ready=serving=%v", src, e.Addresses[0],
+							*e.Conditions.Ready, *e.Conditions.Serving, *e.Conditions.Terminating, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestWithdrawals: a remote cluster leaves every import on evidence only.
+func TestWithdrawals(t *testing.T) {
+	snap := func(gws ...api.Gateway) api.Snapshot {
+		return api.Snapshot{Clusters: []api.Cluster{{ID: "east"}, {ID: "west"}, {ID: "north"}}, Gateways: gws}
+	}
+	gw := func(c string, stale bool) api.Gateway {
+		return api.Gateway{ClusterID: c, Hostname: c + "-gw", Stale: stale}
+	}
+	up := func(down ...string) func(string) bool {
+		return func(c string) bool { return !slices.Contains(down, c) }
+	}
+	type W = map[string]string
+	for _, tc := range []struct {
+		name      string
+		snap      api.Snapshot
+		exporters []string
+		up        func(string) bool
+		want      W
+	}{
+		{"all well", snap(gw("west", false), gw("north", false)), []string{"east", "west", "north"}, up(), W{}},
+		{"no tunnel status: up", snap(), []string{"west"}, nil, W{}},
+		{"tunnel down", snap(gw("west", false)), []string{"west", "north"}, up("west"), W{"west": WithheldTunnelDown}},
+		{"every gateway stale", snap(gw("west", true), api.Gateway{ClusterID: "west", Hostname: "w2", Stale: true}, gw("north", false)),
+			[]string{"west", "north"}, up(), W{"west": WithheldGatewaysStale}},
+		{"one gateway of two fresh", snap(gw("west", true), api.Gateway{ClusterID: "west", Hostname: "w2"}), []string{"west"}, up(), W{}},
+		{"never had a gateway: no evidence", snap(), []string{"west"}, up(), W{}},
+		{"left the clusterset", snap(), []string{"gone"}, up(), W{"gone": WithheldClusterLeft}},
+		{"tunnel down is named before stale", snap(gw("west", true)), []string{"west"}, up("west"), W{"west": WithheldTunnelDown}},
+		{"the local cluster never", snap(gw("east", true)), []string{"east"}, up("east"), W{}},
+		{"a cluster that exports nothing is not listed", snap(gw("north", true)), []string{"west"}, up("north"), W{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := W{}
+			for c, w := range Withdrawals("east", tc.snap, tc.exporters, tc.up) {
+				if w.Message == "" {
+					t.Errorf("%s: no message", c)
+				}
+				got[c] = w.Reason
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("withdrawn %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -195,5 +335,53 @@ func TestMergeConditions(t *testing.T) {
 	}
 	if _, changed := MergeConditions(got, desired); changed {
 		t.Fatal("merging the same conditions again reports a change")
+	}
+}
+
+// TestPlanImportLeavesOutWhatSlicesCannotHold: what the apiserver refuses in
+// an EndpointSlice is left out (and said), the rest of the export kept.
+func TestPlanImportLeavesOutWhatSlicesCannotHold(t *testing.T) {
+	good := api.ServicePort{Name: "http", Protocol: "TCP", Port: 8080}
+	e := exp("south", 0, func(e *api.Export) {
+		e.Type = api.TypeHeadless
+		e.Endpoints = []api.Endpoint{
+			{Addresses: []string{"10.3.0.1"}, Ready: true, Hostname: "Not_A_Label", Ports: []api.ServicePort{good,
+				{Name: "BAD_NAME", Protocol: "TCP", Port: 1}, {Name: "http", Protocol: "TCP", Port: 9}, {Name: "x", Protocol: "ICMP", Port: 1},
+				{Name: "y", Protocol: "TCP", Port: 70000}, {Name: "z", Protocol: "TCP", Port: 1, AppProtocol: "not/a/name/"}}},
+			{Addresses: []string{"127.0.0.1"}, Ready: true, Ports: []api.ServicePort{good}},
+			{Addresses: []string{"169.254.1.1", "10.3.0.2"}, Ready: true, Ports: []api.ServicePort{good}},
+			{Addresses: []string{"::ffff:10.3.0.3", "0.0.0.0", "fe80::1", "224.0.0.1"}, Ready: true},
+		}
+	})
+	imp := PlanImport(Resolve([]api.Export{e})[0], importer)
+	var got []string
+	for _, s := range imp.Slices {
+		for _, ep := range s.Endpoints {
+			h := ""
+			if ep.Hostname != nil {
+				h = *ep.Hostname
+			}
+			var ps []string
+			for _, p := range s.Ports {
+				ps = append(ps, *p.Name)
+			}
+			got = append(got, fmt.Sprintf("%v|%s|%v", ep.Addresses, h, ps))
+		}
+	}
+	if fmt.Sprint(got) != "[[10.3.0.1]||[http] [10.3.0.2]||[http]]" {
+		t.Fatalf("slices hold %v; want the valid addresses and ports only", got)
+	}
+	want := []string{`"Not_A_Label"`, `"BAD_NAME"`, `"http" (name repeated)`, `"ICMP"`, "70000", `"not/a/name/"`,
+		`"127.0.0.1"`, `"169.254.1.1"`, `"::ffff:10.3.0.3"`, `"0.0.0.0"`, `"fe80::1"`, `"224.0.0.1"`}
+	all := strings.Join(imp.Dropped, "\n")
+	for _, w := range want {
+		if !strings.Contains(all, w) {
+			t.Errorf("dropped list does not name %s:\n%s", w, all)
+		}
+	}
+	for _, d := range imp.Dropped {
+		if !strings.HasPrefix(d, "south: ") {
+			t.Errorf("%q does not name the exporting cluster", d)
+		}
 	}
 }

@@ -1,6 +1,46 @@
 package export
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+)
+
+// Withdrawals decides which remote clusters' endpoints leave every import
+// of this cluster (local), and why: a cluster with exports but no record
+// in the clusterset (it left), one whose tunnel this cluster's active
+// gateway reports broken, one whose gateways the broker all marks stale.
+// exporters are the clusters that export anything; tunnelUp answers for
+// the tunnels (nil: all up). Evidence is needed: a cluster that never had a
+// gateway, or whose tunnel status is unknown, stays in. Pure.
+func Withdrawals(local string, snap api.Snapshot, exporters []string, tunnelUp func(string) bool) map[string]Withholding {
+	known := map[string]bool{}
+	for _, c := range snap.Clusters {
+		known[c.ID] = true
+	}
+	gateways, fresh := map[string]int{}, map[string]int{}
+	for _, g := range snap.Gateways {
+		gateways[g.ClusterID]++
+		if !g.Stale {
+			fresh[g.ClusterID]++
+		}
+	}
+	out := map[string]Withholding{}
+	for _, c := range exporters {
+		switch {
+		case c == local:
+		case !known[c]:
+			out[c] = Withholding{Reason: WithheldClusterLeft, Message: "cluster " + c + " is no longer in the clusterset"}
+		case tunnelUp != nil && !tunnelUp(c):
+			out[c] = Withholding{Reason: WithheldTunnelDown,
+				Message: "this cluster's active gateway reports the tunnel to " + c + " down (health probes unanswered; see meshctl show connections)"}
+		case gateways[c] > 0 && fresh[c] == 0:
+			out[c] = Withholding{Reason: WithheldGatewaysStale,
+				Message: "the broker marks every gateway of " + c + " stale (no heartbeat)"}
+		}
+	}
+	return out
+}
 
 // Reachability says whether a remote cluster's endpoints can be used now
 // (its tunnel is up). The gateway feeds it from its health probes; the

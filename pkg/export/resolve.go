@@ -1,6 +1,7 @@
 package export
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -32,6 +33,10 @@ type Service struct {
 	// Conflicts are the KEP reasons (TypeConflict, PortConflict, ...) in a
 	// fixed order; every export of the service carries them.
 	Conflicts []mcsv1beta1.ServiceExportConditionReason
+	// Disagree names, per conflict reason, the clusters involved, sorted:
+	// the oldest export's and those that differ from it (for ports: every
+	// exporter, since any difference makes the union differ from each).
+	Disagree map[mcsv1beta1.ServiceExportConditionReason][]string
 }
 
 // Key is namespace/name.
@@ -58,6 +63,29 @@ func (s *Service) ConflictReason() mcsv1beta1.ServiceExportConditionReason {
 		parts[i] = string(c)
 	}
 	return mcsv1beta1.ServiceExportConditionReason(strings.Join(parts, ","))
+}
+
+// ConflictMessage is the Conflict condition's message: per reason, the
+// clusters whose exports disagree and what the clusterset sees instead.
+func (s *Service) ConflictMessage() string {
+	if len(s.Conflicts) == 0 {
+		return "no conflicts with the exports of other clusters"
+	}
+	oldest := s.Exports[0].ClusterID
+	parts := make([]string, 0, len(s.Conflicts))
+	for _, r := range s.Conflicts {
+		others := joinClusters(slices.DeleteFunc(slices.Clone(s.Disagree[r]), func(c string) bool { return c == oldest }))
+		switch r {
+		case mcsv1beta1.ServiceExportReasonPortConflict:
+			parts = append(parts, fmt.Sprintf("%s: the ports of clusters %s differ; the ServiceImport has their union (a clash of names or protocol/port keeps the oldest export's, cluster %s)",
+				r, joinClusters(s.Disagree[r]), oldest))
+		case mcsv1beta1.ServiceExportReasonLabelsConflict, mcsv1beta1.ServiceExportReasonAnnotationsConflict:
+			parts = append(parts, fmt.Sprintf("%s: clusters %s export another set than the oldest export (cluster %s), whose whole set the ServiceImport carries", r, others, oldest))
+		default:
+			parts = append(parts, fmt.Sprintf("%s: clusters %s differ from the oldest export (cluster %s), which wins", r, others, oldest))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // conflictOrder is the order reasons are listed in.
@@ -104,40 +132,57 @@ func resolveOne(es []api.Export) Service {
 		Type: w.Type, IPFamilies: w.IPFamilies,
 		SessionAffinity: affinity(w.SessionAffinity), SessionAffinityTimeoutSeconds: w.SessionAffinityTimeoutSeconds,
 		InternalTrafficPolicy: w.InternalTrafficPolicy, TrafficDistribution: w.TrafficDistribution}
-	found := map[mcsv1beta1.ServiceExportConditionReason]bool{}
+	s.Labels, s.Annotations = maps.Clone(w.Labels), maps.Clone(w.Annotations)
+	disagree := map[mcsv1beta1.ServiceExportConditionReason][]string{}
+	note := func(r mcsv1beta1.ServiceExportConditionReason, cluster string) {
+		disagree[r] = append(disagree[r], cluster)
+	}
 	for _, e := range es[1:] {
 		if e.Type != w.Type {
-			found[mcsv1beta1.ServiceExportReasonTypeConflict] = true
+			note(mcsv1beta1.ServiceExportReasonTypeConflict, e.ClusterID)
 		}
 		if affinity(e.SessionAffinity) != s.SessionAffinity {
-			found[mcsv1beta1.ServiceExportReasonSessionAffinityConflict] = true
+			note(mcsv1beta1.ServiceExportReasonSessionAffinityConflict, e.ClusterID)
 		} else if s.SessionAffinity == "ClientIP" && timeout(e.SessionAffinityTimeoutSeconds) != timeout(w.SessionAffinityTimeoutSeconds) {
-			found[mcsv1beta1.ServiceExportReasonSessionAffinityConfigConflict] = true
+			note(mcsv1beta1.ServiceExportReasonSessionAffinityConfigConflict, e.ClusterID)
 		}
 		if policy(e.InternalTrafficPolicy) != policy(w.InternalTrafficPolicy) {
-			found[mcsv1beta1.ServiceExportReasonInternalTrafficPolicyConflict] = true
+			note(mcsv1beta1.ServiceExportReasonInternalTrafficPolicyConflict, e.ClusterID)
 		}
 		if e.TrafficDistribution != w.TrafficDistribution {
-			found[mcsv1beta1.ServiceExportReasonTrafficDistributionConflict] = true
+			note(mcsv1beta1.ServiceExportReasonTrafficDistributionConflict, e.ClusterID)
 		}
 		// The order of families only picks the primary one; a different set
 		// would reach some backends over one protocol only. A headless
 		// export has no virtual IP (a selector-less one even lists both
 		// families), so only ClusterSetIP exports are compared.
 		if e.Type == api.TypeClusterSetIP && w.Type == api.TypeClusterSetIP && !sameSet(e.IPFamilies, w.IPFamilies) {
-			found[mcsv1beta1.ServiceExportReasonIPFamilyConflict] = true
+			note(mcsv1beta1.ServiceExportReasonIPFamilyConflict, e.ClusterID)
+		}
+		// Exported labels and annotations are taken as a whole from the
+		// oldest export, never merged: any other set is a conflict.
+		if !maps.Equal(e.Labels, w.Labels) {
+			note(mcsv1beta1.ServiceExportReasonLabelsConflict, e.ClusterID)
+		}
+		if !maps.Equal(e.Annotations, w.Annotations) {
+			note(mcsv1beta1.ServiceExportReasonAnnotationsConflict, e.ClusterID)
 		}
 	}
-	var portClash, labelClash, annClash bool
-	s.Ports, portClash = mergePorts(es)
-	s.Labels, labelClash = mergeMaps(es, func(e api.Export) map[string]string { return e.Labels })
-	s.Annotations, annClash = mergeMaps(es, func(e api.Export) map[string]string { return e.Annotations })
-	found[mcsv1beta1.ServiceExportReasonPortConflict] = portClash
-	found[mcsv1beta1.ServiceExportReasonLabelsConflict] = labelClash
-	found[mcsv1beta1.ServiceExportReasonAnnotationsConflict] = annClash
+	s.Ports = mergePorts(es)
+	if cs := portsDiffer(es); len(cs) > 0 {
+		disagree[mcsv1beta1.ServiceExportReasonPortConflict] = cs
+	}
 	for _, r := range conflictOrder {
-		if found[r] {
+		if cs, ok := disagree[r]; ok {
 			s.Conflicts = append(s.Conflicts, r)
+			if r != mcsv1beta1.ServiceExportReasonPortConflict {
+				cs = append([]string{w.ClusterID}, cs...)
+			}
+			slices.Sort(cs)
+			if s.Disagree == nil {
+				s.Disagree = map[mcsv1beta1.ServiceExportConditionReason][]string{}
+			}
+			s.Disagree[r] = cs
 		}
 	}
 	return s
@@ -145,10 +190,9 @@ func resolveOne(es []api.Export) Service {
 
 // mergePorts is the union of every export's ports, oldest export first. A
 // port whose name is taken by a different port, or whose protocol and port
-// are taken under another name, is a clash: the older one stays.
-func mergePorts(es []api.Export) ([]api.ServicePort, bool) {
+// are taken under another name, is left out: the older one stays.
+func mergePorts(es []api.Export) []api.ServicePort {
 	var out []api.ServicePort
-	clash := false
 	byName := map[string]api.ServicePort{}
 	type pp struct {
 		proto string
@@ -160,17 +204,12 @@ func mergePorts(es []api.Export) ([]api.ServicePort, bool) {
 			// A Service with several ports must name them all: an unnamed
 			// port cannot join named ones (nor they it).
 			if len(out) > 0 && (p.Name == "") != (out[0].Name == "") {
-				clash = true
 				continue
 			}
-			if q, ok := byName[p.Name]; ok {
-				if q != p {
-					clash = true
-				}
+			if _, ok := byName[p.Name]; ok {
 				continue
 			}
 			if n, ok := byPort[pp{p.Protocol, p.Port}]; ok && n != p.Name {
-				clash = true
 				continue
 			}
 			byName[p.Name] = p
@@ -178,36 +217,34 @@ func mergePorts(es []api.Export) ([]api.ServicePort, bool) {
 			out = append(out, p)
 		}
 	}
-	return out, clash
+	return out
 }
 
-// mergeMaps is the union of exported labels or annotations; a key with two
-// values is a clash and the oldest export's value stays.
-func mergeMaps(es []api.Export, get func(api.Export) map[string]string) (map[string]string, bool) {
-	var out map[string]string
-	clash := false
-	for _, e := range es {
-		for k, v := range get(e) {
-			if out == nil {
-				out = map[string]string{}
-			}
-			if old, ok := out[k]; ok {
-				if old != v {
-					clash = true
-				}
-				continue
-			}
-			out[k] = v
+// portsDiffer returns, sorted, the clusters whose exports' port sets (order
+// aside) are not all equal: KEP-1645 makes any difference a PortConflict,
+// even ports that merge into a union without a clash. Nil when all agree.
+func portsDiffer(es []api.Export) []string {
+	key := func(e api.Export) string {
+		ps := slices.Clone(e.Ports)
+		sortPorts(ps)
+		return portsSig(ps)
+	}
+	first := key(es[0])
+	differ := false
+	for _, e := range es[1:] {
+		if key(e) != first {
+			differ = true
+			break
 		}
 	}
-	// Labels present on some exports only are a clash as well: the
-	// ServiceImport cannot carry what one cluster asked for and another not.
-	for _, e := range es {
-		if len(get(e)) != len(out) {
-			clash = true
-		}
+	if !differ {
+		return nil
 	}
-	return out, clash
+	out := make([]string, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.ClusterID)
+	}
+	return out
 }
 
 func affinity(a string) string {

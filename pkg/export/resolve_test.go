@@ -1,7 +1,9 @@
 package export
 
 import (
+	"maps"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,9 +129,20 @@ func TestResolvePortUnion(t *testing.T) {
 		want         []api.ServicePort
 		conflict     bool
 	}{
-		{"disjoint ports are a union, no conflict",
-			[]api.ServicePort{p("http", "TCP", 80)}, []api.ServicePort{p("http", "TCP", 80), p("metrics", "TCP", 9090)},
+		{"same ports: no conflict",
+			[]api.ServicePort{p("http", "TCP", 80), p("metrics", "TCP", 9090)}, []api.ServicePort{p("metrics", "TCP", 9090), p("http", "TCP", 80)},
 			[]api.ServicePort{p("http", "TCP", 80), p("metrics", "TCP", 9090)}, false},
+		// KEP-1645 as its conformance suite reads it: ports that differ
+		// are a conflict even when they merge without a clash.
+		{"a port more on one side: the union, and a conflict",
+			[]api.ServicePort{p("http", "TCP", 80)}, []api.ServicePort{p("http", "TCP", 80), p("metrics", "TCP", 9090)},
+			[]api.ServicePort{p("http", "TCP", 80), p("metrics", "TCP", 9090)}, true},
+		{"disjoint ports: the union, and a conflict",
+			[]api.ServicePort{p("tcp", "TCP", 42), p("udp", "UDP", 42)}, []api.ServicePort{p("tcp", "TCP", 42), p("stcp", "SCTP", 142)},
+			[]api.ServicePort{p("tcp", "TCP", 42), p("udp", "UDP", 42), p("stcp", "SCTP", 142)}, true},
+		{"another appProtocol is another port",
+			[]api.ServicePort{{Name: "web", Protocol: "TCP", Port: 80, AppProtocol: "http"}}, []api.ServicePort{{Name: "web", Protocol: "TCP", Port: 80, AppProtocol: "h2c"}},
+			[]api.ServicePort{{Name: "web", Protocol: "TCP", Port: 80, AppProtocol: "http"}}, true},
 		{"same name, other port: oldest wins",
 			[]api.ServicePort{p("http", "TCP", 80)}, []api.ServicePort{p("http", "TCP", 81)},
 			[]api.ServicePort{p("http", "TCP", 80)}, true},
@@ -139,9 +152,9 @@ func TestResolvePortUnion(t *testing.T) {
 		{"same protocol and port, other name: oldest wins",
 			[]api.ServicePort{p("http", "TCP", 80)}, []api.ServicePort{p("web", "TCP", 80)},
 			[]api.ServicePort{p("http", "TCP", 80)}, true},
-		{"same port number, other protocol is another port",
+		{"same port number, other protocol is another port (merged, and a conflict)",
 			[]api.ServicePort{p("dns-udp", "UDP", 53)}, []api.ServicePort{p("dns-tcp", "TCP", 53)},
-			[]api.ServicePort{p("dns-udp", "UDP", 53), p("dns-tcp", "TCP", 53)}, false},
+			[]api.ServicePort{p("dns-udp", "UDP", 53), p("dns-tcp", "TCP", 53)}, true},
 		{"an unnamed port cannot join named ones",
 			[]api.ServicePort{p("", "TCP", 80)}, []api.ServicePort{p("metrics", "TCP", 9090)},
 			[]api.ServicePort{p("", "TCP", 80)}, true},
@@ -157,8 +170,8 @@ func TestResolvePortUnion(t *testing.T) {
 			if !reflect.DeepEqual(s.Ports, tc.want) {
 				t.Errorf("ports %+v, want %+v", s.Ports, tc.want)
 			}
-			if got := len(s.Conflicts) > 0; got != tc.conflict {
-				t.Errorf("conflicts %v, want conflict=%v", s.Conflicts, tc.conflict)
+			if got := len(s.Conflicts) > 0; got != tc.conflict || (got && s.Conflicts[0] != "PortConflict") {
+				t.Errorf("conflicts %v, want PortConflict=%v", s.Conflicts, tc.conflict)
 			}
 		})
 	}
@@ -175,5 +188,84 @@ func TestResolveTieBreakAndGrouping(t *testing.T) {
 	}
 	if got[1].Type != api.TypeClusterSetIP || got[1].Exports[0].ClusterID != "alpha" {
 		t.Fatalf("equal creation times: the cluster ID decides; got winner %s", got[1].Exports[0].ClusterID)
+	}
+}
+
+// TestResolveLabelsAsAWhole: exported labels and annotations are the oldest
+// export's whole set, never a merge; any difference is a conflict.
+func TestResolveLabelsAsAWhole(t *testing.T) {
+	m := func(kv ...string) map[string]string {
+		if len(kv) == 0 {
+			return nil
+		}
+		out := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name         string
+		older, newer map[string]string
+		want         map[string]string
+		conflict     bool
+	}{
+		{"same set", m("a", "1", "b", "2"), m("b", "2", "a", "1"), m("a", "1", "b", "2"), false},
+		{"none on both", nil, m(), nil, false},
+		{"newer has one more", m("a", "1"), m("a", "1", "b", "2"), m("a", "1"), true},
+		{"newer has others", m("a", "1"), m("b", "2"), m("a", "1"), true},
+		{"same key, other value", m("a", "1"), m("a", "2"), m("a", "1"), true},
+		{"older has none", nil, m("a", "1"), nil, true},
+		{"newer has none", m("a", "1"), nil, m("a", "1"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, kind := range []struct {
+				reason mcsv1beta1.ServiceExportConditionReason
+				set    func(*api.Export, map[string]string)
+				get    func(Service) map[string]string
+			}{
+				{"LabelsConflict", func(e *api.Export, v map[string]string) { e.Labels = v }, func(s Service) map[string]string { return s.Labels }},
+				{"AnnotationsConflict", func(e *api.Export, v map[string]string) { e.Annotations = v }, func(s Service) map[string]string { return s.Annotations }},
+			} {
+				s := Resolve([]api.Export{
+					exp("newer", 1, func(e *api.Export) { kind.set(e, tc.newer) }),
+					exp("older", 2, func(e *api.Export) { kind.set(e, tc.older) }),
+				})[0]
+				if got := kind.get(s); !maps.Equal(got, tc.want) {
+					t.Errorf("%s: got %v, want the oldest export's set %v", kind.reason, got, tc.want)
+				}
+				var want []mcsv1beta1.ServiceExportConditionReason
+				if tc.conflict {
+					want = append(want, kind.reason)
+				}
+				if !reflect.DeepEqual(s.Conflicts, want) {
+					t.Errorf("%s: conflicts %v, want %v", kind.reason, s.Conflicts, want)
+				}
+			}
+		})
+	}
+}
+
+// TestConflictMessageNamesClusters: the Conflict condition says, per
+// reason, which clusters' exports disagree.
+func TestConflictMessageNamesClusters(t *testing.T) {
+	s := Resolve([]api.Export{
+		exp("east", 3, nil),
+		exp("west", 2, func(e *api.Export) {
+			e.Ports = append(e.Ports, api.ServicePort{Name: "metrics", Protocol: "TCP", Port: 9090})
+		}),
+		exp("south", 1, func(e *api.Export) { e.Labels = map[string]string{"tier": "db"} }),
+	})[0]
+	if got := s.ConflictReason(); got != "PortConflict,LabelsConflict" {
+		t.Fatalf("reason %q", got)
+	}
+	msg := s.ConflictMessage()
+	for _, want := range []string{"PortConflict", "east", "west", "LabelsConflict", "south"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not name %q", msg, want)
+		}
+	}
+	if strings.Contains(msg[strings.Index(msg, "LabelsConflict"):], "west") {
+		t.Errorf("message %q: west's labels agree with the oldest export's; it is not part of the labels conflict", msg)
 	}
 }

@@ -82,7 +82,7 @@ func New(cfg Config, b Broker) *Engine {
 		cfg.HeartbeatInterval = 10 * time.Second
 	}
 	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = time.Second
+		cfg.ProbeInterval = ProbeInterval
 	}
 	if cfg.Local.Interface == "" {
 		cfg.Local.Interface = defaults.Interface
@@ -401,6 +401,19 @@ const mtuFresh = time.Minute
 // than this means the peer is unreachable.
 const handshakeTimeout = 3 * time.Minute
 
+// Health probes: one every ProbeInterval to each remote gateway; a link
+// whose probes have gone unanswered for ProbeDownAfter (four probes) is in
+// error. The verdict feeds the MCS importers, which withdraw a cluster in
+// error from every import: a dead cluster must be out within seconds (the
+// budget is 3 s from its death to kube-proxy's rules, of which kube-proxy
+// itself may take 1 s), and one late reply on a busy node must not be
+// enough to withdraw it. A probe is 17 bytes; four a second per peer cost
+// nothing.
+const (
+	ProbeInterval  = 250 * time.Millisecond
+	ProbeDownAfter = time.Second
+)
+
 func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time.Time) api.PeerHealth {
 	h := api.PeerHealth{Cluster: p.Cluster, RxBytes: st.RxBytes, TxBytes: st.TxBytes, LastHandshake: st.LastHandshake}
 	if !r.LastReply.IsZero() {
@@ -416,7 +429,7 @@ func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time
 	switch {
 	case !haveTunnelIP:
 		h.Status, h.Reason = api.StatusConnecting, "waiting for the broker to assign our tunnel IP"
-	case !r.LastReply.IsZero() && now.Sub(r.LastReply) <= 5*time.Second:
+	case !r.LastReply.IsZero() && now.Sub(r.LastReply) <= ProbeDownAfter:
 		h.Status = api.StatusConnected
 	case r.LastReply.IsZero() && now.Sub(r.FirstSeen) < 30*time.Second:
 		h.Status, h.Reason = api.StatusConnecting, "waiting for the first probe reply"

@@ -25,7 +25,7 @@ func TestAssess(t *testing.T) {
 	}{
 		{name: "no tunnel IP yet", peer: p, r: result{FirstSeen: now}, status: api.StatusConnecting, reason: "tunnel IP"},
 		{name: "fresh reply", peer: p, tunnel: true, hs: now.Add(-time.Minute),
-			r:      result{RTT: 1500 * time.Microsecond, Loss: 0.1, LastReply: now.Add(-time.Second), FirstSeen: now.Add(-time.Hour)},
+			r:      result{RTT: 1500 * time.Microsecond, Loss: 0.1, LastReply: now.Add(-ProbeInterval), FirstSeen: now.Add(-time.Hour)},
 			status: api.StatusConnected, rtt: 1.5, loss: 10},
 		{name: "just added", peer: p, tunnel: true, r: result{FirstSeen: now.Add(-5 * time.Second)}, status: api.StatusConnecting, reason: "first probe"},
 		{name: "never a handshake", peer: p, tunnel: true, r: result{FirstSeen: now.Add(-time.Minute), Loss: 1},
@@ -33,6 +33,14 @@ func TestAssess(t *testing.T) {
 		{name: "handshake but probes lost", peer: p, tunnel: true, hs: now.Add(-10 * time.Second),
 			r:      result{RTT: time.Millisecond, LastReply: now.Add(-20 * time.Second), FirstSeen: now.Add(-time.Hour), Loss: 1},
 			status: api.StatusError, reason: "probes unanswered", rtt: 1, loss: 100},
+		// A dead remote cluster must leave the imports within seconds: the
+		// tunnel is down once probes go unanswered for ProbeDownAfter.
+		{name: "probes unanswered for a second and more: down", peer: p, tunnel: true, hs: now.Add(-10 * time.Second),
+			r:      result{RTT: time.Millisecond, LastReply: now.Add(-ProbeDownAfter - 50*time.Millisecond), FirstSeen: now.Add(-time.Hour), Loss: 0.4},
+			status: api.StatusError, reason: "probes unanswered", rtt: 1, loss: 40},
+		{name: "a reply within ProbeDownAfter: connected", peer: p, tunnel: true, hs: now.Add(-10 * time.Second),
+			r:      result{RTT: time.Millisecond, LastReply: now.Add(-ProbeDownAfter + 50*time.Millisecond), FirstSeen: now.Add(-time.Hour), Loss: 0.3},
+			status: api.StatusConnected, rtt: 1, loss: 30},
 		{name: "stale remote noted", peer: func() RemotePeer { q := p; q.Stale = true; return q }(), tunnel: true,
 			r: result{FirstSeen: now.Add(-time.Hour)}, status: api.StatusError, reason: "stale"},
 	}

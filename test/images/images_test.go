@@ -91,8 +91,11 @@ func TestEchoserverAndNetclient(t *testing.T) {
 	var fl struct {
 		Sent, OK int
 		Gaps     []any
+		Answers  []struct{ Cluster string }
+		LostMs   []int64
 	}
-	if err := json.Unmarshal([]byte(out), &fl); err != nil || fl.Sent < 5 || fl.OK != fl.Sent || len(fl.Gaps) != 0 {
+	if err := json.Unmarshal([]byte(out), &fl); err != nil || fl.Sent < 5 || fl.OK != fl.Sent || len(fl.Gaps) != 0 ||
+		len(fl.Answers) != 1 || fl.Answers[0].Cluster != "east" || len(fl.LostMs) != 0 {
 		t.Fatalf("flow to a live server: %v %q", err, out)
 	}
 	// Failures must fail: closed ports, a bad DNS type.

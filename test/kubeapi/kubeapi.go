@@ -69,9 +69,22 @@ func BinDir() (string, error) {
 	}
 }
 
+// Options tune StartWith; the zero value is what Start runs.
+type Options struct {
+	// Fsync makes etcd sync every commit to disk, as a real cluster's does
+	// (benchmarks); tests run without it for speed.
+	Fsync bool
+}
+
 // Start runs etcd and kube-apiserver for the test. When the binaries are missing the
 // test is skipped (failed under CI=true) with how to build them.
 func Start(t testing.TB) *Env {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Env {
 	t.Helper()
 	bin, err := BinDir()
 	if err == nil {
@@ -92,11 +105,14 @@ func Start(t testing.TB) *Env {
 	ports := freePorts(t, 3)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	start(t, dir, "etcd", filepath.Join(bin, "etcd"),
-		"--data-dir="+filepath.Join(dir, "etcd"), "--unsafe-no-fsync",
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=default="+peerURL, "--log-level=warn")
+	etcdArgs := []string{"--data-dir=" + filepath.Join(dir, "etcd"),
+		"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
+		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=default=" + peerURL, "--log-level=warn"}
+	if !o.Fsync {
+		etcdArgs = append(etcdArgs, "--unsafe-no-fsync")
+	}
+	start(t, dir, "etcd", filepath.Join(bin, "etcd"), etcdArgs...)
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

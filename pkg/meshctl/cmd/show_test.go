@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -18,6 +19,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/brokerdeploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -169,9 +171,21 @@ func TestShowFromClusterSecret(t *testing.T) {
 	}
 	out, stderr, code = run(t, "show", "imports", "--kubeconfig", c.Kubeconfig)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "NAMESPACE ") || len(strings.Fields(lines[1])) != 7 ||
-		strings.Join(strings.Fields(lines[1])[:6], " ") != "default web ClusterSetIP 10.96.5.77 80/TCP kind-east,west" {
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "NAMESPACE ") || len(strings.Fields(lines[1])) != 8 ||
+		strings.Join(strings.Fields(lines[1])[:7], " ") != "default web ClusterSetIP 10.96.5.77 80/TCP kind-east,west <none>" {
 		t.Fatalf("show imports: exit %d\n%s%s", code, out, stderr)
+	}
+	// West's endpoints withheld (the controller's label on their slice): said.
+	sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "derived-web-west",
+		Labels: map[string]string{mcsv1beta1.LabelServiceName: "web", mcsv1beta1.LabelSourceCluster: "west",
+			discoveryv1.LabelManagedBy: export.ManagedBy, export.LabelWithheld: export.WithheldTunnelDown}},
+		AddressType: discoveryv1.AddressTypeIPv4}
+	if _, err := c.Kube.Client.DiscoveryV1().EndpointSlices("default").Create(ctx, sl, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = run(t, "show", "imports", "--kubeconfig", c.Kubeconfig)
+	if code != 0 || !strings.Contains(out, "kind-east,west   west (TunnelDown)") {
+		t.Fatalf("show imports with west withheld: exit %d\n%s%s", code, out, stderr)
 	}
 	out, _, code = run(t, "show", "all", "--kubeconfig", c.Kubeconfig)
 	if code != 0 || !strings.Contains(out, "Imports (this cluster):") || !strings.Contains(out, "10.96.5.77") {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -29,6 +30,8 @@ type Data struct {
 	// ServiceImports are this cluster's own (show imports, show all);
 	// HasCluster tells whether a cluster was read at all.
 	ServiceImports []mcsv1beta1.ServiceImport
+	// WithheldSlices are this cluster's import slices marked withheld.
+	WithheldSlices []discoveryv1.EndpointSlice
 	HasCluster     bool
 	Now            time.Time
 }

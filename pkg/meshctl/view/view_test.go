@@ -6,10 +6,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/golden"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/output"
 )
@@ -48,6 +50,13 @@ func fixture() *Data {
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "db", Name: "pg", CreationTimestamp: metav1.NewTime(ago(4 * time.Second))},
 				Spec:   mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.Headless, Ports: []mcsv1beta1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 5432}}},
 				Status: mcsv1beta1.ServiceImportStatus{Clusters: []mcsv1beta1.ClusterStatus{{Cluster: "east"}}}},
+		},
+		WithheldSlices: []discoveryv1.EndpointSlice{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "derived-1-west-a", Labels: map[string]string{
+				mcsv1beta1.LabelServiceName: "web", mcsv1beta1.LabelSourceCluster: "west", export.LabelWithheld: export.WithheldTunnelDown},
+				Annotations: map[string]string{export.AnnotationWithheld: "this cluster's active gateway reports the tunnel to west down"}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "derived-1-west-b", Labels: map[string]string{
+				mcsv1beta1.LabelServiceName: "web", mcsv1beta1.LabelSourceCluster: "west", export.LabelWithheld: export.WithheldTunnelDown}}},
 		},
 		Status: []api.GatewayStatus{
 			{ClusterID: "east", Hostname: "east-worker", Epoch: 3, LastHeartbeat: ago(2 * time.Second), Health: []api.PeerHealth{

@@ -8,7 +8,7 @@
 //	netclient [-wait 30s] [-timeout 5s] tcp HOST:PORT [PAYLOAD]
 //	netclient [-wait 30s] [-timeout 5s] [-size N] udp HOST:PORT [PAYLOAD]
 //	netclient [-wait 30s] [-timeout 5s] post URL SIZE   (SIZE bytes to the echoserver's /echo, compared when they come back)
-//	netclient [-timeout 500ms] flow HOST:PORT DURATION INTERVAL   (UDP probes; prints the gaps, see flow)
+//	netclient [-timeout 500ms] flow HOST:PORT DURATION INTERVAL   (UDP probes; prints the gaps, who answered and the lost probes, see flow)
 //	netclient sleep
 //	netclient [-wait 60s] [-timeout 5s] steps NAME=KIND:TARGET...   (KIND http|dns|udp; one JSON line per step; meshctl verify)
 //	netclient bench-server [-listen :5201]                          (meshctl benchmark's server)
@@ -326,19 +326,31 @@ func post(ctx context.Context, url string, size int) (string, error) {
 
 // flowReport is what flow prints: when it ran (Unix ms, the node's clock),
 // how many probes were answered, and every gap — from the last answer
-// before an outage to the first after it — longer than twice the interval.
+// before an outage to the first after it — longer than twice the interval;
+// who answered (the echoserver's cluster) each time it changed, and when
+// each unanswered probe was sent (the first maxLost).
 type flowReport struct {
-	StartMs int64 `json:"startMs"`
-	EndMs   int64 `json:"endMs"`
-	Sent    int   `json:"sent"`
-	OK      int   `json:"ok"`
-	Gaps    []gap `json:"gaps"`
+	StartMs int64    `json:"startMs"`
+	EndMs   int64    `json:"endMs"`
+	Sent    int      `json:"sent"`
+	OK      int      `json:"ok"`
+	Gaps    []gap    `json:"gaps"`
+	Answers []answer `json:"answers,omitempty"`
+	LostMs  []int64  `json:"lostMs,omitempty"`
 }
 
 type gap struct {
 	FromMs int64 `json:"fromMs"`
 	ToMs   int64 `json:"toMs"`
 }
+
+// answer: from AtMs on, probes were answered by Cluster.
+type answer struct {
+	AtMs    int64  `json:"atMs"`
+	Cluster string `json:"cluster"`
+}
+
+const maxLost = 2000
 
 // flow sends a UDP probe to addr every interval for duration and reports
 // the gaps in the answers (a failover's outage seen by the traffic). It
@@ -361,8 +373,9 @@ func flow(args []string, timeout time.Duration) error {
 	end := time.Now().Add(duration)
 	for time.Now().Before(end) {
 		next := time.Now().Add(interval)
+		sent := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, interval))
-		_, err := dial(ctx, "udp", addr, "flow\n")
+		out, err := dial(ctx, "udp", addr, "flow\n")
 		cancel()
 		rep.Sent++
 		if err == nil {
@@ -372,6 +385,13 @@ func flow(args []string, timeout time.Duration) error {
 			}
 			rep.OK++
 			lastOK = now
+			var who struct{ Cluster string }
+			_ = json.Unmarshal([]byte(out), &who)
+			if n := len(rep.Answers); n == 0 || rep.Answers[n-1].Cluster != who.Cluster {
+				rep.Answers = append(rep.Answers, answer{now.UnixMilli(), who.Cluster})
+			}
+		} else if len(rep.LostMs) < maxLost {
+			rep.LostMs = append(rep.LostMs, sent.UnixMilli())
 		}
 		time.Sleep(time.Until(next))
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -59,7 +60,7 @@ A cluster credential shows only its own cluster's gateway status.
 			return nil, access.Explain(err, u)
 		}
 		if kc != nil && withImports {
-			if d.ServiceImports, err = loadImports(ctx, kc); err != nil {
+			if d.ServiceImports, d.WithheldSlices, err = loadImports(ctx, kc); err != nil {
 				return nil, err
 			}
 			d.HasCluster = true
@@ -180,11 +181,11 @@ func newImports(e *env.Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sis, err := loadImports(c.Context(), kc)
+			sis, withheld, err := loadImports(c.Context(), kc)
 			if err != nil {
 				return err
 			}
-			d := &view.Data{ServiceImports: sis, HasCluster: true, Now: time.Now()}
+			d := &view.Data{ServiceImports: sis, WithheldSlices: withheld, HasCluster: true, Now: time.Now()}
 			obj, grid := d.Imports()
 			return output.Print(e.Out, f, obj, grid)
 		},
@@ -193,13 +194,19 @@ func newImports(e *env.Env) *cobra.Command {
 	return c
 }
 
-func loadImports(ctx context.Context, kc *kube.Cluster) ([]mcsv1beta1.ServiceImport, error) {
+// loadImports reads the cluster's ServiceImports and the import slices
+// the controller marks withheld.
+func loadImports(ctx context.Context, kc *kube.Cluster) ([]mcsv1beta1.ServiceImport, []discoveryv1.EndpointSlice, error) {
 	sis, err := view.LoadImports(ctx, kc.Config)
 	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
-		return nil, cli.Refused(err, "run `meshctl join` in it first", "%s has no ServiceImport API (not a member of a clusterset)", kc.Describe())
+		return nil, nil, cli.Refused(err, "run `meshctl join` in it first", "%s has no ServiceImport API (not a member of a clusterset)", kc.Describe())
 	}
 	if err != nil {
-		return nil, cli.Failed(err, "check your access to serviceimports.multicluster.x-k8s.io (`kubectl get serviceimports -A`)", "cannot list the ServiceImports of %s", kc.Describe())
+		return nil, nil, cli.Failed(err, "check your access to serviceimports.multicluster.x-k8s.io (`kubectl get serviceimports -A`)", "cannot list the ServiceImports of %s", kc.Describe())
 	}
-	return sis, nil
+	withheld, err := view.LoadWithheld(ctx, kc.Config)
+	if err != nil {
+		return nil, nil, cli.Failed(err, "check your access to endpointslices.discovery.k8s.io (`kubectl get endpointslices -A`)", "cannot list the import EndpointSlices of %s", kc.Describe())
+	}
+	return sis, withheld, nil
 }
