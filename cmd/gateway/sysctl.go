@@ -5,9 +5,9 @@ import (
 	"net/netip"
 
 	"github.com/spf13/cobra"
-	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nodeclean"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
+	"github.com/tunnelmesh/tunnelmesh/pkg/sysctl"
 )
 
 func sysctlCmd() *cobra.Command {
@@ -20,12 +20,12 @@ func sysctlCmd() *cobra.Command {
 		Use:   "sysctl",
 		Short: "Set the kernel settings tunnelmesh needs on this node and print what changed (the DaemonSet's privileged init container)",
 		Long: `Sets net.ipv4.ip_forward=1; a loose reverse-path filter (rp_filter 1 -> 2) on the
-node's underlay device (found from --node-ip), on --reply-device and on "default" (for the
-devices tunnelmesh creates later); with --ipv6, IPv6 forwarding (accept_ra 1 -> 2 first).
-Only settings that differ are written; each change is printed.`,
+node's underlay device (found from --node-ip) and on --reply-device, never on "default" (the
+devices tunnelmesh creates later are loosened by the gateway itself); with --ipv6, IPv6
+forwarding (accept_ra 1 -> 2 first). Only settings that differ are written; each change is printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := node.SysctlConfig{Root: root, IPv6: ipv6}
+			cfg := sysctl.Config{Root: root, Forward: true, IPv6: ipv6}
 			if len(nodeIPs) > 0 {
 				var ips []netip.Addr
 				for _, s := range nodeIPs {
@@ -44,7 +44,7 @@ Only settings that differ are written; each change is printed.`,
 			cfg.Devices = append(cfg.Devices, devices...)
 			if recordDir != "" && !dryRun {
 				// Before any change: what leave and uninstall put back (pkg/nodeclean).
-				plan, err := node.SetSysctls(cfg, true)
+				plan, err := sysctl.Set(cfg, true)
 				if err != nil {
 					return err
 				}
@@ -56,7 +56,7 @@ Only settings that differ are written; each change is printed.`,
 					return err
 				}
 			}
-			changes, err := node.SetSysctls(cfg, dryRun)
+			changes, err := sysctl.Set(cfg, dryRun)
 			verb := "set"
 			if dryRun {
 				verb = "would set"

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,16 +29,17 @@ func TestViewStoreIsFencedByEpoch(t *testing.T) {
 		return api.Snapshot{Revision: rev, Clusters: []api.Cluster{{ID: "a", TunnelIP: "100.64.0.1"}},
 			Gateways: []api.Gateway{{ClusterID: "a", Hostname: "gw", Epoch: 3}}, Exports: []api.Export{{ClusterID: "a", Name: "web"}}}
 	}
-	if err := v.Save(t.Context(), snap(7), 3); err != nil {
+	if err := v.Save(t.Context(), gateway.StoredView{Base: snap(7)}, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Save(t.Context(), snap(8), 3); err != nil {
+	if err := v.Save(t.Context(), gateway.StoredView{Base: snap(8)}, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Save(t.Context(), snap(9), 2); !errors.Is(err, ErrStaleView) {
+	if err := v.Save(t.Context(), gateway.StoredView{Base: snap(9)}, 2); !errors.Is(err, ErrStaleView) {
 		t.Fatalf("save by an older epoch: %v; want ErrStaleView", err)
 	}
-	got, epoch, ok, err := v.Load(t.Context())
+	stored, epoch, ok, err := v.Load(t.Context())
+	got := stored.View()
 	if err != nil || !ok || epoch != 3 || got.Revision != 8 || len(got.Gateways) != 1 || got.Gateways[0].Hostname != "gw" || got.Exports != nil {
 		t.Fatalf("Load: %+v epoch %d found %v %v; want revision 8 of epoch 3 without exports", got, epoch, ok, err)
 	}
