@@ -482,6 +482,19 @@ func (a *arrivals) resumedAfter(t time.Time, minGap time.Duration) time.Duration
 	return end.Sub(t)
 }
 
+// longestGapAfter is the longest silence that started after t.
+func (a *arrivals) longestGapAfter(t time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var best time.Duration
+	for i := 1; i < len(a.times); i++ {
+		if !a.times[i-1].Before(t) {
+			best = max(best, a.times[i].Sub(a.times[i-1]))
+		}
+	}
+	return best
+}
+
 // gapsAfter lists the silences longer than min that started after t, as
 // "+start (length)" relative to t.
 func (a *arrivals) gapsAfter(t time.Time, min time.Duration) string {
