@@ -376,7 +376,7 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 	hold("broker outage of %s: the flow east → west answered %d/%d probes (every 200 ms); gaps: %s", outage.Round(time.Second), rep.OK, rep.Sent, rep.gapsSince(down))
 	repb, err := fb.wait()
 	if err != nil {
-		t.Fatalf("flow across the broker's return: %v", err)
+		t.Errorf("flow across the broker's return: %v", err)
 	}
 	for _, g := range repb.Gaps {
 		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > 200*time.Millisecond {
