@@ -51,9 +51,22 @@ func BenchmarkExport(b *testing.B) {
 }
 
 func benchExport(b *testing.B, n int) {
+	// The shipped settings; BENCH_QPS, BENCH_BURST and BENCH_WORKERS try
+	// others (the table says which ran).
+	o := clusterOptions{api: kubeapi.Options{Fsync: true}, qps: export.DefaultQPS, burst: export.DefaultBurst, workers: export.DefaultWorkers}
+	if v, err := strconv.ParseFloat(os.Getenv("BENCH_QPS"), 32); err == nil {
+		o.qps = float32(v)
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_BURST")); err == nil {
+		o.burst = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_WORKERS")); err == nil {
+		o.workers = v
+	}
+	shipped := o.qps == export.DefaultQPS && o.burst == export.DefaultBurst && o.workers == export.DefaultWorkers
 	br := brokertest.Start(b, brokertest.Options{})
-	east := startClusterWith(b, br, "east", "10.1.0.0/16", "10.101.0.0/16", kubeapi.Options{Fsync: true})
-	west := startClusterWith(b, br, "west", "10.2.0.0/16", "10.102.0.0/16", kubeapi.Options{Fsync: true})
+	east := startClusterWith(b, br, "east", "10.1.0.0/16", "10.101.0.0/16", o)
+	west := startClusterWith(b, br, "west", "10.2.0.0/16", "10.102.0.0/16", o)
 	objs, err := k8stest.Files(deploy.FS, "gateway/crd-meshgateways.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -178,13 +191,21 @@ func benchExport(b *testing.B, n int) {
 		}
 		return nil
 	})
-	start := time.Now()
+	// The Services and their pods' slices first; then the burst: every
+	// ServiceExport created at once by benchWriters parallel writers.
 	for i := range n {
 		names[i] = fmt.Sprintf("svc-%04d", i)
-		east.service("bench", names[i], false, ports, pod{ip: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)})
-		created[i] = time.Now()
-		east.export("bench", names[i])
 	}
+	parallel(b, n, func(i int) error {
+		return east.serviceErr("bench", names[i], false, ports, pod{ip: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)})
+	})
+	start := time.Now()
+	parallel(b, n, func(i int) error {
+		created[i] = time.Now()
+		_, err := east.mcs.MulticlusterV1beta1().ServiceExports("bench").Create(ctx,
+			&mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: names[i]}}, metav1.CreateOptions{})
+		return err
+	})
 	createdAll := time.Since(start)
 	waitAll := func(m map[string]time.Time) {
 		eventually(b, 5*time.Minute, func() error {
@@ -225,10 +246,10 @@ func benchExport(b *testing.B, n int) {
 	deleted := make([]time.Time, n)
 	east.unexport("bench", "warmup")
 	start = time.Now()
-	for i := range n {
+	parallel(b, n, func(i int) error {
 		deleted[i] = time.Now()
-		east.unexport("bench", names[i])
-	}
+		return east.mcs.MulticlusterV1beta1().ServiceExports("bench").Delete(ctx, names[i], metav1.DeleteOptions{})
+	})
 	deletedAll := time.Since(start)
 	waitAll(gone)
 	goneAll := time.Since(start)
@@ -255,8 +276,12 @@ func benchExport(b *testing.B, n int) {
 		}
 		mu.Unlock()
 	}
-	fmt.Printf("settings: controller clients QPS %d burst %d (each of core, MCS, dynamic), %d workers per queue (the shipped defaults); etcd with fsync; broker on bbolt\n",
-		export.DefaultQPS, export.DefaultBurst, export.DefaultWorkers)
+	which := "the shipped defaults"
+	if !shipped {
+		which = fmt.Sprintf("NOT the shipped defaults, which are QPS %d burst %d, %d workers", export.DefaultQPS, export.DefaultBurst, export.DefaultWorkers)
+	}
+	fmt.Printf("settings: controller clients QPS %g burst %d (each of core, MCS, dynamic), %d workers per queue (%s); etcd with fsync; broker on bbolt; %d exports created and deleted by %d parallel writers\n",
+		o.qps, o.burst, o.workers, which, n, benchWriters)
 	fmt.Printf("withdrawal: from west's MeshGateway saying the tunnel to east is down (the gateway's verdict, %v after east's last probe reply, probed every %v) to east's slice of each import withheld in west\n",
 		gateway.ProbeDownAfter, gateway.ProbeInterval)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -277,4 +302,40 @@ func benchExport(b *testing.B, n int) {
 			r.writes.Round(time.Millisecond), r.all.Round(time.Millisecond))
 	}
 	tw.Flush()
+}
+
+// benchWriters is how many writers make the burst of ServiceExports.
+const benchWriters = 32
+
+// parallel runs fn(0..n-1) on benchWriters goroutines and fails b on the
+// first error.
+func parallel(b *testing.B, n int, fn func(i int) error) {
+	b.Helper()
+	next := make(chan int)
+	errs := make(chan error, benchWriters)
+	var wg sync.WaitGroup
+	for range benchWriters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
 }

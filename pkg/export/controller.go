@@ -375,6 +375,27 @@ func (c *Controller) view(ns, name string) (api.Export, bool, *Service) {
 	return e, ok, c.resolved[ns+"/"+name]
 }
 
+// resolvedWith is the service of exp as it resolves once the broker holds
+// exp as this cluster's export: what the ServiceExport's conditions are
+// computed from as soon as exp is published, so that they are written
+// once, not again when the broker's watch echoes the export.
+func (c *Controller) resolvedWith(exp api.Export) *Service {
+	c.mu.RLock()
+	var es []api.Export
+	if svc := c.resolved[exp.Namespace+"/"+exp.Name]; svc != nil {
+		for _, e := range svc.Exports {
+			if e.ClusterID != exp.ClusterID {
+				es = append(es, e)
+			} else {
+				exp.CreatedAt = e.CreatedAt // the broker's, which is what counts
+			}
+		}
+	}
+	c.mu.RUnlock()
+	s := Resolve(append(es, exp))[0]
+	return &s
+}
+
 // scope is what PlanImport needs to know of this cluster now.
 func (c *Controller) scope() Scope {
 	c.mu.RLock()
