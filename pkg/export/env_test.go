@@ -56,6 +56,9 @@ type cluster struct {
 	stop    func()
 	runs    int
 	workers int // 0: the shipped default
+	// shippedElection: see clusterOptions.
+	shippedElection bool
+	electionKube    kubernetes.Interface
 }
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
@@ -70,6 +73,9 @@ type clusterOptions struct {
 	qps     float32 // the controller's clients
 	burst   int
 	workers int
+	// shippedElection: the Lease timings the controller ships with, not
+	// the short ones tests use.
+	shippedElection bool
 }
 
 func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o clusterOptions) *cluster {
@@ -80,7 +86,7 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 	env := kubeapi.StartWith(t, o.api)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
-	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels(), workers: o.workers}
+	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels(), workers: o.workers, shippedElection: o.shippedElection}
 	var err error
 	if c.kube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
@@ -115,6 +121,9 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 		t.Fatal(err)
 	}
 	if c.ctrlDyn, err = dynamic.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.electionKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -198,7 +207,11 @@ func (c *cluster) run() {
 	// Elected as in production, with short timings (the lease is released
 	// on a clean stop, so a restart does not wait for it anyway).
 	c.runs++
-	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
+	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), Client: c.electionKube,
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
+	if c.shippedElection {
+		el.LeaseDuration, el.RenewDeadline, el.RetryPeriod = 0, 0, 0
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- export.Run(ctx, cfg, el) }()
