@@ -526,6 +526,16 @@ func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
 		}
 		time.Sleep(3 * time.Second)
 	}
+	// Every west node is clean (the route agents leave their state on a stop).
+	nodes, err := west.NodeNames(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		for _, l := range nodeLeftovers(ctx, n) {
+			t.Errorf("west: left on the node after leave: %s", l)
+		}
+	}
 }
 
 // userState is what a user had in a cluster before tunnelmesh: labels
@@ -533,18 +543,51 @@ func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
 // app.kubernetes.io/part-of=tunnelmesh.
 type userState struct {
 	nodeLabels map[string]map[string]string // node -> tunnelmesh.io/* labels
+	sysctls    map[string]string            // node -> the kernel settings tunnelmesh may change
+}
+
+// nodeSysctls are the settings `gateway sysctl` may change, as the node has them.
+const nodeSysctls = "sysctl net.ipv4.ip_forward net.ipv4.conf.all.rp_filter net.ipv4.conf.default.rp_filter net.ipv4.conf.eth0.rp_filter"
+
+// nodeLeftovers lists what of tunnelmesh a node still has: routes with
+// our protocols (77 gateway, 78 route agent), our devices, our nftables
+// tables.
+func nodeLeftovers(ctx context.Context, node string) []string {
+	var left []string
+	for _, cmd := range []string{"ip route show proto 77", "ip route show proto 78", "ip -6 route show proto 77", "ip -6 route show proto 78"} {
+		if out, err := docker(ctx, "exec", node, "sh", "-c", cmd); err != nil || strings.TrimSpace(out) != "" {
+			left = append(left, fmt.Sprintf("%s: `%s`: %s%v", node, cmd, out, errOrNil(err)))
+		}
+	}
+	if out, err := docker(ctx, "exec", node, "ip", "-o", "link", "show"); err != nil || strings.Contains(out, "tmesh") {
+		left = append(left, fmt.Sprintf("%s: devices: %s%v", node, out, errOrNil(err)))
+	}
+	if out, err := docker(ctx, "exec", node, "nft", "list", "tables"); err != nil || strings.Contains(out, "tunnelmesh") {
+		left = append(left, fmt.Sprintf("%s: nftables tables: %s%v", node, out, errOrNil(err)))
+	}
+	return left
+}
+
+func errOrNil(err error) any {
+	if err == nil {
+		return ""
+	}
+	return err
 }
 
 const userObject = "users-own-notes" // a ConfigMap in kube-system
 
 func recordUserState(ctx context.Context, c meshCluster) (userState, error) {
-	st := userState{nodeLabels: map[string]map[string]string{}}
+	st := userState{nodeLabels: map[string]map[string]string{}, sysctls: map[string]string{}}
 	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return st, err
 	}
 	for _, n := range nodes.Items {
 		st.nodeLabels[n.Name] = ourLabels(n.Labels)
+		if st.sysctls[n.Name], err = docker(ctx, "exec", n.Name, "sh", "-c", nodeSysctls); err != nil {
+			return st, err
+		}
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: userObject, Namespace: "kube-system",
 		Labels: map[string]string{"app.kubernetes.io/part-of": "tunnelmesh"}}, Data: map[string]string{"mine": "yes"}}
@@ -567,9 +610,11 @@ func ourLabels(l map[string]string) map[string]string {
 // testUninstall: `meshctl uninstall --delete-crds` in both clusters leaves
 // nothing of tunnelmesh: no namespace, no CRD of ours or of the MCS API
 // (join made them), no ClusterRole or binding, no DaemonSet, no node label
-// meshctl added, no clusterset block in CoreDNS's Corefile; and everything
-// the user had before join is still there (their node labels, their object
-// labelled part-of=tunnelmesh).
+// meshctl added, no clusterset block in CoreDNS's Corefile, and on every
+// node no route with our protocols, no tmesh0 or tmesh-vx, no nftables
+// table of ours and the kernel settings as they were before join; and
+// everything the user had before join is still there (their node labels,
+// their object labelled part-of=tunnelmesh).
 func testUninstall(ctx context.Context, t *testing.T, before map[string]userState, clusters ...meshCluster) {
 	for _, c := range clusters {
 		if _, err := meshctl(ctx, t, c.Cluster, "uninstall", "--delete-crds"); err != nil {
@@ -591,6 +636,19 @@ func testUninstall(ctx context.Context, t *testing.T, before map[string]userStat
 		}
 		if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, userObject, metav1.GetOptions{}); err != nil {
 			t.Errorf("%s: the user's ConfigMap kube-system/%s (labelled part-of=tunnelmesh before join) is gone: %v", c.id, userObject, err)
+		}
+		nodes, err := c.NodeNames(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			for _, l := range nodeLeftovers(ctx, n) {
+				t.Errorf("%s: left on the node after uninstall: %s", c.id, l)
+			}
+			now, err := docker(ctx, "exec", n, "sh", "-c", nodeSysctls)
+			if want := before[c.id].sysctls[n]; err != nil || now != want {
+				t.Errorf("%s: node %s's kernel settings after uninstall:\n%s%v\nbefore join:\n%s", c.id, n, now, errOrNil(err), want)
+			}
 		}
 	}
 }

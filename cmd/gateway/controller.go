@@ -23,8 +23,8 @@ import (
 )
 
 type controllerFlags struct {
-	kubeconfig, brokerDir, clusterSetID, identity, leaseNamespace, logLevel string
-	workers                                                                 int
+	kubeconfig, brokerDir, clusterSetID, identity, namespace, leaseNamespace, logLevel string
+	workers                                                                            int
 }
 
 // controllerCmd runs the Multi-Cluster Services controller (pkg/export) of
@@ -44,6 +44,7 @@ func controllerCmd() *cobra.Command {
 		"directory holding the keys of Secret tunnelmesh-broker: url, ca.crt, credential, cluster-id")
 	fl.StringVar(&f.clusterSetID, "clusterset-id", "", "clusterset ID written to ClusterProperty clusterset.k8s.io (default: none written)")
 	fl.StringVar(&f.identity, "identity", os.Getenv("POD_NAME"), "leader-election identity, unique per replica (default: $POD_NAME, else the host name)")
+	fl.StringVar(&f.namespace, "namespace", defaults.Namespace, "tunnelmesh's namespace, where the active gateway writes the MeshGateway status")
 	fl.StringVar(&f.leaseNamespace, "lease-namespace", defaults.Namespace, "namespace of the controller Lease "+export.LeaseName)
 	fl.IntVar(&f.workers, "workers", export.DefaultWorkers, "workers per queue")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -118,7 +119,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	// Endpoints of a cluster whose tunnel the active gateway reports broken
 	// leave the imports until it recovers.
 	reach := export.NewTunnels()
-	go export.FollowMeshGateway(ctx, dyn, f.leaseNamespace, clusterID, reach, log)
+	go export.FollowMeshGateway(ctx, dyn, f.namespace, clusterID, reach, log)
 	err = export.Run(ctx, export.Config{ClusterID: clusterID, ClusterSetID: f.clusterSetID, Kube: kube, MCS: mcs, Dynamic: dyn,
 		Broker: broker, Logger: log, Workers: f.workers, Reachability: reach},
 		export.Election{Namespace: f.leaseNamespace, Identity: f.identity, Client: electionKube})

@@ -29,7 +29,7 @@ func TestSysctlPrintsWhatItChanged(t *testing.T) {
 		}
 		return out.String()
 	}
-	want := "set net.ipv4.ip_forward: 0 -> 1\nset net.ipv4.conf.default.rp_filter: 1 -> 2\nset net.ipv4.conf.flannel.1.rp_filter: 1 -> 2\n"
+	want := "set net.ipv4.ip_forward: 0 -> 1\nset net.ipv4.conf.flannel.1.rp_filter: 1 -> 2\n"
 	if got := run(); got != want {
 		t.Errorf("first run printed:\n%s\nwant:\n%s", got, want)
 	}

@@ -104,15 +104,11 @@ func (p *DataPlane) apply() error {
 	d := p.want
 	var errs []error
 	if len(d.Peers) > 0 {
-		if err := p.fwd.enable(d.IPv6()); err != nil {
+		if err := p.fwd.enable(d.IPv6(), p.cfg.Interface); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	peers := make([]wg.Peer, 0, len(d.Peers))
-	for _, rp := range d.Peers {
-		peers = append(peers, rp.Peer)
-	}
-	if err := p.wgc.Apply(p.wgConfig(peers)); err != nil {
+	if err := p.applyPeers(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := p.table.Set(d.Routes); err != nil {
@@ -129,27 +125,37 @@ func (p *DataPlane) apply() error {
 	return errors.Join(errs...)
 }
 
+// applyPeers sets the device's peers to the desired ones; p.mu is held.
+func (p *DataPlane) applyPeers() error {
+	peers := make([]wg.Peer, 0, len(p.want.Peers))
+	for _, rp := range p.want.Peers {
+		peers = append(peers, rp.Peer)
+	}
+	return p.wgc.Apply(p.wgConfig(peers))
+}
+
 // Problems are what the data plane refused to do (routes owned by someone else).
 func (p *DataPlane) Problems() []string { return p.table.Problems() }
 
 // Run keeps the desired state applied until ctx ends: routes and addresses
-// removed by someone else come back on netlink events, the nftables table
-// when deleted, and peers on every resync. It returns an error when the
+// removed by someone else come back on netlink events (routes.Table.Run),
+// the nftables table when deleted (nft.Table.Run), and peers on every
+// resync; a Set that failed in part is retried every second. It returns an error when the
 // device stops on its own.
 func (p *DataPlane) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(2)
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	workers.Add(2)
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		if err := p.table.Run(ctx, p.cfg.Resync); err != nil {
 			p.log.Error("route watcher stopped", "err", err)
 		}
 	}()
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		_ = p.fw.Run(ctx, p.cfg.FirewallCheck)
 	}()
 	tick := time.NewTicker(p.cfg.Resync)
@@ -163,8 +169,10 @@ func (p *DataPlane) Run(ctx context.Context) error {
 		case <-p.dev.Wait():
 			return errors.New("WireGuard device stopped")
 		case <-tick.C:
+			// Routes and the table keep themselves (their own Run); only
+			// the peers are re-read here: peers someone removed come back.
 			p.mu.Lock()
-			err := p.apply() // wgctrl re-reads the device: peers someone removed come back
+			err := p.applyPeers()
 			p.mu.Unlock()
 			if err != nil {
 				p.log.Warn("resync data plane (will retry)", "err", err)

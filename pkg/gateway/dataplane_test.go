@@ -185,6 +185,8 @@ func TestForwarding(t *testing.T) {
 			_ = netlink.LinkDel(l)
 		}
 	})
+	const procSys = "/proc/sys/net"
+	setSysctl := func(path, v string) error { return os.WriteFile(path, []byte(v+"\n"), 0o644) }
 	read := func(p string) string {
 		b, err := os.ReadFile(filepath.Join(procSys, p))
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
@@ -43,8 +44,12 @@ type Local struct {
 	BrokerAddrs   []netip.Addr
 	// NodeAddrs are the addresses of the cluster's nodes: with the local
 	// CIDRs, the only sources forwarded into the tunnel (their host-network
-	// traffic is SNATed to the tunnel IP).
-	NodeAddrs []netip.Addr
+	// traffic is SNATed to the tunnel IP). A remote CIDR covering one is
+	// refused, as is one covering APIServerAddrs (the endpoints of the
+	// local API server) or DNSAddrs (this node's DNS upstreams).
+	NodeAddrs      []netip.Addr
+	APIServerAddrs []netip.Addr
+	DNSAddrs       []netip.Addr
 }
 
 // RemotePeer is one remote cluster the gateway links to.
@@ -158,12 +163,35 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	}
 	clusters := slices.Clone(snap.Clusters)
 	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
-	protected := protectedAddrs(local, clusters, gws)
+	protected := protectedAddrs(local)
+	endpoints := map[string]netip.Addr{} // remote cluster -> its chosen gateway's endpoint
+	for _, c := range clusters {
+		if g, ok := chooseGateway(gws[c.ID]); ok && c.ID != local.ClusterID {
+			if ep := endpoint(local, g); ep.IsValid() {
+				endpoints[c.ID] = ep.Addr()
+			}
+		}
+	}
 	for _, c := range clusters {
 		if c.ID == local.ClusterID {
 			continue
 		}
-		rp, refused, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID], protected)
+		// A gateway endpoint inside another cluster's CIDR: routing that CIDR
+		// into the tunnel would swallow the peer's own packets. The peer that
+		// registered the endpoint is refused, never the other cluster's CIDR
+		// (any member could otherwise cut another off mesh-wide).
+		if ep, ok := endpoints[c.ID]; ok {
+			if other, p, found := insideOther(clusters, local.ClusterID, c.ID, ep); found {
+				d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: its gateway endpoint %s lies inside cluster %q's CIDR %s; this peer is refused, %q stays linked",
+					c.ID, ep, other, p, other))
+				continue
+			}
+		}
+		prot := protected
+		if ep, ok := endpoints[c.ID]; ok {
+			prot = append(slices.Clone(protected), protected1{ep, fmt.Sprintf("the endpoint of cluster %q's gateway", c.ID)})
+		}
+		rp, refused, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID], prot)
 		for _, r := range refused {
 			d.Refused = append(d.Refused, r)
 			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: CIDR %s covers %s (%s); refused, the rest of the cluster stays linked",
@@ -185,35 +213,46 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	return d
 }
 
-// protected is an address the gateway reaches outside the tunnel.
-type protected struct {
+// insideOther finds a cluster other than local and self whose CIDR holds a.
+func insideOther(clusters []api.Cluster, local, self string, a netip.Addr) (string, netip.Prefix, bool) {
+	for _, o := range clusters {
+		if o.ID == local || o.ID == self {
+			continue
+		}
+		for _, s := range slices.Concat(o.PodCIDRs, o.ServiceCIDRs) {
+			if p, err := cidr.Parse(s, cidr.Mask); err == nil && p.Contains(a) {
+				return o.ID, p, true
+			}
+		}
+	}
+	return "", netip.Prefix{}, false
+}
+
+// protected1 is an address the gateway reaches outside the tunnel.
+type protected1 struct {
 	addr netip.Addr
 	what string
 }
 
-// protectedAddrs: this gateway's underlay, the broker and every peer's endpoint.
-func protectedAddrs(local Local, clusters []api.Cluster, gws map[string][]api.Gateway) []protected {
-	var out []protected
-	for _, a := range local.UnderlayAddrs {
-		out = append(out, protected{a.Unmap(), "this gateway's underlay address"})
-	}
-	for _, a := range local.BrokerAddrs {
-		out = append(out, protected{a.Unmap(), "the broker's address"})
-	}
-	for _, c := range clusters {
-		if c.ID == local.ClusterID {
-			continue
-		}
-		if g, ok := chooseGateway(gws[c.ID]); ok {
-			if ep := endpoint(local, g); ep.IsValid() {
-				out = append(out, protected{ep.Addr(), fmt.Sprintf("the endpoint of cluster %q's gateway", c.ID)})
-			}
+// protectedAddrs are this cluster's own addresses no remote CIDR may
+// cover: this gateway's underlay, the broker, every node, the API server's
+// endpoints and this node's DNS upstreams.
+func protectedAddrs(local Local) []protected1 {
+	var out []protected1
+	for _, set := range []struct {
+		addrs []netip.Addr
+		what  string
+	}{{local.UnderlayAddrs, "this gateway's underlay address"}, {local.BrokerAddrs, "the broker's address"},
+		{local.NodeAddrs, "a node of this cluster"}, {local.APIServerAddrs, "the local API server"},
+		{local.DNSAddrs, "a DNS upstream of this node"}} {
+		for _, a := range set.addrs {
+			out = append(out, protected1{a.Unmap(), set.what})
 		}
 	}
 	return out
 }
 
-func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway, prot []protected) (RemotePeer, []RefusedCIDR, string) {
+func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway, prot []protected1) (RemotePeer, []RefusedCIDR, string) {
 	rp := RemotePeer{Cluster: c.ID}
 	g, ok := chooseGateway(gws)
 	if !ok {
@@ -236,11 +275,10 @@ func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Ga
 	var refused []RefusedCIDR
 cidrs:
 	for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs) {
-		p, err := netip.ParsePrefix(s)
+		p, err := cidr.Parse(s, cidr.Mask)
 		if err != nil {
 			return rp, nil, fmt.Sprintf("invalid CIDR %q", s)
 		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked()
 		for _, l := range slices.Concat(local.PodCIDRs, local.ServiceCIDRs) {
 			if l.Overlaps(p) {
 				return rp, nil, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
@@ -262,13 +300,6 @@ cidrs:
 		Keepalive:  Keepalive,
 	}
 	return rp, refused, ""
-}
-
-func unmapBits(p netip.Prefix) int {
-	if p.Addr().Is4In6() {
-		return 96
-	}
-	return 0
 }
 
 // chooseGateway picks the gateway whose endpoint the peer uses: the active,
@@ -329,15 +360,12 @@ func endpoint(local Local, g api.Gateway) netip.AddrPort {
 	}
 }
 
-// ParsePrefixes parses CIDR flags, with a clear error for bad input.
+// ParsePrefixes parses CIDR flags (host bits cleared), with a clear error
+// naming the flag for bad input.
 func ParsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("--%s %q is not a CIDR (want e.g. 10.244.0.0/16): %w", flag, s, err)
-		}
-		out = append(out, p.Masked())
+	out, err := cidr.ParseList(ss, cidr.Mask)
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
 	}
 	return out, nil
 }

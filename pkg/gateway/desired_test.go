@@ -83,10 +83,30 @@ func TestCompute(t *testing.T) {
 			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.PodCIDRs = []string{"10.2.0.0/16", "198.18.0.0/15"} })}, Gateways: []api.Gateway{gb}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3, allowed: 3,
 			problem: "covers 198.18.0.9 (the broker's address)", refused: "198.18.0.0/15"},
-		{name: "remote CIDR covering another peer's endpoint refused", snap: api.Snapshot{
-			Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"192.0.2.0/28"} }), cc}, Gateways: []api.Gateway{gb, gc}},
+		{name: "remote CIDR covering its own gateway's endpoint refused", snap: api.Snapshot{
+			Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"192.0.2.2/32"} }), cc}, Gateways: []api.Gateway{gb, gc}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820", "c": "192.0.2.3:51821"}, routes: 5, allowed: 2,
-			problem: `covers 192.0.2.2 (the endpoint of cluster "b"'s gateway)`, refused: "192.0.2.0/28"},
+			problem: `covers 192.0.2.2 (the endpoint of cluster "b"'s gateway)`, refused: "192.0.2.2/32"},
+		// The attack: c registers its gateway endpoint inside b's CIDR. c is
+		// refused, never b's CIDR (b would be cut off mesh-wide).
+		{name: "a peer whose endpoint lies inside another cluster's CIDR is refused, not that CIDR", snap: api.Snapshot{
+			Clusters: []api.Cluster{ca, cb, cc}, Gateways: []api.Gateway{gb, with(gc, func(g *api.Gateway) { g.PrivateIP = "10.2.7.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3, allowed: 3,
+			problem: `"c": its gateway endpoint 10.2.7.7 lies inside cluster "b"'s CIDR 10.2.0.0/16`},
+		// A member claims a range holding this cluster's nodes, API server or
+		// DNS upstream: that CIDR is refused here, the rest stays linked.
+		{name: "remote CIDR covering another node of this cluster refused", local: Local{NodeAddrs: []netip.Addr{netip.MustParseAddr("192.168.9.9")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.PodCIDRs = []string{"192.168.0.0/16"} })}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 2, allowed: 2,
+			problem: "covers 192.168.9.9 (a node of this cluster)", refused: "192.168.0.0/16"},
+		{name: "remote CIDR covering the local API server refused", local: Local{APIServerAddrs: []netip.Addr{netip.MustParseAddr("172.18.0.2")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.PodCIDRs = []string{"172.16.0.0/12"} })}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 2, allowed: 2,
+			problem: "covers 172.18.0.2 (the local API server)", refused: "172.16.0.0/12"},
+		{name: "remote CIDR covering a DNS upstream refused", local: Local{DNSAddrs: []netip.Addr{netip.MustParseAddr("8.8.8.8")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"8.8.8.0/24"} })}, Gateways: []api.Gateway{gb}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 2, allowed: 2,
+			problem: "covers 8.8.8.8 (a DNS upstream of this node)", refused: "8.8.8.0/24"},
 		{name: "IPv4-mapped remote CIDR unmapped before the checks", local: Local{BrokerAddrs: []netip.Addr{netip.MustParseAddr("198.18.0.9")}},
 			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"::ffff:198.18.0.0/111"} })}, Gateways: []api.Gateway{gb}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 2, allowed: 2,
@@ -101,6 +121,7 @@ func TestCompute(t *testing.T) {
 				l.ObservedIP = tc.local.ObservedIP
 			}
 			l.UnderlayAddrs, l.BrokerAddrs = tc.local.UnderlayAddrs, tc.local.BrokerAddrs
+			l.NodeAddrs, l.APIServerAddrs, l.DNSAddrs = tc.local.NodeAddrs, tc.local.APIServerAddrs, tc.local.DNSAddrs
 			allowed := tc.allowed
 			if allowed == 0 {
 				allowed = 3

@@ -2,31 +2,19 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
-	"github.com/tunnelmesh/tunnelmesh/pkg/fsutil"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// Broker is what the engine needs of the broker client.
-type Broker interface {
-	Registrar
-	// Follow calls onChange with the full state after every change and keeps
-	// resuming across broker outages until ctx ends.
-	Follow(ctx context.Context, onChange func(api.Snapshot)) error
-}
 
 // Config configures an Engine.
 type Config struct {
@@ -39,33 +27,33 @@ type Config struct {
 	MTU        int
 	Mode       wg.Mode
 	// Role and Epoch are the starting role; SetRole changes them.
-	Role  Role
-	Epoch int64
-	// StateFile keeps the last broker snapshot so a gateway restarted during
-	// a broker outage comes back with its tunnels; empty disables it.
-	StateFile         string
+	Role              Role
+	Epoch             int64
 	HeartbeatInterval time.Duration
 	ProbeInterval     time.Duration
 	Log               *slog.Logger
 }
 
-// Engine ties a DataPlane to the broker: it follows the broker's snapshot,
-// computes the desired state, applies it while active (the standby shape
-// otherwise), registers and heartbeats through a Member, and probes peers.
+// Engine ties a DataPlane to its view of the broker: it follows a view (a
+// Source), computes the desired state, applies it while active (the
+// standby shape otherwise), registers and heartbeats through a Member, and
+// probes peers. It announces what it applied (Changed) rather than being
+// polled.
 type Engine struct {
 	cfg    Config
-	broker Broker
+	views  Follower
 	log    *slog.Logger
 	member *Member
 	roles  chan struct{}
-	nodes  chan struct{} // SetNodeAddrs happened
+	nodes  chan struct{} // SetNodeAddrs or SetAPIServerAddrs happened
 
 	mu        sync.Mutex
 	nodeAddrs []netip.Addr // Local.NodeAddrs as last set
+	apiAddrs  []netip.Addr // Local.APIServerAddrs as last set
 	role      Role
-	desired   Desired // latest computed from the broker (whatever the role)
+	desired   Desired // latest computed from the view (whatever the role)
 	applied   *Desired
-	saved     *Desired // desired of the snapshot in the state file
+	changed   chan struct{} // closed when applied or the role changes
 	health    []api.PeerHealth
 	problems  []string
 	applies   int
@@ -73,13 +61,11 @@ type Engine struct {
 	dp        *DataPlane
 }
 
-// New returns an Engine; Run does the work.
-func New(cfg Config, b Broker) *Engine {
+// New returns an Engine that registers through reg and follows views
+// (normally a Source); Run does the work.
+func New(cfg Config, reg Registrar, views Follower) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
-	}
-	if cfg.HeartbeatInterval == 0 {
-		cfg.HeartbeatInterval = 10 * time.Second
 	}
 	if cfg.ProbeInterval == 0 {
 		cfg.ProbeInterval = ProbeInterval
@@ -90,28 +76,43 @@ func New(cfg Config, b Broker) *Engine {
 	if cfg.Role == "" {
 		cfg.Role = RoleActive
 	}
-	e := &Engine{cfg: cfg, broker: b, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1), nodes: make(chan struct{}, 1),
-		nodeAddrs: cfg.Local.NodeAddrs}
+	e := &Engine{cfg: cfg, views: views, log: cfg.Log, role: cfg.Role, roles: make(chan struct{}, 1), nodes: make(chan struct{}, 1),
+		nodeAddrs: cfg.Local.NodeAddrs, apiAddrs: cfg.Local.APIServerAddrs, changed: make(chan struct{})}
 	e.member = NewMember(MemberConfig{
 		Gateway: api.Gateway{ClusterID: cfg.Local.ClusterID, Hostname: cfg.Hostname, PublicIP: cfg.PublicIP,
 			PrivateIP: cfg.PrivateIP, Port: cfg.ListenPort, PublicKey: cfg.PrivateKey.PublicKey().String()},
 		Interval: cfg.HeartbeatInterval, Health: e.Health, Log: cfg.Log,
-	}, b, cfg.Role, cfg.Epoch)
+	}, reg, cfg.Role, cfg.Epoch)
 	return e
+}
+
+// Changed is closed at the next change of what Status reports of the data
+// plane (the applied tunnel IP and peers) or of the role.
+func (e *Engine) Changed() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changed
+}
+
+// announceLocked wakes the Changed waiters; e.mu is held.
+func (e *Engine) announceLocked() {
+	close(e.changed)
+	e.changed = make(chan struct{})
 }
 
 // SetRole promotes or demotes the gateway: the data plane is set to the
 // desired state (active) or the standby shape at once, and the broker is
 // told the new role and epoch.
 func (e *Engine) SetRole(role Role, epoch int64) {
+	e.member.SetRole(role, epoch)
 	e.mu.Lock()
 	e.role = role
+	e.announceLocked()
 	e.mu.Unlock()
 	select {
 	case e.roles <- struct{}{}:
 	default:
 	}
-	e.member.SetRole(role, epoch)
 }
 
 // SetNodeAddrs replaces Local.NodeAddrs (the cluster's nodes come and go):
@@ -120,6 +121,19 @@ func (e *Engine) SetNodeAddrs(addrs []netip.Addr) {
 	e.mu.Lock()
 	e.nodeAddrs = slices.Clone(addrs)
 	e.mu.Unlock()
+	e.recompute()
+}
+
+// SetAPIServerAddrs replaces Local.APIServerAddrs (the local API server's
+// endpoints): the desired state is computed again from the last snapshot.
+func (e *Engine) SetAPIServerAddrs(addrs []netip.Addr) {
+	e.mu.Lock()
+	e.apiAddrs = slices.Clone(addrs)
+	e.mu.Unlock()
+	e.recompute()
+}
+
+func (e *Engine) recompute() {
 	select {
 	case e.nodes <- struct{}{}:
 	default:
@@ -150,8 +164,8 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var workers sync.WaitGroup
+	defer workers.Wait()
 	defer cancel()
 
 	snaps := make(chan api.Snapshot, 1)
@@ -162,30 +176,20 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		}
 		snaps <- s
 	}
-	if s, ok := e.loadState(); ok {
-		e.log.Info("applying last known broker state until the broker answers", "revision", s.Revision)
-		d := Compute(e.cfg.Local, s)
-		e.saved = &d
-		offer(s)
-	}
 	dpErr := make(chan error, 1)
-	wg.Add(3)
+	workers.Add(3)
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		dpErr <- dp.Run(ctx)
 	}()
 	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			err := e.broker.Follow(ctx, func(s api.Snapshot) { offer(s) })
-			if ctx.Err() == nil {
-				e.log.Warn("broker watch ended, retrying", "err", err)
-				sleep(ctx, 2*time.Second)
-			}
+		defer workers.Done()
+		if err := e.views.Follow(ctx, offer); err != nil && ctx.Err() == nil {
+			e.log.Error("the gateway's view ended", "err", err)
 		}
 	}()
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		_ = e.member.Run(ctx)
 	}()
 
@@ -231,25 +235,17 @@ func (e *Engine) updateProblems() {
 	}
 }
 
-// onSnapshot computes the desired state; the state file is rewritten only
-// when it changes what the data plane needs.
+// onSnapshot computes the desired state.
 func (e *Engine) onSnapshot(s api.Snapshot) {
 	local := e.cfg.Local
 	e.mu.Lock()
-	local.NodeAddrs = e.nodeAddrs
+	local.NodeAddrs, local.APIServerAddrs = e.nodeAddrs, e.apiAddrs
 	e.mu.Unlock()
 	d := Compute(local, s)
 	e.mu.Lock()
 	e.desired = d
 	e.revision = s.Revision
-	save := e.saved == nil || !e.saved.Equal(d)
-	if save {
-		e.saved = &d
-	}
 	e.mu.Unlock()
-	if save {
-		e.saveState(s)
-	}
 }
 
 // converge applies the desired state for the current role unless it is
@@ -271,6 +267,7 @@ func (e *Engine) converge() {
 	e.applies++
 	if err == nil {
 		e.applied = &target
+		e.announceLocked()
 	}
 	role := e.role
 	e.mu.Unlock()
@@ -360,7 +357,7 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 	}
 	if probe == nil && d.TunnelIP.IsValid() {
 		var err error
-		if probe, err = newProber(d.TunnelIP, e.cfg.MTU); err != nil {
+		if probe, err = newProber(d.TunnelIP, e.cfg.Local.Interface, e.cfg.MTU); err != nil {
 			e.log.Warn("health probes", "err", err)
 		}
 	}
@@ -449,37 +446,6 @@ func (e *Engine) Health() []api.PeerHealth {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]api.PeerHealth(nil), e.health...)
-}
-
-func (e *Engine) saveState(s api.Snapshot) {
-	if e.cfg.StateFile == "" {
-		return
-	}
-	b, err := json.Marshal(s)
-	if err == nil {
-		if err = os.MkdirAll(filepath.Dir(e.cfg.StateFile), 0o700); err == nil {
-			err = fsutil.WriteFileAtomic(e.cfg.StateFile, b, 0o600)
-		}
-	}
-	if err != nil {
-		e.log.Warn("save state file", "err", err)
-	}
-}
-
-func (e *Engine) loadState() (api.Snapshot, bool) {
-	var s api.Snapshot
-	if e.cfg.StateFile == "" {
-		return s, false
-	}
-	b, err := os.ReadFile(e.cfg.StateFile)
-	if err != nil {
-		return s, false
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		e.log.Warn("ignoring unreadable state file", "file", e.cfg.StateFile, "err", err)
-		return s, false
-	}
-	return s, true
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -48,13 +48,13 @@ func TestEngine(t *testing.T) {
 	}
 	dev := testbed.UniqueName("tme")
 	state := filepath.Join(t.TempDir(), "state.json")
+	local := Local{ClusterID: "a", Interface: dev, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.101.0.0/16")}, BrokerAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	eng := New(Config{
-		Local: Local{ClusterID: "a", Interface: dev, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
-			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.101.0.0/16")}, BrokerAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
-		Hostname: "a1", PrivateKey: priv, ListenPort: 41821, PrivateIP: "192.0.2.1", MTU: 1420, Mode: wg.ModeUserspace,
-		Role: RoleActive, Epoch: 1, StateFile: state, HeartbeatInterval: 100 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}, ca)
+		Local: local, Hostname: "a1", PrivateKey: priv, ListenPort: 41821, PrivateIP: "192.0.2.1", MTU: 1420, Mode: wg.ModeUserspace,
+		Role: RoleActive, Epoch: 1, HeartbeatInterval: 100 * time.Millisecond, ProbeInterval: 100 * time.Millisecond, Log: log,
+	}, ca, NewSource(SourceConfig{Broker: ca, StateFile: state, Local: local, Log: log}))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- eng.Run(runCtx) }()

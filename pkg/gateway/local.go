@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
+	"os"
+	"slices"
+	"strings"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
@@ -36,4 +41,30 @@ func TunnelMTU(ip net.IP) (int, error) {
 		return 0, err
 	}
 	return m - defaults.WireGuardOverhead, nil
+}
+
+// Nameservers are the DNS servers the resolv.conf files at paths name
+// (files that do not exist are skipped); loopback ones (a local stub) are
+// left out: no remote CIDR can cover them.
+func Nameservers(paths ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 2 || fs[0] != "nameserver" {
+				continue
+			}
+			if a, err := netip.ParseAddr(fs[1]); err == nil && !a.IsLoopback() {
+				out = append(out, a.Unmap())
+			}
+		}
+		f.Close()
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }

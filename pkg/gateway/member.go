@@ -19,6 +19,9 @@ const (
 	RoleStandby Role = "standby"
 )
 
+// DefaultHeartbeatInterval is how often a gateway heartbeats to the broker.
+const DefaultHeartbeatInterval = 10 * time.Second
+
 // Registrar is what the member loop needs of the broker client.
 type Registrar interface {
 	RegisterGateway(ctx context.Context, g api.Gateway) error
@@ -54,7 +57,7 @@ type Member struct {
 // NewMember returns a Member in the given role; Run does the work.
 func NewMember(cfg MemberConfig, b Registrar, role Role, epoch int64) *Member {
 	if cfg.Interval <= 0 {
-		cfg.Interval = 10 * time.Second
+		cfg.Interval = DefaultHeartbeatInterval
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

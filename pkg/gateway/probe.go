@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,6 +92,7 @@ type probeStats struct {
 type prober struct {
 	conn  *net.UDPConn
 	local netip.Addr
+	dev   int // index of the tunnel device: the only one packets may arrive on
 	// mtuSize is the full-size probe's length: the tunnel MTU (mtu) less
 	// the IP and UDP headers (0: none sent).
 	mtu, mtuSize int
@@ -98,10 +101,17 @@ type prober struct {
 }
 
 // newProber listens on the tunnel address only: nothing outside the mesh
-// (nor any other local address) reaches the probe socket. Its datagrams
+// (nor any other local address) reaches the probe socket. A packet counts
+// only if it arrived on dev, the tunnel device: a local pod can send to the
+// tunnel address with a remote tunnel IP as its source, but not through
+// the tunnel, so it cannot keep a dead tunnel "connected". Its datagrams
 // never fragment, so that full-size probes for a tunnel MTU of mtu (0:
 // none) measure what the path carries.
-func newProber(tunnelIP netip.Addr, mtu int) (*prober, error) {
+func newProber(tunnelIP netip.Addr, dev string, mtu int) (*prober, error) {
+	ifi, err := net.InterfaceByName(dev)
+	if err != nil {
+		return nil, fmt.Errorf("health probes: tunnel device %s: %w", dev, err)
+	}
 	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunnelIP, ProbePort)))
 	if err != nil {
 		return nil, fmt.Errorf("health probe socket on %s: %w", tunnelIP, err)
@@ -110,8 +120,13 @@ func newProber(tunnelIP netip.Addr, mtu int) (*prober, error) {
 		c.Close()
 		return nil, fmt.Errorf("health probe socket on %s: %w", tunnelIP, err)
 	}
-	p := &prober{conn: c, local: tunnelIP, by: map[netip.Addr]*probeStats{}, mtu: mtu, mtuSize: mtuProbeSize(tunnelIP, mtu)}
-	go p.read()
+	p := &prober{conn: c, local: tunnelIP, dev: ifi.Index, by: map[netip.Addr]*probeStats{}, mtu: mtu, mtuSize: mtuProbeSize(tunnelIP, mtu)}
+	read, err := p.reader()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	go p.read(read)
 	return p, nil
 }
 
@@ -153,15 +168,56 @@ func dontFragment(c *net.UDPConn, v4 bool) error {
 
 func (p *prober) close() { p.conn.Close() }
 
-func (p *prober) read() {
+// reader returns a read that also gives the index of the device the packet
+// arrived on (IP_PKTINFO / IPV6_PKTINFO).
+func (p *prober) reader() (func([]byte) (int, netip.AddrPort, int, error), error) {
+	if p.local.Is4() {
+		pc := ipv4.NewPacketConn(p.conn)
+		if err := pc.SetControlMessage(ipv4.FlagInterface, true); err != nil {
+			return nil, fmt.Errorf("health probe socket: ask for the arrival device: %w", err)
+		}
+		return func(b []byte) (int, netip.AddrPort, int, error) {
+			n, cm, src, err := pc.ReadFrom(b)
+			return n, addrOf(src), ifIndex(cm != nil, func() int { return cm.IfIndex }), err
+		}, nil
+	}
+	pc := ipv6.NewPacketConn(p.conn)
+	if err := pc.SetControlMessage(ipv6.FlagInterface, true); err != nil {
+		return nil, fmt.Errorf("health probe socket: ask for the arrival device: %w", err)
+	}
+	return func(b []byte) (int, netip.AddrPort, int, error) {
+		n, cm, src, err := pc.ReadFrom(b)
+		return n, addrOf(src), ifIndex(cm != nil, func() int { return cm.IfIndex }), err
+	}, nil
+}
+
+func ifIndex(ok bool, f func() int) int {
+	if !ok {
+		return 0
+	}
+	return f()
+}
+
+func addrOf(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+func (p *prober) read(read func([]byte) (int, netip.AddrPort, int, error)) {
 	buf := make([]byte, maxProbe+1)
 	for {
-		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+		n, from, dev, err := read(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
+		}
+		if dev != p.dev {
+			continue // not through the tunnel: spoofed from this host
 		}
 		if reply := p.handle(buf[:n], from.Addr(), time.Now()); reply != nil {
 			_, _ = p.conn.WriteToUDPAddrPort(reply, from)

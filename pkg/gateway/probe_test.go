@@ -101,7 +101,7 @@ func FuzzProbe(f *testing.F) {
 func TestProberSocket(t *testing.T) {
 	testbed.RequireNetns(t)
 	tunnel, peer := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")
-	p, err := newProber(tunnel, 0)
+	p, err := newProber(tunnel, "lo", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +179,12 @@ func TestProbeFullSize(t *testing.T) {
 func TestProberPathMTU(t *testing.T) {
 	testbed.RequireNetns(t)
 	a, b := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")
-	pa, err := newProber(a, 1420)
+	pa, err := newProber(a, "lo", 1420)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pa.close)
-	pb, err := newProber(b, 1420)
+	pb, err := newProber(b, "lo", 1420)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,49 @@
 // Package gossip joins the active gateways of all clusters into one
 // hashicorp/memberlist cluster over their tunnel addresses, so that each
-// knows every other cluster's current active gateway (node, endpoint, key,
+// knows every other cluster's current active gateway (node, endpoint,
 // epoch) without the broker: after a failover the new active gateway holds
 // its cluster's tunnel address and announces itself here, and remote
 // gateways learn of it even while the broker is down.
 //
-// A member's name is its cluster ID; its metadata is the Gateway below. The
-// epoch fences: an alive message for a cluster with an epoch lower than the
-// highest seen for that cluster is refused, so a partitioned old active
-// cannot take its cluster's entry back.
+// # What gossip may say, and who may say it
+//
+// Every member holds the clusterset's gossip key, so the key only keeps
+// outsiders out; it says nothing about which cluster a message speaks for.
+// The broker is the one authority for who a cluster is, and gossip may only
+// carry what the broker would accept from that cluster:
+//
+//   - An announcement is signed with its cluster's WireGuard key (XEdDSA,
+//     sign.go) over (cluster, epoch, hostname, endpoint), and checked against
+//     the WireGuard public keys the broker's records give that cluster's
+//     gateways (Trust). A member naming another cluster cannot sign for it:
+//     its announcement is refused before memberlist takes it (NotifyAlive).
+//     No broker change was needed: the key that authenticates a cluster's
+//     gossip is the one the cluster registered with its own credential.
+//     (A per-cluster signing key stored at join, or broker-signed grants,
+//     would have needed a new record field and a step at every join; a
+//     grant for a new epoch cannot be signed while the broker is down,
+//     which is exactly when gossip matters.)
+//   - A gossiped record never carries or changes a WireGuard key: the
+//     overlay keeps the broker's key and takes only the endpoint and epoch.
+//   - A gossiped epoch is bounded: at most MaxEpochLead above the newest
+//     epoch the broker's records give the cluster, so even a cluster's own
+//     key cannot put its entry out of the broker's reach for good.
+//   - The epoch fence (refusing an older epoch than the newest seen, so a
+//     partitioned old active cannot take its cluster's entry back) moves
+//     only on state memberlist accepted (NotifyJoin/NotifyUpdate), never on
+//     a message it may still reject (an address conflict).
+//   - Gossip is learned, not said by the broker: the gateway keeps it apart
+//     from the broker's snapshot wherever it is stored (gateway.Source's
+//     StoredView) and verifies it again against the broker's records each
+//     time it is laid over them (Overlay); the state file holds the
+//     broker's snapshot only.
+//
+// What a member holding the gossip key can still do: announce its own
+// cluster (it can already do so through the broker), replay another
+// cluster's genuine announcement (an epoch the fence already has, or one
+// the broker's records outrank), and take part in failure detection.
+//
+// A member's name is its cluster ID; its metadata is the signed Gateway.
 package gossip
 
 import (
@@ -16,15 +51,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net"
+	"net/netip"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // DefaultPort is the gateways' memberlist port on their tunnel addresses.
@@ -36,15 +73,25 @@ type Gateway struct {
 	Epoch     int64  `json:"epoch"`
 	Hostname  string `json:"hostname"`
 	Endpoint  string `json:"endpoint"` // host:port of its WireGuard socket
-	PublicKey string `json:"publicKey"`
+	// PublicKey is, on a Remote, the broker's WireGuard key of the cluster
+	// that verified the announcement; it is never sent.
+	PublicKey string `json:"-"`
+	// Sig signs payload() with the cluster's WireGuard key.
+	Sig []byte `json:"sig,omitempty"`
+}
+
+// payload is what Sig signs: every field that is used, with the cluster.
+func (g Gateway) payload() []byte {
+	b, _ := json.Marshal([]any{"tunnelmesh-gossip/1", g.ClusterID, g.Epoch, g.Hostname, g.Endpoint})
+	return b
 }
 
 // Remote is what this gateway knows of another cluster's active gateway.
 type Remote struct {
 	Gateway
-	Addr  string // memberlist address (the cluster's tunnel address)
-	Alive bool   // false: last known, memberlist says it is gone for now
-	Since time.Time
+	Addr  string    `json:"addr"`  // memberlist address (the cluster's tunnel address)
+	Alive bool      `json:"alive"` // false: last known, memberlist says it is gone for now
+	Since time.Time `json:"since"`
 }
 
 // Config of a Mesh.
@@ -59,20 +106,31 @@ type Config struct {
 	// carries the probes, and a dead remote is not urgent (its successor
 	// announces itself).
 	ProbeInterval time.Duration
-	Logger        *slog.Logger
+	// Allow says which source addresses may talk to this member: the other
+	// clusters' tunnel addresses (nil: any, tests).
+	Allow func(netip.Addr) bool
+	// Key is this cluster's WireGuard private key: it signs Self.
+	Key wgtypes.Key
+	// Trust gives what the broker last said of a cluster (nil or not ok:
+	// every announcement of it is refused).
+	Trust  func(cluster string) (Trust, bool)
+	Logger *slog.Logger
 }
 
 // Mesh is this gateway's membership in the cross-cluster memberlist.
 type Mesh struct {
 	ml      *memberlist.Memberlist
 	name    string // our cluster ID (usable before ml is set)
+	key     wgtypes.Key
+	trust   func(string) (Trust, bool)
 	log     *slog.Logger
 	changes chan struct{}
 
 	mu       sync.Mutex
 	self     Gateway
+	selfMeta []byte // self, signed
 	remotes  map[string]Remote
-	maxEpoch map[string]int64
+	maxEpoch map[string]int64 // fences: moved only on accepted state
 }
 
 // Start creates the memberlist (Join adds peers).
@@ -83,30 +141,21 @@ func Start(cfg Config) (*Mesh, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Mesh{name: cfg.Self.ClusterID, log: cfg.Logger, changes: make(chan struct{}, 1), self: cfg.Self,
+	m := &Mesh{name: cfg.Self.ClusterID, key: cfg.Key, trust: cfg.Trust, log: cfg.Logger, changes: make(chan struct{}, 1),
 		remotes: map[string]Remote{}, maxEpoch: map[string]int64{cfg.Self.ClusterID: cfg.Self.Epoch}}
-	if _, err := m.meta(cfg.Self); err != nil {
+	if err := m.setSelf(cfg.Self); err != nil {
 		return nil, err
 	}
-	c := memberlist.DefaultWANConfig()
-	c.Name = cfg.Self.ClusterID
-	c.BindAddr, c.BindPort = cfg.BindAddr, cfg.BindPort
-	c.AdvertiseAddr, c.AdvertisePort = cfg.BindAddr, cfg.BindPort
-	c.ProbeInterval = cmpOr(cfg.ProbeInterval, time.Second)
-	c.ProbeTimeout = c.ProbeInterval / 2
-	c.GossipInterval = 100 * time.Millisecond
-	c.PushPullInterval = 10 * time.Second
-	c.SuspicionMult = 3
-	c.SuspicionMaxTimeoutMult = 2
-	c.DeadNodeReclaimTime = time.Millisecond // a new active may come from another address
-	c.SecretKey = cfg.SecretKey
-	c.Delegate = delegate{m}
-	c.Events = events{m}
-	c.Alive = alive{m}
-	c.Logger = log.New(slogWriter{cfg.Logger}, "", 0)
-	ml, err := memberlist.Create(c)
+	probe := cmpOr(cfg.ProbeInterval, time.Second)
+	ml, err := membership.Start(membership.Config{
+		Name: cfg.Self.ClusterID, BindAddr: cfg.BindAddr, BindPort: cfg.BindPort, AdvertiseAddr: cfg.BindAddr,
+		SecretKey: cfg.SecretKey, WAN: true,
+		Profile: membership.Profile{ProbeInterval: probe, ProbeTimeout: probe / 2, SuspicionMult: 3, SuspicionMaxTimeoutMult: 2,
+			GossipInterval: 100 * time.Millisecond, PushPullInterval: 10 * time.Second},
+		Meta: m.nodeMeta, Events: events{m}, Alive: alive{m}, Allow: cfg.Allow, Log: cfg.Logger,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("gossip: start memberlist on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
+		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m.ml = ml
 	return m, nil
@@ -171,7 +220,12 @@ func (m *Mesh) Update(self Gateway) error {
 		m.mu.Unlock()
 		return fmt.Errorf("gossip: epoch %d is older than %d already announced for cluster %q", self.Epoch, cur, self.ClusterID)
 	}
-	m.self, m.maxEpoch[self.ClusterID] = self, self.Epoch
+	m.mu.Unlock()
+	if err := m.setSelf(self); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.maxEpoch[self.ClusterID] = self.Epoch
 	m.mu.Unlock()
 	return m.ml.UpdateNode(5 * time.Second)
 }
@@ -202,15 +256,33 @@ func (m *Mesh) Leave(timeout time.Duration) error {
 // Close stops without a goodbye (the others notice by probing).
 func (m *Mesh) Close() error { return m.ml.Shutdown() }
 
-func (m *Mesh) meta(g Gateway) ([]byte, error) {
-	b, err := json.Marshal(g)
+// Sign returns g signed with its cluster's WireGuard private key k.
+func Sign(k wgtypes.Key, g Gateway) (Gateway, error) {
+	sig, err := sign(k, g.payload())
 	if err != nil {
-		return nil, err
+		return g, fmt.Errorf("gossip: sign the announcement: %w", err)
+	}
+	g.Sig = sig
+	return g, nil
+}
+
+// setSelf signs self and keeps it as this member's metadata.
+func (m *Mesh) setSelf(self Gateway) error {
+	self, err := Sign(m.key, self)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(self)
+	if err != nil {
+		return err
 	}
 	if len(b) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("gossip: metadata of %d bytes exceeds memberlist's %d", len(b), memberlist.MetaMaxSize)
+		return fmt.Errorf("gossip: metadata of %d bytes exceeds memberlist's %d", len(b), memberlist.MetaMaxSize)
 	}
-	return b, nil
+	m.mu.Lock()
+	m.self, m.selfMeta = self, b
+	m.mu.Unlock()
+	return nil
 }
 
 func decode(n *memberlist.Node) (Gateway, error) {
@@ -222,26 +294,47 @@ func decode(n *memberlist.Node) (Gateway, error) {
 	return g, nil
 }
 
+// check verifies an announcement against what the broker said of its cluster.
+func (m *Mesh) check(g Gateway) (wgtypes.Key, error) {
+	if m.trust == nil {
+		return wgtypes.Key{}, fmt.Errorf("cluster %s: no broker state to check its announcement against", g.ClusterID)
+	}
+	t, ok := m.trust(g.ClusterID)
+	if !ok {
+		return wgtypes.Key{}, fmt.Errorf("cluster %s: the broker lists no gateway key for it", g.ClusterID)
+	}
+	return t.Check(g)
+}
+
+// record takes state memberlist accepted: a member joined or updated
+// (aliveNow), or left. Only here do fences move.
 func (m *Mesh) record(n *memberlist.Node, aliveNow bool) {
 	if n.Name == m.name {
 		return
+	}
+	g, err := decode(n)
+	var key wgtypes.Key
+	if err == nil && aliveNow {
+		// NotifyAlive checked it; the broker's records may have changed since.
+		key, err = m.check(g)
 	}
 	m.mu.Lock()
 	prev, known := m.remotes[n.Name]
 	r := prev
 	addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-	g, err := decode(n)
 	switch {
-	case err == nil && (!known || g.Epoch >= prev.Epoch):
+	case err == nil && aliveNow && g.Epoch >= m.maxEpoch[n.Name]:
+		g.PublicKey = key.String()
 		r.Gateway, r.Addr = g, addr
-	case aliveNow || addr != r.Addr:
-		// News of an older tenure (or of an address the entry no longer
-		// points at): it says nothing about the current active.
+		m.maxEpoch[n.Name] = g.Epoch
+	case aliveNow || addr != r.Addr || !known:
+		// Not verifiable, older than the fence, or news of an address the
+		// entry no longer points at: it says nothing about the current active.
 		m.mu.Unlock()
 		return
 	}
 	r.Alive = aliveNow
-	if r != prev || !known {
+	if !reflect.DeepEqual(r, prev) || !known {
 		r.Since = time.Now()
 		m.remotes[n.Name] = r
 		m.mu.Unlock()
@@ -254,23 +347,17 @@ func (m *Mesh) record(n *memberlist.Node, aliveNow bool) {
 	m.mu.Unlock()
 }
 
-type delegate struct{ m *Mesh }
-
-func (d delegate) NodeMeta(limit int) []byte {
-	d.m.mu.Lock()
-	self := d.m.self
-	d.m.mu.Unlock()
-	b, err := d.m.meta(self)
-	if err != nil || len(b) > limit {
-		d.m.log.Error("gossip: metadata too large", "err", err, "limit", limit)
+// nodeMeta is our signed metadata for memberlist.
+func (m *Mesh) nodeMeta(limit int) []byte {
+	m.mu.Lock()
+	b := m.selfMeta
+	m.mu.Unlock()
+	if len(b) > limit {
+		m.log.Error("gossip: metadata too large", "size", len(b), "limit", limit)
 		return nil
 	}
 	return b
 }
-func (delegate) NotifyMsg([]byte)                           {}
-func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (delegate) LocalState(join bool) []byte                { return nil }
-func (delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type events struct{ m *Mesh }
 
@@ -278,8 +365,11 @@ func (e events) NotifyJoin(n *memberlist.Node)   { e.m.record(n, true) }
 func (e events) NotifyUpdate(n *memberlist.Node) { e.m.record(n, true) }
 func (e events) NotifyLeave(n *memberlist.Node)  { e.m.record(n, false) }
 
-// alive refuses announcements of a cluster at an epoch older than the newest
-// seen: the old active of a failed-over cluster cannot come back as current.
+// alive refuses, before memberlist takes it, an announcement that is not
+// signed by its cluster's key as the broker knows it, whose epoch is out of
+// the broker's bound, or older than the fence: the old active of a
+// failed-over cluster cannot come back as current, and no member can speak
+// for another cluster. It moves no fence (memberlist may still refuse).
 type alive struct{ m *Mesh }
 
 func (a alive) NotifyAlive(n *memberlist.Node) error {
@@ -290,27 +380,16 @@ func (a alive) NotifyAlive(n *memberlist.Node) error {
 	if err != nil {
 		return err
 	}
+	if _, err := a.m.check(g); err != nil {
+		return err
+	}
 	a.m.mu.Lock()
 	defer a.m.mu.Unlock()
 	if maxEp := a.m.maxEpoch[n.Name]; g.Epoch < maxEp {
 		return fmt.Errorf("cluster %s announced at epoch %d, older than epoch %d already seen", n.Name, g.Epoch, maxEp)
 	}
-	a.m.maxEpoch[n.Name] = g.Epoch
 	return nil
 }
-
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 && p[len(p)-1] == '\n' {
-		p = p[:len(p)-1]
-	}
-	w.l.Debug(string(p), "component", "memberlist-gossip")
-	return n, nil
-}
-
-var _ io.Writer = slogWriter{}
 
 func cmpOr(d, def time.Duration) time.Duration {
 	if d == 0 {

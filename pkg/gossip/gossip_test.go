@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level()}))
@@ -19,9 +21,36 @@ func level() slog.Level {
 	return slog.LevelWarn
 }
 
+// wgKeys are the clusters' WireGuard keys; brokerSays is what the broker's
+// records give each cluster (its gateways' public keys, epoch 0).
+var wgKeys = map[string]wgtypes.Key{}
+
+func wgKey(t testing.TB, cluster string) wgtypes.Key {
+	if k, ok := wgKeys[cluster]; ok {
+		return k
+	}
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgKeys[cluster] = k
+	return k
+}
+
+func brokerSays(id string) (Trust, bool) {
+	k, ok := wgKeys[id]
+	if !ok {
+		return Trust{}, false
+	}
+	return Trust{Keys: []wgtypes.Key{k.PublicKey()}}, true
+}
+
+func pub(t testing.TB, cluster string) string { return wgKey(t, cluster).PublicKey().String() }
+
 func start(t *testing.T, g Gateway, port int, key []byte) *Mesh {
 	t.Helper()
-	m, err := Start(Config{Self: g, BindAddr: "127.0.0.1", BindPort: port, SecretKey: key, ProbeInterval: 200 * time.Millisecond, Logger: logger.With("member", g.ClusterID+"/"+g.Hostname)})
+	m, err := Start(Config{Self: g, BindAddr: "127.0.0.1", BindPort: port, SecretKey: key, ProbeInterval: 200 * time.Millisecond,
+		Key: wgKey(t, g.ClusterID), Trust: brokerSays, Logger: logger.With("member", g.ClusterID+"/"+g.Hostname)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +84,9 @@ func sees(m *Mesh, cluster, host string, epoch int64, alive bool) func() bool {
 
 func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	a := start(t, Gateway{ClusterID: "a", Epoch: 3, Hostname: "a-gw1", Endpoint: "192.0.2.1:51820", PublicKey: "ka"}, 0, key)
-	b := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820", PublicKey: "kb"}, 0, key)
-	c := start(t, Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "192.0.2.3:51820", PublicKey: "kc"}, 0, key)
+	a := start(t, Gateway{ClusterID: "a", Epoch: 3, Hostname: "a-gw1", Endpoint: "192.0.2.1:51820"}, 0, key)
+	b := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820"}, 0, key)
+	c := start(t, Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "192.0.2.3:51820"}, 0, key)
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +95,7 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	}
 	eventually(t, 5*time.Second, "a sees b and c with their metadata", func() bool {
 		r := a.Remotes()
-		return len(r) == 2 && r["b"].Endpoint == "192.0.2.2:51820" && r["b"].PublicKey == "kb" && r["c"].Epoch == 7 && r["c"].Alive
+		return len(r) == 2 && r["b"].Endpoint == "192.0.2.2:51820" && r["b"].PublicKey == pub(t, "b") && r["c"].Epoch == 7 && r["c"].Alive
 	})
 	eventually(t, 5*time.Second, "c sees a", sees(c, "a", "a-gw1", 3, true))
 
@@ -77,7 +106,7 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	_ = b.Close()
 	eventually(t, 5*time.Second, "a notices b's active is gone but keeps the last known", sees(a, "b", "b-gw1", 1, false))
 	start2 := time.Now()
-	b2 := start(t, Gateway{ClusterID: "b", Epoch: 2, Hostname: "b-gw2", Endpoint: "192.0.2.22:51820", PublicKey: "kb"}, bPort, key)
+	b2 := start(t, Gateway{ClusterID: "b", Epoch: 2, Hostname: "b-gw2", Endpoint: "192.0.2.22:51820"}, bPort, key)
 	if _, err := b2.Join([]string{a.Addr(), c.Addr()}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +121,7 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	_ = b2.Close()
 	eventually(t, 5*time.Second, "a notices b2 is gone", sees(a, "b", "b-gw2", 2, false))
 	eventually(t, 5*time.Second, "c notices b2 is gone", sees(c, "b", "b-gw2", 2, false))
-	stale := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820", PublicKey: "kb"}, 0, key)
+	stale := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820"}, 0, key)
 	_, _ = stale.Join([]string{a.Addr(), c.Addr()})
 	time.Sleep(2 * time.Second) // several probe and gossip rounds for it to do harm
 	for name, m := range map[string]*Mesh{"a": a, "c": c} {
@@ -104,7 +133,7 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	// Nor does it hold the name against b's next active (epoch 3, yet
 	// another address): memberlist would refuse that as a name conflict if
 	// it had let the stale member in.
-	b3 := start(t, Gateway{ClusterID: "b", Epoch: 3, Hostname: "b-gw3", Endpoint: "192.0.2.23:51820", PublicKey: "kb"}, 0, key)
+	b3 := start(t, Gateway{ClusterID: "b", Epoch: 3, Hostname: "b-gw3", Endpoint: "192.0.2.23:51820"}, 0, key)
 	if _, err := b3.Join([]string{a.Addr(), c.Addr()}); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +141,7 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	eventually(t, 5*time.Second, "c learns b's third active", sees(c, "b", "b-gw3", 3, true))
 
 	// An endpoint change is announced with Update.
-	if err := c.Update(Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "198.51.100.3:51820", PublicKey: "kc"}); err != nil {
+	if err := c.Update(Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "198.51.100.3:51820"}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "a sees c's new endpoint", func() bool { return a.Remotes()["c"].Endpoint == "198.51.100.3:51820" })

@@ -12,11 +12,15 @@ import (
 // the last broker snapshot: a remote cluster whose gossiped epoch is newer
 // than every gateway record the broker has for it (its active failed over
 // while the broker could not hear of it) gets one active record with the
-// gossiped endpoint and key in place of the broker's. The broker's records
-// win at an equal or newer epoch, so once the broker has heard of the
-// failover the overlay has no effect. Clusters the snapshot does not list
-// are not added (the broker alone admits members), nor is local. Pure; the
-// second result names the clusters overlaid.
+// gossiped endpoint in place of the broker's — and the broker's WireGuard
+// key: gossip never changes a key. Each announcement is verified again
+// here against the snapshot (Trust.Check: signed with that cluster's key,
+// epoch within the bound), so a stored or stale one the broker's records no
+// longer back has no effect. The broker's records win at an equal or newer
+// epoch, so once the broker has heard of the failover the overlay has no
+// effect. Clusters the snapshot does not list are not added (the broker
+// alone admits members), nor is local. Pure; the second result names the
+// clusters overlaid.
 func Overlay(snap api.Snapshot, local string, remotes map[string]Remote) (api.Snapshot, []string) {
 	members := map[string]bool{}
 	for _, c := range snap.Clusters {
@@ -34,18 +38,28 @@ func Overlay(snap api.Snapshot, local string, remotes map[string]Remote) (api.Sn
 		if id == local || !members[id] || r.Epoch <= newest[id] {
 			continue
 		}
+		t, ok := TrustOf(snap, id)
+		if !ok {
+			continue
+		}
+		g := r.Gateway
+		g.ClusterID = id // the map key names the cluster the signature must be for
+		key, err := t.Check(g)
+		if err != nil {
+			continue
+		}
 		host, port, err := net.SplitHostPort(r.Endpoint)
 		if err != nil {
 			continue
 		}
 		p, err := strconv.Atoi(port)
-		if err != nil || p < 1 || p > 65535 || net.ParseIP(host) == nil || r.PublicKey == "" {
+		if err != nil || p < 1 || p > 65535 || net.ParseIP(host) == nil {
 			continue
 		}
 		// PublicIP is the endpoint the gateway announced itself; the data
 		// plane uses it as is.
 		repl[id] = api.Gateway{ClusterID: id, Hostname: r.Hostname, PublicIP: host, PrivateIP: host, Port: p,
-			PublicKey: r.PublicKey, Active: true, Epoch: r.Epoch}
+			PublicKey: key.String(), Active: true, Epoch: r.Epoch}
 		over = append(over, id)
 	}
 	if len(over) == 0 {

@@ -1,13 +1,11 @@
 package routeagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"reflect"
 	"sync"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routes"
+	"github.com/tunnelmesh/tunnelmesh/pkg/sysctl"
 	"github.com/tunnelmesh/tunnelmesh/pkg/vxlan"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -233,29 +232,11 @@ func (a *Agent) apply(d Desired, resync bool) error {
 			}
 			errs = append(errs, err)
 		}
-		for _, dev := range d.LooseRPF {
-			errs = append(errs, loosenRPF(dev))
+		if _, err := sysctl.Set(sysctl.Config{Devices: d.LooseRPF}, false); err != nil {
+			errs = append(errs, fmt.Errorf("loosen the reverse-path filter of %v: %w", d.LooseRPF, err))
 		}
 		return errors.Join(errs...)
 	})
-}
-
-// loosenRPF turns a strict reverse-path filter (1) on dev into a loose one (2):
-// replies from remote clusters arrive by the CNI's path, not by the device the
-// request left through, and strict filtering would drop them. 0 stays 0.
-func loosenRPF(dev string) error {
-	path := "/proc/sys/net/ipv4/conf/" + dev + "/rp_filter"
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read rp_filter of %s: %w", dev, err)
-	}
-	if !bytes.Equal(bytes.TrimSpace(b), []byte("1")) {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte("2"), 0o644); err != nil {
-		return fmt.Errorf("set loose rp_filter on %s: %w", dev, err)
-	}
-	return nil
 }
 
 func (d Desired) mode() Mode {

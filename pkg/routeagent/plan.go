@@ -80,7 +80,13 @@ type Input struct {
 	// Nodes are the underlay addresses of the cluster's nodes: the only
 	// senders the VXLAN port accepts (this node's and the active node's are
 	// always among them).
+	// No remote CIDR covering one of them is routed either.
 	Nodes []netip.Addr
+	// DNS are this node's DNS upstreams: a remote CIDR covering one is not routed.
+	DNS []netip.Addr
+	// GatewayRefused are the remote CIDRs the active gateway refused (its
+	// MeshGateway status): every agent honours them.
+	GatewayRefused []Refusal
 	// ReplyDevices are further devices replies from remote clusters may
 	// arrive on (a CNI's overlay device, e.g. flannel.1); their strict
 	// reverse-path filter is loosened like the underlay's.
@@ -222,8 +228,10 @@ func Plan(in Input) (Desired, error) {
 
 // screen drops remote CIDRs that would take traffic this node needs
 // elsewhere: its own cluster's pods, its underlay (the encapsulated packets
-// to the gateway would loop into tmesh-vx), the gateway node's address, and
-// addresses no cluster may claim. The rest keep working.
+// to the gateway would loop into tmesh-vx), the gateway node's address, any
+// node of the cluster, this node's DNS upstreams, every CIDR the active
+// gateway refused (the API server's, and what it refused for its own
+// reasons), and addresses no cluster may claim. The rest keep working.
 func screen(in Input, remote []netip.Prefix) (ok []netip.Prefix, refused []Refusal) {
 	for _, r := range remote {
 		reason := ""
@@ -247,6 +255,21 @@ func screen(in Input, remote []netip.Prefix) (ok []netip.Prefix, refused []Refus
 		for _, g := range in.Active.Addresses {
 			if reason == "" && r.Contains(g) {
 				reason = "contains the gateway node's address " + g.String()
+			}
+		}
+		for _, g := range in.GatewayRefused {
+			if reason == "" && g.CIDR.Masked() == r {
+				reason = "refused by the active gateway: " + g.Reason
+			}
+		}
+		for _, n := range in.Nodes {
+			if reason == "" && r.Contains(n) {
+				reason = "contains a node of this cluster, " + n.String()
+			}
+		}
+		for _, d := range in.DNS {
+			if reason == "" && r.Contains(d) {
+				reason = "contains a DNS upstream of this node, " + d.String()
 			}
 		}
 		if reason != "" {

@@ -119,6 +119,25 @@ func TestPlan(t *testing.T) {
 				},
 			},
 		},
+		{
+			// A member claims ranges holding another node of this cluster (not
+			// on this node's subnet), this node's DNS upstream, and one the
+			// active gateway refused: none is routed, the rest is.
+			name: "CIDRs covering any node, a DNS upstream or refused by the gateway are not routed",
+			in: Input{Self: w, Active: g, Local: local, Mode: ModeDirect, Nodes: []netip.Addr{a("172.18.0.2"), a("172.18.0.4"), a("192.168.40.7")},
+				DNS: []netip.Addr{a("8.8.8.8")}, GatewayRefused: []Refusal{{p("10.60.0.0/16"), "covers 172.18.0.100 (the local API server)"}},
+				Remote: []netip.Prefix{p("192.168.0.0/16"), p("8.8.8.0/24"), p("10.60.0.0/16"), p("10.50.0.0/16")}},
+			want: Desired{
+				Routes:   []routes.Route{{Dst: p("10.50.0.0/16"), Gw: a("172.18.0.2"), Dev: "eth0", Metric: RouteMetric}},
+				Exempt:   Exemption{Sources: local, Destinations: []netip.Prefix{p("10.50.0.0/16")}},
+				LooseRPF: []string{"eth0"},
+				Refused: []Refusal{
+					{p("8.8.8.0/24"), "contains a DNS upstream of this node, 8.8.8.8"},
+					{p("10.60.0.0/16"), "refused by the active gateway: covers 172.18.0.100 (the local API server)"},
+					{p("192.168.0.0/16"), "contains a node of this cluster, 192.168.40.7"},
+				},
+			},
+		},
 		{name: "direct needs a shared subnet", in: Input{Self: w, Active: far, Local: local, Remote: remote, Mode: ModeDirect}, wantErr: `shares no IPv4 subnet with this node`},
 		{name: "no active", in: Input{Self: w, Local: local, Remote: remote}, wantErr: ErrNoActive.Error()},
 		{name: "no local CIDRs", in: Input{Self: w, Active: g, Remote: remote}, wantErr: "no local pod CIDRs"},

@@ -137,10 +137,13 @@ func waitView(t testing.TB, c kubernetes.Interface, what string, ok func(api.Sna
 	t.Helper()
 	var last api.Snapshot
 	err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
-		v, _, found, err := node.ViewStore{Client: c, Namespace: ns}.Load(context.Background())
+		stored, _, found, err := node.ViewStore{Client: c, Namespace: ns}.Load(context.Background())
 		if err != nil || !found {
 			return fmt.Errorf("no view: %v", err)
 		}
+		// What a gateway adopting it uses: the broker's snapshot with the
+		// stored gossip verified and laid over it.
+		v := stored.View()
 		if last = v; !ok(v) {
 			return errNotYet
 		}

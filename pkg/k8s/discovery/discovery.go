@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -308,28 +309,11 @@ func coveredBy(p netip.Prefix, set []netip.Prefix) bool {
 	return false
 }
 
-// ParsePrefixes parses CIDR strings (as flags give them), masking host bits
-// away only if there are none: "10.0.0.1/8" is an error, not 10.0.0.0/8.
+// ParsePrefixes parses CIDR strings (as flags give them); host bits are
+// an error: "10.0.0.1/8" is refused, not taken as 10.0.0.0/8.
 func ParsePrefixes(ss []string) ([]netip.Prefix, error) { return parsePrefixes(ss) }
 
-func parsePrefixes(ss []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR: %w", s, err)
-		}
-		if p != p.Masked() {
-			return nil, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
+func parsePrefixes(ss []string) ([]netip.Prefix, error) { return cidr.ParseList(ss, cidr.Strict) }
 
 func splitList(s string) []string {
 	if s == "" {

@@ -30,6 +30,13 @@ const (
 	CandidateLabel = "tunnelmesh.io/gateway"
 )
 
+// The Lease's timing when Config leaves it zero (doc.go argues it).
+const (
+	DefaultLeaseDuration = 3 * time.Second
+	DefaultRenewInterval = 200 * time.Millisecond
+	DefaultRenewDeadline = 650 * time.Millisecond
+)
+
 // Role is what this candidate is now.
 type Role string
 
@@ -104,13 +111,13 @@ func (c *Config) defaults() error {
 		c.LeaseName = DefaultLeaseName
 	}
 	if c.LeaseDuration == 0 {
-		c.LeaseDuration = 3 * time.Second
+		c.LeaseDuration = DefaultLeaseDuration
 	}
 	if c.RenewInterval == 0 {
-		c.RenewInterval = 200 * time.Millisecond
+		c.RenewInterval = DefaultRenewInterval
 	}
 	if c.RenewDeadline == 0 {
-		c.RenewDeadline = 650 * time.Millisecond
+		c.RenewDeadline = DefaultRenewDeadline
 	}
 	if c.MaxHold == 0 {
 		c.MaxHold = 30 * time.Second

@@ -4,15 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net"
-	"strconv"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
 )
 
 // GossipConfig tunes the memberlist of the cluster's candidates.
@@ -79,6 +79,11 @@ type members struct {
 	said    map[string]selfMeta  // what the others announce
 	apiFrom map[string]time.Time // since when (local clock) another says it reaches the apiserver
 	acked   map[string]time.Time // last answered ping
+	// sources are the candidates' addresses (the last Peers listing): the
+	// only ones memberlist accepts streams and packets from.
+	sources   membership.Sources
+	peers     func(context.Context) ([]string, error)
+	relisting atomic.Int64 // unix ns of the last listing a refusal started
 }
 
 // selfMeta is a candidate's memberlist metadata.
@@ -95,21 +100,13 @@ func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.m.heard(n); d.m.set(
 func (d eventDelegate) NotifyLeave(n *memberlist.Node)  { d.m.set(n.Name, false) }
 func (d eventDelegate) NotifyUpdate(n *memberlist.Node) { d.m.heard(n); d.m.poke() }
 
-type metaDelegate struct{ m *members }
-
-func (d metaDelegate) NodeMeta(limit int) []byte {
-	d.m.mu.Lock()
-	b, _ := json.Marshal(d.m.self)
-	d.m.mu.Unlock()
-	if len(b) > limit {
-		return nil
-	}
+// meta is this candidate's metadata for memberlist.
+func (m *members) meta(limit int) []byte {
+	m.mu.Lock()
+	b, _ := json.Marshal(m.self)
+	m.mu.Unlock()
 	return b
 }
-func (metaDelegate) NotifyMsg([]byte)                           {}
-func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (metaDelegate) LocalState(join bool) []byte                { return nil }
-func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // heard records what another candidate announces.
 func (m *members) heard(n *memberlist.Node) {
@@ -294,31 +291,16 @@ func (m *members) alive() map[string]bool {
 }
 
 func startMembers(name string, g GossipConfig, logger *slog.Logger) (*members, error) {
-	m := &members{name: name, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
+	m := &members{name: name, peers: g.Peers, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
 		deadAt: map[string]time.Time{}, said: map[string]selfMeta{}, apiFrom: map[string]time.Time{}, acked: map[string]time.Time{}}
-	c := memberlist.DefaultLANConfig()
-	c.Name = name
-	c.BindAddr = g.BindAddr
-	c.BindPort = g.BindPort
-	c.AdvertiseAddr = g.AdvertiseAddr
-	c.AdvertisePort = g.BindPort
-	c.ProbeInterval = g.ProbeInterval
-	c.ProbeTimeout = g.ProbeTimeout
-	c.SuspicionMult = g.SuspicionMult
-	c.SuspicionMaxTimeoutMult = 1
-	c.GossipInterval = 50 * time.Millisecond
-	c.TCPTimeout = 2 * time.Second
-	c.PushPullInterval = 5 * time.Second
-	// A restarted candidate keeps its name and may come back on another port.
-	c.DeadNodeReclaimTime = time.Millisecond
-	c.SecretKey = g.SecretKey
-	c.Events = eventDelegate{m}
-	c.Delegate = metaDelegate{m}
-	c.Logger = log.New(slogWriter{logger}, "", 0)
-	c.LogOutput = nil
-	ml, err := memberlist.Create(c)
+	ml, err := membership.Start(membership.Config{
+		Name: name, BindAddr: g.BindAddr, BindPort: g.BindPort, AdvertiseAddr: g.AdvertiseAddr, SecretKey: g.SecretKey,
+		Profile: membership.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult,
+			SuspicionMaxTimeoutMult: 1, GossipInterval: 50 * time.Millisecond, PushPullInterval: 5 * time.Second, TCPTimeout: 2 * time.Second},
+		Meta: m.meta, Events: eventDelegate{m}, Allow: m.allow, Log: logger,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("start memberlist of gateway candidates on %s: %w", net.JoinHostPort(g.BindAddr, strconv.Itoa(g.BindPort)), err)
+		return nil, fmt.Errorf("gateway candidates: %w", err)
 	}
 	m.ml = ml
 	return m, nil
@@ -334,6 +316,7 @@ func (m *members) join(ctx context.Context, name string, peers func(context.Cont
 		logger.Warn("list gateway candidates", "err", err)
 		return
 	}
+	m.sources.Set(hosts(addrs))
 	self := m.ml.LocalNode().Address()
 	var todo []string
 	known := map[string]bool{}
@@ -353,19 +336,33 @@ func (m *members) join(ctx context.Context, name string, peers func(context.Cont
 	}
 }
 
-// slogWriter routes memberlist's log.Logger lines to slog at debug level.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug(string(trimNL(p)), "component", "memberlist")
-	return len(p), nil
-}
-
-func trimNL(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
+// hosts are the addresses of host:port strings (those that parse).
+func hosts(addrs []string) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			out = append(out, ap.Addr())
+		}
 	}
-	return p
+	return out
 }
 
-var _ io.Writer = slogWriter{}
+// allow lets the candidates' addresses in. A refused source makes the
+// candidates be listed again (at most once a second), so a new candidate
+// is let in at once rather than at the next rejoin.
+func (m *members) allow(a netip.Addr) bool {
+	if m.sources.Allow(a) {
+		return true
+	}
+	now := time.Now().UnixNano()
+	if last := m.relisting.Load(); m.peers != nil && now-last > int64(time.Second) && m.relisting.CompareAndSwap(last, now) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if addrs, err := m.peers(ctx); err == nil {
+				m.sources.Set(hosts(addrs))
+			}
+		}()
+	}
+	return false
+}

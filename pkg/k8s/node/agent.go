@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
@@ -65,6 +67,7 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- agent.Run(ctx) }()
 
+	dns := gateway.Nameservers(r.cfg.ResolvConf...)
 	var last *routeagent.Input
 	var lastProblems []string
 	resync := time.NewTicker(10 * time.Second)
@@ -82,28 +85,26 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 		if !leaseInf.HasSynced() || !gwInf.HasSynced() || !nodeInf.HasSynced() {
 			continue
 		}
-		v := ClusterView{}
+		holder := ""
 		for _, o := range leaseInf.GetStore().List() {
 			if l, ok := o.(*coordinationv1.Lease); ok && l.Name == r.leaseName() {
-				v.Holder, _ = election.LeaseHolder(l)
+				holder, _ = election.LeaseHolder(l)
 			}
 		}
+		var gateways []status.MeshGateway
 		for _, o := range gwInf.GetStore().List() {
 			var mg status.MeshGateway
 			if u, ok := o.(*unstructured.Unstructured); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mg) == nil {
-				v.Gateways = append(v.Gateways, mg)
+				gateways = append(gateways, mg)
 			}
 		}
 		var all []*corev1.Node
 		for _, o := range nodeInf.GetStore().List() {
 			if n, ok := o.(*corev1.Node); ok {
 				all = append(all, n)
-				if n.Name == v.Holder {
-					v.HolderAddrs = InternalIPs(n)
-				}
 			}
 		}
-		v.Nodes = NodeAddrs(all)
+		v := viewOf(holder, gateways, all, dns)
 		if v.Holder != "" && len(v.HolderAddrs) == 0 {
 			r.log.Warn("the active gateway's node has no InternalIP (yet)", "node", v.Holder)
 		}
@@ -134,6 +135,19 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 		}
 		r.log.Info("routes point at the active gateway", "active", in.Active.Node, "remote", len(in.Remote))
 	}
+}
+
+// viewOf is what the agent knows of the cluster now: the holder's
+// addresses are read from its Node every time, so a node that comes back
+// with a new address moves the VXLAN FDB with it. Pure.
+func viewOf(holder string, gateways []status.MeshGateway, nodes []*corev1.Node, dns []netip.Addr) ClusterView {
+	v := ClusterView{Holder: holder, Gateways: gateways, Nodes: NodeAddrs(nodes), DNS: dns}
+	for _, n := range nodes {
+		if n.Name == holder {
+			v.HolderAddrs = InternalIPs(n)
+		}
+	}
+	return v
 }
 
 func (r *runner) agentSettings() AgentSettings {

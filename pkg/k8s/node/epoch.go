@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -71,4 +72,20 @@ func (r *runner) readStatusEpoch(ctx context.Context, floor *epochFloor, cluster
 	}
 	floor.raise(mg.Status.Epoch)
 	return nil
+}
+
+// followRecordedEpoch raises floor to the epoch the Source's base records
+// for cluster, at once and at every change of the view, until ctx ends.
+func followRecordedEpoch(ctx context.Context, src *gateway.Source, cluster string, floor *epochFloor) {
+	for {
+		changed := src.Changed()
+		if b := src.Base(); b != nil {
+			floor.raise(recordedEpoch(*b, cluster))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }

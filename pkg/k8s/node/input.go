@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	corev1 "k8s.io/api/core/v1"
@@ -19,8 +20,10 @@ type ClusterView struct {
 	// Gateways are the MeshGateway objects of the namespace (normally one).
 	Gateways []status.MeshGateway
 	// Nodes are every node's InternalIPs (NodeAddrs): the senders the
-	// VXLAN port accepts.
+	// VXLAN port accepts, and addresses no remote CIDR may cover.
 	Nodes []netip.Addr
+	// DNS are this node's DNS upstreams.
+	DNS []netip.Addr
 }
 
 // AgentSettings are the agent's own settings (flags).
@@ -36,7 +39,7 @@ type AgentSettings struct {
 // the failover), the local pod CIDRs from the flag or else the status.
 // Problems are CIDRs in the status that do not parse. Pure.
 func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagent.Input, []string) {
-	in := routeagent.Input{Self: self, Mode: s.Mode, ReplyDevices: s.ReplyDevices, Nodes: slices.Clone(v.Nodes)}
+	in := routeagent.Input{Self: self, Mode: s.Mode, ReplyDevices: s.ReplyDevices, Nodes: slices.Clone(v.Nodes), DNS: slices.Clone(v.DNS)}
 	if v.Holder != "" {
 		in.Active = routeagent.Gateway{Node: v.Holder, Addresses: slices.Clone(v.HolderAddrs)}
 	}
@@ -44,12 +47,12 @@ func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagen
 	parse := func(what string, ss []string) []netip.Prefix {
 		var out []netip.Prefix
 		for _, s := range ss {
-			p, err := netip.ParsePrefix(s)
+			p, err := cidr.Parse(s, cidr.Mask)
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s %q: %v", what, s, err))
+				problems = append(problems, fmt.Sprintf("%s: %v", what, err))
 				continue
 			}
-			out = append(out, p.Masked())
+			out = append(out, p)
 		}
 		return out
 	}
@@ -62,6 +65,13 @@ func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagen
 		for _, r := range gw.Status.Remotes {
 			in.Remote = append(in.Remote, parse("pod CIDR of "+r.Cluster, r.PodCIDRs)...)
 			in.Remote = append(in.Remote, parse("service CIDR of "+r.Cluster, r.ServiceCIDRs)...)
+			for _, ref := range r.Refused {
+				if p, err := cidr.Parse(ref.CIDR, cidr.Mask); err == nil {
+					in.GatewayRefused = append(in.GatewayRefused, routeagent.Refusal{CIDR: p, Reason: ref.Reason})
+				} else {
+					problems = append(problems, fmt.Sprintf("refused CIDR of %s: %v", r.Cluster, err))
+				}
+			}
 		}
 	}
 	slices.SortFunc(in.Remote, func(a, b netip.Prefix) int {

@@ -10,7 +10,7 @@ import (
 	"io"
 	"strconv"
 
-	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,7 +18,8 @@ import (
 )
 
 // The active gateway keeps the view its data plane was built from (the last
-// broker snapshot with what gossip added) in a Secret, so that a standby on
+// broker snapshot and, apart from it, what gossip added: gateway.StoredView)
+// in a Secret, so that a standby on
 // another node can build the tunnels when it takes over while the broker is
 // down: the state file is per node and a standby never had the newest view.
 // A Secret, not a ConfigMap: the view names every member's endpoints and
@@ -41,11 +42,11 @@ type ViewStore struct {
 // encodeView keeps what the data plane and the status need: exports are
 // left out (the gateway never reads them), which keeps large clustersets
 // far under the Secret size limit.
-func encodeView(s api.Snapshot) ([]byte, error) {
-	s.Exports = nil
+func encodeView(v gateway.StoredView) ([]byte, error) {
+	v.Base.Exports = nil
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
-	if err := json.NewEncoder(zw).Encode(s); err != nil {
+	if err := json.NewEncoder(zw).Encode(v); err != nil {
 		return nil, err
 	}
 	if err := zw.Close(); err != nil {
@@ -54,22 +55,32 @@ func encodeView(s api.Snapshot) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func decodeView(b []byte) (api.Snapshot, error) {
-	var s api.Snapshot
+// decodeView reads a stored view. One written before gossip was kept apart
+// is a bare snapshot: it becomes the base (it may hold what gossip said,
+// which the broker's next snapshot replaces).
+func decodeView(b []byte) (gateway.StoredView, error) {
+	var v gateway.StoredView
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
-		return s, err
+		return v, err
 	}
 	raw, err := io.ReadAll(io.LimitReader(zr, 64<<20))
 	if err != nil {
-		return s, err
+		return v, err
 	}
-	return s, json.Unmarshal(raw, &s)
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return v, err
+	}
+	if _, ok := probe["base"]; !ok {
+		return v, json.Unmarshal(raw, &v.Base)
+	}
+	return v, json.Unmarshal(raw, &v)
 }
 
 // Load returns the stored view and the epoch of the active that wrote it;
 // ok is false when there is none.
-func (v ViewStore) Load(ctx context.Context) (s api.Snapshot, epoch int64, ok bool, err error) {
+func (v ViewStore) Load(ctx context.Context) (s gateway.StoredView, epoch int64, ok bool, err error) {
 	sec, err := v.Client.CoreV1().Secrets(v.Namespace).Get(ctx, ViewSecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return s, 0, false, nil
@@ -87,7 +98,7 @@ func (v ViewStore) Load(ctx context.Context) (s api.Snapshot, epoch int64, ok bo
 // Save stores s as written by the active of epoch; it refuses (ErrStaleView)
 // when a newer active already wrote, and a concurrent write makes it fail
 // with a conflict (the caller retries with what it then has).
-func (v ViewStore) Save(ctx context.Context, s api.Snapshot, epoch int64) error {
+func (v ViewStore) Save(ctx context.Context, s gateway.StoredView, epoch int64) error {
 	b, err := encodeView(s)
 	if err != nil {
 		return fmt.Errorf("encode the gateway view: %w", err)

@@ -2,11 +2,13 @@ package node
 
 import (
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
@@ -163,5 +165,60 @@ func TestNodeAddrs(t *testing.T) {
 	in2, _ := AgentInput(routeagent.Self{Name: "w"}, ClusterView{Nodes: want}, AgentSettings{})
 	if !reflect.DeepEqual(in2.Nodes, want) {
 		t.Errorf("AgentInput passes nodes %v, want %v", in2.Nodes, want)
+	}
+}
+
+// The active gateway refused b's 10.70.0.0/16 (it covers the API server):
+// the status says so, and every route agent's input carries the refusal.
+func TestGatewayRefusalsReachTheAgents(t *testing.T) {
+	snap := &api.Snapshot{Revision: 3, Clusters: []api.Cluster{
+		{ID: "a", PodCIDRs: []string{"10.244.0.0/16"}, TunnelIP: "100.64.0.1"},
+		{ID: "b", PodCIDRs: []string{"10.60.0.0/16", "10.70.0.0/16"}, TunnelIP: "100.64.0.2"}}}
+	refused := []gateway.RefusedCIDR{{Cluster: "b", CIDR: netip.MustParsePrefix("10.70.0.0/16"),
+		Covers: netip.MustParseAddr("10.70.0.9"), What: "the local API server"}}
+	st := BuildStatus(StatusInput{ClusterID: "a", Node: "g1", Epoch: 2, CIDRs: discovery.CIDRs{Pod: pfx("10.244.0.0/16")},
+		Snapshot: snap, Refused: refused})
+	if len(st.Remotes) != 1 || len(st.Remotes[0].Refused) != 1 || st.Remotes[0].Refused[0].CIDR != "10.70.0.0/16" {
+		t.Fatalf("status remotes %+v; want b with 10.70.0.0/16 refused", st.Remotes)
+	}
+	m := status.MeshGateway{Status: st}
+	m.Name = "a"
+	in, problems := AgentInput(routeagent.Self{Name: "w"}, ClusterView{Holder: "g1", Gateways: []status.MeshGateway{m}}, AgentSettings{})
+	if len(problems) != 0 || len(in.GatewayRefused) != 1 || in.GatewayRefused[0].CIDR != netip.MustParsePrefix("10.70.0.0/16") ||
+		!strings.Contains(in.GatewayRefused[0].Reason, "the local API server") {
+		t.Fatalf("agent input refusals %+v (%v)", in.GatewayRefused, problems)
+	}
+}
+
+// The active gateway's node comes back with a new address: the agent's
+// view follows it (the VXLAN FDB moves), nothing is cached.
+func TestHolderAddressFollowsTheNode(t *testing.T) {
+	node := func(ip string) *corev1.Node {
+		n := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}}}
+		n.Name = "g1"
+		return n
+	}
+	v := viewOf("g1", nil, []*corev1.Node{node("172.18.0.2")}, nil)
+	if len(v.HolderAddrs) != 1 || v.HolderAddrs[0].String() != "172.18.0.2" {
+		t.Fatalf("holder addresses %v", v.HolderAddrs)
+	}
+	v = viewOf("g1", nil, []*corev1.Node{node("172.18.0.9")}, nil)
+	if len(v.HolderAddrs) != 1 || v.HolderAddrs[0].String() != "172.18.0.9" {
+		t.Fatalf("after the node came back with 172.18.0.9: holder addresses %v", v.HolderAddrs)
+	}
+	in, _ := AgentInput(routeagent.Self{Name: "w"}, v, AgentSettings{})
+	if in.Active.Addresses[0].String() != "172.18.0.9" {
+		t.Fatalf("agent input active %v", in.Active)
+	}
+}
+
+func TestNameservers(t *testing.T) {
+	p := t.TempDir() + "/resolv.conf"
+	if err := os.WriteFile(p, []byte("# c\nnameserver 10.0.0.10\nnameserver 127.0.0.53\nsearch x\nnameserver 2001:db8::53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := gateway.Nameservers(p, t.TempDir()+"/missing")
+	if len(got) != 2 || got[0].String() != "10.0.0.10" || got[1].String() != "2001:db8::53" {
+		t.Fatalf("nameservers %v", got)
 	}
 }

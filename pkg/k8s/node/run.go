@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
-	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
@@ -25,7 +23,7 @@ import (
 type Config struct {
 	Client    kubernetes.Interface
 	Dynamic   dynamic.Interface
-	Namespace string // defaults.Namespace when empty
+	Namespace string
 	NodeName  string
 	// NodeIPs, when set, are this node's underlay addresses (e.g. the pod's
 	// status.hostIP); otherwise the Node's InternalIPs.
@@ -34,24 +32,28 @@ type Config struct {
 	Overrides discovery.Overrides
 
 	// Gateway data plane (candidates only).
-	Interface  string // defaults.Interface when empty
-	ListenPort int    // defaults.ListenPort when 0
-	MTU        int    // 0: the underlay device's MTU - defaults.WireGuardOverhead
+	Interface  string
+	ListenPort int
+	MTU        int // 0: the underlay device's MTU - defaults.WireGuardOverhead
 	WireGuard  wg.Mode
 	PublicIP   string
 	// StateFile keeps the last broker state on the node (a hostPath), so that
 	// a gateway restarted during a broker outage still has its tunnels.
 	StateFile string
-	// GossipPort is the candidates' memberlist port (election.DefaultGossipPort when 0).
+	// GossipPort is the candidates' memberlist port.
 	GossipPort int
 	// ClustersetGossipPort is the active gateways' cross-cluster memberlist
-	// port on the tunnel addresses, the same in every cluster (gossip.DefaultPort when 0).
+	// port on the tunnel addresses, the same in every cluster.
 	ClustersetGossipPort int
 	// Election tunes the Lease (zero: the election package's defaults).
 	LeaseDuration, RenewInterval, RenewDeadline time.Duration
-	// HeartbeatInterval to the broker (default 10 s); StatusInterval between
-	// MeshGateway writes while active (default 5 s).
+	// HeartbeatInterval to the broker (0: gateway.DefaultHeartbeatInterval);
+	// StatusInterval between MeshGateway writes while active.
 	HeartbeatInterval, StatusInterval time.Duration
+
+	// ResolvConf are the node's resolv.conf files (its DNS upstreams: a
+	// remote CIDR covering one is refused); missing ones are skipped.
+	ResolvConf []string
 
 	// Route agent.
 	AgentMode    routeagent.Mode
@@ -76,26 +78,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.NodeName == "" {
 		return errors.New("node name is empty: pass --node-name (in a pod: the downward API's spec.nodeName as NODE_NAME)")
 	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = defaults.Namespace
+	var missing []string
+	for _, f := range []struct {
+		name string
+		zero bool
+	}{{"Namespace", cfg.Namespace == ""}, {"Interface", cfg.Interface == ""}, {"GossipPort", cfg.GossipPort == 0},
+		{"ClustersetGossipPort", cfg.ClustersetGossipPort == 0}, {"StatusInterval", cfg.StatusInterval <= 0}} {
+		if f.zero {
+			missing = append(missing, f.name)
+		}
 	}
-	if cfg.Interface == "" {
-		cfg.Interface = defaults.Interface
-	}
-	if cfg.ListenPort == 0 {
-		cfg.ListenPort = defaults.ListenPort
+	if len(missing) > 0 {
+		return fmt.Errorf("node: Config lacks %v (cmd/gateway's config sets every default)", missing)
 	}
 	if cfg.ListenPort < 1 || cfg.ListenPort > 65535 {
 		return fmt.Errorf("listen port %d: want a fixed UDP port in 1-65535", cfg.ListenPort)
-	}
-	if cfg.GossipPort == 0 {
-		cfg.GossipPort = election.DefaultGossipPort
-	}
-	if cfg.ClustersetGossipPort == 0 {
-		cfg.ClustersetGossipPort = gossip.DefaultPort
-	}
-	if cfg.StatusInterval == 0 {
-		cfg.StatusInterval = 5 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -125,21 +122,21 @@ func Run(ctx context.Context, cfg Config) error {
 	candidate := n.Labels[election.CandidateLabel] == "true"
 	r.log.Info("starting", "candidate", candidate, "internalIPs", ips, "underlay", self.Interface, "mtu", self.MTU)
 
-	var wg sync.WaitGroup
+	var workers sync.WaitGroup
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
 	errs := make(chan error, 2)
-	wg.Add(1)
+	workers.Add(1)
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		if err := r.runAgent(agentCtx, self); err != nil {
 			errs <- err
 		}
 	}()
 	if candidate {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			if err := r.runCandidate(ctx, self, ips); err != nil {
 				errs <- err
 			}
@@ -151,7 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 	case first = <-errs:
 	}
 	stopAgent()
-	wg.Wait()
+	workers.Wait()
 	close(errs)
 	for err := range errs {
 		first = errors.Join(first, err)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,8 @@ type StatusInput struct {
 	Snapshot        *api.Snapshot
 	Health          []api.PeerHealth
 	BrokerReachable bool
+	// Refused are the remote CIDRs the gateway refused (Engine.Refused).
+	Refused []gateway.RefusedCIDR
 }
 
 // BuildStatus computes the MeshGateway status. The remote clusters' CIDRs
@@ -50,6 +53,14 @@ func BuildStatus(in StatusInput) status.GatewayStatus {
 	}
 	st.Conditions = append(st.Conditions, cond(CondBrokerKnown, true, "Known", fmt.Sprintf("broker revision %d", in.Snapshot.Revision)))
 	st.Remotes = status.Remotes(in.ClusterID, in.Snapshot.Clusters, in.Snapshot.Gateways, in.Health)
+	for i := range st.Remotes {
+		for _, r := range in.Refused {
+			if r.Cluster == st.Remotes[i].Cluster {
+				st.Remotes[i].Refused = append(st.Remotes[i].Refused, status.RefusedCIDR{CIDR: r.CIDR.String(),
+					Reason: fmt.Sprintf("covers %s (%s)", r.Covers, r.What)})
+			}
+		}
+	}
 	var self *api.Cluster
 	for i := range in.Snapshot.Clusters {
 		if in.Snapshot.Clusters[i].ID == in.ClusterID {

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
+	"github.com/tunnelmesh/tunnelmesh/pkg/membership"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // tenure is what the active gateway runs beside its data plane for one
@@ -21,20 +24,21 @@ import (
 type tenure struct {
 	r         *runner
 	eng       *gateway.Engine
-	f         *follower
+	src       *gateway.Source
 	floor     *epochFloor
 	store     ViewStore
 	self      gossip.Gateway // Epoch set per tenure
 	gossipKey []byte         // nil: no cross-cluster gossip
+	key       wgtypes.Key    // the cluster's WireGuard key: signs our announcements
 	log       *slog.Logger
 }
 
 func (t tenure) run(ctx context.Context, epoch int64) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(2)
-	go func() { defer wg.Done(); t.keepView(ctx, epoch) }()
-	go func() { defer wg.Done(); t.gossip(ctx, epoch) }()
+	var workers sync.WaitGroup
+	defer workers.Wait()
+	workers.Add(2)
+	go func() { defer workers.Done(); t.keepView(ctx, epoch) }()
+	go func() { defer workers.Done(); t.gossip(ctx, epoch) }()
 }
 
 // keepView loads the stored view (a standby taking over during a broker
@@ -49,8 +53,9 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 			if ok {
 				t.floor.raise(by)
 			}
-			if ok && t.f.adopt(s) {
-				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Revision, "storedAtEpoch", by)
+			if ok && t.src.Adopt(s) {
+				t.log.Info("took over the view stored by the previous active gateway", "revision", s.Base.Revision,
+					"gossiped", len(s.Gossip), "storedAtEpoch", by)
 			}
 			break
 		}
@@ -66,7 +71,7 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 			return
 		case <-tick.C:
 		}
-		v, ok := t.f.view()
+		v, ok := t.src.Stored()
 		if !ok {
 			continue
 		}
@@ -96,31 +101,58 @@ func (t tenure) keepView(ctx context.Context, epoch int64) {
 }
 
 // gossip joins the clusterset's memberlist on the tunnel address once the
-// data plane holds it, seeded with the remote clusters' tunnel addresses of
-// the current view, and feeds what it learns into the follower.
+// data plane holds it (the engine announces it), seeded with the remote
+// clusters' tunnel addresses of the current view, and feeds what it learns
+// into the Source's gossip layer.
 func (t tenure) gossip(ctx context.Context, epoch int64) {
 	if t.gossipKey == nil {
 		return
 	}
 	port := t.r.cfg.ClustersetGossipPort
+	// Only the other clusters' tunnel addresses may talk to our gossip
+	// port: it is reachable from every pod of every member through the
+	// tunnels.
+	var sources membership.Sources
+	peers := func() []string {
+		v, ok := t.src.View()
+		if !ok {
+			return nil
+		}
+		var out []string
+		var addrs []netip.Addr
+		for _, c := range v.Clusters {
+			if a, err := netip.ParseAddr(c.TunnelIP); err == nil && c.ID != t.self.ClusterID {
+				out = append(out, net.JoinHostPort(c.TunnelIP, strconv.Itoa(port)))
+				addrs = append(addrs, a)
+			}
+		}
+		sources.Set(addrs)
+		return out
+	}
+	peers()
 	var m *gossip.Mesh
 	for m == nil {
-		st := t.eng.Status()
-		if st.Role == gateway.RoleActive && st.TunnelIP.IsValid() {
+		changed := t.eng.Changed() // before Status: no change is missed
+		var retry <-chan time.Time
+		if st := t.eng.Status(); st.Role == gateway.RoleActive && st.TunnelIP.IsValid() {
 			self := t.self
 			self.Epoch = epoch
 			var err error
 			m, err = gossip.Start(gossip.Config{Self: self, BindAddr: st.TunnelIP.String(), BindPort: port,
-				SecretKey: t.gossipKey, Logger: t.log})
+				SecretKey: t.gossipKey, Allow: sources.Allow, Key: t.key, Trust: t.trust, Logger: t.log})
 			if err != nil {
 				t.log.Warn("start cross-cluster gossip (will retry)", "err", err)
+				retry = time.After(time.Second)
 			}
 		}
-		if m == nil {
-			sleep(ctx, 100*time.Millisecond)
-			if ctx.Err() != nil {
-				return
-			}
+		if m != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-retry:
 		}
 	}
 	t.log.Info("gossiping with the other clusters' active gateways", "addr", m.Addr(), "epoch", epoch)
@@ -129,26 +161,23 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 			t.log.Debug("leave cross-cluster gossip", "err", err)
 		}
 	}()
-	peers := func() []string {
-		v, ok := t.f.view()
-		if !ok {
-			return nil
-		}
-		var out []string
-		for _, c := range v.Clusters {
-			if c.ID != t.self.ClusterID && c.TunnelIP != "" {
-				out = append(out, net.JoinHostPort(c.TunnelIP, strconv.Itoa(port)))
-			}
-		}
-		return out
-	}
 	go m.Rejoin(ctx, 2*time.Second, peers)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-m.Changes():
-			t.f.setRemotes(m.Remotes())
+			t.src.SetRemotes(m.Remotes())
 		}
 	}
+}
+
+// trust is what the broker's records (the Source's base, never gossip)
+// say of a cluster: what its announcements are checked against.
+func (t tenure) trust(id string) (gossip.Trust, bool) {
+	b := t.src.Base()
+	if b == nil {
+		return gossip.Trust{}, false
+	}
+	return gossip.TrustOf(*b, id)
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	tmapi "github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -108,6 +109,10 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 			return errors.New("election: not active within 4 s")
 		}
 	}
+	// The active reads the API server's endpoints (remote CIDRs covering them are refused).
+	if _, err := node.APIServerAddrs(ctx, client); err != nil {
+		return fmt.Errorf("read the API server's endpoints: %w", err)
+	}
 	// Route agent: who is active and where.
 	if _, err := client.CoreV1().Nodes().Get(ctx, active.Holder, metav1.GetOptions{}); err != nil {
 		return fmt.Errorf("route agent: get the active node: %w", err)
@@ -125,12 +130,12 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	// creates the Secret, later ones update it, a new active reads it.
 	views := node.ViewStore{Client: client, Namespace: ns}
 	for rev := int64(1); rev <= 2; rev++ {
-		if err := views.Save(ctx, tmapi.Snapshot{Revision: rev}, active.Epoch); err != nil {
+		if err := views.Save(ctx, gateway.StoredView{Base: tmapi.Snapshot{Revision: rev}}, active.Epoch); err != nil {
 			return fmt.Errorf("store the gateway view: %w", err)
 		}
 	}
-	if v, _, ok, err := views.Load(ctx); err != nil || !ok || v.Revision != 2 {
-		return fmt.Errorf("read the gateway view: %v (found %v, revision %d)", err, ok, v.Revision)
+	if v, _, ok, err := views.Load(ctx); err != nil || !ok || v.Base.Revision != 2 {
+		return fmt.Errorf("read the gateway view: %v (found %v, revision %d)", err, ok, v.Base.Revision)
 	}
 	// Route agents read remote CIDRs from it.
 	mgws := dyn.Resource(status.GVR).Namespace(ns)

@@ -81,6 +81,15 @@ type RemoteCluster struct {
 	PathMTULost  int      `json:"pathMTULost,omitempty"`
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+	// Refused are the CIDRs of PodCIDRs/ServiceCIDRs the active gateway
+	// refused; every route agent leaves them unrouted too.
+	Refused []RefusedCIDR `json:"refused,omitempty"`
+}
+
+// RefusedCIDR is a remote CIDR left out, and why.
+type RefusedCIDR struct {
+	CIDR   string `json:"cidr"`
+	Reason string `json:"reason"`
 }
 
 // Remotes builds the remote entries from the broker's view (clusters and

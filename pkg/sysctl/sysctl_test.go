@@ -1,4 +1,4 @@
-package node
+package sysctl
 
 import (
 	"os"
@@ -8,12 +8,12 @@ import (
 	"testing"
 )
 
-func TestPlanSysctls(t *testing.T) {
+func TestPlan(t *testing.T) {
 	base := map[string]string{"net/ipv4/ip_forward": "0", "net/ipv4/conf/default/rp_filter": "1",
 		"net/ipv4/conf/eth0/rp_filter": "1", "net/ipv4/conf/flannel.1/rp_filter": "0",
 		"net/ipv6/conf/all/accept_ra": "1", "net/ipv6/conf/eth0/accept_ra": "1", "net/ipv6/conf/lo/accept_ra": "0",
 		"net/ipv6/conf/all/forwarding": "0"}
-	names := func(cs []SysctlChange) []string {
+	names := func(cs []Change) []string {
 		var out []string
 		for _, c := range cs {
 			out = append(out, c.String())
@@ -22,20 +22,20 @@ func TestPlanSysctls(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		cfg  SysctlConfig
+		cfg  Config
 		cur  map[string]string
 		want []string
 	}{
-		{name: "strict node, IPv4", cfg: SysctlConfig{Devices: []string{"eth0", "flannel.1"}}, cur: base, want: []string{
-			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.default.rp_filter: 1 -> 2", "net.ipv4.conf.eth0.rp_filter: 1 -> 2"}},
-		{name: "IPv6 too: accept_ra before forwarding, never on all", cfg: SysctlConfig{Devices: []string{"eth0"}, IPv6: true}, cur: base, want: []string{
-			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.default.rp_filter: 1 -> 2", "net.ipv4.conf.eth0.rp_filter: 1 -> 2",
+		{name: "strict node, IPv4", cfg: Config{Forward: true, Devices: []string{"eth0", "flannel.1"}}, cur: base, want: []string{
+			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.eth0.rp_filter: 1 -> 2"}},
+		{name: "IPv6 too: accept_ra before forwarding, never on all", cfg: Config{Forward: true, Devices: []string{"eth0"}, IPv6: true}, cur: base, want: []string{
+			"net.ipv4.ip_forward: 0 -> 1", "net.ipv4.conf.eth0.rp_filter: 1 -> 2",
 			"net.ipv6.conf.eth0.accept_ra: 1 -> 2", "net.ipv6.conf.all.forwarding: 0 -> 1"}},
-		{name: "already right: nothing", cfg: SysctlConfig{Devices: []string{"eth0"}}, cur: map[string]string{
+		{name: "already right: nothing", cfg: Config{Forward: true, Devices: []string{"eth0"}}, cur: map[string]string{
 			"net/ipv4/ip_forward": "1", "net/ipv4/conf/default/rp_filter": "2", "net/ipv4/conf/eth0/rp_filter": "0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := names(PlanSysctls(tc.cfg, tc.cur, []string{"all", "eth0", "lo"}))
+			got := names(Plan(tc.cfg, tc.cur, []string{"all", "eth0", "lo"}))
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %q\nwant %q", got, tc.want)
 			}
@@ -56,15 +56,15 @@ func TestSetSysctlsWritesOnlyWhatDiffers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := SysctlConfig{Root: root, Devices: []string{"eth0"}}
-	dry, err := SetSysctls(cfg, true)
+	cfg := Config{Forward: true, Root: root, Devices: []string{"eth0"}}
+	dry, err := Set(cfg, true)
 	if err != nil || len(dry) != 2 {
 		t.Fatalf("dry run: %v %v", dry, err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(root, "net/ipv4/ip_forward")); string(b) != "0\n" {
 		t.Fatal("the dry run wrote")
 	}
-	got, err := SetSysctls(cfg, false)
+	got, err := Set(cfg, false)
 	if err != nil || len(got) != 2 {
 		t.Fatalf("set: %v %v", got, err)
 	}
@@ -73,10 +73,10 @@ func TestSetSysctlsWritesOnlyWhatDiffers(t *testing.T) {
 			t.Errorf("%s = %q, want %q", p, b, want)
 		}
 	}
-	if again, err := SetSysctls(cfg, false); err != nil || len(again) != 0 {
+	if again, err := Set(cfg, false); err != nil || len(again) != 0 {
 		t.Errorf("second run changed %v (%v); want nothing", again, err)
 	}
-	if _, err := SetSysctls(SysctlConfig{Root: root, Devices: []string{"nosuch0"}}, false); err == nil || !strings.Contains(err.Error(), "nosuch0") {
+	if _, err := Set(Config{Forward: true, Root: root, Devices: []string{"nosuch0"}}, false); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 		t.Errorf("missing device: %v", err)
 	}
 }
