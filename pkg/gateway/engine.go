@@ -255,8 +255,8 @@ func (e *Engine) onSnapshot(s api.Snapshot) {
 // already applied.
 func (e *Engine) converge() {
 	e.mu.Lock()
-	target := e.desired
-	if e.role != RoleActive {
+	target, role := e.desired, e.role // the role the target is for (SetRole may change e.role meanwhile)
+	if role != RoleActive {
 		target = Standby
 	}
 	if e.applied != nil && e.applied.Equal(target) {
@@ -272,7 +272,6 @@ func (e *Engine) converge() {
 		e.applied = &target
 		e.announceLocked()
 	}
-	role := e.role
 	e.mu.Unlock()
 	if err != nil {
 		e.log.Warn("apply desired state (will retry)", "err", err)
