@@ -146,7 +146,7 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 	if err != nil {
 		t.Fatal(err)
 	}
-	hold("failover, active gateway's node container stopped (%s → %s): new active %s after `docker stop` began; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
+	hold("graceful failover, active gateway's node container stopped (docker stop: systemd shuts down, SIGTERM) (%s → %s): new active %s after `docker stop` began; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
 		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, stopped), rep.OK, rep.Sent, rep.gapsSince(stopped))
 	checkFailoverGaps(t, rep, stopped)
 

@@ -436,6 +436,9 @@ const (
 
 func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time.Time) api.PeerHealth {
 	h := api.PeerHealth{Cluster: p.Cluster, RxBytes: st.RxBytes, TxBytes: st.TxBytes, LastHandshake: st.LastHandshake}
+	if st.Endpoint != nil {
+		h.PeerEndpoint = st.Endpoint.String()
+	}
 	if !r.LastReply.IsZero() {
 		h.RTTMillis = float64(r.RTT.Microseconds()) / 1000
 	}
