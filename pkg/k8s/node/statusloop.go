@@ -32,16 +32,20 @@ type statusLoop struct {
 	lastMismatch                   string
 }
 
-// run writes at once when told an epoch, then every interval while active.
+// run writes at once when told an epoch or when the engine announces a
+// change (a link's health flipping among them: the importers of this
+// cluster act on it), then every interval while active.
 func (s *statusLoop) run(ctx context.Context, epochs <-chan int64, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var epoch int64
 	for {
+		changed := s.eng.Changed()
 		select {
 		case <-ctx.Done():
 			return
 		case epoch = <-epochs:
+		case <-changed:
 		case <-t.C:
 		}
 		if epoch > 0 {
