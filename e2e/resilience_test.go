@@ -330,12 +330,36 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 		time.Sleep(15 * time.Second)
 	}
 	outage := time.Since(down)
+	// A second flow, probing every 100 ms, across the broker's return: the
+	// data plane must not notice it (it stood still 1.8 s when it came back).
+	fb := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 50*time.Second, 100*time.Millisecond)
+	if err := waitFlowRunning(ctx, east.Cluster, fb); err != nil {
+		t.Fatal(err)
+	}
 	if err := scaleBroker(ctx, east, 1); err != nil {
 		t.Fatal(err)
 	}
 	back = true
 	up := time.Now()
 	logf("broker back after an outage of %s", outage.Round(time.Second))
+	// The export made during the outage, watched for from now on.
+	importedIn := make(chan error, 1)
+	var imported time.Duration
+	go func() {
+		for {
+			ok, err := hasImport(ctx, east, "echo-late")
+			if ok {
+				imported = time.Since(up)
+				importedIn <- nil
+				return
+			}
+			if time.Since(up) > 3*time.Minute {
+				importedIn <- fmt.Errorf("exported during the outage, echo-late is not imported into east 3 minutes after the broker returned (%v)", err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	rep, err := f.wait()
 	if err != nil {
 		t.Fatalf("flow during the outage: %v", err)
@@ -350,21 +374,25 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 		}
 	}
 	hold("broker outage of %s: the flow east → west answered %d/%d probes (every 200 ms); gaps: %s", outage.Round(time.Second), rep.OK, rep.Sent, rep.gapsSince(down))
-	for {
-		ok, err := hasImport(ctx, east, "echo-late")
-		if ok {
-			break
-		}
-		if time.Since(up) > 3*time.Minute {
-			t.Fatalf("exported during the outage, echo-late is not imported into east 3 minutes after the broker returned (%v)", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	repb, err := fb.wait()
+	if err != nil {
+		t.Errorf("flow across the broker's return: %v", err)
 	}
-	imported := time.Since(up)
+	for _, g := range repb.Gaps {
+		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > 200*time.Millisecond {
+			t.Errorf("the flow east → west stood still %s across the broker's return (%s after it was back)",
+				d, time.UnixMilli(g.FromMs).Sub(up).Round(time.Millisecond))
+		}
+	}
+	hold("broker back: the flow east → west across its return answered %d/%d probes (every 100 ms); gaps relative to the return: %s",
+		repb.OK, repb.Sent, repb.gapsSince(up))
+	if err := <-importedIn; err != nil {
+		t.Fatal(err)
+	}
 	if _, err := east.RunCheck(ctx, plainWorker, "-wait", "180s", "dns", late); err != nil {
 		t.Fatalf("exported during the outage, %s does not resolve in east after the broker returned: %v", late, err)
 	}
-	hold("a ServiceExport made during the broker outage: imported into the other cluster %s and resolving there %s after the broker was scaled back up",
+	hold("a ServiceExport made during the broker outage: export → import %s after the broker answered again (its pod ready), resolving there %s after",
 		imported.Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
 	if err := exportReady(ctx, west, "echo-late"); err != nil {
 		t.Error(err)

@@ -171,8 +171,12 @@ func (c *Client) call(ctx context.Context, method, path, cred string, in, out an
 		var retry bool
 		retry, err = c.callOnce(ctx, method, path, cred, key, body, out)
 		// A replica that hangs costs the client's timeout per attempt:
-		// past one timeout in all, the caller hears of it.
-		if !retry || ctx.Err() != nil || attempt == max(callAttempts, len(c.bases)) || time.Since(start) > c.hc.Timeout {
+		// past one timeout in all, the caller hears of it. A write whose
+		// outcome is unknown is asked again until it is known (within
+		// that time): a join's answer is its credential.
+		var ae *api.Error
+		unknown := errors.As(err, &ae) && ae.Code == api.CodeOutcomeUnknown
+		if !retry || ctx.Err() != nil || attempt >= max(callAttempts, len(c.bases)) && !unknown || time.Since(start) > c.hc.Timeout {
 			return err
 		}
 		if len(c.bases) > 1 {
@@ -187,7 +191,7 @@ func (c *Client) call(ctx context.Context, method, path, cred string, in, out an
 				return err
 			case <-t.C:
 			}
-			pause *= 2
+			pause = min(2*pause, 2*time.Second)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -106,6 +107,22 @@ const (
 	indexMCService = "mcservice" // namespace/multicluster.kubernetes.io/service-name, our slices only
 )
 
+// MaxRetryDelay caps the wait before a failed key is tried again. A
+// publish fails while the broker is down; client-go's default backoff
+// (doubling to 1000 s) had grown to a minute or more after an outage of
+// one, so an export made meanwhile reached the broker that long after it
+// was back. Capped, it goes out within MaxRetryDelay of the return.
+const MaxRetryDelay = 2 * time.Second
+
+// retryLimiter is client-go's default controller limiter (per key 5 ms
+// doubling, 10 retries per second in all, bursts of 100) with the per-key
+// delay capped at MaxRetryDelay.
+func retryLimiter() workqueue.TypedRateLimiter[string] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](5*time.Millisecond, MaxRetryDelay),
+		&workqueue.TypedBucketRateLimiter[string]{Limiter: rate.NewLimiter(rate.Limit(10), 100)})
+}
+
 // New wires a controller; Run starts it.
 func New(cfg Config) (*Controller, error) {
 	if cfg.ClusterID == "" || cfg.Kube == nil || cfg.MCS == nil || cfg.Broker == nil {
@@ -119,9 +136,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "export", "cluster", cfg.ClusterID),
 		records: map[string]api.Export{}, sent: map[string]api.Export{}, resolved: map[string]*Service{}, byNS: map[string][]string{}}
-	c.exportQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+	c.exportQ = workqueue.NewTypedRateLimitingQueueWithConfig(retryLimiter(),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "serviceexports"})
-	c.importQ = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+	c.importQ = workqueue.NewTypedRateLimitingQueueWithConfig(retryLimiter(),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "serviceimports"})
 
 	c.kubeInformers = informers.NewSharedInformerFactory(cfg.Kube, 10*time.Minute)
