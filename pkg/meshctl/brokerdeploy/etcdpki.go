@@ -1,6 +1,7 @@
 package brokerdeploy
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,8 +13,58 @@ import (
 	"net"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
+
+// bundledEtcdMembers is the StatefulSet's size in deploy/broker-etcd.
+const bundledEtcdMembers = 3
+
+// bundledEtcdObjects are deploy/broker-etcd's etcd: its Service,
+// StatefulSet and NetworkPolicy.
+func bundledEtcdObjects() ([]*unstructured.Unstructured, error) {
+	b, err := deploy.FS.ReadFile("broker-etcd/etcd.yaml")
+	if err != nil {
+		return nil, err
+	}
+	objs, err := kube.Decode(b, "broker-etcd/etcd.yaml")
+	if err != nil {
+		return nil, err
+	}
+	return kube.Prepare(objs), nil
+}
+
+// bundledEtcdEndpoints are the members' client URLs as the brokers reach them.
+func bundledEtcdEndpoints() []string {
+	var out []string
+	for i := range bundledEtcdMembers {
+		out = append(out, fmt.Sprintf("https://%s-%d.%s.%s.svc:2379", etcdService, i, etcdService, defaults.Namespace))
+	}
+	return out
+}
+
+// bundledEtcdPKI returns the members' and the broker's Secret data: those
+// of an earlier run when both Secrets are there (the members keep their
+// CA), else new ones.
+func bundledEtcdPKI(ctx context.Context, c *kube.Cluster) (members, broker map[string][]byte, err error) {
+	secrets := c.Client.CoreV1().Secrets(defaults.Namespace)
+	m, errM := secrets.Get(ctx, EtcdTLSSecret, metav1.GetOptions{})
+	b, errB := secrets.Get(ctx, etcdSecretName, metav1.GetOptions{})
+	switch {
+	case errM == nil && errB == nil && len(m.Data["ca.crt"]) > 0 && len(b.Data["client.crt"]) > 0:
+		return m.Data, b.Data, nil
+	case errM != nil && !apierrors.IsNotFound(errM):
+		return nil, nil, fmt.Errorf("read Secret %s: %w", EtcdTLSSecret, errM)
+	case errB != nil && !apierrors.IsNotFound(errB):
+		return nil, nil, fmt.Errorf("read Secret %s: %w", etcdSecretName, errB)
+	}
+	return etcdPKI()
+}
 
 // The bundled etcd (deploy/broker-etcd) speaks TLS only, to peers and
 // clients, and takes only clients whose certificate its own CA signed: the
