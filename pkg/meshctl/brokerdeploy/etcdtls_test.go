@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,10 +17,13 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store/etcdtest"
+	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/testenv"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
@@ -163,4 +167,72 @@ func freeTCPPorts(t *testing.T, n int) []int {
 		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
 	return out
+}
+
+// TestInClusterBundledEtcd: `deploy-broker --replicas 2` with no etcd flags
+// installs the bundled etcd secured (its PKI in two Secrets, kept on a
+// re-run), its NetworkPolicy, and brokers that reach it over TLS with their
+// client certificate. (No broker answers here: the wait times out, after
+// the install.)
+func TestInClusterBundledEtcd(t *testing.T) {
+	c := testenv.Start(t, "broker-bundled")
+	c.AddNode(t, "n1", true, "127.0.0.1", "tunnelmesh/broker:dev", "registry.k8s.io/etcd:3.6.8-0")
+	ctx := t.Context()
+	deployBroker := func() {
+		t.Helper()
+		_, err := InCluster(ctx, c.Kube, Options{BrokerURL: "https://127.0.0.1:1", InfoFile: filepath.Join(t.TempDir(), "info.json"),
+			Replicas: 2, Timeout: 2 * time.Second})
+		if err == nil {
+			t.Fatal("deploy-broker succeeded with no broker answering")
+		}
+	}
+	deployBroker()
+	secrets := c.Client.CoreV1().Secrets(defaults.Namespace)
+	members, err := secrets.Get(ctx, EtcdTLSSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker, err := secrets.Get(ctx, etcdSecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(members.Data["ca.crt"])
+	verify := func(crtPEM []byte, usage x509.ExtKeyUsage, name string) error {
+		blk, _ := pem.Decode(crtPEM)
+		if blk == nil {
+			return fmt.Errorf("no certificate")
+		}
+		crt, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return err
+		}
+		_, err = crt.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{usage}, DNSName: name})
+		return err
+	}
+	if err := verify(members.Data[etcdMemberCrtFile], x509.ExtKeyUsageServerAuth, "tunnelmesh-etcd-1.tunnelmesh-etcd.tunnelmesh-system.svc"); err != nil {
+		t.Errorf("member certificate: %v", err)
+	}
+	if err := verify(broker.Data["client.crt"], x509.ExtKeyUsageClientAuth, ""); err != nil {
+		t.Errorf("the broker's client certificate is not of the members' CA: %v", err)
+	}
+	if _, err := c.Client.AppsV1().StatefulSets(defaults.Namespace).Get(ctx, "tunnelmesh-etcd", metav1.GetOptions{}); err != nil {
+		t.Errorf("etcd StatefulSet: %v", err)
+	}
+	if _, err := c.Client.NetworkingV1().NetworkPolicies(defaults.Namespace).Get(ctx, "tunnelmesh-etcd", metav1.GetOptions{}); err != nil {
+		t.Errorf("etcd NetworkPolicy: %v", err)
+	}
+	d := c.WaitDeployment(t, defaults.Namespace, "tunnelmesh-broker")
+	args := strings.Join(d.Spec.Template.Spec.Containers[0].Args, " ")
+	for _, want := range []string{"--store=etcd", "--etcd-endpoints=https://tunnelmesh-etcd-0.tunnelmesh-etcd.tunnelmesh-system.svc:2379,",
+		"--etcd-ca=" + etcdMountPath + "/ca.crt", "--etcd-cert=" + etcdMountPath + "/client.crt", "--etcd-key=" + etcdMountPath + "/client.key"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("broker args %q lack %q", args, want)
+		}
+	}
+	deployBroker() // again: the same PKI
+	again, err := secrets.Get(ctx, EtcdTLSSecret, metav1.GetOptions{})
+	if err != nil || string(again.Data["ca.crt"]) != string(members.Data["ca.crt"]) {
+		t.Errorf("a re-run replaced the etcd CA (%v): the running members would refuse the broker", err)
+	}
 }
