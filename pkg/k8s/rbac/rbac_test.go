@@ -49,11 +49,7 @@ const (
 // candidateWork is everything a gateway candidate does with the Kubernetes
 // API, standby and active; it fails on the first step that does not work.
 func candidateWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	client, dyn, err := clients(cfg)
 	if err != nil {
 		return err
 	}
@@ -159,13 +155,18 @@ func candidateWork(ctx context.Context, cfg *rest.Config, gossipPort int) error 
 	return <-ran
 }
 
-// agentWork is everything a route agent does with the Kubernetes API.
-func agentWork(ctx context.Context, cfg *rest.Config) error {
+func clients(cfg *rest.Config) (kubernetes.Interface, dynamic.Interface, error) {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
+	return client, dyn, err
+}
+
+// agentWork is everything a route agent does with the Kubernetes API.
+func agentWork(ctx context.Context, cfg *rest.Config) error {
+	client, dyn, err := clients(cfg)
 	if err != nil {
 		return err
 	}
