@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"net/netip"
 	"os"
 	"reflect"
@@ -239,5 +240,19 @@ func TestAgentIgnoresOtherMeshGateways(t *testing.T) {
 	in, _ = AgentInput(self, ClusterView{Holder: "g1", HolderAddrs: addrs, Gateways: []status.MeshGateway{planted}}, AgentSettings{ClusterID: "east"})
 	if len(in.Remote) != 0 || len(in.Local) != 0 {
 		t.Errorf("from a planted MeshGateway alone: remote %v local %v; want nothing", in.Remote, in.Local)
+	}
+}
+
+// TestStatusStandbys: the active lists the other candidates, a labelled one
+// that memberlist does not see alive as not ready (a failover waits for it).
+func TestStatusStandbys(t *testing.T) {
+	st := BuildStatus(StatusInput{ClusterID: "a", Node: "g1", Candidates: []election.Candidate{
+		{Name: "g1", Ready: true, Labelled: true},
+		{Name: "g2", Ready: false, Labelled: true},
+		{Name: "g3", Ready: true, Labelled: true},
+	}})
+	if len(st.Standbys) != 2 || st.Standbys[0].Node != "g2" || st.Standbys[0].Ready || !strings.Contains(st.Standbys[0].Reason, "a failover now waits for it") ||
+		st.Standbys[1].Node != "g3" || !st.Standbys[1].Ready || st.Standbys[1].Reason != "" {
+		t.Fatalf("standbys %+v", st.Standbys)
 	}
 }
