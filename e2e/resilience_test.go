@@ -592,7 +592,7 @@ func nodeLeftovers(ctx context.Context, node string) []string {
 	}
 	out, err := docker(ctx, "exec", node, "nft", "list", "tables")
 	for _, l := range strings.Split(out, "\n") { // ours, not the test CNI's inet tunnelmesh-cni
-		if t := strings.TrimSpace(l); t == "table inet tunnelmesh" || t == "table inet tunnelmesh-agent" {
+		if t := strings.TrimSpace(l); t == "table inet tunnelmesh" || t == "table inet tunnelmesh-agent" || t == "table inet tunnelmesh-fence" {
 			left = append(left, fmt.Sprintf("%s: nftables %s", node, t))
 		}
 	}
