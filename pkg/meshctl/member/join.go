@@ -31,14 +31,14 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/progress"
 )
 
-// CIDRDetector finds a cluster's pod and service CIDRs. (The lead plugs
-// pkg/k8s/discovery in.) Either list may be empty when it cannot tell.
+// CIDRDetector finds a cluster's pod and service CIDRs (Discovery: the
+// gateway's own pkg/k8s/discovery). Either list may be empty when it cannot tell.
 type CIDRDetector interface {
 	Detect(ctx context.Context, c *kube.Cluster) (pods, services []string, err error)
 }
 
 // Waiter waits until the joined cluster works (tunnels to every other
-// member up), telling progress through s. (The lead wires the status CRD.)
+// member up, TunnelsUp: from the MeshGateway status), telling progress through s.
 type Waiter interface {
 	Wait(ctx context.Context, c *kube.Cluster, clusterID string, s *progress.Step) error
 }
