@@ -40,6 +40,7 @@ type candidate struct {
 	e       *Elector
 	cancel  context.CancelFunc
 	cut     atomic.Bool   // when set, its apiserver requests fail (a partition)
+	slow    atomic.Int64  // when set, its apiserver requests take this long more (ns): a loaded control plane
 	recDone chan struct{} // closed when the state recorder has stopped
 	mu      sync.Mutex
 	history []stamped
@@ -115,6 +116,13 @@ func (c *cluster) startWith(name string, tune func(*Config)) *candidate {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			if cand.cut.Load() {
 				return nil, errors.New("partitioned by the test")
+			}
+			if d := time.Duration(cand.slow.Load()); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-r.Context().Done():
+					return nil, r.Context().Err()
+				}
 			}
 			resp, err := rt.RoundTrip(r)
 			if err == nil {

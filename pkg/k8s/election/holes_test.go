@@ -329,3 +329,37 @@ func TestStartingCandidateTakesALongDeadHoldersLease(t *testing.T) {
 		t.Fatalf("took a Lease renewed 2 s before, before it could expire: %+v", s)
 	}
 }
+
+// TestSlowApiserverAfterACrashKeepsTheTenure: the active crashes and the
+// standby takes over; the apiserver, loaded by what the crash set off, then
+// answers the new holder's requests 900 ms late for 5 s (kind after a
+// crash). Nobody can take over from it — the only other candidate was gone
+// before its tenure began, and one that comes back either rejoins
+// memberlist or waits for the Lease to expire — so it keeps its tenure:
+// stepping down would tear its data plane down and take the Lease again a
+// moment later (a new epoch, seconds without traffic), for nothing.
+func TestSlowApiserverAfterACrashKeepsTheTenure(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start("node-a"), c.start("node-b")
+	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	other := b
+	if act == b {
+		other = a
+	}
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	c.crash(act)
+	_, ep := c.waitOneActive(t, 4*time.Second, act.name, epoch)
+	took := time.Now()
+	other.slow.Store(int64(900 * time.Millisecond))
+	time.Sleep(5 * time.Second)
+	other.slow.Store(0)
+	time.Sleep(time.Second)
+	for _, s := range other.historyCopy() {
+		if s.at.After(took) && (s.Role != Active || s.Epoch != ep) {
+			t.Errorf("%+.1fs after it took over, with the apiserver slow: %s %s at epoch %d (took the role at %d)", s.at.Sub(took).Seconds(), other.name, s.Role, s.Epoch, ep)
+		}
+	}
+	if v := metric(t, other.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 0 {
+		t.Errorf("the new holder stepped down %v times on a slow apiserver", v)
+	}
+}
