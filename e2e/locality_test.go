@@ -202,6 +202,9 @@ func testServiceLocality(ctx context.Context, t *testing.T, east, west meshClust
 	before := rep.answeredBy(time.UnixMilli(rep.StartMs), down)
 	spilled, ok := rep.firstAnswer(west.Spec.Name, down)
 	back := rep.lastOther(east.Spec.Name, up)
+	if back.IsZero() {
+		back = up
+	}
 	hold("same cluster first (PreferClose, exported from both): before, east's requests answered by %v; east scaled to 0 → answered by west after %s (%d probes lost meanwhile); east back to 1 replica → answered by east only again after %s; %d/%d probes answered",
 		before, spilled.Sub(down).Round(time.Millisecond), rep.lostBetween(down, spilled), back.Sub(up).Round(time.Millisecond), rep.OK, rep.Sent)
 	if !slices.Equal(before, []string{east.Spec.Name}) {
@@ -279,7 +282,9 @@ func testDeadCluster(ctx context.Context, t *testing.T, east, west meshCluster) 
 	last := rep.lastOther(east.Spec.Name, killed)
 	stopped := "no probe lost or sent to west after the kill"
 	if !last.IsZero() {
-		stopped = fmt.Sprintf("the last probe lost or answered by west was sent %s after the kill", last.Sub(killed).Round(time.Millisecond))
+		stopped = fmt.Sprintf("east's clients stopped being sent to west %s after the kill (the last probe lost or answered by west)", last.Sub(killed).Round(time.Millisecond))
+	} else {
+		last = killed
 	}
 	hold("dead cluster (every gateway candidate of west, %s, killed): west's endpoints withheld in east's import %s after the kill; %s (%d probes lost); %d/%d probes answered; before the kill answered by %v",
 		strings.Join(pool, ","), withheldAfter.Round(time.Millisecond), stopped, len(rep.LostMs), rep.OK, rep.Sent, before)
