@@ -190,6 +190,7 @@ func testServiceLocality(ctx context.Context, t *testing.T, east, west meshClust
 	}); err != nil {
 		t.Error(err)
 	}
+	spilledAPI := time.Since(down)
 	time.Sleep(3 * time.Second)
 	up := scale(1)
 	if _, _, err := waitImport(ctx, east, name, 2*time.Minute, local); err != nil {
@@ -205,8 +206,8 @@ func testServiceLocality(ctx context.Context, t *testing.T, east, west meshClust
 	if back.IsZero() {
 		back = up
 	}
-	hold("same cluster first (PreferClose, exported from both): before, east's requests answered by %v; east scaled to 0 → answered by west after %s (%d probes lost meanwhile); east back to 1 replica → answered by east only again after %s; %d/%d probes answered",
-		before, spilled.Sub(down).Round(time.Millisecond), rep.lostBetween(down, spilled), back.Sub(up).Round(time.Millisecond), rep.OK, rep.Sent)
+	hold("same cluster first (PreferClose, exported from both): before, east's requests answered by %v; east scaled to 0 → answered by west after %s (%d probes lost meanwhile; west's endpoints in east's import after %s); east back to 1 replica → answered by east only again after %s; %d/%d probes answered",
+		before, spilled.Sub(down).Round(time.Millisecond), rep.lostBetween(down, spilled), spilledAPI.Round(time.Millisecond), back.Sub(up).Round(time.Millisecond), rep.OK, rep.Sent)
 	if !slices.Equal(before, []string{east.Spec.Name}) {
 		t.Errorf("with a ready pod in east, east's requests were answered by %v; want east only", before)
 	}
@@ -268,9 +269,10 @@ func testDeadCluster(ctx context.Context, t *testing.T, east, west meshCluster) 
 			t.Fatal(err)
 		}
 	}
-	_, withheldAfter, err := waitImport(ctx, east, name, time.Minute, func(st importState) bool {
+	_, _, err = waitImport(ctx, east, name, time.Minute, func(st importState) bool {
 		return st.withheld["west"] == export.WithheldTunnelDown && st.ready["west"] == 0
 	})
+	withheldAfter := time.Since(killed) // from before `docker kill` (which takes a while) began
 	if err != nil {
 		t.Error(err)
 	}
