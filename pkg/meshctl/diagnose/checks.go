@@ -186,13 +186,14 @@ func checkCIDRsMatch(f Facts) Finding {
 	return skip("the active gateway has not reported a CIDR comparison yet")
 }
 
-// checkComponents: a gateway pod (candidate or route agent) ready on every
-// Ready node, and every DaemonSet and Deployment of ours ready.
+// checkComponents: a route-agent pod ready on every Ready node, a gateway
+// pod ready on every Ready candidate node, and every DaemonSet and
+// Deployment of ours ready.
 func checkComponents(f Facts) Finding {
-	onNode := map[string]Pod{}
+	onNode := map[string]map[string]Pod{"gateway": {}, "route-agent": {}} // component -> node -> pod
 	for _, p := range f.Pods {
-		if p.Component == "gateway" {
-			onNode[p.Node] = p
+		if m, ok := onNode[p.Component]; ok {
+			m[p.Node] = p
 		}
 	}
 	var problems []string
@@ -200,19 +201,27 @@ func checkComponents(f Facts) Finding {
 		if !n.Ready {
 			continue
 		}
-		p, ok := onNode[n.Name]
-		switch {
-		case !ok:
-			problems = append(problems, "no gateway pod on node "+n.Name)
-		case !p.Ready:
-			why := p.Waiting
-			if why == "" && p.LastError != "" {
-				why = "last exit: " + p.LastError
+		need := []string{"route-agent"}
+		if n.Gateway {
+			need = append(need, "gateway")
+		}
+		for _, comp := range need {
+			p, ok := onNode[comp][n.Name]
+			switch {
+			case !ok && comp == "gateway":
+				problems = append(problems, "no gateway pod on candidate node "+n.Name)
+			case !ok:
+				problems = append(problems, "no route-agent pod on node "+n.Name)
+			case !p.Ready:
+				why := p.Waiting
+				if why == "" && p.LastError != "" {
+					why = "last exit: " + p.LastError
+				}
+				if why == "" {
+					why = "not ready"
+				}
+				problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
 			}
-			if why == "" {
-				why = "not ready"
-			}
-			problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
 		}
 	}
 	for _, w := range f.Workloads {

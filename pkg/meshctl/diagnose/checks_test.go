@@ -43,8 +43,12 @@ func healthy() Facts {
 			{Name: "gw-b", Node: "east-worker", Component: "gateway", Ready: true},
 			{Name: "gw-c", Node: "east-worker2", Component: "gateway", Ready: true},
 			{Name: "ctl", Node: "east-worker2", Component: "controller", Ready: true},
+			{Name: "ra-a", Node: "east-control-plane", Component: "route-agent", Ready: true},
+			{Name: "ra-b", Node: "east-worker", Component: "route-agent", Ready: true},
+			{Name: "ra-c", Node: "east-worker2", Component: "route-agent", Ready: true},
 		},
-		Workloads:   []Workload{{"DaemonSet", "tunnelmesh-gateway", 3, 3}, {"Deployment", "tunnelmesh-controller", 1, 1}},
+		Workloads: []Workload{{"DaemonSet", "tunnelmesh-gateway", 3, 3}, {"Deployment", "tunnelmesh-controller", 1, 1},
+			{"DaemonSet", "tunnelmesh-route-agent", 3, 3}},
 		GatewayArgs: []string{"k8s", "--listen-port=51820"},
 		MeshGateway: &status.MeshGateway{Status: status.GatewayStatus{
 			ClusterID: "east", ActiveNode: "east-worker", Epoch: 2, UpdatedAt: mt(now.Add(-3 * time.Second)),
@@ -99,7 +103,8 @@ func TestEachCheckFails(t *testing.T) {
 		{"CIDRs differ from broker", func(f *Facts) {
 			f.MeshGateway.Status.Conditions[0] = metav1.Condition{Type: CondCIDRsMatch, Status: metav1.ConditionFalse, Reason: "Mismatch", Message: "pod CIDRs 10.9.0.0/16 vs 10.1.0.0/16"}
 		}, "cidrs-match-broker", Fail, "Mismatch"},
-		{"no gateway pod on a node", func(f *Facts) { f.Pods = f.Pods[1:] }, "components", Fail, "no gateway pod on node east-control-plane"},
+		{"no route agent on a node", func(f *Facts) { f.Pods = f.Pods[:4] }, "components", Fail, "no route-agent pod on node east-control-plane"},
+		{"no gateway pod on a candidate node", func(f *Facts) { f.Pods = append(f.Pods[:1:1], f.Pods[2:]...) }, "components", Fail, "no gateway pod on candidate node east-worker"},
 		{"gateway pod crashing", func(f *Facts) {
 			f.Pods[2].Ready, f.Pods[2].Waiting = false, "CrashLoopBackOff: back-off 40s"
 		}, "components", Fail, "gw-c on east-worker2: CrashLoopBackOff"},
