@@ -19,6 +19,10 @@ type Cluster struct {
 	// probes between gateways travel between tunnel IPs.
 	TunnelIP string    `json:"tunnelIP"`
 	JoinedAt time.Time `json:"joinedAt"`
+	// Translations are the CIDRs of the cluster that the mesh knows under
+	// mapped ones (see Translation): those that overlap another member's.
+	// Set by the broker, at join or later by its admin.
+	Translations []Translation `json:"translations,omitempty"`
 }
 
 // Connection states of a gateway's link to one remote cluster.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"golang.org/x/sys/unix"
 )
 
@@ -431,12 +432,7 @@ func Elements(ps []netip.Prefix) []nftables.SetElement {
 
 // afterLast returns the address just past p, false when there is none.
 func afterLast(p netip.Prefix) (netip.Addr, bool) {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	last, _ := netip.AddrFromSlice(b)
-	next := last.Next()
+	next := cidr.Last(p).Next()
 	return next, next.IsValid()
 }
 
