@@ -70,7 +70,7 @@ func (c Cluster) MappedOf(s string) string {
 }
 
 func (c Cluster) mesh(real []string) []string {
-	out := make([]string, 0, len(real))
+	var out []string
 	for _, s := range real {
 		if m := c.MappedOf(s); m != "" {
 			s = m

@@ -136,6 +136,14 @@ func Compute(local Local, snap api.Snapshot) Desired {
 			continue
 		}
 		member = true
+		for _, t := range c.Translations {
+			real, mapped, err := t.Prefixes()
+			if err != nil {
+				d.Problems = append(d.Problems, fmt.Sprintf("this cluster's %v; not translated", err))
+				continue
+			}
+			d.Firewall.Translate = append(d.Firewall.Translate, nft.Translation{Real: real, Mapped: mapped})
+		}
 		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
 			d.TunnelIP = a
 			if local.ObservedIP == "" {
@@ -191,7 +199,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		if ep, ok := endpoints[c.ID]; ok {
 			prot = append(slices.Clone(protected), protected1{ep, fmt.Sprintf("the endpoint of cluster %q's gateway", c.ID)})
 		}
-		rp, refused, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID], prot)
+		rp, refused, problem := remotePeer(local, d.TunnelIP, d.Firewall.Translate, c, gws[c.ID], prot)
 		for _, r := range refused {
 			d.Refused = append(d.Refused, r)
 			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: CIDR %s covers %s (%s); refused, the rest of the cluster stays linked",
@@ -219,7 +227,7 @@ func insideOther(clusters []api.Cluster, local, self string, a netip.Addr) (stri
 		if o.ID == local || o.ID == self {
 			continue
 		}
-		for _, s := range slices.Concat(o.PodCIDRs, o.ServiceCIDRs) {
+		for _, s := range o.MeshCIDRs() {
 			if p, err := cidr.Parse(s, cidr.Mask); err == nil && p.Contains(a) {
 				return o.ID, p, true
 			}
@@ -252,7 +260,9 @@ func protectedAddrs(local Local) []protected1 {
 	return out
 }
 
-func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway, prot []protected1) (RemotePeer, []RefusedCIDR, string) {
+// remotePeer is cluster c as a WireGuard peer: its mesh CIDRs (mapped
+// where it is translated) are its allowed IPs.
+func remotePeer(local Local, localTunnel netip.Addr, xlat []nft.Translation, c api.Cluster, gws []api.Gateway, prot []protected1) (RemotePeer, []RefusedCIDR, string) {
 	rp := RemotePeer{Cluster: c.ID}
 	g, ok := chooseGateway(gws)
 	if !ok {
@@ -274,7 +284,7 @@ func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Ga
 	allowed := []netip.Prefix{netip.PrefixFrom(tip, tip.BitLen())}
 	var refused []RefusedCIDR
 cidrs:
-	for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs) {
+	for _, s := range c.MeshCIDRs() {
 		p, err := cidr.Parse(s, cidr.Mask)
 		if err != nil {
 			return rp, nil, fmt.Sprintf("invalid CIDR %q", s)
@@ -282,6 +292,11 @@ cidrs:
 		for _, l := range slices.Concat(local.PodCIDRs, local.ServiceCIDRs) {
 			if l.Overlaps(p) {
 				return rp, nil, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
+			}
+		}
+		for _, t := range xlat {
+			if t.Mapped.Overlaps(p) {
+				return rp, nil, fmt.Sprintf("CIDR %s overlaps this cluster's mapped CIDR %s; skipped", p, t.Mapped)
 			}
 		}
 		for _, pa := range prot {

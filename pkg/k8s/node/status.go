@@ -78,6 +78,7 @@ func BuildStatus(in StatusInput) status.GatewayStatus {
 	}
 	if self != nil {
 		st.TunnelIP = self.TunnelIP
+		st.Translations = self.Translations
 	}
 	return st
 }
