@@ -190,6 +190,16 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 type JoinResponse struct {
 	Cluster    Cluster `json:"cluster"`
 	Credential string  `json:"credential"`
+	// Translated are the members whose CIDRs this join overlapped and
+	// that got translations with it (their new records).
+	Translated []Cluster `json:"translated,omitempty"`
+}
+
+// TranslateRequest asks the broker (admin) to translate CIDRs of a member
+// that joined without translation: POST /v1/clusters/{id}/translations.
+type TranslateRequest struct {
+	// CIDRs are the member's real CIDRs to translate; empty: all of them.
+	CIDRs []string `json:"cidrs,omitempty"`
 }
 
 // Error is the body of every non-2xx response.

@@ -315,6 +315,17 @@ func (c *Client) RemoveCluster(ctx context.Context, clusterID string) error {
 	return c.call(ctx, http.MethodDelete, "/v1/clusters/"+esc(clusterID), c.cred, nil, nil)
 }
 
+// Translate gives a member's real CIDRs (all when none is named) mapped
+// CIDRs, live (admin); it returns the member's record.
+func (c *Client) Translate(ctx context.Context, clusterID string, cidrs []string) (*api.Cluster, error) {
+	var out api.Cluster
+	if err := c.call(ctx, http.MethodPost, "/v1/clusters/"+esc(clusterID)+"/translations", c.cred,
+		api.TranslateRequest{CIDRs: cidrs}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RegisterGateway creates or replaces a gateway endpoint of the client's
 // cluster. The broker sets ObservedIP and Stale. An active registration
 // with an epoch older than the cluster's active gateway's is refused (409).
