@@ -109,12 +109,17 @@ type mesh struct {
 }
 
 type cluster struct {
-	mode   wg.Mode // overrides the mesh's mode when set
-	i      int
-	id     string
-	gwNS   string
-	podNS  string
-	podIP  string
+	mode     wg.Mode // overrides the mesh's mode when set
+	i        int
+	id       string
+	pod, svc string // the CIDRs the cluster joined with
+	gwSvc    string // the service CIDR its gateway is given
+	gwNS     string
+	podNS    string
+	podIP    string
+	// meshIP is the pod's address in the mesh: podIP, or its mapped
+	// address once the cluster is translated (setMeshIPs).
+	meshIP string
 	dir    string
 	gw     *testbed.Proc
 	pubKey string
@@ -182,9 +187,20 @@ func (m *mesh) addCluster(i int) *cluster {
 }
 
 // addClusterSvc is addCluster with another service CIDR in the broker's record.
+// Its gateway keeps the service CIDR 10.(100+i).0.0/16.
 func (m *mesh) addClusterSvc(i int, svc string) *cluster {
+	c := m.addClusterCIDRs(i, i, svc)
+	c.gwSvc = fmt.Sprintf("10.%d.0.0/16", 100+i)
+	return c
+}
+
+// addClusterCIDRs is addCluster with pod CIDR 10.net.0.0/16 (the pod is
+// 10.net.0.2) and service CIDR svc: clusters may share them.
+func (m *mesh) addClusterCIDRs(i, net int, svc string) *cluster {
 	t := m.t
-	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", i)}
+	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", net),
+		pod: fmt.Sprintf("10.%d.0.0/16", net), svc: svc, gwSvc: svc}
+	c.meshIP = c.podIP
 	c.dir = filepath.Join(m.bed.Dir, c.id)
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -193,9 +209,9 @@ func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 	c.podNS = m.bed.NS("pod" + c.id[1:])
 	m.ul.Attach(c.gwNS, fmt.Sprintf("192.0.2.%d/24", 10+i))
 	m.bed.Veth(c.gwNS, "pods", c.podNS, "eth0")
-	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", i), "dev", "pods")
+	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", net), "dev", "pods")
 	m.bed.MustIP(c.podNS, "addr", "add", c.podIP+"/24", "dev", "eth0")
-	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", i))
+	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", net))
 	m.bed.StartHelper(c.podNS, "echo-"+c.id, "echo")
 
 	tok, err := m.brokerCall("token", nil)
@@ -203,7 +219,7 @@ func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 		t.Fatalf("create join token: %v", err)
 	}
 	cred, err := m.brokerCall("join", map[string]string{"TB_CRED": "", "TB_TOKEN": tok, "TB_CLUSTER": c.id,
-		"TB_POD": fmt.Sprintf("10.%d.0.0/16", i), "TB_SVC": svc})
+		"TB_POD": c.pod, "TB_SVC": svc})
 	if err != nil {
 		t.Fatalf("join %s: %v", c.id, err)
 	}
@@ -221,8 +237,8 @@ func (m *mesh) startGateway(c *cluster) {
 	}
 	c.gw = m.bed.Start(c.gwNS, "gateway-"+c.id, nil, m.gwBin, "run",
 		"--cluster-id", c.id,
-		"--pod-cidr", fmt.Sprintf("10.%d.0.0/16", c.i),
-		"--service-cidr", fmt.Sprintf("10.%d.0.0/16", 100+c.i),
+		"--pod-cidr", c.pod,
+		"--service-cidr", c.gwSvc,
 		"--broker", brokerURL,
 		"--ca-file", filepath.Join(m.dataDir, "ca.crt"),
 		"--credential-file", filepath.Join(c.dir, "credential"),
@@ -255,11 +271,12 @@ func (m *mesh) wgDump(c *cluster) (string, map[string][3]string, error) {
 }
 
 // reach checks TCP (larger than the tunnel MTU, many segments) and UDP
-// (one small, one fragmented datagram) from a's pod to b's pod, and that b
-// sees a's pod address (no SNAT).
+// (one small, one fragmented datagram) from a's pod to b's pod at its mesh
+// address, and that b sees a's pod at its mesh address (no SNAT; mapped
+// when a is translated).
 func (m *mesh) reach(a, b *cluster) error {
-	want := "FROM " + a.podIP
-	out, err := m.bed.Helper(a.podNS, "tcp", b.podIP, "300000")
+	want := "FROM " + a.meshIP
+	out, err := m.bed.Helper(a.podNS, "tcp", b.meshIP, "300000")
 	if err != nil {
 		return fmt.Errorf("TCP %s→%s: %w", a.id, b.id, err)
 	}
@@ -267,7 +284,7 @@ func (m *mesh) reach(a, b *cluster) error {
 		return fmt.Errorf("TCP %s→%s: server saw %q, want %q", a.id, b.id, out, want)
 	}
 	for _, size := range []string{"1200", "4000"} {
-		out, err := m.bed.Helper(a.podNS, "udp", b.podIP, size)
+		out, err := m.bed.Helper(a.podNS, "udp", b.meshIP, size)
 		if err != nil {
 			return fmt.Errorf("UDP %s bytes %s→%s: %w", size, a.id, b.id, err)
 		}
