@@ -80,8 +80,8 @@ type RemoteCluster struct {
 	RxBytes       int64        `json:"rxBytes,omitempty"`
 	TxBytes       int64        `json:"txBytes,omitempty"`
 	// PathMTU and PathMTULost: api.PeerHealth's measurement of the path.
-	PathMTU      int      `json:"pathMTU,omitempty"`
-	PathMTULost  int      `json:"pathMTULost,omitempty"`
+	PathMTU     int `json:"pathMTU,omitempty"`
+	PathMTULost int `json:"pathMTULost,omitempty"`
 	// PodCIDRs and ServiceCIDRs are the cluster's mesh CIDRs: mapped
 	// where it is translated, what this cluster routes to it.
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
