@@ -43,6 +43,19 @@ const (
 // fd00::/8.
 var DefaultMappedCIDRs = []string{"240.0.0.0/5", "fc00::/8"}
 
+// DescribeTranslations reads "10.244.0.0/16 as 240.0.0.0/16, …", for
+// people ("none" when there is none).
+func DescribeTranslations(ts []Translation) string {
+	if len(ts) == 0 {
+		return "none"
+	}
+	ss := make([]string, 0, len(ts))
+	for _, t := range ts {
+		ss = append(ss, t.Real+" as "+t.Mapped)
+	}
+	return strings.Join(ss, ", ")
+}
+
 // Translated reports whether any of c's CIDRs is translated.
 func (c Cluster) Translated() bool { return len(c.Translations) > 0 }
 

@@ -474,21 +474,12 @@ func TranslationNote(c api.Cluster, others []api.Cluster) string {
 	}
 	var b strings.Builder
 	if c.Translated() {
-		b.WriteString("; overlapping CIDRs translated: " + Translations(c.Translations))
+		b.WriteString("; overlapping CIDRs translated: " + api.DescribeTranslations(c.Translations))
 	}
 	for _, m := range others {
-		fmt.Fprintf(&b, "; member %s translated too: %s", m.ID, Translations(m.Translations))
+		fmt.Fprintf(&b, "; member %s translated too: %s", m.ID, api.DescribeTranslations(m.Translations))
 	}
 	return b.String()
-}
-
-// Translations reads "10.244.0.0/16 as 240.0.0.0/16, …".
-func Translations(ts []api.Translation) string {
-	var ss []string
-	for _, t := range ts {
-		ss = append(ss, t.Real+" as "+t.Mapped)
-	}
-	return strings.Join(ss, ", ")
 }
 
 // fetchGossipKey reads the clusterset's gossip key into m: the active

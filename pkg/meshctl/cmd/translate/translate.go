@@ -16,7 +16,6 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/env"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
-	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/member"
 )
 
 // New returns `translate CLUSTER`.
@@ -61,12 +60,12 @@ its mapped ones instead.`,
 			}
 			for _, o := range before.Clusters {
 				if o.ID == rec.ID && len(o.Translations) == len(rec.Translations) {
-					fmt.Fprintf(e.Out, "Cluster %q was translated already: %s\n", rec.ID, member.Translations(rec.Translations))
+					fmt.Fprintf(e.Out, "Cluster %q was translated already: %s\n", rec.ID, api.DescribeTranslations(rec.Translations))
 					return nil
 				}
 			}
 			fmt.Fprintf(e.Out, "Cluster %q translated: %s.\nIts gateway rewrites between real and mapped addresses from now on; the other clusters route the mapped CIDRs; its exports publish mapped addresses.\n",
-				rec.ID, member.Translations(rec.Translations))
+				rec.ID, api.DescribeTranslations(rec.Translations))
 			return nil
 		},
 	}
