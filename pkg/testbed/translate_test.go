@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -233,7 +234,7 @@ func testTranslatedStandbyTakeover(t *testing.T, mode wg.Mode) {
 			{apod, "240.1.0.2", "FROM 240.0.0.2"}, {bpod, "240.0.0.2", "FROM 240.1.0.2"},
 		} {
 			var got string
-			err := testbed.Eventually(timeout, 200*time.Millisecond, func() error {
+			err := testkit.Poll(timeout, 200*time.Millisecond, func() error {
 				var err error
 				got, err = bed.Helper(tc.from, "tcp", tc.to, "100000")
 				return err

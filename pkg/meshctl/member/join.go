@@ -324,7 +324,8 @@ func Join(ctx context.Context, c *kube.Cluster, o JoinOptions) (*JoinResult, err
 	err = p.Run("Installing tunnelmesh", func(s *progress.Step) error {
 		// The images' content as the nodes report it: a rebuilt image
 		// loaded under the same tag rolls the workloads running it.
-		objs := kube.StampImageDigests(objs, kube.ImageDigests(nodes.Items, kube.Images(objs)))
+		objs := kube.StampImageDigests(kube.Substitute(objs, map[string]string{"CLUSTER_ID": res.ClusterID}),
+			kube.ImageDigests(nodes.Items, kube.Images(objs)))
 		if err := c.Apply(ctx, objs); err != nil {
 			return cli.Failed(err, "run join again; it resumes where it stopped", "cannot install the components")
 		}
