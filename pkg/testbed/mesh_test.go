@@ -316,14 +316,17 @@ func (m *mesh) ownedRoutes(c *cluster) string {
 	return out
 }
 
-func TestMesh(t *testing.T) {
+// eachMode runs f as a subtest per WireGuard implementation available.
+func eachMode(t *testing.T, f func(*testing.T, wg.Mode)) {
 	for _, mode := range wgModes {
 		t.Run(string(mode), func(t *testing.T) {
 			requireMode(t, mode)
-			testMesh(t, mode)
+			f(t, mode)
 		})
 	}
 }
+
+func TestMesh(t *testing.T) { eachMode(t, testMesh) }
 
 func testMesh(t *testing.T, mode wg.Mode) {
 	m := newMesh(t, mode)

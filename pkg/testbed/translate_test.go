@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -73,14 +72,7 @@ func (m *mesh) translated(c *cluster) (in, out int, table string) {
 // c1 too, live: c1's gateway (never restarted) starts translating and c3
 // follows c1's mapped CIDRs. Then traffic flows both ways between every
 // pair, TCP and UDP, each server seeing the caller's mapped address.
-func TestTranslatedMesh(t *testing.T) {
-	for _, mode := range wgModes {
-		t.Run(string(mode), func(t *testing.T) {
-			requireMode(t, mode)
-			testTranslatedMesh(t, mode)
-		})
-	}
-}
+func TestTranslatedMesh(t *testing.T) { eachMode(t, testTranslatedMesh) }
 
 func testTranslatedMesh(t *testing.T, mode wg.Mode) {
 	m := newMesh(t, mode)
@@ -150,14 +142,7 @@ func testTranslatedMesh(t *testing.T, mode wg.Mode) {
 // pod opened to a's pod at its mapped address before the failover carries
 // on through it, and afterwards each side still sees the other's mapped
 // address.
-func TestTranslatedStandbyTakeover(t *testing.T) {
-	for _, mode := range wgModes {
-		t.Run(string(mode), func(t *testing.T) {
-			requireMode(t, mode)
-			testTranslatedStandbyTakeover(t, mode)
-		})
-	}
-}
+func TestTranslatedStandbyTakeover(t *testing.T) { eachMode(t, testTranslatedStandbyTakeover) }
 
 func testTranslatedStandbyTakeover(t *testing.T, mode wg.Mode) {
 	bed := testbed.New(t)
@@ -175,38 +160,16 @@ func testTranslatedStandbyTakeover(t *testing.T, mode wg.Mode) {
 		{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.31", Port: 51820, PublicKey: keyA.PublicKey().String(), Active: true, Epoch: 1},
 		{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.30", Port: 51820, PublicKey: keyB.PublicKey().String(), Active: true, Epoch: 1},
 	}}
-	type node struct {
-		name, ns, dev, role string
-		proc                *testbed.Proc
-	}
-	start := func(n *node, cluster string, key wgtypes.Key, role string) {
+	start := func(n *dpNode, cluster string, key wgtypes.Key, role string) {
 		t.Helper()
-		d := gateway.Compute(gateway.Local{ClusterID: cluster, Interface: n.dev,
+		d, path := n.writeDesired(t, bed, gateway.Local{ClusterID: cluster,
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}, snap)
 		if len(d.Peers) != 1 || len(d.Firewall.Translate) != 2 {
 			t.Fatalf("%s desired: %+v", n.name, d)
 		}
-		b, err := json.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		desired := filepath.Join(bed.Dir, n.name+".json")
-		n.role = filepath.Join(bed.Dir, n.name+".role")
-		if err := os.WriteFile(desired, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(n.role, []byte(role), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		exe, _ := os.Executable()
-		n.proc = bed.Start(n.ns, n.name, []string{"TB_DP_ROLE_FILE=" + n.role, "TB_DP_DESIRED=" + desired,
-			"TB_DP_KEY=" + key.String(), "TB_DP_IF=" + n.dev, "TB_DP_MODE=" + string(mode)}, exe)
+		n.start(t, bed, path, key, mode, role)
 	}
-	mk := func(name, addr string) *node {
-		n := &node{name: name, ns: bed.NS(name), dev: testbed.UniqueName("tm" + name)}
-		ul.Attach(n.ns, addr+"/24")
-		return n
-	}
+	mk := func(name, addr string) *dpNode { return newDPNode(bed, ul, name, addr) }
 	b1, a1, a2 := mk("b1", "192.0.2.30"), mk("a1", "192.0.2.31"), mk("a2", "192.0.2.32")
 	// b's pod sits behind b1; a's pod on another node of a, which routes the
 	// mesh through a's active gateway node (as a route agent in direct mode).
@@ -219,7 +182,7 @@ func testTranslatedStandbyTakeover(t *testing.T, mode wg.Mode) {
 	ul.Attach(apod, "192.0.2.40/24")
 	bed.MustIP(apod, "addr", "add", "10.244.0.2/32", "dev", "lo")
 	bed.MustIP(apod, "route", "add", "240.0.0.0/5", "via", "192.0.2.31", "src", "10.244.0.2")
-	for _, n := range []*node{a1, a2} {
+	for _, n := range []*dpNode{a1, a2} {
 		bed.MustIP(n.ns, "route", "add", "10.244.0.2/32", "via", "192.0.2.40")
 	}
 	bed.StartHelper(apod, "echo-a", "echo")
