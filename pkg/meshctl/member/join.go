@@ -257,7 +257,7 @@ func (j *joiner) checkBroker(s *progress.Step) error {
 	}
 	for _, cl := range snap.Clusters {
 		if cl.ID == member.ClusterID {
-			j.res.TunnelIP = cl.TunnelIP
+			j.res.TunnelIP, j.res.Translations = cl.TunnelIP, cl.Translations
 		}
 	}
 	if member.GossipKey == "" { // joined by an older meshctl
