@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,9 +22,9 @@ type outageResult struct {
 	attempts    int64         // connections the watchers opened while no broker answered
 	peakAttempt int           // most in one second
 	restart     time.Duration // from start to the first ready answer
-	reconnected int64         // watch requests in the 10 s after the return
-	peakWatch   float64       // most watch requests in one second after the return
-	allBack     time.Duration // from the return until every watcher asked again (0: not all within 10 s)
+	reconnected int64         // watch streams open 10 s after the return
+	peakWatch   float64       // most watch streams opened in one second after the return
+	allBack     time.Duration // from the return until every watcher's stream is open again (0: not all within 10 s)
 	cpu         float64       // broker CPU seconds in the 10 s after the return
 	ack         time.Duration // the write made as soon as the broker answered
 	felt        []time.Duration
@@ -105,12 +102,12 @@ func outagePhase(ctx context.Context, outage time.Duration, addrs []string, stop
 		return nil, fmt.Errorf("write after the return: %w", err)
 	}
 	res.ack = t.acked
-	// Watch requests per 100 ms for 10 s: the reconnect wave.
+	// Open watch streams every 100 ms for 10 s: the reconnect wave.
 	var samples []float64
 	for range 100 {
 		v := 0.0
 		for _, a := range addrs {
-			v += metricLabelled(ca, a, "tunnelmesh_broker_requests_total", `route="GET /v1/watch"`)
+			v += max(0, metric(ca, a, "tunnelmesh_broker_watches_open"))
 		}
 		samples = append(samples, v)
 		time.Sleep(100 * time.Millisecond)
@@ -143,32 +140,8 @@ func (r *outageResult) print() {
 	if r.allBack > 0 {
 		all = fmt.Sprintf("all %d within %.1f s", r.watchers, r.allBack.Seconds())
 	}
-	fmt.Printf("  after the broker answered again (%.2f s after its start): %d watch requests in 10 s (%s), at most %.0f in one second; broker CPU %.1f s in those 10 s\n",
+	fmt.Printf("  after the broker answered again (%.2f s after its start): %d watch streams open 10 s later (%s), at most %.0f opened in one second; broker CPU %.1f s in those 10 s\n",
 		r.restart.Seconds(), r.reconnected, all, r.peakWatch, r.cpu)
 	fmt.Printf("  a change written as soon as it answered (acknowledged in %s) was seen by every watcher within %s of the return (p50 %s, p99 %s)\n",
 		ms(r.ack), ms(pct(r.felt, 100)), ms(pct(r.felt, 50)), ms(pct(r.felt, 99)))
-}
-
-// metricLabelled sums a counter's series whose labels contain label.
-func metricLabelled(ca []byte, addr, name, label string) float64 {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := hc.Get("https://" + addr + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, name+"{") && strings.Contains(l, label) {
-			f := strings.Fields(l)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
-		}
-	}
-	return sum
 }
