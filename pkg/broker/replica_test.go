@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
@@ -97,7 +98,7 @@ func TestReplicasSurviveKilledMemberAndReplica(t *testing.T) {
 	// B learns the new credential when it has applied the join (replicas
 	// apply each other's commits within milliseconds, not at once).
 	var start *api.Snapshot
-	eventually(t, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		start, err = client(jr.Credential, urlB).Snapshot(ctx)
 		return err
 	})
@@ -254,7 +255,7 @@ func TestReplicasRacingOverlappingJoins(t *testing.T) {
 		}
 	}
 	// Both replicas agree on the result, at the same revision.
-	eventually(t, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		sa, _ := a.Admin().Snapshot(ctx)
 		sb, _ := b.Admin().Snapshot(ctx)
 		if sa == nil || sb == nil || sa.Revision != sb.Revision || len(sa.Clusters) != rounds || len(sb.Clusters) != rounds {
@@ -262,21 +263,6 @@ func TestReplicasRacingOverlappingJoins(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-func eventually(t *testing.T, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestReplicasShareGatewayLiveness: a gateway that heartbeats only to one
@@ -375,7 +361,7 @@ func TestReplicasRacingActiveRegistrations(t *testing.T) {
 	ctx := ctxT(t)
 	onA, jr := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
 	onB := b.Client(jr.Credential)
-	eventually(t, func() error { _, err := onB.Snapshot(ctx); return err }) // B has applied the join
+	testkit.Eventually(t, 20*time.Second, func() error { _, err := onB.Snapshot(ctx); return err }) // B has applied the join
 	for i := int64(1); i <= 15; i++ {
 		ga, gb := gateway("east", "gw-a", 1), gateway("east", "gw-b", 1)
 		ga.Epoch, gb.Epoch = 2*i, 2*i+1

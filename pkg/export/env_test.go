@@ -28,11 +28,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // cluster is one real kube-apiserver with the MCS CRDs, and the controller
@@ -55,19 +56,38 @@ type cluster struct {
 	tunnels *export.Tunnels
 	stop    func()
 	runs    int
+	workers int // 0: the shipped default
+	// shippedElection: see clusterOptions.
+	shippedElection bool
+	electionKube    kubernetes.Interface
 }
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
 	t.Helper()
-	return startClusterWith(t, b, id, podCIDR, svcCIDR, kubeapi.Options{})
+	return startClusterWith(t, b, id, podCIDR, svcCIDR, clusterOptions{})
 }
 
-func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o kubeapi.Options) *cluster {
+// clusterOptions tune startClusterWith; zero values: a test apiserver and
+// the controller's shipped settings.
+type clusterOptions struct {
+	api     kubeapi.Options
+	qps     float32 // the controller's clients
+	burst   int
+	workers int
+	// shippedElection: the Lease timings the controller ships with, not
+	// the short ones tests use.
+	shippedElection bool
+}
+
+func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o clusterOptions) *cluster {
 	t.Helper()
-	env := kubeapi.StartWith(t, o)
+	if o.qps == 0 {
+		o.qps, o.burst = export.DefaultQPS, export.DefaultBurst
+	}
+	env := kubeapi.StartWith(t, o.api)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
-	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels()}
+	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels(), workers: o.workers, shippedElection: o.shippedElection}
 	var err error
 	if c.kube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
@@ -94,7 +114,7 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 	applyYAML(t, c.dyn, rbac)
 	// ... and the client settings it ships with.
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + defaults.Namespace + ":tunnelmesh-controller"}
-	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
+	cfg.QPS, cfg.Burst = o.qps, o.burst
 	if c.ctrlKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +122,9 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 		t.Fatal(err)
 	}
 	if c.ctrlDyn, err = dynamic.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.electionKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -154,7 +177,7 @@ func InstallCRDs(t testing.TB, dc dynamic.Interface, docs ...[]byte) {
 		if _, err := dc.Resource(crdGVR).Create(ctx, u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("create CRD %s: %v", u.GetName(), err)
 		}
-		eventually(t, 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			got, err := dc.Resource(crdGVR).Get(ctx, u.GetName(), metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -180,12 +203,16 @@ func (c *cluster) run() {
 		br = c.via
 	}
 	cfg := export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.ctrlKube, MCS: c.ctrlMCS, Dynamic: c.ctrlDyn,
-		Broker: br, Reachability: c.tunnels,
+		Broker: br, Reachability: c.tunnels, Workers: c.workers,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	// Elected as in production, with short timings (the lease is released
 	// on a clean stop, so a restart does not wait for it anyway).
 	c.runs++
-	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
+	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), Client: c.electionKube,
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
+	if c.shippedElection {
+		el.LeaseDuration, el.RenewDeadline, el.RetryPeriod = 0, 0, 0
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- export.Run(ctx, cfg, el) }()
@@ -208,21 +235,6 @@ func (c *cluster) run() {
 	c.t.Cleanup(c.stop)
 }
 
-func eventually(t testing.TB, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func (c *cluster) namespace(name string) {
 	c.t.Helper()
 	_, err := c.kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
@@ -236,17 +248,29 @@ func (c *cluster) namespace(name string) {
 // EndpointSlice controller would (none runs with the test apiserver).
 func (c *cluster) service(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) *corev1.Service {
 	c.t.Helper()
-	ctx := context.Background()
+	s, err := c.createService(ns, name, headless, ports, pods...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+// serviceErr is service for other goroutines than the test's.
+func (c *cluster) serviceErr(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) error {
+	_, err := c.createService(ns, name, headless, ports, pods...)
+	return err
+}
+
+func (c *cluster) createService(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) (*corev1.Service, error) {
 	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Ports: ports}}
 	if headless {
 		s.Spec.ClusterIP = corev1.ClusterIPNone
 	}
-	s, err := c.kube.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+	s, err := c.kube.CoreV1().Services(ns).Create(context.Background(), s, metav1.CreateOptions{})
 	if err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
-	c.endpoints(ns, name, ports, pods...)
-	return s
+	return s, c.putEndpoints(ns, name, ports, pods...)
 }
 
 // podIP is address i of the cluster's pod CIDR (10.<n>.0.i).
@@ -261,6 +285,12 @@ type pod struct {
 
 func (c *cluster) endpoints(ns, name string, ports []corev1.ServicePort, pods ...pod) {
 	c.t.Helper()
+	if err := c.putEndpoints(ns, name, ports, pods...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) putEndpoints(ns, name string, ports []corev1.ServicePort, pods ...pod) error {
 	ctx := context.Background()
 	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-pods",
 		Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}},
@@ -282,9 +312,7 @@ func (c *cluster) endpoints(ns, name string, ports []corev1.ServicePort, pods ..
 	} else {
 		_, err = c.kube.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
 	}
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	return err
 }
 
 func (c *cluster) export(ns, name string) {
@@ -314,7 +342,7 @@ func (c *cluster) updateExport(ns, name string, fn func(*mcsv1beta1.ServiceExpor
 // typ has a message naming every one of words.
 func (c *cluster) wantConditionMessage(ns, name, typ string, words ...string) {
 	c.t.Helper()
-	eventually(c.t, 20*time.Second, func() error {
+	testkit.Eventually(c.t, 20*time.Second, func() error {
 		se, err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -359,7 +387,7 @@ func (c *cluster) conditions(ns, name string) (string, error) {
 
 func (c *cluster) wantConditions(ns, name, want string) {
 	c.t.Helper()
-	eventually(c.t, 20*time.Second, func() error {
+	testkit.Eventually(c.t, 20*time.Second, func() error {
 		got, err := c.conditions(ns, name)
 		if err != nil {
 			return err

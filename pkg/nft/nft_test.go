@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 )
 
@@ -153,7 +154,7 @@ func TestTable(t *testing.T) {
 	from := func(ns string) string {
 		t.Helper()
 		var out string
-		err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
+		err := testkit.Poll(10*time.Second, 200*time.Millisecond, func() error {
 			var err error
 			out, err = bed.Helper(ns, "udp", "10.2.0.5", "100")
 			return err
@@ -209,7 +210,7 @@ func TestTable(t *testing.T) {
 	go func() { defer close(done); _ = tb.Run(ctx, 100*time.Millisecond) }()
 	t.Cleanup(func() { cancel(); <-done })
 	bed.MustExec(self, "nft", "delete", "table", "inet", TableName)
-	if err := testbed.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 100*time.Millisecond, func() error {
 		out, err := testbed.Exec(context.Background(), self, "nft", "list", "table", "inet", TableName)
 		if err != nil || !strings.Contains(out, "10.3.0.0/16") {
 			return fmt.Errorf("table not restored: %v", err)
@@ -219,7 +220,7 @@ func TestTable(t *testing.T) {
 		t.Error(err)
 	}
 	bed.MustExec(self, "nft", "delete", "element", "inet", TableName, SetRemote4, "{ 10.3.0.0/16 }")
-	if err := testbed.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 100*time.Millisecond, func() error {
 		out, _ := testbed.Exec(context.Background(), self, "nft", "list", "set", "inet", TableName, SetRemote4)
 		if !strings.Contains(out, "10.3.0.0/16") {
 			return fmt.Errorf("deleted element not restored:\n%s", out)

@@ -3,7 +3,7 @@
 // DaemonSet, `gateway cleanup`, once the gateway and route-agent pods are
 // gone): the routes tagged with the gateway's and the route agent's
 // protocols (77, 78), the tmesh0 and tmesh-* devices (the VXLAN device and
-// its FDB with it), the nftables tables inet tunnelmesh and
+// its FDB with it), the nftables tables inet tunnelmesh, tunnelmesh-fence and
 // inet tunnelmesh-agent, the WireGuard control socket and the node state
 // directory's files, and the kernel settings `gateway sysctl` changed.
 //
@@ -142,7 +142,7 @@ func Clean(cfg Config) ([]string, error) {
 		}
 		done = append(done, "device "+name+" deleted")
 	}
-	for _, t := range []string{nft.TableName, routeagent.TableName} {
+	for _, t := range []string{nft.TableName, nft.FenceTableName, routeagent.TableName} {
 		ok, err := nft.TableExists(t)
 		if err == nil && ok {
 			err = nft.DeleteTable(t)

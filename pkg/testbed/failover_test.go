@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -162,7 +163,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	}
 	// Both sides handshake at once here; wireguard-go occasionally needs its
 	// rekey (15 s) to settle that, as in TestMesh's 45 s for the first flows.
-	if err := testbed.Eventually(45*time.Second, 100*time.Millisecond, ping); err != nil {
+	if err := testkit.Poll(45*time.Second, 100*time.Millisecond, ping); err != nil {
 		t.Fatalf("b1 → a1: %v\n%s", err, diag())
 	}
 	endpoint := func() string {
@@ -174,7 +175,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	}
 	// The standby holds the key but no peer and no address: it never answers
 	// or sends a handshake, so the active's sessions are undisturbed.
-	if err := testbed.Eventually(10*time.Second, 50*time.Millisecond, func() error {
+	if err := testkit.Poll(10*time.Second, 50*time.Millisecond, func() error {
 		out, err := bed.Exec(a2.ns, "wg", "show", a2.dev, "public-key")
 		if err != nil || strings.TrimSpace(out) != keyA.PublicKey().String() {
 			return fmt.Errorf("standby device not up with cluster a's key: %q %v", out, err)
@@ -195,7 +196,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	if err := os.WriteFile(a2.role, []byte("active"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := testbed.Eventually(15*time.Second, 20*time.Millisecond, ping); err != nil {
+	if err := testkit.Poll(15*time.Second, 20*time.Millisecond, ping); err != nil {
 		t.Fatalf("b1 → a2 after the takeover: %v\n%s", err, a2.proc.Tail(2000))
 	}
 	took := time.Since(killed)
@@ -212,7 +213,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	}
 	var log string
 	i := -1
-	if err := testbed.Eventually(5*time.Second, 10*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, func() error {
 		log = a2.proc.Tail(1 << 20)
 		if i = strings.Index(log, `role "active" applied in `); i < 0 {
 			return fmt.Errorf("a2 never applied the active role:\n%s", log)
@@ -236,7 +237,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	if err := os.WriteFile(b1.role, []byte("active2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := testbed.Eventually(5*time.Second, 20*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 20*time.Millisecond, func() error {
 		if n := strings.Count(b1.proc.Tail(1<<20), "applied in"); n != 2 {
 			return fmt.Errorf("b1 applied %d times", n)
 		}

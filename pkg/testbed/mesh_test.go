@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -154,7 +155,7 @@ func newMesh(t testing.TB, mode wg.Mode) *mesh {
 
 func (m *mesh) startBroker() {
 	m.broker = m.bed.Start(m.brokerNS, "broker", nil, m.brBin, "serve", "--data-dir", m.dataDir, "--listen", "192.0.2.2:8443")
-	if err := testbed.Eventually(20*time.Second, 200*time.Millisecond, func() error {
+	if err := testkit.Poll(20*time.Second, 200*time.Millisecond, func() error {
 		_, err := m.brokerCall("token", nil)
 		return err
 	}); err != nil {
@@ -286,7 +287,7 @@ func (m *mesh) reachAll(t testing.TB, ids []int, timeout time.Duration) {
 				continue
 			}
 			a, b := m.clusters[i], m.clusters[j]
-			if err := testbed.Eventually(timeout, 500*time.Millisecond, func() error { return m.reach(a, b) }); err != nil {
+			if err := testkit.Poll(timeout, 500*time.Millisecond, func() error { return m.reach(a, b) }); err != nil {
 				t.Fatalf("%v\n--- %s log:\n%s\n--- %s log:\n%s", err, a.id, a.gw.Tail(3000), b.id, b.gw.Tail(3000))
 			}
 		}
@@ -371,7 +372,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 	})
 
 	t.Run("health and metrics", func(t *testing.T) {
-		err := testbed.Eventually(20*time.Second, time.Second, func() error {
+		err := testkit.Poll(20*time.Second, time.Second, func() error {
 			out, err := m.bed.Helper(c1.podNS, "get", "http://10.1.0.1:9570/metrics")
 			if err != nil {
 				return err
@@ -391,7 +392,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 	})
 
 	t.Run("health reported to the broker", func(t *testing.T) {
-		err := testbed.Eventually(25*time.Second, time.Second, func() error {
+		err := testkit.Poll(25*time.Second, time.Second, func() error {
 			out, err := m.brokerCall("status", nil)
 			if err != nil {
 				return err
@@ -451,7 +452,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 
 	t.Run("deleted route is put back", func(t *testing.T) {
 		m.bed.MustIP(c1.gwNS, "route", "del", "10.2.0.0/16")
-		if err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
+		if err := testkit.Poll(10*time.Second, 200*time.Millisecond, func() error {
 			if !strings.Contains(m.ownedRoutes(c1), "10.2.0.0/16 dev tmesh0") {
 				return fmt.Errorf("route to 10.2.0.0/16 not restored:\n%s", m.ownedRoutes(c1))
 			}
@@ -551,7 +552,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 			t.Fatal(err)
 		}
 		for _, c := range []*cluster{c1, c2, m.clusters[4]} {
-			err := testbed.Eventually(20*time.Second, 500*time.Millisecond, func() error {
+			err := testkit.Poll(20*time.Second, 500*time.Millisecond, func() error {
 				_, peers, err := m.wgDump(c)
 				if err != nil {
 					return err

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"net/netip"
 	"os"
 	"reflect"
@@ -220,5 +221,38 @@ func TestNameservers(t *testing.T) {
 	got := gateway.Nameservers(p, t.TempDir()+"/missing")
 	if len(got) != 2 || got[0].String() != "10.0.0.10" || got[1].String() != "2001:db8::53" {
 		t.Fatalf("nameservers %v", got)
+	}
+}
+
+// A MeshGateway not named after the cluster (planted by anyone who may
+// create one: with a higher epoch, naming the holder, with remotes that
+// would pull traffic) is not followed; the cluster's own is.
+func TestAgentIgnoresOtherMeshGateways(t *testing.T) {
+	self := routeagent.Self{Name: "w", Interface: "eth0"}
+	addrs := []netip.Addr{netip.MustParseAddr("172.30.0.2")}
+	ours := mg("east", "g1", 3, []string{"10.244.0.0/16"}, status.RemoteCluster{Cluster: "west", PodCIDRs: []string{"10.60.0.0/16"}})
+	planted := mg("zzz", "g1", 99, []string{"10.244.0.0/16"}, status.RemoteCluster{Cluster: "evil", PodCIDRs: []string{"10.77.0.0/16"}})
+	in, _ := AgentInput(self, ClusterView{Holder: "g1", HolderAddrs: addrs, Gateways: []status.MeshGateway{ours, planted}},
+		AgentSettings{ClusterID: "east"})
+	if !reflect.DeepEqual(in.Remote, pfx("10.60.0.0/16")) {
+		t.Errorf("remote CIDRs %v; want only the cluster's own MeshGateway's, 10.60.0.0/16", in.Remote)
+	}
+	in, _ = AgentInput(self, ClusterView{Holder: "g1", HolderAddrs: addrs, Gateways: []status.MeshGateway{planted}}, AgentSettings{ClusterID: "east"})
+	if len(in.Remote) != 0 || len(in.Local) != 0 {
+		t.Errorf("from a planted MeshGateway alone: remote %v local %v; want nothing", in.Remote, in.Local)
+	}
+}
+
+// TestStatusStandbys: the active lists the other candidates, a labelled one
+// that memberlist does not see alive as not ready (a failover waits for it).
+func TestStatusStandbys(t *testing.T) {
+	st := BuildStatus(StatusInput{ClusterID: "a", Node: "g1", Candidates: []election.Candidate{
+		{Name: "g1", Ready: true, Labelled: true},
+		{Name: "g2", Ready: false, Labelled: true},
+		{Name: "g3", Ready: true, Labelled: true},
+	}})
+	if len(st.Standbys) != 2 || st.Standbys[0].Node != "g2" || st.Standbys[0].Ready || !strings.Contains(st.Standbys[0].Reason, "a failover now waits for it") ||
+		st.Standbys[1].Node != "g3" || !st.Standbys[1].Ready || st.Standbys[1].Reason != "" {
+		t.Fatalf("standbys %+v", st.Standbys)
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 func TestRemotes(t *testing.T) {

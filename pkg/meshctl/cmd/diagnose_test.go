@@ -74,15 +74,18 @@ func TestDiagnose(t *testing.T) {
 		if _, err := c.Client.CoreV1().Nodes().Update(ctx, nd, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-gateway-" + n, Labels: map[string]string{"app.kubernetes.io/component": "gateway"}},
-			Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "gateway", Image: "tunnelmesh/gateway:dev"}}}}
-		pod, err := c.Client.CoreV1().Pods(defaults.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		if _, err := c.Client.CoreV1().Pods(defaults.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
+		// A candidate and a route agent on each (gateway nodes).
+		for _, comp := range []string{"gateway", "route-agent"} {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-" + comp + "-" + n, Labels: map[string]string{"app.kubernetes.io/component": comp}},
+				Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: comp, Image: "tunnelmesh/gateway:dev"}}}}
+			pod, err := c.Client.CoreV1().Pods(defaults.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+			if _, err := c.Client.CoreV1().Pods(defaults.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// The kubelets' Leases: east-gw2's clock is 6 s ahead.

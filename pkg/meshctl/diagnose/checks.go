@@ -72,6 +72,7 @@ var Checks = []Check{
 	{"cidrs-match-broker", checkCIDRsMatch},
 	{"components", checkComponents},
 	{"active-gateway", checkActive},
+	{"standby-gateways", checkStandbys},
 	{"tun-device", checkTUN},
 	{"mtu-mss", checkMTU},
 	{"kube-proxy", checkKubeProxy},
@@ -185,13 +186,14 @@ func checkCIDRsMatch(f Facts) Finding {
 	return skip("the active gateway has not reported a CIDR comparison yet")
 }
 
-// checkComponents: a gateway pod (candidate or route agent) ready on every
-// Ready node, and every DaemonSet and Deployment of ours ready.
+// checkComponents: a route-agent pod ready on every Ready node, a gateway
+// pod ready on every Ready candidate node, and every DaemonSet and
+// Deployment of ours ready.
 func checkComponents(f Facts) Finding {
-	onNode := map[string]Pod{}
+	onNode := map[string]map[string]Pod{"gateway": {}, "route-agent": {}} // component -> node -> pod
 	for _, p := range f.Pods {
-		if p.Component == "gateway" {
-			onNode[p.Node] = p
+		if m, ok := onNode[p.Component]; ok {
+			m[p.Node] = p
 		}
 	}
 	var problems []string
@@ -199,19 +201,27 @@ func checkComponents(f Facts) Finding {
 		if !n.Ready {
 			continue
 		}
-		p, ok := onNode[n.Name]
-		switch {
-		case !ok:
-			problems = append(problems, "no gateway pod on node "+n.Name)
-		case !p.Ready:
-			why := p.Waiting
-			if why == "" && p.LastError != "" {
-				why = "last exit: " + p.LastError
+		need := []string{"route-agent"}
+		if n.Gateway {
+			need = append(need, "gateway")
+		}
+		for _, comp := range need {
+			p, ok := onNode[comp][n.Name]
+			switch {
+			case !ok && comp == "gateway":
+				problems = append(problems, "no gateway pod on candidate node "+n.Name)
+			case !ok:
+				problems = append(problems, "no route-agent pod on node "+n.Name)
+			case !p.Ready:
+				why := p.Waiting
+				if why == "" && p.LastError != "" {
+					why = "last exit: " + p.LastError
+				}
+				if why == "" {
+					why = "not ready"
+				}
+				problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
 			}
-			if why == "" {
-				why = "not ready"
-			}
-			problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
 		}
 	}
 	for _, w := range f.Workloads {
@@ -336,6 +346,32 @@ func checkTUN(f Facts) Finding {
 		}
 	}
 	return warn("kubectl -n tunnelmesh-system get pods -o wide", "no ready gateway pod on the active node %s to vouch for its device", m.Status.ActiveNode)
+}
+
+// checkStandbys: a standby the active does not see in the candidates'
+// memberlist cannot take over at once; a failover then waits for it.
+func checkStandbys(f Facts) Finding {
+	m := f.MeshGateway
+	if m == nil || f.Now.Sub(f.StatusWrittenAt) > StatusFresh {
+		return skip("no fresh MeshGateway status to read the standbys from")
+	}
+	var ready, not []string
+	for _, s := range m.Status.Standbys {
+		if s.Ready {
+			ready = append(ready, s.Node)
+		} else {
+			not = append(not, fmt.Sprintf("%s (%s)", s.Node, s.Reason))
+		}
+	}
+	switch {
+	case len(not) > 0:
+		return warn("check the gateway pods on those nodes (`kubectl -n tunnelmesh-system get pods -o wide`) and that UDP/TCP 7947 passes between candidates",
+			"standby not ready: %s; a failover now waits for it", strings.Join(not, ", "))
+	case len(ready) == 0:
+		return warn("label a second node tunnelmesh.io/gateway=true to have a standby",
+			"no standby: the active gateway %s is the only candidate, so nothing takes over when it fails", m.Status.ActiveNode)
+	}
+	return pass("standby ready to take over: %s", strings.Join(ready, ", "))
 }
 
 // checkMTU passes only on a measurement: the active gateway sends a

@@ -43,13 +43,18 @@ func healthy() Facts {
 			{Name: "gw-b", Node: "east-worker", Component: "gateway", Ready: true},
 			{Name: "gw-c", Node: "east-worker2", Component: "gateway", Ready: true},
 			{Name: "ctl", Node: "east-worker2", Component: "controller", Ready: true},
+			{Name: "ra-a", Node: "east-control-plane", Component: "route-agent", Ready: true},
+			{Name: "ra-b", Node: "east-worker", Component: "route-agent", Ready: true},
+			{Name: "ra-c", Node: "east-worker2", Component: "route-agent", Ready: true},
 		},
-		Workloads:   []Workload{{"DaemonSet", "tunnelmesh-gateway", 3, 3}, {"Deployment", "tunnelmesh-controller", 1, 1}},
+		Workloads: []Workload{{"DaemonSet", "tunnelmesh-gateway", 3, 3}, {"Deployment", "tunnelmesh-controller", 1, 1},
+			{"DaemonSet", "tunnelmesh-route-agent", 3, 3}},
 		GatewayArgs: []string{"k8s", "--listen-port=51820"},
 		MeshGateway: &status.MeshGateway{Status: status.GatewayStatus{
 			ClusterID: "east", ActiveNode: "east-worker", Epoch: 2, UpdatedAt: mt(now.Add(-3 * time.Second)),
 			Remotes:    []status.RemoteCluster{{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.6:51820", LastHandshake: mt(now.Add(-40 * time.Second)), PathMTU: 1420}},
 			Conditions: []metav1.Condition{{Type: CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match"}},
+			Standbys:   []status.Standby{{Node: "east-worker2", Ready: true}},
 		}},
 		StatusWrittenAt: now.Add(-3 * time.Second),
 		Lease:           &Lease{Holder: "east-worker", Duration: 3 * time.Second, RenewedAt: now.Add(-time.Second)},
@@ -98,7 +103,8 @@ func TestEachCheckFails(t *testing.T) {
 		{"CIDRs differ from broker", func(f *Facts) {
 			f.MeshGateway.Status.Conditions[0] = metav1.Condition{Type: CondCIDRsMatch, Status: metav1.ConditionFalse, Reason: "Mismatch", Message: "pod CIDRs 10.9.0.0/16 vs 10.1.0.0/16"}
 		}, "cidrs-match-broker", Fail, "Mismatch"},
-		{"no gateway pod on a node", func(f *Facts) { f.Pods = f.Pods[1:] }, "components", Fail, "no gateway pod on node east-control-plane"},
+		{"no route agent on a node", func(f *Facts) { f.Pods = f.Pods[:4] }, "components", Fail, "no route-agent pod on node east-control-plane"},
+		{"no gateway pod on a candidate node", func(f *Facts) { f.Pods = append(f.Pods[:1:1], f.Pods[2:]...) }, "components", Fail, "no gateway pod on candidate node east-worker"},
 		{"gateway pod crashing", func(f *Facts) {
 			f.Pods[2].Ready, f.Pods[2].Waiting = false, "CrashLoopBackOff: back-off 40s"
 		}, "components", Fail, "gw-c on east-worker2: CrashLoopBackOff"},
@@ -130,6 +136,10 @@ func TestEachCheckFails(t *testing.T) {
 			f.Pods[1].LastError = "Error (exit 1): open /dev/net/tun: no such file or directory"
 		}, "tun-device", Fail, "gw-b on east-worker"},
 		{"active pod not ready", func(f *Facts) { f.Pods[1].Ready = false }, "tun-device", Warn, "no ready gateway pod on the active node"},
+		{"standby not ready", func(f *Facts) {
+			f.MeshGateway.Status.Standbys[0] = status.Standby{Node: "east-worker2", Reason: "not in the candidates' memberlist"}
+		}, "standby-gateways", Warn, "standby not ready: east-worker2 (not in the candidates' memberlist); a failover now waits for it"},
+		{"no standby", func(f *Facts) { f.MeshGateway.Status.Standbys = nil }, "standby-gateways", Warn, "the only candidate"},
 		{"MTU not measured: never PASS", func(f *Facts) { f.MeshGateway.Status.Remotes[0].PathMTU = 0 }, "mtu-mss", Skip, "not measured: no full-size probe answered yet to west (connected)"},
 		{"MTU not measured: no status", func(f *Facts) { f.MeshGateway = nil }, "mtu-mss", Skip, "no MeshGateway status"},
 		{"MTU not measured: stale status", func(f *Facts) { f.StatusWrittenAt = now.Add(-2 * time.Minute) }, "mtu-mss", Skip, "last written 2m0s ago"},
