@@ -96,8 +96,11 @@ func New(rawURL string, caPEM []byte, credential string) (*Client, error) {
 		p.SetHTTP1(true)
 		p.SetHTTP2(http2)
 		return &http.Transport{
-			Proxy:               nil, // the broker is reached directly
-			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy: nil, // the broker is reached directly
+			// A connect that has not completed in 3 s is given up and tried
+			// afresh (a new port): one lost SYN costs a second or more, and
+			// a broker back from an outage is to be felt within seconds.
+			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSClientConfig:     tlsConf.Clone(),
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 4,

@@ -550,13 +550,16 @@ func testMesh(t *testing.T, mode wg.Mode) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("probe did not finish")
 		}
-		var sent, answered int
-		var gap time.Duration
-		out := strings.TrimSpace(probe.Tail(200))
-		if _, err := fmt.Sscanf(out, "sent %d answered %d maxgap %s", &sent, &answered, new(string)); err != nil || probe.Err() != nil {
-			t.Fatalf("probe across the broker's return: %v %v: %q", err, probe.Err(), out)
+		lines := strings.Split(strings.TrimSpace(probe.Tail(500)), "\n")
+		out := lines[len(lines)-1] // "sent N answered M maxgap D"
+		f := strings.Fields(out)
+		if len(f) != 6 || f[0] != "sent" || probe.Err() != nil {
+			t.Fatalf("probe across the broker's return: %v: %q", probe.Err(), out)
 		}
-		gap, _ = time.ParseDuration(strings.Fields(out)[5])
+		gap, err := time.ParseDuration(f[5])
+		if err != nil {
+			t.Fatalf("probe output %q: %v", out, err)
+		}
 		t.Logf("flow c1→c3 across the broker's return: %s", out)
 		if gap > 200*time.Millisecond {
 			t.Errorf("the flow c1→c3 stood still %s across the broker's return (%s)", gap, out)
