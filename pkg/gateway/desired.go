@@ -189,7 +189,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		// registered the endpoint is refused, never the other cluster's CIDR
 		// (any member could otherwise cut another off mesh-wide).
 		if ep, ok := endpoints[c.ID]; ok {
-			if other, p, found := insideOther(clusters, local.ClusterID, c.ID, ep); found {
+			if other, p, found := insideOther(clusters, local.ClusterID, c.ID, ep, protected); found {
 				d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: its gateway endpoint %s lies inside cluster %q's CIDR %s; this peer is refused, %q stays linked",
 					c.ID, ep, other, p, other))
 				continue
@@ -221,19 +221,34 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	return d
 }
 
-// insideOther finds a cluster other than local and self whose CIDR holds a.
-func insideOther(clusters []api.Cluster, local, self string, a netip.Addr) (string, netip.Prefix, bool) {
+// insideOther finds a cluster other than local and self whose CIDR holds a
+// and is routed into the tunnel. A CIDR covering one of this cluster's
+// protected addresses is refused by remotePeer and never routed, so it
+// cannot swallow a peer's packets and refuses nobody.
+func insideOther(clusters []api.Cluster, local, self string, a netip.Addr, prot []protected1) (string, netip.Prefix, bool) {
 	for _, o := range clusters {
 		if o.ID == local || o.ID == self {
 			continue
 		}
 		for _, s := range o.MeshCIDRs() {
-			if p, err := cidr.Parse(s, cidr.Mask); err == nil && p.Contains(a) {
-				return o.ID, p, true
+			p, err := cidr.Parse(s, cidr.Mask)
+			if err != nil || !p.Contains(a) || coversAny(p, prot) {
+				continue
 			}
+			return o.ID, p, true
 		}
 	}
 	return "", netip.Prefix{}, false
+}
+
+// coversAny reports whether p holds one of the protected addresses.
+func coversAny(p netip.Prefix, prot []protected1) bool {
+	for _, pa := range prot {
+		if p.Contains(pa.addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // protected1 is an address the gateway reaches outside the tunnel.

@@ -93,6 +93,12 @@ func TestCompute(t *testing.T) {
 			Clusters: []api.Cluster{ca, cb, cc}, Gateways: []api.Gateway{gb, with(gc, func(g *api.Gateway) { g.PrivateIP = "10.2.7.7" })}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3, allowed: 3,
 			problem: `"c": its gateway endpoint 10.2.7.7 lies inside cluster "b"'s CIDR 10.2.0.0/16`},
+		// b claims the underlay, where c's endpoint (and this gateway) live:
+		// b's CIDR is refused here and never routed, so c stays linked.
+		{name: "a CIDR refused for covering our underlay refuses no peer whose endpoint it holds", local: Local{UnderlayAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"192.0.2.0/24"} }), cc}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.PrivateIP = "198.51.100.2" }), gc}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "198.51.100.2:51820", "c": "192.0.2.3:51821"}, routes: 5, allowed: 2,
+			problem: `"b": CIDR 192.0.2.0/24 covers 192.0.2.1 (this gateway's underlay address)`, refused: "192.0.2.0/24"},
 		// A member claims a range holding this cluster's nodes, API server or
 		// DNS upstream: that CIDR is refused here, the rest stays linked.
 		{name: "remote CIDR covering another node of this cluster refused", local: Local{NodeAddrs: []netip.Addr{netip.MustParseAddr("192.168.9.9")}},

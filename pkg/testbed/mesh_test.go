@@ -249,6 +249,7 @@ func (m *mesh) startGateway(c *cluster) {
 		"--hostname", "gw-"+c.id,
 		"--run-dir", filepath.Join(c.dir, "run"),
 		"--metrics", "0.0.0.0:9570",
+		"--node-ip", "172.31.1.2", // the plain node of the host-network subtest
 	)
 }
 
