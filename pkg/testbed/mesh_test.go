@@ -110,12 +110,17 @@ type mesh struct {
 }
 
 type cluster struct {
-	mode   wg.Mode // overrides the mesh's mode when set
-	i      int
-	id     string
-	gwNS   string
-	podNS  string
-	podIP  string
+	mode     wg.Mode // overrides the mesh's mode when set
+	i        int
+	id       string
+	pod, svc string // the CIDRs the cluster joined with
+	gwSvc    string // the service CIDR its gateway is given
+	gwNS     string
+	podNS    string
+	podIP    string
+	// meshIP is the pod's address in the mesh: podIP, or its mapped
+	// address once the cluster is translated (setMeshIPs).
+	meshIP string
 	dir    string
 	gw     *testbed.Proc
 	pubKey string
@@ -183,9 +188,20 @@ func (m *mesh) addCluster(i int) *cluster {
 }
 
 // addClusterSvc is addCluster with another service CIDR in the broker's record.
+// Its gateway keeps the service CIDR 10.(100+i).0.0/16.
 func (m *mesh) addClusterSvc(i int, svc string) *cluster {
+	c := m.addClusterCIDRs(i, i, svc)
+	c.gwSvc = fmt.Sprintf("10.%d.0.0/16", 100+i)
+	return c
+}
+
+// addClusterCIDRs is addCluster with pod CIDR 10.net.0.0/16 (the pod is
+// 10.net.0.2) and service CIDR svc: clusters may share them.
+func (m *mesh) addClusterCIDRs(i, net int, svc string) *cluster {
 	t := m.t
-	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", i)}
+	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", net),
+		pod: fmt.Sprintf("10.%d.0.0/16", net), svc: svc, gwSvc: svc}
+	c.meshIP = c.podIP
 	c.dir = filepath.Join(m.bed.Dir, c.id)
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -194,9 +210,9 @@ func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 	c.podNS = m.bed.NS("pod" + c.id[1:])
 	m.ul.Attach(c.gwNS, fmt.Sprintf("192.0.2.%d/24", 10+i))
 	m.bed.Veth(c.gwNS, "pods", c.podNS, "eth0")
-	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", i), "dev", "pods")
+	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", net), "dev", "pods")
 	m.bed.MustIP(c.podNS, "addr", "add", c.podIP+"/24", "dev", "eth0")
-	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", i))
+	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", net))
 	m.bed.StartHelper(c.podNS, "echo-"+c.id, "echo")
 
 	tok, err := m.brokerCall("token", nil)
@@ -204,7 +220,7 @@ func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 		t.Fatalf("create join token: %v", err)
 	}
 	cred, err := m.brokerCall("join", map[string]string{"TB_CRED": "", "TB_TOKEN": tok, "TB_CLUSTER": c.id,
-		"TB_POD": fmt.Sprintf("10.%d.0.0/16", i), "TB_SVC": svc})
+		"TB_POD": c.pod, "TB_SVC": svc})
 	if err != nil {
 		t.Fatalf("join %s: %v", c.id, err)
 	}
@@ -222,8 +238,8 @@ func (m *mesh) startGateway(c *cluster) {
 	}
 	c.gw = m.bed.Start(c.gwNS, "gateway-"+c.id, nil, m.gwBin, "run",
 		"--cluster-id", c.id,
-		"--pod-cidr", fmt.Sprintf("10.%d.0.0/16", c.i),
-		"--service-cidr", fmt.Sprintf("10.%d.0.0/16", 100+c.i),
+		"--pod-cidr", c.pod,
+		"--service-cidr", c.gwSvc,
 		"--broker", brokerURL,
 		"--ca-file", filepath.Join(m.dataDir, "ca.crt"),
 		"--credential-file", filepath.Join(c.dir, "credential"),
@@ -233,6 +249,7 @@ func (m *mesh) startGateway(c *cluster) {
 		"--hostname", "gw-"+c.id,
 		"--run-dir", filepath.Join(c.dir, "run"),
 		"--metrics", "0.0.0.0:9570",
+		"--node-ip", "172.31.1.2", // the plain node of the host-network subtest
 	)
 }
 
@@ -256,11 +273,12 @@ func (m *mesh) wgDump(c *cluster) (string, map[string][3]string, error) {
 }
 
 // reach checks TCP (larger than the tunnel MTU, many segments) and UDP
-// (one small, one fragmented datagram) from a's pod to b's pod, and that b
-// sees a's pod address (no SNAT).
+// (one small, one fragmented datagram) from a's pod to b's pod at its mesh
+// address, and that b sees a's pod at its mesh address (no SNAT; mapped
+// when a is translated).
 func (m *mesh) reach(a, b *cluster) error {
-	want := "FROM " + a.podIP
-	out, err := m.bed.Helper(a.podNS, "tcp", b.podIP, "300000")
+	want := "FROM " + a.meshIP
+	out, err := m.bed.Helper(a.podNS, "tcp", b.meshIP, "300000")
 	if err != nil {
 		return fmt.Errorf("TCP %s→%s: %w", a.id, b.id, err)
 	}
@@ -268,7 +286,7 @@ func (m *mesh) reach(a, b *cluster) error {
 		return fmt.Errorf("TCP %s→%s: server saw %q, want %q", a.id, b.id, out, want)
 	}
 	for _, size := range []string{"1200", "4000"} {
-		out, err := m.bed.Helper(a.podNS, "udp", b.podIP, size)
+		out, err := m.bed.Helper(a.podNS, "udp", b.meshIP, size)
 		if err != nil {
 			return fmt.Errorf("UDP %s bytes %s→%s: %w", size, a.id, b.id, err)
 		}
@@ -299,14 +317,17 @@ func (m *mesh) ownedRoutes(c *cluster) string {
 	return out
 }
 
-func TestMesh(t *testing.T) {
+// eachMode runs f as a subtest per WireGuard implementation available.
+func eachMode(t *testing.T, f func(*testing.T, wg.Mode)) {
 	for _, mode := range wgModes {
 		t.Run(string(mode), func(t *testing.T) {
 			requireMode(t, mode)
-			testMesh(t, mode)
+			f(t, mode)
 		})
 	}
 }
+
+func TestMesh(t *testing.T) { eachMode(t, testMesh) }
 
 func testMesh(t *testing.T, mode wg.Mode) {
 	m := newMesh(t, mode)
@@ -530,13 +551,16 @@ func testMesh(t *testing.T, mode wg.Mode) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("probe did not finish")
 		}
-		var sent, answered int
-		var gap time.Duration
-		out := strings.TrimSpace(probe.Tail(200))
-		if _, err := fmt.Sscanf(out, "sent %d answered %d maxgap %s", &sent, &answered, new(string)); err != nil || probe.Err() != nil {
-			t.Fatalf("probe across the broker's return: %v %v: %q", err, probe.Err(), out)
+		lines := strings.Split(strings.TrimSpace(probe.Tail(500)), "\n")
+		out := lines[len(lines)-1] // "sent N answered M maxgap D"
+		f := strings.Fields(out)
+		if len(f) != 6 || f[0] != "sent" || probe.Err() != nil {
+			t.Fatalf("probe across the broker's return: %v: %q", probe.Err(), out)
 		}
-		gap, _ = time.ParseDuration(strings.Fields(out)[5])
+		gap, err := time.ParseDuration(f[5])
+		if err != nil {
+			t.Fatalf("probe output %q: %v", out, err)
+		}
 		t.Logf("flow c1→c3 across the broker's return: %s", out)
 		if gap > 200*time.Millisecond {
 			t.Errorf("the flow c1→c3 stood still %s across the broker's return (%s)", gap, out)

@@ -98,8 +98,29 @@ func TestEachCheckFails(t *testing.T) {
 	}{
 		{"broker down", func(f *Facts) { f.BrokerErr = "cannot reach the broker at https://b" }, "broker", Fail, "cannot reach"},
 		{"not a member", func(f *Facts) { f.Members = f.Members[1:] }, "broker", Fail, `no record of cluster "east"`},
-		{"pod CIDRs overlap", func(f *Facts) { f.Members[1].PodCIDRs = []string{"10.1.128.0/17"} }, "cidr-overlap", Fail, `overlaps 10.1.128.0/17 of cluster "west"`},
+		{"pod CIDRs overlap, untranslated", func(f *Facts) { f.Members[1].PodCIDRs = []string{"10.1.128.0/17"} }, "cidr-overlap", Fail,
+			`clusters "east" and "west" share mesh addresses: 10.1.0.0/16 overlaps 10.1.128.0/17`},
 		{"service overlaps pod", func(f *Facts) { f.Members[1].ServiceCIDRs = []string{"10.1.5.0/24"} }, "cidr-overlap", Fail, "overlaps"},
+		{"pod CIDRs overlap, both translated", func(f *Facts) {
+			f.Members[1].PodCIDRs = []string{"10.1.0.0/16"}
+			f.Members[0].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}
+			f.Members[1].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.1.0.0/16"}}
+			f.MeshGateway.Status.Translations = f.Members[0].Translations
+		}, "cidr-overlap", Pass, "2 of the 2 member(s) are known by mapped CIDRs"},
+		{"only one side of an overlap translated", func(f *Facts) {
+			f.Members[1].PodCIDRs = []string{"10.1.0.0/16"}
+			f.Members[1].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.1.0.0/16"}}
+		}, "cidr-overlap", Fail, `cluster "west" cannot reach "east"`},
+		{"translated, gateway applied it", func(f *Facts) {
+			f.Members[0].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}
+			f.MeshGateway.Status.Translations = f.Members[0].Translations
+		}, "translation", Pass, "translated: 10.1.0.0/16 as 240.0.0.0/16"},
+		{"translated, gateway has not applied it", func(f *Facts) {
+			f.Members[0].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}
+		}, "translation", Fail, `the broker translates 10.1.0.0/16 as 240.0.0.0/16, the active gateway applied "none"`},
+		{"a remote cluster translated", func(f *Facts) {
+			f.Members[1].Translations = []api.Translation{{Real: "10.2.0.0/16", Mapped: "240.1.0.0/16"}}
+		}, "translation", Pass, "reached at mapped CIDRs here: west (10.2.0.0/16 as 240.1.0.0/16)"},
 		{"CIDRs differ from broker", func(f *Facts) {
 			f.MeshGateway.Status.Conditions[0] = metav1.Condition{Type: CondCIDRsMatch, Status: metav1.ConditionFalse, Reason: "Mismatch", Message: "pod CIDRs 10.9.0.0/16 vs 10.1.0.0/16"}
 		}, "cidrs-match-broker", Fail, "Mismatch"},

@@ -71,6 +71,11 @@ type JoinResult struct {
 	TunnelIP      string
 	GatewayNode   string
 	AlreadyMember bool
+	// Translations are this cluster's CIDRs the mesh knows under mapped
+	// ones (they overlap a member's); Translated the members translated
+	// with this join.
+	Translations []api.Translation
+	Translated   []api.Cluster
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -252,7 +257,7 @@ func (j *joiner) checkBroker(s *progress.Step) error {
 	}
 	for _, cl := range snap.Clusters {
 		if cl.ID == member.ClusterID {
-			j.res.TunnelIP = cl.TunnelIP
+			j.res.TunnelIP, j.res.Translations = cl.TunnelIP, cl.Translations
 		}
 	}
 	if member.GossipKey == "" { // joined by an older meshctl
@@ -349,7 +354,7 @@ func (j *joiner) joinBroker(s *progress.Step) error {
 	if err != nil {
 		return explainJoin(err, o)
 	}
-	j.res.TunnelIP = jr.Cluster.TunnelIP
+	j.res.TunnelIP, j.res.Translations, j.res.Translated = jr.Cluster.TunnelIP, jr.Cluster.Translations, jr.Translated
 	member := &access.Member{URL: o.Info.URL, CA: []byte(o.Info.CA), Credential: jr.Credential, ClusterID: o.ClusterID}
 	err = fetchGossipKey(ctx, member)
 	if err == nil {
@@ -361,7 +366,7 @@ func (j *joiner) joinBroker(s *progress.Step) error {
 		return cli.Failed(err, "check your access to Secrets in "+defaults.Namespace+" and run join again", "cannot store the cluster's broker credential")
 	}
 	j.member = member
-	s.Done(fmt.Sprintf("cluster %s, tunnel IP %s", o.ClusterID, jr.Cluster.TunnelIP))
+	s.Done(fmt.Sprintf("cluster %s, tunnel IP %s%s", o.ClusterID, jr.Cluster.TunnelIP, TranslationNote(jr.Cluster, jr.Translated)))
 	return nil
 }
 
@@ -489,12 +494,15 @@ func explainJoin(err error, o JoinOptions) error {
 		return cli.Refused(ae, "make a new one with `meshctl deploy-broker` (it keeps the broker) or `broker token create`, and pass the new broker-info file",
 			"the join token is wrong, expired or revoked")
 	case api.CodeCIDROverlap:
-		who := "the broker's tunnel CIDR"
 		if ae.Cluster != "" {
-			who = fmt.Sprintf("member cluster %q", ae.Cluster)
+			return cli.Refused(ae, "ask the broker's admin to let overlapping clusters join translated (meshctl policy set --overlap translate), or give this cluster pod and service CIDRs that no member uses (--pod-cidr, --service-cidr)",
+				"this cluster's CIDRs (pods %s, services %s) overlap member cluster %q", strings.Join(o.PodCIDRs, ","), strings.Join(o.ServiceCIDRs, ","), ae.Cluster)
 		}
-		return cli.Refused(ae, "give this cluster pod and service CIDRs that no member uses (--pod-cidr, --service-cidr); clusters with overlapping CIDRs cannot be linked",
-			"this cluster's CIDRs (pods %s, services %s) overlap %s", strings.Join(o.PodCIDRs, ","), strings.Join(o.ServiceCIDRs, ","), who)
+		return cli.Refused(ae, "give this cluster pod and service CIDRs outside the ranges the broker names (--pod-cidr, --service-cidr)",
+			"this cluster's CIDRs (pods %s, services %s) overlap the broker's own address ranges", strings.Join(o.PodCIDRs, ","), strings.Join(o.ServiceCIDRs, ","))
+	case api.CodeExhausted:
+		return cli.Refused(ae, "ask the broker's admin to widen the clusterset's mapped pool (meshctl policy set --mapped-cidrs) or its tunnel pool (broker --tunnel-cidr)",
+			"the broker has no room left for this cluster")
 	case api.CodeClusterExists:
 		return cli.Refused(ae, "pass --cluster-id with another ID; if this cluster joined before and lost its Secret, remove the old member first (`meshctl leave` in it, or the broker's admin)",
 			"cluster ID %q is already taken in the clusterset", o.ClusterID)
@@ -502,6 +510,19 @@ func explainJoin(err error, o JoinOptions) error {
 		return cli.Refused(ae, "fix the value the broker names", "the broker refused the join request")
 	}
 	return cli.Failed(ae, "run join again; nothing was changed in the cluster", "the broker could not join the cluster")
+}
+
+// TranslationNote says, for people, which CIDRs of c the mesh knows under
+// mapped ones and which members were translated with it ("" when none).
+func TranslationNote(c api.Cluster, others []api.Cluster) string {
+	var b strings.Builder
+	if c.Translated() {
+		b.WriteString("; overlapping CIDRs translated: " + api.DescribeTranslations(c.Translations))
+	}
+	for _, m := range others {
+		fmt.Fprintf(&b, "; member %s translated too: %s", m.ID, api.DescribeTranslations(m.Translations))
+	}
+	return b.String()
 }
 
 // fetchGossipKey reads the clusterset's gossip key into m: the active
