@@ -65,9 +65,6 @@ type options struct {
 	bInK8s bool
 	// gossipKey for the broker Secrets (clusterset gossip); nil: none.
 	gossipKey []byte
-	// shipped: the gateways heartbeat and write their status at the
-	// shipped intervals (else faster, for quicker tests).
-	shipped bool
 }
 
 // mesh is the whole test bed.
@@ -373,13 +370,9 @@ func (m *mesh) start(name string) {
 		kubeconfig, cidrs = m.kubeconfigB, []string{"--pod-cidr", podCIDRB, "--service-cidr", svcCIDRB}
 	}
 	args := append([]string{"k8s", "--kubeconfig", kubeconfig, "--node-name", name, cidrs[0], cidrs[1]}, cidrs[2:]...)
-	args = append(args,
+	args = append(append(args,
 		"--wireguard", "userspace", "--run-dir", filepath.Join(dir, "run"), "--state-file", filepath.Join(dir, "state.json"),
-		"--metrics", "", "--log-level", "debug")
-	if !m.opts.shipped {
-		args = append(args, "--status-interval", "1s", "--heartbeat-interval", "2s")
-	}
-	args = append(args, m.extraArgs...)
+		"--metrics", "", "--status-interval", "1s", "--heartbeat-interval", "2s", "--log-level", "debug"), m.extraArgs...)
 	m.procs[name] = m.startProc(name, args...)
 }
 

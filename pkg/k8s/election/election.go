@@ -188,6 +188,7 @@ type Elector struct {
 	// apiserver does not stop it: the loop keeps the entitlement moving
 	// with memberlist's contact and steps down on time meanwhile.
 	renewing    bool
+	renewEpoch  int64 // the epoch the renewal in flight writes
 	renewCancel context.CancelFunc
 	renewDone   chan renewResult
 	// apiSeen (unix ns) is when the apiserver last answered: a list, a
@@ -462,11 +463,13 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 	e.publish()
 }
 
-// entitlement is until when the holder may act: actUntil, or while it
-// holds through an outage the oldest fresh ping answer of the others plus
-// RenewDeadline; never past MaxHold without a renewal. The fence holds the
-// holder to it even when its loop does not run. Half a RenewInterval more
-// lets the loop's next tick decide before it runs out.
+// entitlement is until when the holder may act: actUntil; or, while it
+// holds through an outage, RenewDeadline after its last contact with each
+// other candidate (none can declare it dead meanwhile, and none takes an
+// expired Lease from a holder that claims the role) — up to MaxHold when
+// there is no other; never past MaxHold without a renewal. The fence holds
+// the holder to it even when its loop does not run. Half a RenewInterval
+// more lets the loop's next tick decide before it runs out.
 func (e *Elector) entitlement(now time.Time) time.Time {
 	if !e.held {
 		return time.Time{}
@@ -474,8 +477,10 @@ func (e *Elector) entitlement(now time.Time) time.Time {
 	var until time.Time
 	if e.holding {
 		until = e.lastRenew.Add(e.cfg.RenewDeadline)
-		if t := e.members.oldestAck(); !t.IsZero() && t.Add(e.cfg.RenewDeadline).After(until) {
-			until = t.Add(e.cfg.RenewDeadline)
+		if c, _, bounded := e.members.contactBound(e.heldSince, e.cfg.RenewDeadline); !bounded {
+			until = e.lastRenew.Add(e.cfg.MaxHold)
+		} else if c.After(until) {
+			until = c
 		}
 	} else {
 		until, _ = e.actUntil()
@@ -543,20 +548,6 @@ func (e *Elector) holdable(now time.Time, silent time.Duration) (bool, string) {
 	return e.members.holdable(now, e.cfg.RenewDeadline, silent, names)
 }
 
-// lone: no other candidate is labelled, and memberlist has seen none.
-func (e *Elector) lone() bool {
-	names, known := e.labelled.get()
-	if !known || !e.members.lone() {
-		return false
-	}
-	for _, n := range names {
-		if n != e.cfg.Identity {
-			return false
-		}
-	}
-	return true
-}
-
 // rolledBack: the Lease names an epoch below this tenure's. Every
 // acquisition writes a higher epoch than the Lease had, so that is no
 // takeover: the Lease was restored or recreated under the holder.
@@ -602,7 +593,9 @@ func (e *Elector) watchLabelled(ctx context.Context) {
 
 func (e *Elector) ours(l *coordinationv1.Lease) bool {
 	h, ep := LeaseHolder(l)
-	return h == e.cfg.Identity && ep == e.epoch
+	// The watch may show a renewal that takes a higher epoch (floor)
+	// before its answer arrives.
+	return h == e.cfg.Identity && (ep == e.epoch || e.renewing && ep == e.renewEpoch)
 }
 
 // acquirable says why a standby may take the Lease now (a metric label and
@@ -758,7 +751,7 @@ func (e *Elector) renew(ctx context.Context) {
 		l.Spec.LeaseTransitions = ptr(int32(epoch))
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
-	e.renewing, e.renewCancel = true, cancel
+	e.renewing, e.renewEpoch, e.renewCancel = true, epoch, cancel
 	r := renewResult{start: start, tenure: e.epoch, epoch: epoch}
 	go func() {
 		defer cancel()
@@ -786,6 +779,10 @@ func (e *Elector) renewed(ctx context.Context, r renewResult) {
 			e.observe(r.got, time.Now())
 		}
 		return
+	}
+	if r.err != nil && e.landed(r) {
+		// The answer was lost (a timeout) but the watch showed the write.
+		r.err, r.got = nil, e.lease
 	}
 	if err := r.err; err != nil {
 		if ctx.Err() != nil {
@@ -824,6 +821,15 @@ func (e *Elector) renewed(ctx context.Context, r renewResult) {
 		e.cfg.Logger.Info("the apiserver answers again: renewed the Lease", "node", e.cfg.Identity, "epoch", e.epoch)
 	}
 	e.observe(r.got, time.Now())
+}
+
+// landed: the Lease seen is this renewal's write.
+func (e *Elector) landed(r renewResult) bool {
+	if e.lease == nil || e.lease.Spec.RenewTime == nil {
+		return false
+	}
+	h, ep := LeaseHolder(e.lease)
+	return h == e.cfg.Identity && ep == r.epoch && e.lease.Spec.RenewTime.Time.Equal(r.start.Truncate(time.Microsecond))
 }
 
 // settleRenewal waits for a renewal in flight (cancelled) and applies it,

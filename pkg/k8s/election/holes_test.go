@@ -2,7 +2,9 @@ package election
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -188,13 +190,7 @@ func TestEpochAboveTheRecordedFloor(t *testing.T) {
 // not preempt it (each verdict would move the role, and back).
 func TestGossipCutBetweenCandidatesNoFlap(t *testing.T) {
 	c := newCluster(t)
-	a, b := c.start("node-a"), c.start("node-b")
-	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	other := b
-	if act == b {
-		other = a
-	}
-	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	act, other, epoch := c.startPair(t)
 	_ = act.e.members.ml.Shutdown() // silent on 7947; its loop and renewals run on
 	testkit.Until(t, 3*time.Second, "the standby's memberlist declares the holder dead", func() bool {
 		_, dead := other.e.members.deadSince(act.name)
@@ -209,7 +205,7 @@ func TestGossipCutBetweenCandidatesNoFlap(t *testing.T) {
 			t.Fatalf("%s was active at epoch %d while the holder renewed", other.name, s.Epoch)
 		}
 	}
-	noSplitBrain(t, a, b)
+	noSplitBrain(t, act, other)
 }
 
 // TestEntitlementFollowsTheRole: Entitled is told a near future while the
@@ -340,13 +336,7 @@ func TestStartingCandidateTakesALongDeadHoldersLease(t *testing.T) {
 // moment later (a new epoch, seconds without traffic), for nothing.
 func TestSlowApiserverAfterACrashKeepsTheTenure(t *testing.T) {
 	c := newCluster(t)
-	a, b := c.start("node-a"), c.start("node-b")
-	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	other := b
-	if act == b {
-		other = a
-	}
-	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	act, other, epoch := c.startPair(t)
 	c.crash(act)
 	_, ep := c.waitOneActive(t, 4*time.Second, act.name, epoch)
 	took := time.Now()
@@ -361,5 +351,47 @@ func TestSlowApiserverAfterACrashKeepsTheTenure(t *testing.T) {
 	}
 	if v := metric(t, other.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 0 {
 		t.Errorf("the new holder stepped down %v times on a slow apiserver", v)
+	}
+}
+
+// TestLoneHolderStaysEntitledThroughAnOutage: the only labelled candidate
+// (a cluster with one gateway node) holds its role through an apiserver
+// outage, and its WireGuard fence stays open all along: nobody else could
+// take over, so closing it only drops the cluster's traffic (seen in kind:
+// west's lone gateway dropping its own packets, "sendmmsg: operation not
+// permitted", whenever its renewals timed out on the loaded apiserver).
+func TestLoneHolderStaysEntitledThroughAnOutage(t *testing.T) {
+	c := newCluster(t)
+	var (
+		mu    sync.Mutex
+		until time.Time
+	)
+	a := c.startWith("node-a", func(cfg *Config) {
+		cfg.Entitled = func(u time.Time) { mu.Lock(); until = u; mu.Unlock() }
+	})
+	c.waitOneActive(t, 10*time.Second, "", 0)
+	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
+		_, known := a.e.labelled.get()
+		return known
+	})
+	cut := time.Now()
+	a.cut.Store(true)
+	var closed []string
+	for time.Since(cut) < 4*time.Second {
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		u := until
+		mu.Unlock()
+		if now := time.Now(); !u.After(now) {
+			closed = append(closed, fmt.Sprintf("%+.2fs", now.Sub(cut).Seconds()))
+		}
+	}
+	a.cut.Store(false)
+	if s, _ := a.latest(); s.Role != Active {
+		t.Fatalf("the lone holder gave up its role 4 s into an apiserver outage: %+v", s)
+	}
+	if len(closed) > 0 {
+		t.Errorf("the lone holder's entitlement (its WireGuard fence) had run out, holding through the outage, at %d checks (every 50 ms): %s",
+			len(closed), strings.Join(closed, " "))
 	}
 }

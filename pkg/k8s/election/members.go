@@ -222,21 +222,6 @@ func (m *members) holdable(now time.Time, fresh, silent time.Duration, labelled 
 	return true, ""
 }
 
-// oldestAck is the oldest last answered ping among the other live
-// candidates (zero when there is none): how fresh the contact is on which
-// a holder holds.
-func (m *members) oldestAck() time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var t time.Time
-	for name, alive := range m.state {
-		if name != m.name && alive && (t.IsZero() || m.acked[name].Before(t)) {
-			t = m.acked[name]
-		}
-	}
-	return t
-}
-
 // contactBound is until when no other candidate can have declared this
 // one dead: fresh after the last contact with each other candidate that
 // could (see Elector.actUntil), the earliest of them; bounded is false
@@ -277,18 +262,6 @@ func (m *members) contactBound(since time.Time, fresh time.Duration) (until time
 		}
 	}
 	return until, name, bounded
-}
-
-// lone reports whether no other candidate has ever been seen.
-func (m *members) lone() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name := range m.state {
-		if name != m.name {
-			return false
-		}
-	}
-	return true
 }
 
 // activeClaim returns the live candidate other than except that announces
