@@ -5,6 +5,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -104,10 +105,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	// An exact-size copy: the decoder's spare capacity would otherwise be
-	// kept for every gateway until its next heartbeat.
-	hb.Health = append([]api.PeerHealth(nil), hb.Health...)
-	b.internHealth(hb.Health)
+	hb.Health = b.keepHealth(cluster, hb.Health)
 	observed := remoteIP(r)
 	key := api.GatewayKey(cluster, host)
 	gateway := func() (g api.Gateway, ok bool) {
@@ -186,35 +184,66 @@ func (b *Broker) refresh(key, observed string) error {
 	return nil
 }
 
-// decodeHeartbeat is decodeBody with the heartbeat's own size limit: a
-// heartbeat carries one entry per remote cluster, so it is bounded by
-// bytes (MaxHeartbeatBytes), not by a count of peers.
+// Heartbeat size: a heartbeat carries one health entry per remote
+// cluster, so its limit follows the member count: heartbeatBase plus
+// heartbeatPerMember for each member. A real entry is about 200 bytes
+// of JSON.
+const (
+	heartbeatBase      = 64 << 10
+	heartbeatPerMember = 2 << 10
+)
+
+// heartbeatLimit is the most bytes a heartbeat's body may hold now.
+func (b *Broker) heartbeatLimit() int64 {
+	if b.cfg.MaxHeartbeatBytes > 0 {
+		return b.cfg.MaxHeartbeatBytes
+	}
+	n := 0
+	b.core.View(func(s core.Reader) { n = s.ClusterCount() })
+	return heartbeatBase + int64(n)*heartbeatPerMember
+}
+
+// decodeHeartbeat is decodeBody with the heartbeat's own size limit.
 func (b *Broker) decodeHeartbeat(w http.ResponseWriter, r *http.Request, v any) *api.Error {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return &api.Error{Code: api.CodeUnsupportedMedia, Message: "request body must be Content-Type: application/json"}
 	}
-	return validate.Decode(http.MaxBytesReader(w, r.Body, b.cfg.MaxHeartbeatBytes), v, b.cfg.MaxHeartbeatBytes)
+	limit := b.heartbeatLimit()
+	return validate.Decode(http.MaxBytesReader(w, r.Body, limit), v, limit)
 }
 
-// internHealth makes the status table share one copy of each cluster ID
-// and status string instead of holding one per entry per gateway.
-func (b *Broker) internHealth(hs []api.PeerHealth) {
+// keepHealth is what the broker keeps of cluster's health report: one
+// entry per other cluster that exists (the first one; reports about
+// invented clusters are dropped), sharing one copy of each cluster ID and
+// status string, in an exact-size slice (the decoder's spare capacity
+// would otherwise be kept until the gateway's next heartbeat).
+func (b *Broker) keepHealth(cluster string, hs []api.PeerHealth) []api.PeerHealth {
+	out := make([]api.PeerHealth, 0, len(hs))
+	seen := make(map[string]bool, len(hs))
 	b.core.View(func(s core.Reader) {
-		for i := range hs {
-			if c := s.Cluster(hs[i].Cluster); c != nil {
-				hs[i].Cluster = c.ID
+		for _, h := range hs {
+			c := s.Cluster(h.Cluster)
+			if c == nil || c.ID == cluster || seen[c.ID] {
+				continue
 			}
-			switch hs[i].Status {
+			seen[c.ID] = true
+			h.Cluster = c.ID
+			switch h.Status {
 			case api.StatusConnected:
-				hs[i].Status = api.StatusConnected
+				h.Status = api.StatusConnected
 			case api.StatusConnecting:
-				hs[i].Status = api.StatusConnecting
+				h.Status = api.StatusConnecting
 			case api.StatusError:
-				hs[i].Status = api.StatusError
+				h.Status = api.StatusError
 			}
+			out = append(out, h)
 		}
 	})
+	if len(out) < cap(out) {
+		out = slices.Clone(out)
+	}
+	return out
 }
 
 func errNotRegistered(cluster, host string) *api.Error {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 )
 
@@ -36,7 +37,7 @@ func TestMemberCannotClaimRangesOutsideThePolicy(t *testing.T) {
 		_, err := tb.client("").Join(ctx, tb.JoinToken("policy"), api.JoinRequest{ClusterID: "mallory",
 			PodCIDRs: []string{tc.pod}, ServiceCIDRs: []string{tc.svc}})
 		var ae *api.Error
-		if !asAPI(err, &ae) || ae.Code != "OutsidePolicy" || ae.Field != tc.field {
+		if !asAPI(err, &ae) || ae.Code != api.CodeOutsidePolicy || ae.Field != tc.field {
 			t.Errorf("%s: join with pods %s, services %s: %v; want OutsidePolicy on %s", tc.name, tc.pod, tc.svc, err, tc.field)
 		}
 		if err == nil {
@@ -102,24 +103,23 @@ func TestOneMemberCannotExhaustTheBrokersMemory(t *testing.T) {
 		g.Active = false
 		err := east.RegisterGateway(ctx, g)
 		if err != nil {
-			if code := apiCode(err); code != "QuotaExceeded" {
+			if code := apiCode(err); code != api.CodeQuotaExceeded {
 				t.Fatalf("gateway %d refused with %v; want QuotaExceeded", i, err)
 			}
 			continue
 		}
 		registered++
 	}
-	if registered > 16 {
-		t.Errorf("east registered %d gateways; want at most 16", registered)
+	if registered > broker.DefaultGatewaysPerCluster {
+		t.Errorf("east registered %d gateways; want at most %d", registered, broker.DefaultGatewaysPerCluster)
 	}
-	invented := make([]api.PeerHealth, 0, 3001)
-	for i := range 3000 {
-		invented = append(invented, api.PeerHealth{Cluster: fmt.Sprintf("ghost-%04d", i), Status: api.StatusError,
-			Reason: strings.Repeat("r", 200)})
+	invented := make([]api.PeerHealth, 0, 301)
+	for i := range 300 {
+		invented = append(invented, api.PeerHealth{Cluster: fmt.Sprintf("ghost-%04d", i), Status: api.StatusError})
 	}
 	invented = append(invented, api.PeerHealth{Cluster: "west", Status: api.StatusConnected, RTTMillis: 1})
 	if err := east.Heartbeat(ctx, "east", "gw-000", invented); err != nil {
-		t.Logf("heartbeat about 3000 invented clusters: %v", err)
+		t.Errorf("heartbeat about 300 invented clusters and west: %v", err)
 	}
 	if st, err := east.Status(ctx); err != nil {
 		t.Fatal(err)
@@ -138,6 +138,24 @@ func TestOneMemberCannotExhaustTheBrokersMemory(t *testing.T) {
 	}
 	if err := east.Heartbeat(ctx, "east", "gw-000", big); apiCode(err) != api.CodeTooLarge {
 		t.Errorf("a 1 MiB heartbeat in a clusterset of two: %v; want PayloadTooLarge", err)
+	}
+	// The limit grows with the clusterset: a report about 80 members with
+	// long reasons (about 86 KB) is refused with 2 members, taken with 82.
+	var long []api.PeerHealth
+	for i := range 80 {
+		long = append(long, api.PeerHealth{Cluster: fmt.Sprintf("m%02d", i), Status: api.StatusError, Reason: strings.Repeat("y", api.MaxText)})
+	}
+	if err := east.Heartbeat(ctx, "east", "gw-000", long); apiCode(err) != api.CodeTooLarge {
+		t.Errorf("an 86 KB heartbeat in a clusterset of two: %v; want PayloadTooLarge", err)
+	}
+	for i := range 80 {
+		tb.join(fmt.Sprintf("m%02d", i), fmt.Sprintf("10.%d.0.0/16", 10+i), fmt.Sprintf("10.%d.0.0/16", 110+i))
+	}
+	if err := east.Heartbeat(ctx, "east", "gw-000", long); err != nil {
+		t.Errorf("an 86 KB heartbeat about 80 of 82 members: %v", err)
+	}
+	if st, err := east.Status(ctx); err != nil || len(st) == 0 || len(st[0].Health) != 80 {
+		t.Errorf("after a heartbeat about 80 members: %+v %v; want 80 entries", st, err)
 	}
 }
 
@@ -387,16 +405,16 @@ func TestOneMemberCannotFanOutWithoutBound(t *testing.T) {
 			}
 		}()
 	}
-	for i := range 520 {
+	for i := range broker.DefaultExportsPerCluster + 20 {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
-	if accepted > 500 {
-		t.Errorf("east published %d exports; want at most 500", accepted)
+	if accepted > broker.DefaultExportsPerCluster {
+		t.Errorf("east published %d exports; want at most %d", accepted, broker.DefaultExportsPerCluster)
 	}
 	for msg, n := range refused {
-		if !strings.HasPrefix(msg, "QuotaExceeded") {
+		if !strings.HasPrefix(msg, api.CodeQuotaExceeded) {
 			t.Errorf("%d exports refused with %s; want QuotaExceeded", n, msg)
 		}
 	}
