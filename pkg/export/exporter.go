@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -134,8 +135,10 @@ func (c *Controller) writeConditions(ctx context.Context, ns, name string, desir
 }
 
 // sameExport compares exports as the broker stores them (JSON), so that
-// time zones and nil-versus-empty make no difference.
+// time zones and nil-versus-empty make no difference. CreatedAt is the
+// broker's (when it first received the export), not ours.
 func sameExport(a, b api.Export) bool {
+	a.CreatedAt, b.CreatedAt = time.Time{}, time.Time{}
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)

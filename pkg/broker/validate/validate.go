@@ -239,7 +239,7 @@ func Export(e *api.Export) *api.Error {
 	default:
 		return invalid("type", "%q is not ClusterSetIP or Headless", e.Type)
 	}
-	if err := Ports("ports", e.Ports); err != nil {
+	if err := ports("ports", e.Ports, true); err != nil {
 		return err
 	}
 	if len(e.IPs) > api.MaxIPs {
@@ -321,19 +321,20 @@ func Export(e *api.Export) *api.Error {
 				return invalid(f+".hostname", "%q: %s", ep.Hostname, strings.Join(errs, "; "))
 			}
 		}
-		// Importers write these into EndpointSlices, which refuse what
-		// a Service's ports may not hold.
-		if err := Ports(f+".ports", ep.Ports); err != nil {
+		// Importers write these into EndpointSlices, which refuse a bad
+		// name, protocol or number. Two Service ports may target the
+		// same pod port, so a protocol and number may repeat here.
+		if err := ports(f+".ports", ep.Ports, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// Ports checks a list of service ports: names are RFC 1123 labels and
-// unique, the protocol is TCP, UDP or SCTP, the number 1-65535, and each
-// protocol and number appears once.
-func Ports(field string, ps []api.ServicePort) *api.Error {
+// ports checks a list of ports: names are RFC 1123 labels and unique, the
+// protocol is TCP, UDP or SCTP, the number 1-65535, and (a Service's
+// ports, service) each protocol and number appears once.
+func ports(field string, ps []api.ServicePort, service bool) *api.Error {
 	if len(ps) > api.MaxPorts {
 		return invalid(field, "at most %d ports", api.MaxPorts)
 	}
@@ -349,6 +350,9 @@ func Ports(field string, ps []api.ServicePort) *api.Error {
 			if errs := isDNS1123Label(p.Name); len(errs) > 0 {
 				return invalid(f+".name", "%q: %s", p.Name, strings.Join(errs, "; "))
 			}
+		}
+		// An EndpointSlice takes one unnamed port at most.
+		if p.Name != "" || !service {
 			if j, dup := nameAt[p.Name]; dup {
 				return invalid(f+".name", "%q is also the name of %s[%d]; port names must be unique", p.Name, field, j)
 			}
@@ -365,7 +369,7 @@ func Ports(field string, ps []api.ServicePort) *api.Error {
 		if len(p.AppProtocol) > api.MaxAppProtocol {
 			return invalid(f+".appProtocol", "longer than %d bytes", api.MaxAppProtocol)
 		}
-		if j, dup := portAt[protoPort{p.Protocol, p.Port}]; dup {
+		if j, dup := portAt[protoPort{p.Protocol, p.Port}]; dup && service {
 			return invalid(f, "%s/%d is also %s[%d]; each protocol and port may appear once", p.Protocol, p.Port, field, j)
 		}
 		portAt[protoPort{p.Protocol, p.Port}] = i

@@ -61,6 +61,15 @@ func TestExportFields(t *testing.T) {
 			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"},
 				Ports: []api.ServicePort{{Name: "a", Protocol: "TCP", Port: 80}, {Name: "a", Protocol: "TCP", Port: 81}}}}
 		}},
+		{"endpoints[0].ports[1].name", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"},
+				Ports: []api.ServicePort{{Protocol: "TCP", Port: 80}, {Protocol: "UDP", Port: 81}}}}
+		}},
+		// Two Service ports may target one pod port.
+		{"", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"},
+				Ports: []api.ServicePort{{Name: "a", Protocol: "TCP", Port: 8080}, {Name: "b", Protocol: "TCP", Port: 8080}}}}
+		}},
 		{"endpoints[0].ports[0].protocol", func(e *api.Export) {
 			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"}, Ports: []api.ServicePort{{Name: "a", Protocol: "ICMP", Port: 80}}}}
 		}},
