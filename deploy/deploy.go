@@ -5,7 +5,8 @@ package deploy
 
 import "embed"
 
-// FS holds every manifest, by path: namespace.yaml, broker/, gateway/, mcs/.
+// FS holds every manifest, by path: namespace.yaml, broker/, gateway/, mcs/,
+// and cleanup/ (run by leave and uninstall only).
 //
-//go:embed kustomization.yaml namespace.yaml broker gateway mcs
+//go:embed kustomization.yaml namespace.yaml broker gateway mcs cleanup
 var FS embed.FS

@@ -202,8 +202,9 @@ func TestMesh(t *testing.T) {
 	sub("Show", testShow)
 	sub("DiagnoseVerify", testDiagnoseVerify)
 	sub("Benchmark", testBenchmark)
-	sub("FailoverPodKill", testFailover)
-	sub("FailoverNodeStop", testNodeStopFailover)
+	sub("FailoverPodDeleteGraceful", testFailover)
+	sub("FailoverNodeStopGraceful", testNodeStopFailover)
+	sub("Crash", testCrashes)
 	sub("BrokerOutage", testBrokerOutage)
 	sub("DeadCluster", testDeadCluster)
 	sub("Leave", testLeave)
@@ -402,10 +403,12 @@ func testServiceExport(ctx context.Context, t *testing.T, east, west meshCluster
 	}
 }
 
-// testFailover kills east's active gateway pod (kill -9: no grace) while a
-// UDP flow runs from east's plain worker to a west pod, and times until a
+// testFailover deletes east's active gateway pod with grace period 0 while
+// a UDP flow runs from east's plain worker to a west pod, and times until a
 // standby is active and the flow moves again; then a new request from the
-// plain worker keeps its pod address.
+// plain worker keeps its pod address. This is a graceful handover, not a
+// crash: the kubelet still sends SIGTERM, so the gateway tears its data
+// plane down and releases the Lease (testCrashes has the crashes).
 func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	m, err := activeGateway(ctx, east)
 	if err != nil || m.Status.ActiveNode == "" {
@@ -435,7 +438,7 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hold("failover, active gateway pod killed (%s → %s): new active %s after the kill; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
+	hold("graceful failover, active gateway pod deleted with grace 0 (SIGTERM: the Lease is handed over) (%s → %s): new active %s after the delete; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
 		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent, rep.gapsSince(killed))
 	checkFailoverGaps(t, rep, killed)
 	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)

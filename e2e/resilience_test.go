@@ -146,7 +146,7 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 	if err != nil {
 		t.Fatal(err)
 	}
-	hold("failover, active gateway's node container stopped (%s → %s): new active %s after `docker stop` began; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
+	hold("graceful failover, active gateway's node container stopped (docker stop: systemd shuts down, SIGTERM) (%s → %s): new active %s after `docker stop` began; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
 		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, stopped), rep.OK, rep.Sent, rep.gapsSince(stopped))
 	checkFailoverGaps(t, rep, stopped)
 
@@ -330,12 +330,36 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 		time.Sleep(15 * time.Second)
 	}
 	outage := time.Since(down)
+	// A second flow, probing every 100 ms, across the broker's return: the
+	// data plane must not notice it (it stood still 1.8 s when it came back).
+	fb := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 50*time.Second, 100*time.Millisecond)
+	if err := waitFlowRunning(ctx, east.Cluster, fb); err != nil {
+		t.Fatal(err)
+	}
 	if err := scaleBroker(ctx, east, 1); err != nil {
 		t.Fatal(err)
 	}
 	back = true
 	up := time.Now()
 	logf("broker back after an outage of %s", outage.Round(time.Second))
+	// The export made during the outage, watched for from now on.
+	importedIn := make(chan error, 1)
+	var imported time.Duration
+	go func() {
+		for {
+			ok, err := hasImport(ctx, east, "echo-late")
+			if ok {
+				imported = time.Since(up)
+				importedIn <- nil
+				return
+			}
+			if time.Since(up) > 3*time.Minute {
+				importedIn <- fmt.Errorf("exported during the outage, echo-late is not imported into east 3 minutes after the broker returned (%v)", err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	rep, err := f.wait()
 	if err != nil {
 		t.Fatalf("flow during the outage: %v", err)
@@ -350,21 +374,25 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 		}
 	}
 	hold("broker outage of %s: the flow east → west answered %d/%d probes (every 200 ms); gaps: %s", outage.Round(time.Second), rep.OK, rep.Sent, rep.gapsSince(down))
-	for {
-		ok, err := hasImport(ctx, east, "echo-late")
-		if ok {
-			break
-		}
-		if time.Since(up) > 3*time.Minute {
-			t.Fatalf("exported during the outage, echo-late is not imported into east 3 minutes after the broker returned (%v)", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	repb, err := fb.wait()
+	if err != nil {
+		t.Errorf("flow across the broker's return: %v", err)
 	}
-	imported := time.Since(up)
+	for _, g := range repb.Gaps {
+		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > 200*time.Millisecond {
+			t.Errorf("the flow east → west stood still %s across the broker's return (%s after it was back)",
+				d, time.UnixMilli(g.FromMs).Sub(up).Round(time.Millisecond))
+		}
+	}
+	hold("broker back: the flow east → west across its return answered %d/%d probes (every 100 ms); gaps relative to the return: %s",
+		repb.OK, repb.Sent, repb.gapsSince(up))
+	if err := <-importedIn; err != nil {
+		t.Fatal(err)
+	}
 	if _, err := east.RunCheck(ctx, plainWorker, "-wait", "180s", "dns", late); err != nil {
 		t.Fatalf("exported during the outage, %s does not resolve in east after the broker returned: %v", late, err)
 	}
-	hold("a ServiceExport made during the broker outage: imported into the other cluster %s and resolving there %s after the broker was scaled back up",
+	hold("a ServiceExport made during the broker outage: export → import %s after the broker answered again (its pod ready), resolving there %s after",
 		imported.Round(time.Millisecond), time.Since(up).Round(time.Millisecond))
 	if err := exportReady(ctx, west, "echo-late"); err != nil {
 		t.Error(err)
@@ -513,7 +541,7 @@ func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
 		t.Fatalf("2 minutes after west left, east still imports %v", now)
 	}
 	logf("west left: east's ServiceImports %v gone %s later", before, time.Since(left).Round(time.Millisecond))
-	// CoreDNS's cache 30 keeps a positive answer up to 30 s.
+	// (CoreDNS does not cache clusterset.local: join's Corefile edit.)
 	late := "echo-late." + kindbed.Namespace + ".svc.clusterset.local"
 	for {
 		_, err := east.RunCheck(ctx, plainWorker, "-timeout", "2s", "dns", late)
@@ -526,6 +554,16 @@ func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
 		}
 		time.Sleep(3 * time.Second)
 	}
+	// Every west node is clean (the route agents leave their state on a stop).
+	nodes, err := west.NodeNames(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		for _, l := range nodeLeftovers(ctx, n) {
+			t.Errorf("west: left on the node after leave: %s", l)
+		}
+	}
 }
 
 // userState is what a user had in a cluster before tunnelmesh: labels
@@ -533,18 +571,51 @@ func testLeave(ctx context.Context, t *testing.T, east, west meshCluster) {
 // app.kubernetes.io/part-of=tunnelmesh.
 type userState struct {
 	nodeLabels map[string]map[string]string // node -> tunnelmesh.io/* labels
+	sysctls    map[string]string            // node -> the kernel settings tunnelmesh may change
+}
+
+// nodeSysctls are the settings `gateway sysctl` may change, as the node has them.
+const nodeSysctls = "sysctl net.ipv4.ip_forward net.ipv4.conf.all.rp_filter net.ipv4.conf.default.rp_filter net.ipv4.conf.eth0.rp_filter"
+
+// nodeLeftovers lists what of tunnelmesh a node still has: routes with
+// our protocols (77 gateway, 78 route agent), our devices, our nftables
+// tables.
+func nodeLeftovers(ctx context.Context, node string) []string {
+	var left []string
+	for _, cmd := range []string{"ip route show proto 77", "ip route show proto 78", "ip -6 route show proto 77", "ip -6 route show proto 78"} {
+		if out, err := docker(ctx, "exec", node, "sh", "-c", cmd); err != nil || strings.TrimSpace(out) != "" {
+			left = append(left, fmt.Sprintf("%s: `%s`: %s%v", node, cmd, out, errOrNil(err)))
+		}
+	}
+	if out, err := docker(ctx, "exec", node, "ip", "-o", "link", "show"); err != nil || strings.Contains(out, "tmesh") {
+		left = append(left, fmt.Sprintf("%s: devices: %s%v", node, out, errOrNil(err)))
+	}
+	if out, err := docker(ctx, "exec", node, "nft", "list", "tables"); err != nil || strings.Contains(out, "tunnelmesh") {
+		left = append(left, fmt.Sprintf("%s: nftables tables: %s%v", node, out, errOrNil(err)))
+	}
+	return left
+}
+
+func errOrNil(err error) any {
+	if err == nil {
+		return ""
+	}
+	return err
 }
 
 const userObject = "users-own-notes" // a ConfigMap in kube-system
 
 func recordUserState(ctx context.Context, c meshCluster) (userState, error) {
-	st := userState{nodeLabels: map[string]map[string]string{}}
+	st := userState{nodeLabels: map[string]map[string]string{}, sysctls: map[string]string{}}
 	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return st, err
 	}
 	for _, n := range nodes.Items {
 		st.nodeLabels[n.Name] = ourLabels(n.Labels)
+		if st.sysctls[n.Name], err = docker(ctx, "exec", n.Name, "sh", "-c", nodeSysctls); err != nil {
+			return st, err
+		}
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: userObject, Namespace: "kube-system",
 		Labels: map[string]string{"app.kubernetes.io/part-of": "tunnelmesh"}}, Data: map[string]string{"mine": "yes"}}
@@ -567,9 +638,11 @@ func ourLabels(l map[string]string) map[string]string {
 // testUninstall: `meshctl uninstall --delete-crds` in both clusters leaves
 // nothing of tunnelmesh: no namespace, no CRD of ours or of the MCS API
 // (join made them), no ClusterRole or binding, no DaemonSet, no node label
-// meshctl added, no clusterset block in CoreDNS's Corefile; and everything
-// the user had before join is still there (their node labels, their object
-// labelled part-of=tunnelmesh).
+// meshctl added, no clusterset block in CoreDNS's Corefile, and on every
+// node no route with our protocols, no tmesh0 or tmesh-vx, no nftables
+// table of ours and the kernel settings as they were before join; and
+// everything the user had before join is still there (their node labels,
+// their object labelled part-of=tunnelmesh).
 func testUninstall(ctx context.Context, t *testing.T, before map[string]userState, clusters ...meshCluster) {
 	for _, c := range clusters {
 		if _, err := meshctl(ctx, t, c.Cluster, "uninstall", "--delete-crds"); err != nil {
@@ -591,6 +664,19 @@ func testUninstall(ctx context.Context, t *testing.T, before map[string]userStat
 		}
 		if _, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, userObject, metav1.GetOptions{}); err != nil {
 			t.Errorf("%s: the user's ConfigMap kube-system/%s (labelled part-of=tunnelmesh before join) is gone: %v", c.id, userObject, err)
+		}
+		nodes, err := c.NodeNames(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			for _, l := range nodeLeftovers(ctx, n) {
+				t.Errorf("%s: left on the node after uninstall: %s", c.id, l)
+			}
+			now, err := docker(ctx, "exec", n, "sh", "-c", nodeSysctls)
+			if want := before[c.id].sysctls[n]; err != nil || now != want {
+				t.Errorf("%s: node %s's kernel settings after uninstall:\n%s%v\nbefore join:\n%s", c.id, n, now, errOrNil(err), want)
+			}
 		}
 	}
 }

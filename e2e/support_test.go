@@ -197,8 +197,9 @@ func startFlow(ctx context.Context, c *kindbed.Cluster, node, addr string, durat
 		defer close(f.done)
 		r, err := c.RunClient(ctx, kindbed.Namespace, node, "-timeout", "300ms", "flow", addr, duration.String(), interval.String())
 		f.out, f.err = r.Output, err
-		if err == nil {
-			f.err = json.Unmarshal([]byte(strings.TrimSpace(r.Output)), &f.rep)
+		// A flow that failed (no answer at the end) still reports its gaps.
+		if perr := json.Unmarshal([]byte(strings.TrimSpace(r.Output)), &f.rep); err == nil {
+			f.err = perr
 		}
 	}()
 	return f

@@ -71,6 +71,7 @@ else
 fi
 
 phase "unit tests" $MAKE --no-print-directory test-unit-run
+phase "broker fault injection" $MAKE --no-print-directory test-broker-faults
 phase "fuzz-brief" $MAKE --no-print-directory fuzz-brief
 
 if [ -n "$bg_pid" ]; then

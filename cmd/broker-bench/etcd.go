@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 )
 
 type storeConfig struct {
@@ -17,8 +19,10 @@ type storeConfig struct {
 	replicas int
 }
 
-// benchMaxTxnOps lets one commit carry a full write batch of the broker.
-const benchMaxTxnOps = 2048
+// etcdShipped are the settings deploy/broker-etcd gives etcd beyond its
+// defaults (among them --max-txn-ops 128 and --max-request-bytes 1.5 MiB,
+// which bound one broker commit): the bench runs what is shipped.
+var etcdShipped = []string{"--auto-compaction-mode=periodic", "--auto-compaction-retention=1h"}
 
 // startStore starts the etcd cluster of an etcd run (nothing for bolt) and
 // returns the store flags for `broker init` and `broker serve`.
@@ -26,14 +30,7 @@ func startStore(sc storeConfig, tmp string) (args []string, stop func(), err err
 	if sc.kind != "etcd" {
 		return nil, func() {}, nil
 	}
-	bin := sc.etcdBin
-	if bin == "" {
-		dir := os.Getenv("KUBE_BIN_DIR")
-		if dir == "" {
-			dir = filepath.Join("_output", "k8s", "bin")
-		}
-		bin = filepath.Join(dir, "etcd")
-	}
+	bin := etcdBinary(sc)
 	if _, err := os.Stat(bin); err != nil {
 		return nil, nil, fmt.Errorf("etcd binary: %w (build it with `make etcd-binary`, or pass --etcd-bin)", err)
 	}
@@ -61,8 +58,8 @@ func startStore(sc storeConfig, tmp string) (args []string, stop func(), err err
 			"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[i][1]),
 			"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[i][1]),
 			"--initial-cluster", strings.Join(peers, ","), "--initial-cluster-state", "new",
-			"--log-level", "error", fmt.Sprintf("--max-txn-ops=%d", benchMaxTxnOps),
-			"--quota-backend-bytes", fmt.Sprint(8<<30))
+			"--log-level", "error")
+		c.Args = append(c.Args, etcdShipped...)
 		logf, err := os.Create(filepath.Join(tmp, fmt.Sprintf("etcd%d.log", i)))
 		if err != nil {
 			stop()
@@ -76,8 +73,24 @@ func startStore(sc storeConfig, tmp string) (args []string, stop func(), err err
 		}
 		cmds = append(cmds, c)
 	}
-	return []string{"--store", "etcd", "--etcd-endpoints", strings.Join(clients, ","), "--etcd-prefix", "/bench",
-		fmt.Sprintf("--etcd-max-txn-ops=%d", benchMaxTxnOps)}, stop, nil
+	return []string{"--store", "etcd", "--etcd-endpoints", strings.Join(clients, ","), "--etcd-prefix", "/bench"}, stop, nil
+}
+
+// etcdSettings describes the etcd the bench ran: its version and the
+// settings that bound the broker's commits.
+func etcdSettings(sc storeConfig) string {
+	ver := "unknown version"
+	if out, err := exec.Command(etcdBinary(sc), "--version").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, "etcd Version: "); ok {
+				ver = "etcd " + v
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d members on loopback, fsync on; its defaults (--max-txn-ops 128, --max-request-bytes 1.5 MiB, "+
+		"--quota-backend-bytes 2 GiB, --heartbeat-interval 100 ms, --election-timeout 1000 ms) and %s, as deploy/broker-etcd ships; "+
+		"the broker's --etcd-max-txn-ops %d, --etcd-max-request-bytes %d (its defaults)",
+		ver, sc.members, strings.Join(etcdShipped, " "), store.DefaultEtcdMaxTxnOps, store.DefaultEtcdMaxRequestBytes)
 }
 
 func freePorts(n int) ([]int, error) {
@@ -97,4 +110,15 @@ func freePorts(n int) ([]int, error) {
 		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
 	return out, nil
+}
+
+func etcdBinary(sc storeConfig) string {
+	if sc.etcdBin != "" {
+		return sc.etcdBin
+	}
+	dir := os.Getenv("KUBE_BIN_DIR")
+	if dir == "" {
+		dir = filepath.Join("_output", "k8s", "bin")
+	}
+	return filepath.Join(dir, "etcd")
 }

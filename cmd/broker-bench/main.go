@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +54,7 @@ func main() {
 		etcdBin   = flag.String("etcd-bin", "", "etcd binary for --store etcd (default: $KUBE_BIN_DIR/etcd, else _output/k8s/bin/etcd)")
 		members   = flag.Int("etcd-members", 3, "etcd cluster size for --store etcd")
 		replicas  = flag.Int("replicas", 2, "broker replicas for --store etcd; clients and watchers are spread over them")
+		outage    = flag.Duration("outage", 20*time.Second, "length of the outage phase (every broker replica stopped while every watcher follows, then started again); 0 skips it")
 		light     = flag.Bool("light-watchers", false, "watchers read the raw NDJSON stream and only look for the write's sequence number instead of decoding every event with brokerclient.Watch (shows the broker's fan-out capacity when the clients' JSON decoding does not share its CPUs)")
 	)
 	flag.Parse()
@@ -76,7 +78,7 @@ func main() {
 	if sc.kind != "etcd" {
 		sc.kind, sc.replicas = "bolt", 1
 	}
-	if err := run(*brokerBin, sc, *clusters, *exports, *watchers, *writers, rates, *steady, hb, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
+	if err := run(*brokerBin, sc, *clusters, *exports, *watchers, *writers, rates, *steady, hb, *outage, *light, os.Getenv("BROKER_BENCH_DEBUG_LISTEN")); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "broker-bench:", err)
 		os.Exit(1)
@@ -151,19 +153,32 @@ type track struct {
 	acked     time.Duration
 	remaining atomic.Int32
 	seen      atomic.Int64 // nanoseconds after start when the last watcher saw it
+	// every watcher's sighting, kept when each is set
+	mu   sync.Mutex
+	each []time.Duration
+	keep bool
+}
+
+// seenAt is when each watcher saw the write, after its start (keep set).
+func (t *track) seenAt() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.each)
 }
 
 type tracker struct {
 	mu     sync.RWMutex
 	writes []*track
 	nWatch int32
+	// keep: new writes keep every watcher's sighting (track.each).
+	keep   atomic.Bool
 	events atomic.Int64
 	// changes counts the events that are not bookmarks.
 	changes atomic.Int64
 }
 
 func (tr *tracker) add() (int, *track) {
-	t := &track{start: time.Now()}
+	t := &track{start: time.Now(), keep: tr.keep.Load()}
 	t.remaining.Store(tr.nWatch)
 	tr.mu.Lock()
 	tr.writes = append(tr.writes, t)
@@ -180,12 +195,17 @@ func (tr *tracker) saw(seq int) {
 	}
 	t := tr.writes[seq]
 	tr.mu.RUnlock()
+	if t.keep {
+		t.mu.Lock()
+		t.each = append(t.each, time.Since(t.start))
+		t.mu.Unlock()
+	}
 	if t.remaining.Add(-1) == 0 {
 		t.seen.Store(int64(time.Since(t.start)))
 	}
 }
 
-func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, hb hbConfig, light bool, debugListen string) error {
+func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWriters int, rates []int, steady time.Duration, hb hbConfig, outage time.Duration, light bool, debugListen string) error {
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // watch reconnect chatter
 	nofile, err := raiseNoFile()
 	if err != nil {
@@ -224,31 +244,50 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 		}
 		time.Sleep(time.Second)
 	}
-	var addrs []string
-	var pids []int
-	for range sc.replicas {
+	addrs := make([]string, sc.replicas)
+	for i := range addrs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
-		addr := ln.Addr().String()
+		addrs[i] = ln.Addr().String()
 		ln.Close()
-		args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
-			"--stale-after", "10m"}, storeArgs...)
-		cmd := exec.Command(brokerBin, args...)
-		if debugListen != "" && len(addrs) == 0 {
-			cmd.Args = append(cmd.Args, "--debug-listen", debugListen)
-		}
-		cmd.Stderr = os.Stderr
-		// The broker dies with the bench, even when the bench is killed.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-		addrs = append(addrs, addr)
-		pids = append(pids, cmd.Process.Pid)
 	}
+	var cmds []*exec.Cmd
+	// startReplicas starts every replica on its address; stopReplicas
+	// stops them gracefully (SIGTERM), as a rollout or a scale to 0 does.
+	startReplicas := func() []int {
+		cmds = cmds[:0]
+		var pids []int
+		for i, addr := range addrs {
+			args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
+				"--stale-after", "10m"}, storeArgs...)
+			cmd := exec.Command(brokerBin, args...)
+			if debugListen != "" && i == 0 {
+				cmd.Args = append(cmd.Args, "--debug-listen", debugListen)
+			}
+			cmd.Stderr = os.Stderr
+			// The broker dies with the bench, even when the bench is killed.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, "broker-bench: start broker:", err)
+				os.Exit(1)
+			}
+			cmds = append(cmds, cmd)
+			pids = append(pids, cmd.Process.Pid)
+		}
+		return pids
+	}
+	stopReplicas := func() {
+		for _, cmd := range cmds {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, cmd := range cmds {
+			_ = cmd.Wait()
+		}
+	}
+	pids := startReplicas()
+	defer stopReplicas()
 	pid := pids[0]
 	// urls lists every replica, the i-th first: cluster i writes and
 	// watches through replica i mod replicas, failing over to the others.
@@ -472,11 +511,24 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 			return err
 		}
 	}
-
 	rss, hwm := procStatus(pid)
 	bcpu := 0.0
 	for _, p := range pids {
 		bcpu += procCPU(p)
+	}
+
+	// Phase 5: every replica stopped for a while, then back.
+	var outRes *outageResult
+	if outage > 0 {
+		outRes, err = outagePhase(ctx, outage, addrs, stopReplicas, startReplicas, ca, func() (*track, error) {
+			tr.keep.Store(true)
+			defer tr.keep.Store(false)
+			gen++
+			return write(clients[0], 0, 0, gen)
+		}, tr, nWatchers)
+		if err != nil {
+			return err
+		}
 	}
 	mode := "brokerclient.Watch, full JSON decoding"
 	if light {
@@ -485,7 +537,7 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 	fmt.Printf("\ntunnelmesh broker benchmark — %d clusters × %d exports, %d watchers (each its own TLS connection; %s), %d CPUs, GOMAXPROCS %d\n",
 		nClusters, nExports, nWatchers, mode, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	if sc.kind == "etcd" {
-		fmt.Printf("store: etcd, %d members (fsync on), %d broker replicas; clients and watchers spread over the replicas\n", sc.members, sc.replicas)
+		fmt.Printf("store: etcd, %d broker replicas; clients and watchers spread over the replicas\netcd: %s\n", sc.replicas, etcdSettings(sc))
 	} else {
 		fmt.Printf("store: bbolt, one broker\n")
 	}
@@ -499,6 +551,9 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 	}
 	if hbRes != nil {
 		hbRes.print(nClusters, nWatchers)
+	}
+	if outRes != nil {
+		outRes.print()
 	}
 	fmt.Printf("\nwatchers connected (initial snapshot received by all %d): %.2f s\n", nWatchers, watchUp.Seconds())
 	fmt.Printf("bulk phase: all %d writes seen by all watchers %.2f s after the first write\n", total, rows[3].allSeen.Seconds())

@@ -22,6 +22,7 @@ type storeFlags struct {
 	ca, cert, key string
 	prefix        string
 	maxTxnOps     int
+	maxReqBytes   int
 }
 
 const (
@@ -41,6 +42,7 @@ func (f *storeFlags) registerEtcd(fs *pflag.FlagSet) {
 	fs.StringVar(&f.key, "etcd-key", "", "PEM key of --etcd-cert")
 	fs.StringVar(&f.prefix, "etcd-prefix", "/tunnelmesh", "etcd key prefix of this clusterset's records")
 	fs.IntVar(&f.maxTxnOps, "etcd-max-txn-ops", store.DefaultEtcdMaxTxnOps, "the etcd servers' --max-txn-ops (operations per transaction)")
+	fs.IntVar(&f.maxReqBytes, "etcd-max-request-bytes", store.DefaultEtcdMaxRequestBytes, "the etcd servers' --max-request-bytes (bytes per request)")
 }
 
 func (f *storeFlags) check() error {
@@ -60,7 +62,7 @@ func (f *storeFlags) check() error {
 }
 
 func (f *storeFlags) etcdConfig() (store.EtcdConfig, error) {
-	cfg := store.EtcdConfig{Endpoints: f.endpoints, Prefix: f.prefix, MaxTxnOps: f.maxTxnOps}
+	cfg := store.EtcdConfig{Endpoints: f.endpoints, Prefix: f.prefix, MaxTxnOps: f.maxTxnOps, MaxRequestBytes: f.maxReqBytes}
 	if f.ca == "" && f.cert == "" && f.key == "" {
 		return cfg, nil
 	}

@@ -104,6 +104,11 @@ func runController(ctx context.Context, f controllerFlags) error {
 	if err != nil {
 		return err
 	}
+	// The Lease's own client: renewals never wait behind import writes.
+	electionKube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
 	if f.identity == "" {
 		if f.identity, err = os.Hostname(); err != nil {
 			return err
@@ -117,7 +122,7 @@ func runController(ctx context.Context, f controllerFlags) error {
 	go export.FollowMeshGateway(ctx, dyn, f.namespace, clusterID, reach, log)
 	err = export.Run(ctx, export.Config{ClusterID: clusterID, ClusterSetID: f.clusterSetID, Kube: kube, MCS: mcs, Dynamic: dyn,
 		Broker: broker, Logger: log, Workers: f.workers, Reachability: reach},
-		export.Election{Namespace: f.leaseNamespace, Identity: f.identity})
+		export.Election{Namespace: f.leaseNamespace, Identity: f.identity, Client: electionKube})
 	if errors.Is(err, export.ErrLostLease) {
 		log.Error("lost the controller lease; exiting so that a fresh replica takes over")
 	}

@@ -34,7 +34,7 @@ func main() {
 
 func rootCmd() *cobra.Command {
 	root := &cobra.Command{Use: "gateway", Short: "tunnelmesh gateway: WireGuard tunnels and routes between clusters", SilenceUsage: true}
-	root.AddCommand(runCmd(), controllerCmd(), k8sCmd(), sysctlCmd())
+	root.AddCommand(runCmd(), controllerCmd(), k8sCmd(), sysctlCmd(), cleanupCmd())
 	return root
 }
 

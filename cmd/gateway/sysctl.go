@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/spf13/cobra"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nodeclean"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"github.com/tunnelmesh/tunnelmesh/pkg/sysctl"
 )
@@ -13,7 +14,7 @@ func sysctlCmd() *cobra.Command {
 	var (
 		nodeIPs, devices []string
 		ipv6, dryRun     bool
-		root             string
+		root, recordDir  string
 	)
 	c := &cobra.Command{
 		Use:   "sysctl",
@@ -41,6 +42,20 @@ forwarding (accept_ra 1 -> 2 first). Only settings that differ are written; each
 				cfg.Devices = append(cfg.Devices, self.Interface)
 			}
 			cfg.Devices = append(cfg.Devices, devices...)
+			if recordDir != "" && !dryRun {
+				// Before any change: what leave and uninstall put back (pkg/nodeclean).
+				plan, err := sysctl.Set(cfg, true)
+				if err != nil {
+					return err
+				}
+				var rec []nodeclean.Setting
+				for _, ch := range plan {
+					rec = append(rec, nodeclean.Setting{Name: ch.Name, Before: ch.From, Set: ch.To})
+				}
+				if err := nodeclean.Record(recordDir, rec); err != nil {
+					return err
+				}
+			}
 			changes, err := sysctl.Set(cfg, dryRun)
 			verb := "set"
 			if dryRun {
@@ -63,6 +78,7 @@ forwarding (accept_ra 1 -> 2 first). Only settings that differ are written; each
 	fl.StringSliceVar(&devices, "reply-device", nil, "a further device replies may arrive on (e.g. flannel.1) to loosen (repeatable)")
 	fl.BoolVar(&ipv6, "ipv6", false, "also switch IPv6 forwarding on (for IPv6 CIDRs)")
 	fl.BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	fl.StringVar(&recordDir, "record-dir", "", "record each setting's value before the change in this directory, for `gateway cleanup` to put back (the DaemonSet: the node's /var/lib/tunnelmesh)")
 	fl.StringVar(&root, "proc-sys", "/proc/sys", "where the sysctls are")
 	_ = fl.MarkHidden("proc-sys") // tests
 	return c

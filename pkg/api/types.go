@@ -45,6 +45,9 @@ type PeerHealth struct {
 	// that large do not cross the path.
 	PathMTU     int `json:"pathMTU,omitempty"`
 	PathMTULost int `json:"pathMTULost,omitempty"`
+	// PeerEndpoint is where WireGuard sends to the peer now: the configured
+	// endpoint, or the address its latest authenticated packet came from.
+	PeerEndpoint string `json:"peerEndpoint,omitempty"`
 }
 
 // Gateway is one gateway node's endpoint. Every gateway candidate of a

@@ -6,8 +6,10 @@ package brokerclient
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,10 +137,20 @@ func (c *Client) failover(from int32) {
 	}
 }
 
-// call sends one request, on each replica in turn while they cannot be
-// reached or are shutting down, and decodes a JSON answer into out (if not
-// nil). A POST is sent to the next replica only when the previous one was
-// not reached at all, so no join or token is made twice.
+// callAttempts bounds the attempts of one call; retryPause is the pause
+// before an attempt on a replica this call already tried (doubling).
+const (
+	callAttempts = 4
+	retryPause   = 250 * time.Millisecond
+)
+
+// call sends one request and decodes a JSON answer into out (if not nil).
+// While the broker cannot be reached, is shutting down, or did not confirm
+// a write, it tries again: on the next replica at once, on one already
+// tried after a pause, callAttempts times at most and within ctx. Every
+// attempt of a write carries the same Idempotency-Key, so a write that was
+// made but whose answer was lost is not made twice: its retry gets the
+// answer the write got (a join, its credential).
 func (c *Client) call(ctx context.Context, method, path, cred string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -148,23 +160,51 @@ func (c *Client) call(ctx context.Context, method, path, cred string, in, out an
 		}
 		body = b
 	}
+	key := ""
+	if method != http.MethodGet {
+		key = newIdempotencyKey()
+	}
 	var err error
-	for range c.bases {
+	pause, start := retryPause, time.Now()
+	for attempt := 1; ; attempt++ {
 		from := c.cur.Load()
 		var retry bool
-		retry, err = c.callOnce(ctx, method, path, cred, body, out)
-		if !retry || ctx.Err() != nil {
+		retry, err = c.callOnce(ctx, method, path, cred, key, body, out)
+		// A replica that hangs costs the client's timeout per attempt:
+		// past one timeout in all, the caller hears of it. A write whose
+		// outcome is unknown is asked again until it is known (within
+		// that time): a join's answer is its credential.
+		var ae *api.Error
+		unknown := errors.As(err, &ae) && ae.Code == api.CodeOutcomeUnknown
+		if !retry || ctx.Err() != nil || attempt >= max(callAttempts, len(c.bases)) && !unknown || time.Since(start) > c.hc.Timeout {
 			return err
 		}
 		if len(c.bases) > 1 {
 			c.logger().Warn("broker replica failed; trying the next", "url", c.base(), "err", err)
 		}
 		c.failover(from)
+		if attempt >= len(c.bases) { // every replica tried once: pause
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+			pause = min(2*pause, 2*time.Second)
+		}
 	}
-	return err
 }
 
-func (c *Client) callOnce(ctx context.Context, method, path, cred string, body []byte, out any) (retry bool, _ error) {
+// newIdempotencyKey is 256 random bits, base64url.
+func newIdempotencyKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// callOnce sends one attempt; retry says whether another may succeed.
+func (c *Client) callOnce(ctx context.Context, method, path, cred, key string, body []byte, out any) (retry bool, _ error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -180,16 +220,19 @@ func (c *Client) callOnce(ctx context.Context, method, path, cred string, body [
 	if cred != "" {
 		req.Header.Set("Authorization", "Bearer "+cred)
 	}
+	if key != "" {
+		req.Header.Set(api.HeaderIdempotencyKey, key)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		var op *net.OpError
-		notSent := errors.As(err, &op) && op.Op == "dial"
-		return notSent || method != http.MethodPost, fmt.Errorf("%s %s: %w", method, path, err)
+		// Not reached, or no answer: safe to send again, a write too.
+		return true, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		// 503: the replica is draining or its store is unavailable; the
-		// write was not made.
+		// 503: the replica is shutting down or not ready (nothing was
+		// written), or did not learn in time whether the write was made
+		// (OutcomeUnknown): the retry, with the same key, tells.
 		return resp.StatusCode == http.StatusServiceUnavailable, decodeError(resp)
 	}
 	if out == nil {

@@ -20,18 +20,36 @@ type fnError struct{ err error }
 
 func (e fnError) Error() string { return e.err.Error() }
 
+// Reconnect backoff of a watch: the wait doubles from reconnectMin with
+// every attempt that got nothing, up to reconnectMax, and each wait is
+// drawn from its upper half. The cap is low so that a broker back from an
+// outage is felt within reconnectMax (plus one round trip); the jitter
+// spreads the reconnects of many clusters over that window instead of
+// sending them at once.
+const (
+	reconnectMin = 200 * time.Millisecond
+	reconnectMax = 2 * time.Second
+)
+
+// reconnectWait is the wait before reconnect attempt n (1: the first after
+// a stream ended) and the backoff for the next.
+func reconnectWait(backoff time.Duration) (wait, next time.Duration) {
+	return backoff/2 + rand.N(backoff/2+1), min(2*backoff, reconnectMax)
+}
+
 // Watch streams the broker's changes after revision since (0: start with
 // a snapshot) and calls fn for each SNAPSHOT, PUT and DELETE event, in
 // revision order. Bookmarks only advance the resume point. After a
-// disconnect it reconnects with exponential backoff (0.2 s to 30 s, with
-// jitter) and resumes after the last revision it saw, so fn sees nothing
-// twice and misses nothing; when the broker no longer has that revision it
-// sends a SNAPSHOT. With several replica URLs each reconnect goes to the
-// next replica; replicas sharing an etcd store serve the same revisions,
-// so the watch resumes there where it stopped. Watch returns only when ctx
-// is done (ctx.Err()) or fn returns an error (that error).
+// disconnect it reconnects with jittered backoff (0.1 s growing to at most
+// 2 s between attempts) and resumes after the last revision it saw, so fn
+// sees nothing twice and misses nothing; when the broker no longer has
+// that revision it sends a SNAPSHOT. With several replica URLs each
+// reconnect goes to the next replica; replicas sharing an etcd store serve
+// the same revisions, so the watch resumes there where it stopped. Watch
+// returns only when ctx is done (ctx.Err()) or fn returns an error (that
+// error).
 func (c *Client) Watch(ctx context.Context, since int64, fn func(api.Event) error) error {
-	backoff := 200 * time.Millisecond
+	backoff := reconnectMin
 	for {
 		from := c.cur.Load()
 		progressed, err := c.watchOnce(ctx, &since, fn)
@@ -43,10 +61,11 @@ func (c *Client) Watch(ctx context.Context, since int64, fn func(api.Event) erro
 			return ctx.Err()
 		}
 		if progressed {
-			backoff = 200 * time.Millisecond
+			backoff = reconnectMin
 		}
 		c.failover(from)
-		wait := backoff/2 + rand.N(backoff/2+1)
+		var wait time.Duration
+		wait, backoff = reconnectWait(backoff)
 		c.logger().Warn("broker watch interrupted; reconnecting", "err", err, "since", since, "url", c.base(), "in", wait)
 		t := time.NewTimer(wait)
 		select {
@@ -55,7 +74,6 @@ func (c *Client) Watch(ctx context.Context, since int64, fn func(api.Event) erro
 			return ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 

@@ -28,6 +28,13 @@ func EnableMulticluster(corefile, zone string) (string, bool, error) {
 		if depth == 0 && opens > 0 {
 			serverKeys = keysOf(fields)
 		}
+		if depth == 1 && len(fields) > 0 && fields[0] == "cache" && opens == 1 && closes == 0 {
+			var err error
+			if i, out, err = uncacheZone(lines, i, out, zone); err != nil {
+				return "", false, err
+			}
+			continue
+		}
 		if depth != 1 || len(fields) == 0 || fields[0] != "kubernetes" {
 			out = append(out, line)
 			depth += opens - closes
@@ -105,6 +112,53 @@ func EnableMulticluster(corefile, zone string) (string, bool, error) {
 	}
 	res := strings.Join(out, "\n")
 	return res, res != corefile, nil
+}
+
+// uncacheZone copies the cache block that opens at lines[i] to out with
+// zone added to its `disable success` and `disable denial` lines (each
+// added when missing), as kubeadm does for cluster.local: the kubernetes
+// plugin answers from its watch, and a cached answer would keep a dead
+// cluster's pods, or a withheld one's, in DNS for the cache's TTL. It
+// returns the index of the block's last line.
+func uncacheZone(lines []string, i int, out []string, zone string) (int, []string, error) {
+	out = append(out, lines[i])
+	start := i
+	inner := ""
+	seen := map[string]bool{}
+	d := 1
+	for i++; i < len(lines); i++ {
+		l := lines[i]
+		c, cm := splitComment(l)
+		f := strings.Fields(c)
+		o, cl := braces(c)
+		d += o - cl
+		if d == 0 {
+			if inner == "" {
+				inner = lines[start][:len(lines[start])-len(strings.TrimLeft(lines[start], " \t"))] + "    "
+			}
+			for _, kind := range []string{"success", "denial"} {
+				if !seen[kind] {
+					out = append(out, inner+"disable "+kind+" "+zone)
+				}
+			}
+			return i, append(out, l), nil
+		}
+		if inner == "" && strings.TrimSpace(l) != "" {
+			inner = l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		}
+		if d == 1 && len(f) >= 2 && f[0] == "disable" && (f[1] == "success" || f[1] == "denial") && !seen[f[1]] {
+			seen[f[1]] = true
+			// Without zones the line disables every zone already.
+			if len(f) > 2 && !containsZone(f[2:], zone) {
+				l = l[:len(l)-len(strings.TrimLeft(l, " \t"))] + strings.Join(append(f, zone), " ")
+				if cm != "" {
+					l += " " + cm
+				}
+			}
+		}
+		out = append(out, l)
+	}
+	return i, out, fmt.Errorf("corefile: the cache block opened at line %d is not closed", start+1)
 }
 
 // splitComment cuts a line at a '#' that starts a comment (Corefile tokens

@@ -48,8 +48,8 @@ const kubeadmEdited = `.:53 {
        max_concurrent 1000
     }
     cache 30 {
-       disable success cluster.local
-       disable denial cluster.local
+       disable success cluster.local clusterset.local
+       disable denial cluster.local clusterset.local
     }
     loop
     reload
@@ -112,6 +112,13 @@ import /etc/coredns/custom/*.server
 }
 import /etc/coredns/custom/*.server
 `},
+		{"a cache block without disable lines gets them; a one-line cache is left alone",
+			".:53 {\n    kubernetes cluster.local\n    cache 30 {\n        prefetch 10\n    }\n}\nother:53 {\n    kubernetes cluster.local\n    cache 30\n}\n",
+			".:53 {\n    kubernetes cluster.local clusterset.local {\n        multicluster clusterset.local\n    }\n    cache 30 {\n        prefetch 10\n        disable success clusterset.local\n        disable denial clusterset.local\n    }\n}\n" +
+				"other:53 {\n    kubernetes cluster.local clusterset.local {\n        multicluster clusterset.local\n    }\n    cache 30\n}\n"},
+		{"a disable line without zones covers every zone already",
+			".:53 {\n  kubernetes cluster.local\n  cache {\n    disable denial\n  }\n}\n",
+			".:53 {\n  kubernetes cluster.local clusterset.local {\n      multicluster clusterset.local\n  }\n  cache {\n    disable denial\n    disable success clusterset.local\n  }\n}\n"},
 		{"kubernetes without a block",
 			".:53 {\n\tkubernetes cluster.local\n\tforward . 8.8.8.8\n}\n",
 			".:53 {\n\tkubernetes cluster.local clusterset.local {\n\t    multicluster clusterset.local\n\t}\n\tforward . 8.8.8.8\n}\n"},
@@ -151,8 +158,8 @@ func TestEnableMulticlusterKeepsEveryLine(t *testing.T) {
 	}
 	out := strings.Split(got, "\n")
 	for _, l := range strings.Split(kubeadmCorefile, "\n") {
-		if strings.Contains(l, "kubernetes ") {
-			continue
+		if strings.Contains(l, "kubernetes ") || strings.Contains(l, "disable ") {
+			continue // the lines the edit extends
 		}
 		found := false
 		for _, o := range out {

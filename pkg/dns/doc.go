@@ -22,7 +22,11 @@
 //   - Headless endpoints without a hostname get a name made from their
 //     address; the export controller publishes the pods' hostnames so that
 //     StatefulSet pods answer by name.
-//   - The kubeadm Corefile's `cache 30` caches clusterset.local answers (its
-//     `disable` lines name cluster.local only), so a change can take up to
-//     30 s to show; the edit leaves the user's cache block as it is.
+//
+// The edit also adds the zone to the `disable success` and `disable
+// denial` lines of a cache block (adding them when missing), as kubeadm
+// does for cluster.local: the plugin answers from its watch, and a cached
+// answer would keep a dead or withheld cluster's pods in DNS for up to the
+// cache's 30 s. A one-line `cache` is left as it is. Records still carry
+// the plugin's ttl (30 s in kubeadm's Corefile) for clients that cache.
 package dns

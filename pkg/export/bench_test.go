@@ -33,13 +33,15 @@ import (
 
 // BenchmarkExport creates N ServiceExports (default 1000, BENCH_EXPORTS)
 // in cluster east and measures, per export, the time from its creation
-// until cluster west holds its ServiceImport with ips and an EndpointSlice;
-// then west's active gateway reports the tunnel to east down (its
-// MeshGateway, as the gateway writes it) and it measures until each of
-// east's slices in west is withheld, and back when the tunnel is up again;
-// then deletes them all and measures until each ServiceImport is gone.
-// The controllers run with the shipped client rate limits and workers,
-// etcd with fsync. It prints a table; `make bench-export` runs it once.
+// until cluster west holds its ServiceImport with ips and an EndpointSlice,
+// and from its deletion until that ServiceImport is gone; twice: the
+// exports made one after the other by one writer (as `kubectl apply` of a
+// file), then all at once by 32 writers. After the first round west's
+// active gateway reports the tunnel to east down (its MeshGateway, as the
+// gateway writes it), and it measures until each of east's slices in west
+// is withheld, and back when the tunnel is up again. The controllers run
+// with the shipped client rate limits, workers and Lease timings, etcd
+// with fsync. It prints a table; `make bench-export` runs it once.
 func BenchmarkExport(b *testing.B) {
 	n := 1000
 	if v, err := strconv.Atoi(os.Getenv("BENCH_EXPORTS")); err == nil && v > 0 {
@@ -51,9 +53,23 @@ func BenchmarkExport(b *testing.B) {
 }
 
 func benchExport(b *testing.B, n int) {
+	// The shipped settings; BENCH_QPS, BENCH_BURST and BENCH_WORKERS try
+	// others (the table says which ran).
+	o := clusterOptions{api: kubeapi.Options{Fsync: true}, qps: export.DefaultQPS, burst: export.DefaultBurst, workers: export.DefaultWorkers,
+		shippedElection: true}
+	if v, err := strconv.ParseFloat(os.Getenv("BENCH_QPS"), 32); err == nil {
+		o.qps = float32(v)
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_BURST")); err == nil {
+		o.burst = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_WORKERS")); err == nil {
+		o.workers = v
+	}
+	shipped := o.qps == export.DefaultQPS && o.burst == export.DefaultBurst && o.workers == export.DefaultWorkers
 	br := brokertest.Start(b, brokertest.Options{})
-	east := startClusterWith(b, br, "east", "10.1.0.0/16", "10.101.0.0/16", kubeapi.Options{Fsync: true})
-	west := startClusterWith(b, br, "west", "10.2.0.0/16", "10.102.0.0/16", kubeapi.Options{Fsync: true})
+	east := startClusterWith(b, br, "east", "10.1.0.0/16", "10.101.0.0/16", o)
+	west := startClusterWith(b, br, "west", "10.2.0.0/16", "10.102.0.0/16", o)
 	objs, err := k8stest.Files(deploy.FS, "gateway/crd-meshgateways.yaml")
 	if err != nil {
 		b.Fatal(err)
@@ -163,8 +179,6 @@ func benchExport(b *testing.B, n int) {
 		})
 	}()
 
-	names := make([]string, n)
-	created := make([]time.Time, n)
 	ports := []corev1.ServicePort{tcp("http", 80, 8080)}
 	// One export first, so that start-up (caches, first writes of each
 	// kind) is not counted.
@@ -178,103 +192,158 @@ func benchExport(b *testing.B, n int) {
 		}
 		return nil
 	})
-	start := time.Now()
-	for i := range n {
-		names[i] = fmt.Sprintf("svc-%04d", i)
-		east.service("bench", names[i], false, ports, pod{ip: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)})
-		created[i] = time.Now()
-		east.export("bench", names[i])
-	}
-	createdAll := time.Since(start)
-	waitAll := func(m map[string]time.Time) {
-		eventually(b, 5*time.Minute, func() error {
+	waitAll := func(m map[string]time.Time, names []string) {
+		eventually(b, 10*time.Minute, func() error {
 			mu.Lock()
 			defer mu.Unlock()
-			if len(m) < n+1 {
-				return fmt.Errorf("%d of %d", len(m), n+1)
+			missing := 0
+			for _, n := range names {
+				if _, ok := m[n]; !ok {
+					missing++
+				}
+			}
+			if missing > 0 {
+				return fmt.Errorf("%d of %d not yet", missing, len(names))
 			}
 			return nil
 		})
 	}
-	waitAll(ready)
-	importAll := time.Since(start)
-
-	// West's active gateway finds the tunnel to east down, then up again.
-	gw := status.Writer{Client: west.dyn, ClusterID: "west"}
-	tunnel := func(st string) time.Time {
-		if err := gw.Write(ctx, status.GatewayStatus{ActiveNode: "west-gw", Epoch: 1,
-			Remotes: []status.RemoteCluster{{Cluster: "east", Status: st}}}); err != nil {
-			b.Fatal(err)
-		}
-		return time.Now()
-	}
-	cut := tunnel(api.StatusError)
-	waitAll(withheld)
-	withheldAll := time.Since(cut)
-	mended := tunnel(api.StatusConnected)
-	waitAll(restored)
-	restoredAll := time.Since(mended)
-	same := func(t time.Time) []time.Time {
-		out := make([]time.Time, n)
-		for i := range out {
-			out[i] = t
-		}
-		return out
-	}
-
-	deleted := make([]time.Time, n)
-	east.unexport("bench", "warmup")
-	start = time.Now()
-	for i := range n {
-		deleted[i] = time.Now()
-		east.unexport("bench", names[i])
-	}
-	deletedAll := time.Since(start)
-	waitAll(gone)
-	goneAll := time.Since(start)
-
-	lat := func(from []time.Time, to map[string]time.Time) []time.Duration {
+	lat := func(names []string, from []time.Time, to map[string]time.Time) []time.Duration {
 		mu.Lock()
 		defer mu.Unlock()
-		out := make([]time.Duration, n)
-		for i := range n {
-			out[i] = to[names[i]].Sub(from[i])
+		out := make([]time.Duration, len(names))
+		for i, name := range names {
+			out[i] = to[name].Sub(from[i])
 		}
 		slices.Sort(out)
 		return out
 	}
+	type row struct {
+		phase       string
+		d           []time.Duration
+		writes, all time.Duration
+	}
+	var rows []row
+
+	// Two rounds of n exports: made one after the other by one writer, as
+	// `kubectl apply` of a file does, then all at once by benchWriters
+	// writers. The first round also cuts and mends the tunnel.
+	for round, writers := range []int{1, benchWriters} {
+		tag := fmt.Sprintf("%d writer(s)", writers)
+		names := make([]string, n)
+		for i := range n {
+			names[i] = fmt.Sprintf("r%d-svc-%04d", round, i)
+		}
+		// The Services and their pods' slices first; then the exports.
+		parallel(b, benchWriters, n, func(i int) error {
+			return east.serviceErr("bench", names[i], false, ports, pod{ip: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)})
+		})
+		created := make([]time.Time, n)
+		start := time.Now()
+		parallel(b, writers, n, func(i int) error {
+			created[i] = time.Now()
+			_, err := east.mcs.MulticlusterV1beta1().ServiceExports("bench").Create(ctx,
+				&mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: names[i]}}, metav1.CreateOptions{})
+			return err
+		})
+		createdAll := time.Since(start)
+		waitAll(ready, names)
+		importAll := time.Since(start)
+		rows = append(rows,
+			row{"export → ServiceImport+slice in other cluster, " + tag, lat(names, created, ready), createdAll, importAll},
+			row{"  of which export → committed in the broker", lat(names, created, inBroker), createdAll, importAll})
+
+		if round == 0 {
+			// West's active gateway finds the tunnel to east down, then up again.
+			gw := status.Writer{Client: west.dyn, ClusterID: "west"}
+			tunnel := func(st string) []time.Time {
+				if err := gw.Write(ctx, status.GatewayStatus{ActiveNode: "west-gw", Epoch: 1,
+					Remotes: []status.RemoteCluster{{Cluster: "east", Status: st}}}); err != nil {
+					b.Fatal(err)
+				}
+				at := make([]time.Time, n)
+				for i := range at {
+					at[i] = time.Now()
+				}
+				return at
+			}
+			cut := tunnel(api.StatusError)
+			waitAll(withheld, names)
+			withheldAll := time.Since(cut[0])
+			mended := tunnel(api.StatusConnected)
+			waitAll(restored, names)
+			restoredAll := time.Since(mended[0])
+			rows = append(rows,
+				row{"tunnel to east down → east's endpoints withheld in west", lat(names, cut, withheld), 0, withheldAll},
+				row{"tunnel up again → east's endpoints back in west", lat(names, mended, restored), 0, restoredAll})
+		}
+
+		deleted := make([]time.Time, n)
+		start = time.Now()
+		parallel(b, writers, n, func(i int) error {
+			deleted[i] = time.Now()
+			return east.mcs.MulticlusterV1beta1().ServiceExports("bench").Delete(ctx, names[i], metav1.DeleteOptions{})
+		})
+		deletedAll := time.Since(start)
+		waitAll(gone, names)
+		goneAll := time.Since(start)
+		rows = append(rows,
+			row{"unexport → ServiceImport gone in other cluster, " + tag, lat(names, deleted, gone), deletedAll, goneAll},
+			row{"  of which unexport → withdrawn from the broker", lat(names, deleted, outBroker), deletedAll, goneAll})
+	}
+
 	pct := func(d []time.Duration, p float64) time.Duration {
 		return d[min(len(d)-1, int(float64(len(d))*p))].Round(time.Millisecond)
 	}
-	if os.Getenv("BENCH_SLOWEST") != "" {
-		mu.Lock()
-		for i := range n {
-			if d := ready[names[i]].Sub(created[i]); d > time.Second {
-				fmt.Printf("slow: #%d %v (broker after %v)\n", i, d.Round(time.Millisecond), inBroker[names[i]].Sub(created[i]).Round(time.Millisecond))
-			}
-		}
-		mu.Unlock()
+	which := "the shipped defaults"
+	if !shipped {
+		which = fmt.Sprintf("NOT the shipped defaults, which are QPS %d burst %d, %d workers", export.DefaultQPS, export.DefaultBurst, export.DefaultWorkers)
 	}
-	fmt.Printf("settings: controller clients QPS %d burst %d (each of core, MCS, dynamic), %d workers per queue (the shipped defaults); etcd with fsync; broker on bbolt\n",
-		export.DefaultQPS, export.DefaultBurst, export.DefaultWorkers)
+	fmt.Printf("settings: controller clients QPS %g burst %d (each of core, MCS, dynamic), %d workers per queue (%s); etcd with fsync; broker on bbolt\n",
+		o.qps, o.burst, o.workers, which)
 	fmt.Printf("withdrawal: from west's MeshGateway saying the tunnel to east is down (the gateway's verdict, %v after east's last probe reply, probed every %v) to east's slice of each import withheld in west\n",
 		gateway.ProbeDownAfter, gateway.ProbeInterval)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "phase\texports\tp50\tp99\tmax\twrites took\tall done after\t\n")
-	for _, r := range []struct {
-		phase       string
-		d           []time.Duration
-		writes, all time.Duration
-	}{
-		{"export → ServiceImport+slice in other cluster", lat(created, ready), createdAll, importAll},
-		{"  of which export → committed in the broker", lat(created, inBroker), createdAll, importAll},
-		{"tunnel to east down → east's endpoints withheld in west", lat(same(cut), withheld), 0, withheldAll},
-		{"tunnel up again → east's endpoints back in west", lat(same(mended), restored), 0, restoredAll},
-		{"unexport → ServiceImport gone in other cluster", lat(deleted, gone), deletedAll, goneAll},
-		{"  of which unexport → withdrawn from the broker", lat(deleted, outBroker), deletedAll, goneAll},
-	} {
+	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\t%v\t%v\t\n", r.phase, n, pct(r.d, 0.5), pct(r.d, 0.99), r.d[n-1].Round(time.Millisecond),
 			r.writes.Round(time.Millisecond), r.all.Round(time.Millisecond))
 	}
 	tw.Flush()
+}
+
+// benchWriters is how many writers make the burst of ServiceExports.
+const benchWriters = 32
+
+// parallel runs fn(0..n-1) on writers goroutines and fails b on the first
+// error.
+func parallel(b *testing.B, writers, n int, fn func(i int) error) {
+	b.Helper()
+	next := make(chan int)
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
 }

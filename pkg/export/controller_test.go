@@ -66,7 +66,7 @@ func checkImport(im *imported, w want) error {
 		return fmt.Errorf("status.clusters %s, want %s", got, w.clusters)
 	}
 	d := im.Derived
-	if d.Spec.Selector != nil || len(d.OwnerReferences) != 1 || d.OwnerReferences[0].UID != si.UID {
+	if d.Spec.Selector != nil || len(d.OwnerReferences) != 0 || d.Labels[export.LabelImportName] != si.Name {
 		return fmt.Errorf("derived Service %s: selector %v owners %v", d.Name, d.Spec.Selector, d.OwnerReferences)
 	}
 	switch w.typ {
@@ -483,6 +483,11 @@ func TestLifecycle(t *testing.T) {
 		// stops exporting db; a stale object of ours is left in west.
 		east.endpoints("demo", "web", webPorts, pod{ip: "10.1.0.10"}, pod{ip: "10.1.0.11", notReady: true}, pod{ip: "10.1.0.12"})
 		east.unexport("demo", "db")
+		// West's ServiceImport of db deleted by hand meanwhile: its derived
+		// Service (no owner) must still go once west's controller is back.
+		if err := west.mcs.MulticlusterV1beta1().ServiceImports("demo").Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 		east.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
 			endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!", "10.1.0.12"}, "west": {"10.2.0.10/w0"}}})
 		eventually(t, 20*time.Second, func() error { return east.gone("demo", "db") })

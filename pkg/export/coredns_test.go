@@ -20,6 +20,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	tmdns "github.com/tunnelmesh/tunnelmesh/pkg/dns"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
@@ -206,6 +207,63 @@ current-context: test
 	// The MCS DNS specification says 1.0.0; CoreDNS answers its
 	// cluster.local schema version in every zone (a divergence we record).
 	t.Logf("TXT dns-version.clusterset.local = %q (MCS DNS spec: \"1.0.0\")", txt.Answer[0].(*dns.TXT).Txt)
+
+	// Headless, exported with PreferClose by east and by west: CoreDNS in
+	// east answers east's pods while one is ready, west's when none is,
+	// at once (the zone is not cached: the Corefile edit).
+	t.Run("headless, same cluster first", func(t *testing.T) {
+		pg := []corev1.ServicePort{tcp("pg", 5432, 5432)}
+		s := east.service("demo", "near", true, pg, pod{ip: "10.1.0.50", hostname: "n-0"})
+		s.Spec.TrafficDistribution = ptr(corev1.ServiceTrafficDistributionPreferClose)
+		if _, err := east.kube.CoreV1().Services("demo").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		east.export("demo", "near")
+		west, _ := b.Join("west", "10.2.0.0/16", "10.102.0.0/16")
+		if err := west.PublishExport(ctx, api.Export{ClusterID: "west", Namespace: "demo", Name: "near", Type: api.TypeHeadless,
+			Ports: []api.ServicePort{{Name: "pg", Protocol: "TCP", Port: 5432}}, IPFamilies: []string{"IPv4"}, SessionAffinity: "None",
+			TrafficDistribution: corev1.ServiceTrafficDistributionPreferClose, CreatedAt: time.Now().UTC(),
+			Endpoints: []api.Endpoint{{Addresses: []string{"10.2.0.50"}, Hostname: "w-0", Ready: true,
+				Ports: []api.ServicePort{{Name: "pg", Protocol: "TCP", Port: 5432}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		type q = struct {
+			name  string
+			qtype uint16
+			rcode int
+			want  []string
+		}
+		local := []q{
+			{"near.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.1.0.50"}},
+			{"n-0.east.near.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.1.0.50"}},
+			{"w-0.west.near.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeNameError, nil}, // withheld
+		}
+		spilled := []q{
+			{"near.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.2.0.50"}},
+			{"w-0.west.near.demo.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.2.0.50"}},
+		}
+		answers := func(qs []q) func() error {
+			return func() error {
+				for _, c := range qs {
+					if err := ask(server, c); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
+		eventually(t, 30*time.Second, answers(local))
+		east.endpoints("demo", "near", pg, pod{ip: "10.1.0.50", hostname: "n-0", notReady: true})
+		start := time.Now()
+		eventually(t, 30*time.Second, answers(spilled))
+		t.Logf("east's pod not ready → CoreDNS answers west's after %s", time.Since(start).Round(time.Millisecond))
+		east.endpoints("demo", "near", pg, pod{ip: "10.1.0.50", hostname: "n-0"})
+		eventually(t, 30*time.Second, answers(local))
+		east.unexport("demo", "near")
+		if err := west.WithdrawExport(ctx, "west", "demo", "near"); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	t.Run("answers survive a broker outage", func(t *testing.T) {
 		b.Stop()

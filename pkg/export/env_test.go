@@ -56,20 +56,39 @@ type cluster struct {
 	tunnels *export.Tunnels
 	stop    func()
 	runs    int
+	workers int // 0: the shipped default
+	// shippedElection: see clusterOptions.
+	shippedElection bool
+	electionKube    kubernetes.Interface
 }
 
 func startCluster(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string) *cluster {
 	t.Helper()
-	return startClusterWith(t, b, id, podCIDR, svcCIDR, kubeapi.Options{})
+	return startClusterWith(t, b, id, podCIDR, svcCIDR, clusterOptions{})
 }
 
-func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o kubeapi.Options) *cluster {
+// clusterOptions tune startClusterWith; zero values: a test apiserver and
+// the controller's shipped settings.
+type clusterOptions struct {
+	api     kubeapi.Options
+	qps     float32 // the controller's clients
+	burst   int
+	workers int
+	// shippedElection: the Lease timings the controller ships with, not
+	// the short ones tests use.
+	shippedElection bool
+}
+
+func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR string, o clusterOptions) *cluster {
 	t.Helper()
-	o.ServiceCIDR = svcCIDR // the broker takes only ClusterIPs inside the cluster's service CIDRs
-	env := kubeapi.StartWith(t, o)
+	if o.qps == 0 {
+		o.qps, o.burst = export.DefaultQPS, export.DefaultBurst
+	}
+	o.api.ServiceCIDR = svcCIDR // the broker takes only ClusterIPs inside the cluster's service CIDRs
+	env := kubeapi.StartWith(t, o.api)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
-	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels()}
+	c := &cluster{t: t, id: id, podCIDR: podCIDR, env: env, tunnels: export.NewTunnels(), workers: o.workers, shippedElection: o.shippedElection}
 	var err error
 	if c.kube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
@@ -96,7 +115,7 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 	applyYAML(t, c.dyn, rbac)
 	// ... and the client settings it ships with.
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + defaults.Namespace + ":tunnelmesh-controller"}
-	cfg.QPS, cfg.Burst = export.DefaultQPS, export.DefaultBurst
+	cfg.QPS, cfg.Burst = o.qps, o.burst
 	if c.ctrlKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +123,9 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 		t.Fatal(err)
 	}
 	if c.ctrlDyn, err = dynamic.NewForConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if c.electionKube, err = kubernetes.NewForConfig(&cfg); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -182,12 +204,16 @@ func (c *cluster) run() {
 		br = c.via
 	}
 	cfg := export.Config{ClusterID: c.id, ClusterSetID: "test-set", Kube: c.ctrlKube, MCS: c.ctrlMCS, Dynamic: c.ctrlDyn,
-		Broker: br, Reachability: c.tunnels,
+		Broker: br, Reachability: c.tunnels, Workers: c.workers,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	// Elected as in production, with short timings (the lease is released
 	// on a clean stop, so a restart does not wait for it anyway).
 	c.runs++
-	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
+	el := export.Election{Identity: fmt.Sprintf("%s-%d", c.id, c.runs), Client: c.electionKube,
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond}
+	if c.shippedElection {
+		el.LeaseDuration, el.RenewDeadline, el.RetryPeriod = 0, 0, 0
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- export.Run(ctx, cfg, el) }()
@@ -238,17 +264,29 @@ func (c *cluster) namespace(name string) {
 // EndpointSlice controller would (none runs with the test apiserver).
 func (c *cluster) service(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) *corev1.Service {
 	c.t.Helper()
-	ctx := context.Background()
+	s, err := c.createService(ns, name, headless, ports, pods...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+// serviceErr is service for other goroutines than the test's.
+func (c *cluster) serviceErr(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) error {
+	_, err := c.createService(ns, name, headless, ports, pods...)
+	return err
+}
+
+func (c *cluster) createService(ns, name string, headless bool, ports []corev1.ServicePort, pods ...pod) (*corev1.Service, error) {
 	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Ports: ports}}
 	if headless {
 		s.Spec.ClusterIP = corev1.ClusterIPNone
 	}
-	s, err := c.kube.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+	s, err := c.kube.CoreV1().Services(ns).Create(context.Background(), s, metav1.CreateOptions{})
 	if err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
-	c.endpoints(ns, name, ports, pods...)
-	return s
+	return s, c.putEndpoints(ns, name, ports, pods...)
 }
 
 // podIP is address i of the cluster's pod CIDR (10.<n>.0.i).
@@ -263,6 +301,12 @@ type pod struct {
 
 func (c *cluster) endpoints(ns, name string, ports []corev1.ServicePort, pods ...pod) {
 	c.t.Helper()
+	if err := c.putEndpoints(ns, name, ports, pods...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) putEndpoints(ns, name string, ports []corev1.ServicePort, pods ...pod) error {
 	ctx := context.Background()
 	es := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-pods",
 		Labels: map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}},
@@ -284,9 +328,7 @@ func (c *cluster) endpoints(ns, name string, ports []corev1.ServicePort, pods ..
 	} else {
 		_, err = c.kube.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
 	}
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	return err
 }
 
 func (c *cluster) export(ns, name string) {

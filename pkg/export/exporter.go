@@ -82,6 +82,9 @@ func (c *Controller) reconcileExport(ctx context.Context, key string) error {
 			retry = err
 		}
 	}
+	if pub.InBroker {
+		svcView = c.resolvedWith(exp)
+	}
 	if err := c.writeConditions(ctx, se.Namespace, se.Name, ExportConditions(se.Generation, validity, pub, svcView)); err != nil {
 		return err
 	}
@@ -135,8 +138,9 @@ func (c *Controller) writeConditions(ctx context.Context, ns, name string, desir
 }
 
 // sameExport compares exports as the broker stores them (JSON), so that
-// time zones and nil-versus-empty make no difference. CreatedAt is the
-// broker's (when it first received the export), not ours.
+// time zones and nil-versus-empty make no difference. The creation time is
+// left out: a broker may keep the time it first received the export
+// instead of ours, and that must not make us publish again and again.
 func sameExport(a, b api.Export) bool {
 	a.CreatedAt, b.CreatedAt = time.Time{}, time.Time{}
 	x, err1 := json.Marshal(a)

@@ -41,19 +41,16 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 		return c.removeImport(ctx, ns, name)
 	}
 	plan := PlanImport(*svc, c.scope())
+	if cur, err := c.imports.ServiceImports(ns).Get(name); err == nil && cur.Labels[LabelManagedBy] != ManagedBy {
+		return c.leaveForeign(ctx, cur, svc)
+	}
 
-	si, err := c.applyServiceImport(ctx, plan.ServiceImport)
-	if errors.Is(err, errForeign) {
-		return c.leaveForeign(ctx, si, svc)
-	}
-	if err != nil {
-		return err
-	}
-	owner := metav1.OwnerReference{APIVersion: mcsv1beta1.GroupVersion.String(), Kind: "ServiceImport",
-		Name: si.Name, UID: si.UID, Controller: ptr(true)}
+	// The derived Service first: its ClusterIPs are the ServiceImport's
+	// ips, so that the ServiceImport is written once with them (a new
+	// import costs four writes: Service, ServiceImport, slice, status).
 	ready := metav1.Condition{Type: string(mcsv1beta1.ServiceImportConditionReady), Status: metav1.ConditionTrue,
 		Reason: string(mcsv1beta1.ServiceImportReasonReady), Message: "derived Service and endpoints are in place"}
-	derived, err := c.applyDerived(ctx, plan.Derived, owner)
+	derived, err := c.applyDerived(ctx, plan.Derived)
 	if apierrors.IsInvalid(err) {
 		// Typically families this cluster does not serve: say so on the
 		// import and wait for the next change instead of retrying in vain.
@@ -65,9 +62,25 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	// The ServiceImport's ips are the derived Service's ClusterIPs, in the
+	// order of its ipFamilies.
+	want := plan.ServiceImport.DeepCopy()
+	if svc.Type == string(mcsv1beta1.ClusterSetIP) && len(derived.Spec.IPFamilies) > 0 {
+		want.Spec.IPs = slices.Clone(derived.Spec.ClusterIPs)
+		want.Spec.IPFamilies = slices.Clone(derived.Spec.IPFamilies)
+	}
+	si, err := c.applyServiceImport(ctx, want)
+	if errors.Is(err, errForeign) {
+		return c.leaveForeign(ctx, si, svc)
+	}
+	if err != nil {
+		return err
+	}
+	owner := metav1.OwnerReference{APIVersion: mcsv1beta1.GroupVersion.String(), Kind: "ServiceImport",
+		Name: si.Name, UID: si.UID, Controller: ptr(true)}
 	// A slice the apiserver refuses (or a failed write) must not keep the
-	// service's IPs and conditions from being set: they are written below
-	// and the failure is retried after.
+	// service's IPs and conditions from being set: the status is written
+	// below and the failure is retried after.
 	var retry error
 	if err := c.applySlices(ctx, ns, name, plan.Slices, owner); err != nil {
 		c.log.Warn("EndpointSlices of an import not all written", "service", key, "err", err)
@@ -76,29 +89,6 @@ func (c *Controller) reconcileImport(ctx context.Context, key string) error {
 	}
 	if len(plan.Dropped) > 0 {
 		ready.Message += "; left out of the EndpointSlices, invalid there: " + truncate(strings.Join(plan.Dropped, "; "), 1024)
-	}
-	// The ServiceImport's ips are the derived Service's ClusterIPs, in the
-	// order of its ipFamilies.
-	want := si.DeepCopy()
-	want.Spec.IPs, want.Spec.IPFamilies = nil, plan.ServiceImport.Spec.IPFamilies
-	if svc.Type == string(mcsv1beta1.ClusterSetIP) && len(derived.Spec.IPFamilies) > 0 {
-		want.Spec.IPs = slices.Clone(derived.Spec.ClusterIPs)
-		want.Spec.IPFamilies = slices.Clone(derived.Spec.IPFamilies)
-	}
-	if !equality.Semantic.DeepEqual(want.Spec, si.Spec) {
-		client := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(ns)
-		updated, err := client.Update(ctx, want, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			// Our cache was behind our own status write: once more, fresh.
-			if fresh, gerr := client.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
-				fresh.Spec.IPs, fresh.Spec.IPFamilies = want.Spec.IPs, want.Spec.IPFamilies
-				updated, err = client.Update(ctx, fresh, metav1.UpdateOptions{})
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("set ips of ServiceImport %s: %w", key, err)
-		}
-		si = updated
 	}
 	setStatus := func(si *mcsv1beta1.ServiceImport) bool {
 		conds := slices.Clone(si.Status.Conditions)
@@ -160,8 +150,8 @@ func truncate(s string, n int) string {
 }
 
 // applyServiceImport creates or updates the ServiceImport's labels,
-// annotations and spec (ips and ipFamilies are kept: they follow the
-// derived Service) and returns the stored object.
+// annotations and spec (ips included) and returns the stored object; one
+// that another party manages is returned untouched with errForeign.
 func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.ServiceImport) (*mcsv1beta1.ServiceImport, error) {
 	client := c.cfg.MCS.MulticlusterV1beta1().ServiceImports(want.Namespace)
 	cur, err := c.imports.ServiceImports(want.Namespace).Get(want.Name)
@@ -170,11 +160,8 @@ func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.Se
 		create.Status = mcsv1beta1.ServiceImportStatus{}
 		si, err := client.Create(ctx, create, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
-			// Our cache lags, or someone else just made it.
-			if si, err = client.Get(ctx, want.Name, metav1.GetOptions{}); err == nil && si.Labels[LabelManagedBy] != ManagedBy {
-				return si, errForeign
-			}
-			return si, err
+			// Our cache lags, or someone else just made it: next time.
+			return nil, fmt.Errorf("create ServiceImport %s/%s: exists but not in our cache yet", want.Namespace, want.Name)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create ServiceImport %s/%s: %w", want.Namespace, want.Name, err)
@@ -187,18 +174,19 @@ func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.Se
 	if cur.Labels[LabelManagedBy] != ManagedBy {
 		return cur, errForeign
 	}
-	upd := cur.DeepCopy()
-	spec := want.Spec
-	spec.IPs, spec.IPFamilies = cur.Spec.IPs, cur.Spec.IPFamilies
-	if len(cur.Spec.IPFamilies) == 0 {
-		spec.IPFamilies = want.Spec.IPFamilies
-	}
-	upd.Spec = spec
-	upd.Labels, upd.Annotations = want.Labels, want.Annotations
-	if equality.Semantic.DeepEqual(upd.Spec, cur.Spec) && maps.Equal(upd.Labels, cur.Labels) && maps.Equal(upd.Annotations, cur.Annotations) {
+	if equality.Semantic.DeepEqual(want.Spec, cur.Spec) && maps.Equal(want.Labels, cur.Labels) && maps.Equal(want.Annotations, cur.Annotations) {
 		return cur, nil
 	}
+	upd := cur.DeepCopy()
+	upd.Spec, upd.Labels, upd.Annotations = want.Spec, want.Labels, want.Annotations
 	si, err := client.Update(ctx, upd, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		// Our cache was behind (often our own status write): once more, fresh.
+		if fresh, gerr := client.Get(ctx, want.Name, metav1.GetOptions{}); gerr == nil && fresh.Labels[LabelManagedBy] == ManagedBy {
+			fresh.Spec, fresh.Labels, fresh.Annotations = want.Spec, want.Labels, want.Annotations
+			si, err = client.Update(ctx, fresh, metav1.UpdateOptions{})
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("update ServiceImport %s/%s: %w", want.Namespace, want.Name, err)
 	}
@@ -206,11 +194,12 @@ func (c *Controller) applyServiceImport(ctx context.Context, want *mcsv1beta1.Se
 }
 
 // applyDerived creates or updates the derived Service. Headless-ness cannot
-// change in place, so a type change replaces it.
-func (c *Controller) applyDerived(ctx context.Context, want *corev1.Service, owner metav1.OwnerReference) (*corev1.Service, error) {
+// change in place, so a type change replaces it. It has no owner: it is
+// made before its ServiceImport (whose ips it gives), and removeImport and
+// `meshctl leave` delete it by name and label; a ServiceImport deleted by
+// hand is made again with the same ips.
+func (c *Controller) applyDerived(ctx context.Context, want *corev1.Service) (*corev1.Service, error) {
 	client := c.cfg.Kube.CoreV1().Services(want.Namespace)
-	want = want.DeepCopy()
-	want.OwnerReferences = []metav1.OwnerReference{owner}
 	cur, err := c.services.Services(want.Namespace).Get(want.Name)
 	if err == nil && cur.Labels[LabelManagedBy] != ManagedBy {
 		return nil, fmt.Errorf("service %s/%s exists and is not managed by %s; delete or rename it so the import can use the name", want.Namespace, want.Name, ManagedBy)
@@ -235,7 +224,7 @@ func (c *Controller) applyDerived(ctx context.Context, want *corev1.Service, own
 		return nil, err
 	}
 	upd := cur.DeepCopy()
-	upd.Labels, upd.OwnerReferences = want.Labels, want.OwnerReferences
+	upd.Labels = want.Labels
 	upd.Spec.Ports = want.Spec.Ports
 	upd.Spec.SessionAffinity, upd.Spec.SessionAffinityConfig = want.Spec.SessionAffinity, want.Spec.SessionAffinityConfig
 	if upd.Spec.SessionAffinity == "" {
@@ -246,7 +235,7 @@ func (c *Controller) applyDerived(ctx context.Context, want *corev1.Service, own
 		upd.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyCluster)
 	}
 	upd.Spec.TrafficDistribution = want.Spec.TrafficDistribution
-	if equality.Semantic.DeepEqual(upd.Spec, cur.Spec) && maps.Equal(upd.Labels, cur.Labels) && equality.Semantic.DeepEqual(upd.OwnerReferences, cur.OwnerReferences) {
+	if equality.Semantic.DeepEqual(upd.Spec, cur.Spec) && maps.Equal(upd.Labels, cur.Labels) {
 		return cur, nil
 	}
 	s, err := client.Update(ctx, upd, metav1.UpdateOptions{})

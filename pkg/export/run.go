@@ -8,6 +8,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
@@ -21,6 +22,10 @@ const (
 type Election struct {
 	Namespace, Name string // default defaults.Namespace, LeaseName
 	Identity        string // required: unique per replica (the pod name)
+	// Client renews the Lease; nil: Config.Kube. A client of its own (its
+	// own rate limiter) keeps a burst of import writes from delaying the
+	// renewals past RenewDeadline, which would stop the controller.
+	Client kubernetes.Interface
 	// Standard client-go timings by default (15 s, 10 s, 2 s): a standby
 	// takes over within a lease duration, which only delays export changes.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -45,13 +50,16 @@ func Run(ctx context.Context, cfg Config, el Election) error {
 	if el.LeaseDuration == 0 {
 		el.LeaseDuration, el.RenewDeadline, el.RetryPeriod = 15*time.Second, 10*time.Second, 2*time.Second
 	}
+	if el.Client == nil {
+		el.Client = cfg.Kube
+	}
 	ctrl, err := New(cfg)
 	if err != nil {
 		return err
 	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: el.Namespace, Name: el.Name},
-		Client:     cfg.Kube.CoordinationV1(),
+		Client:     el.Client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: el.Identity},
 	}
 	runErr := make(chan error, 1)

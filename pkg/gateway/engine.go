@@ -87,7 +87,10 @@ func New(cfg Config, reg Registrar, views Follower) *Engine {
 }
 
 // Changed is closed at the next change of what Status reports of the data
-// plane (the applied tunnel IP and peers) or of the role.
+// plane (the applied tunnel IP and peers) or of the role, and when a remote
+// link's health status (connected, connecting, error) changes: the MCS
+// importers withdraw a cluster whose link is in error, so the MeshGateway
+// must say so at once, not at its next periodic write.
 func (e *Engine) Changed() <-chan struct{} {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -252,8 +255,8 @@ func (e *Engine) onSnapshot(s api.Snapshot) {
 // already applied.
 func (e *Engine) converge() {
 	e.mu.Lock()
-	target := e.desired
-	if e.role != RoleActive {
+	target, role := e.desired, e.role // the role the target is for (SetRole may change e.role meanwhile)
+	if role != RoleActive {
 		target = Standby
 	}
 	if e.applied != nil && e.applied.Equal(target) {
@@ -269,7 +272,6 @@ func (e *Engine) converge() {
 		e.applied = &target
 		e.announceLocked()
 	}
-	role := e.role
 	e.mu.Unlock()
 	if err != nil {
 		e.log.Warn("apply desired state (will retry)", "err", err)
@@ -385,9 +387,30 @@ func (e *Engine) probeAndAssess(probe *prober, now time.Time) *prober {
 		hs = append(hs, assess(p, r, stats[p.Peer.PublicKey], d.TunnelIP.IsValid(), now))
 	}
 	e.mu.Lock()
+	if healthFlipped(e.health, hs) {
+		e.announceLocked()
+	}
 	e.health = hs
 	e.mu.Unlock()
 	return probe
+}
+
+// healthFlipped reports whether a link's status differs between two
+// assessments (a link added or gone counts). Pure.
+func healthFlipped(old, cur []api.PeerHealth) bool {
+	if len(old) != len(cur) {
+		return true
+	}
+	was := make(map[string]string, len(old))
+	for _, h := range old {
+		was[h.Cluster] = h.Status
+	}
+	for _, h := range cur {
+		if st, ok := was[h.Cluster]; !ok || st != h.Status {
+			return true
+		}
+	}
+	return false
 }
 
 // mtuFresh: a full-size probe goes out every mtuEvery probe ticks; an
@@ -413,6 +436,9 @@ const (
 
 func assess(p RemotePeer, r result, st wg.PeerStats, haveTunnelIP bool, now time.Time) api.PeerHealth {
 	h := api.PeerHealth{Cluster: p.Cluster, RxBytes: st.RxBytes, TxBytes: st.TxBytes, LastHandshake: st.LastHandshake}
+	if st.Endpoint != nil {
+		h.PeerEndpoint = st.Endpoint.String()
+	}
 	if !r.LastReply.IsZero() {
 		h.RTTMillis = float64(r.RTT.Microseconds()) / 1000
 	}

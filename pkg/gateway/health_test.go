@@ -56,3 +56,30 @@ func TestAssess(t *testing.T) {
 		})
 	}
 }
+
+func TestHealthFlipped(t *testing.T) {
+	h := func(kv ...string) []api.PeerHealth {
+		var out []api.PeerHealth
+		for i := 0; i < len(kv); i += 2 {
+			out = append(out, api.PeerHealth{Cluster: kv[i], Status: kv[i+1], RTTMillis: float64(i)})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		old, cur []api.PeerHealth
+		want     bool
+	}{
+		{"same", h("a", api.StatusConnected, "b", api.StatusError), h("b", api.StatusError, "a", api.StatusConnected), false},
+		{"figures only", h("a", api.StatusConnected), []api.PeerHealth{{Cluster: "a", Status: api.StatusConnected, RTTMillis: 9, LossPercent: 10}}, false},
+		{"down", h("a", api.StatusConnected), h("a", api.StatusError), true},
+		{"up", h("a", api.StatusError), h("a", api.StatusConnected), true},
+		{"a link added", h("a", api.StatusConnected), h("a", api.StatusConnected, "b", api.StatusConnecting), true},
+		{"a link replaced", h("a", api.StatusConnected), h("b", api.StatusConnected), true},
+		{"first assessment", nil, h("a", api.StatusConnecting), true},
+	} {
+		if got := healthFlipped(tc.old, tc.cur); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -531,7 +531,27 @@ func testMesh(t *testing.T, mode wg.Mode) {
 		if err := m.reach(c4, c1); err == nil {
 			t.Error("c4 reached c1 although the broker never saw its gateway")
 		}
+		// The broker's return must not disturb the data plane: a flow
+		// probing every 20 ms across it, no gap over 200 ms.
+		probe := m.bed.StartHelper(c1.podNS, "probe-c1-c3", "probe", c3.podIP, "20", "15")
+		time.Sleep(3 * time.Second)
 		m.startBroker()
+		select {
+		case <-probe.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("probe did not finish")
+		}
+		var sent, answered int
+		var gap time.Duration
+		out := strings.TrimSpace(probe.Tail(200))
+		if _, err := fmt.Sscanf(out, "sent %d answered %d maxgap %s", &sent, &answered, new(string)); err != nil || probe.Err() != nil {
+			t.Fatalf("probe across the broker's return: %v %v: %q", err, probe.Err(), out)
+		}
+		gap, _ = time.ParseDuration(strings.Fields(out)[5])
+		t.Logf("flow c1→c3 across the broker's return: %s", out)
+		if gap > 200*time.Millisecond {
+			t.Errorf("the flow c1→c3 stood still %s across the broker's return (%s)", gap, out)
+		}
 		m.reachAll(t, []int{1, 2, 3, 4}, 60*time.Second)
 	})
 

@@ -152,9 +152,10 @@ func (b *Bed) Veth(nsA, ifA, nsB, ifB string) {
 
 // Underlay is a bridge in a namespace of its own that nodes attach to.
 type Underlay struct {
-	b  *Bed
-	NS string
-	n  int
+	b     *Bed
+	NS    string
+	n     int
+	ports map[string]string // attached namespace -> its bridge port
 }
 
 // Underlay creates the bridge namespace.
@@ -162,7 +163,18 @@ func (b *Bed) Underlay() *Underlay {
 	ns := b.NS("ul")
 	b.MustIP(ns, "link", "add", "br0", "type", "bridge")
 	b.MustIP(ns, "link", "set", "br0", "up")
-	return &Underlay{b: b, NS: ns}
+	return &Underlay{b: b, NS: ns, ports: map[string]string{}}
+}
+
+// Unplug takes ns off the bridge (its bridge port down: as a node that is
+// gone, nothing reaches it and it reaches nothing), or puts it back.
+func (u *Underlay) Unplug(ns string, off bool) {
+	u.b.t.Helper()
+	state := "up"
+	if off {
+		state = "down"
+	}
+	u.b.MustIP(u.NS, "link", "set", u.ports[ns], state)
 }
 
 // Attach gives ns an eth0 with addr (CIDR notation) on the bridge.
@@ -173,6 +185,7 @@ func (u *Underlay) Attach(ns, addr string) {
 	u.b.Veth(u.NS, port, ns, "eth0")
 	u.b.MustIP(u.NS, "link", "set", port, "master", "br0")
 	u.b.MustIP(ns, "addr", "add", addr, "dev", "eth0")
+	u.ports[ns] = port
 }
 
 // Proc is a process running inside a namespace.

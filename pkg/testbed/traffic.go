@@ -45,6 +45,8 @@ func RunHelper() bool {
 		err = clientStream(args)
 	case "get":
 		err = httpGet(args)
+	case "probe":
+		err = clientProbe(args)
 	default:
 		return false
 	}
@@ -234,5 +236,53 @@ func clientStream(args []string) error {
 		time.Sleep(500 * time.Millisecond)
 	}
 	fmt.Printf("ok %d rounds\n", rounds)
+	return nil
+}
+
+// clientProbe: probe HOST MILLIS SECONDS — a small UDP datagram echoed
+// every MILLIS ms for SECONDS; prints "sent N answered M maxgap D": D is
+// the longest time between two answers (or from the start to the first,
+// or from the last to the end).
+func clientProbe(args []string) error {
+	if len(args) != 3 {
+		return errors.New("probe HOST MILLIS SECONDS")
+	}
+	ms, _ := strconv.Atoi(args[1])
+	secs, _ := strconv.Atoi(args[2])
+	c, err := net.Dial("udp", net.JoinHostPort(args[0], strconv.Itoa(EchoPort)))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	end := start.Add(time.Duration(secs) * time.Second)
+	answered := make(chan time.Time, 1<<16)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			_ = c.SetReadDeadline(end.Add(time.Second))
+			if _, err := c.Read(buf); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					close(answered)
+					return
+				}
+				continue // ICMP errors while the path is down
+			}
+			answered <- time.Now()
+		}
+	}()
+	sent := 0
+	for t := time.NewTicker(time.Duration(ms) * time.Millisecond); time.Now().Before(end); <-t.C {
+		_, _ = c.Write([]byte(strconv.Itoa(sent)))
+		sent++
+	}
+	last, n := start, 0
+	var maxGap time.Duration
+	for at := range answered {
+		maxGap = max(maxGap, at.Sub(last))
+		last, n = at, n+1
+	}
+	maxGap = max(maxGap, end.Sub(last))
+	fmt.Printf("sent %d answered %d maxgap %s", sent, n, maxGap.Round(time.Millisecond))
 	return nil
 }

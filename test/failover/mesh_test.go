@@ -85,6 +85,32 @@ type mesh struct {
 	clientB     kubernetes.Interface
 	kubeconfigB string
 	opts        options
+	ul          *testbed.Underlay
+}
+
+// isolate takes node off the underlay (gone from the network) or back.
+func (m *mesh) isolate(node string, off bool) { m.ul.Unplug(m.nsOf[node], off) }
+
+// cutGossip drops the candidates' memberlist traffic (7947, TCP and UDP)
+// between node and other in node's namespace, or lets it through again.
+func (m *mesh) cutGossip(node, other string, cut bool) {
+	ns := m.nsOf[node]
+	if !cut {
+		m.bed.MustExec(ns, "nft", "delete table inet cutgossip")
+		return
+	}
+	ip := nodeIPs[other]
+	script := "add table inet cutgossip\n" +
+		"add chain inet cutgossip in { type filter hook input priority -10; }\n" +
+		"add chain inet cutgossip out { type filter hook output priority -10; }\n"
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, dir := range []string{"sport", "dport"} {
+			p := fmt.Sprintf("%s %s %d", proto, dir, election.DefaultGossipPort)
+			script += "add rule inet cutgossip in ip saddr " + ip + " " + p + " drop\n" +
+				"add rule inet cutgossip out ip daddr " + ip + " " + p + " drop\n"
+		}
+	}
+	m.bed.MustExec(ns, "nft", script)
 }
 
 func newMesh(t testing.TB) *mesh { return newMeshWith(t, options{}) }
@@ -112,6 +138,7 @@ func newMeshWith(t testing.TB, o options) *mesh {
 	m.broker = brokertest.Start(t, brokertest.Options{})
 
 	ul := m.bed.Underlay()
+	m.ul = ul
 	for _, name := range []string{"a-gw1", "a-gw2", "a-worker"} {
 		m.nsOf[name] = m.bed.NS(name[2:])
 		ul.Attach(m.nsOf[name], nodeIPs[name]+"/24")
@@ -453,6 +480,39 @@ func (a *arrivals) resumedAfter(t time.Time, minGap time.Duration) time.Duration
 		return best
 	}
 	return end.Sub(t)
+}
+
+// longestGapAfter is the longest silence that started after t.
+func (a *arrivals) longestGapAfter(t time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var best time.Duration
+	for i := 1; i < len(a.times); i++ {
+		if !a.times[i-1].Before(t) {
+			best = max(best, a.times[i].Sub(a.times[i-1]))
+		}
+	}
+	return best
+}
+
+// gapsAfter lists the silences longer than min that started after t, as
+// "+start (length)" relative to t.
+func (a *arrivals) gapsAfter(t time.Time, min time.Duration) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var parts []string
+	for i := 1; i < len(a.times); i++ {
+		if a.times[i-1].Before(t) {
+			continue
+		}
+		if g := a.times[i].Sub(a.times[i-1]); g > min {
+			parts = append(parts, fmt.Sprintf("+%.2fs (%v)", a.times[i-1].Sub(t).Seconds(), g.Round(time.Millisecond)))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // lostBetween counts sequence numbers in [from, to) never received.

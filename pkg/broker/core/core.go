@@ -55,7 +55,7 @@ type Config struct {
 const (
 	DefaultLogRetention     = 50000
 	DefaultMaxBatch         = 512
-	DefaultCommitTimeout    = 10 * time.Second
+	DefaultCommitTimeout    = 5 * time.Second
 	DefaultWriteWait        = 15 * time.Second
 	DefaultOutcomeRetention = 10 * time.Minute
 )
@@ -89,6 +89,7 @@ type Core struct {
 	// Set once in New.
 	shared     bool // other replicas write the store too
 	maxChanges int  // changes one commit may carry; 0: no limit
+	maxBytes   int  // bytes of changes one commit may carry; 0: no limit
 
 	// state is the last committed state. Readers hold RLock; the writer
 	// reads it without the lock (it alone changes it) and holds Lock only
@@ -173,6 +174,9 @@ func New(cfg Config) (*Core, error) {
 	c.setVersion(loaded.Version)
 	if l, ok := cfg.Store.(interface{ MaxChanges() int }); ok {
 		c.maxChanges = l.MaxChanges()
+	}
+	if l, ok := cfg.Store.(interface{ MaxBytes() int }); ok {
+		c.maxBytes = l.MaxBytes()
 	}
 	c.startFollow()
 	c.shared = c.writer.follow != nil

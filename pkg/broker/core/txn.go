@@ -15,8 +15,10 @@ import (
 // commit. Each change to a watched kind takes the next revision.
 type Txn struct {
 	records
-	base  *state
-	limit int // changes one commit may carry; 0: no limit
+	base     *state
+	limit    int // changes one commit may carry; 0: no limit
+	maxBytes int // bytes of changes one commit may carry (store.ChangeBytes); 0: no limit
+	bytes    int
 
 	changes   []store.Change
 	events    []logEntry
@@ -32,11 +34,11 @@ type Txn struct {
 	next map[*request]func(*Txn) error
 }
 
-func newTxn(s *state, limit int) *Txn {
+func newTxn(s *state, limit, maxBytes int) *Txn {
 	return &Txn{
 		records: records{rev: s.rev, clusters: s.clusters.on(), gateways: s.gateways.on(), exports: s.exports.on(),
 			tokens: s.tokens.on(), creds: s.creds.on(), gossipKey: s.gossipKey, policy: s.policy},
-		base: s, limit: limit, pruned: map[string]bool{}, next: map[*request]func(*Txn) error{},
+		base: s, limit: limit, maxBytes: maxBytes, pruned: map[string]bool{}, next: map[*request]func(*Txn) error{},
 	}
 }
 
@@ -46,7 +48,7 @@ func (t *Txn) Room() int {
 	if t.limit <= 0 {
 		return math.MaxInt32
 	}
-	return max(0, t.limit-t.size())
+	return max(0, t.limit-len(t.changes)-1) // one for the record of the answers
 }
 
 // size counts the changes the commit carries, the outcome record included.
@@ -59,7 +61,19 @@ func (t *Txn) size() int {
 }
 
 // full reports whether the transaction carries more than a commit may.
-func (t *Txn) full() bool { return t.limit > 0 && t.size() > t.limit }
+func (t *Txn) full() bool {
+	if t.limit > 0 && t.size() > t.limit {
+		return true
+	}
+	if t.maxBytes > 0 {
+		n := t.bytes
+		for _, o := range t.outcomes {
+			n += len(o.Sealed)*4/3 + len(o.Route) + 256
+		}
+		return n > t.maxBytes
+	}
+	return false
+}
 
 // Continue makes the running write go on in the next transaction with fn,
 // after this one commits; the write is answered when its last
@@ -70,12 +84,12 @@ func (t *Txn) Continue(fn func(*Txn) error) { t.next[t.cur] = fn }
 
 // mark is a point a transaction can roll back to.
 type mark struct {
-	rev                             int64
-	changes, events, undo, outcomes int
+	rev                                    int64
+	changes, events, undo, outcomes, bytes int
 }
 
 func (t *Txn) mark() mark {
-	return mark{rev: t.rev, changes: len(t.changes), events: len(t.events), undo: len(t.undo), outcomes: len(t.outcomes)}
+	return mark{rev: t.rev, changes: len(t.changes), events: len(t.events), undo: len(t.undo), outcomes: len(t.outcomes), bytes: t.bytes}
 }
 
 // rollback undoes everything after m.
@@ -84,7 +98,7 @@ func (t *Txn) rollback(m mark) {
 		t.undo[i]()
 	}
 	t.undo, t.changes, t.events, t.outcomes = t.undo[:m.undo], t.changes[:m.changes], t.events[:m.events], t.outcomes[:m.outcomes]
-	t.rev = m.rev
+	t.rev, t.bytes = m.rev, m.bytes
 }
 
 func (t *Txn) watched(kind, key string, v any, ev api.Event) {
@@ -97,13 +111,18 @@ func (t *Txn) watched(kind, key string, v any, ev api.Event) {
 		}
 		ch.Value = b
 	}
-	t.changes = append(t.changes, ch)
+	t.add(ch)
 	ev.Revision, ev.Kind, ev.Key = t.rev, kind, key
 	t.events = append(t.events, newLogEntry(ev))
 }
 
 func (t *Txn) private(kind, key string, v []byte) {
-	t.changes = append(t.changes, store.Change{Kind: kind, Key: key, Value: v})
+	t.add(store.Change{Kind: kind, Key: key, Value: v})
+}
+
+func (t *Txn) add(ch store.Change) {
+	t.changes = append(t.changes, ch)
+	t.bytes += store.ChangeBytes(ch)
 }
 
 // PutCluster stores c (not to be changed afterwards).

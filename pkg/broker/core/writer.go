@@ -82,7 +82,7 @@ func (c *Core) failPending() {
 // commits on top of, and none is lost on the way.
 func (c *Core) commitPart(pending []*request) []*request {
 	for attempt := 0; ; attempt++ {
-		t := newTxn(c.state.st, c.maxChanges)
+		t := newTxn(c.state.st, c.maxChanges, c.maxBytes)
 		answers := make([]answer, 0, len(pending))
 		for _, r := range pending {
 			if !r.started && r.abandoned.Load() {
@@ -97,8 +97,8 @@ func (c *Core) commitPart(pending []*request) []*request {
 				if len(answers) > 0 {
 					break // the next transaction takes it
 				}
-				a = answer{err: &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf(
-					"this change is too large for one store transaction (more than %d changes); split it", c.maxChanges)}}
+				a = answer{err: &api.Error{Code: api.CodeTooLarge, Message: fmt.Sprintf(
+					"this change is too large for one store transaction (at most %d changes of %d bytes in all); make it smaller", c.maxChanges, c.maxBytes)}}
 			}
 			if a.err != nil {
 				t.rollback(m)

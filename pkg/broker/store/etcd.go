@@ -31,10 +31,16 @@ type EtcdConfig struct {
 	// MaxTxnOps is the etcd server's --max-txn-ops (default 128): the most
 	// operations one Commit may carry.
 	MaxTxnOps int
+	// MaxRequestBytes is the etcd server's --max-request-bytes (default
+	// 1.5 MiB): the largest request, so the largest Commit.
+	MaxRequestBytes int
 }
 
-// DefaultEtcdMaxTxnOps is etcd's own default of --max-txn-ops.
-const DefaultEtcdMaxTxnOps = 128
+// Defaults of etcd's own --max-txn-ops and --max-request-bytes.
+const (
+	DefaultEtcdMaxTxnOps       = 128
+	DefaultEtcdMaxRequestBytes = 1536 * 1024
+)
 
 // Etcd is a Store in an etcd cluster, shared by several broker replicas.
 //
@@ -51,9 +57,10 @@ const DefaultEtcdMaxTxnOps = 128
 // etcd answers a transaction only after its raft log entry is committed on
 // a quorum, so a returned Commit is durable.
 type Etcd struct {
-	cli    *clientv3.Client
-	prefix string
-	maxOps int
+	cli      *clientv3.Client
+	prefix   string
+	maxOps   int
+	maxBytes int
 
 	leaseMu sync.Mutex
 	lease   clientv3.LeaseID // of this handle's presence key
@@ -86,6 +93,9 @@ func OpenEtcd(ctx context.Context, cfg EtcdConfig, create bool) (*Etcd, error) {
 	if cfg.MaxTxnOps <= 0 {
 		cfg.MaxTxnOps = DefaultEtcdMaxTxnOps
 	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultEtcdMaxRequestBytes
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		TLS:                  cfg.TLS,
@@ -97,7 +107,7 @@ func OpenEtcd(ctx context.Context, cfg EtcdConfig, create bool) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd store: connect %v: %w", cfg.Endpoints, err)
 	}
-	s := &Etcd{cli: cli, prefix: p, maxOps: cfg.MaxTxnOps}
+	s := &Etcd{cli: cli, prefix: p, maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxRequestBytes}
 	if err := s.checkSchema(ctx, create); err != nil {
 		cli.Close()
 		return nil, err
@@ -239,6 +249,24 @@ func (s *Etcd) Ping(ctx context.Context) error {
 // transaction limit less the log, revision and trim operations).
 func (s *Etcd) MaxChanges() int { return s.maxOps - 3 }
 
+// requestMargin is what a Commit's request holds besides its changes and
+// log entry: keys of the revision and trim operations, protobuf framing.
+const requestMargin = 16 << 10
+
+// MaxBytes is the most bytes of changes one Commit may carry: each
+// watched change counts twice (its record and its line in the commit's log
+// entry), with its key.
+func (s *Etcd) MaxBytes() int { return s.maxBytes - requestMargin }
+
+// ChangeBytes is what a change counts against MaxBytes.
+func ChangeBytes(ch Change) int {
+	n := len(ch.Kind) + len(ch.Key) + len(ch.Value) + 64
+	if ch.Revision > 0 {
+		n += len(ch.Key) + len(ch.Value)*4/3 + 64 // and again in the log entry (JSON, base64)
+	}
+	return n
+}
+
 // Commit implements Store as one guarded etcd transaction.
 func (s *Etcd) Commit(ctx context.Context, base int64, changes []Change, revision int64, retain int) (int64, error) {
 	// One operation per record key: etcd refuses a key twice in a txn.
@@ -283,6 +311,14 @@ func (s *Etcd) Commit(ctx context.Context, base int64, changes []Change, revisio
 	}
 	// Last, so that followers see the commit's end (see Follow).
 	ops = append(ops, clientv3.OpPut(s.revKey(), strconv.FormatInt(revision, 10)))
+	bytes := 0
+	for _, ch := range changes {
+		bytes += ChangeBytes(ch)
+	}
+	if bytes > s.MaxBytes() {
+		return 0, fmt.Errorf("%w: %d changes make a request of about %d bytes, the etcd server takes %d (raise etcd's --max-request-bytes and the broker's --etcd-max-request-bytes together)",
+			ErrTooLarge, len(changes), bytes+requestMargin, s.maxBytes)
+	}
 	if len(ops) > s.maxOps {
 		return 0, fmt.Errorf("%w: %d changes need %d operations, the etcd server allows %d (raise etcd's --max-txn-ops and the broker's --etcd-max-txn-ops together)",
 			ErrTooLarge, len(changes), len(ops), s.maxOps)
@@ -292,7 +328,7 @@ func (s *Etcd) Commit(ctx context.Context, base int64, changes []Change, revisio
 		Then(ops...).
 		Commit()
 	if err != nil {
-		if errors.Is(err, rpctypes.ErrTooManyOps) {
+		if errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge) {
 			return 0, fmt.Errorf("%w: %v", ErrTooLarge, err)
 		}
 		// Sent and not answered (a timeout, a lost leader, a member gone):

@@ -189,6 +189,11 @@ func Health(field string, hs []api.PeerHealth) *api.Error {
 		default:
 			return invalid(f+".status", "%q is not one of connecting, connected, error", h.Status)
 		}
+		if h.PeerEndpoint != "" {
+			if _, err := netip.ParseAddrPort(h.PeerEndpoint); err != nil {
+				return invalid(f+".peerEndpoint", "%q is not ADDRESS:PORT", h.PeerEndpoint)
+			}
+		}
 		if len(h.Reason) > api.MaxText {
 			return invalid(f+".reason", "longer than %d bytes", api.MaxText)
 		}

@@ -99,11 +99,22 @@
 // over.
 // The cost of holding is only that the MeshGateway status is not written
 // and the route agents keep following the Lease holder they knew, which is
-// still right. The same holds for slowness rather than an outage (the
-// process was not scheduled for a renew deadline, a renewal had not yet
-// failed): with other candidates it hands over; a lone candidate keeps the
-// role until its Lease nears expiry (handOverForSlowness) — seen in kind
-// under load, where a one-gateway cluster otherwise rebuilt its data plane.
+// still right. Slowness rather than an outage (the process was not
+// scheduled for a renew deadline, a renewal had not yet failed) keeps the
+// role until the Lease nears expiry (handOverForSlowness): stepping down
+// only rebuilt the data plane a moment later, seen in kind whenever a
+// crashed gateway came back and its start starved the active's node.
+//
+// The WireGuard fence. Config.Entitled tells the caller until when this
+// candidate may act as the active one — RenewDeadline (plus half a
+// RenewInterval for the next tick) after its last renewal, or after the
+// oldest ping answer it holds on through an outage — and the node keeps
+// its WireGuard port closed in the kernel past that time (pkg/nft.Fence).
+// That ends before memberlist's quickest death verdict, the earliest a
+// standby can take over, so whatever the role of a frozen, starved or
+// partitioned old holder says, it sends nothing on the tunnel once another
+// could be active: its first packets after a thaw would make the remote
+// gateways roam to it, away from the new active.
 
 // The candidates' memberlist port (DefaultGossipPort, TCP and UDP) must be
 // open between candidate nodes; gossip is encrypted with a key derived from

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,12 @@ const (
 	DefaultRenewInterval = 200 * time.Millisecond
 	DefaultRenewDeadline = 650 * time.Millisecond
 )
+
+// MaxClockSkew is the clock difference between candidates the election
+// tolerates where it reads another's clock (a Lease's renewTime at start);
+// meshctl diagnose fails beyond it (candidates share a WireGuard key, whose
+// handshakes need agreeing clocks anyway).
+const MaxClockSkew = 3 * time.Second
 
 // Role is what this candidate is now.
 type Role string
@@ -90,8 +97,16 @@ type Config struct {
 	// a deleted or rolled-back Lease never restarts the epochs below what
 	// the fences have seen. It must not block (a cached value).
 	EpochFloor func() int64
-	Gossip     GossipConfig
-	Logger     *slog.Logger
+	// Entitled, when set, is told (synchronously, from the election's
+	// loop, before the State that depends on it is sent) until when this
+	// candidate may act as the active gateway: a little past the point at
+	// which it would step down unless it renews or holds again; the zero
+	// time once it may not. A kernel-side fence fed with it (pkg/nft.Fence)
+	// keeps a frozen-then-thawed or starved old active from sending a
+	// single WireGuard packet before its loop has run.
+	Entitled func(until time.Time)
+	Gossip   GossipConfig
+	Logger   *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -181,6 +196,8 @@ type Elector struct {
 	topHolder string
 
 	labelled labelled // written by watchLabelled
+	// entitledUntil is what Entitled was last told.
+	entitledUntil time.Time
 }
 
 // labelled is the latest list of the nodes labelled as candidates.
@@ -279,6 +296,7 @@ func (e *Elector) Run(ctx context.Context) error {
 			// restarts and its events show why) rather than limp along.
 			if e.held {
 				e.stepDown(reasonForbidden, "permission denied")
+				e.entitle(time.Now())
 				e.publish()
 			}
 			return e.fatal
@@ -303,6 +321,40 @@ func (e *Elector) Release(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Candidate is one gateway candidate as this one sees it.
+type Candidate struct {
+	Name string
+	// Ready: alive in the candidates' memberlist, so its elector runs and it
+	// can take over at once; a labelled candidate that is not (its gateway
+	// restarting, its node down, 7947 blocked) cannot, and a failover then
+	// waits for it.
+	Ready bool
+	// Labelled: the node carries the candidate label (in the latest list).
+	Labelled bool
+}
+
+// Candidates lists the labelled candidates and any other memberlist has
+// seen alive, this one included, sorted by name. Safe from any goroutine.
+func (e *Elector) Candidates() []Candidate {
+	names, _ := e.labelled.get()
+	alive := e.members.alive()
+	by := map[string]*Candidate{}
+	for _, n := range names {
+		by[n] = &Candidate{Name: n, Labelled: true, Ready: alive[n]}
+	}
+	for n := range alive {
+		if by[n] == nil {
+			by[n] = &Candidate{Name: n, Ready: true}
+		}
+	}
+	out := make([]Candidate, 0, len(by))
+	for _, c := range by {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // Done is closed when Run has returned.
@@ -357,7 +409,7 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 			e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v, longer than the %v a holder may keep the role without one", silent.Round(time.Millisecond), e.cfg.MaxHold))
 		case silent > e.cfg.RenewDeadline:
 			hold, why := e.holdable(now, silent)
-			if !hold || handOverForSlowness(e.renewFailing, e.lone(), silent, e.cfg) {
+			if !hold || handOverForSlowness(e.renewFailing, silent, e.cfg) {
 				if why == "" {
 					why = "the apiserver answers too slowly"
 				}
@@ -381,7 +433,62 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 	} else {
 		e.probeAPI(ctx, now)
 	}
+	e.entitle(now)
 	e.publish()
+}
+
+// entitlement is until when the holder may act, judged at now; it ends
+// before any standby could take over, and the fence holds the holder to
+// it even when its loop does not run. A standby takes over on memberlist's
+// death verdict (at least its quickest, 0.9 s, of silence) once renewals
+// stopped, or on the Lease's expiry:
+//   - a renewal vouches for RenewDeadline;
+//   - fresh two-way contact with every live candidate (the oldest answer
+//     to this holder's pings) for RenewDeadline more: none of them can
+//     declare it dead meanwhile — a slow apiserver then costs no traffic;
+//   - but not past the point where the Lease nears expiry (a candidate it
+//     cannot hear from could take it then), unless it holds through an
+//     outage (every labelled candidate vouches, none reaches the apiserver);
+//   - a lone holder's until its Lease nears expiry (handOverForSlowness);
+//   - never past MaxHold without a renewal.
+//
+// Half a RenewInterval more lets the loop's next tick decide before it
+// runs out.
+func (e *Elector) entitlement(now time.Time) time.Time {
+	if !e.held {
+		return time.Time{}
+	}
+	until := e.lastRenew.Add(e.cfg.RenewDeadline)
+	if t := e.members.oldestAck(); !t.IsZero() && t.Add(e.cfg.RenewDeadline).After(until) {
+		until = t.Add(e.cfg.RenewDeadline)
+	}
+	nearExpiry := e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
+	switch {
+	case e.holding:
+	case e.lone():
+		until = nearExpiry
+	case until.After(nearExpiry):
+		until = nearExpiry
+	}
+	until = until.Add(e.cfg.RenewInterval / 2)
+	if m := e.lastRenew.Add(e.cfg.MaxHold); until.After(m) {
+		until = m
+	}
+	return until
+}
+
+// entitle tells Entitled when the entitlement ends, moves back or has
+// moved on by RenewInterval/2 (not every tick).
+func (e *Elector) entitle(now time.Time) {
+	if e.cfg.Entitled == nil {
+		return
+	}
+	until := e.entitlement(now)
+	if until.IsZero() == e.entitledUntil.IsZero() && !until.Before(e.entitledUntil) && until.Sub(e.entitledUntil) < e.cfg.RenewInterval/2 {
+		return
+	}
+	e.entitledUntil = until
+	e.cfg.Entitled(until)
 }
 
 // holdable: may a holder that has not renewed for silent keep the role?
@@ -453,17 +560,20 @@ func (e *Elector) watchLabelled(ctx context.Context) {
 }
 
 // handOverForSlowness: a holder past its renew deadline with no failed
-// renewal (it was not scheduled in time, or the apiserver is slow, not
-// gone) steps down so that a candidate that may do better takes over. A
-// lone candidate has nobody to hand over to — stepping down would only tear
-// its data plane down and rebuild it a moment later — so it holds until
-// the Lease would expire, when a candidate that has just appeared could
-// take it.
-func handOverForSlowness(renewFailing, lone bool, silent time.Duration, cfg Config) bool {
+// renewal (its loop was not scheduled in time — a node starved by a
+// gateway starting beside it, say — or the apiserver is slow, not gone)
+// keeps the role until its Lease nears expiry, renewing meanwhile.
+// Stepping down would tear the data plane down and, nobody else being
+// better placed, take the Lease again a moment later: a gap for nothing.
+// It is safe because a standby preempts only a holder memberlist declares
+// dead whose renewals stopped too, and because the holder's WireGuard
+// fence (Entitled) runs out RenewDeadline after its last renewal whatever
+// the role says, before any standby could take over.
+func handOverForSlowness(renewFailing bool, silent time.Duration, cfg Config) bool {
 	if renewFailing {
 		return false // the outage case: holdable decides
 	}
-	return !lone || silent >= cfg.LeaseDuration-cfg.RenewDeadline
+	return silent >= cfg.LeaseDuration-cfg.RenewDeadline
 }
 
 func (e *Elector) ours(l *coordinationv1.Lease) bool {
@@ -492,8 +602,12 @@ func (e *Elector) acquirable(now time.Time) (reason, why string) {
 		// down: either way over; a new tenure gets a new epoch.
 		return reasonOwnTenure, "the Lease names this node from an ended tenure"
 	}
-	if at, dead := e.members.deadSince(holder); dead && at.After(e.tenureAt) {
-		return reasonHolderDead, fmt.Sprintf("memberlist declared holder %q dead", holder)
+	// Memberlist's verdict preempts only a holder whose renewals stopped
+	// too: one that renews is alive for the apiserver, and only gossip
+	// between the two is cut (7947 dropped) — taking over would flap the
+	// role back and forth at every verdict.
+	if at, dead := e.members.deadSince(holder); dead && at.After(e.tenureAt) && now.Sub(e.observedAt) > e.cfg.RenewDeadline {
+		return reasonHolderDead, fmt.Sprintf("memberlist declared holder %q dead and it has not renewed for %v", holder, now.Sub(e.observedAt).Round(time.Millisecond))
 	}
 	if d := leaseDuration(e.lease, e.cfg.LeaseDuration); now.Sub(e.observedAt) > d {
 		if e.members.claimsActive(holder) {
@@ -663,6 +777,7 @@ func (e *Elector) giveUp(ctx context.Context) error {
 			err = fmt.Errorf("release the gateway Lease: %w", uerr)
 		}
 		e.held = false
+		e.entitle(time.Now())
 		e.published = State{Role: Standby, Epoch: e.epoch}
 		e.metrics.state(e.published)
 		e.send(e.published)
@@ -728,6 +843,16 @@ func (e *Elector) observe(l *coordinationv1.Lease, now time.Time) {
 	}
 	if e.lease == nil || l.ResourceVersion != e.lease.ResourceVersion {
 		e.observedAt = now
+	}
+	if !e.synced && l.Spec.RenewTime != nil {
+		// First read since this process started: a holder that stopped
+		// renewing long before (it died while this candidate was itself
+		// restarting) is judged by the Lease's own renewTime, less the
+		// clock skew candidates may have, instead of a whole LeaseDuration
+		// from now — a failover costs no more than this candidate's restart.
+		if t := l.Spec.RenewTime.Time.Add(MaxClockSkew); t.Before(e.observedAt) {
+			e.observedAt = t
+		}
 	}
 	e.lease = l
 }

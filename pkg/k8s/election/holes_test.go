@@ -3,10 +3,12 @@ package election
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
@@ -29,6 +31,13 @@ func TestHolderCutOffWithACandidateItCannotGossipWith(t *testing.T) {
 	})
 	if n := len(act.e.members.alive()); n != 1 {
 		t.Fatalf("the holder sees %d members in memberlist; the test needs candidates that cannot gossip", n)
+	}
+	// The standby it cannot hear from shows as not ready (status, metric).
+	if cs := act.e.Candidates(); len(cs) != 2 || cs[0] != (Candidate{Name: "intruder-b", Labelled: true}) || !cs[1].Ready {
+		t.Errorf("the holder's view of the candidates: %+v", cs)
+	}
+	if v := metric(t, act.e, "tunnelmesh_gateway_election_candidates_not_ready", ""); v != 1 {
+		t.Errorf("candidates_not_ready %v; want 1", v)
 	}
 	act.cut.Store(true)
 	time.Sleep(6 * time.Second)
@@ -168,5 +177,154 @@ func TestEpochAboveTheRecordedFloor(t *testing.T) {
 			t.Fatalf("the holder left the active role on the way: %+v", s)
 		}
 		was = was || s.Role == Active
+	}
+}
+
+// TestGossipCutBetweenCandidatesNoFlap: the candidates' election traffic is
+// cut between the active and the standby (the holder's memberlist goes
+// silent) while both still reach the apiserver. The standby's memberlist
+// declares the holder dead, but the holder keeps renewing: the standby must
+// not preempt it (each verdict would move the role, and back).
+func TestGossipCutBetweenCandidatesNoFlap(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.start("node-a"), c.start("node-b")
+	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	other := b
+	if act == b {
+		other = a
+	}
+	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	_ = act.e.members.ml.Shutdown() // silent on 7947; its loop and renewals run on
+	eventually(t, 3*time.Second, "the standby's memberlist declares the holder dead", func() bool {
+		_, dead := other.e.members.deadSince(act.name)
+		return dead
+	})
+	time.Sleep(5 * time.Second)
+	if now, ep := c.waitOneActive(t, time.Second, "", 0); now != act || ep != epoch {
+		t.Fatalf("with gossip cut but the holder renewing, the role moved from %s@%d to %s@%d", act.name, epoch, now.name, ep)
+	}
+	for _, s := range other.historyCopy() {
+		if s.Role == Active {
+			t.Fatalf("%s was active at epoch %d while the holder renewed", other.name, s.Epoch)
+		}
+	}
+	noSplitBrain(t, a, b)
+}
+
+// TestEntitlementFollowsTheRole: Entitled is told a near future while the
+// candidate holds the Lease and renews, never while it stands by, and the
+// zero time when it steps down; a partitioned holder's last entitlement
+// runs out before a standby can take over (memberlist's verdict).
+func TestEntitlementFollowsTheRole(t *testing.T) {
+	c := newCluster(t)
+	type told struct {
+		at, until time.Time
+	}
+	var mu sync.Mutex
+	calls := map[string][]told{}
+	tune := func(name string) func(*Config) {
+		return func(cfg *Config) {
+			cfg.Entitled = func(until time.Time) {
+				mu.Lock()
+				calls[name] = append(calls[name], told{time.Now(), until})
+				mu.Unlock()
+			}
+		}
+	}
+	last := func(name string) (told, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		cs := calls[name]
+		if len(cs) == 0 {
+			return told{}, 0
+		}
+		return cs[len(cs)-1], len(cs)
+	}
+	a := c.startWith("node-a", tune("node-a"))
+	c.waitOneActive(t, 10*time.Second, "", 0)
+	b := c.startWith("node-b", tune("node-b"))
+	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(b.e.members.alive()) == 2 })
+	time.Sleep(time.Second)
+	l, n := last("node-a")
+	if n < 3 || time.Until(l.until) <= 0 || time.Until(l.until) > time.Second {
+		t.Fatalf("the holder was told %d times, last until %v from now; want renewed entitlements under a second ahead", n, time.Until(l.until))
+	}
+	if _, n := last("node-b"); n != 0 {
+		t.Fatalf("the standby was entitled %d times", n)
+	}
+	cut := time.Now()
+	a.cut.Store(true)
+	_ = a.e.members.ml.Shutdown()
+	eventually(t, 2*time.Second, "the partitioned holder steps down", func() bool { s, _ := a.latest(); return s.Role == Standby })
+	l, _ = last("node-a")
+	if !l.until.IsZero() {
+		t.Errorf("after stepping down the holder was last told %v, not the zero time", l.until)
+	}
+	// What the fence allowed after the cut: the last entitlement told
+	// before it, and any told after (each replaces the one before).
+	mu.Lock()
+	var lastUntil time.Time
+	for _, x := range calls["node-a"] {
+		if x.at.Before(cut) {
+			lastUntil = x.until
+		} else if x.until.After(lastUntil) {
+			lastUntil = x.until
+		}
+	}
+	mu.Unlock()
+	if d := a.e.cfg.Gossip.minDetection(); lastUntil.Sub(cut) >= d {
+		mu.Lock()
+		for _, x := range calls["node-a"] {
+			t.Logf("told at %+v: until %+v", x.at.Sub(cut), x.until.Sub(cut))
+		}
+		mu.Unlock()
+		t.Errorf("the partitioned holder stayed entitled until %v after the cut, not before memberlist's quickest verdict %v", lastUntil.Sub(cut), d)
+	}
+	eventually(t, 4*time.Second, "node-b takes over", func() bool { s, _ := b.latest(); return s.Role == Active })
+	if l, n := last("node-b"); n == 0 || time.Until(l.until) <= 0 {
+		t.Errorf("the new active is not entitled: %+v (%d calls)", l, n)
+	}
+}
+
+// TestStartingCandidateTakesALongDeadHoldersLease: the active's node died
+// while the only standby's gateway was itself restarting; when the standby
+// comes up, the Lease's holder stopped renewing long ago. The standby takes
+// it at once rather than a whole LeaseDuration after its own start, so the
+// failover costs no more than the standby's restart.
+func TestStartingCandidateTakesALongDeadHoldersLease(t *testing.T) {
+	c := newCluster(t)
+	c.label("node-dead")
+	past := metav1.NewMicroTime(time.Now().Add(-10 * time.Second))
+	holder, dur := "node-dead", int32(3)
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: DefaultLeaseName, Namespace: defaults.Namespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, AcquireTime: &past, RenewTime: &past, LeaseTransitions: ptr(int32(4))}}
+	if _, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Create(t.Context(), l, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b := c.start("node-b")
+	_, epoch := c.waitOneActive(t, 5*time.Second, "", 4)
+	took := time.Since(start)
+	t.Logf("a starting candidate took a Lease unrenewed for 10 s after %v (epoch %d)", took.Round(time.Millisecond), epoch)
+	if took >= 3*time.Second {
+		t.Errorf("took %v: a whole LeaseDuration after its start", took)
+	}
+	if s, _ := b.latest(); s.Epoch != 5 {
+		t.Errorf("epoch %d; want 5", s.Epoch)
+	}
+	// A holder that renewed a moment ago is not taken from on start.
+	c2 := newCluster(t)
+	c2.label("node-live")
+	now := metav1.NewMicroTime(time.Now())
+	live := "node-live"
+	l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: DefaultLeaseName, Namespace: defaults.Namespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &live, LeaseDurationSeconds: &dur, AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr(int32(4))}}
+	if _, err := c2.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Create(t.Context(), l, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	x := c2.start("node-x")
+	time.Sleep(2 * time.Second)
+	if s, _ := x.latest(); s.Role == Active {
+		t.Fatalf("took a Lease renewed 2 s before, before it could expire: %+v", s)
 	}
 }

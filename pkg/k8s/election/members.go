@@ -221,6 +221,21 @@ func (m *members) holdable(now time.Time, fresh, silent time.Duration, labelled 
 	return true, ""
 }
 
+// oldestAck is the oldest last answered ping among the other live
+// candidates (zero when there is none): how fresh the contact is on which
+// a holder holds.
+func (m *members) oldestAck() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var t time.Time
+	for name, alive := range m.state {
+		if name != m.name && alive && (t.IsZero() || m.acked[name].Before(t)) {
+			t = m.acked[name]
+		}
+	}
+	return t
+}
+
 // lone reports whether no other candidate has ever been seen.
 func (m *members) lone() bool {
 	m.mu.Lock()

@@ -33,6 +33,8 @@ var (
 		"1 while this candidate keeps the active role through an apiserver outage (no renewal possible, no other candidate able to take over).", nil, nil)
 	descAlive = prometheus.NewDesc("tunnelmesh_gateway_election_candidates_alive",
 		"Gateway candidates memberlist sees alive, this one included.", nil, nil)
+	descNotReady = prometheus.NewDesc("tunnelmesh_gateway_election_candidates_not_ready",
+		"Labelled gateway candidates memberlist does not see alive (their gateway down or restarting, or 7947 blocked): a failover waits for them.", nil, nil)
 )
 
 type metrics struct {
@@ -80,7 +82,7 @@ func (e *Elector) Collector() prometheus.Collector { return collector{e} }
 type collector struct{ e *Elector }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descEpoch, descAcquired, descSteppedDown, descHolding, descAlive} {
+	for _, d := range []*prometheus.Desc{descActive, descEpoch, descAcquired, descSteppedDown, descHolding, descAlive, descNotReady} {
 		ch <- d
 	}
 }
@@ -103,4 +105,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descHolding, prometheus.GaugeValue, m.holding.get())
 	ch <- prometheus.MustNewConstMetric(descAlive, prometheus.GaugeValue, float64(len(c.e.members.alive())))
+	notReady := 0
+	for _, cand := range c.e.Candidates() {
+		if !cand.Ready {
+			notReady++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descNotReady, prometheus.GaugeValue, float64(notReady))
 }

@@ -10,18 +10,16 @@ func TestHandOverForSlowness(t *testing.T) {
 	for _, tt := range []struct {
 		name         string
 		failing      bool
-		lone         bool
 		silent       time.Duration
 		wantHandOver bool
 	}{
-		{"slow with other candidates: hand over", false, false, time.Second, true},
-		{"slow and lone: hold", false, true, time.Second, false},
-		{"slow and lone until the Lease nears expiry", false, true, 2350 * time.Millisecond, true},
-		{"renewals failing: holdable decides, not slowness", true, false, time.Second, false},
-		{"renewals failing and lone", true, true, 5 * time.Second, false},
+		{"slow (a starved loop, a returning candidate starting beside it): hold", false, time.Second, false},
+		{"slow until the Lease nears expiry", false, 2350 * time.Millisecond, true},
+		{"renewals failing: holdable decides, not slowness", true, time.Second, false},
+		{"renewals failing, long", true, 5 * time.Second, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := handOverForSlowness(tt.failing, tt.lone, tt.silent, cfg); got != tt.wantHandOver {
+			if got := handOverForSlowness(tt.failing, tt.silent, cfg); got != tt.wantHandOver {
 				t.Fatalf("handOverForSlowness = %v, want %v", got, tt.wantHandOver)
 			}
 		})

@@ -20,6 +20,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,18 +57,29 @@ func (r *runner) runCandidate(ctx context.Context, self routeagent.Self, ips []n
 	go func() { _ = followNodeAddrs(nodesCtx, r.cfg.Client, eng.SetNodeAddrs) }()
 	// A remote CIDR covering the API server is refused (its endpoints change rarely).
 	go r.followAPIServerAddrs(nodesCtx, 30*time.Second, eng.SetAPIServerAddrs)
-	el, err := r.elector(ips, keysecret.GossipKey(g.key), floor.get)
+	// The fence lets WireGuard send only while the elector says this node
+	// may act as the active one (nft.Fence): built closed, before the device.
+	fence, err := nft.OpenFence(r.cfg.ListenPort)
+	if err != nil {
+		return fmt.Errorf("the gateway's WireGuard fence (nftables): %w", err)
+	}
+	entitled := func(until time.Time) {
+		if err := fence.Allow(until); err != nil {
+			log.Error("open or close the WireGuard fence", "until", until, "err", err)
+		}
+	}
+	el, err := r.elector(ips, keysecret.GossipKey(g.key), floor.get, entitled)
 	if err != nil {
 		return err
 	}
 	clusterID, publicKey := g.info.ClusterID, g.key.PublicKey().String()
-	sw := &statusLoop{r: r, floor: floor, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: clusterID},
+	sw := &statusLoop{r: r, floor: floor, candidates: el.Candidates, w: status.Writer{Client: r.cfg.Dynamic, Namespace: r.cfg.Namespace, ClusterID: clusterID},
 		bc: g.broker, src: src, eng: eng, cidrs: g.cidrs, clusterID: clusterID, publicKey: publicKey, endpoint: g.endpoint,
 		log: log}
 	ten := tenure{r: r, eng: eng, src: src, floor: floor, store: ViewStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace},
 		gossipKey: g.info.GossipKey, key: g.key, log: log.With("part", "tenure"),
 		self: gossip.Gateway{ClusterID: clusterID, Hostname: r.cfg.NodeName, Endpoint: g.endpoint, PublicKey: publicKey}}
-	return roles{log: log, eng: eng, el: el, status: sw, tenure: ten, statusEvery: r.cfg.StatusInterval}.run(ctx)
+	return roles{log: log, eng: eng, el: el, fence: fence, status: sw, tenure: ten, statusEvery: r.cfg.StatusInterval}.run(ctx)
 }
 
 // gatewaySetup is what a candidate learns before it can open its data plane.
@@ -153,12 +165,12 @@ func (r *runner) waitBrokerSecret(ctx context.Context) (brokersecret.Info, error
 	}
 }
 
-func (r *runner) elector(ips []netip.Addr, gossipKey []byte, floor func() int64) (*election.Elector, error) {
+func (r *runner) elector(ips []netip.Addr, gossipKey []byte, floor func() int64, entitled func(time.Time)) (*election.Elector, error) {
 	bind := ips[0].String()
 	el, err := election.New(election.Config{
 		Client: r.cfg.Client, Namespace: r.cfg.Namespace, LeaseName: r.leaseName(), Identity: r.cfg.NodeName,
 		LeaseDuration: r.cfg.LeaseDuration, RenewInterval: r.cfg.RenewInterval, RenewDeadline: r.cfg.RenewDeadline,
-		Labelled: election.CandidateNames(r.cfg.Client), EpochFloor: floor,
+		Labelled: election.CandidateNames(r.cfg.Client), EpochFloor: floor, Entitled: entitled,
 		Gossip: election.GossipConfig{BindAddr: bind, BindPort: r.cfg.GossipPort, SecretKey: gossipKey,
 			Peers: election.CandidatePeers(r.cfg.Client, r.cfg.GossipPort)},
 		Logger: r.log.With("role", "election"),

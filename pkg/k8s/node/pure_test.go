@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"net/netip"
 	"os"
 	"reflect"
@@ -220,5 +221,19 @@ func TestNameservers(t *testing.T) {
 	got := gateway.Nameservers(p, t.TempDir()+"/missing")
 	if len(got) != 2 || got[0].String() != "10.0.0.10" || got[1].String() != "2001:db8::53" {
 		t.Fatalf("nameservers %v", got)
+	}
+}
+
+// TestStatusStandbys: the active lists the other candidates, a labelled one
+// that memberlist does not see alive as not ready (a failover waits for it).
+func TestStatusStandbys(t *testing.T) {
+	st := BuildStatus(StatusInput{ClusterID: "a", Node: "g1", Candidates: []election.Candidate{
+		{Name: "g1", Ready: true, Labelled: true},
+		{Name: "g2", Ready: false, Labelled: true},
+		{Name: "g3", Ready: true, Labelled: true},
+	}})
+	if len(st.Standbys) != 2 || st.Standbys[0].Node != "g2" || st.Standbys[0].Ready || !strings.Contains(st.Standbys[0].Reason, "a failover now waits for it") ||
+		st.Standbys[1].Node != "g3" || !st.Standbys[1].Ready || st.Standbys[1].Reason != "" {
+		t.Fatalf("standbys %+v", st.Standbys)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 )
 
 // roles runs a candidate's parts and follows the elector's States: the
@@ -21,6 +22,7 @@ type roles struct {
 	log         *slog.Logger
 	eng         *gateway.Engine
 	el          *election.Elector
+	fence       *nft.Fence // removed after a graceful release
 	status      *statusLoop
 	tenure      tenure
 	statusEvery time.Duration
@@ -78,6 +80,11 @@ func (c roles) run(ctx context.Context) error {
 		}
 		stopEl()
 		<-elDone
+		if graceful {
+			if ferr := c.fence.Remove(); ferr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the WireGuard fence: %w", ferr))
+			}
+		}
 		return err
 	}
 	// The first State is always applied and logged: "" is no role yet.

@@ -8,6 +8,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -35,6 +36,8 @@ type StatusInput struct {
 	BrokerReachable bool
 	// Refused are the remote CIDRs the gateway refused (Engine.Refused).
 	Refused []gateway.RefusedCIDR
+	// Candidates are the gateway candidates as the elector sees them.
+	Candidates []election.Candidate
 }
 
 // BuildStatus computes the MeshGateway status. The remote clusters' CIDRs
@@ -44,6 +47,7 @@ func BuildStatus(in StatusInput) status.GatewayStatus {
 	st := status.GatewayStatus{
 		ClusterID: in.ClusterID, ActiveNode: in.Node, Epoch: in.Epoch, PublicKey: in.PublicKey, Endpoint: in.Endpoint,
 		PodCIDRs: strs(in.CIDRs.Pod), ServiceCIDRs: strs(in.CIDRs.Service), BrokerReachable: in.BrokerReachable,
+		Standbys: standbys(in.Node, in.Candidates),
 	}
 	if in.Snapshot == nil {
 		st.Conditions = append(st.Conditions,
@@ -80,6 +84,25 @@ func BuildStatus(in StatusInput) status.GatewayStatus {
 		st.TunnelIP = self.TunnelIP
 	}
 	return st
+}
+
+// standbys are the candidates other than the active one. Pure.
+func standbys(active string, cs []election.Candidate) []status.Standby {
+	var out []status.Standby
+	for _, c := range cs {
+		if c.Name == active {
+			continue
+		}
+		sb := status.Standby{Node: c.Name, Ready: c.Ready}
+		switch {
+		case !c.Ready:
+			sb.Reason = "not in the candidates' memberlist (its gateway is down or restarting, or port 7947 is blocked): a failover now waits for it"
+		case !c.Labelled:
+			sb.Reason = "answers in memberlist but its node is no longer labelled " + election.CandidateLabel + "=true"
+		}
+		out = append(out, sb)
+	}
+	return out
 }
 
 // mismatch compares the discovered CIDRs with the broker's record.

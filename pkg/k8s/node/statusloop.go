@@ -9,6 +9,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,7 @@ type statusLoop struct {
 	src                            *gateway.Source
 	eng                            *gateway.Engine
 	floor                          *epochFloor
+	candidates                     func() []election.Candidate
 	cidrs                          discovery.CIDRs
 	clusterID, publicKey, endpoint string
 	log                            *slog.Logger
@@ -30,16 +32,20 @@ type statusLoop struct {
 	lastMismatch                   string
 }
 
-// run writes at once when told an epoch, then every interval while active.
+// run writes at once when told an epoch or when the engine announces a
+// change (a link's health flipping among them: the importers of this
+// cluster act on it), then every interval while active.
 func (s *statusLoop) run(ctx context.Context, epochs <-chan int64, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var epoch int64
 	for {
+		changed := s.eng.Changed()
 		select {
 		case <-ctx.Done():
 			return
 		case epoch = <-epochs:
+		case <-changed:
 		case <-t.C:
 		}
 		if epoch > 0 {
@@ -58,7 +64,7 @@ func (s *statusLoop) write(ctx context.Context, epoch int64) {
 	base := s.src.Base()
 	st := BuildStatus(StatusInput{ClusterID: s.clusterID, Node: s.r.cfg.NodeName, Epoch: epoch, PublicKey: s.publicKey,
 		Endpoint: s.endpoint, CIDRs: s.cidrs, Snapshot: base, Health: s.eng.Health(), BrokerReachable: reachable,
-		Refused: s.eng.Refused()})
+		Refused: s.eng.Refused(), Candidates: s.candidates()})
 	for _, c := range st.Conditions {
 		meta.SetStatusCondition(&s.conds, c)
 		if c.Type == CondCIDRsMatch {

@@ -142,7 +142,7 @@ func (t tenure) gossip(ctx context.Context, epoch int64) {
 				SecretKey: t.gossipKey, Allow: sources.Allow, Key: t.key, Trust: t.trust, Logger: t.log})
 			if err != nil {
 				t.log.Warn("start cross-cluster gossip (will retry)", "err", err)
-				retry = time.After(time.Second)
+				retry = time.After(200 * time.Millisecond) // e.g. the last tenure's memberlist still leaving
 			}
 		}
 		if m != nil {

@@ -53,13 +53,24 @@ type GatewayStatus struct {
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 	// Connected, Total and Connections are derived from Remotes by Write.
-	Connected       int                `json:"connected"`
-	Total           int                `json:"total"`
-	Connections     string             `json:"connections,omitempty"`
-	BrokerReachable bool               `json:"brokerReachable"`
-	UpdatedAt       *metav1.Time       `json:"updatedAt,omitempty"`
-	Remotes         []RemoteCluster    `json:"remotes,omitempty"`
-	Conditions      []metav1.Condition `json:"conditions,omitempty"`
+	Connected       int             `json:"connected"`
+	Total           int             `json:"total"`
+	Connections     string          `json:"connections,omitempty"`
+	BrokerReachable bool            `json:"brokerReachable"`
+	UpdatedAt       *metav1.Time    `json:"updatedAt,omitempty"`
+	Remotes         []RemoteCluster `json:"remotes,omitempty"`
+	// Standbys are the other gateway candidates as the active sees them.
+	Standbys   []Standby          `json:"standbys,omitempty"`
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Standby is a gateway candidate other than the active one.
+type Standby struct {
+	Node string `json:"node"`
+	// Ready: its elector answers in the candidates' memberlist, so it takes
+	// over at once; otherwise a failover waits for it (Reason says why).
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // RemoteCluster is this cluster's link to one other cluster, with the CIDRs
@@ -77,8 +88,10 @@ type RemoteCluster struct {
 	RxBytes       int64        `json:"rxBytes,omitempty"`
 	TxBytes       int64        `json:"txBytes,omitempty"`
 	// PathMTU and PathMTULost: api.PeerHealth's measurement of the path.
-	PathMTU      int      `json:"pathMTU,omitempty"`
-	PathMTULost  int      `json:"pathMTULost,omitempty"`
+	PathMTU     int `json:"pathMTU,omitempty"`
+	PathMTULost int `json:"pathMTULost,omitempty"`
+	// PeerEndpoint: api.PeerHealth's, where WireGuard sends to now.
+	PeerEndpoint string   `json:"peerEndpoint,omitempty"`
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 	// Refused are the CIDRs of PodCIDRs/ServiceCIDRs the active gateway
@@ -129,7 +142,7 @@ func Remotes(self string, clusters []api.Cluster, gateways []api.Gateway, health
 		if h, ok := hs[c.ID]; ok {
 			r.Status, r.Reason, r.RTTMillis, r.LossPercent = h.Status, h.Reason, h.RTTMillis, h.LossPercent
 			r.RxBytes, r.TxBytes = h.RxBytes, h.TxBytes
-			r.PathMTU, r.PathMTULost = h.PathMTU, h.PathMTULost
+			r.PathMTU, r.PathMTULost, r.PeerEndpoint = h.PathMTU, h.PathMTULost, h.PeerEndpoint
 			if !h.LastHandshake.IsZero() {
 				t := metav1.NewTime(h.LastHandshake)
 				r.LastHandshake = &t

@@ -72,6 +72,7 @@ var Checks = []Check{
 	{"cidrs-match-broker", checkCIDRsMatch},
 	{"components", checkComponents},
 	{"active-gateway", checkActive},
+	{"standby-gateways", checkStandbys},
 	{"tun-device", checkTUN},
 	{"mtu-mss", checkMTU},
 	{"kube-proxy", checkKubeProxy},
@@ -336,6 +337,32 @@ func checkTUN(f Facts) Finding {
 		}
 	}
 	return warn("kubectl -n tunnelmesh-system get pods -o wide", "no ready gateway pod on the active node %s to vouch for its device", m.Status.ActiveNode)
+}
+
+// checkStandbys: a standby the active does not see in the candidates'
+// memberlist cannot take over at once; a failover then waits for it.
+func checkStandbys(f Facts) Finding {
+	m := f.MeshGateway
+	if m == nil || f.Now.Sub(f.StatusWrittenAt) > StatusFresh {
+		return skip("no fresh MeshGateway status to read the standbys from")
+	}
+	var ready, not []string
+	for _, s := range m.Status.Standbys {
+		if s.Ready {
+			ready = append(ready, s.Node)
+		} else {
+			not = append(not, fmt.Sprintf("%s (%s)", s.Node, s.Reason))
+		}
+	}
+	switch {
+	case len(not) > 0:
+		return warn("check the gateway pods on those nodes (`kubectl -n tunnelmesh-system get pods -o wide`) and that UDP/TCP 7947 passes between candidates",
+			"standby not ready: %s; a failover now waits for it", strings.Join(not, ", "))
+	case len(ready) == 0:
+		return warn("label a second node tunnelmesh.io/gateway=true to have a standby",
+			"no standby: the active gateway %s is the only candidate, so nothing takes over when it fails", m.Status.ActiveNode)
+	}
+	return pass("standby ready to take over: %s", strings.Join(ready, ", "))
 }
 
 // checkMTU passes only on a measurement: the active gateway sends a

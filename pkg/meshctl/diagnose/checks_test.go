@@ -50,6 +50,7 @@ func healthy() Facts {
 			ClusterID: "east", ActiveNode: "east-worker", Epoch: 2, UpdatedAt: mt(now.Add(-3 * time.Second)),
 			Remotes:    []status.RemoteCluster{{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.6:51820", LastHandshake: mt(now.Add(-40 * time.Second)), PathMTU: 1420}},
 			Conditions: []metav1.Condition{{Type: CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match"}},
+			Standbys:   []status.Standby{{Node: "east-worker2", Ready: true}},
 		}},
 		StatusWrittenAt: now.Add(-3 * time.Second),
 		Lease:           &Lease{Holder: "east-worker", Duration: 3 * time.Second, RenewedAt: now.Add(-time.Second)},
@@ -130,6 +131,10 @@ func TestEachCheckFails(t *testing.T) {
 			f.Pods[1].LastError = "Error (exit 1): open /dev/net/tun: no such file or directory"
 		}, "tun-device", Fail, "gw-b on east-worker"},
 		{"active pod not ready", func(f *Facts) { f.Pods[1].Ready = false }, "tun-device", Warn, "no ready gateway pod on the active node"},
+		{"standby not ready", func(f *Facts) {
+			f.MeshGateway.Status.Standbys[0] = status.Standby{Node: "east-worker2", Reason: "not in the candidates' memberlist"}
+		}, "standby-gateways", Warn, "standby not ready: east-worker2 (not in the candidates' memberlist); a failover now waits for it"},
+		{"no standby", func(f *Facts) { f.MeshGateway.Status.Standbys = nil }, "standby-gateways", Warn, "the only candidate"},
 		{"MTU not measured: never PASS", func(f *Facts) { f.MeshGateway.Status.Remotes[0].PathMTU = 0 }, "mtu-mss", Skip, "not measured: no full-size probe answered yet to west (connected)"},
 		{"MTU not measured: no status", func(f *Facts) { f.MeshGateway = nil }, "mtu-mss", Skip, "no MeshGateway status"},
 		{"MTU not measured: stale status", func(f *Facts) { f.StatusWrittenAt = now.Add(-2 * time.Minute) }, "mtu-mss", Skip, "last written 2m0s ago"},

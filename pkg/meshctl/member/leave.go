@@ -75,20 +75,26 @@ func Leave(ctx context.Context, c *kube.Cluster, o LeaveOptions) (bool, error) {
 	}); err != nil {
 		return true, err
 	}
-	err = p.Run("Removing the components", func(*progress.Step) error {
-		objs, err := Objects(o.Manifests)
-		if err != nil {
-			return err
-		}
-		// The namespace and CRDs go only with uninstall: a broker or
-		// other users' ServiceExports may live on.
-		objs = slices.DeleteFunc(objs, func(obj *unstructured.Unstructured) bool {
-			k := obj.GetKind()
-			return k == "Namespace" || k == "CustomResourceDefinition"
-		})
-		if _, err := c.DeleteOwned(ctx, objs); err != nil {
-			return err
-		}
+	objs, err := Objects(o.Manifests)
+	if err != nil {
+		return true, err
+	}
+	// The namespace and CRDs go only with uninstall: a broker or other
+	// users' ServiceExports may live on.
+	objs = slices.DeleteFunc(objs, func(obj *unstructured.Unstructured) bool {
+		k := obj.GetKind()
+		return k == "Namespace" || k == "CustomResourceDefinition"
+	})
+	if err := p.Run("Removing the components", func(*progress.Step) error {
+		_, err := c.DeleteOwned(ctx, objs)
+		return err
+	}); err != nil {
+		return true, err
+	}
+	if err := p.Run("Cleaning the nodes", func(s *progress.Step) error { return cleanNodes(ctx, c, o.Timeout, s) }); err != nil {
+		return true, err
+	}
+	err = p.Run("Restoring CoreDNS and node labels", func(*progress.Step) error {
 		// Before the Secret: a failure here leaves the cluster a member, so
 		// that leave runs again.
 		if err := restoreDNS(ctx, c); err != nil {
@@ -166,10 +172,19 @@ func Uninstall(ctx context.Context, c *kube.Cluster, o LeaveOptions) error {
 			rest = append(rest, obj)
 		}
 	}
-	err = p.Run("Deleting tunnelmesh's components", func(s *progress.Step) error {
-		if _, err := c.DeleteOwned(ctx, rest); err != nil {
+	_, nsErr := c.Client.CoreV1().Namespaces().Get(ctx, defaults.Namespace, metav1.GetOptions{})
+	if err := p.Run("Deleting tunnelmesh's components", func(*progress.Step) error {
+		_, err := c.DeleteOwned(ctx, rest)
+		return err
+	}); err != nil {
+		return cli.Failed(err, "run uninstall again; it resumes", "uninstall stopped")
+	}
+	if !apierrors.IsNotFound(nsErr) {
+		if err := p.Run("Cleaning the nodes", func(s *progress.Step) error { return cleanNodes(ctx, c, o.Timeout, s) }); err != nil {
 			return err
 		}
+	}
+	err = p.Run("Deleting the namespace "+defaults.Namespace, func(s *progress.Step) error {
 		// The namespace, with all in it (the namespace controller would too).
 		inNS, err := c.Find(ctx, "", defaults.Namespace)
 		if err != nil {

@@ -3,6 +3,7 @@ package member
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -43,6 +45,64 @@ func readyDaemonSets(ctx context.Context, c *testenv.Cluster) {
 			return err == nil, nil
 		})
 	}()
+}
+
+// cleanupRuns stands in for the DaemonSet controller and the kubelets for
+// the node cleanup: it records each cleanup DaemonSet that leave or
+// uninstall starts, and reports it ready (every node's cleanup done).
+type cleanupRuns struct {
+	mu   sync.Mutex
+	seen map[types.UID]*appsv1.DaemonSet
+}
+
+func runCleanups(ctx context.Context, c *testenv.Cluster) *cleanupRuns {
+	r := &cleanupRuns{seen: map[types.UID]*appsv1.DaemonSet{}}
+	go func() {
+		for ctx.Err() == nil {
+			d, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).Get(ctx, CleanupDaemonSet, metav1.GetOptions{})
+			if err == nil && d.Status.NumberReady == 0 {
+				r.mu.Lock()
+				r.seen[d.UID] = d.DeepCopy()
+				r.mu.Unlock()
+				d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 1, CurrentNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
+				_, _ = c.Client.AppsV1().DaemonSets(defaults.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return r
+}
+
+// ran returns the cleanup DaemonSets started so far.
+func (r *cleanupRuns) ran() []*appsv1.DaemonSet {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*appsv1.DaemonSet
+	for _, d := range r.seen {
+		out = append(out, d)
+	}
+	return out
+}
+
+// checkCleanup: exactly n node cleanups ran, each on every node with the
+// privileges it needs, and none is left.
+func checkCleanup(t *testing.T, c *testenv.Cluster, r *cleanupRuns, n int, when string) {
+	t.Helper()
+	runs := r.ran()
+	if len(runs) != n {
+		t.Errorf("%s: %d node cleanup(s) ran, want %d: the nodes keep tunnelmesh's routes, devices, tables and settings", when, len(runs), n)
+	}
+	for _, d := range runs {
+		ps := d.Spec.Template.Spec
+		if !ps.HostNetwork || len(ps.InitContainers) != 1 || ps.InitContainers[0].Args[0] != "cleanup" ||
+			ps.InitContainers[0].SecurityContext == nil || ps.InitContainers[0].SecurityContext.Privileged == nil || !*ps.InitContainers[0].SecurityContext.Privileged ||
+			len(ps.Tolerations) != 1 || ps.Tolerations[0].Operator != corev1.TolerationOpExists {
+			t.Errorf("%s: the cleanup DaemonSet does not run `gateway cleanup` privileged in the host network on every node: %+v", when, ps)
+		}
+	}
+	if _, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).Get(t.Context(), CleanupDaemonSet, metav1.GetOptions{}); err == nil {
+		t.Errorf("%s: the cleanup DaemonSet is left", when)
+	}
 }
 
 // finalizeNamespaces stands in for the namespace controller: a deleted
@@ -112,10 +172,12 @@ func TestLeaveAndUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	cleanups := runCleanups(ctx, c)
 	left, err := Leave(ctx, c.Kube, LeaveOptions{Manifests: testManifests})
 	if err != nil || !left {
 		t.Fatalf("leave: %v %v", left, err)
 	}
+	checkCleanup(t, c, cleanups, 1, "leave")
 	snap, _ := tb.Admin().Snapshot(ctx)
 	if len(snap.Clusters) != 0 {
 		t.Errorf("broker still has %+v", snap.Clusters)
@@ -141,6 +203,7 @@ func TestLeaveAndUninstall(t *testing.T) {
 	if err := Uninstall(ctx, c.Kube, LeaveOptions{Manifests: testManifests, Timeout: time.Minute, DeleteCRDs: true}); err != nil {
 		t.Fatalf("uninstall: %v", err)
 	}
+	checkCleanup(t, c, cleanups, 2, "uninstall")
 	// The API server drops the APIService entries of deleted CRD groups a
 	// moment after the CRDs go, so what is left is read until it is gone.
 	var extra []string

@@ -140,6 +140,7 @@ func TestNothingOfTheUsersIsTakenOrDeleted(t *testing.T) {
 		}
 	}
 
+	runCleanups(ctx, c)
 	join()
 	usersThingsIntact("after join")
 	editCorefile(othersEdit)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Binary returns the etcd binary ($KUBE_BIN_DIR/etcd or the repository's
@@ -62,7 +64,13 @@ type Member struct {
 }
 
 // Start runs an n-member cluster and waits until it has a leader.
-func Start(t testing.TB, n int) *Cluster {
+func Start(t testing.TB, n int) *Cluster { t.Helper(); return start(t, n, MaxTxnOps) }
+
+// StartShipped is Start with etcd's own transaction limit (--max-txn-ops
+// 128), as etcd and deploy/broker-etcd ship.
+func StartShipped(t testing.TB, n int) *Cluster { t.Helper(); return start(t, n, 0) }
+
+func start(t testing.TB, n, maxTxnOps int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir()}
 	var initial []string
@@ -80,13 +88,15 @@ func Start(t testing.TB, n int) *Cluster {
 			"--listen-peer-urls=" + m.peerURL, "--initial-advertise-peer-urls=" + m.peerURL,
 			"--initial-cluster=" + strings.Join(initial, ","), "--initial-cluster-state=new",
 			"--initial-cluster-token=tunnelmesh-test", "--log-level=error",
-			fmt.Sprintf("--max-txn-ops=%d", MaxTxnOps),
 			// etcd's own timings: shorter ones make a loaded test machine
 			// hold elections over and over.
 			"--heartbeat-interval=100", "--election-timeout=1000",
 			// A killed process loses nothing the kernel already has; tests
 			// kill processes, not the machine.
 			"--unsafe-no-fsync"}
+		if maxTxnOps > 0 {
+			m.args = append(m.args, fmt.Sprintf("--max-txn-ops=%d", maxTxnOps))
+		}
 		c.start(m)
 	}
 	t.Cleanup(func() {
@@ -131,6 +141,39 @@ func (c *Cluster) Kill(i int) { c.Members[i].kill(syscall.SIGKILL) }
 
 // Restart starts a killed member again on its data directory.
 func (c *Cluster) Restart(i int) { c.start(c.Members[i]) }
+
+// Pause stops member i (SIGSTOP): a member whose disk or CPU stalls.
+// Resume continues it.
+func (c *Cluster) Pause(i int) { c.Members[i].signal(syscall.SIGSTOP) }
+
+// Resume continues a paused member.
+func (c *Cluster) Resume(i int) { c.Members[i].signal(syscall.SIGCONT) }
+
+func (m *Member) signal(sig syscall.Signal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		_ = m.cmd.Process.Signal(sig)
+	}
+}
+
+// Leader returns the index of the member that leads, or -1.
+func (c *Cluster) Leader() int {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return -1
+	}
+	defer cli.Close()
+	for i, m := range c.Members {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := cli.Status(ctx, m.ClientURL)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return i
+		}
+	}
+	return -1
+}
 
 func (m *Member) kill(sig syscall.Signal) {
 	m.mu.Lock()

@@ -230,9 +230,10 @@ func (c *Cluster) WaitDeployment(t *testing.T, ns, name string) *appsv1.Deployme
 }
 
 // StandInGateway plays kubelet and gateway for a joined cluster that has no
-// nodes running pods: once the gateway DaemonSet exists it is marked ready
-// (one pod per DaemonSet) and the cluster's MeshGateway names node as the
-// active gateway, which is what join waits for. It stops with the test.
+// nodes running pods: every DaemonSet of the namespace is marked ready as it
+// appears (one pod each: the gateway's, and leave's node cleanup) and the
+// cluster's MeshGateway names node as the active gateway, which is what join
+// waits for. It stops with the test.
 func (c *Cluster) StandInGateway(t *testing.T, clusterID, node string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -240,18 +241,23 @@ func (c *Cluster) StandInGateway(t *testing.T, clusterID, node string) {
 	t.Cleanup(func() { cancel(); <-done })
 	go func() {
 		defer close(done)
+		wrote := false
 		for ctx.Err() == nil {
+			// Every DaemonSet (the gateway's, and later leave's node cleanup) runs.
 			list, err := c.Client.AppsV1().DaemonSets(defaults.Namespace).List(ctx, metav1.ListOptions{})
 			if err == nil && len(list.Items) > 0 {
 				for i := range list.Items {
 					d := &list.Items[i]
+					if d.Status.NumberReady == 1 && d.Status.ObservedGeneration == d.Generation {
+						continue
+					}
 					d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, DesiredNumberScheduled: 1,
 						CurrentNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
 					_, _ = c.Client.AppsV1().DaemonSets(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 				}
-				w := status.Writer{Client: c.Kube.Dynamic, Namespace: defaults.Namespace, ClusterID: clusterID}
-				if err := w.Write(ctx, status.GatewayStatus{ActiveNode: node, Epoch: 1}); err == nil {
-					return
+				if !wrote {
+					w := status.Writer{Client: c.Kube.Dynamic, Namespace: defaults.Namespace, ClusterID: clusterID}
+					wrote = w.Write(ctx, status.GatewayStatus{ActiveNode: node, Epoch: 1}) == nil
 				}
 			}
 			select {
