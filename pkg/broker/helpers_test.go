@@ -84,7 +84,7 @@ var clusterIPs = map[string]string{"east": "10.101.0.10", "west": "10.102.0.10",
 
 func export(cluster, ns, name string) api.Export {
 	e := api.Export{ClusterID: cluster, Namespace: ns, Name: name, Type: api.TypeClusterSetIP,
-		Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}},
+		Ports:      []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}},
 		IPFamilies: []string{"IPv4"}, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	if ip, ok := clusterIPs[cluster]; ok {
 		e.IPs = []string{ip}

@@ -34,11 +34,11 @@ stay linked until the broker's admin removes them.`,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	var (
-		af       access.Flags
-		allowed  []string
-		min4     int
-		min6     int
-		dflt     bool
+		af      access.Flags
+		allowed []string
+		min4    int
+		min6    int
+		dflt    bool
 	)
 	set := &cobra.Command{
 		Use:   "set",
