@@ -5,7 +5,6 @@ import (
 	"errors"
 	"mime"
 	"net/http"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -105,7 +104,8 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	hb.Health = b.keepHealth(cluster, hb.Health)
+	health := b.keepHealth(cluster, hb.Health)
+	hb.Health = nil // the decoded report is garbage from here on
 	observed := remoteIP(r)
 	key := api.GatewayKey(cluster, host)
 	gateway := func() (g api.Gateway, ok bool) {
@@ -124,8 +124,7 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	// Record liveness before reading the record again: a stale sweep that
 	// commits after this sees the heartbeat; one that committed before is
 	// seen below and undone.
-	b.live.set(api.GatewayStatus{ClusterID: cluster, Hostname: host, Epoch: g.Epoch,
-		LastHeartbeat: time.Now().UTC(), Health: hb.Health})
+	b.live.set(gatewayLive{cluster: cluster, host: host, epoch: g.Epoch, last: time.Now().UTC(), health: health})
 	if g, ok = gateway(); !ok {
 		b.writeError(w, r, errNotRegistered(cluster, host))
 		return
@@ -211,39 +210,6 @@ func (b *Broker) decodeHeartbeat(w http.ResponseWriter, r *http.Request, v any) 
 	}
 	limit := b.heartbeatLimit()
 	return validate.Decode(http.MaxBytesReader(w, r.Body, limit), v, limit)
-}
-
-// keepHealth is what the broker keeps of cluster's health report: one
-// entry per other cluster that exists (the first one; reports about
-// invented clusters are dropped), sharing one copy of each cluster ID and
-// status string, in an exact-size slice (the decoder's spare capacity
-// would otherwise be kept until the gateway's next heartbeat).
-func (b *Broker) keepHealth(cluster string, hs []api.PeerHealth) []api.PeerHealth {
-	out := make([]api.PeerHealth, 0, len(hs))
-	seen := make(map[string]bool, len(hs))
-	b.core.View(func(s core.Reader) {
-		for _, h := range hs {
-			c := s.Cluster(h.Cluster)
-			if c == nil || c.ID == cluster || seen[c.ID] {
-				continue
-			}
-			seen[c.ID] = true
-			h.Cluster = c.ID
-			switch h.Status {
-			case api.StatusConnected:
-				h.Status = api.StatusConnected
-			case api.StatusConnecting:
-				h.Status = api.StatusConnecting
-			case api.StatusError:
-				h.Status = api.StatusError
-			}
-			out = append(out, h)
-		}
-	})
-	if len(out) < cap(out) {
-		out = slices.Clone(out)
-	}
-	return out
 }
 
 func errNotRegistered(cluster, host string) *api.Error {

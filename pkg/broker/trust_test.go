@@ -247,6 +247,50 @@ func TestUnauthenticatedRequestsHoldNoGoroutines(t *testing.T) {
 	}
 }
 
+// TestLaggingReplicaWaitsBounded: a replica behind its store still finds
+// a join token another replica just made (it waits for it), but a flood of
+// unknown credentials meanwhile holds at most a bounded number of
+// goroutines waiting.
+func TestLaggingReplicaWaitsBounded(t *testing.T) {
+	ec, dir := etcdClusterset(t)
+	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm")})
+	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: slowFollow{ec.Open(t, "/tm"), 1500 * time.Millisecond}})
+	ctx := ctxT(t)
+	tok := a.JoinToken("made on A, used on B at once")
+	if _, err := b.Client("").Join(ctx, tok, api.JoinRequest{ClusterID: "east", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}}); err != nil {
+		t.Fatalf("join on B with a token A just made: %v", err)
+	}
+	hc := httpClient(t, &testBroker{ca: b.CA})
+	tr := hc.Transport.(*http.Transport)
+	tr.ForceAttemptHTTP2 = true // one connection: the flood arrives while B is behind
+	warm, _ := http.NewRequest(http.MethodGet, b.URL+"/healthz", nil)
+	if resp, err := hc.Do(warm); err == nil {
+		resp.Body.Close()
+	}
+	a.JoinToken("a commit B has not applied yet")
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, b.URL+"/v1/snapshot", nil)
+			req.Header.Set("Authorization", fmt.Sprintf("Bearer tmc.flood-%d.%s", i, strings.Repeat("A", 43)))
+			if resp, err := hc.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	peak := 0
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		peak = max(peak, handlersRunning("awaitReplica"))
+	}
+	wg.Wait()
+	t.Logf("at most %d requests waited at once", peak)
+	if peak > 64 {
+		t.Errorf("%d requests with unknown credentials waited at once on a lagging replica; want at most 64", peak)
+	}
+}
+
 // TestExportCannotPointAtAddressesNotTheExporters: east exports endpoints
 // that are not its pods — west's pods, its own service range (the API
 // server's ClusterIP), a node, a public address — which every importer's
