@@ -124,6 +124,9 @@ func TestPlanImportSplitsLargeClusters(t *testing.T) {
 	if len(imp.Slices) != 3 || len(names) != 3 || n != 250 {
 		t.Fatalf("%d slices (%d names) holding %d endpoints", len(imp.Slices), len(names), n)
 	}
+	if c := api.EndpointSlices(e.Endpoints); c != len(imp.Slices) {
+		t.Fatalf("the broker counts %d slices for what the importer builds as %d", c, len(imp.Slices))
+	}
 	again := PlanImport(Resolve([]api.Export{e})[0], importer)
 	for i := range again.Slices {
 		if again.Slices[i].Name != imp.Slices[i].Name {
