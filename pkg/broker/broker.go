@@ -154,8 +154,9 @@ type Broker struct {
 
 	// live is the gateways' liveness and health (soft state, unwatched).
 	live liveness
-	// hbSlots bounds the heartbeats being decoded at once.
-	hbSlots chan struct{}
+	// hbSlots bounds the heartbeats being decoded at once, hbQueue those
+	// waiting for a slot (maxHeartbeatQueue).
+	hbSlots, hbQueue chan struct{}
 	// authWaiters bounds the requests waiting for this replica to apply
 	// another's commit (recheck).
 	authWaiters chan struct{}
@@ -192,6 +193,7 @@ func New(cfg Config) (*Broker, error) {
 		started:     time.Now(),
 		replica:     newReplicaID(),
 		hbSlots:     make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		hbQueue:     make(chan struct{}, maxHeartbeatQueue),
 		authWaiters: make(chan struct{}, maxAuthWaiters),
 		draining:    make(chan struct{}),
 		closing:     make(chan struct{}),

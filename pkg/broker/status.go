@@ -71,6 +71,41 @@ func (b *Broker) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b.Status(cluster))
 }
 
+// Heartbeats decode a few at once (hbSlots): a body is one entry per
+// remote cluster. At most maxHeartbeatQueue wait for a slot, each holding
+// what its client sent ahead (up to the HTTP/2 stream window); one beyond
+// (the broker is short of CPU) is taken as a sign of life only — its
+// health is not read and the gateway's last report stays — so the memory
+// and goroutines heartbeats hold are bounded whatever the load, and no
+// gateway turns stale because the broker was busy.
+const maxHeartbeatQueue = 64
+
+// readHealth reads, checks and compacts a heartbeat's health report; read
+// is false when the broker is too busy to read it (see maxHeartbeatQueue).
+func (b *Broker) readHealth(w http.ResponseWriter, r *http.Request, cluster string) (health []peerHealth, read bool, err error) {
+	select {
+	case b.hbQueue <- struct{}{}:
+		defer func() { <-b.hbQueue }()
+	default:
+		b.metrics.healthShed.Inc()
+		return nil, false, nil
+	}
+	select {
+	case b.hbSlots <- struct{}{}:
+		defer func() { <-b.hbSlots }()
+	case <-r.Context().Done():
+		return nil, false, r.Context().Err()
+	}
+	var hb api.HeartbeatRequest
+	if err := b.decodeHeartbeat(w, r, &hb); err != nil {
+		return nil, false, err
+	}
+	if err := validate.Health("health", hb.Health); err != nil {
+		return nil, false, err
+	}
+	return b.keepHealth(cluster, hb.Health), true, nil
+}
+
 // flipWait bounds how long a heartbeat waits for the write that clears
 // its gateway's stale flag: the heartbeat's own job, recording liveness,
 // is done, and a later heartbeat clears the flag if this write fails.
@@ -86,26 +121,11 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	// Few heartbeats decode at once: a heartbeat body is one entry per
-	// remote cluster, and a burst of them waiting here holds no memory yet
-	// (their bodies are still unread).
-	select {
-	case b.hbSlots <- struct{}{}:
-		defer func() { <-b.hbSlots }()
-	case <-r.Context().Done():
-		return
-	}
-	var hb api.HeartbeatRequest
-	if err := b.decodeHeartbeat(w, r, &hb); err != nil {
+	health, read, err := b.readHealth(w, r, cluster)
+	if err != nil {
 		b.writeError(w, r, err)
 		return
 	}
-	if err := validate.Health("health", hb.Health); err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	health := b.keepHealth(cluster, hb.Health)
-	hb.Health = nil // the decoded report is garbage from here on
 	observed := remoteIP(r)
 	key := api.GatewayKey(cluster, host)
 	gateway := func() (g api.Gateway, ok bool) {
@@ -124,7 +144,11 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	// Record liveness before reading the record again: a stale sweep that
 	// commits after this sees the heartbeat; one that committed before is
 	// seen below and undone.
-	b.live.set(gatewayLive{cluster: cluster, host: host, epoch: g.Epoch, last: time.Now().UTC(), health: health})
+	if read {
+		b.live.set(gatewayLive{cluster: cluster, host: host, epoch: g.Epoch, last: time.Now().UTC(), health: health})
+	} else {
+		b.live.touch(cluster, host, g.Epoch, time.Now().UTC())
+	}
 	if g, ok = gateway(); !ok {
 		b.writeError(w, r, errNotRegistered(cluster, host))
 		return
