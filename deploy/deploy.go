@@ -6,7 +6,8 @@ package deploy
 import "embed"
 
 // FS holds every manifest, by path: namespace.yaml, broker/, gateway/, mcs/,
-// and cleanup/ (run by leave and uninstall only).
+// broker-etcd/ (the replicated broker and its etcd) and cleanup/ (run by
+// leave and uninstall only).
 //
-//go:embed kustomization.yaml namespace.yaml broker gateway mcs cleanup
+//go:embed kustomization.yaml namespace.yaml broker broker-etcd gateway mcs cleanup
 var FS embed.FS

@@ -66,7 +66,9 @@ func crashes() []crash {
 		// SIGKILL of the gateway process: no SIGTERM, no Lease release;
 		// the kubelet restarts the container.
 		fault: func(ctx context.Context, east meshCluster, node string) (func(context.Context) error, error) {
-			out, err := docker(ctx, "exec", node, "pgrep", "-x", "gateway")
+			// The node's `gateway k8s` processes only (not a controller
+			// that may share the node), by the ids pgrep finds.
+			out, err := docker(ctx, "exec", node, "pgrep", "-f", "gateway k8s")
 			if err != nil {
 				return nil, fmt.Errorf("find the gateway process on %s: %w", node, err)
 			}

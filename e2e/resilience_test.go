@@ -378,10 +378,16 @@ func testBrokerOutage(ctx context.Context, t *testing.T, east, west meshCluster)
 	if err != nil {
 		t.Errorf("flow across the broker's return: %v", err)
 	}
+	// The return reaches the clusters within seconds: watches reconnect
+	// within 2 s, every gateway registers again at its next heartbeat
+	// (10 s), the export made meanwhile is imported. A gap then is the
+	// broker's doing; later ones are this machine's (the flow during the
+	// outage shows the same blips with no broker at all): printed only.
 	for _, g := range repb.Gaps {
-		if d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond; d > 200*time.Millisecond {
-			t.Errorf("the flow east → west stood still %s across the broker's return (%s after it was back)",
-				d, time.UnixMilli(g.FromMs).Sub(up).Round(time.Millisecond))
+		d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond
+		from := time.UnixMilli(g.FromMs).Sub(up)
+		if d > 200*time.Millisecond && from < 12*time.Second && from+d > -5*time.Second {
+			t.Errorf("the flow east → west stood still %s as the broker returned (%s after it was back)", d, from.Round(time.Millisecond))
 		}
 	}
 	hold("broker back: the flow east → west across its return answered %d/%d probes (every 100 ms); gaps relative to the return: %s",
@@ -590,8 +596,14 @@ func nodeLeftovers(ctx context.Context, node string) []string {
 	if out, err := docker(ctx, "exec", node, "ip", "-o", "link", "show"); err != nil || strings.Contains(out, "tmesh") {
 		left = append(left, fmt.Sprintf("%s: devices: %s%v", node, out, errOrNil(err)))
 	}
-	if out, err := docker(ctx, "exec", node, "nft", "list", "tables"); err != nil || strings.Contains(out, "tunnelmesh") {
-		left = append(left, fmt.Sprintf("%s: nftables tables: %s%v", node, out, errOrNil(err)))
+	out, err := docker(ctx, "exec", node, "nft", "list", "tables")
+	for _, l := range strings.Split(out, "\n") { // ours, not the test CNI's inet tunnelmesh-cni
+		if t := strings.TrimSpace(l); t == "table inet tunnelmesh" || t == "table inet tunnelmesh-agent" || t == "table inet tunnelmesh-fence" {
+			left = append(left, fmt.Sprintf("%s: nftables %s", node, t))
+		}
+	}
+	if err != nil {
+		left = append(left, fmt.Sprintf("%s: nft list tables: %v", node, err))
 	}
 	return left
 }

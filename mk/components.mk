@@ -190,7 +190,7 @@ component-images-test: k8s-binaries component-images
 	@$(foreach i,$(COMPONENT_IMAGES),docker image inspect $(IMG_$(i)) >/dev/null 2>&1 || docker load -q -i $(IMAGES_OUT)/$(i).tar;)
 	$(GO) test -tags imagetest -count=1 -timeout 15m -v ./images/components/imagetest/
 
-# test/kubeapi (real etcd + kube-apiserver for controller tests) and the CoreDNS test of
+# internal/kubeapi (real etcd + kube-apiserver for controller tests) and the CoreDNS test of
 # clusterset.local fail under CI=true without these binaries, so unit tests build them
 # first (no-op when up to date).
 unit-test-binaries: $(K8S_OUT)/kube-apiserver $(K8S_OUT)/etcd $(COREDNS_BIN)

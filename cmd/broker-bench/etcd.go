@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
 )
 
@@ -37,7 +37,7 @@ func startStore(sc storeConfig, tmp string) (args []string, stop func(), err err
 	var peers, clients []string
 	var ports [][2]int
 	for i := range sc.members {
-		p, err := freePorts(2)
+		p, err := testkit.FreePorts(2)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -91,25 +91,6 @@ func etcdSettings(sc storeConfig) string {
 		"--quota-backend-bytes 2 GiB, --heartbeat-interval 100 ms, --election-timeout 1000 ms) and %s, as deploy/broker-etcd ships; "+
 		"the broker's --etcd-max-txn-ops %d, --etcd-max-request-bytes %d (its defaults)",
 		ver, sc.members, strings.Join(etcdShipped, " "), store.DefaultEtcdMaxTxnOps, store.DefaultEtcdMaxRequestBytes)
-}
-
-func freePorts(n int) ([]int, error) {
-	var out []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
 }
 
 func etcdBinary(sc storeConfig) string {

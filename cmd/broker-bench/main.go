@@ -585,6 +585,11 @@ func metric(ca []byte, addr, name string) float64 {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return metricWith(hc, addr, name)
+}
+
+// metricWith is metric over a client of the caller's.
+func metricWith(hc *http.Client, addr, name string) float64 {
 	resp, err := hc.Get("https://" + addr + "/metrics")
 	if err != nil {
 		return -1

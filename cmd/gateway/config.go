@@ -14,6 +14,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
@@ -57,6 +58,7 @@ type config struct {
 	LeaseDuration, RenewInterval, RenewDeadline time.Duration
 	StatusInterval                              time.Duration
 	AgentMode                                   string
+	Role                                        string
 }
 
 // defaultConfig is the one place defaults are set; the packages' own
@@ -71,7 +73,7 @@ func defaultConfig() config {
 		GossipPort: election.DefaultGossipPort, ClustersetGossipPort: gossip.DefaultPort,
 		LeaseDuration: election.DefaultLeaseDuration, RenewInterval: election.DefaultRenewInterval,
 		RenewDeadline: election.DefaultRenewDeadline, StatusInterval: 5 * time.Second,
-		AgentMode: string(routeagent.ModeVXLAN),
+		AgentMode: string(routeagent.ModeVXLAN), Role: "auto",
 	}
 }
 
@@ -109,7 +111,10 @@ func (c *config) settings() []setting {
 		{"hostname", modeRun, "gateway name announced to the broker (default: the host name)", &c.Hostname},
 		{"private-ip", modeRun, "underlay address (default: the local address towards the broker)", &c.PrivateIP},
 		{"kubeconfig", modeK8s, "kubeconfig file (default: the pod's in-cluster configuration)", &c.Kubeconfig},
+		{"role", modeK8s, "agent (the route agent: every node), candidate (a gateway candidate: labelled nodes) or auto (both, by the node's label, one account)", &c.Role},
+		{"cluster-id", modeK8s, "this cluster's ID: the route agent follows only the MeshGateway of that name (required with --role agent)", &c.ClusterID},
 		{"node-name", modeK8s, "this node's name (default $NODE_NAME, from the downward API)", &c.NodeName},
+		{"node-ip", modeRun, "address of another node of this cluster whose host-network traffic may enter the tunnel through this gateway (repeatable; this host's own addresses always may)", &c.NodeIPs},
 		{"node-ip", modeK8s, "this node's underlay address (repeatable; default: the Node's InternalIPs; in the DaemonSet: status.hostIP)", &c.NodeIPs},
 		{"namespace", modeK8s, "namespace of the Lease, Secrets and MeshGateway", &c.Namespace},
 		{"interface", modeBoth, "WireGuard interface name", &c.Interface},
@@ -171,6 +176,7 @@ type parsed struct {
 	pods, services []netip.Prefix
 	nodeIPs        []netip.Addr
 	agentMode      routeagent.Mode
+	role           node.Role
 }
 
 // check validates c for m and fills in the defaults that depend on other
@@ -208,13 +214,19 @@ func (c *config) check(m mode) (parsed, error) {
 		if p.agentMode, err = routeagent.ParseMode(c.AgentMode); err != nil {
 			return p, fmt.Errorf("--agent-mode: %w", err)
 		}
-		for _, s := range c.NodeIPs {
-			ip, err := netip.ParseAddr(s)
-			if err != nil {
-				return p, fmt.Errorf("--node-ip %q: want an IP address: %w", s, err)
-			}
-			p.nodeIPs = append(p.nodeIPs, ip.Unmap())
+		if p.role, err = node.ParseRole(c.Role); err != nil {
+			return p, fmt.Errorf("--role: %w", err)
 		}
+		if p.role == node.RoleAgent && c.ClusterID == "" {
+			return p, errors.New("--role agent needs --cluster-id (the route agent follows only the cluster's own MeshGateway)")
+		}
+	}
+	for _, s := range c.NodeIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return p, fmt.Errorf("--node-ip %q: want an IP address: %w", s, err)
+		}
+		p.nodeIPs = append(p.nodeIPs, ip.Unmap())
 	}
 	if c.ListenPort < 1 || c.ListenPort > 65535 {
 		return p, fmt.Errorf("--listen-port %d: want a fixed UDP port in 1-65535 (remote gateways reach this one on the port it announces; 0 would pick a random one)", c.ListenPort)

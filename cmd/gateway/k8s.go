@@ -25,9 +25,11 @@ func k8sCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "k8s",
 		Short: "Run this node's roles in Kubernetes: route agent on every node, active/standby gateway on candidates",
-		Long: `Run as the gateway DaemonSet does on every node. Every node runs the route agent;
-nodes labelled ` + election.CandidateLabel + `=true are also gateway candidates, of which one is
-elected active (Lease ` + election.DefaultLeaseName + `). SIGTERM tears the data plane down, then releases the Lease.`,
+		Long: `Run as the DaemonSets do. --role agent (DaemonSet tunnelmesh-route-agent, every node)
+runs the route agent; --role candidate (DaemonSet tunnelmesh-gateway, nodes labelled
+` + election.CandidateLabel + `=true) a gateway candidate, of which one is elected active (Lease
+` + election.DefaultLeaseName + `); --role auto both, by the node's label. SIGTERM tears a
+candidate's data plane down, then releases the Lease.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runK8s(cmd.Context(), c) },
 	}
 	c.register(cmd.Flags(), modeK8s)
@@ -82,6 +84,7 @@ func runK8s(ctx context.Context, f config) error {
 	}
 	defer closeMetrics()
 	return node.Run(ctx, node.Config{
+		Role: p.role, ClusterID: f.ClusterID,
 		Client: client, Dynamic: dyn, Namespace: f.Namespace, NodeName: f.NodeName, NodeIPs: p.nodeIPs,
 		Overrides: discovery.Overrides{Pod: p.pods, Service: p.services},
 		Interface: f.Interface, ListenPort: f.ListenPort, MTU: f.MTU, WireGuard: wg.Mode(f.WireGuard), PublicIP: f.PublicIP,

@@ -100,7 +100,7 @@ func run(ctx context.Context, f config) error {
 		return fmt.Errorf("broker client: %w", err)
 	}
 	local := gateway.Local{ClusterID: f.ClusterID, Interface: f.Interface, PodCIDRs: p.pods, ServiceCIDRs: p.services,
-		DNSAddrs: gateway.Nameservers(f.ResolvConf...)}
+		DNSAddrs: gateway.Nameservers(f.ResolvConf...), NodeAddrs: p.nodeIPs}
 	for _, s := range []string{f.PrivateIP, f.PublicIP} {
 		if a, err := netip.ParseAddr(s); err == nil {
 			local.UnderlayAddrs = append(local.UnderlayAddrs, a.Unmap())

@@ -19,6 +19,10 @@ type Cluster struct {
 	// probes between gateways travel between tunnel IPs.
 	TunnelIP string    `json:"tunnelIP"`
 	JoinedAt time.Time `json:"joinedAt"`
+	// Translations are the CIDRs of the cluster that the mesh knows under
+	// mapped ones (see Translation): those that overlap another member's.
+	// Set by the broker, at join or later by its admin.
+	Translations []Translation `json:"translations,omitempty"`
 }
 
 // Connection states of a gateway's link to one remote cluster.
@@ -191,6 +195,16 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 type JoinResponse struct {
 	Cluster    Cluster `json:"cluster"`
 	Credential string  `json:"credential"`
+	// Translated are the members whose CIDRs this join overlapped and
+	// that got translations with it (their new records).
+	Translated []Cluster `json:"translated,omitempty"`
+}
+
+// TranslateRequest asks the broker (admin) to translate CIDRs of a member
+// that joined without translation: POST /v1/clusters/{id}/translations.
+type TranslateRequest struct {
+	// CIDRs are the member's real CIDRs to translate; empty: all of them.
+	CIDRs []string `json:"cidrs,omitempty"`
 }
 
 // Error is the body of every non-2xx response.

@@ -184,8 +184,10 @@ func TestJoinOverlapRefused(t *testing.T) {
 		cluster string
 		field   string
 	}{
-		{"pod overlaps pod", api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.1.128.0/17"}, ServiceCIDRs: []string{"10.102.0.0/16"}}, api.CodeCIDROverlap, "", "east", "podCIDRs[0]"},
-		{"service overlaps pod", api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.1.5.0/24"}}, api.CodeCIDROverlap, "", "east", "serviceCIDRs[0]"},
+		// Overlapping a member is translated (translate_test.go); the
+		// broker's own ranges never are.
+		{"pod CIDR in the mapped pool", api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"240.0.0.0/16"}, ServiceCIDRs: []string{"10.102.0.0/16"}}, api.CodeCIDROverlap, "", "", "podCIDRs[0]"},
+		{"service CIDR in the mapped pool", api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"247.255.0.0/16"}}, api.CodeCIDROverlap, "", "", "serviceCIDRs[0]"},
 		{"overlaps tunnel CIDR", api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"100.127.5.0/24"}, ServiceCIDRs: []string{"10.102.0.0/16"}}, api.CodeCIDROverlap, "", "", "podCIDRs[0]"},
 		{"same ID", api.JoinRequest{ClusterID: "east", PodCIDRs: []string{"10.9.0.0/16"}, ServiceCIDRs: []string{"10.109.0.0/16"}}, api.CodeClusterExists, "", "east", "clusterID"},
 		{"own CIDRs overlap", api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.2.3.0/24"}}, api.CodeCIDROverlap, "", "", "podCIDRs[0]"},

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
@@ -117,7 +118,7 @@ func TestSplitBatchLosingARaceLosesNoWrite(t *testing.T) {
 	}
 	// On both replicas (the other one applies A's commits within moments).
 	for _, r := range rs {
-		eventually(t, func() error {
+		testkit.Eventually(t, 20*time.Second, func() error {
 			have := map[string]bool{}
 			for _, e := range r.Broker.Snapshot().Exports {
 				have[e.Name] = true
@@ -411,7 +412,7 @@ func TestReadsServedWhileStateCannotBeReloaded(t *testing.T) {
 		clientv3.OpPut("/tm/revision", fmt.Sprint(rev+1))).Commit(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		return east.PublishExport(wctx, export("east", "ns", "after-repair"))

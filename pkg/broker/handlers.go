@@ -116,7 +116,8 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return core.Result{}, err
 		}
 		clusters := t.Clusters()
-		if err := api.CheckOverlaps(b.cfg.TunnelCIDR, clusters, req, prefixes); err != nil {
+		own, members, err := rules.Join(b.addressPlan(t), clusters, req, prefixes)
+		if err != nil {
 			return core.Result{}, err
 		}
 		if err := api.CheckCoversGateways(t.Gateways(), req, prefixes); err != nil {
@@ -134,18 +135,74 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			Labels:       req.Labels,
 			TunnelIP:     tip.String(),
 			JoinedAt:     now,
+			Translations: own,
 		}
 		t.PutCluster(c)
+		resp := api.JoinResponse{Cluster: *c, Credential: cred}
+		for i := range members {
+			// The members this join overlaps are translated in the same
+			// commit: their gateways, route agents and importers follow it
+			// from their watch, with no restart.
+			t.PutCluster(&members[i])
+			resp.Translated = append(resp.Translated, members[i])
+		}
 		t.PutCredential(c.ID, auth.Hash(cred))
 		ntr := *tr
 		ntr.Uses++
 		t.PutToken(&ntr)
 		joined = c
-		return result(http.StatusCreated, api.JoinResponse{Cluster: *c, Credential: cred})
+		return result(http.StatusCreated, resp)
 	})
 	if err == nil && joined != nil {
 		b.log.Info("cluster joined", "cluster", joined.ID, "tunnelIP", joined.TunnelIP,
-			"podCIDRs", joined.PodCIDRs, "serviceCIDRs", joined.ServiceCIDRs)
+			"podCIDRs", joined.PodCIDRs, "serviceCIDRs", joined.ServiceCIDRs, "translations", joined.Translations)
+	}
+}
+
+// addressPlan is what the address rules need: the tunnel pool, and the
+// mapped pool and overlap rule of the clusterset policy.
+func (b *Broker) addressPlan(_ core.Reader) rules.AddressPlan {
+	plan := rules.AddressPlan{Tunnel: b.cfg.TunnelCIDR, Overlap: api.OverlapTranslate}
+	for _, s := range api.DefaultMappedCIDRs {
+		plan.Mapped = append(plan.Mapped, netip.MustParsePrefix(s))
+	}
+	return plan
+}
+
+// handleTranslate serves POST /v1/clusters/{cluster}/translations (admin):
+// the cluster's CIDRs named (all when none) get mapped CIDRs. Everyone
+// follows the new record from their watch: the cluster's gateway starts
+// translating, the others route its mapped CIDRs, its exporter publishes
+// mapped addresses. Translating what is translated changes nothing.
+func (b *Broker) handleTranslate(w http.ResponseWriter, r *http.Request) {
+	if err := b.requireAdmin(r); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("cluster")
+	var req api.TranslateRequest
+	if err := b.decodeBody(w, r, &req); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	if err := validate.TranslateRequest(&req); err != nil {
+		b.writeError(w, r, err)
+		return
+	}
+	var changed *api.Cluster
+	err := b.write(w, r, func(t *core.Txn) (core.Result, error) {
+		c, ok, err := rules.Translate(b.addressPlan(t), t.Clusters(), id, req.CIDRs)
+		if err != nil {
+			return core.Result{}, err
+		}
+		if ok {
+			t.PutCluster(&c)
+			changed = &c
+		}
+		return result(http.StatusOK, c)
+	})
+	if err == nil && changed != nil {
+		b.log.Info("cluster translated", "cluster", id, "translations", changed.Translations)
 	}
 }
 

@@ -130,6 +130,7 @@ func (b *Broker) Handler() http.Handler {
 	handle("PUT "+p+"/policy", b.handleSetPolicy)
 	handle("GET "+p+"/backup", b.handleBackup)
 	handle("DELETE "+p+"/clusters/{cluster}", b.handleRemoveCluster)
+	handle("POST "+p+"/clusters/{cluster}/translations", b.handleTranslate)
 	handle("PUT "+p+"/clusters/{cluster}/gateways/{hostname}", b.handlePutGateway)
 	handle("POST "+p+"/clusters/{cluster}/gateways/{hostname}/heartbeat", b.handleHeartbeat)
 	handle("DELETE "+p+"/clusters/{cluster}/gateways/{hostname}", b.handleDeleteGateway)

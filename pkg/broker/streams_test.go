@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 )
@@ -77,21 +78,10 @@ func TestUnreadSnapshotsAreDropped(t *testing.T) {
 		stuckClient(t, tb, "/v1/watch", tb.admin)
 	}
 	// The handlers are stuck writing at first ...
-	waitFor(t, "snapshot handlers blocked on unread clients", 10*time.Second, func() bool { return handlersRunning("handleSnapshot") > 0 })
+	testkit.Until(t, 10*time.Second, "snapshot handlers blocked on unread clients", func() bool { return handlersRunning("handleSnapshot") > 0 })
 	// ... and all end within the deadline, though the clients are still connected.
-	waitFor(t, "stuck snapshot handlers to end", 15*time.Second, func() bool { return handlersRunning("handleSnapshot") == 0 })
-	waitFor(t, "stuck watch handlers to end", 15*time.Second, func() bool { return handlersRunning("handleWatch") == 0 })
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Until(t, 15*time.Second, "stuck snapshot handlers to end", func() bool { return handlersRunning("handleSnapshot") == 0 })
+	testkit.Until(t, 15*time.Second, "stuck watch handlers to end", func() bool { return handlersRunning("handleWatch") == 0 })
 }
 
 // openWatch starts a raw watch stream and returns its response.
@@ -131,7 +121,7 @@ func TestWatchStreamsCappedPerCredential(t *testing.T) {
 	}
 	// Closing a stream frees its slot.
 	first.Body.Close()
-	waitFor(t, "a freed slot", 10*time.Second, func() bool {
+	testkit.Until(t, 10*time.Second, "a freed slot", func() bool {
 		r := openWatch(t, tb, a.Credential())
 		r.Body.Close()
 		return r.StatusCode == http.StatusOK

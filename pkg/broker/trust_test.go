@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
@@ -201,7 +202,7 @@ func TestCredentialFailuresAreNoClusterIDOracle(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm")})
 	_, jr := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
 	ctx := ctxT(t)
-	eventually(t, func() error { _, err := b.Client(jr.Credential).Snapshot(ctx); return err })
+	testkit.Eventually(t, 20*time.Second, func() error { _, err := b.Client(jr.Credential).Snapshot(ctx); return err })
 	known, unknown := credentialFailures(t, b, "east", 9)
 	mk, mu := known[len(known)/2], unknown[len(unknown)/2]
 	t.Logf("wrong secret of a known cluster: %v; of unknown clusters: %v", known, unknown)

@@ -96,8 +96,11 @@ func New(rawURL string, caPEM []byte, credential string) (*Client, error) {
 		p.SetHTTP1(true)
 		p.SetHTTP2(http2)
 		return &http.Transport{
-			Proxy:               nil, // the broker is reached directly
-			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy: nil, // the broker is reached directly
+			// A connect that has not completed in 3 s is given up and tried
+			// afresh (a new port): one lost SYN costs a second or more, and
+			// a broker back from an outage is to be felt within seconds.
+			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSClientConfig:     tlsConf.Clone(),
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 4,
@@ -333,6 +336,17 @@ func (c *Client) SetPolicy(ctx context.Context, p api.Policy) (*api.PolicyStatus
 // credential (admin, or the cluster itself).
 func (c *Client) RemoveCluster(ctx context.Context, clusterID string) error {
 	return c.call(ctx, http.MethodDelete, "/v1/clusters/"+esc(clusterID), c.cred, nil, nil)
+}
+
+// Translate gives a member's real CIDRs (all when none is named) mapped
+// CIDRs, live (admin); it returns the member's record.
+func (c *Client) Translate(ctx context.Context, clusterID string, cidrs []string) (*api.Cluster, error) {
+	var out api.Cluster
+	if err := c.call(ctx, http.MethodPost, "/v1/clusters/"+esc(clusterID)+"/translations", c.cred,
+		api.TranslateRequest{CIDRs: cidrs}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // RegisterGateway creates or replaces a gateway endpoint of the client's

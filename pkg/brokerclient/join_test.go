@@ -74,13 +74,13 @@ func TestEnsureCredential(t *testing.T) {
 		t.Fatal("empty credential file: want an error")
 	}
 
-	// A join the broker refuses (overlapping CIDRs) stores nothing.
+	// A join the broker refuses (a CIDR in the tunnel pool) stores nothing.
 	westCred := filepath.Join(dir, "west", "credential")
-	west := api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.1.128.0/17"}, ServiceCIDRs: []string{"10.102.0.0/16"}}
+	west := api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"100.127.9.0/24"}, ServiceCIDRs: []string{"10.102.0.0/16"}}
 	_, err = ensureCredential(ctx, url, ca, westCred, tokFile, west)
 	var apiErr *api.Error
-	if !errors.As(err, &apiErr) || apiErr.Cluster != "east" {
-		t.Fatalf("overlapping join: err = %v; want a conflict naming east", err)
+	if !errors.As(err, &apiErr) || apiErr.Code != api.CodeCIDROverlap || apiErr.Field != "podCIDRs[0]" {
+		t.Fatalf("join into the tunnel pool: err = %v; want CIDROverlap on podCIDRs[0]", err)
 	}
 	if _, err := os.Stat(westCred); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("refused join left a credential file: %v", err)

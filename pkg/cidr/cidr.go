@@ -77,3 +77,13 @@ func IsHostBits(err error) bool {
 	var he *HostBitsError
 	return errors.As(err, &he)
 }
+
+// Last is the last address of p (its host bits all set).
+func Last(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}

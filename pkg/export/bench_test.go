@@ -22,13 +22,14 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // BenchmarkExport creates N ServiceExports (default 1000, BENCH_EXPORTS)
@@ -184,7 +185,7 @@ func benchExport(b *testing.B, n int) {
 	// kind) is not counted.
 	east.service("bench", "warmup", false, ports, pod{ip: "10.1.255.1"})
 	east.export("bench", "warmup")
-	eventually(b, time.Minute, func() error {
+	testkit.Eventually(b, time.Minute, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if ready["warmup"].IsZero() {
@@ -193,7 +194,7 @@ func benchExport(b *testing.B, n int) {
 		return nil
 	})
 	waitAll := func(m map[string]time.Time, names []string) {
-		eventually(b, 10*time.Minute, func() error {
+		testkit.Eventually(b, 10*time.Minute, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			missing := 0

@@ -113,6 +113,8 @@ type Controller struct {
 	// in place, so that a reader may keep the map it got.
 	snap      api.Snapshot
 	withdrawn map[string]Withholding
+	// clusters are snap's clusters by ID (their translations).
+	clusters map[string]api.Cluster
 }
 
 // Indexes of the EndpointSlice informer.
@@ -359,11 +361,33 @@ func (c *Controller) onBroker(s api.Snapshot) {
 		resolved[svc.Key()] = &svc
 		byNS[svc.Namespace] = append(byNS[svc.Namespace], svc.Name)
 	}
+	clusters := make(map[string]api.Cluster, len(s.Clusters))
+	for _, cl := range s.Clusters {
+		clusters[cl.ID] = cl
+	}
 	c.mu.Lock()
-	old, wasSynced := c.records, c.synced
-	c.records, c.resolved, c.byNS, c.synced, c.snap = records, resolved, byNS, true, s
+	old, wasSynced, oldClusters := c.records, c.synced, c.clusters
+	c.records, c.resolved, c.byNS, c.synced, c.snap, c.clusters = records, resolved, byNS, true, s, clusters
 	c.mu.Unlock()
 	c.requeueWithdrawn(c.refreshWithdrawals())
+	// A cluster translated (at another's join or by the admin): every
+	// import of its exports uses its mapped addresses now, and when it is
+	// this cluster, every export is published again with them.
+	retranslated := map[string]bool{}
+	for id, cl := range clusters {
+		if o := oldClusters[id]; !reflect.DeepEqual(o.Translations, cl.Translations) {
+			retranslated[id] = true
+		}
+	}
+	c.requeueWithdrawn(retranslated)
+	if wasSynced && retranslated[c.cfg.ClusterID] {
+		c.log.Info("this cluster's translations changed: publishing every export with its mapped addresses",
+			"translations", clusters[c.cfg.ClusterID].Translations)
+		ses, _ := c.exports.List(labels.Everything())
+		for _, se := range ses {
+			c.exportQ.Add(se.Namespace + "/" + se.Name)
+		}
+	}
 
 	changed := map[string]bool{}
 	for k, e := range records {
@@ -431,7 +455,14 @@ func (c *Controller) resolvedWith(exp api.Export) *Service {
 func (c *Controller) scope() Scope {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return Scope{Local: c.cfg.ClusterID, Withdrawn: c.withdrawn}
+	return Scope{Local: c.cfg.ClusterID, Withdrawn: c.withdrawn, Clusters: c.clusters}
+}
+
+// self is the broker's record of this cluster (zero before it is known).
+func (c *Controller) self() api.Cluster {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.clusters[c.cfg.ClusterID]
 }
 
 // refreshWithdrawals recomputes which clusters are withdrawn from the

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
@@ -35,7 +36,7 @@ type want struct {
 func (c *cluster) wantImport(ns, name string, w want) *imported {
 	c.t.Helper()
 	var last *imported
-	eventually(c.t, 20*time.Second, func() error {
+	testkit.Eventually(c.t, 20*time.Second, func() error {
 		im, err := c.imported(ns, name)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.id, err)
@@ -139,7 +140,7 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("cluster properties", func(t *testing.T) {
 		for _, c := range []*cluster{east, west} {
-			eventually(t, 10*time.Second, func() error {
+			testkit.Eventually(t, 10*time.Second, func() error {
 				for name, v := range map[string]string{export.PropertyClusterID: c.id, export.PropertyClusterSetID: "test-set"} {
 					p, err := c.dyn.Resource(export.ClusterPropertyGVR).Get(ctx, name, metav1.GetOptions{})
 					if err != nil {
@@ -216,7 +217,7 @@ func TestLifecycle(t *testing.T) {
 			endpoints: map[string][]string{"east": {"10.1.0.40"}}})
 		east.unexport("demo", "hello")
 		for _, c := range []*cluster{east, west} {
-			eventually(t, 20*time.Second, func() error { return c.gone("demo", "hello") })
+			testkit.Eventually(t, 20*time.Second, func() error { return c.gone("demo", "hello") })
 		}
 	})
 
@@ -340,7 +341,7 @@ func TestLifecycle(t *testing.T) {
 				}
 				if tc.check != nil {
 					for _, c := range []*cluster{east, west} {
-						eventually(t, 10*time.Second, func() error {
+						testkit.Eventually(t, 10*time.Second, func() error {
 							im, err := c.imported("demo", "web")
 							if err != nil {
 								return err
@@ -469,7 +470,7 @@ func TestLifecycle(t *testing.T) {
 			c.unexport("demo", "near")
 		}
 		for _, c := range []*cluster{east, west} {
-			eventually(t, 20*time.Second, func() error { return c.gone("demo", "near") })
+			testkit.Eventually(t, 20*time.Second, func() error { return c.gone("demo", "near") })
 		}
 	})
 
@@ -490,11 +491,11 @@ func TestLifecycle(t *testing.T) {
 		}
 		east.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
 			endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!", "10.1.0.12"}, "west": {"10.2.0.10/w0"}}})
-		eventually(t, 20*time.Second, func() error { return east.gone("demo", "db") })
+		testkit.Eventually(t, 20*time.Second, func() error { return east.gone("demo", "db") })
 		west.run()
 		after := west.wantImport("demo", "web", want{typ: mcsv1beta1.ClusterSetIP, ports: "http/TCP/80", clusters: "east,west",
 			endpoints: map[string][]string{"east": {"10.1.0.10", "10.1.0.11!", "10.1.0.12"}, "west": {"10.2.0.10/w0"}}})
-		eventually(t, 20*time.Second, func() error { return west.gone("demo", "db") })
+		testkit.Eventually(t, 20*time.Second, func() error { return west.gone("demo", "db") })
 		if after.SI.UID != before.SI.UID || after.Derived.UID != before.Derived.UID || !slices.Equal(after.SI.Spec.IPs, before.SI.Spec.IPs) {
 			t.Fatal("the restarted controller replaced the ServiceImport or derived Service instead of keeping them")
 		}
@@ -513,7 +514,7 @@ func TestLifecycle(t *testing.T) {
 		west.wantConditions("demo", "web", validExported) // the conflict went with east's export
 		west.unexport("demo", "web")
 		for _, c := range []*cluster{east, west} {
-			eventually(t, 20*time.Second, func() error { return c.gone("demo", "web") })
+			testkit.Eventually(t, 20*time.Second, func() error { return c.gone("demo", "web") })
 		}
 	})
 
@@ -523,7 +524,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		east.wantConditions("late", "api", noService)
 		for _, c := range []*cluster{east, west} {
-			eventually(t, 20*time.Second, func() error { return c.gone("late", "api") })
+			testkit.Eventually(t, 20*time.Second, func() error { return c.gone("late", "api") })
 		}
 		east.service("late", "api", false, []corev1.ServicePort{tcp("grpc", 9000, 9000)}, pod{ip: "10.1.0.31"})
 		east.wantConditions("late", "api", validExported)
@@ -557,7 +558,7 @@ func TestLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 20*time.Second, func() error {
+		testkit.Eventually(t, 20*time.Second, func() error {
 			si, err := west.mcs.MulticlusterV1beta1().ServiceImports("demo").Get(ctx, "v6", metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -571,13 +572,13 @@ func TestLifecycle(t *testing.T) {
 		if err := south.WithdrawExport(ctx, "south", "demo", "v6"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 20*time.Second, func() error { return west.gone("demo", "v6") })
+		testkit.Eventually(t, 20*time.Second, func() error { return west.gone("demo", "v6") })
 	})
 
 	t.Run("a cluster leaving takes its exports", func(t *testing.T) {
 		if err := b.Admin().RemoveCluster(ctx, "east"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 20*time.Second, func() error { return west.gone("late", "api") })
+		testkit.Eventually(t, 20*time.Second, func() error { return west.gone("late", "api") })
 	})
 }

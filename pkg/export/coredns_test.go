@@ -3,7 +3,6 @@ package export_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,10 +19,11 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	tmdns "github.com/tunnelmesh/tunnelmesh/pkg/dns"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // corednsBin finds the CoreDNS the project builds (tools/coredns, v1.14.2).
@@ -138,7 +138,7 @@ current-context: test
 `, east.env.URL, kubeapi.Token), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testkit.DualPort(t)
 	corefile, changed, err := tmdns.EnableMulticluster(strings.Replace(testCorefile, "PORT", fmt.Sprint(port), 1), tmdns.Zone)
 	if err != nil || !changed {
 		t.Fatalf("edit Corefile: changed=%v %v", changed, err)
@@ -194,7 +194,7 @@ current-context: test
 			{"kubernetes.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, []string{"A " + kubeSvc.Spec.ClusterIP}},
 		}
 	}
-	eventually(t, 30*time.Second, func() error { return ask(server, checks()[0]) })
+	testkit.Eventually(t, 30*time.Second, func() error { return ask(server, checks()[0]) })
 	for _, c := range checks() {
 		if err := ask(server, c); err != nil {
 			t.Error(err)
@@ -252,13 +252,13 @@ current-context: test
 				return nil
 			}
 		}
-		eventually(t, 30*time.Second, answers(local))
+		testkit.Eventually(t, 30*time.Second, answers(local))
 		east.endpoints("demo", "near", pg, pod{ip: "10.1.0.50", hostname: "n-0", notReady: true})
 		start := time.Now()
-		eventually(t, 30*time.Second, answers(spilled))
+		testkit.Eventually(t, 30*time.Second, answers(spilled))
 		t.Logf("east's pod not ready → CoreDNS answers west's after %s", time.Since(start).Round(time.Millisecond))
 		east.endpoints("demo", "near", pg, pod{ip: "10.1.0.50", hostname: "n-0"})
-		eventually(t, 30*time.Second, answers(local))
+		testkit.Eventually(t, 30*time.Second, answers(local))
 		east.unexport("demo", "near")
 		if err := west.WithdrawExport(ctx, "west", "demo", "near"); err != nil {
 			t.Fatal(err)
@@ -314,25 +314,4 @@ func ask(server string, q struct {
 			dns.RcodeToString[r.Rcode], got, dns.RcodeToString[q.rcode], q.want)
 	}
 	return nil
-}
-
-// freePort returns a loopback port free for both TCP and UDP (CoreDNS
-// serves both).
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
 }

@@ -29,11 +29,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // cluster is one real kube-apiserver with the MCS CRDs, and the controller
@@ -178,7 +179,7 @@ func InstallCRDs(t testing.TB, dc dynamic.Interface, docs ...[]byte) {
 		if _, err := dc.Resource(crdGVR).Create(ctx, u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("create CRD %s: %v", u.GetName(), err)
 		}
-		eventually(t, 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			got, err := dc.Resource(crdGVR).Get(ctx, u.GetName(), metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -234,21 +235,6 @@ func (c *cluster) run() {
 		}
 	}
 	c.t.Cleanup(c.stop)
-}
-
-func eventually(t testing.TB, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func (c *cluster) namespace(name string) {
@@ -363,7 +349,7 @@ func (c *cluster) updateExport(ns, name string, fn func(*mcsv1beta1.ServiceExpor
 // typ has a message naming every one of words.
 func (c *cluster) wantConditionMessage(ns, name, typ string, words ...string) {
 	c.t.Helper()
-	eventually(c.t, 20*time.Second, func() error {
+	testkit.Eventually(c.t, 20*time.Second, func() error {
 		se, err := c.mcs.MulticlusterV1beta1().ServiceExports(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -408,7 +394,7 @@ func (c *cluster) conditions(ns, name string) (string, error) {
 
 func (c *cluster) wantConditions(ns, name, want string) {
 	c.t.Helper()
-	eventually(c.t, 20*time.Second, func() error {
+	testkit.Eventually(c.t, 20*time.Second, func() error {
 		got, err := c.conditions(ns, name)
 		if err != nil {
 			return err

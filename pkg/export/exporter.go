@@ -56,6 +56,7 @@ func (c *Controller) reconcileExport(ctx context.Context, key string) error {
 		eps = append(eps, o.(*discoveryv1.EndpointSlice))
 	}
 	exp, validity := BuildExport(c.cfg.ClusterID, se, svc, eps)
+	exp = MeshExport(exp, c.self())
 
 	var pub Publication
 	var retry error

@@ -11,12 +11,13 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // TestFollowMeshGateway: the controller, with exactly the rights
@@ -60,7 +61,7 @@ func TestFollowMeshGateway(t *testing.T) {
 
 	wantWest := func(up bool) {
 		t.Helper()
-		eventually(t, 10*time.Second, func() error {
+		testkit.Eventually(t, 10*time.Second, func() error {
 			if got := reach.Reachable("west"); got != up {
 				return fmt.Errorf("west reachable = %v, want %v", got, up)
 			}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
@@ -61,7 +62,7 @@ func TestImporterAppliesWhatIsValid(t *testing.T) {
 	west.run()
 
 	var last string
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		im, err := west.imported("demo", "web")
 		if err != nil {
 			return err
@@ -116,7 +117,7 @@ func TestImporterLeavesForeignServiceImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	const cond = "tunnelmesh.io/Managed"
-	eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		si, err := west.mcs.MulticlusterV1beta1().ServiceImports("demo").Get(ctx, "shared", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -147,7 +148,7 @@ func TestImporterLeavesForeignServiceImport(t *testing.T) {
 	if err := east.WithdrawExport(ctx, "east", "demo", "shared"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		si, err := west.mcs.MulticlusterV1beta1().ServiceImports("demo").Get(ctx, "shared", metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("the foreign ServiceImport must stay: %w", err)

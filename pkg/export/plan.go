@@ -68,6 +68,9 @@ const (
 type Scope struct {
 	// Local is this cluster's ID.
 	Local string
+	// Clusters are the broker's records by ID: their translations decide
+	// the addresses imports use (see importable).
+	Clusters map[string]api.Cluster
 	// Withdrawn are the remote clusters whose endpoints leave every import
 	// (TunnelDown, GatewaysStale, ClusterLeft); never the local cluster.
 	Withdrawn map[string]Withholding
@@ -201,6 +204,7 @@ func PlanImport(s Service, sc Scope) Import {
 
 	imp := Import{ServiceImport: si, Derived: svc, Withheld: withheld(s, sc)}
 	for _, e := range s.Exports {
+		e = sc.importable(e)
 		var why *Withholding
 		if w, ok := imp.Withheld[e.ClusterID]; ok {
 			why = &w

@@ -136,6 +136,14 @@ func Compute(local Local, snap api.Snapshot) Desired {
 			continue
 		}
 		member = true
+		for _, t := range c.Translations {
+			real, mapped, err := t.Prefixes()
+			if err != nil {
+				d.Problems = append(d.Problems, fmt.Sprintf("this cluster's %v; not translated", err))
+				continue
+			}
+			d.Firewall.Translate = append(d.Firewall.Translate, nft.Translation{Real: real, Mapped: mapped})
+		}
 		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
 			d.TunnelIP = a
 			if local.ObservedIP == "" {
@@ -181,7 +189,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		// registered the endpoint is refused, never the other cluster's CIDR
 		// (any member could otherwise cut another off mesh-wide).
 		if ep, ok := endpoints[c.ID]; ok {
-			if other, p, found := insideOther(clusters, local.ClusterID, c.ID, ep); found {
+			if other, p, found := insideOther(clusters, local.ClusterID, c.ID, ep, protected); found {
 				d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: its gateway endpoint %s lies inside cluster %q's CIDR %s; this peer is refused, %q stays linked",
 					c.ID, ep, other, p, other))
 				continue
@@ -191,7 +199,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		if ep, ok := endpoints[c.ID]; ok {
 			prot = append(slices.Clone(protected), protected1{ep, fmt.Sprintf("the endpoint of cluster %q's gateway", c.ID)})
 		}
-		rp, refused, problem := remotePeer(local, d.TunnelIP, c, gws[c.ID], prot)
+		rp, refused, problem := remotePeer(local, d.TunnelIP, d.Firewall.Translate, c, gws[c.ID], prot)
 		for _, r := range refused {
 			d.Refused = append(d.Refused, r)
 			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: CIDR %s covers %s (%s); refused, the rest of the cluster stays linked",
@@ -213,19 +221,34 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	return d
 }
 
-// insideOther finds a cluster other than local and self whose CIDR holds a.
-func insideOther(clusters []api.Cluster, local, self string, a netip.Addr) (string, netip.Prefix, bool) {
+// insideOther finds a cluster other than local and self whose CIDR holds a
+// and is routed into the tunnel. A CIDR covering one of this cluster's
+// protected addresses is refused by remotePeer and never routed, so it
+// cannot swallow a peer's packets and refuses nobody.
+func insideOther(clusters []api.Cluster, local, self string, a netip.Addr, prot []protected1) (string, netip.Prefix, bool) {
 	for _, o := range clusters {
 		if o.ID == local || o.ID == self {
 			continue
 		}
-		for _, s := range slices.Concat(o.PodCIDRs, o.ServiceCIDRs) {
-			if p, err := cidr.Parse(s, cidr.Mask); err == nil && p.Contains(a) {
-				return o.ID, p, true
+		for _, s := range o.MeshCIDRs() {
+			p, err := cidr.Parse(s, cidr.Mask)
+			if err != nil || !p.Contains(a) || coversAny(p, prot) {
+				continue
 			}
+			return o.ID, p, true
 		}
 	}
 	return "", netip.Prefix{}, false
+}
+
+// coversAny reports whether p holds one of the protected addresses.
+func coversAny(p netip.Prefix, prot []protected1) bool {
+	for _, pa := range prot {
+		if p.Contains(pa.addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // protected1 is an address the gateway reaches outside the tunnel.
@@ -252,7 +275,9 @@ func protectedAddrs(local Local) []protected1 {
 	return out
 }
 
-func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Gateway, prot []protected1) (RemotePeer, []RefusedCIDR, string) {
+// remotePeer is cluster c as a WireGuard peer: its mesh CIDRs (mapped
+// where it is translated) are its allowed IPs.
+func remotePeer(local Local, localTunnel netip.Addr, xlat []nft.Translation, c api.Cluster, gws []api.Gateway, prot []protected1) (RemotePeer, []RefusedCIDR, string) {
 	rp := RemotePeer{Cluster: c.ID}
 	g, ok := chooseGateway(gws)
 	if !ok {
@@ -274,7 +299,7 @@ func remotePeer(local Local, localTunnel netip.Addr, c api.Cluster, gws []api.Ga
 	allowed := []netip.Prefix{netip.PrefixFrom(tip, tip.BitLen())}
 	var refused []RefusedCIDR
 cidrs:
-	for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs) {
+	for _, s := range c.MeshCIDRs() {
 		p, err := cidr.Parse(s, cidr.Mask)
 		if err != nil {
 			return rp, nil, fmt.Sprintf("invalid CIDR %q", s)
@@ -282,6 +307,11 @@ cidrs:
 		for _, l := range slices.Concat(local.PodCIDRs, local.ServiceCIDRs) {
 			if l.Overlaps(p) {
 				return rp, nil, fmt.Sprintf("CIDR %s overlaps local CIDR %s; skipped", p, l)
+			}
+		}
+		for _, t := range xlat {
+			if t.Mapped.Overlaps(p) {
+				return rp, nil, fmt.Sprintf("CIDR %s overlaps this cluster's mapped CIDR %s; skipped", p, t.Mapped)
 			}
 		}
 		for _, pa := range prot {

@@ -93,6 +93,12 @@ func TestCompute(t *testing.T) {
 			Clusters: []api.Cluster{ca, cb, cc}, Gateways: []api.Gateway{gb, with(gc, func(g *api.Gateway) { g.PrivateIP = "10.2.7.7" })}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3, allowed: 3,
 			problem: `"c": its gateway endpoint 10.2.7.7 lies inside cluster "b"'s CIDR 10.2.0.0/16`},
+		// b claims the underlay, where c's endpoint (and this gateway) live:
+		// b's CIDR is refused here and never routed, so c stays linked.
+		{name: "a CIDR refused for covering our underlay refuses no peer whose endpoint it holds", local: Local{UnderlayAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, with2(cb, func(c *api.Cluster) { c.ServiceCIDRs = []string{"192.0.2.0/24"} }), cc}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.PrivateIP = "198.51.100.2" }), gc}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "198.51.100.2:51820", "c": "192.0.2.3:51821"}, routes: 5, allowed: 2,
+			problem: `"b": CIDR 192.0.2.0/24 covers 192.0.2.1 (this gateway's underlay address)`, refused: "192.0.2.0/24"},
 		// A member claims a range holding this cluster's nodes, API server or
 		// DNS upstream: that CIDR is refused here, the rest stays linked.
 		{name: "remote CIDR covering another node of this cluster refused", local: Local{NodeAddrs: []netip.Addr{netip.MustParseAddr("192.168.9.9")}},
@@ -250,4 +256,89 @@ func TestComputeNodes(t *testing.T) {
 	if d.Equal(Compute(other, api.Snapshot{Clusters: []api.Cluster{{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, TunnelIP: "100.127.0.1"}}})) {
 		t.Error("a node leaving does not change the desired state")
 	}
+}
+
+// TestComputeTranslation: a translated cluster's gateway translates its
+// own translated CIDRs (and keeps its real ones as the local firewall
+// set); every remote cluster is a peer under its mesh CIDRs, mapped where
+// it is translated.
+func TestComputeTranslation(t *testing.T) {
+	kb, kc := key(t), key(t)
+	pfx := netip.MustParsePrefix
+	local := Local{ClusterID: "a", Interface: "tmesh0", PodCIDRs: []netip.Prefix{pfx("10.244.0.0/16")}, ServiceCIDRs: []netip.Prefix{pfx("10.96.0.0/12")}}
+	kind := func(id, tip string, ts ...api.Translation) api.Cluster {
+		return api.Cluster{ID: id, PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.96.0.0/12"}, TunnelIP: tip, Translations: ts}
+	}
+	tr := func(real, mapped string) api.Translation { return api.Translation{Real: real, Mapped: mapped} }
+	ca := kind("a", "100.127.0.1", tr("10.244.0.0/16", "240.0.0.0/16"), tr("10.96.0.0/12", "240.16.0.0/12"))
+	cb := kind("b", "100.127.0.2", tr("10.244.0.0/16", "240.1.0.0/16"), tr("10.96.0.0/12", "240.32.0.0/12"))
+	cc := api.Cluster{ID: "c", PodCIDRs: []string{"10.3.0.0/16"}, ServiceCIDRs: []string{"10.200.0.0/16"}, TunnelIP: "100.127.0.3"}
+	gws := []api.Gateway{{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.2", PublicKey: kb, Active: true},
+		{ClusterID: "c", Hostname: "c1", PrivateIP: "192.0.2.3", PublicKey: kc, Active: true}}
+	tests := []struct {
+		name      string
+		clusters  []api.Cluster
+		translate string            // local translations, "real>mapped ..."
+		allowed   map[string]string // peer -> allowed IPs but the tunnel IP
+		problem   string
+	}{
+		{name: "both kind clusters translated, a third real", clusters: []api.Cluster{ca, cb, cc},
+			translate: "10.244.0.0/16>240.0.0.0/16 10.96.0.0/12>240.16.0.0/12",
+			allowed:   map[string]string{"b": "240.1.0.0/16 240.32.0.0/12", "c": "10.3.0.0/16 10.200.0.0/16"}},
+		{name: "an untranslated local cluster reaches translated peers", clusters: []api.Cluster{
+			{ID: "a", PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.96.0.0/12"}, TunnelIP: "100.127.0.1"}, cb, cc},
+			allowed: map[string]string{"b": "240.1.0.0/16 240.32.0.0/12", "c": "10.3.0.0/16 10.200.0.0/16"}},
+		{name: "a peer still known by real CIDRs this cluster uses is skipped", clusters: []api.Cluster{ca, kind("b", "100.127.0.2"), cc},
+			translate: "10.244.0.0/16>240.0.0.0/16 10.96.0.0/12>240.16.0.0/12",
+			allowed:   map[string]string{"c": "10.3.0.0/16 10.200.0.0/16"}, problem: `"b": CIDR 10.244.0.0/16 overlaps local CIDR 10.244.0.0/16`},
+		{name: "a peer claiming this cluster's mapped space is skipped", clusters: []api.Cluster{ca, kind("b", "100.127.0.2", tr("10.244.0.0/16", "240.0.0.0/16"), tr("10.96.0.0/12", "240.32.0.0/12")), cc},
+			translate: "10.244.0.0/16>240.0.0.0/16 10.96.0.0/12>240.16.0.0/12",
+			allowed:   map[string]string{"c": "10.3.0.0/16 10.200.0.0/16"}, problem: "overlaps this cluster's mapped CIDR 240.0.0.0/16"},
+		{name: "a translation that does not parse is reported", clusters: []api.Cluster{kind("a", "100.127.0.1", tr("10.244.0.0/16", "240.0.0.0/15")), cb, cc},
+			allowed: map[string]string{"b": "240.1.0.0/16 240.32.0.0/12", "c": "10.3.0.0/16 10.200.0.0/16"}, problem: "not the same family and size; not translated"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Compute(local, api.Snapshot{Clusters: tc.clusters, Gateways: gws})
+			var xl []string
+			for _, x := range d.Firewall.Translate {
+				xl = append(xl, x.Real.String()+">"+x.Mapped.String())
+			}
+			if got := strings.Join(xl, " "); got != tc.translate {
+				t.Errorf("translations %q, want %q", got, tc.translate)
+			}
+			if got := fmtPrefixes(d.Firewall.Local); got != "10.244.0.0/16 10.96.0.0/12" {
+				t.Errorf("local firewall set %q, want the real CIDRs", got)
+			}
+			got := map[string]string{}
+			var remote []netip.Prefix
+			for _, p := range d.Peers {
+				got[p.Cluster] = fmtPrefixes(p.Peer.AllowedIPs[1:])
+				remote = append(remote, p.Peer.AllowedIPs[1:]...)
+			}
+			if len(got) != len(tc.allowed) {
+				t.Errorf("peers %v, want %v", got, tc.allowed)
+			}
+			for c, want := range tc.allowed {
+				if got[c] != want {
+					t.Errorf("peer %s allowed %q, want %q", c, got[c], want)
+				}
+			}
+			if fmtPrefixes(d.Firewall.Remote) != fmtPrefixes(remote) {
+				t.Errorf("remote firewall set %v, want the peers' mesh CIDRs %v", d.Firewall.Remote, remote)
+			}
+			joined := strings.Join(d.Problems, "; ")
+			if (tc.problem == "") != (joined == "") || !strings.Contains(joined, tc.problem) {
+				t.Errorf("problems %q, want %q", joined, tc.problem)
+			}
+		})
+	}
+}
+
+func fmtPrefixes(ps []netip.Prefix) string {
+	var ss []string
+	for _, p := range ps {
+		ss = append(ss, p.String())
+	}
+	return strings.Join(ss, " ")
 }

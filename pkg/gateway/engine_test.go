@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -94,11 +95,11 @@ func TestEngine(t *testing.T) {
 			return nil
 		}
 	}
-	if err := testbed.Eventually(20*time.Second, 50*time.Millisecond, want(1, "192.0.2.2:51820")); err != nil {
+	if err := testkit.Poll(20*time.Second, 50*time.Millisecond, want(1, "192.0.2.2:51820")); err != nil {
 		t.Fatal(err)
 	}
 	// The broker knows us as active with our epoch.
-	if err := testbed.Eventually(10*time.Second, 50*time.Millisecond, func() error { return registered(ctx, br.Admin(), true, 1) }); err != nil {
+	if err := testkit.Poll(10*time.Second, 50*time.Millisecond, func() error { return registered(ctx, br.Admin(), true, 1) }); err != nil {
 		t.Fatal(err)
 	}
 	applies, inode := eng.Applies(), ino(t, state)
@@ -120,7 +121,7 @@ func TestEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	last = snap.Revision
-	if err := testbed.Eventually(10*time.Second, 20*time.Millisecond, func() error {
+	if err := testkit.Poll(10*time.Second, 20*time.Millisecond, func() error {
 		if eng.Revision() < last {
 			return fmt.Errorf("engine at revision %d, broker at %d", eng.Revision(), last)
 		}
@@ -140,7 +141,7 @@ func TestEngine(t *testing.T) {
 	if err := cb.RegisterGateway(ctx, gb); err != nil {
 		t.Fatal(err)
 	}
-	if err := testbed.Eventually(10*time.Second, 20*time.Millisecond, want(1, "192.0.2.2:51830")); err != nil {
+	if err := testkit.Poll(10*time.Second, 20*time.Millisecond, want(1, "192.0.2.2:51830")); err != nil {
 		t.Fatal(err)
 	}
 	if eng.Applies() != applies+1 || ino(t, state) == inode {
@@ -156,7 +157,7 @@ func TestEngine(t *testing.T) {
 		if role == RoleActive {
 			peers = 1
 		}
-		if err := testbed.Eventually(5*time.Second, 2*time.Millisecond, want(peers, "192.0.2.2:51830")); err != nil {
+		if err := testkit.Poll(5*time.Second, 2*time.Millisecond, want(peers, "192.0.2.2:51830")); err != nil {
 			t.Fatalf("%s: %v", role, err)
 		}
 		took := time.Since(start)
@@ -164,7 +165,7 @@ func TestEngine(t *testing.T) {
 		if took > 500*time.Millisecond {
 			t.Errorf("SetRole(%s) took %s, want well under a second", role, took)
 		}
-		if err := testbed.Eventually(10*time.Second, 20*time.Millisecond, func() error {
+		if err := testkit.Poll(10*time.Second, 20*time.Millisecond, func() error {
 			return registered(ctx, br.Admin(), role == RoleActive, epoch)
 		}); err != nil {
 			t.Fatal(err)
@@ -175,7 +176,7 @@ func TestEngine(t *testing.T) {
 		}
 	}
 	// Health is probed while active (the peer is unreachable here).
-	if err := testbed.Eventually(5*time.Second, 20*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 20*time.Millisecond, func() error {
 		if h := eng.Status().Health; len(h) != 1 || h[0].Cluster != "b" || h[0].Status != api.StatusConnecting {
 			return fmt.Errorf("health %+v", h)
 		}

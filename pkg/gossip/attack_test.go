@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 )
 
 // rawMeta is a memberlist delegate giving fixed metadata: a member that
@@ -61,7 +62,7 @@ func TestMemberCannotAnnounceAnotherCluster(t *testing.T) {
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a hears the real b at epoch 3", sees(a, "b", "b-gw1", 3, true))
+	testkit.Until(t, 5*time.Second, "a hears the real b at epoch 3", sees(a, "b", "b-gw1", 3, true))
 	if got := a.Remotes()["b"].PublicKey; got != pub(t, "b") {
 		t.Fatalf("b's key as a knows it: %s; want the broker's %s", got, pub(t, "b"))
 	}
@@ -78,7 +79,7 @@ func TestFenceMovesOnlyOnAcceptedState(t *testing.T) {
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a hears b at epoch 3", sees(a, "b", "b-gw1", 3, true))
+	testkit.Until(t, 5*time.Second, "a hears b at epoch 3", sees(a, "b", "b-gw1", 3, true))
 	other := Gateway{ClusterID: "b", Epoch: 9, Hostname: "b-gw9", Endpoint: "192.0.2.9:51820"}
 	sig, err := sign(wgKey(t, "b"), other.payload())
 	if err != nil {
@@ -93,7 +94,7 @@ func TestFenceMovesOnlyOnAcceptedState(t *testing.T) {
 	if err := b.Update(Gateway{ClusterID: "b", Epoch: 5, Hostname: "b-gw1", Endpoint: "192.0.2.5:51820"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a takes b's epoch 5 (the refused epoch 9 moved no fence)", sees(a, "b", "b-gw1", 5, true))
+	testkit.Until(t, 5*time.Second, "a takes b's epoch 5 (the refused epoch 9 moved no fence)", sees(a, "b", "b-gw1", 5, true))
 }
 
 // b's own key cannot put its entry beyond the broker's reach.

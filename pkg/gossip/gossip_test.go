@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -64,17 +65,6 @@ func port(t *testing.T, m *Mesh) int {
 	return n
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func sees(m *Mesh, cluster, host string, epoch int64, alive bool) func() bool {
 	return func() bool {
 		r, ok := m.Remotes()[cluster]
@@ -93,34 +83,34 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	if _, err := c.Join([]string{b.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a sees b and c with their metadata", func() bool {
+	testkit.Until(t, 5*time.Second, "a sees b and c with their metadata", func() bool {
 		r := a.Remotes()
 		return len(r) == 2 && r["b"].Endpoint == "192.0.2.2:51820" && r["b"].PublicKey == pub(t, "b") && r["c"].Epoch == 7 && r["c"].Alive
 	})
-	eventually(t, 5*time.Second, "c sees a", sees(c, "a", "a-gw1", 3, true))
+	testkit.Until(t, 5*time.Second, "c sees a", sees(c, "a", "a-gw1", 3, true))
 
 	// Cluster b fails over: its active crashes; the new active holds the
 	// same tunnel address (same port here) and announces epoch 2. No broker
 	// is involved anywhere.
 	bPort := port(t, b)
 	_ = b.Close()
-	eventually(t, 5*time.Second, "a notices b's active is gone but keeps the last known", sees(a, "b", "b-gw1", 1, false))
+	testkit.Until(t, 5*time.Second, "a notices b's active is gone but keeps the last known", sees(a, "b", "b-gw1", 1, false))
 	start2 := time.Now()
 	b2 := start(t, Gateway{ClusterID: "b", Epoch: 2, Hostname: "b-gw2", Endpoint: "192.0.2.22:51820"}, bPort, key)
 	if _, err := b2.Join([]string{a.Addr(), c.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a learns b's new active", sees(a, "b", "b-gw2", 2, true))
-	eventually(t, 5*time.Second, "c learns b's new active", sees(c, "b", "b-gw2", 2, true))
+	testkit.Until(t, 5*time.Second, "a learns b's new active", sees(a, "b", "b-gw2", 2, true))
+	testkit.Until(t, 5*time.Second, "c learns b's new active", sees(c, "b", "b-gw2", 2, true))
 	t.Logf("b's new active known to a and c %v after it started", time.Since(start2).Round(time.Millisecond))
-	eventually(t, 5*time.Second, "b2 sees a and c", func() bool { return len(b2.Remotes()) == 2 })
+	testkit.Until(t, 5*time.Second, "b2 sees a and c", func() bool { return len(b2.Remotes()) == 2 })
 
 	// b's new active goes quiet, and the old one (a partition healed) comes
 	// back from another address with its old epoch. memberlist alone would
 	// let it reclaim the dead name; the epoch refuses it everywhere.
 	_ = b2.Close()
-	eventually(t, 5*time.Second, "a notices b2 is gone", sees(a, "b", "b-gw2", 2, false))
-	eventually(t, 5*time.Second, "c notices b2 is gone", sees(c, "b", "b-gw2", 2, false))
+	testkit.Until(t, 5*time.Second, "a notices b2 is gone", sees(a, "b", "b-gw2", 2, false))
+	testkit.Until(t, 5*time.Second, "c notices b2 is gone", sees(c, "b", "b-gw2", 2, false))
 	stale := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820"}, 0, key)
 	_, _ = stale.Join([]string{a.Addr(), c.Addr()})
 	time.Sleep(2 * time.Second) // several probe and gossip rounds for it to do harm
@@ -137,14 +127,14 @@ func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T)
 	if _, err := b3.Join([]string{a.Addr(), c.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a learns b's third active", sees(a, "b", "b-gw3", 3, true))
-	eventually(t, 5*time.Second, "c learns b's third active", sees(c, "b", "b-gw3", 3, true))
+	testkit.Until(t, 5*time.Second, "a learns b's third active", sees(a, "b", "b-gw3", 3, true))
+	testkit.Until(t, 5*time.Second, "c learns b's third active", sees(c, "b", "b-gw3", 3, true))
 
 	// An endpoint change is announced with Update.
 	if err := c.Update(Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "198.51.100.3:51820"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a sees c's new endpoint", func() bool { return a.Remotes()["c"].Endpoint == "198.51.100.3:51820" })
+	testkit.Until(t, 5*time.Second, "a sees c's new endpoint", func() bool { return a.Remotes()["c"].Endpoint == "198.51.100.3:51820" })
 	if err := c.Update(Gateway{ClusterID: "c", Epoch: 6}); err == nil {
 		t.Fatal("Update to an older epoch accepted")
 	}
@@ -170,7 +160,7 @@ func TestRejoinFindsGatewaysThatCameUpLater(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
 	go a.Rejoin(ctx, 100*time.Millisecond, func() []string { return []string{b.Addr()} })
-	eventually(t, 5*time.Second, "a and b find each other", func() bool {
+	testkit.Until(t, 5*time.Second, "a and b find each other", func() bool {
 		return sees(a, "b", "b1", 1, true)() && sees(b, "a", "a1", 1, true)()
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/probe"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -125,12 +126,8 @@ func (c *Cluster) ensureNamespace(ctx context.Context, ns string) error {
 // tolerateAll lets a pod run on every node, control plane included.
 var tolerateAll = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
 
-func fieldEnv(name, path string) corev1.EnvVar {
-	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
-}
-
 // EchoPort is the echoserver's HTTP (and UDP) port.
-const EchoPort = 8080
+const EchoPort = probe.EchoPort
 
 var echoMu sync.Mutex
 
@@ -247,20 +244,9 @@ func (c *Cluster) EnsureEchoHeadless(ctx context.Context, name string, replicas 
 }
 
 func echoContainer(img, cluster string) corev1.Container {
-	return corev1.Container{
-		Name: "echo", Image: img, ImagePullPolicy: corev1.PullNever,
-		Env: []corev1.EnvVar{
-			{Name: "CLUSTER_NAME", Value: cluster},
-			fieldEnv("POD_IP", "status.podIP"),
-			fieldEnv("NODE_NAME", "spec.nodeName"),
-			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-		},
-		Ports: []corev1.ContainerPort{{ContainerPort: EchoPort}},
-		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(EchoPort)}},
-			PeriodSeconds: 1,
-		},
-	}
+	c := probe.EchoContainer("echo", img, cluster)
+	c.ImagePullPolicy = corev1.PullNever
+	return c
 }
 
 func (c *Cluster) ensureEchoService(ctx context.Context, ns, name string, selector map[string]string) error {

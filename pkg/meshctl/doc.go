@@ -14,5 +14,7 @@
 //	diagnose/      diagnose: Gather (thin) → Facts → Run (pure checks) → findings
 //	probe/         verify and benchmark: test pods in two clusters, cleaned up
 //	netprobe/      what the test pods run (netclient image): steps, throughput, latency
+//	version/       which meshctl this is (set at build time)
+//	internal/      test kits of meshctl's own tests: a real API server (testenv), golden files
 //	cmd/           the cobra tree, one package per verb
 package meshctl

@@ -5,5 +5,7 @@
 // tunnel), all written once against named interval sets of the local,
 // remote and node addresses. A change of CIDRs or nodes only adds or deletes
 // set elements; the rules stay, and their number never depends on the size
-// of the mesh or the cluster.
+// of the mesh or the cluster. A translated cluster's table also holds the
+// stateless prefix translation of its translated CIDRs (two rules per CIDR,
+// one each way; see Desired.Translate).
 package nft

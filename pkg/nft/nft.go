@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +48,20 @@ type Desired struct {
 	// that is not local (host-network traffic of this or another node) is
 	// rewritten to them, an address the remote clusters route back.
 	SNAT4, SNAT6 netip.Addr
+	// Translate are this cluster's translated CIDRs (api.Translation):
+	// a packet leaving through Interface from a Real source leaves from
+	// the Mapped address with the same host part, and one arriving on
+	// Interface for a Mapped destination goes on to the Real address.
+	// Stateless: every packet is rewritten on its own, before connection
+	// tracking on the way in and after every NAT on the way out, so the
+	// rewrite needs no state a failover could lose, and NAT, kube-proxy and
+	// conntrack on the gateway node only ever see real addresses.
+	Translate []Translation
+}
+
+// Translation is one prefix translation, Real and Mapped of one size.
+type Translation struct {
+	Real, Mapped netip.Prefix
 }
 
 // Empty reports whether d asks for no table.
@@ -54,9 +69,15 @@ func (d Desired) Empty() bool { return d.Interface == "" }
 
 // Equal reports whether d and e produce the same table.
 func (d Desired) Equal(e Desired) bool {
-	return d.Interface == e.Interface && d.SNAT4 == e.SNAT4 && d.SNAT6 == e.SNAT6 &&
+	return d.sameRules(e) &&
 		slices.Equal(Normalize(d.Local), Normalize(e.Local)) && slices.Equal(Normalize(d.Remote), Normalize(e.Remote)) &&
 		slices.Equal(Normalize(d.Nodes), Normalize(e.Nodes))
+}
+
+// sameRules reports whether d and e have the same chains and rules (they
+// may differ in set elements).
+func (d Desired) sameRules(e Desired) bool {
+	return d.Interface == e.Interface && d.SNAT4 == e.SNAT4 && d.SNAT6 == e.SNAT6 && slices.Equal(d.Translate, e.Translate)
 }
 
 // Table keeps a Desired applied.
@@ -78,8 +99,8 @@ func NewTable(log *slog.Logger) *Table {
 
 // Set replaces the desired table and applies it: set elements are added
 // and deleted in one batch when only CIDRs changed; the table is rebuilt
-// (one atomic batch) when the interface or a SNAT address changed or the
-// table is not in the state we left it.
+// (one atomic batch) when the interface, a SNAT address or a translation
+// changed or the table is not in the state we left it.
 func (t *Table) Set(d Desired) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -102,7 +123,7 @@ func (t *Table) reconcile() error {
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	if a := t.applied; a != nil && !a.Empty() && a.Interface == t.want.Interface && a.SNAT4 == t.want.SNAT4 && a.SNAT6 == t.want.SNAT6 {
+	if a := t.applied; a != nil && !a.Empty() && a.sameRules(t.want) {
 		if err := updateElements(c, *a, t.want); err != nil {
 			return err
 		}
@@ -310,6 +331,18 @@ func build(c *nftables.Conn, d Desired) error {
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
 	})
 	chains := map[string]*nftables.Chain{"forward": fwd, "postrouting": post}
+	if len(d.Translate) > 0 {
+		// Before connection tracking (-200), kube-proxy and the routing
+		// decision on the way in; after every source NAT (100) on the way out.
+		chains[chainXlatIn] = c.AddChain(&nftables.Chain{
+			Name: chainXlatIn, Table: tb, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept,
+		})
+		chains[chainXlatOut] = c.AddChain(&nftables.Chain{
+			Name: chainXlatOut, Table: tb, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(300), Policy: &accept,
+		})
+	}
 	for name, rs := range rules(d, byName) {
 		for _, r := range rs {
 			c.AddRule(&nftables.Rule{Table: tb, Chain: chains[name], Exprs: r})
@@ -378,7 +411,66 @@ func rules(d Desired, sets map[string]*nftables.Set) map[string][][]expr.Any {
 	if d.SNAT6.IsValid() {
 		out["postrouting"] = append(out["postrouting"], snat(d.Interface, d.SNAT6, sets[SetLocal6], sets[SetRemote6]))
 	}
+	for _, t := range d.Translate {
+		out[chainXlatIn] = append(out[chainXlatIn], rewrite(d.Interface, true, t.Mapped, t.Real))
+		out[chainXlatOut] = append(out[chainXlatOut], rewrite(d.Interface, false, t.Real, t.Mapped))
+	}
 	return out
+}
+
+// Chains of the translation, present only when there is one.
+const (
+	chainXlatIn  = "translate-in"
+	chainXlatOut = "translate-out"
+)
+
+// rewrite is the stateless prefix translation of one address of a packet,
+// the destination of one arriving on ifname (in) or the source of one
+// leaving through it:
+//
+//	iifname IF ip daddr FROM ip daddr set ip daddr & HOSTMASK ^ TO counter
+//
+// (oifname and saddr on the way out). The kernel adjusts the IPv4 header
+// checksum and the TCP/UDP checksum over the pseudo-header.
+func rewrite(ifname string, in bool, from, to netip.Prefix) []expr.Any {
+	from, to = from.Masked(), to.Masked()
+	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	if !from.Addr().Is4() {
+		proto, off, n = unix.NFPROTO_IPV6, 8, 16
+	}
+	if in {
+		off += n
+	}
+	dev := expr.MetaKeyOIFNAME
+	if in {
+		dev = expr.MetaKeyIIFNAME
+	}
+	netmask := make([]byte, n)
+	for i := 0; i < from.Bits(); i++ {
+		netmask[i/8] |= 0x80 >> (i % 8)
+	}
+	hostmask := make([]byte, n)
+	for i := range hostmask {
+		hostmask[i] = ^netmask[i]
+	}
+	write := &expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader,
+		Offset: off, Len: n, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
+	if proto == unix.NFPROTO_IPV4 {
+		write.CsumType, write.CsumOffset = expr.CsumTypeInet, 10 // the IPv4 header checksum
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Meta{Key: dev, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(ifname)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: netmask, Xor: make([]byte, n)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: from.Addr().AsSlice()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: hostmask, Xor: to.Addr().AsSlice()},
+		write,
+		&expr.Counter{},
+	}
 }
 
 // Normalize sorts prefixes, masks them and drops every prefix another one
@@ -431,12 +523,7 @@ func Elements(ps []netip.Prefix) []nftables.SetElement {
 
 // afterLast returns the address just past p, false when there is none.
 func afterLast(p netip.Prefix) (netip.Addr, bool) {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	last, _ := netip.AddrFromSlice(b)
-	next := last.Next()
+	next := cidr.Last(p).Next()
 	return next, next.IsValid()
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 )
 
@@ -110,6 +111,42 @@ func handles(s string) []string {
 	return hs
 }
 
+// gwNet is the network around this test's namespace, the gateway: a
+// "tunnel" veth (tun) to a remote cluster holding 10.2.0.5, a node on the
+// host network (172.30.0.2) and a pod (10.1.0.2), each routed through the
+// gateway, whose tunnel IP is 100.64.0.1; the remote cluster runs the echo
+// helper.
+type gwNet struct {
+	self, tun, remote, node, pod, podIf string
+}
+
+func newGWNet(t *testing.T, bed *testbed.Bed) gwNet {
+	t.Helper()
+	n := gwNet{self: testbed.SelfNS(), tun: testbed.UniqueName("tmt"), remote: bed.NS("remote"), node: bed.NS("node"), pod: bed.NS("pod")}
+	bed.Veth(n.self, n.tun, n.remote, "eth0")
+	bed.MustIP(n.self, "addr", "add", "192.168.77.1/30", "dev", n.tun)
+	bed.MustIP(n.remote, "addr", "add", "192.168.77.2/30", "dev", "eth0")
+	bed.MustIP(n.remote, "addr", "add", "10.2.0.5/32", "dev", "lo")
+	bed.MustIP(n.remote, "route", "add", "default", "via", "192.168.77.1", "src", "10.2.0.5")
+	bed.MustIP(n.self, "route", "add", "10.2.0.0/16", "via", "192.168.77.2", "dev", n.tun)
+	bed.MustIP(n.self, "addr", "replace", "100.64.0.1/32", "dev", "lo") // the cluster's tunnel IP
+	nodeIf := testbed.UniqueName("tmn")
+	n.podIf = testbed.UniqueName("tmp")
+	bed.Veth(n.self, nodeIf, n.node, "eth0")
+	bed.MustIP(n.self, "addr", "add", "172.30.0.1/24", "dev", nodeIf)
+	bed.MustIP(n.node, "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	bed.MustIP(n.node, "route", "add", "default", "via", "172.30.0.1")
+	bed.Veth(n.self, n.podIf, n.pod, "eth0")
+	bed.MustIP(n.self, "addr", "add", "10.1.0.1/24", "dev", n.podIf)
+	bed.MustIP(n.pod, "addr", "add", "10.1.0.2/24", "dev", "eth0")
+	bed.MustIP(n.pod, "route", "add", "default", "via", "10.1.0.1")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bed.StartHelper(n.remote, "echo", "echo")
+	return n
+}
+
 // TestTable applies, updates and tears down a real table: CIDR changes only
 // touch set elements (rule handles stay), a deleted table comes back, and
 // host traffic leaving the tunnel interface is SNATed while pod traffic
@@ -117,31 +154,8 @@ func handles(s string) []string {
 func TestTable(t *testing.T) {
 	testbed.RequireNetns(t)
 	bed := testbed.New(t)
-	self := testbed.SelfNS()
-	tun := testbed.UniqueName("tmt")
-	remote, node, pod := bed.NS("remote"), bed.NS("node"), bed.NS("pod")
-	// "tunnel": a veth to the remote cluster, which holds 10.2.0.5.
-	bed.Veth(self, tun, remote, "eth0")
-	bed.MustIP(self, "addr", "add", "192.168.77.1/30", "dev", tun)
-	bed.MustIP(remote, "addr", "add", "192.168.77.2/30", "dev", "eth0")
-	bed.MustIP(remote, "addr", "add", "10.2.0.5/32", "dev", "lo")
-	bed.MustIP(remote, "route", "add", "default", "via", "192.168.77.1", "src", "10.2.0.5")
-	bed.MustIP(self, "route", "add", "10.2.0.0/16", "via", "192.168.77.2", "dev", tun)
-	bed.MustIP(self, "addr", "add", "100.64.0.1/32", "dev", "lo") // the cluster's tunnel IP
-	// A non-gateway node (host network) and a pod.
-	nodeIf, podIf := testbed.UniqueName("tmn"), testbed.UniqueName("tmp")
-	bed.Veth(self, nodeIf, node, "eth0")
-	bed.MustIP(self, "addr", "add", "172.30.0.1/24", "dev", nodeIf)
-	bed.MustIP(node, "addr", "add", "172.30.0.2/24", "dev", "eth0")
-	bed.MustIP(node, "route", "add", "default", "via", "172.30.0.1")
-	bed.Veth(self, podIf, pod, "eth0")
-	bed.MustIP(self, "addr", "add", "10.1.0.1/24", "dev", podIf)
-	bed.MustIP(pod, "addr", "add", "10.1.0.2/24", "dev", "eth0")
-	bed.MustIP(pod, "route", "add", "default", "via", "10.1.0.1")
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bed.StartHelper(remote, "echo", "echo")
+	gn := newGWNet(t, bed)
+	self, tun, node, pod := gn.self, gn.tun, gn.node, gn.pod
 
 	tb := NewTable(nil)
 	t.Cleanup(func() { _ = tb.Teardown() })
@@ -153,7 +167,7 @@ func TestTable(t *testing.T) {
 	from := func(ns string) string {
 		t.Helper()
 		var out string
-		err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
+		err := testkit.Poll(10*time.Second, 200*time.Millisecond, func() error {
 			var err error
 			out, err = bed.Helper(ns, "udp", "10.2.0.5", "100")
 			return err
@@ -209,7 +223,7 @@ func TestTable(t *testing.T) {
 	go func() { defer close(done); _ = tb.Run(ctx, 100*time.Millisecond) }()
 	t.Cleanup(func() { cancel(); <-done })
 	bed.MustExec(self, "nft", "delete", "table", "inet", TableName)
-	if err := testbed.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 100*time.Millisecond, func() error {
 		out, err := testbed.Exec(context.Background(), self, "nft", "list", "table", "inet", TableName)
 		if err != nil || !strings.Contains(out, "10.3.0.0/16") {
 			return fmt.Errorf("table not restored: %v", err)
@@ -219,7 +233,7 @@ func TestTable(t *testing.T) {
 		t.Error(err)
 	}
 	bed.MustExec(self, "nft", "delete", "element", "inet", TableName, SetRemote4, "{ 10.3.0.0/16 }")
-	if err := testbed.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 100*time.Millisecond, func() error {
 		out, _ := testbed.Exec(context.Background(), self, "nft", "list", "set", "inet", TableName, SetRemote4)
 		if !strings.Contains(out, "10.3.0.0/16") {
 			return fmt.Errorf("deleted element not restored:\n%s", out)
@@ -277,5 +291,87 @@ func TestAdjacentPrefixes(t *testing.T) {
 	}
 	if ok, err := intact(d); err != nil || !ok {
 		t.Fatalf("table with adjacent prefixes not intact (%v)", err)
+	}
+}
+
+// TestTranslation: a translated cluster's gateway rewrites its pods'
+// addresses one to one, both ways, with TCP and UDP: the remote cluster
+// sees the mapped address of the very pod that called, and reaches that
+// pod at it; host traffic is still SNATed to the tunnel IP; a table without
+// the translation sends real addresses again.
+func TestTranslation(t *testing.T) {
+	testbed.RequireNetns(t)
+	bed := testbed.New(t)
+	gn := newGWNet(t, bed)
+	self, tun, remote, node, pod, podIf := gn.self, gn.tun, gn.remote, gn.node, gn.pod, gn.podIf
+	bed.MustIP(self, "addr", "add", "fd00:77::1/64", "dev", tun, "nodad")
+	bed.MustIP(remote, "addr", "add", "fd00:77::2/64", "dev", "eth0", "nodad")
+	bed.MustIP(remote, "addr", "add", "fd00:2::5/128", "dev", "lo")
+	bed.MustIP(remote, "-6", "route", "add", "default", "via", "fd00:77::1", "src", "fd00:2::5")
+	bed.MustIP(self, "-6", "route", "add", "fd00:2::/64", "via", "fd00:77::2", "dev", tun)
+	bed.MustIP(self, "addr", "add", "fd00:1:0:7::1/64", "dev", podIf, "nodad")
+	bed.MustIP(pod, "addr", "add", "fd00:1:0:7::2/64", "dev", "eth0", "nodad")
+	bed.MustIP(pod, "-6", "route", "add", "default", "via", "fd00:1:0:7::1")
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bed.StartHelper(pod, "echo", "echo")
+
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	d := Desired{Interface: tun, Local: pfx("10.1.0.0/16", "10.101.0.0/16", "fd00:1::/48"), Remote: pfx("10.2.0.0/16", "fd00:2::/64"),
+		Nodes: pfx("172.30.0.2/32"), SNAT4: netip.MustParseAddr("100.64.0.1"),
+		Translate: []Translation{{Real: netip.MustParsePrefix("10.1.0.0/16"), Mapped: netip.MustParsePrefix("240.1.0.0/16")},
+			{Real: netip.MustParsePrefix("10.101.0.0/16"), Mapped: netip.MustParsePrefix("240.2.0.0/16")},
+			{Real: netip.MustParsePrefix("fd00:1::/48"), Mapped: netip.MustParsePrefix("fc00:1::/48")}}}
+	if err := tb.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	call := func(ns, proto, dst, size string) string {
+		t.Helper()
+		var out string
+		if err := testkit.Poll(10*time.Second, 200*time.Millisecond, func() error {
+			var err error
+			out, err = bed.Helper(ns, proto, dst, size)
+			return err
+		}); err != nil {
+			rs, _ := testbed.Exec(context.Background(), self, "nft", "list", "ruleset")
+			t.Fatalf("%s from %s to %s: %v\n%s", proto, ns, dst, err, rs)
+		}
+		return out
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		if got := call(pod, proto, "10.2.0.5", "1400"); got != "FROM 240.1.0.2" {
+			t.Errorf("%s: the remote cluster saw the pod as %q, want its mapped address 240.1.0.2", proto, got)
+		}
+		if got := call(remote, proto, "240.1.0.2", "2000"); got != "FROM 10.2.0.5" {
+			t.Errorf("%s: the pod's mapped address answered %q, want the pod seeing the remote caller 10.2.0.5", proto, got)
+		}
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		if got := call(pod, proto, "fd00:2::5", "1200"); got != "FROM fc00:1:0:7::2" {
+			t.Errorf("IPv6 %s: the remote cluster saw the pod as %q, want its mapped address fc00:1:0:7::2", proto, got)
+		}
+		if got := call(remote, proto, "fc00:1:0:7::2", "1200"); got != "FROM fd00:2::5" {
+			t.Errorf("IPv6 %s: the pod's mapped address answered %q, want the pod seeing fd00:2::5", proto, got)
+		}
+	}
+	if got := call(node, "udp", "10.2.0.5", "100"); got != "FROM 100.64.0.1" {
+		t.Errorf("host traffic reached the remote cluster as %q, want SNAT to the tunnel IP", got)
+	}
+	if ok, err := intact(d); err != nil || !ok {
+		t.Fatalf("table with a translation not seen as intact (%v)", err)
+	}
+
+	// The translation leaves: real addresses again, the rest unchanged.
+	d.Translate = nil
+	if err := tb.Set(d); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(pod, "tcp", "10.2.0.5", "1000"); got != "FROM 10.1.0.2" {
+		t.Errorf("without the translation the remote cluster saw the pod as %q, want 10.1.0.2", got)
+	}
+	if out := listTable(t); strings.Contains(out, chainXlatIn) {
+		t.Errorf("translation chains left behind:\n%s", out)
 	}
 }

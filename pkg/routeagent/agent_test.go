@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
 )
@@ -225,19 +226,6 @@ func flow(t *testing.T, pod nstest.NS, addr string) {
 	}()
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, f func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < timeout {
-		if f() {
-			return time.Since(start)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	return 0
-}
-
 // ownedRoutes lists the agent's routes of both families in n.
 func ownedRoutes(t *testing.T, n nstest.NS) string {
 	return n.IP(t, "route", "show", "proto", "78") + n.IP(t, "-6", "route", "show", "proto", "78")
@@ -300,7 +288,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			})
 			flow(t, c.pod, addr)
 			flow(t, c.pod, addr6)
-			eventually(t, "the flows to arrive at the remote cluster", 5*time.Second, func() bool { return arrived(srv, 0) && arrived(srv6, 0) })
+			testkit.Until(t, 5*time.Second, "the flows to arrive at the remote cluster", func() bool { return arrived(srv, 0) && arrived(srv6, 0) })
 			first, first6 := srv.conn(0), srv6.conn(0)
 			if first.from != "10.244.4.2" || first6.from != "fd44:0:0:4::2" {
 				t.Fatalf("the remote cluster saw the flows from %s and %s, want the pod's 10.244.4.2 and fd44:0:0:4::2", first.from, first6.from)
@@ -329,7 +317,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 				t.Fatalf("set %s: %v", c.w.Name, err)
 			}
 			applied := time.Since(start)
-			eventually(t, "the same flows to move to G2", 10*time.Second, func() bool { return growing(first) && growing(first6) })
+			testkit.Until(t, 10*time.Second, "the same flows to move to G2", func() bool { return growing(first) && growing(first6) })
 			t.Logf("%s: both agents applied the new active in %v; the flows moved again %v after the first Set (TCP's retransmission backoff included)",
 				mode, applied.Round(time.Microsecond), time.Since(start).Round(time.Millisecond))
 			switch mode {
@@ -356,7 +344,7 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			}
 			flow(t, c.pod, addr)
 			flow(t, c.pod, addr6)
-			eventually(t, "new flows through G2", 5*time.Second, func() bool { return arrived(srv, 1) && arrived(srv6, 1) })
+			testkit.Until(t, 5*time.Second, "new flows through G2", func() bool { return arrived(srv, 1) && arrived(srv6, 1) })
 			if from, from6 := srv.conn(1).from, srv6.conn(1).from; from != "10.244.4.2" || from6 != "fd44:0:0:4::2" {
 				t.Errorf("through G2 the remote cluster saw %s and %s, want the pod's addresses", from, from6)
 			}
@@ -407,10 +395,10 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 			if mode == ModeVXLAN {
 				c.w.IP(t, "link", "del", "tmesh-vx")
 			}
-			eventually(t, "the agent to repair the worker", 5*time.Second, func() bool {
+			testkit.Until(t, 5*time.Second, "the agent to repair the worker", func() bool {
 				return ownedRoutes(t, c.w) == before
 			})
-			eventually(t, "the flows to resume after the repair", 10*time.Second, func() bool { return growing(first) && growing(first6) })
+			testkit.Until(t, 10*time.Second, "the flows to resume after the repair", func() bool { return growing(first) && growing(first6) })
 
 			if err := agW3.Uninstall(); err != nil {
 				t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nft"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
@@ -171,7 +172,7 @@ func TestVXLANInjection(t *testing.T) {
 	sendUDP(t, out, netip.Addr{}, target, []byte(attacks[3].payload))
 	sendUDP(t, c.pod, netip.Addr{}, target, []byte("pod"))
 	sendUDP(t, c.w, c.nodeIP[c.w.Name], target, []byte("node"))
-	eventually(t, "the pod's and the node's own datagrams to arrive", 5*time.Second, func() bool {
+	testkit.Until(t, 5*time.Second, "the pod's and the node's own datagrams to arrive", func() bool {
 		_, pod := got.has("pod")
 		_, node := got.has("node")
 		return pod && node

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	"github.com/vishvananda/netlink"
 )
@@ -138,7 +139,7 @@ func TestSubscriptionRestarts(t *testing.T) {
 		return nil
 	}
 	// Working subscription first.
-	if err := testbed.Eventually(3*time.Second, 5*time.Millisecond, func() error {
+	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, func() error {
 		if subs.Load() < 1 {
 			return fmt.Errorf("Run has not subscribed")
 		}
@@ -147,11 +148,11 @@ func TestSubscriptionRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
-	if err := testbed.Eventually(3*time.Second, 20*time.Millisecond, restored); err != nil {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored); err != nil {
 		t.Fatal(err)
 	}
 	once.Do(func() { close(end) })
-	if err := testbed.Eventually(3*time.Second, 10*time.Millisecond, func() error {
+	if err := testkit.Poll(3*time.Second, 10*time.Millisecond, func() error {
 		if subs.Load() < 2 {
 			return fmt.Errorf("not subscribed again (%d subscriptions)", subs.Load())
 		}
@@ -161,7 +162,7 @@ func TestSubscriptionRestarts(t *testing.T) {
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
 	start := time.Now()
-	if err := testbed.Eventually(3*time.Second, 20*time.Millisecond, restored); err != nil {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("route deleted after the subscription ended came back in %s", time.Since(start).Round(time.Millisecond))
@@ -197,7 +198,7 @@ func TestSubscriptionOverflow(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- tb.Run(ctx, time.Hour) }()
 	t.Cleanup(func() { cancel(); <-stopped })
-	if err := testbed.Eventually(3*time.Second, 5*time.Millisecond, func() error {
+	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, func() error {
 		if subs.Load() < 1 {
 			return fmt.Errorf("Run has not subscribed")
 		}
@@ -216,7 +217,7 @@ func TestSubscriptionOverflow(t *testing.T) {
 	if out, err := testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "-batch", batch); err != nil {
 		t.Fatalf("route burst: %v %s", err, out)
 	}
-	if err := testbed.Eventually(5*time.Second, 10*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, func() error {
 		if subs.Load() < 2 {
 			return fmt.Errorf("not subscribed again (%d subscriptions, ENOBUFS seen: %v)", subs.Load(), overflowed.Load())
 		}
@@ -228,7 +229,7 @@ func TestSubscriptionOverflow(t *testing.T) {
 		t.Error("the first subscription ended, but not with ENOBUFS")
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
-	if err := testbed.Eventually(3*time.Second, 20*time.Millisecond, func() error {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, func() error {
 		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
 			return fmt.Errorf("route not restored: %q", got)
 		}

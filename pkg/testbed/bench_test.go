@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
@@ -91,7 +92,7 @@ func BenchmarkDataplane(b *testing.B) {
 		other := 3 - c.i
 		dev := fmt.Sprintf("wgref%s%d", bed.Prefix(), c.i) // UAPI sockets share /var/run/wireguard: unique names
 		p := bed.Start(c.gwNS, "wireguard-go-"+c.id, []string{"WG_PROCESS_FOREGROUND=1", "LOG_LEVEL=error"}, wgRef, "-f", dev)
-		if err := testbed.Eventually(10*time.Second, 100*time.Millisecond, func() error {
+		if err := testkit.Poll(10*time.Second, 100*time.Millisecond, func() error {
 			_, err := bed.IP(c.gwNS, "link", "show", dev)
 			return err
 		}); err != nil {
@@ -126,7 +127,7 @@ func BenchmarkDataplane(b *testing.B) {
 		paths = append(paths, path{kernelRow, "10.4.0.2", "10.3.0.2", m.clusters[3].podNS})
 	}
 	for _, p := range paths {
-		if err := testbed.Eventually(20*time.Second, 500*time.Millisecond, func() error {
+		if err := testkit.Poll(20*time.Second, 500*time.Millisecond, func() error {
 			_, err := bed.Exec(p.ns, "ping", "-c", "1", "-W", "1", "-I", p.src, p.dst)
 			return err
 		}); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -78,20 +79,56 @@ func dataplaneHelper() bool {
 	return true
 }
 
+// dpNode is a gateway node running the data-plane helper (dataplaneHelper).
+type dpNode struct {
+	name, ns, dev, role string
+	proc                *testbed.Proc
+}
+
+// newDPNode makes node name's namespace, on the underlay at addr.
+func newDPNode(bed *testbed.Bed, ul *testbed.Underlay, name, addr string) *dpNode {
+	n := &dpNode{name: name, ns: bed.NS(name), dev: testbed.UniqueName("tm" + name)}
+	ul.Attach(n.ns, addr+"/24")
+	return n
+}
+
+// writeDesired computes n's desired state as a gateway of local's cluster
+// (on n's device) from snap, and writes it where the helper reads it.
+func (n *dpNode) writeDesired(t testing.TB, bed *testbed.Bed, local gateway.Local, snap api.Snapshot) (gateway.Desired, string) {
+	t.Helper()
+	local.Interface = n.dev
+	d := gateway.Compute(local, snap)
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(bed.Dir, n.name+".json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return d, path
+}
+
+// start runs the helper in n's namespace with the desired state at path,
+// the cluster's key and a role (its role file, n.role, is changed later).
+func (n *dpNode) start(t testing.TB, bed *testbed.Bed, path string, key wgtypes.Key, mode wg.Mode, role string) {
+	t.Helper()
+	n.role = filepath.Join(bed.Dir, n.name+".role")
+	if err := os.WriteFile(n.role, []byte(role), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	n.proc = bed.Start(n.ns, n.name, []string{"TB_DP_ROLE_FILE=" + n.role, "TB_DP_DESIRED=" + path,
+		"TB_DP_KEY=" + key.String(), "TB_DP_IF=" + n.dev, "TB_DP_MODE=" + string(mode)}, exe)
+}
+
 // TestStandbyTakeover: two gateway nodes of cluster a share its key; one is
 // active, the other stands by (device open, no peer, no address). The
 // active dies (kill -9); the standby is promoted by one Set. Cluster b's
 // gateway is never reconfigured: its peer still names the dead node's
 // endpoint, and WireGuard roaming moves it to the new active within the
 // first handshake.
-func TestStandbyTakeover(t *testing.T) {
-	for _, mode := range wgModes {
-		t.Run(string(mode), func(t *testing.T) {
-			requireMode(t, mode)
-			testStandbyTakeover(t, mode)
-		})
-	}
-}
+func TestStandbyTakeover(t *testing.T) { eachMode(t, testStandbyTakeover) }
 
 func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	bed := testbed.New(t)
@@ -105,43 +142,21 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 		{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.31", Port: 51820, PublicKey: keyA.PublicKey().String(), Active: true, Epoch: 1},
 		{ClusterID: "b", Hostname: "b1", PrivateIP: "192.0.2.30", Port: 51820, PublicKey: keyB.PublicKey().String(), Active: true, Epoch: 1},
 	}}
-	type node struct {
-		name, ns, dev, role string
-		proc                *testbed.Proc
-	}
+	type node = dpNode
 	writeDesired := func(n *node, cluster string) string {
 		t.Helper()
-		d := gateway.Compute(gateway.Local{ClusterID: cluster, Interface: n.dev,
+		d, path := n.writeDesired(t, bed, gateway.Local{ClusterID: cluster,
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(map[string]string{"a": "10.1.0.0/16", "b": "10.2.0.0/16"}[cluster])}}, snap)
 		if len(d.Peers) != 1 {
 			t.Fatalf("%s desired: %+v", n.name, d)
 		}
-		b, err := json.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		desired := filepath.Join(bed.Dir, n.name+".json")
-		if err := os.WriteFile(desired, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return desired
+		return path
 	}
 	start := func(n *node, cluster string, key wgtypes.Key, role string) {
 		t.Helper()
-		desired := writeDesired(n, cluster)
-		n.role = filepath.Join(bed.Dir, n.name+".role")
-		if err := os.WriteFile(n.role, []byte(role), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		exe, _ := os.Executable()
-		n.proc = bed.Start(n.ns, n.name, []string{"TB_DP_ROLE_FILE=" + n.role, "TB_DP_DESIRED=" + desired,
-			"TB_DP_KEY=" + key.String(), "TB_DP_IF=" + n.dev, "TB_DP_MODE=" + string(mode)}, exe)
+		n.start(t, bed, writeDesired(n, cluster), key, mode, role)
 	}
-	mk := func(name, addr string) *node {
-		n := &node{name: name, ns: bed.NS(name), dev: testbed.UniqueName("tm" + name)}
-		ul.Attach(n.ns, addr+"/24")
-		return n
-	}
+	mk := func(name, addr string) *node { return newDPNode(bed, ul, name, addr) }
 	b1, a1, a2 := mk("b1", "192.0.2.30"), mk("a1", "192.0.2.31"), mk("a2", "192.0.2.32")
 	start(b1, "b", keyB, "active")
 	start(a1, "a", keyA, "active")
@@ -162,7 +177,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	}
 	// Both sides handshake at once here; wireguard-go occasionally needs its
 	// rekey (15 s) to settle that, as in TestMesh's 45 s for the first flows.
-	if err := testbed.Eventually(45*time.Second, 100*time.Millisecond, ping); err != nil {
+	if err := testkit.Poll(45*time.Second, 100*time.Millisecond, ping); err != nil {
 		t.Fatalf("b1 → a1: %v\n%s", err, diag())
 	}
 	endpoint := func() string {
@@ -174,7 +189,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	}
 	// The standby holds the key but no peer and no address: it never answers
 	// or sends a handshake, so the active's sessions are undisturbed.
-	if err := testbed.Eventually(10*time.Second, 50*time.Millisecond, func() error {
+	if err := testkit.Poll(10*time.Second, 50*time.Millisecond, func() error {
 		out, err := bed.Exec(a2.ns, "wg", "show", a2.dev, "public-key")
 		if err != nil || strings.TrimSpace(out) != keyA.PublicKey().String() {
 			return fmt.Errorf("standby device not up with cluster a's key: %q %v", out, err)
@@ -195,7 +210,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	if err := os.WriteFile(a2.role, []byte("active"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := testbed.Eventually(15*time.Second, 20*time.Millisecond, ping); err != nil {
+	if err := testkit.Poll(15*time.Second, 20*time.Millisecond, ping); err != nil {
 		t.Fatalf("b1 → a2 after the takeover: %v\n%s", err, a2.proc.Tail(2000))
 	}
 	took := time.Since(killed)
@@ -212,7 +227,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	}
 	var log string
 	i := -1
-	if err := testbed.Eventually(5*time.Second, 10*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, func() error {
 		log = a2.proc.Tail(1 << 20)
 		if i = strings.Index(log, `role "active" applied in `); i < 0 {
 			return fmt.Errorf("a2 never applied the active role:\n%s", log)
@@ -236,7 +251,7 @@ func testStandbyTakeover(t *testing.T, mode wg.Mode) {
 	if err := os.WriteFile(b1.role, []byte("active2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := testbed.Eventually(5*time.Second, 20*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 20*time.Millisecond, func() error {
 		if n := strings.Count(b1.proc.Tail(1<<20), "applied in"); n != 2 {
 			return fmt.Errorf("b1 applied %d times", n)
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
@@ -114,12 +115,17 @@ type mesh struct {
 }
 
 type cluster struct {
-	mode   wg.Mode // overrides the mesh's mode when set
-	i      int
-	id     string
-	gwNS   string
-	podNS  string
-	podIP  string
+	mode     wg.Mode // overrides the mesh's mode when set
+	i        int
+	id       string
+	pod, svc string // the CIDRs the cluster joined with
+	gwSvc    string // the service CIDR its gateway is given
+	gwNS     string
+	podNS    string
+	podIP    string
+	// meshIP is the pod's address in the mesh: podIP, or its mapped
+	// address once the cluster is translated (setMeshIPs).
+	meshIP string
 	dir    string
 	gw     *testbed.Proc
 	pubKey string
@@ -159,7 +165,7 @@ func newMesh(t testing.TB, mode wg.Mode) *mesh {
 
 func (m *mesh) startBroker() {
 	m.broker = m.bed.Start(m.brokerNS, "broker", nil, m.brBin, "serve", "--data-dir", m.dataDir, "--listen", "192.0.2.2:8443")
-	if err := testbed.Eventually(20*time.Second, 200*time.Millisecond, func() error {
+	if err := testkit.Poll(20*time.Second, 200*time.Millisecond, func() error {
 		_, err := m.brokerCall("token", nil)
 		return err
 	}); err != nil {
@@ -187,9 +193,20 @@ func (m *mesh) addCluster(i int) *cluster {
 }
 
 // addClusterSvc is addCluster with another service CIDR in the broker's record.
+// Its gateway keeps the service CIDR 10.(100+i).0.0/16.
 func (m *mesh) addClusterSvc(i int, svc string) *cluster {
+	c := m.addClusterCIDRs(i, i, svc)
+	c.gwSvc = fmt.Sprintf("10.%d.0.0/16", 100+i)
+	return c
+}
+
+// addClusterCIDRs is addCluster with pod CIDR 10.net.0.0/16 (the pod is
+// 10.net.0.2) and service CIDR svc: clusters may share them.
+func (m *mesh) addClusterCIDRs(i, net int, svc string) *cluster {
 	t := m.t
-	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", i)}
+	c := &cluster{i: i, id: fmt.Sprintf("c%d", i), podIP: fmt.Sprintf("10.%d.0.2", net),
+		pod: fmt.Sprintf("10.%d.0.0/16", net), svc: svc, gwSvc: svc}
+	c.meshIP = c.podIP
 	c.dir = filepath.Join(m.bed.Dir, c.id)
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -198,9 +215,9 @@ func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 	c.podNS = m.bed.NS("pod" + c.id[1:])
 	m.ul.Attach(c.gwNS, fmt.Sprintf("192.0.2.%d/24", 10+i))
 	m.bed.Veth(c.gwNS, "pods", c.podNS, "eth0")
-	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", i), "dev", "pods")
+	m.bed.MustIP(c.gwNS, "addr", "add", fmt.Sprintf("10.%d.0.1/24", net), "dev", "pods")
 	m.bed.MustIP(c.podNS, "addr", "add", c.podIP+"/24", "dev", "eth0")
-	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", i))
+	m.bed.MustIP(c.podNS, "route", "add", "default", "via", fmt.Sprintf("10.%d.0.1", net))
 	m.bed.StartHelper(c.podNS, "echo-"+c.id, "echo")
 
 	tok, err := m.brokerCall("token", nil)
@@ -208,7 +225,7 @@ func (m *mesh) addClusterSvc(i int, svc string) *cluster {
 		t.Fatalf("create join token: %v", err)
 	}
 	cred, err := m.brokerCall("join", map[string]string{"TB_CRED": "", "TB_TOKEN": tok, "TB_CLUSTER": c.id,
-		"TB_POD": fmt.Sprintf("10.%d.0.0/16", i), "TB_SVC": svc})
+		"TB_POD": c.pod, "TB_SVC": svc})
 	if err != nil {
 		t.Fatalf("join %s: %v", c.id, err)
 	}
@@ -226,8 +243,8 @@ func (m *mesh) startGateway(c *cluster) {
 	}
 	c.gw = m.bed.Start(c.gwNS, "gateway-"+c.id, nil, m.gwBin, "run",
 		"--cluster-id", c.id,
-		"--pod-cidr", fmt.Sprintf("10.%d.0.0/16", c.i),
-		"--service-cidr", fmt.Sprintf("10.%d.0.0/16", 100+c.i),
+		"--pod-cidr", c.pod,
+		"--service-cidr", c.gwSvc,
 		"--broker", brokerURL,
 		"--ca-file", filepath.Join(m.dataDir, "ca.crt"),
 		"--credential-file", filepath.Join(c.dir, "credential"),
@@ -237,6 +254,7 @@ func (m *mesh) startGateway(c *cluster) {
 		"--hostname", "gw-"+c.id,
 		"--run-dir", filepath.Join(c.dir, "run"),
 		"--metrics", "0.0.0.0:9570",
+		"--node-ip", "172.31.1.2", // the plain node of the host-network subtest
 	)
 }
 
@@ -260,11 +278,12 @@ func (m *mesh) wgDump(c *cluster) (string, map[string][3]string, error) {
 }
 
 // reach checks TCP (larger than the tunnel MTU, many segments) and UDP
-// (one small, one fragmented datagram) from a's pod to b's pod, and that b
-// sees a's pod address (no SNAT).
+// (one small, one fragmented datagram) from a's pod to b's pod at its mesh
+// address, and that b sees a's pod at its mesh address (no SNAT; mapped
+// when a is translated).
 func (m *mesh) reach(a, b *cluster) error {
-	want := "FROM " + a.podIP
-	out, err := m.bed.Helper(a.podNS, "tcp", b.podIP, "300000")
+	want := "FROM " + a.meshIP
+	out, err := m.bed.Helper(a.podNS, "tcp", b.meshIP, "300000")
 	if err != nil {
 		return fmt.Errorf("TCP %s→%s: %w", a.id, b.id, err)
 	}
@@ -272,7 +291,7 @@ func (m *mesh) reach(a, b *cluster) error {
 		return fmt.Errorf("TCP %s→%s: server saw %q, want %q", a.id, b.id, out, want)
 	}
 	for _, size := range []string{"1200", "4000"} {
-		out, err := m.bed.Helper(a.podNS, "udp", b.podIP, size)
+		out, err := m.bed.Helper(a.podNS, "udp", b.meshIP, size)
 		if err != nil {
 			return fmt.Errorf("UDP %s bytes %s→%s: %w", size, a.id, b.id, err)
 		}
@@ -291,7 +310,7 @@ func (m *mesh) reachAll(t testing.TB, ids []int, timeout time.Duration) {
 				continue
 			}
 			a, b := m.clusters[i], m.clusters[j]
-			if err := testbed.Eventually(timeout, 500*time.Millisecond, func() error { return m.reach(a, b) }); err != nil {
+			if err := testkit.Poll(timeout, 500*time.Millisecond, func() error { return m.reach(a, b) }); err != nil {
 				t.Fatalf("%v\n--- %s log:\n%s\n--- %s log:\n%s", err, a.id, a.gw.Tail(3000), b.id, b.gw.Tail(3000))
 			}
 		}
@@ -303,14 +322,17 @@ func (m *mesh) ownedRoutes(c *cluster) string {
 	return out
 }
 
-func TestMesh(t *testing.T) {
+// eachMode runs f as a subtest per WireGuard implementation available.
+func eachMode(t *testing.T, f func(*testing.T, wg.Mode)) {
 	for _, mode := range wgModes {
 		t.Run(string(mode), func(t *testing.T) {
 			requireMode(t, mode)
-			testMesh(t, mode)
+			f(t, mode)
 		})
 	}
 }
+
+func TestMesh(t *testing.T) { eachMode(t, testMesh) }
 
 func testMesh(t *testing.T, mode wg.Mode) {
 	m := newMesh(t, mode)
@@ -376,7 +398,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 	})
 
 	t.Run("health and metrics", func(t *testing.T) {
-		err := testbed.Eventually(20*time.Second, time.Second, func() error {
+		err := testkit.Poll(20*time.Second, time.Second, func() error {
 			out, err := m.bed.Helper(c1.podNS, "get", "http://10.1.0.1:9570/metrics")
 			if err != nil {
 				return err
@@ -396,7 +418,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 	})
 
 	t.Run("health reported to the broker", func(t *testing.T) {
-		err := testbed.Eventually(25*time.Second, time.Second, func() error {
+		err := testkit.Poll(25*time.Second, time.Second, func() error {
 			out, err := m.brokerCall("status", nil)
 			if err != nil {
 				return err
@@ -463,7 +485,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 
 	t.Run("deleted route is put back", func(t *testing.T) {
 		m.bed.MustIP(c1.gwNS, "route", "del", "10.2.0.0/16")
-		if err := testbed.Eventually(10*time.Second, 200*time.Millisecond, func() error {
+		if err := testkit.Poll(10*time.Second, 200*time.Millisecond, func() error {
 			if !strings.Contains(m.ownedRoutes(c1), "10.2.0.0/16 dev tmesh0") {
 				return fmt.Errorf("route to 10.2.0.0/16 not restored:\n%s", m.ownedRoutes(c1))
 			}
@@ -541,13 +563,16 @@ func testMesh(t *testing.T, mode wg.Mode) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("probe did not finish")
 		}
-		var sent, answered int
-		var gap time.Duration
-		out := strings.TrimSpace(probe.Tail(200))
-		if _, err := fmt.Sscanf(out, "sent %d answered %d maxgap %s", &sent, &answered, new(string)); err != nil || probe.Err() != nil {
-			t.Fatalf("probe across the broker's return: %v %v: %q", err, probe.Err(), out)
+		lines := strings.Split(strings.TrimSpace(probe.Tail(500)), "\n")
+		out := lines[len(lines)-1] // "sent N answered M maxgap D"
+		f := strings.Fields(out)
+		if len(f) != 6 || f[0] != "sent" || probe.Err() != nil {
+			t.Fatalf("probe across the broker's return: %v: %q", probe.Err(), out)
 		}
-		gap, _ = time.ParseDuration(strings.Fields(out)[5])
+		gap, err := time.ParseDuration(f[5])
+		if err != nil {
+			t.Fatalf("probe output %q: %v", out, err)
+		}
 		t.Logf("flow c1→c3 across the broker's return: %s", out)
 		if gap > 200*time.Millisecond {
 			t.Errorf("the flow c1→c3 stood still %s across the broker's return (%s)", gap, out)
@@ -560,7 +585,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 			t.Fatal(err)
 		}
 		for _, c := range []*cluster{c1, c2, m.clusters[4]} {
-			err := testbed.Eventually(20*time.Second, 500*time.Millisecond, func() error {
+			err := testkit.Poll(20*time.Second, 500*time.Millisecond, func() error {
 				_, peers, err := m.wgDump(c)
 				if err != nil {
 					return err

@@ -317,15 +317,3 @@ func Build(t testing.TB, pkg string) string {
 	built[pkg] = out
 	return out
 }
-
-// Eventually polls f every interval until it returns nil or timeout passes.
-func Eventually(timeout, interval time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(interval)
-	}
-}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
@@ -143,7 +144,7 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 		to, epochAfter, at := m.waitHolder(20*time.Second, old)
 		r.newActive, r.to, r.epochAfter = at.Sub(killed), to, epochAfter
 		// The flows must move again.
-		if err := testbed.Eventually(30*time.Second, 50*time.Millisecond, func() error {
+		if err := testkit.Poll(30*time.Second, 50*time.Millisecond, func() error {
 			if time.Since(killed) < time.Second {
 				return errNotYet
 			}
@@ -197,7 +198,7 @@ func (m *mesh) failover(f *flows, kind stopKind, brokerDown bool) result {
 		logFrom = 0
 	}
 	if kind != partition {
-		if err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+		if err := testkit.Poll(30*time.Second, 100*time.Millisecond, func() error {
 			if !strings.Contains(since(readFile(m.procs[old].Log), logFrom), "msg=standby") {
 				return errNotYet
 			}
@@ -274,7 +275,7 @@ func TestFailover(t *testing.T) {
 	m, f := up(t)
 	// The active publishes its connection to B, with the Lease's epoch.
 	var mg *status.MeshGateway
-	if err := testbed.Eventually(30*time.Second, 200*time.Millisecond, func() error {
+	if err := testkit.Poll(30*time.Second, 200*time.Millisecond, func() error {
 		var err error
 		if mg, err = m.meshGateway(); err != nil {
 			return err
@@ -333,7 +334,7 @@ func TestFailover(t *testing.T) {
 	m.env.StopAPIServer()
 	time.Sleep(6 * time.Second)
 	m.env.StartAPIServer()
-	if err := testbed.Eventually(15*time.Second, 100*time.Millisecond, func() error {
+	if err := testkit.Poll(15*time.Second, 100*time.Millisecond, func() error {
 		if !strings.Contains(readFile(m.procs[holder].Log), "the apiserver answers again") {
 			return errNotYet
 		}
@@ -373,7 +374,7 @@ func TestFailover(t *testing.T) {
 	before := f.udpSeq.Load()
 	m.procs["a-worker"].Kill()
 	m.start("a-worker")
-	if err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+	if err := testkit.Poll(30*time.Second, 100*time.Millisecond, func() error {
 		if !strings.Contains(lastRun(readFile(m.procs["a-worker"].Log)), "routes point at the active gateway") {
 			return errNotYet
 		}
@@ -405,7 +406,7 @@ func testLeaseDeleted(t *testing.T, m *mesh, f *flows) {
 	}
 	var h string
 	var e int64
-	if err := testbed.Eventually(5*time.Second, 20*time.Millisecond, func() error {
+	if err := testkit.Poll(5*time.Second, 20*time.Millisecond, func() error {
 		if h, e, err = m.holder(context.Background()); err != nil || h == "" || e <= epoch {
 			return fmt.Errorf("holder %q epoch %d (%v)", h, e, err)
 		}
@@ -416,7 +417,7 @@ func testLeaseDeleted(t *testing.T, m *mesh, f *flows) {
 	if h != holder {
 		t.Errorf("deleting the Lease moved the role from %s to %s", holder, h)
 	}
-	if err := testbed.Eventually(20*time.Second, 200*time.Millisecond, func() error {
+	if err := testkit.Poll(20*time.Second, 200*time.Millisecond, func() error {
 		mg, err := m.meshGateway()
 		if err != nil {
 			return err

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
-	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -50,7 +50,7 @@ func TestBrokerDownFailoverOfBothClusters(t *testing.T) {
 		m.start(n)
 	}
 	for _, n := range []string{"a-gw2", "b-gw2"} {
-		if err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+		if err := testkit.Poll(30*time.Second, 100*time.Millisecond, func() error {
 			if !strings.Contains(readFile(m.procs[n].Log), "msg=standby") {
 				return errNotYet
 			}
@@ -91,7 +91,7 @@ func TestBrokerDownFailoverOfBothClusters(t *testing.T) {
 // resumed waits until the TCP flow moves again after killed and measures.
 func (m *mesh) resumed(f *flows, killed time.Time, startSeq uint64, what string) (tcp, udp time.Duration, lost int) {
 	m.t.Helper()
-	if err := testbed.Eventually(30*time.Second, 50*time.Millisecond, func() error {
+	if err := testkit.Poll(30*time.Second, 50*time.Millisecond, func() error {
 		if time.Since(killed) < time.Second {
 			return errNotYet
 		}
@@ -116,7 +116,7 @@ func leaseHolderWait(t testing.TB, c kubernetes.Interface, timeout time.Duration
 	t.Helper()
 	var h string
 	var e int64
-	err := testbed.Eventually(timeout, 10*time.Millisecond, func() error {
+	err := testkit.Poll(timeout, 10*time.Millisecond, func() error {
 		l, err := c.CoordinationV1().Leases(ns).Get(context.Background(), election.DefaultLeaseName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -136,7 +136,7 @@ func leaseHolderWait(t testing.TB, c kubernetes.Interface, timeout time.Duration
 func waitView(t testing.TB, c kubernetes.Interface, what string, ok func(api.Snapshot) bool) {
 	t.Helper()
 	var last api.Snapshot
-	err := testbed.Eventually(30*time.Second, 100*time.Millisecond, func() error {
+	err := testkit.Poll(30*time.Second, 100*time.Millisecond, func() error {
 		stored, _, found, err := node.ViewStore{Client: c, Namespace: ns}.Load(context.Background())
 		if err != nil || !found {
 			return fmt.Errorf("no view: %v", err)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
@@ -25,7 +27,6 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -634,7 +635,7 @@ func (m *mesh) startFlows() *flows {
 // waitFlowing waits until both flows deliver.
 func (f *flows) waitFlowing(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	err := testbed.Eventually(timeout, 20*time.Millisecond, func() error {
+	err := testkit.Poll(timeout, 20*time.Millisecond, func() error {
 		n1, n2 := f.tcp.count(), f.udp.count()
 		time.Sleep(100 * time.Millisecond)
 		if f.tcp.count() == n1 || f.udp.count() == n2 {

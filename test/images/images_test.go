@@ -5,12 +5,13 @@ package images_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 )
 
 func build(t *testing.T, pkg string) string {
@@ -22,20 +23,10 @@ func build(t *testing.T, pkg string) string {
 	return out
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestEchoserverAndNetclient(t *testing.T) {
 	echo := build(t, "github.com/tunnelmesh/tunnelmesh/test/images/echoserver")
 	nc := build(t, "github.com/tunnelmesh/tunnelmesh/test/images/netclient")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.Ports(t, 1)[0])
 	srv := exec.Command(echo, "-listen", addr)
 	srv.Env = []string{"POD_IP=192.0.2.10", "CLUSTER_NAME=east", "NODE_NAME=east-worker"}
 	if err := srv.Start(); err != nil {
@@ -99,7 +90,7 @@ func TestEchoserverAndNetclient(t *testing.T) {
 		t.Fatalf("flow to a live server: %v %q", err, out)
 	}
 	// Failures must fail: closed ports, a bad DNS type.
-	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	closed := fmt.Sprintf("127.0.0.1:%d", testkit.Ports(t, 1)[0])
 	start := time.Now()
 	if _, err := run("-timeout", "1s", "udp", closed); err == nil {
 		t.Fatal("udp to a closed port succeeded")
@@ -125,7 +116,7 @@ func TestEchoserverAndNetclient(t *testing.T) {
 // each), steps (one JSON line per step, exit 1 when one fails).
 func TestNetclientBenchAndSteps(t *testing.T) {
 	nc := build(t, "github.com/tunnelmesh/tunnelmesh/test/images/netclient")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.Ports(t, 1)[0])
 	srv := exec.Command(nc, "bench-server", "-listen", addr)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

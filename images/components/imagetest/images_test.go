@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 )
 
 const (
@@ -55,19 +57,6 @@ func run(t *testing.T, name string, args ...string) string {
 func try(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
-}
-
-func eventually(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
-	t.Helper()
-	var last string
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(time.Second) {
-		ok, msg := f()
-		if ok {
-			return
-		}
-		last = msg
-	}
-	t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, last)
 }
 
 // env is one test's Docker network and the containers on it.
@@ -175,9 +164,9 @@ current-context: test
 	kc := func(args ...string) (string, error) {
 		return try(kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
 	}
-	eventually(t, "kube-apiserver /readyz", 90*time.Second, func() (bool, string) {
+	testkit.Eventually(t, 90*time.Second, func() error {
 		out, err := kc("get", "--raw", "/readyz")
-		return err == nil && out == "ok", out
+		return testkit.Check(err == nil && out == "ok", "kube-apiserver /readyz: %s", out)
 	})
 	ver, err := kc("get", "--raw", "/version")
 	if err != nil || !strings.Contains(ver, `"gitVersion": "v1.36.0"`) {
@@ -193,9 +182,9 @@ current-context: test
 		e.start("sched", kcMount, schedImage, "kube-scheduler", "--kubeconfig=/k/kubeconfig",
 			"--authentication-kubeconfig=/k/kubeconfig", "--authorization-kubeconfig=/k/kubeconfig")
 		for _, lease := range []string{"kube-controller-manager", "kube-scheduler"} {
-			eventually(t, "lease "+lease, 90*time.Second, func() (bool, string) {
+			testkit.Eventually(t, 90*time.Second, func() error {
 				out, err := kc("-n", "kube-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}")
-				return err == nil && out != "", out
+				return testkit.Check(err == nil && out != "", "lease "+lease+": %s", out)
 			})
 		}
 	})
@@ -220,9 +209,9 @@ current-context: test
 			if mode == "nftables" {
 				dump = []string{"exec", kp, "nft", "list", "table", "ip", "kube-proxy"}
 			}
-			eventually(t, mode+" rules for 10.96.0.1", 90*time.Second, func() (bool, string) {
+			testkit.Eventually(t, 90*time.Second, func() error {
 				out, err := try("docker", dump...)
-				return err == nil && strings.Contains(out, "10.96.0.1") && strings.Contains(out, apiIP), out
+				return testkit.Check(err == nil && strings.Contains(out, "10.96.0.1") && strings.Contains(out, apiIP), mode+" rules for 10.96.0.1"+": %s", out)
 			})
 		}
 	})
@@ -234,9 +223,9 @@ current-context: test
 			"-conf", "/etc/coredns/Corefile")
 		dnsIP := e.ip(dns)
 		nc := buildNetclient(t)
-		eventually(t, "CoreDNS A kubernetes.default.svc.cluster.local", 60*time.Second, func() (bool, string) {
+		testkit.Eventually(t, 60*time.Second, func() error {
 			out, err := try(nc, "dns", "-server", dnsIP+":53", "kubernetes.default.svc.cluster.local.")
-			return err == nil && out == "10.96.0.1", out
+			return testkit.Check(err == nil && out == "10.96.0.1", "CoreDNS A kubernetes.default.svc.cluster.local: %s", out)
 		})
 	})
 
@@ -300,14 +289,14 @@ items:
 		inNS := func(args ...string) (string, error) {
 			return try("nsenter", append([]string{"-t", pid, "-n"}, args...)...)
 		}
-		eventually(t, "route to node2's pod CIDR", 60*time.Second, func() (bool, string) {
+		testkit.Eventually(t, 60*time.Second, func() error {
 			out, err := inNS("ip", "route", "show", "10.244.2.0/24")
-			return err == nil && strings.Contains(out, "via "+peerIP) && strings.Contains(out, "proto 79"), out
+			return testkit.Check(err == nil && strings.Contains(out, "via "+peerIP) && strings.Contains(out, "proto 79"), "route to node2's pod CIDR: %s", out)
 		})
-		eventually(t, "masquerade table", 30*time.Second, func() (bool, string) {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			out, err := inNS("nft", "list", "table", "inet", "tunnelmesh-cni")
-			return err == nil && strings.Contains(out, "masquerade") && strings.Contains(out, "10.244.1.0/24") &&
-				strings.Contains(out, "10.96.0.0/16") && strings.Contains(out, `oifname != "tmesh*"`), out
+			return testkit.Check(err == nil && strings.Contains(out, "masquerade") && strings.Contains(out, "10.244.1.0/24") &&
+				strings.Contains(out, "10.96.0.0/16") && strings.Contains(out, `oifname != "tmesh*"`), "masquerade table: %s", out)
 		})
 		// A deleted route comes back: normally at once (route events), at the latest at
 		// the 30 s resync.
@@ -315,9 +304,9 @@ items:
 			t.Fatalf("delete route: %v %s", err, out)
 		}
 		deleted := time.Now()
-		eventually(t, "deleted route restored", 45*time.Second, func() (bool, string) {
+		testkit.Eventually(t, 45*time.Second, func() error {
 			out, err := inNS("ip", "route", "show", "10.244.2.0/24")
-			return err == nil && strings.Contains(out, "via "+peerIP), out
+			return testkit.Check(err == nil && strings.Contains(out, "via "+peerIP), "deleted route restored: %s", out)
 		})
 		t.Logf("deleted route restored after %v", time.Since(deleted).Round(100*time.Millisecond))
 		conf, err := os.ReadFile(filepath.Join(cni, "10-tunnelmesh.conflist"))
@@ -328,9 +317,9 @@ items:
 		if out, err := kc("-n", "kube-system", "create", "configmap", "tunnelmesh-cni", "--from-literal=noMasqueradeCIDRs=10.248.0.0/16"); err != nil {
 			t.Fatalf("create configmap: %v %s", err, out)
 		}
-		eventually(t, "remote CIDR in the masquerade skip set", 30*time.Second, func() (bool, string) {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			out, err := inNS("nft", "list", "set", "inet", "tunnelmesh-cni", "skip4")
-			return err == nil && strings.Contains(out, "10.248.0.0/16"), out
+			return testkit.Check(err == nil && strings.Contains(out, "10.248.0.0/16"), "remote CIDR in the masquerade skip set: %s", out)
 		})
 	})
 }

@@ -129,6 +129,21 @@ func JoinRequest(r *api.JoinRequest) ([]netip.Prefix, *api.Error) {
 	return all, nil
 }
 
+// TranslateRequest checks the admin's translate call: at most as many
+// CIDRs as a cluster has, each a CIDR (the rule checks they are the
+// cluster's).
+func TranslateRequest(r *api.TranslateRequest) *api.Error {
+	if len(r.CIDRs) > 2*api.MaxCIDRs {
+		return invalid("cidrs", "at most %d CIDRs", 2*api.MaxCIDRs)
+	}
+	for i, s := range r.CIDRs {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			return invalid(fmt.Sprintf("cidrs[%d]", i), "%q is not a CIDR: %v", s, err)
+		}
+	}
+	return nil
+}
+
 func fieldOf(i, nPods int) string {
 	if i < nPods {
 		return fmt.Sprintf("podCIDRs[%d]", i)

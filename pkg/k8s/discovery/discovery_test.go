@@ -11,8 +11,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 func pfx(ss ...string) []netip.Prefix {

@@ -449,7 +449,11 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 //   - but not past the point where the Lease nears expiry (a candidate it
 //     cannot hear from could take it then), unless it holds through an
 //     outage (every labelled candidate vouches, none reaches the apiserver);
-//   - a lone holder's until its Lease nears expiry (handOverForSlowness);
+//   - a lone holder's until its Lease nears expiry (handOverForSlowness),
+//     and so is one whose other candidates are all gone from memberlist
+//     (down, restarting, unable to gossip): none of them can declare it
+//     dead, and one that starts reads the Lease as a whole LeaseDuration
+//     plus MaxClockSkew old at least before it takes it;
 //   - never past MaxHold without a renewal.
 //
 // Half a RenewInterval more lets the loop's next tick decide before it
@@ -465,7 +469,7 @@ func (e *Elector) entitlement(now time.Time) time.Time {
 	nearExpiry := e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
 	switch {
 	case e.holding:
-	case e.lone():
+	case e.lone() || len(e.members.alive()) <= 1:
 		until = nearExpiry
 	case until.After(nearExpiry):
 		until = nearExpiry

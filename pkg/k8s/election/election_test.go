@@ -21,8 +21,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // cluster is one apiserver and the candidates running against it.
@@ -213,24 +214,13 @@ func (c *cluster) actives() []*candidate {
 	return out
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitOneActive waits until exactly one candidate, other than not, is active
 // with an epoch above minEpoch, and every running candidate names it.
 func (c *cluster) waitOneActive(t *testing.T, timeout time.Duration, not string, minEpoch int64) (*candidate, int64) {
 	t.Helper()
 	var got *candidate
 	var epoch int64
-	eventually(t, timeout, "one active candidate that all agree on", func() bool {
+	testkit.Until(t, timeout, "one active candidate that all agree on", func() bool {
 		a := c.actives()
 		if len(a) != 1 || a[0].name == not {
 			return false
@@ -351,7 +341,7 @@ func TestCrashedActiveIsReplacedFast(t *testing.T) {
 	}
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
 	// Let memberlist converge so every standby has seen the holder alive.
-	eventually(t, 5*time.Second, "memberlist of 3", func() bool { return len(act.e.members.alive()) == 3 })
+	testkit.Until(t, 5*time.Second, "memberlist of 3", func() bool { return len(act.e.members.alive()) == 3 })
 	var took []time.Duration
 	for i := range 5 {
 		all := c.all()
@@ -363,7 +353,7 @@ func TestCrashedActiveIsReplacedFast(t *testing.T) {
 		noSplitBrain(t, all...)
 		// The crashed node comes back as a standby and does not take over.
 		back := c.start(killed)
-		eventually(t, 5*time.Second, "restarted candidate back in memberlist", func() bool {
+		testkit.Until(t, 5*time.Second, "restarted candidate back in memberlist", func() bool {
 			_, ok := back.latest()
 			return ok && len(act.e.members.alive()) == 3
 		})
@@ -432,7 +422,7 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	if act == b {
 		other = a
 	}
-	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
 	stale, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Get(t.Context(), DefaultLeaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -441,12 +431,12 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	start := time.Now()
 	act.cut.Store(true)
 	_ = act.e.members.ml.Shutdown()
-	eventually(t, 2*time.Second, "partitioned active steps down", func() bool {
+	testkit.Until(t, 2*time.Second, "partitioned active steps down", func() bool {
 		s, _ := act.latest()
 		return s.Role == Standby
 	})
 	stepped := time.Since(start)
-	eventually(t, 4*time.Second, "the other candidate takes over", func() bool {
+	testkit.Until(t, 4*time.Second, "the other candidate takes over", func() bool {
 		s, _ := other.latest()
 		return s.Role == Active && s.Epoch > epoch
 	})
@@ -469,7 +459,7 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	}
 	// Healed, the old active stays standby and names the new holder.
 	act.cut.Store(false)
-	eventually(t, 3*time.Second, "healed old active sees the new holder", func() bool {
+	testkit.Until(t, 3*time.Second, "healed old active sees the new holder", func() bool {
 		s, _ := act.latest()
 		return s.Role == Standby && s.Holder == other.name
 	})
@@ -485,7 +475,7 @@ func TestCandidateWithAnotherGossipKeyCannotPreempt(t *testing.T) {
 	c.start("node-a")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
 	in := c.start("intruder")
-	eventually(t, 5*time.Second, "intruder has read the Lease", func() bool { _, ok := in.latest(); return ok })
+	testkit.Until(t, 5*time.Second, "intruder has read the Lease", func() bool { _, ok := in.latest(); return ok })
 	if n := len(in.e.members.alive()); n != 1 {
 		t.Fatalf("the intruder sees %d members; a wrong key must keep it out", n)
 	}

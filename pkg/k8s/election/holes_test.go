@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 )
 
@@ -25,7 +26,7 @@ func TestHolderCutOffWithACandidateItCannotGossipWith(t *testing.T) {
 	a := c.start("node-a")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
 	b := c.start("intruder-b") // another gossip key
-	eventually(t, 5*time.Second, "the holder lists both labelled candidates", func() bool {
+	testkit.Until(t, 5*time.Second, "the holder lists both labelled candidates", func() bool {
 		names, _ := act.e.labelled.get()
 		return len(names) == 2
 	})
@@ -68,7 +69,7 @@ func TestHoldingWithoutRenewalIsBounded(t *testing.T) {
 	const maxHold = 4 * time.Second
 	a := c.startWith("node-a", func(cfg *Config) { cfg.MaxHold = maxHold })
 	c.waitOneActive(t, 10*time.Second, "", 0)
-	eventually(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
+	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
 		_, known := a.e.labelled.get()
 		return known
 	})
@@ -78,7 +79,7 @@ func TestHoldingWithoutRenewalIsBounded(t *testing.T) {
 	if s, _ := a.latest(); s.Role != Active {
 		t.Fatalf("a lone candidate gave up its role 2 s into an apiserver outage (before MaxHold %v): %+v", maxHold, s)
 	}
-	eventually(t, maxHold+2*time.Second, "the holder steps down once it held MaxHold without renewal", func() bool {
+	testkit.Until(t, maxHold+2*time.Second, "the holder steps down once it held MaxHold without renewal", func() bool {
 		s, _ := a.latest()
 		return s.Role == Standby
 	})
@@ -99,7 +100,7 @@ func TestLeaseDeletedOrRolledBackKeepsHolderAndEpochGrows(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.start("node-a"), c.start("node-b")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(a.e.members.alive()) == 2 && len(b.e.members.alive()) == 2 })
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(a.e.members.alive()) == 2 && len(b.e.members.alive()) == 2 })
 	leases := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace)
 
 	if err := leases.Delete(t.Context(), DefaultLeaseName, metav1.DeleteOptions{}); err != nil {
@@ -193,9 +194,9 @@ func TestGossipCutBetweenCandidatesNoFlap(t *testing.T) {
 	if act == b {
 		other = a
 	}
-	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
 	_ = act.e.members.ml.Shutdown() // silent on 7947; its loop and renewals run on
-	eventually(t, 3*time.Second, "the standby's memberlist declares the holder dead", func() bool {
+	testkit.Until(t, 3*time.Second, "the standby's memberlist declares the holder dead", func() bool {
 		_, dead := other.e.members.deadSince(act.name)
 		return dead
 	})
@@ -243,7 +244,7 @@ func TestEntitlementFollowsTheRole(t *testing.T) {
 	a := c.startWith("node-a", tune("node-a"))
 	c.waitOneActive(t, 10*time.Second, "", 0)
 	b := c.startWith("node-b", tune("node-b"))
-	eventually(t, 5*time.Second, "memberlist of 2", func() bool { return len(b.e.members.alive()) == 2 })
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(b.e.members.alive()) == 2 })
 	time.Sleep(time.Second)
 	l, n := last("node-a")
 	if n < 3 || time.Until(l.until) <= 0 || time.Until(l.until) > time.Second {
@@ -255,7 +256,7 @@ func TestEntitlementFollowsTheRole(t *testing.T) {
 	cut := time.Now()
 	a.cut.Store(true)
 	_ = a.e.members.ml.Shutdown()
-	eventually(t, 2*time.Second, "the partitioned holder steps down", func() bool { s, _ := a.latest(); return s.Role == Standby })
+	testkit.Until(t, 2*time.Second, "the partitioned holder steps down", func() bool { s, _ := a.latest(); return s.Role == Standby })
 	l, _ = last("node-a")
 	if !l.until.IsZero() {
 		t.Errorf("after stepping down the holder was last told %v, not the zero time", l.until)
@@ -280,7 +281,7 @@ func TestEntitlementFollowsTheRole(t *testing.T) {
 		mu.Unlock()
 		t.Errorf("the partitioned holder stayed entitled until %v after the cut, not before memberlist's quickest verdict %v", lastUntil.Sub(cut), d)
 	}
-	eventually(t, 4*time.Second, "node-b takes over", func() bool { s, _ := b.latest(); return s.Role == Active })
+	testkit.Until(t, 4*time.Second, "node-b takes over", func() bool { s, _ := b.latest(); return s.Role == Active })
 	if l, n := last("node-b"); n == 0 || time.Until(l.until) <= 0 {
 		t.Errorf("the new active is not entitled: %+v (%d calls)", l, n)
 	}

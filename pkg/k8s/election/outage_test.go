@@ -3,6 +3,8 @@ package election
 import (
 	"testing"
 	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 )
 
 // TestActiveHoldsThroughAnApiserverOutage: the apiserver process stops for
@@ -16,7 +18,7 @@ func TestActiveHoldsThroughAnApiserverOutage(t *testing.T) {
 	c := newCluster(t)
 	a, b, d := c.start("node-a"), c.start("node-b"), c.start("node-c")
 	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	eventually(t, 5*time.Second, "memberlist of 3 with fresh pings", func() bool {
+	testkit.Until(t, 5*time.Second, "memberlist of 3 with fresh pings", func() bool {
 		ok, _ := act.e.holdable(time.Now(), 0)
 		return len(act.e.members.alive()) == 3 && ok
 	})
@@ -37,7 +39,7 @@ func TestActiveHoldsThroughAnApiserverOutage(t *testing.T) {
 		}
 	}
 	c.env.StartAPIServer()
-	eventually(t, 10*time.Second, "the active renews once the apiserver is back", func() bool {
+	testkit.Until(t, 10*time.Second, "the active renews once the apiserver is back", func() bool {
 		return metric(t, act.e, "tunnelmesh_gateway_election_holding_without_apiserver", "") == 0
 	})
 	time.Sleep(2 * time.Second)
@@ -69,7 +71,7 @@ func TestActiveHoldsThroughAnApiserverOutage(t *testing.T) {
 	}
 	crashed := time.Now()
 	c.crash(standby)
-	eventually(t, 3*time.Second, "the active steps down once a candidate stops answering", func() bool {
+	testkit.Until(t, 3*time.Second, "the active steps down once a candidate stops answering", func() bool {
 		s, _ := act.latest()
 		return s.Role == Standby
 	})

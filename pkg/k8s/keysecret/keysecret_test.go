@@ -14,8 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 func setup(t *testing.T) kubernetes.Interface {

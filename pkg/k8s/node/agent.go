@@ -47,7 +47,11 @@ func (r *runner) runAgent(ctx context.Context, self routeagent.Self) error {
 	if _, err := leaseInf.AddEventHandler(handler); err != nil {
 		return err
 	}
-	gws := dynamicinformer.NewFilteredDynamicSharedInformerFactory(r.cfg.Dynamic, 0, r.cfg.Namespace, nil)
+	gws := dynamicinformer.NewFilteredDynamicSharedInformerFactory(r.cfg.Dynamic, 0, r.cfg.Namespace, func(o *metav1.ListOptions) {
+		if r.cfg.ClusterID != "" { // the account may read only this one
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", r.cfg.ClusterID).String()
+		}
+	})
 	gwInf := gws.ForResource(status.GVR).Informer()
 	if _, err := gwInf.AddEventHandler(handler); err != nil {
 		return err
@@ -151,7 +155,7 @@ func viewOf(holder string, gateways []status.MeshGateway, nodes []*corev1.Node, 
 }
 
 func (r *runner) agentSettings() AgentSettings {
-	return AgentSettings{Mode: r.cfg.AgentMode, PodCIDRs: r.cfg.Overrides.Pod, ReplyDevices: r.cfg.ReplyDevices}
+	return AgentSettings{ClusterID: r.cfg.ClusterID, Mode: r.cfg.AgentMode, PodCIDRs: r.cfg.Overrides.Pod, ReplyDevices: r.cfg.ReplyDevices}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -28,14 +28,17 @@ type ClusterView struct {
 
 // AgentSettings are the agent's own settings (flags).
 type AgentSettings struct {
+	// ClusterID names the one MeshGateway the agent follows ("": any, the
+	// newest; only for the single-account layout of old).
+	ClusterID    string
 	Mode         routeagent.Mode
 	PodCIDRs     []netip.Prefix // override of the local pod CIDRs
 	ReplyDevices []string
 }
 
 // AgentInput computes the route agent's input from the cluster view: the
-// active node from the Lease, the remote CIDRs from the newest MeshGateway
-// status (a new active inherits its predecessor's object, so the CIDRs survive
+// active node from the Lease, the remote CIDRs from the cluster's own
+// MeshGateway (named s.ClusterID; others are ignored), else the newest (a new active inherits its predecessor's object, so the CIDRs survive
 // the failover), the local pod CIDRs from the flag or else the status.
 // Problems are CIDRs in the status that do not parse. Pure.
 func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagent.Input, []string) {
@@ -56,7 +59,11 @@ func AgentInput(self routeagent.Self, v ClusterView, s AgentSettings) (routeagen
 		}
 		return out
 	}
-	gw, ok := newest(v.Gateways, v.Holder)
+	gws := v.Gateways
+	if s.ClusterID != "" { // anyone may create a MeshGateway: only ours counts
+		gws = slices.DeleteFunc(slices.Clone(gws), func(g status.MeshGateway) bool { return g.Name != s.ClusterID })
+	}
+	gw, ok := newest(gws, v.Holder)
 	in.Local = slices.Clone(s.PodCIDRs)
 	if ok {
 		if len(in.Local) == 0 {

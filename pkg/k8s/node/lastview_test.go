@@ -7,11 +7,11 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gossip"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )

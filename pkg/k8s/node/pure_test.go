@@ -224,6 +224,25 @@ func TestNameservers(t *testing.T) {
 	}
 }
 
+// A MeshGateway not named after the cluster (planted by anyone who may
+// create one: with a higher epoch, naming the holder, with remotes that
+// would pull traffic) is not followed; the cluster's own is.
+func TestAgentIgnoresOtherMeshGateways(t *testing.T) {
+	self := routeagent.Self{Name: "w", Interface: "eth0"}
+	addrs := []netip.Addr{netip.MustParseAddr("172.30.0.2")}
+	ours := mg("east", "g1", 3, []string{"10.244.0.0/16"}, status.RemoteCluster{Cluster: "west", PodCIDRs: []string{"10.60.0.0/16"}})
+	planted := mg("zzz", "g1", 99, []string{"10.244.0.0/16"}, status.RemoteCluster{Cluster: "evil", PodCIDRs: []string{"10.77.0.0/16"}})
+	in, _ := AgentInput(self, ClusterView{Holder: "g1", HolderAddrs: addrs, Gateways: []status.MeshGateway{ours, planted}},
+		AgentSettings{ClusterID: "east"})
+	if !reflect.DeepEqual(in.Remote, pfx("10.60.0.0/16")) {
+		t.Errorf("remote CIDRs %v; want only the cluster's own MeshGateway's, 10.60.0.0/16", in.Remote)
+	}
+	in, _ = AgentInput(self, ClusterView{Holder: "g1", HolderAddrs: addrs, Gateways: []status.MeshGateway{planted}}, AgentSettings{ClusterID: "east"})
+	if len(in.Remote) != 0 || len(in.Local) != 0 {
+		t.Errorf("from a planted MeshGateway alone: remote %v local %v; want nothing", in.Remote, in.Local)
+	}
+}
+
 // TestStatusStandbys: the active lists the other candidates, a labelled one
 // that memberlist does not see alive as not ready (a failover waits for it).
 func TestStatusStandbys(t *testing.T) {

@@ -19,8 +19,37 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
+// Role is which of a node's roles a process runs.
+type Role string
+
+const (
+	// RoleAuto runs the route agent, and the candidate too on a labelled
+	// node: one process and one account for both (the layout of old).
+	RoleAuto Role = ""
+	// RoleAgent runs the route agent only (every node, a read-only account).
+	RoleAgent Role = "agent"
+	// RoleCandidate runs the gateway candidate only (labelled nodes).
+	RoleCandidate Role = "candidate"
+)
+
+// ParseRole parses a --role value; "auto" and "" are RoleAuto.
+func ParseRole(s string) (Role, error) {
+	switch Role(s) {
+	case "", "auto":
+		return RoleAuto, nil
+	case RoleAgent, RoleCandidate:
+		return Role(s), nil
+	}
+	return "", fmt.Errorf("role %q: want %q, %q or auto", s, RoleAgent, RoleCandidate)
+}
+
 // Config configures one node's roles.
 type Config struct {
+	// Role picks the roles (RoleAuto: by the node's label).
+	Role Role
+	// ClusterID is the cluster's ID: the route agent follows only the
+	// MeshGateway of that name (required with RoleAgent).
+	ClusterID string
 	Client    kubernetes.Interface
 	Dynamic   dynamic.Interface
 	Namespace string
@@ -100,6 +129,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := routeagent.ParseMode(string(cfg.AgentMode)); err != nil {
 		return err
 	}
+	if cfg.Role == RoleAgent && cfg.ClusterID == "" {
+		return errors.New("the route agent needs the cluster's ID (--cluster-id): it follows only the MeshGateway of that name")
+	}
 	r := &runner{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName)}
 
 	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -119,20 +151,23 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("this node's underlay: %w", err)
 	}
-	candidate := n.Labels[election.CandidateLabel] == "true"
-	r.log.Info("starting", "candidate", candidate, "internalIPs", ips, "underlay", self.Interface, "mtu", self.MTU)
+	candidate := cfg.Role == RoleCandidate || (cfg.Role == RoleAuto && n.Labels[election.CandidateLabel] == "true")
+	agent := cfg.Role != RoleCandidate
+	r.log.Info("starting", "candidate", candidate, "routeAgent", agent, "internalIPs", ips, "underlay", self.Interface, "mtu", self.MTU)
 
 	var workers sync.WaitGroup
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
 	errs := make(chan error, 2)
-	workers.Add(1)
-	go func() {
-		defer workers.Done()
-		if err := r.runAgent(agentCtx, self); err != nil {
-			errs <- err
-		}
-	}()
+	if agent {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			if err := r.runAgent(agentCtx, self); err != nil {
+				errs <- err
+			}
+		}()
+	}
 	if candidate {
 		workers.Add(1)
 		go func() {

@@ -82,6 +82,7 @@ func BuildStatus(in StatusInput) status.GatewayStatus {
 	}
 	if self != nil {
 		st.TunnelIP = self.TunnelIP
+		st.Translations = self.Translations
 	}
 	return st
 }

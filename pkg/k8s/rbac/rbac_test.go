@@ -15,8 +15,10 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -24,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	tmapi "github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
@@ -33,26 +36,29 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/keysecret"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/node"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
 const (
-	ns = "tunnelmesh-system"
-	sa = "tunnelmesh-gateway"
+	ns        = "tunnelmesh-system"
+	candidate = "tunnelmesh-gateway"     // the gateway candidates' account
+	agent     = "tunnelmesh-route-agent" // every node's route agent's account
+	clusterID = "east"
 )
 
-// gatewayWork is everything the gateway binary does with the Kubernetes API,
-// in every role; it fails on the first step that does not work.
-func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
-	client, err := kubernetes.NewForConfig(cfg)
+// candidateWork is everything a gateway candidate does with the Kubernetes
+// API, standby and active; it fails on the first step that does not work.
+func candidateWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
+	client, dyn, err := clients(cfg)
 	if err != nil {
 		return err
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
+	// Discovery, with kubeadm-config and ServiceCIDRs readable. It makes do
+	// without kubeadm-config (a warning), so that read is also made here
+	// directly: a missing grant then shows as the permission error it is.
+	if _, err := client.CoreV1().ConfigMaps(discovery.KubeadmNamespace).Get(ctx, discovery.KubeadmConfigMap, metav1.GetOptions{}); err != nil {
+		return fmt.Errorf("discovery: read kubeadm's configuration: %w", err)
 	}
-	// Discovery, with kubeadm-config and ServiceCIDRs readable.
 	cidrs, err := discovery.Discover(ctx, client, discovery.Overrides{})
 	if err != nil {
 		return fmt.Errorf("discovery: %w", err)
@@ -113,17 +119,17 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	if _, err := node.APIServerAddrs(ctx, client); err != nil {
 		return fmt.Errorf("read the API server's endpoints: %w", err)
 	}
-	// Route agent: who is active and where.
+	// The candidates' memberlist peers and the tunnel's allowed sources: the nodes.
 	if _, err := client.CoreV1().Nodes().Get(ctx, active.Holder, metav1.GetOptions{}); err != nil {
-		return fmt.Errorf("route agent: get the active node: %w", err)
+		return fmt.Errorf("get this node: %w", err)
 	}
-	if err := watchOnce(ctx, func(o metav1.ListOptions) (interface{ Stop() }, error) {
+	if err := watchOnce(ctx, metav1.ListOptions{}, func(o metav1.ListOptions) (interface{ Stop() }, error) {
 		return client.CoreV1().Nodes().Watch(ctx, o)
 	}); err != nil {
-		return fmt.Errorf("route agent: watch nodes: %w", err)
+		return fmt.Errorf("watch nodes: %w", err)
 	}
 	// Status by the active.
-	if err := (status.Writer{Client: dyn, ClusterID: "east"}).Write(ctx, status.GatewayStatus{ActiveNode: active.Holder, Epoch: active.Epoch}); err != nil {
+	if err := (status.Writer{Client: dyn, ClusterID: clusterID}).Write(ctx, status.GatewayStatus{ActiveNode: active.Holder, Epoch: active.Epoch}); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
 	// The active stores its view for the next active; the first write
@@ -137,13 +143,8 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	if v, _, ok, err := views.Load(ctx); err != nil || !ok || v.Base.Revision != 2 {
 		return fmt.Errorf("read the gateway view: %v (found %v, revision %d)", err, ok, v.Base.Revision)
 	}
-	// Route agents read remote CIDRs from it.
-	mgws := dyn.Resource(status.GVR).Namespace(ns)
-	if _, err := mgws.List(ctx, metav1.ListOptions{}); err != nil {
-		return fmt.Errorf("route agent: list MeshGateways: %w", err)
-	}
-	if err := watchOnce(ctx, func(o metav1.ListOptions) (interface{ Stop() }, error) { return mgws.Watch(ctx, o) }); err != nil {
-		return fmt.Errorf("route agent: watch MeshGateways: %w", err)
+	if _, err := status.Get(ctx, dyn, ns, clusterID); err != nil { // a new active reads its predecessor's
+		return fmt.Errorf("read the MeshGateway: %w", err)
 	}
 	if err := e.Release(ctx); err != nil {
 		if rerr := <-ran; rerr != nil {
@@ -154,8 +155,56 @@ func gatewayWork(ctx context.Context, cfg *rest.Config, gossipPort int) error {
 	return <-ran
 }
 
-func watchOnce(ctx context.Context, w func(metav1.ListOptions) (interface{ Stop() }, error)) error {
-	wi, err := w(metav1.ListOptions{})
+func clients(cfg *rest.Config) (kubernetes.Interface, dynamic.Interface, error) {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	return client, dyn, err
+}
+
+// agentWork is everything a route agent does with the Kubernetes API.
+func agentWork(ctx context.Context, cfg *rest.Config) error {
+	client, dyn, err := clients(cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := client.CoreV1().Nodes().Get(ctx, "gw-1", metav1.GetOptions{}); err != nil {
+		return fmt.Errorf("get this node: %w", err)
+	}
+	// Informers: the Lease and the cluster's MeshGateway by name, every node.
+	byName := func(name string) metav1.ListOptions {
+		return metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}
+	}
+	if _, err := client.CoordinationV1().Leases(ns).List(ctx, byName(election.DefaultLeaseName)); err != nil {
+		return fmt.Errorf("list the Lease: %w", err)
+	}
+	if err := watchOnce(ctx, byName(election.DefaultLeaseName), func(o metav1.ListOptions) (interface{ Stop() }, error) {
+		return client.CoordinationV1().Leases(ns).Watch(ctx, o)
+	}); err != nil {
+		return fmt.Errorf("watch the Lease: %w", err)
+	}
+	mgws := dyn.Resource(status.GVR).Namespace(ns)
+	if _, err := mgws.List(ctx, byName(clusterID)); err != nil {
+		return fmt.Errorf("list the MeshGateway: %w", err)
+	}
+	if err := watchOnce(ctx, byName(clusterID), func(o metav1.ListOptions) (interface{ Stop() }, error) { return mgws.Watch(ctx, o) }); err != nil {
+		return fmt.Errorf("watch the MeshGateway: %w", err)
+	}
+	if _, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	if err := watchOnce(ctx, metav1.ListOptions{}, func(o metav1.ListOptions) (interface{ Stop() }, error) {
+		return client.CoreV1().Nodes().Watch(ctx, o)
+	}); err != nil {
+		return fmt.Errorf("watch nodes: %w", err)
+	}
+	return nil
+}
+
+func watchOnce(ctx context.Context, o metav1.ListOptions, w func(metav1.ListOptions) (interface{ Stop() }, error)) error {
+	wi, err := w(o)
 	if err != nil {
 		return err
 	}
@@ -168,7 +217,7 @@ type env struct {
 	api   *kubeapi.Env
 	admin kubernetes.Interface
 	dyn   dynamic.Interface
-	rbac  []*unstructured.Unstructured
+	rbac  map[string][]*unstructured.Unstructured // account -> the Roles and ClusterRoles bound to it
 	port  int
 }
 
@@ -178,6 +227,7 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	objs = kube.Substitute(objs, map[string]string{"CLUSTER_ID": clusterID}) // as meshctl join does
 	k8stest.Apply(t, api.Config, objs)
 	admin := api.Client(t)
 	ctx := t.Context()
@@ -201,12 +251,7 @@ func setup(t *testing.T) *env {
 	if _, err := admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var rbac []*unstructured.Unstructured
-	for _, o := range objs {
-		if k := o.GetKind(); k == "Role" || k == "ClusterRole" {
-			rbac = append(rbac, o.DeepCopy())
-		}
-	}
+	rbac := boundRoles(t, objs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -224,45 +269,118 @@ func (e *env) reset() {
 	_ = e.dyn.Resource(status.GVR).Namespace(ns).Delete(ctx, "east", metav1.DeleteOptions{})
 }
 
-func (e *env) run() error {
+// boundRoles maps each ServiceAccount of objs to the Roles and ClusterRoles
+// its bindings in objs grant it.
+func boundRoles(t *testing.T, objs []*unstructured.Unstructured) map[string][]*unstructured.Unstructured {
+	roles := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		if k := o.GetKind(); k == "Role" || k == "ClusterRole" {
+			roles[k+"/"+o.GetNamespace()+"/"+o.GetName()] = o.DeepCopy()
+		}
+	}
+	out := map[string][]*unstructured.Unstructured{}
+	for _, o := range objs {
+		k := o.GetKind()
+		if k != "RoleBinding" && k != "ClusterRoleBinding" {
+			continue
+		}
+		var b rbacv1.RoleBinding // the two share the shape
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &b); err != nil {
+			t.Fatal(err)
+		}
+		roleNS := o.GetNamespace()
+		if b.RoleRef.Kind == "ClusterRole" {
+			roleNS = ""
+		}
+		role := roles[b.RoleRef.Kind+"/"+roleNS+"/"+b.RoleRef.Name]
+		if role == nil {
+			t.Fatalf("%s %s binds %s %s, which rbac.yaml lacks", k, o.GetName(), b.RoleRef.Kind, b.RoleRef.Name)
+		}
+		for _, s := range b.Subjects {
+			out[s.Name] = append(out[s.Name], role)
+		}
+	}
+	return out
+}
+
+// run does an account's work as that account.
+func (e *env) run(account string) error {
 	e.reset()
 	ctx, cancel := context.WithTimeout(e.t.Context(), 20*time.Second)
 	defer cancel()
-	return gatewayWork(ctx, k8stest.Impersonate(e.api.Config, ns, sa), e.port)
+	cfg := k8stest.Impersonate(e.api.Config, ns, account)
+	if account == agent {
+		return agentWork(ctx, cfg)
+	}
+	return candidateWork(ctx, cfg, e.port)
 }
 
-func TestGatewayServiceAccountCanDoItsWork(t *testing.T) {
+func TestServiceAccountsCanDoTheirWork(t *testing.T) {
 	e := setup(t)
-	if err := e.run(); err != nil {
-		t.Fatalf("as %s/%s with deploy/gateway/rbac.yaml: %v", ns, sa, err)
+	for _, account := range []string{candidate, agent} {
+		if err := e.run(account); err != nil {
+			t.Fatalf("as %s/%s with deploy/gateway/rbac.yaml: %v", ns, account, err)
+		}
 	}
-	// And nothing more than asked: a sample of what it must not do.
+	// And nothing more than asked: a sample of what they must not do.
+	for _, account := range []string{candidate, agent} {
+		for _, a := range []authorizationv1.ResourceAttributes{
+			{Namespace: ns, Verb: "update", Resource: "secrets", Name: keysecret.SecretName},
+			{Namespace: ns, Verb: "get", Resource: "secrets", Name: "other"},
+			{Namespace: ns, Verb: "delete", Group: "coordination.k8s.io", Resource: "leases", Name: election.DefaultLeaseName},
+			{Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Name: "other"},
+			{Namespace: ns, Verb: "get", Group: "tunnelmesh.io", Resource: "meshgateways", Name: "other"},
+			{Namespace: ns, Verb: "update", Group: "tunnelmesh.io", Resource: "meshgateways", Subresource: "status", Name: "other"},
+			{Namespace: ns, Verb: "list", Group: "tunnelmesh.io", Resource: "meshgateways"},
+			{Namespace: "kube-system", Verb: "get", Resource: "configmaps", Name: "coredns"},
+			{Namespace: "kube-system", Verb: "list", Resource: "pods"},
+			{Verb: "update", Resource: "nodes"},
+		} {
+			if e.allowed(account, a) {
+				t.Errorf("%s may %s %s/%s %s/%s; it should not", account, a.Verb, a.Resource, a.Subresource, a.Namespace, a.Name)
+			}
+		}
+	}
+	// A plain node's account cannot act as a gateway: no key, no broker
+	// credential, no Lease, no status, no MeshGateway to plant.
 	for _, a := range []authorizationv1.ResourceAttributes{
-		{Namespace: ns, Verb: "update", Resource: "secrets", Name: keysecret.SecretName},
-		{Namespace: ns, Verb: "get", Resource: "secrets", Name: "other"},
-		{Namespace: ns, Verb: "delete", Group: "coordination.k8s.io", Resource: "leases", Name: election.DefaultLeaseName},
-		{Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Name: "other"},
-		{Namespace: "kube-system", Verb: "get", Resource: "configmaps", Name: "coredns"},
-		{Namespace: "kube-system", Verb: "list", Resource: "pods"},
-		{Verb: "update", Resource: "nodes"},
+		{Namespace: ns, Verb: "get", Resource: "secrets", Name: keysecret.SecretName},
+		{Namespace: ns, Verb: "get", Resource: "secrets", Name: brokersecret.Name},
+		{Namespace: ns, Verb: "get", Resource: "secrets", Name: "tunnelmesh-gateway-state"},
+		{Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Name: election.DefaultLeaseName},
+		{Namespace: ns, Verb: "create", Group: "coordination.k8s.io", Resource: "leases"},
+		{Namespace: ns, Verb: "create", Group: "tunnelmesh.io", Resource: "meshgateways"},
+		{Namespace: ns, Verb: "update", Group: "tunnelmesh.io", Resource: "meshgateways", Subresource: "status", Name: clusterID},
 	} {
-		if e.allowed(a) {
-			t.Errorf("the gateway may %s %s %s/%s; it should not", a.Verb, a.Resource, a.Namespace, a.Name)
+		if e.allowed(agent, a) {
+			t.Errorf("the route agent's account may %s %s/%s %s/%s: a plain node could act as a gateway", a.Verb, a.Resource, a.Subresource, a.Namespace, a.Name)
 		}
 	}
 }
 
-// Every verb granted is needed: without it the work fails.
+// Every verb granted to either account is needed: without it that
+// account's work fails, and on a permission error (not on any error).
 func TestEveryGrantedVerbIsNeeded(t *testing.T) {
 	e := setup(t)
-	if err := e.run(); err != nil {
-		t.Fatalf("with the full RBAC: %v", err)
+	for _, account := range []string{candidate, agent} {
+		if err := e.run(account); err != nil {
+			t.Fatalf("%s with the full RBAC: %v", account, err)
+		}
 	}
-	for _, obj := range e.rbac {
-		role := toRole(t, obj)
+	for _, account := range []string{candidate, agent} {
+		for _, obj := range e.rbac[account] {
+			e.eachVerbNeeded(t, account, obj)
+		}
+	}
+}
+
+// eachVerbNeeded drops each verb of obj's rules in turn.
+func (e *env) eachVerbNeeded(t *testing.T, account string, obj *unstructured.Unstructured) {
+	role := toRole(t, obj)
+	{
 		for i, rule := range role.Rules {
 			for _, verb := range rule.Verbs {
-				name := fmt.Sprintf("%s %s/%s rule %d %v: without %s", obj.GetKind(), obj.GetNamespace(), obj.GetName(), i, rule.Resources, verb)
+				name := fmt.Sprintf("%s: %s %s/%s rule %d %v: without %s", account, obj.GetKind(), obj.GetNamespace(), obj.GetName(), i, rule.Resources, verb)
 				t.Run(name, func(t *testing.T) {
 					cut := role.DeepCopy()
 					cut.Rules[i].Verbs = slices.DeleteFunc(slices.Clone(rule.Verbs), func(v string) bool { return v == verb })
@@ -271,12 +389,15 @@ func TestEveryGrantedVerbIsNeeded(t *testing.T) {
 					}
 					probe := attrs(obj.GetNamespace(), rule, verb)
 					e.apply(t, obj, cut)
-					e.waitAllowed(t, probe, false)
-					err := e.run()
+					e.waitAllowed(t, account, probe, false)
+					err := e.run(account)
 					e.apply(t, obj, role)
-					e.waitAllowed(t, probe, true)
+					e.waitAllowed(t, account, probe, true)
 					if err == nil {
-						t.Fatalf("the gateway's work succeeded without %q on %v: the grant is not needed", verb, rule.Resources)
+						t.Fatalf("%s's work succeeded without %q on %v: the grant is not needed", account, verb, rule.Resources)
+					}
+					if !apierrors.IsForbidden(err) {
+						t.Fatalf("%s's work failed without %q on %v, but not on a permission error (a test that fails on any error proves nothing): %v", account, verb, rule.Resources, err)
 					}
 					t.Logf("fails as it should: %v", err)
 				})
@@ -294,10 +415,10 @@ func attrs(namespace string, r rbacv1.PolicyRule, verb string) authorizationv1.R
 	return a
 }
 
-func (e *env) allowed(a authorizationv1.ResourceAttributes) bool {
+func (e *env) allowed(account string, a authorizationv1.ResourceAttributes) bool {
 	e.t.Helper()
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User:               "system:serviceaccount:" + ns + ":" + sa,
+		User:               "system:serviceaccount:" + ns + ":" + account,
 		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 		ResourceAttributes: &a,
 	}}
@@ -308,10 +429,10 @@ func (e *env) allowed(a authorizationv1.ResourceAttributes) bool {
 	return got.Status.Allowed
 }
 
-func (e *env) waitAllowed(t *testing.T, a authorizationv1.ResourceAttributes, want bool) {
+func (e *env) waitAllowed(t *testing.T, account string, a authorizationv1.ResourceAttributes, want bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for e.allowed(a) != want {
+	for e.allowed(account, a) != want {
 		if time.Now().After(deadline) {
 			t.Fatalf("authorizer still says allowed=%v for %+v", !want, a)
 		}
@@ -349,9 +470,10 @@ func (e *env) apply(t *testing.T, orig *unstructured.Unstructured, rules *rbacv1
 	}
 }
 
-// The gateway directory applies as `kubectl apply -k` would, in the
-// kustomization's order, and the DaemonSet runs as the ServiceAccount bound
-// above with no capability beyond NET_ADMIN.
+// The gateway directory applies as `kubectl apply -k` would (with the
+// cluster's ID filled in, as join does), in the kustomization's order: the
+// candidates' DaemonSet on labelled nodes and the route agents' on every
+// node, each as its own ServiceAccount, with no capability beyond NET_ADMIN.
 func TestDeployGatewayApplies(t *testing.T) {
 	api := kubeapi.Start(t)
 	b, err := fsReadFile("gateway/kustomization.yaml")
@@ -372,19 +494,29 @@ func TestDeployGatewayApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k8stest.Apply(t, api.Config, objs)
-	ds, err := api.Client(t).AppsV1().DaemonSets(ns).Get(t.Context(), "tunnelmesh-gateway", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod := ds.Spec.Template.Spec
-	c := pod.Containers[0]
-	if pod.ServiceAccountName != sa || !pod.HostNetwork || c.Image != "tunnelmesh/gateway:dev" || c.Args[0] != "k8s" {
-		t.Fatalf("DaemonSet pod spec: sa %q hostNetwork %v image %q args %v", pod.ServiceAccountName, pod.HostNetwork, c.Image, c.Args)
-	}
-	sc := c.SecurityContext
-	if sc.Privileged == nil || *sc.Privileged || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_ADMIN" || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
-		t.Fatalf("security context %+v; want unprivileged, drop ALL, add only NET_ADMIN", sc)
+	k8stest.Apply(t, api.Config, kube.Substitute(objs, map[string]string{"CLUSTER_ID": clusterID}))
+	for _, want := range []struct{ ds, account, role string }{
+		{"tunnelmesh-gateway", candidate, "--role=candidate"}, {"tunnelmesh-route-agent", agent, "--role=agent"},
+	} {
+		ds, err := api.Client(t).AppsV1().DaemonSets(ns).Get(t.Context(), want.ds, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := ds.Spec.Template.Spec
+		c := pod.Containers[0]
+		if pod.ServiceAccountName != want.account || !pod.HostNetwork || c.Image != "tunnelmesh/gateway:dev" || c.Args[0] != "k8s" || !slices.Contains(c.Args, want.role) {
+			t.Fatalf("DaemonSet %s pod spec: sa %q hostNetwork %v image %q args %v", want.ds, pod.ServiceAccountName, pod.HostNetwork, c.Image, c.Args)
+		}
+		sc := c.SecurityContext
+		if sc.Privileged == nil || *sc.Privileged || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "NET_ADMIN" || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+			t.Fatalf("%s security context %+v; want unprivileged, drop ALL, add only NET_ADMIN", want.ds, sc)
+		}
+		if want.account == candidate && pod.NodeSelector[election.CandidateLabel] != "true" {
+			t.Fatalf("the candidates' DaemonSet runs on nodes without %s=true: %v", election.CandidateLabel, pod.NodeSelector)
+		}
+		if want.account == agent && !slices.Contains(c.Args, "--cluster-id="+clusterID) {
+			t.Fatalf("the route agent is not told the cluster's ID: %v", c.Args)
+		}
 	}
 }
 

@@ -52,6 +52,9 @@ type GatewayStatus struct {
 	TunnelIP     string   `json:"tunnelIP,omitempty"`
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+	// Translations are this cluster's translated CIDRs (the broker's
+	// record): the active gateway rewrites between real and mapped.
+	Translations []api.Translation `json:"translations,omitempty"`
 	// Connected, Total and Connections are derived from Remotes by Write.
 	Connected       int             `json:"connected"`
 	Total           int             `json:"total"`
@@ -91,7 +94,9 @@ type RemoteCluster struct {
 	PathMTU     int `json:"pathMTU,omitempty"`
 	PathMTULost int `json:"pathMTULost,omitempty"`
 	// PeerEndpoint: api.PeerHealth's, where WireGuard sends to now.
-	PeerEndpoint string   `json:"peerEndpoint,omitempty"`
+	PeerEndpoint string `json:"peerEndpoint,omitempty"`
+	// PodCIDRs and ServiceCIDRs are the cluster's mesh CIDRs: mapped
+	// where it is translated, what this cluster routes to it.
 	PodCIDRs     []string `json:"podCIDRs,omitempty"`
 	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 	// Refused are the CIDRs of PodCIDRs/ServiceCIDRs the active gateway
@@ -126,7 +131,7 @@ func Remotes(self string, clusters []api.Cluster, gateways []api.Gateway, health
 		if c.ID == self {
 			continue
 		}
-		r := RemoteCluster{Cluster: c.ID, Status: api.StatusConnecting, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}
+		r := RemoteCluster{Cluster: c.ID, Status: api.StatusConnecting, PodCIDRs: c.MeshPodCIDRs(), ServiceCIDRs: c.MeshServiceCIDRs()}
 		if g, ok := active[c.ID]; ok {
 			r.ActiveGateway, r.Epoch = g.Hostname, g.Epoch
 			ip := g.PublicIP

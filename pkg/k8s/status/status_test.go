@@ -11,16 +11,18 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/k8stest"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 func TestRemotes(t *testing.T) {
 	hs := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
 	clusters := []api.Cluster{
-		{ID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.98.0.0/16"}},
-		{ID: "east", PodCIDRs: []string{"10.1.0.0/16"}},
+		// west is translated: route agents route its mapped CIDR.
+		{ID: "west", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.98.0.0/16"},
+			Translations: []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.1.0.0/16"}}},
+		{ID: "east", PodCIDRs: []string{"10.1.0.0/16"}, Translations: []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}},
 		{ID: "north", PodCIDRs: []string{"10.3.0.0/16"}},
 	}
 	gws := []api.Gateway{
@@ -35,7 +37,7 @@ func TestRemotes(t *testing.T) {
 	want := []RemoteCluster{
 		{Cluster: "north", Status: api.StatusConnecting, ActiveGateway: "n1", Epoch: 1, Endpoint: "192.168.1.5:51821", PodCIDRs: []string{"10.3.0.0/16"}},
 		{Cluster: "west", Status: api.StatusConnected, ActiveGateway: "w-new", Epoch: 4, Endpoint: "203.0.113.4:51820", RTTMillis: 1.5,
-			LastHandshake: &hst, RxBytes: 10, TxBytes: 20, PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.98.0.0/16"}},
+			LastHandshake: &hst, RxBytes: 10, TxBytes: 20, PodCIDRs: []string{"240.1.0.0/16"}, ServiceCIDRs: []string{"10.98.0.0/16"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Remotes:\n got %+v\nwant %+v", got, want)

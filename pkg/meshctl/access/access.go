@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -76,6 +77,15 @@ type Flags struct {
 	CAFile         string
 	CredentialFile string
 	InfoFile       string
+}
+
+// Register adds the flags to fs; credential says whose credential
+// --credential-file holds.
+func (f *Flags) Register(fs *pflag.FlagSet, credential string) {
+	fs.StringVar(&f.InfoFile, "broker-info", "", "broker-info file giving the broker's URL and CA")
+	fs.StringVar(&f.URL, "broker-url", "", "broker URL (overrides --broker-info's)")
+	fs.StringVar(&f.CAFile, "ca-file", "", "broker CA certificate (overrides --broker-info's)")
+	fs.StringVar(&f.CredentialFile, "credential-file", "", "file holding "+credential)
 }
 
 // Client returns a client per the flags; with none it reads the cluster's

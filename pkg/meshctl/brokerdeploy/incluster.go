@@ -102,16 +102,28 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	if o.Replicas > 1 && !o.Etcd.Enabled() {
-		return nil, cli.Usage("pass --etcd-endpoints (the etcd cluster the replicas share), or --replicas 1",
-			"%d broker replicas need a shared store", o.Replicas)
-	}
-	var etcdSecret map[string][]byte
-	if o.Etcd.Enabled() {
+	var etcdSecret, membersSecret map[string][]byte
+	bundled := o.Replicas > 1 && !o.Etcd.Enabled()
+	if bundled {
+		// The bundled etcd (deploy/broker-etcd), secure with no flags: TLS
+		// and client certificates from a PKI made here (kept on re-runs).
+		eo, err := bundledEtcdObjects()
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, eo...)
+		if membersSecret, etcdSecret, err = bundledEtcdPKI(ctx, c); err != nil {
+			return nil, err
+		}
+		o.Etcd.Endpoints = bundledEtcdEndpoints()
+		if err := replicate(objs, o.Replicas, o.Etcd, etcdSecret); err != nil {
+			return nil, err
+		}
+	} else if o.Etcd.Enabled() {
 		if etcdSecret, err = o.Etcd.etcdSecretData(); err != nil {
 			return nil, err
 		}
-		if err := replicate(objs, max(o.Replicas, 1), o.Etcd, etcdSecret != nil); err != nil {
+		if err := replicate(objs, max(o.Replicas, 1), o.Etcd, etcdSecret); err != nil {
 			return nil, err
 		}
 	}
@@ -209,6 +221,11 @@ func InCluster(ctx context.Context, c *kube.Cluster, o Options) (*Result, error)
 		}
 		if etcdSecret != nil {
 			if err := applySecret(ctx, c, etcdSecretName, etcdSecret); err != nil {
+				return err
+			}
+		}
+		if membersSecret != nil {
+			if err := applySecret(ctx, c, EtcdTLSSecret, membersSecret); err != nil {
 				return err
 			}
 		}

@@ -62,8 +62,10 @@ func (e EtcdOptions) etcdSecretData() (map[string][]byte, error) {
 // replicate turns deploy/broker's single bbolt broker into replicas
 // sharing etcd: replicas pods, rolling updates, no node pinning or host
 // path (the data is in etcd), spread over nodes when possible, and the
-// store flags. withTLS mounts Secret tunnelmesh-broker-etcd.
-func replicate(objs []*unstructured.Unstructured, replicas int, e EtcdOptions, withTLS bool) error {
+// store flags. With tlsData (the broker's etcd Secret: ca.crt, client.crt,
+// client.key) it mounts Secret tunnelmesh-broker-etcd and points the flags
+// at the files it has.
+func replicate(objs []*unstructured.Unstructured, replicas int, e EtcdOptions, tlsData map[string][]byte) error {
 	for _, o := range objs {
 		if o.GetKind() != "Deployment" || o.GetName() != deploymentName {
 			continue
@@ -96,14 +98,14 @@ func replicate(objs []*unstructured.Unstructured, replicas int, e EtcdOptions, w
 			args = append(args, fmt.Sprintf("--etcd-max-txn-ops=%d", e.MaxTxnOps))
 		}
 		ctr := &ps.Containers[0]
-		if withTLS {
+		if tlsData != nil {
 			ps.Volumes = append(ps.Volumes, corev1.Volume{Name: "etcd", VolumeSource: corev1.VolumeSource{
 				Secret: &corev1.SecretVolumeSource{SecretName: etcdSecretName, DefaultMode: ptr(int32(0o400))}}})
 			ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: "etcd", MountPath: etcdMountPath, ReadOnly: true})
-			if e.CAFile != "" {
+			if tlsData["ca.crt"] != nil {
 				args = append(args, "--etcd-ca="+etcdMountPath+"/ca.crt")
 			}
-			if e.CertFile != "" {
+			if tlsData["client.crt"] != nil {
 				args = append(args, "--etcd-cert="+etcdMountPath+"/client.crt", "--etcd-key="+etcdMountPath+"/client.key")
 			}
 		}

@@ -29,7 +29,16 @@ func brokerDeployment(t *testing.T, e EtcdOptions, replicas int, tls bool) appsv
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := replicate(objs, replicas, e, tls); err != nil {
+	var tlsData map[string][]byte
+	if tls { // as etcdSecretData reads the files
+		tlsData = map[string][]byte{}
+		for f, k := range map[string]string{e.CAFile: "ca.crt", e.CertFile: "client.crt", e.KeyFile: "client.key"} {
+			if f != "" {
+				tlsData[k] = []byte("x")
+			}
+		}
+	}
+	if err := replicate(objs, replicas, e, tlsData); err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range objs {

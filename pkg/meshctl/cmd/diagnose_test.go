@@ -74,15 +74,18 @@ func TestDiagnose(t *testing.T) {
 		if _, err := c.Client.CoreV1().Nodes().Update(ctx, nd, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-gateway-" + n, Labels: map[string]string{"app.kubernetes.io/component": "gateway"}},
-			Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "gateway", Image: "tunnelmesh/gateway:dev"}}}}
-		pod, err := c.Client.CoreV1().Pods(defaults.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		if _, err := c.Client.CoreV1().Pods(defaults.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
+		// A candidate and a route agent on each (gateway nodes).
+		for _, comp := range []string{"gateway", "route-agent"} {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-" + comp + "-" + n, Labels: map[string]string{"app.kubernetes.io/component": comp}},
+				Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: comp, Image: "tunnelmesh/gateway:dev"}}}}
+			pod, err := c.Client.CoreV1().Pods(defaults.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+			if _, err := c.Client.CoreV1().Pods(defaults.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// The kubelets' Leases: east-gw2's clock is 6 s ahead.
@@ -151,14 +154,22 @@ func TestDiagnose(t *testing.T) {
 			return err
 		})
 	}
-	// The active gateway's status: west connected, a handshake 20 s ago.
+	// The active gateway's status as it writes it before its first full-size
+	// probe came back and while its standby's elector is not yet in
+	// memberlist: west connected, a handshake 20 s ago.
 	hs := metav1.NewTime(time.Now().Add(-20 * time.Second))
 	w := status.Writer{Client: c.Kube.Dynamic, Namespace: defaults.Namespace, ClusterID: "east"}
-	if err := w.Write(ctx, status.GatewayStatus{ActiveNode: "east-gw", Epoch: 1, Remotes: []status.RemoteCluster{
-		{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.4:51820", LastHandshake: &hs}},
-		Conditions: []metav1.Condition{{Type: diagnose.CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match", LastTransitionTime: metav1.Now()}}}); err != nil {
-		t.Fatal(err)
+	write := func(standby status.Standby, pathMTU, pathMTULost int) {
+		t.Helper()
+		if err := w.Write(ctx, status.GatewayStatus{ActiveNode: "east-gw", Epoch: 1,
+			Remotes: []status.RemoteCluster{{Cluster: "west", Status: api.StatusConnected, Endpoint: "172.18.0.4:51820", LastHandshake: &hs,
+				PathMTU: pathMTU, PathMTULost: pathMTULost}},
+			Standbys:   []status.Standby{standby},
+			Conditions: []metav1.Condition{{Type: diagnose.CondCIDRsMatch, Status: metav1.ConditionTrue, Reason: "Match", LastTransitionTime: metav1.Now()}}}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	write(status.Standby{Node: "east-gw2", Reason: "not in the candidates' memberlist"}, 0, 0)
 
 	results := func(wantCode int) map[string]diagnose.Finding {
 		t.Helper()
@@ -173,32 +184,55 @@ func TestDiagnose(t *testing.T) {
 		}
 		return byName
 	}
-	got := results(cli.ExitFailure)
-	for name, f := range got {
-		want := diagnose.Pass
-		if name == "clock-skew" {
-			want = diagnose.Fail
+	// expect: every check passes except those named, which give the result
+	// with the detail containing the text.
+	type want struct {
+		result diagnose.Result
+		detail string
+	}
+	expect := func(what string, got map[string]diagnose.Finding, except map[string]want) {
+		t.Helper()
+		for name, f := range got {
+			w, ok := except[name]
+			if !ok {
+				w.result = diagnose.Pass
+			}
+			if f.Result != w.result || !strings.Contains(f.Detail, w.detail) {
+				t.Errorf("%s: %s: %s %s (fix: %s), want %s with %q", what, name, f.Result, f.Detail, f.Fix, w.result, w.detail)
+			}
 		}
-		if f.Result != want {
-			t.Errorf("%s: %s %s (fix: %s), want %s", name, f.Result, f.Detail, f.Fix, want)
+		for name := range except {
+			if _, ok := got[name]; !ok {
+				t.Errorf("%s: no %s check", what, name)
+			}
 		}
 	}
-	if d := got["clock-skew"].Detail; !strings.Contains(d, "east-gw2 +") {
-		t.Errorf("clock-skew detail: %s", d)
-	}
+	expect("skewed clock, standby not ready, path not measured", results(cli.ExitFailure), map[string]want{
+		"clock-skew":       {diagnose.Fail, "east-gw2 +"},
+		"standby-gateways": {diagnose.Warn, "standby not ready: east-gw2 (not in the candidates' memberlist)"},
+		"mtu-mss":          {diagnose.Skip, "no full-size probe answered yet to west (connected)"},
+	})
 
+	// Clock put right, the standby in memberlist, the full-size probe answered:
+	// what the MeshGateway CRD carries lets every check pass.
 	renew("east-gw2", 0)
-	for name, f := range results(cli.ExitOK) {
-		if f.Result != diagnose.Pass {
-			t.Errorf("clock put right: %s: %s %s", name, f.Result, f.Detail)
-		}
-	}
+	write(status.Standby{Node: "east-gw2", Ready: true}, 1420, 0)
+	expect("all well", results(cli.ExitOK), map[string]want{
+		"standby-gateways": {diagnose.Pass, "standby ready to take over: east-gw2"},
+		"mtu-mss":          {diagnose.Pass, "tunnel MTU 1420"},
+	})
 
 	// The table says the same for people.
 	out, _, code := run(t, append([]string{"diagnose"}, kc...)...)
-	if code != 0 || !strings.Contains(out, "PASS  wireguard-udp") || !strings.Contains(out, "12 checks: 12 passed") {
+	if code != 0 || !strings.Contains(out, "PASS  wireguard-udp") || !strings.Contains(out, "PASS  mtu-mss") || !strings.Contains(out, "14 checks: 14 passed") {
 		t.Errorf("diagnose table: exit %d\n%s", code, out)
 	}
+
+	// Full-size probes lost while small ones arrive: a path MTU problem.
+	write(status.Standby{Node: "east-gw2", Ready: true}, 0, 1420)
+	expect("full-size probes lost", results(cli.ExitFailure), map[string]want{
+		"mtu-mss": {diagnose.Fail, "lost to west (1420-byte packets)"},
+	})
 }
 
 func mustCreate(t *testing.T, create func() error) {

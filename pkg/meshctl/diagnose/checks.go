@@ -3,6 +3,7 @@ package diagnose
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ var Checks = []Check{
 	{"broker", checkBroker},
 	{"cidr-overlap", checkOverlap},
 	{"cidrs-match-broker", checkCIDRsMatch},
+	{"translation", checkTranslation},
 	{"components", checkComponents},
 	{"active-gateway", checkActive},
 	{"standby-gateways", checkStandbys},
@@ -133,40 +135,79 @@ func checkBroker(f Facts) Finding {
 	return fail("run `meshctl join` again to re-register it", "the broker has no record of cluster %q", f.ClusterID)
 }
 
-// checkOverlap runs the broker's own overlap rule (pkg/broker/rules) for
-// each member against the others: members that joined before the rule
-// existed, or were restored from a backup, are caught here.
+// checkOverlap runs the clusterset's address rule (api.CheckMesh, which
+// the broker keeps at every join and translation) over the members: with
+// translation, CIDRs may overlap as long as every cluster's mesh CIDRs
+// (mapped where translated) are unique and overlap no member's real ones.
+// Members restored from an old backup, or records changed by hand, are
+// caught here.
 func checkOverlap(f Facts) Finding {
 	if f.BrokerErr != "" {
 		return skip("no member list (the broker could not be read)")
 	}
 	var problems []string
-	for i, c := range f.Members {
-		var prefixes []netip.Prefix
-		bad := false
+	for _, c := range f.Members {
 		for _, s := range append(append([]string{}, c.PodCIDRs...), c.ServiceCIDRs...) {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
+			if _, err := netip.ParsePrefix(s); err != nil {
 				problems = append(problems, fmt.Sprintf("cluster %q has an invalid CIDR %q", c.ID, s))
-				bad = true
-				break
 			}
-			prefixes = append(prefixes, p)
-		}
-		if bad {
-			continue
-		}
-		// Only later members: each pair is reported once.
-		others := f.Members[i+1:]
-		if e := api.CheckOverlaps(netip.Prefix{}, others, api.JoinRequest{ClusterID: c.ID, PodCIDRs: c.PodCIDRs, ServiceCIDRs: c.ServiceCIDRs}, prefixes); e != nil {
-			problems = append(problems, fmt.Sprintf("cluster %q: %s", c.ID, e.Message))
 		}
 	}
+	problems = append(problems, api.CheckMesh(f.Members)...)
 	if len(problems) > 0 {
-		return fail("give one of the clusters CIDRs no other member uses, then `meshctl leave` and `meshctl join` it; overlapping CIDRs cannot be routed",
+		return fail("translate one cluster of each overlapping pair (`meshctl translate CLUSTER` with the broker's admin credential): the change rolls through the clusterset without a restart",
 			"%s", strings.Join(problems, "; "))
 	}
+	n := 0
+	for _, c := range f.Members {
+		if c.Translated() {
+			n++
+		}
+	}
+	if n > 0 {
+		return pass("every member has its own mesh addresses; %d of the %d member(s) are known by mapped CIDRs where theirs overlap", n, len(f.Members))
+	}
 	return pass("no pod or service CIDR of the %d member(s) overlaps another", len(f.Members))
+}
+
+// checkTranslation: this cluster's translation as the broker records it,
+// and whether the active gateway has taken it (its MeshGateway status
+// carries the translations of the broker state it applied).
+func checkTranslation(f Facts) Finding {
+	if f.BrokerErr != "" {
+		return skip("no broker record (the broker could not be read)")
+	}
+	var self *api.Cluster
+	for i := range f.Members {
+		if f.Members[i].ID == f.ClusterID {
+			self = &f.Members[i]
+		}
+	}
+	if self == nil {
+		return skip("cluster %q is not a member", f.ClusterID)
+	}
+	var remote []string
+	for _, c := range f.Members {
+		if c.ID != f.ClusterID && c.Translated() {
+			remote = append(remote, fmt.Sprintf("%s (%s)", c.ID, api.DescribeTranslations(c.Translations)))
+		}
+	}
+	others := ""
+	if len(remote) > 0 {
+		others = "; reached at mapped CIDRs here: " + strings.Join(remote, ", ")
+	}
+	if !self.Translated() {
+		return pass("not translated: this cluster's pods keep their own addresses across the mesh%s", others)
+	}
+	if f.MeshGateway == nil {
+		return skip("translated (%s) but no MeshGateway status to compare", api.DescribeTranslations(self.Translations))
+	}
+	if got := f.MeshGateway.Status.Translations; !slices.Equal(got, self.Translations) {
+		return fail("the active gateway follows the broker's watch: check its log (`kubectl -n "+defaults.Namespace+" logs` of the active gateway pod) and that it reaches the broker",
+			"the broker translates %s, the active gateway applied %q", api.DescribeTranslations(self.Translations), api.DescribeTranslations(got))
+	}
+	return pass("translated: %s; other clusters see this cluster's pods at their mapped addresses, so NetworkPolicies there name the mapped CIDRs%s",
+		api.DescribeTranslations(self.Translations), others)
 }
 
 func checkCIDRsMatch(f Facts) Finding {
@@ -186,13 +227,14 @@ func checkCIDRsMatch(f Facts) Finding {
 	return skip("the active gateway has not reported a CIDR comparison yet")
 }
 
-// checkComponents: a gateway pod (candidate or route agent) ready on every
-// Ready node, and every DaemonSet and Deployment of ours ready.
+// checkComponents: a route-agent pod ready on every Ready node, a gateway
+// pod ready on every Ready candidate node, and every DaemonSet and
+// Deployment of ours ready.
 func checkComponents(f Facts) Finding {
-	onNode := map[string]Pod{}
+	onNode := map[string]map[string]Pod{"gateway": {}, "route-agent": {}} // component -> node -> pod
 	for _, p := range f.Pods {
-		if p.Component == "gateway" {
-			onNode[p.Node] = p
+		if m, ok := onNode[p.Component]; ok {
+			m[p.Node] = p
 		}
 	}
 	var problems []string
@@ -200,19 +242,27 @@ func checkComponents(f Facts) Finding {
 		if !n.Ready {
 			continue
 		}
-		p, ok := onNode[n.Name]
-		switch {
-		case !ok:
-			problems = append(problems, "no gateway pod on node "+n.Name)
-		case !p.Ready:
-			why := p.Waiting
-			if why == "" && p.LastError != "" {
-				why = "last exit: " + p.LastError
+		need := []string{"route-agent"}
+		if n.Gateway {
+			need = append(need, "gateway")
+		}
+		for _, comp := range need {
+			p, ok := onNode[comp][n.Name]
+			switch {
+			case !ok && comp == "gateway":
+				problems = append(problems, "no gateway pod on candidate node "+n.Name)
+			case !ok:
+				problems = append(problems, "no route-agent pod on node "+n.Name)
+			case !p.Ready:
+				why := p.Waiting
+				if why == "" && p.LastError != "" {
+					why = "last exit: " + p.LastError
+				}
+				if why == "" {
+					why = "not ready"
+				}
+				problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
 			}
-			if why == "" {
-				why = "not ready"
-			}
-			problems = append(problems, fmt.Sprintf("pod %s on %s: %s", p.Name, n.Name, why))
 		}
 	}
 	for _, w := range f.Workloads {

@@ -43,8 +43,12 @@ func healthy() Facts {
 			{Name: "gw-b", Node: "east-worker", Component: "gateway", Ready: true},
 			{Name: "gw-c", Node: "east-worker2", Component: "gateway", Ready: true},
 			{Name: "ctl", Node: "east-worker2", Component: "controller", Ready: true},
+			{Name: "ra-a", Node: "east-control-plane", Component: "route-agent", Ready: true},
+			{Name: "ra-b", Node: "east-worker", Component: "route-agent", Ready: true},
+			{Name: "ra-c", Node: "east-worker2", Component: "route-agent", Ready: true},
 		},
-		Workloads:   []Workload{{"DaemonSet", "tunnelmesh-gateway", 3, 3}, {"Deployment", "tunnelmesh-controller", 1, 1}},
+		Workloads: []Workload{{"DaemonSet", "tunnelmesh-gateway", 3, 3}, {"Deployment", "tunnelmesh-controller", 1, 1},
+			{"DaemonSet", "tunnelmesh-route-agent", 3, 3}},
 		GatewayArgs: []string{"k8s", "--listen-port=51820"},
 		MeshGateway: &status.MeshGateway{Status: status.GatewayStatus{
 			ClusterID: "east", ActiveNode: "east-worker", Epoch: 2, UpdatedAt: mt(now.Add(-3 * time.Second)),
@@ -94,12 +98,34 @@ func TestEachCheckFails(t *testing.T) {
 	}{
 		{"broker down", func(f *Facts) { f.BrokerErr = "cannot reach the broker at https://b" }, "broker", Fail, "cannot reach"},
 		{"not a member", func(f *Facts) { f.Members = f.Members[1:] }, "broker", Fail, `no record of cluster "east"`},
-		{"pod CIDRs overlap", func(f *Facts) { f.Members[1].PodCIDRs = []string{"10.1.128.0/17"} }, "cidr-overlap", Fail, `overlaps 10.1.128.0/17 of cluster "west"`},
+		{"pod CIDRs overlap, untranslated", func(f *Facts) { f.Members[1].PodCIDRs = []string{"10.1.128.0/17"} }, "cidr-overlap", Fail,
+			`clusters "east" and "west" share mesh addresses: 10.1.0.0/16 overlaps 10.1.128.0/17`},
 		{"service overlaps pod", func(f *Facts) { f.Members[1].ServiceCIDRs = []string{"10.1.5.0/24"} }, "cidr-overlap", Fail, "overlaps"},
+		{"pod CIDRs overlap, both translated", func(f *Facts) {
+			f.Members[1].PodCIDRs = []string{"10.1.0.0/16"}
+			f.Members[0].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}
+			f.Members[1].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.1.0.0/16"}}
+			f.MeshGateway.Status.Translations = f.Members[0].Translations
+		}, "cidr-overlap", Pass, "2 of the 2 member(s) are known by mapped CIDRs"},
+		{"only one side of an overlap translated", func(f *Facts) {
+			f.Members[1].PodCIDRs = []string{"10.1.0.0/16"}
+			f.Members[1].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.1.0.0/16"}}
+		}, "cidr-overlap", Fail, `cluster "west" cannot reach "east"`},
+		{"translated, gateway applied it", func(f *Facts) {
+			f.Members[0].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}
+			f.MeshGateway.Status.Translations = f.Members[0].Translations
+		}, "translation", Pass, "translated: 10.1.0.0/16 as 240.0.0.0/16"},
+		{"translated, gateway has not applied it", func(f *Facts) {
+			f.Members[0].Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.0.0.0/16"}}
+		}, "translation", Fail, `the broker translates 10.1.0.0/16 as 240.0.0.0/16, the active gateway applied "none"`},
+		{"a remote cluster translated", func(f *Facts) {
+			f.Members[1].Translations = []api.Translation{{Real: "10.2.0.0/16", Mapped: "240.1.0.0/16"}}
+		}, "translation", Pass, "reached at mapped CIDRs here: west (10.2.0.0/16 as 240.1.0.0/16)"},
 		{"CIDRs differ from broker", func(f *Facts) {
 			f.MeshGateway.Status.Conditions[0] = metav1.Condition{Type: CondCIDRsMatch, Status: metav1.ConditionFalse, Reason: "Mismatch", Message: "pod CIDRs 10.9.0.0/16 vs 10.1.0.0/16"}
 		}, "cidrs-match-broker", Fail, "Mismatch"},
-		{"no gateway pod on a node", func(f *Facts) { f.Pods = f.Pods[1:] }, "components", Fail, "no gateway pod on node east-control-plane"},
+		{"no route agent on a node", func(f *Facts) { f.Pods = f.Pods[:4] }, "components", Fail, "no route-agent pod on node east-control-plane"},
+		{"no gateway pod on a candidate node", func(f *Facts) { f.Pods = append(f.Pods[:1:1], f.Pods[2:]...) }, "components", Fail, "no gateway pod on candidate node east-worker"},
 		{"gateway pod crashing", func(f *Facts) {
 			f.Pods[2].Ready, f.Pods[2].Waiting = false, "CrashLoopBackOff: back-off 40s"
 		}, "components", Fail, "gw-c on east-worker2: CrashLoopBackOff"},

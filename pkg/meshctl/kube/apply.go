@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -235,4 +236,38 @@ func ConditionTrue(u *unstructured.Unstructured, typ string) bool {
 		}
 	}
 	return false
+}
+
+// Substitute returns copies of objs with every ${NAME} in their string
+// values replaced by vars[NAME] (the manifests name, e.g., the cluster's own
+// MeshGateway in RBAC rules as ${CLUSTER_ID}).
+func Substitute(objs []*unstructured.Unstructured, vars map[string]string) []*unstructured.Unstructured {
+	var pairs []string
+	for k, v := range vars {
+		pairs = append(pairs, "${"+k+"}", v)
+	}
+	r := strings.NewReplacer(pairs...)
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch t := v.(type) {
+		case string:
+			return r.Replace(t)
+		case map[string]any:
+			for k, e := range t {
+				t[k] = walk(e)
+			}
+		case []any:
+			for i, e := range t {
+				t[i] = walk(e)
+			}
+		}
+		return v
+	}
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		c := o.DeepCopy()
+		walk(c.Object)
+		out = append(out, c)
+	}
+	return out
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // CorefileEditor makes a Corefile serve clusterset.local and tells whether
-// it changed anything (the lead wires pkg/dns.EnableMulticluster).
+// it changed anything (EnableClustersetDNS: pkg/dns.EnableMulticluster).
 type CorefileEditor func(corefile string) (string, bool, error)
 
 // The cluster's CoreDNS configuration (kubeadm's and kind's names).

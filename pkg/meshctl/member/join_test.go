@@ -168,9 +168,10 @@ func TestJoinErrors(t *testing.T) {
 	o.Info.JoinToken = rev.Token
 	check("revoked token", o, cli.ExitRefused, "the join token is wrong, expired or revoked")
 
+	// Overlapping a member is translated; the broker's own ranges never are.
 	o = good()
-	o.PodCIDRs = []string{"10.1.128.0/17"}
-	check("CIDR overlap", o, cli.ExitRefused, `overlap member cluster "cluster-a"`)
+	o.PodCIDRs = []string{"240.0.0.0/16"}
+	check("CIDR in the mapped pool", o, cli.ExitRefused, "overlap the broker's own address ranges")
 	o = good()
 	o.ClusterID = "cluster-a"
 	check("cluster ID taken", o, cli.ExitRefused, `cluster ID "cluster-a" is already taken`)
@@ -179,8 +180,8 @@ func TestJoinErrors(t *testing.T) {
 	check("no CIDRs", o, cli.ExitRefused, "pass --pod-cidr and --service-cidr")
 	o = good()
 	o.PodCIDRs, o.ServiceCIDRs = nil, nil
-	o.Detector = fixedDetector{pods: []string{"10.1.0.0/24"}, svcs: []string{"10.96.9.0/24"}}
-	check("detected CIDR overlaps", o, cli.ExitRefused, `overlap member cluster "cluster-a"`)
+	o.Detector = fixedDetector{pods: []string{"100.127.0.0/24"}, svcs: []string{"10.96.9.0/24"}}
+	check("detected CIDR in the tunnel pool", o, cli.ExitRefused, "overlap the broker's own address ranges")
 	o = good()
 	o.ClusterID = "Bad_ID"
 	check("invalid ID", o, cli.ExitUsage, `invalid cluster ID "Bad_ID"`)

@@ -101,6 +101,26 @@ func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
 
+// EchoContainer is the echoserver as verify and the test beds run it: HTTP
+// and UDP on EchoPort, answering with the pod, node and cluster that
+// answered (from the downward API and clusterID), ready once it serves.
+func EchoContainer(name, image, clusterID string) corev1.Container {
+	return corev1.Container{
+		Name: name, Image: image, Args: []string{"-listen=:" + strconv.Itoa(EchoPort)},
+		Env: []corev1.EnvVar{
+			{Name: "CLUSTER_NAME", Value: clusterID},
+			fieldEnv("POD_IP", "status.podIP"),
+			fieldEnv("NODE_NAME", "spec.nodeName"),
+			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		},
+		Ports: []corev1.ContainerPort{{ContainerPort: EchoPort}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(EchoPort)}},
+			PeriodSeconds: 1,
+		},
+	}
+}
+
 // pod is a test pod pinned to node (the run chose it: gateway or not).
 func (r Run) pod(name, role, node, image string, args []string, restart corev1.RestartPolicy, env []corev1.EnvVar) *corev1.Pod {
 	return &corev1.Pod{
@@ -124,9 +144,10 @@ func (r Run) pod(name, role, node, image string, args []string, restart corev1.R
 // with who answered and the client address it saw, and beside it a
 // benchmark server (benchImage) for the bulk-transfer step.
 func (r Run) EchoServer(node, image, benchImage, clusterID string) *corev1.Pod {
-	p := r.pod("echo-server", "server", node, image, []string{"-listen=:" + strconv.Itoa(EchoPort)}, corev1.RestartPolicyAlways,
-		[]corev1.EnvVar{fieldEnv("POD_IP", "status.podIP"), fieldEnv("NODE_NAME", "spec.nodeName"), fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-			{Name: "CLUSTER_NAME", Value: clusterID}})
+	p := r.pod("echo-server", "server", node, image, nil, corev1.RestartPolicyAlways, nil)
+	echo := EchoContainer("server", image, clusterID)
+	echo.ImagePullPolicy, echo.SecurityContext = p.Spec.Containers[0].ImagePullPolicy, noPrivileges
+	p.Spec.Containers[0] = echo
 	bench := r.BenchServer(node, benchImage).Spec.Containers[0]
 	bench.Name = "bench"
 	p.Spec.Containers = append(p.Spec.Containers, bench)

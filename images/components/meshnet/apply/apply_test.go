@@ -3,85 +3,30 @@ package apply
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/images/components/meshnet/plan"
-	"github.com/vishvananda/netns"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
+	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
 )
 
-// needRoot skips (or, under CI=true, fails) when the test cannot create namespaces.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root to create network namespaces")
-	}
-	t.Skip("needs root to create network namespaces")
-}
-
-func sh(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// newNS creates a named network namespace removed at cleanup.
-func newNS(t *testing.T, role string) (string, netns.NsHandle) {
-	t.Helper()
-	name := fmt.Sprintf("tmcni-%s-%d", role, rand.IntN(1_000_000))
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { h.Close() })
-	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name, h
-}
-
-func inNS(t *testing.T, ns netns.NsHandle, f func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err)
-		}
-	}()
-	f()
-}
-
 func TestRoutesApply(t *testing.T) {
-	needRoot(t)
-	name, ns := newNS(t, "rt")
-	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	sh(t, "ip", "-n", name, "link", "set", "eth1", "up")
-	sh(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
-	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
+	nstest.Need(t)
+	n := nstest.New(t, "rt")
+	name, ns := n.Name, n.Handle
+	nstest.Run(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	nstest.Run(t, "ip", "-n", name, "link", "set", "eth1", "up")
+	nstest.Run(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
+	nstest.Run(t, "ip", "-n", name, "link", "set", "eth0", "up")
 	// A route someone else owns must survive every Apply.
-	sh(t, "ip", "-n", name, "route", "add", "203.0.113.0/24", "via", "192.0.2.9", "proto", "static")
+	nstest.Run(t, "ip", "-n", name, "route", "add", "203.0.113.0/24", "via", "192.0.2.9", "proto", "static")
 	// Nor may a tunnelmesh gateway's route (pkg/routes tags its routes proto 77).
-	sh(t, "ip", "-n", name, "route", "add", "198.51.100.0/24", "via", "192.0.2.9", "proto", "77")
+	nstest.Run(t, "ip", "-n", name, "route", "add", "198.51.100.0/24", "via", "192.0.2.9", "proto", "77")
 
 	r := NewRoutes(&ns)
 	p := netip.MustParsePrefix
@@ -133,14 +78,17 @@ func TestRoutesApply(t *testing.T) {
 // namespace carrying the rule to an "outside" namespace, and checks which source
 // address arrives: the node's for ordinary destinations, the pod's for no-masquerade ones.
 func TestMasqueradeTraffic(t *testing.T) {
-	needRoot(t)
-	pod, podNS := newNS(t, "pod")
-	node, nodeNS := newNS(t, "node")
-	out, outNS := newNS(t, "out")
-	sh(t, "ip", "link", "add", "tmcni-p", "netns", pod, "type", "veth", "peer", "name", "tmcni-n", "netns", node)
-	sh(t, "ip", "link", "add", "tmcni-o", "netns", out, "type", "veth", "peer", "name", "tmcni-u", "netns", node)
+	nstest.Need(t)
+	podN := nstest.New(t, "pod")
+	pod, podNS := podN.Name, podN.Handle
+	nodeN := nstest.New(t, "node")
+	node, nodeNS := nodeN.Name, nodeN.Handle
+	outN := nstest.New(t, "out")
+	out, outNS := outN.Name, outN.Handle
+	nstest.Run(t, "ip", "link", "add", "tmcni-p", "netns", pod, "type", "veth", "peer", "name", "tmcni-n", "netns", node)
+	nstest.Run(t, "ip", "link", "add", "tmcni-o", "netns", out, "type", "veth", "peer", "name", "tmcni-u", "netns", node)
 	// A second path to "outside" through a device named like tunnelmesh's tunnels.
-	sh(t, "ip", "link", "add", "tmcni-t", "netns", out, "type", "veth", "peer", "name", "tmesh0", "netns", node)
+	nstest.Run(t, "ip", "link", "add", "tmcni-t", "netns", out, "type", "veth", "peer", "name", "tmesh0", "netns", node)
 	for _, c := range [][]string{
 		{pod, "addr", "add", "198.18.1.2/24", "dev", "tmcni-p"},
 		{pod, "link", "set", "tmcni-p", "up"},
@@ -159,11 +107,11 @@ func TestMasqueradeTraffic(t *testing.T) {
 		{out, "link", "set", "tmcni-t", "up"},
 		{out, "addr", "add", "192.0.2.2/32", "dev", "tmcni-t"},
 	} {
-		sh(t, append([]string{"ip", "-n"}, c...)...)
+		nstest.Run(t, append([]string{"ip", "-n"}, c...)...)
 	}
-	sh(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	nstest.Run(t, "ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	// Replies to the tunnel path return by the other link: no reverse-path filtering.
-	sh(t, "ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.tmcni-t.rp_filter=0")
+	nstest.Run(t, "ip", "netns", "exec", out, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.tmcni-t.rp_filter=0")
 
 	m, err := NewMasquerade(int(nodeNS))
 	if err != nil {
@@ -186,9 +134,12 @@ func TestMasqueradeTraffic(t *testing.T) {
 	}
 
 	var srv net.PacketConn
-	inNS(t, outNS, func() {
+	if e := nsenter.Do(outNS, func() error {
 		srv, err = net.ListenPacket("udp4", "0.0.0.0:0")
-	})
+		return nil
+	}); e != nil {
+		t.Fatal(e)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,9 +149,12 @@ func TestMasqueradeTraffic(t *testing.T) {
 	seenFrom := func(dst string) string {
 		t.Helper()
 		var c net.Conn
-		inNS(t, podNS, func() {
+		if e := nsenter.Do(podNS, func() error {
 			c, err = net.Dial("udp4", net.JoinHostPort(dst, fmt.Sprint(port)))
-		})
+			return nil
+		}); e != nil {
+			t.Fatal(e)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,14 +188,15 @@ func TestMasqueradeTraffic(t *testing.T) {
 }
 
 func TestWatchRouteDeletes(t *testing.T) {
-	needRoot(t)
-	name, ns := newNS(t, "watch")
-	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-	sh(t, "ip", "-n", name, "link", "set", "eth1", "up")
-	sh(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
-	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
-	sh(t, "ip", "-n", name, "route", "add", "198.18.1.0/24", "via", "192.0.2.2", "proto", "79")
-	sh(t, "ip", "-n", name, "route", "add", "198.18.2.0/24", "via", "192.0.2.2", "proto", "static")
+	nstest.Need(t)
+	n := nstest.New(t, "watch")
+	name, ns := n.Name, n.Handle
+	nstest.Run(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	nstest.Run(t, "ip", "-n", name, "link", "set", "eth1", "up")
+	nstest.Run(t, "ip", "-n", name, "addr", "add", "192.0.2.1/24", "dev", "eth0")
+	nstest.Run(t, "ip", "-n", name, "link", "set", "eth0", "up")
+	nstest.Run(t, "ip", "-n", name, "route", "add", "198.18.1.0/24", "via", "192.0.2.2", "proto", "79")
+	nstest.Run(t, "ip", "-n", name, "route", "add", "198.18.2.0/24", "via", "192.0.2.2", "proto", "static")
 
 	ctx, cancel := context.WithCancel(t.Context())
 	fired := make(chan struct{}, 8)
@@ -249,13 +204,13 @@ func TestWatchRouteDeletes(t *testing.T) {
 	go func() { done <- WatchRouteDeletes(ctx, &ns, func() { fired <- struct{}{} }) }()
 	time.Sleep(200 * time.Millisecond) // let the subscription start
 
-	sh(t, "ip", "-n", name, "route", "del", "198.18.2.0/24") // someone else's: no call
+	nstest.Run(t, "ip", "-n", name, "route", "del", "198.18.2.0/24") // someone else's: no call
 	select {
 	case <-fired:
 		t.Fatal("a foreign route's deletion fired the callback")
 	case <-time.After(300 * time.Millisecond):
 	}
-	sh(t, "ip", "-n", name, "route", "del", "198.18.1.0/24") // ours: call
+	nstest.Run(t, "ip", "-n", name, "route", "del", "198.18.1.0/24") // ours: call
 	select {
 	case <-fired:
 	case <-time.After(3 * time.Second):

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/images/components/meshnet/plan"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -51,16 +52,6 @@ func node(name, ip, cidr string) *corev1.Node {
 	return n
 }
 
-func eventually(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if f() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func TestDaemonReconciles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -96,7 +87,7 @@ func TestDaemonReconciles(t *testing.T) {
 		{Dst: netip.MustParsePrefix("10.244.0.0/24"), Via: netip.MustParseAddr("172.18.0.2")},
 		{Dst: netip.MustParsePrefix("10.244.2.0/24"), Via: netip.MustParseAddr("172.18.0.4")},
 	}
-	eventually(t, "routes to cp and w2", func() bool {
+	testkit.Until(t, 10*time.Second, "routes to cp and w2", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		return slices.Equal(rec.routes, wantRoutes)
@@ -121,7 +112,7 @@ func TestDaemonReconciles(t *testing.T) {
 		}
 		return false
 	}
-	eventually(t, "service CIDR on the skip list", func() bool { return skipHas("10.96.0.0") })
+	testkit.Until(t, 10*time.Second, "service CIDR on the skip list", func() bool { return skipHas("10.96.0.0") })
 
 	// tunnelmesh adds a remote cluster's CIDR to the ConfigMap: applied live.
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "tunnelmesh-cni", Namespace: "kube-system"},
@@ -130,7 +121,7 @@ func TestDaemonReconciles(t *testing.T) {
 	if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "remote CIDR from the ConfigMap", func() bool { return skipHas("10.245.0.0") })
+	testkit.Until(t, 10*time.Second, "remote CIDR from the ConfigMap", func() bool { return skipHas("10.245.0.0") })
 
 	// A bad edit is reported and loses nothing.
 	cm.Data[ConfigMapKey] = "10.245.0.0/16,not-a-cidr"
@@ -140,7 +131,7 @@ func TestDaemonReconciles(t *testing.T) {
 	if err := nodes.Delete(ctx, "cp", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "route to removed node dropped", func() bool {
+	testkit.Until(t, 10*time.Second, "route to removed node dropped", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		return len(rec.routes) == 1

@@ -5,7 +5,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -75,7 +75,7 @@ func start(t testing.TB, n, maxTxnOps int) *Cluster {
 	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir()}
 	var initial []string
 	for i := range n {
-		ports := freePorts(t, 2)
+		ports := testkit.Ports(t, 2)
 		m := &Member{Name: fmt.Sprintf("m%d", i),
 			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
 			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1])}
@@ -223,22 +223,4 @@ func (c *Cluster) Open(t testing.TB, prefix string) *store.Etcd {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }

@@ -27,9 +27,13 @@ into Secret tunnelmesh-system/tunnelmesh-broker-pki, the broker runs on one node
 (its data on that node's disk) behind a NodePort. With --local it runs in this
 process on this host until interrupted.
 
-With --etcd-endpoints the brokers keep their records in an existing etcd cluster
-instead, and --replicas N of them serve at once behind the Service; a client
-given several URLs (--broker-url a,b) fails over between them.
+With --replicas N (more than 1) N brokers serve at once behind the Service and
+keep their records in etcd: an existing etcd cluster with --etcd-endpoints, else
+the bundled one (deploy/broker-etcd: 3 members, TLS to peers and clients, only
+the broker's client certificate let in; its PKI is made here and kept in
+Secrets tunnelmesh-etcd-tls and tunnelmesh-broker-etcd; needs a default
+StorageClass). A client given several URLs (--broker-url a,b) fails over
+between them.
 
 Running it again keeps the broker and its CA and only writes a new join token.`,
 		Example: `  meshctl deploy-broker --context kind-broker
@@ -68,7 +72,7 @@ Running it again keeps the broker and its CA and only writes a new join token.`,
 	f.StringVarP(&o.InfoFile, "file", "f", "broker-info.json", "where to write the broker info (mode 0600)")
 	f.StringVar(&o.Node, "node", "", "node that runs the broker and keeps its data (default: the first Ready node)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the broker")
-	f.IntVar(&o.Replicas, "replicas", 1, "brokers serving at once (more than 1 needs --etcd-endpoints)")
+	f.IntVar(&o.Replicas, "replicas", 1, "brokers serving at once (more than 1: on --etcd-endpoints, else on the bundled etcd with TLS and client certificates)")
 	f.StringSliceVar(&o.Etcd.Endpoints, "etcd-endpoints", nil, "keep the records in this etcd cluster (client URLs as the broker pods reach them) instead of a file on one node")
 	f.StringVar(&o.Etcd.Prefix, "etcd-prefix", "/tunnelmesh", "etcd key prefix of this clusterset")
 	f.StringVar(&o.Etcd.CAFile, "etcd-ca", "", "PEM CA of the etcd servers (copied into Secret tunnelmesh-broker-etcd)")

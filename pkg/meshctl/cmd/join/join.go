@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/env"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/member"
@@ -49,6 +50,13 @@ Running it again on a member changes nothing.`,
 				verb = "was already a member; nothing changed"
 			}
 			fmt.Fprintf(e.Out, "Cluster %q %s (tunnel IP %s, gateway node %s)\n", r.ClusterID, verb, r.TunnelIP, r.GatewayNode)
+			if len(r.Translations) > 0 {
+				fmt.Fprintf(e.Out, "Its CIDRs overlap a member's: the mesh knows them as mapped CIDRs (%s); other clusters see its pods at their mapped addresses\n",
+					api.DescribeTranslations(r.Translations))
+			}
+			for _, m := range r.Translated {
+				fmt.Fprintf(e.Out, "Member %q is translated too (%s): its pods' mesh addresses changed\n", m.ID, api.DescribeTranslations(m.Translations))
+			}
 			fmt.Fprintf(e.Out, "Next: meshctl show connections; meshctl export service NAME -n NAMESPACE\n")
 			return nil
 		},

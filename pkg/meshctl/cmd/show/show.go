@@ -37,10 +37,7 @@ A cluster credential shows only its own cluster's gateway status.
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	p := cmd.PersistentFlags()
-	p.StringVar(&af.InfoFile, "broker-info", "", "broker-info file giving the broker's URL and CA")
-	p.StringVar(&af.URL, "broker-url", "", "broker URL (overrides --broker-info's)")
-	p.StringVar(&af.CAFile, "ca-file", "", "broker CA certificate (overrides --broker-info's)")
-	p.StringVar(&af.CredentialFile, "credential-file", "", "file holding the admin or a cluster credential")
+	af.Register(p, "the admin or a cluster credential")
 
 	// load reads the broker; with no broker flags it reads the member
 	// cluster's Secret, and then (withImports) that cluster's ServiceImports.

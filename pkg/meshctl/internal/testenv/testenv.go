@@ -1,4 +1,4 @@
-// Package testenv gives meshctl's tests a real API server (test/kubeapi)
+// Package testenv gives meshctl's tests a real API server (internal/kubeapi)
 // reached through a kubeconfig file, nodes as a kubelet would report them,
 // and the real broker binary run the way its Deployment runs it.
 package testenv
@@ -23,10 +23,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
-	"github.com/tunnelmesh/tunnelmesh/test/kubeapi"
 )
 
 // Cluster is a running API server with a kubeconfig for it.

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -107,7 +107,7 @@ func StartWith(t testing.TB, o Options) *Env {
 		t.Skipf("kubeapi: %v", err)
 	}
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
+	ports := testkit.Ports(t, 3)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	etcdArgs := []string{"--data-dir=" + filepath.Join(dir, "etcd"),
@@ -234,24 +234,6 @@ func start(t testing.TB, dir, name, bin string, args ...string) *proc {
 		}
 	})
 	return p
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }
 
 func write(t testing.TB, path string, b []byte) {

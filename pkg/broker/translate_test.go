@@ -1,0 +1,110 @@
+package broker_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
+)
+
+func fmtTranslations(c api.Cluster) string {
+	var ss []string
+	for _, t := range c.Translations {
+		ss = append(ss, t.Real+">"+t.Mapped)
+	}
+	return strings.Join(ss, " ")
+}
+
+// TestOverlappingJoinsTranslated: two clusters with kind's default CIDRs
+// join; the second join translates both (the first one live, in the same
+// commit, seen by its watch), a third with the same CIDRs gets mapped CIDRs
+// of its own, and the clusterset keeps its address rule throughout.
+func TestOverlappingJoinsTranslated(t *testing.T) {
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", nil)
+	ctx := ctxT(t)
+	east, er := tb.join("east", "10.244.0.0/16", "10.96.0.0/12")
+	if er.Cluster.Translated() {
+		t.Fatalf("the first cluster got translations with nothing to overlap: %+v", er.Cluster.Translations)
+	}
+	col := watchAll(t, east, 0)
+	_, wr := tb.join("west", "10.244.0.0/16", "10.96.0.0/12")
+	if got := fmtTranslations(wr.Cluster); got != "10.244.0.0/16>240.1.0.0/16 10.96.0.0/12>240.32.0.0/12" {
+		t.Errorf("west's translations %q", got)
+	}
+	if len(wr.Translated) != 1 || wr.Translated[0].ID != "east" || fmtTranslations(wr.Translated[0]) != "10.244.0.0/16>240.0.0.0/16 10.96.0.0/12>240.16.0.0/12" {
+		t.Errorf("join response's translated members %+v, want east with 240.0.0.0/16 and 240.16.0.0/12", wr.Translated)
+	}
+	col.until(t, "east's own record translated", 10*time.Second, func(ev api.Event) bool {
+		return ev.Type == api.EventPut && ev.Cluster != nil && ev.Cluster.ID == "east" && ev.Cluster.Translated()
+	})
+	_, nr := tb.join("north", "10.244.0.0/16", "10.200.0.0/16")
+	if got := fmtTranslations(nr.Cluster); got != "10.244.0.0/16>240.2.0.0/16" || len(nr.Translated) != 0 {
+		t.Errorf("north's translations %q, translated with it %+v; want only its pod CIDR, nobody else", got, nr.Translated)
+	}
+	snap, err := tb.adminClient().Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probs := api.CheckMesh(snap.Clusters); len(probs) > 0 {
+		t.Fatalf("the clusterset breaks its address rule: %q", probs)
+	}
+}
+
+// TestTranslateLater: the admin translates a member that joined without
+// translation; its record changes once (a second call writes nothing);
+// unknown clusters and CIDRs are refused with what to do.
+func TestTranslateLater(t *testing.T) {
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", nil)
+	ctx := ctxT(t)
+	east, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
+	admin := tb.adminClient()
+	col := watchAll(t, east, 0)
+	c, err := admin.Translate(ctx, "east", []string{"10.1.0.0/16"})
+	if err != nil || fmtTranslations(*c) != "10.1.0.0/16>240.0.0.0/16" {
+		t.Fatalf("translate east's pods: %+v, %v", c, err)
+	}
+	col.until(t, "east translated", 10*time.Second, func(ev api.Event) bool {
+		return ev.Cluster != nil && ev.Cluster.ID == "east" && ev.Cluster.Translated()
+	})
+	before, _ := admin.Snapshot(ctx)
+	c, err = admin.Translate(ctx, "east", []string{"10.1.0.0/16"})
+	after, _ := admin.Snapshot(ctx)
+	if err != nil || fmtTranslations(*c) != "10.1.0.0/16>240.0.0.0/16" || after.Revision != before.Revision {
+		t.Fatalf("translating again: %+v, %v, revision %d → %d; want no change", c, err, before.Revision, after.Revision)
+	}
+	if c, err = admin.Translate(ctx, "east", nil); err != nil || fmtTranslations(*c) != "10.1.0.0/16>240.0.0.0/16 10.101.0.0/16>240.1.0.0/16" {
+		t.Fatalf("translate the rest: %+v, %v", c, err)
+	}
+	if _, err := admin.Translate(ctx, "nobody", nil); apiCode(err) != api.CodeNotFound {
+		t.Errorf("unknown cluster: %v; want NotFound", err)
+	}
+	if _, err := admin.Translate(ctx, "east", []string{"10.9.0.0/16"}); apiCode(err) != api.CodeInvalid {
+		t.Errorf("a CIDR not east's: %v; want Invalid", err)
+	}
+}
+
+// TestMemberCannotTranslate is the attack: a member holding a valid
+// credential tries to translate another member (which would change that
+// member's addresses mesh-wide and cut its open connections) or itself.
+// Only the broker's admin may.
+func TestMemberCannotTranslate(t *testing.T) {
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", nil)
+	ctx := ctxT(t)
+	east, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
+	tb.join("west", "10.2.0.0/16", "10.102.0.0/16")
+	for _, target := range []string{"west", "east"} {
+		if _, err := east.Translate(ctx, target, nil); apiCode(err) != api.CodeForbidden {
+			t.Errorf("east translating %s: %v; want Forbidden", target, err)
+		}
+	}
+	snap, err := tb.adminClient().Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range snap.Clusters {
+		if c.Translated() {
+			t.Errorf("a member's call translated %s: %+v", c.ID, c.Translations)
+		}
+	}
+}
