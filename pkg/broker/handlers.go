@@ -111,13 +111,15 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return core.Result{}, &api.Error{Code: api.CodeClusterExists, Field: "clusterID", Cluster: req.ClusterID,
 				Message: fmt.Sprintf("cluster %q has already joined; remove it first (admin) or pick another ID", req.ClusterID)}
 		}
-		pol, _ := t.Policy()
-		if err := pol.Check(req, prefixes); err != nil {
-			return core.Result{}, err
-		}
+		// The broker's own ranges (tunnel and mapped pools) first: no
+		// policy can let those in, so that is the refusal to report.
 		clusters := t.Clusters()
 		own, members, err := rules.Join(b.addressPlan(t), clusters, req, prefixes)
 		if err != nil {
+			return core.Result{}, err
+		}
+		pol, _ := t.Policy()
+		if err := pol.Check(req, prefixes); err != nil {
 			return core.Result{}, err
 		}
 		if err := api.CheckCoversGateways(t.Gateways(), req, prefixes); err != nil {
