@@ -75,8 +75,9 @@ type Config struct {
 	// Dynamic writes the ClusterProperty objects; nil skips them.
 	Dynamic dynamic.Interface
 	Broker  Broker
-	// Reachability says which remote clusters' endpoints to import; nil:
-	// all of them.
+	// Reachability says which remote clusters' tunnels are up (the active
+	// gateway's verdict, FollowMeshGateway); the endpoints of the others are
+	// withheld from every import (Withdrawals). nil: all up.
 	Reachability Reachability
 	Logger       *slog.Logger
 	// Workers per queue (export and import); 0 means DefaultWorkers.
