@@ -31,6 +31,9 @@ type hbResult struct {
 	bytesOut         int64 // bytes the broker process wrote (sockets, and disk if any)
 	bytesIn          int64
 	brokerCPUSeconds float64
+	// unread counts heartbeats the broker took as a sign of life only,
+	// too busy to read their health (every replica's metric).
+	unread float64
 }
 
 // procIO reads the bytes a process passed to write(2)-like and
@@ -142,6 +145,7 @@ func (r *hbResult) print(nClusters, nWatchers int) {
 	fmt.Printf("%-44s %12s\n", "figure", "value")
 	fmt.Printf("%-44s %12d\n", "heartbeats sent", r.sent)
 	fmt.Printf("%-44s %12d\n", "heartbeats failed", r.failed)
+	fmt.Printf("%-44s %12.0f\n", "heartbeats whose health went unread (busy)", r.unread)
 	fmt.Printf("%-44s %12.1f\n", "heartbeats/s", float64(r.sent)/r.cfg.phase.Seconds())
 	fmt.Printf("%-44s %12s\n", "heartbeat ack p50", ms(pct(r.acks, 50)))
 	fmt.Printf("%-44s %12s\n", "heartbeat ack p99", ms(pct(r.acks, 99)))

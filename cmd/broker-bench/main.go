@@ -510,6 +510,9 @@ func run(brokerBin string, sc storeConfig, nClusters, nExports, nWatchers, nWrit
 		if err != nil {
 			return err
 		}
+		for _, a := range addrs {
+			hbRes.unread += max(0, metric(ca, a, "tunnelmesh_broker_heartbeat_health_unread_total"))
+		}
 	}
 	rss, hwm := procStatus(pid)
 	bcpu := 0.0

@@ -19,7 +19,7 @@ func publish(t *testing.T, b *brokertest.Broker, cluster, pod, svc, name string)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := c.PublishExport(ctx, api.Export{ClusterID: cluster, Namespace: "shop", Name: name, Type: api.TypeClusterSetIP,
-		Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPs: []string{"10.96.0.10"},
+		Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPs: []string{strings.Replace(svc, "0.0/16", "0.10", 1)}, // a ClusterIP of its own
 		IPFamilies: []string{"IPv4"}, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerpki"
 )
@@ -87,6 +89,7 @@ func newServe() *cobra.Command {
 		staleAfter, bookmark, responseTimeout                      time.Duration
 		retention, maxWatches                                      int
 		sf                                                         storeFlags
+		caps                                                       memberCaps
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -104,6 +107,9 @@ func newServe() *cobra.Command {
 				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
 			}
 			if err := sf.check(); err != nil {
+				return err
+			}
+			if err := caps.check(); err != nil {
 				return err
 			}
 			if pkiDir == "" {
@@ -139,6 +145,9 @@ func newServe() *cobra.Command {
 				Logger:           log,
 
 				MaxWatchesPerCredential: maxWatches,
+				MaxGatewaysPerCluster:   caps.gateways,
+				MaxExportsPerCluster:    caps.exports,
+				MaxSlicesPerExport:      caps.slices,
 			})
 			if err != nil {
 				return err
@@ -174,8 +183,30 @@ func newServe() *cobra.Command {
 	f.DurationVar(&bookmark, "bookmark-interval", broker.DefaultBookmarkInterval, "bookmark period on idle watch streams")
 	f.DurationVar(&responseTimeout, "response-timeout", broker.DefaultResponseTimeout, "longest time to write one response (watch streams: each chunk); clients that do not read are dropped")
 	f.IntVar(&maxWatches, "max-watches-per-credential", broker.DefaultWatchesPerCred, "open watch streams one credential may hold")
+	caps.register(f)
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go pprof (no TLS, no auth) on this address, e.g. 127.0.0.1:6060; off by default")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
+}
+
+// memberCaps are the caps on what one member cluster may hold.
+type memberCaps struct{ gateways, exports, slices int }
+
+func (c *memberCaps) register(f *pflag.FlagSet) {
+	f.IntVar(&c.gateways, "max-gateways-per-cluster", broker.DefaultGatewaysPerCluster, "gateways one cluster may register (each one's heartbeats are kept by every replica)")
+	f.IntVar(&c.exports, "max-exports-per-cluster", broker.DefaultExportsPerCluster, "exports one cluster may publish (each ClusterSetIP import takes a ClusterIP in every importing cluster)")
+	f.IntVar(&c.slices, "max-slices-per-export", broker.DefaultSlicesPerExport, fmt.Sprintf("EndpointSlices one export may make in every importing cluster (at most %d, the most importers build)", api.MaxSlicesPerExport))
+}
+
+func (c *memberCaps) check() error {
+	switch {
+	case c.gateways < 1:
+		return fmt.Errorf("--max-gateways-per-cluster %d: want at least 1", c.gateways)
+	case c.exports < 1:
+		return fmt.Errorf("--max-exports-per-cluster %d: want at least 1", c.exports)
+	case c.slices < 1 || c.slices > api.MaxSlicesPerExport:
+		return fmt.Errorf("--max-slices-per-export %d: want 1 to %d (importers build no more)", c.slices, api.MaxSlicesPerExport)
+	}
+	return nil
 }

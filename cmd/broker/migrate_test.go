@@ -43,7 +43,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	tb.Join("west", "10.2.0.0/16", "10.102.0.0/16")
 	for i := range 5 {
 		e := api.Export{ClusterID: "east", Namespace: "ns", Name: fmt.Sprintf("s%d", i), Type: api.TypeClusterSetIP,
-			Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPs: []string{"10.96.0.10"}, IPFamilies: []string{"IPv4"}, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+			Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPs: []string{"10.101.0.10"}, IPFamilies: []string{"IPv4"}, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 		if err := east.PublishExport(ctx, e); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@
 package kubeapi
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -74,6 +75,10 @@ type Options struct {
 	// Fsync makes etcd sync every commit to disk, as a real cluster's does
 	// (benchmarks); tests run without it for speed.
 	Fsync bool
+	// ServiceCIDR is the apiserver's --service-cluster-ip-range; default
+	// 10.0.0.0/24. Clusters of one test that export to one broker need
+	// their own, as real members do.
+	ServiceCIDR string
 }
 
 // Start runs etcd and kube-apiserver for the test. When the binaries are missing the
@@ -126,7 +131,7 @@ func StartWith(t testing.TB, o Options) *Env {
 	apiArgs := []string{filepath.Join(bin, "kube-apiserver"),
 		"--etcd-servers=" + etcdURL, "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", ports[2]), "--cert-dir=" + filepath.Join(dir, "certs"),
-		"--service-cluster-ip-range=10.0.0.0/24", "--service-account-issuer=https://kubernetes.default.svc",
+		"--service-cluster-ip-range=" + cmp.Or(o.ServiceCIDR, "10.0.0.0/24"), "--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + saKey, "--service-account-signing-key-file=" + saKey,
 		"--token-auth-file=" + tokens, "--authorization-mode=RBAC",
 		// Pods can be created without the controller-manager's service accounts.

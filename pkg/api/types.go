@@ -131,8 +131,10 @@ type Export struct {
 	TrafficDistribution           string            `json:"trafficDistribution,omitempty"`
 	Labels                        map[string]string `json:"labels,omitempty"`
 	Annotations                   map[string]string `json:"annotations,omitempty"`
-	// CreatedAt is the ServiceExport's creationTimestamp; the oldest export
-	// wins each conflicting property.
+	// CreatedAt is when the broker first received this export, kept
+	// across its updates; the oldest export wins each conflicting property.
+	// Set by the broker, ignored on input (so no exporter can claim to be
+	// the oldest).
 	CreatedAt time.Time  `json:"createdAt"`
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
@@ -251,6 +253,8 @@ const (
 	CodeTooManyRequests  = "TooManyRequests"      // a per-credential limit (open watch streams) is reached
 	CodeRequestTimeout   = "RequestTimeout"       // the request body did not arrive in time
 	CodeMethodNotAllowed = "MethodNotAllowed"     // the path exists, the method does not (see Allow)
+	CodeOutsidePolicy    = "OutsidePolicy"        // a CIDR the clusterset policy does not allow (Field names it; see GET /v1/policy)
+	CodeQuotaExceeded    = "QuotaExceeded"        // a per-cluster cap (gateways, exports) is reached; the broker's admin sets it
 )
 
 // CreateTokenRequest asks for a new join token (admin only).

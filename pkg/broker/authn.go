@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -53,32 +54,57 @@ func caller(r *http.Request) string {
 }
 
 // replicaLag bounds how long a replica waits for a record another replica
-// wrote (followed commits arrive within milliseconds): a join token made
-// on one replica and used at once on another, or a credential issued by
-// one and presented to another, is found instead of refused. An unknown
-// token costs its sender this delay, never a store read.
+// committed (followed commits arrive within milliseconds): a join token
+// made on one replica and used at once on another, or a credential issued
+// by one and presented to another, is found instead of refused.
 const replicaLag = 2 * time.Second
 
-// awaitReplica waits, on a replicated store only, until known() or
-// replicaLag has passed; it reports known().
-func (b *Broker) awaitReplica(ctx context.Context, known func() bool) bool {
-	if known() || !b.core.Shared() {
-		return known()
+// maxAuthWaiters bounds the requests waiting at once for this replica to
+// catch up; more are answered with what it holds.
+const maxAuthWaiters = 64
+
+// dummyHash is compared against when a credential names no known record,
+// so that an unknown ID costs what a known one with a wrong secret does.
+var dummyHash = auth.Hash("tmc.unknown." + strings.Repeat("A", 43))
+
+// recheck runs after a credential or join token did not match what this
+// replica holds. Every failure takes the same steps whatever the ID, so
+// that the time of a refusal does not tell which cluster IDs or token IDs
+// exist: on a replicated store, ask (with the other failures of the
+// moment, in one store read) whether another replica committed what this
+// one has not applied; only then wait for it (bounded, and at most
+// maxAuthWaiters requests at once) and check again. It reports check().
+func (b *Broker) recheck(ctx context.Context, check func() bool) bool {
+	target, behind, err := b.core.Behind(ctx)
+	if err != nil || !behind {
+		return check()
+	}
+	return b.awaitReplica(ctx, target, check)
+}
+
+// awaitReplica waits until this replica applied the store's Version target
+// or replicaLag passed, and reports check().
+func (b *Broker) awaitReplica(ctx context.Context, target int64, check func() bool) bool {
+	select {
+	case b.authWaiters <- struct{}{}:
+		defer func() { <-b.authWaiters }()
+	default:
+		return check()
 	}
 	ctx, cancel := context.WithTimeout(ctx, replicaLag)
 	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return known()
-		case <-tick.C:
-			if known() {
-				return true
-			}
-		}
+	_ = b.core.AwaitApplied(ctx, target)
+	return check()
+}
+
+// matchCluster checks a cluster credential against tab: the stored hash of
+// its cluster, or dummyHash for an unknown cluster (same work either way).
+func matchCluster(tab *core.AuthTable, p api.Credential) (hash string, ok bool) {
+	h, known := tab.Clusters[p.ID]
+	if !known {
+		h = dummyHash
 	}
+	return h, auth.Match(p.Raw, h) && known
 }
 
 // authenticate accepts admin and cluster credentials (not join tokens).
@@ -87,18 +113,15 @@ func (b *Broker) authenticate(r *http.Request) (principal, *api.Error) {
 	if !ok {
 		return principal{}, errUnauthorized
 	}
-	tab := b.core.Auth()
 	switch p.Prefix {
 	case api.PrefixAdmin:
-		if auth.Match(p.Raw, tab.AdminHash) {
-			return principal{admin: true, hash: tab.AdminHash}, nil
+		if h := b.core.Auth().AdminHash; auth.Match(p.Raw, h) {
+			return principal{admin: true, hash: h}, nil
 		}
 	case api.PrefixCluster:
-		h, ok := tab.Clusters[p.ID]
-		if !ok && b.awaitReplica(r.Context(), func() bool { _, ok := b.core.Auth().Clusters[p.ID]; return ok }) {
-			h, ok = b.core.Auth().Clusters[p.ID]
-		}
-		if ok && auth.Match(p.Raw, h) {
+		var h string
+		match := func() bool { h, ok = matchCluster(b.core.Auth(), p); return ok }
+		if match() || b.recheck(r.Context(), match) {
 			return principal{cluster: p.ID, hash: h}, nil
 		}
 	}
@@ -137,8 +160,12 @@ func (b *Broker) requireCluster(r *http.Request, cluster string, allowAdmin bool
 // joinTokenError says why p is not a usable join token, or nil; tr is the
 // stored record of p's ID, nil if none.
 func joinTokenError(tr *core.TokenRecord, p api.Credential, now time.Time) *api.Error {
+	h := dummyHash // an unknown token costs what a wrong secret does
+	if tr != nil {
+		h = tr.Hash
+	}
 	switch {
-	case tr == nil || !auth.Match(p.Raw, tr.Hash):
+	case !auth.Match(p.Raw, h) || tr == nil:
 		return &api.Error{Code: api.CodeUnauthorized, Message: "unknown join token"}
 	case tr.RevokedAt != nil:
 		return &api.Error{Code: api.CodeUnauthorized, Message: fmt.Sprintf("join token %s was revoked", tr.ID)}

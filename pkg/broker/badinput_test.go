@@ -70,7 +70,7 @@ func TestBadInputRefused(t *testing.T) {
 		{"join IPv6 link-local", "POST", tb.url + "/v1/join", "application/json", tok, `{"clusterID":"west","podCIDRs":["fe80::/64"],"serviceCIDRs":["10.102.0.0/16"]}`, 400, api.CodeInvalid, "podCIDRs[0]"},
 		{"all-zero WireGuard key", "PUT", gwURL, "application/json", cred, `{"privateIP":"192.0.2.1","port":51820,"publicKey":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`, 400, api.CodeInvalid, "publicKey"},
 		{"unspecified gateway IP", "PUT", gwURL, "application/json", cred, `{"privateIP":"0.0.0.0","port":51820,"publicKey":"` + wgKey(9) + `"}`, 400, api.CodeInvalid, "privateIP"},
-		{"export without createdAt", "PUT", exURL, "application/json", cred, `{"type":"ClusterSetIP","ports":[{"protocol":"TCP","port":80}]}`, 400, api.CodeInvalid, "createdAt"},
+		{"export endpoint port without protocol", "PUT", exURL, "application/json", cred, `{"type":"Headless","endpoints":[{"addresses":["10.1.0.5"],"ports":[{"port":80}]}]}`, 400, api.CodeInvalid, "endpoints[0].ports[0].protocol"},
 		{"export duplicate port", "PUT", exURL, "application/json", cred, `{"type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ports":[{"name":"a","protocol":"TCP","port":80},{"name":"b","protocol":"TCP","port":80}]}`, 400, api.CodeInvalid, "ports[1]"},
 		{"export two IPv4 IPs", "PUT", exURL, "application/json", cred, `{"type":"ClusterSetIP","createdAt":"2026-01-02T03:04:05Z","ips":["10.96.0.1","10.96.0.2"]}`, 400, api.CodeInvalid, "ips[1]"},
 		{"export zoned endpoint", "PUT", exURL, "application/json", cred, `{"type":"Headless","createdAt":"2026-01-02T03:04:05Z","endpoints":[{"addresses":["fe80::1%eth0"]}]}`, 400, api.CodeInvalid, "endpoints[0].addresses[0]"},

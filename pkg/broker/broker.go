@@ -54,10 +54,20 @@ type Config struct {
 	// MaxWatchesPerCredential caps the watch streams one credential holds
 	// open at once; more are refused with 429.
 	MaxWatchesPerCredential int
-	// MaxHeartbeatBytes limits a heartbeat's body (one health entry per
-	// remote cluster, ~150 bytes each).
+	// MaxHeartbeatBytes limits a heartbeat's body; 0: sized from the
+	// number of members (one health entry per remote cluster).
 	MaxHeartbeatBytes int64
-	Logger            *slog.Logger
+	// MaxGatewaysPerCluster caps the gateways one cluster registers
+	// (every replica keeps each one's liveness and health).
+	MaxGatewaysPerCluster int
+	// MaxExportsPerCluster caps the exports one cluster publishes (every
+	// ClusterSetIP import takes a ClusterIP in every importing cluster).
+	MaxExportsPerCluster int
+	// MaxSlicesPerExport caps the EndpointSlices one export makes in every
+	// importing cluster; at most api.MaxSlicesPerExport, which importers
+	// enforce too.
+	MaxSlicesPerExport int
+	Logger             *slog.Logger
 }
 
 // Defaults.
@@ -71,7 +81,13 @@ const (
 	DefaultResponseTimeout  = time.Minute
 	DefaultWatchWrite       = 30 * time.Second
 	DefaultWatchesPerCred   = 16
-	DefaultHeartbeatBytes   = 16 << 20
+	// A cluster runs a gateway on each candidate node, two or three in
+	// practice: 16 leaves room for large clusters and renamed nodes.
+	DefaultGatewaysPerCluster = 16
+	// Hundreds of exported services per cluster is already large; each
+	// ClusterSetIP import takes a ClusterIP in every importing cluster.
+	DefaultExportsPerCluster = 500
+	DefaultSlicesPerExport   = api.MaxSlicesPerExport
 )
 
 // DefaultTunnelCIDR is the default pool of tunnel IPs.
@@ -108,8 +124,14 @@ func (c *Config) setDefaults() {
 	if c.MaxWatchesPerCredential <= 0 {
 		c.MaxWatchesPerCredential = DefaultWatchesPerCred
 	}
-	if c.MaxHeartbeatBytes <= 0 {
-		c.MaxHeartbeatBytes = DefaultHeartbeatBytes
+	if c.MaxGatewaysPerCluster <= 0 {
+		c.MaxGatewaysPerCluster = DefaultGatewaysPerCluster
+	}
+	if c.MaxExportsPerCluster <= 0 {
+		c.MaxExportsPerCluster = DefaultExportsPerCluster
+	}
+	if c.MaxSlicesPerExport <= 0 || c.MaxSlicesPerExport > api.MaxSlicesPerExport {
+		c.MaxSlicesPerExport = DefaultSlicesPerExport
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
@@ -132,8 +154,12 @@ type Broker struct {
 
 	// live is the gateways' liveness and health (soft state, unwatched).
 	live liveness
-	// hbSlots bounds the heartbeats being decoded at once.
-	hbSlots chan struct{}
+	// hbSlots bounds the heartbeats being decoded at once, hbQueue those
+	// waiting for a slot (maxHeartbeatQueue).
+	hbSlots, hbQueue chan struct{}
+	// authWaiters bounds the requests waiting for this replica to apply
+	// another's commit (recheck).
+	authWaiters chan struct{}
 	// streams are the open watch streams by credential.
 	streams streamSet
 
@@ -160,15 +186,17 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		core:     c,
-		store:    cfg.Store,
-		started:  time.Now(),
-		replica:  newReplicaID(),
-		hbSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
-		draining: make(chan struct{}),
-		closing:  make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		core:        c,
+		store:       cfg.Store,
+		started:     time.Now(),
+		replica:     newReplicaID(),
+		hbSlots:     make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		hbQueue:     make(chan struct{}, maxHeartbeatQueue),
+		authWaiters: make(chan struct{}, maxAuthWaiters),
+		draining:    make(chan struct{}),
+		closing:     make(chan struct{}),
 	}
 	b.metrics = newMetrics(c)
 	b.wg.Add(1)

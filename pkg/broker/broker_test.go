@@ -224,6 +224,7 @@ func TestStaleGatewayMarkedAndCleared(t *testing.T) {
 	tb := startBroker(t, initDir(t), "127.0.0.1:0", func(c *broker.Config) { c.StaleAfter = 700 * time.Millisecond })
 	ctx := ctxT(t)
 	a, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
+	tb.join("west", "10.2.0.0/16", "10.102.0.0/16") // the cluster east reports health about
 	col := watchAll(t, a, 0)
 	if err := a.RegisterGateway(ctx, gateway("east", "gw", 1)); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,15 @@
 // stale or fresh, a new observed address) is a revisioned write. Replicas
 // share when they last heard from each gateway, not the heartbeats
 // themselves. The membership rules (tunnel addresses, the one active
-// gateway per cluster with epoch fencing) are pure functions in package
-// rules; the CIDR overlap rule is the contract's (api.CheckOverlaps).
+// gateway per cluster with epoch fencing, gateway endpoints outside every
+// member's CIDRs, what an export may name and when it was made, the
+// per-cluster caps) are pure functions in package rules; the CIDR rules a
+// join must pass — the clusterset policy (api.Policy, set by the admin),
+// no overlap (api.CheckOverlaps), no existing gateway endpoint covered
+// (api.CheckCoversGateways) — are the contract's, which meshctl shares.
+//
+// What a member cannot make the broker hold without bound: gateways and
+// exports per cluster and EndpointSlices per export are capped (Config),
+// a heartbeat's size follows the member count, and only health about
+// clusters that exist is kept, compact (health.go).
 package broker

@@ -184,7 +184,10 @@ func TestRemoveClusterLargerThanOneTransaction(t *testing.T) {
 // staleness never propagated.
 func TestStaleSweepLargerThanOneTransaction(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
-	tb := etcdReplicas(t, ec, 1, 0, func(c *broker.Config) { c.StaleAfter = 3 * time.Second })[0]
+	tb := etcdReplicas(t, ec, 1, 0, func(c *broker.Config) {
+		c.StaleAfter = 3 * time.Second
+		c.MaxGatewaysPerCluster = 200 // the admin allows them: the sweep is what is tested
+	})[0]
 	ctx := ctxT(t)
 	east, _ := tb.Join("east", "10.1.0.0/16", "10.101.0.0/16")
 	hosts := make([]string, 130)

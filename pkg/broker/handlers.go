@@ -82,8 +82,11 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		b.core.View(func(s core.Reader) { tr = s.Token(p.ID) })
 		return tr
 	}
-	b.awaitReplica(r.Context(), func() bool { return token() != nil })
-	if terr := joinTokenError(token(), p, time.Now()); terr != nil {
+	terr := joinTokenError(token(), p, time.Now())
+	if terr != nil && b.recheck(r.Context(), func() bool { terr = joinTokenError(token(), p, time.Now()); return terr == nil }) {
+		terr = nil
+	}
+	if terr != nil {
 		b.writeError(w, r, terr)
 		return
 	}
@@ -108,9 +111,18 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return core.Result{}, &api.Error{Code: api.CodeClusterExists, Field: "clusterID", Cluster: req.ClusterID,
 				Message: fmt.Sprintf("cluster %q has already joined; remove it first (admin) or pick another ID", req.ClusterID)}
 		}
+		// The broker's own ranges (tunnel and mapped pools) first: no
+		// policy can let those in, so that is the refusal to report.
 		clusters := t.Clusters()
 		own, members, err := rules.Join(b.addressPlan(t), clusters, req, prefixes)
 		if err != nil {
+			return core.Result{}, err
+		}
+		pol, _ := t.Policy()
+		if err := pol.Check(req, prefixes); err != nil {
+			return core.Result{}, err
+		}
+		if err := api.CheckCoversGateways(t.Gateways(), req, prefixes); err != nil {
 			return core.Result{}, err
 		}
 		tip, err := rules.AllocateTunnelIP(b.cfg.TunnelCIDR, clusters)
@@ -384,7 +396,8 @@ func (b *Broker) handlePutGateway(w http.ResponseWriter, r *http.Request) {
 		if err := clusterMustExist(t, cluster); err != nil {
 			return core.Result{}, err
 		}
-		writes, err := rules.Registration(t.Gateways(), g)
+		writes, err := rules.Registration(rules.Members{Clusters: t.Clusters(), Gateways: t.Gateways(),
+			Tunnel: b.cfg.TunnelCIDR, MaxGatewaysPerCluster: b.cfg.MaxGatewaysPerCluster}, g)
 		if err != nil {
 			return core.Result{}, err
 		}
@@ -434,15 +447,25 @@ func (b *Broker) handlePutExport(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
+	lim := rules.ExportLimits{PerCluster: b.cfg.MaxExportsPerCluster, SlicesPerExport: b.cfg.MaxSlicesPerExport}
 	_ = b.write(w, r, func(t *core.Txn) (core.Result, error) {
-		if err := clusterMustExist(t, cluster); err != nil {
+		c := t.Cluster(cluster)
+		if c == nil {
+			return core.Result{}, clusterMustExist(t, cluster)
+		}
+		old := t.Export(api.ExportKey(cluster, ns, name))
+		count := 0
+		if old == nil {
+			count = len(t.ExportKeys(cluster + "/"))
+		}
+		ne, err := rules.Publication(*c, old, count, e, lim, time.Now().UTC())
+		if err != nil {
 			return core.Result{}, err
 		}
 		// Re-publishing an unchanged export makes no new revision.
-		if old := t.Export(api.ExportKey(cluster, ns, name)); old != nil && reflect.DeepEqual(*old, e) {
+		if old != nil && reflect.DeepEqual(*old, ne) {
 			return noContent, nil
 		}
-		ne := e
 		t.PutExport(&ne)
 		return noContent, nil
 	})

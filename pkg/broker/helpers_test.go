@@ -78,10 +78,18 @@ func gateway(cluster, host string, key byte) api.Gateway {
 		Port: 51820, PublicKey: wgKey(key), Active: true}
 }
 
+// clusterIPs are ClusterIPs inside the service CIDRs the tests give each
+// cluster (east 10.101.0.0/16, west 10.102.0.0/16, north 10.103.0.0/16).
+var clusterIPs = map[string]string{"east": "10.101.0.10", "west": "10.102.0.10", "north": "10.103.0.10"}
+
 func export(cluster, ns, name string) api.Export {
-	return api.Export{ClusterID: cluster, Namespace: ns, Name: name, Type: api.TypeClusterSetIP,
-		Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPs: []string{"10.96.0.10"},
+	e := api.Export{ClusterID: cluster, Namespace: ns, Name: name, Type: api.TypeClusterSetIP,
+		Ports:      []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}},
 		IPFamilies: []string{"IPv4"}, CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	if ip, ok := clusterIPs[cluster]; ok {
+		e.IPs = []string{ip}
+	}
+	return e
 }
 
 // collector gathers watch events for assertions.

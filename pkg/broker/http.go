@@ -24,7 +24,7 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case api.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case api.CodeForbidden:
+	case api.CodeForbidden, api.CodeOutsidePolicy, api.CodeQuotaExceeded:
 		return http.StatusForbidden
 	case api.CodeNotFound:
 		return http.StatusNotFound
@@ -126,6 +126,8 @@ func (b *Broker) Handler() http.Handler {
 	handle("GET "+p+"/watch", b.handleWatch)
 	handle("GET "+p+"/status", b.handleStatus)
 	handle("GET "+p+"/clusterset", b.handleClusterSet)
+	handle("GET "+p+"/policy", b.handlePolicy)
+	handle("PUT "+p+"/policy", b.handleSetPolicy)
 	handle("GET "+p+"/backup", b.handleBackup)
 	handle("DELETE "+p+"/clusters/{cluster}", b.handleRemoveCluster)
 	handle("POST "+p+"/clusters/{cluster}/translations", b.handleTranslate)

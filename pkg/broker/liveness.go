@@ -18,7 +18,7 @@ import (
 // fsync of every peer's counters for data that is old in 10 s).
 type liveness struct {
 	mu sync.RWMutex
-	m  map[string]api.GatewayStatus // key: cluster/hostname
+	m  map[string]gatewayLive // key: cluster/hostname
 
 	// peerSeen is when the other replicas sharing the store last heard
 	// from each gateway; peersAt is when that was learnt in full (every
@@ -29,13 +29,13 @@ type liveness struct {
 	flips sync.Map
 }
 
-func (l *liveness) set(s api.GatewayStatus) {
+func (l *liveness) set(g gatewayLive) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
-		l.m = map[string]api.GatewayStatus{}
+		l.m = map[string]gatewayLive{}
 	}
-	l.m[api.GatewayKey(s.ClusterID, s.Hostname)] = s
+	l.m[api.GatewayKey(g.cluster, g.host)] = g
 }
 
 // touch records a sign of life without changing the reported health.
@@ -43,19 +43,28 @@ func (l *liveness) touch(cluster, host string, epoch int64, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
-		l.m = map[string]api.GatewayStatus{}
+		l.m = map[string]gatewayLive{}
 	}
 	k := api.GatewayKey(cluster, host)
-	s := l.m[k]
-	s.ClusterID, s.Hostname, s.Epoch, s.LastHeartbeat = cluster, host, epoch, at
-	l.m[k] = s
+	g := l.m[k]
+	g.cluster, g.host, g.epoch, g.last = cluster, host, epoch, at
+	l.m[k] = g
 }
 
+// get returns a gateway's liveness and health as the API reports them.
 func (l *liveness) get(key string) (api.GatewayStatus, bool) {
 	l.mu.RLock()
+	g, ok := l.m[key]
+	l.mu.RUnlock()
+	return g.status(), ok
+}
+
+// lastHeartbeat is when this replica last heard from a gateway.
+func (l *liveness) lastHeartbeat(key string) (time.Time, bool) {
+	l.mu.RLock()
 	defer l.mu.RUnlock()
-	s, ok := l.m[key]
-	return s, ok
+	g, ok := l.m[key]
+	return g.last, ok
 }
 
 // keep forgets the gateways that are not in keep (removed ones).
@@ -74,8 +83,8 @@ func (l *liveness) keep(keep map[string]bool) {
 // or this broker's start when it has done neither since (the restart grace).
 func (b *Broker) lastSeen(key string) time.Time {
 	seen := b.started
-	if s, ok := b.live.get(key); ok && s.LastHeartbeat.After(seen) {
-		seen = s.LastHeartbeat
+	if t, ok := b.live.lastHeartbeat(key); ok && t.After(seen) {
+		seen = t
 	}
 	if p := b.live.peerSeen.Load(); p != nil {
 		if t := (*p)[key]; t.After(seen) {
@@ -110,9 +119,9 @@ func (b *Broker) exchangePresence(ps presenceStore, every time.Duration) {
 	now := time.Now()
 	own := map[string]int64{presenceAt: now.UnixMilli()}
 	b.live.mu.RLock()
-	for k, s := range b.live.m {
-		if s.LastHeartbeat.After(b.started) {
-			own[k] = s.LastHeartbeat.UnixMilli()
+	for k, g := range b.live.m {
+		if g.last.After(b.started) {
+			own[k] = g.last.UnixMilli()
 		}
 	}
 	b.live.mu.RUnlock()

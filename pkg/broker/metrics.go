@@ -7,9 +7,10 @@ import (
 )
 
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	watches  prometheus.Gauge
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	watches    prometheus.Gauge
+	healthShed prometheus.Counter
 }
 
 func newMetrics(c *core.Core) *metrics {
@@ -23,8 +24,12 @@ func newMetrics(c *core.Core) *metrics {
 			Name: "tunnelmesh_broker_watches_open",
 			Help: "Watch streams currently open.",
 		}),
+		healthShed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tunnelmesh_broker_heartbeat_health_unread_total",
+			Help: "Heartbeats taken as a sign of life only, their health report not read: the broker was too busy decoding others.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.watches, collectors.NewGoCollector(),
+	m.reg.MustRegister(m.requests, m.watches, m.healthShed, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(c.Collectors()...)
 	return m

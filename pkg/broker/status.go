@@ -71,6 +71,41 @@ func (b *Broker) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b.Status(cluster))
 }
 
+// Heartbeats decode a few at once (hbSlots): a body is one entry per
+// remote cluster. At most maxHeartbeatQueue wait for a slot, each holding
+// what its client sent ahead (up to the HTTP/2 stream window); one beyond
+// (the broker is short of CPU) is taken as a sign of life only — its
+// health is not read and the gateway's last report stays — so the memory
+// and goroutines heartbeats hold are bounded whatever the load, and no
+// gateway turns stale because the broker was busy.
+const maxHeartbeatQueue = 64
+
+// readHealth reads, checks and compacts a heartbeat's health report; read
+// is false when the broker is too busy to read it (see maxHeartbeatQueue).
+func (b *Broker) readHealth(w http.ResponseWriter, r *http.Request, cluster string) (health []peerHealth, read bool, err error) {
+	select {
+	case b.hbQueue <- struct{}{}:
+		defer func() { <-b.hbQueue }()
+	default:
+		b.metrics.healthShed.Inc()
+		return nil, false, nil
+	}
+	select {
+	case b.hbSlots <- struct{}{}:
+		defer func() { <-b.hbSlots }()
+	case <-r.Context().Done():
+		return nil, false, r.Context().Err()
+	}
+	var hb api.HeartbeatRequest
+	if err := b.decodeHeartbeat(w, r, &hb); err != nil {
+		return nil, false, err
+	}
+	if err := validate.Health("health", hb.Health); err != nil {
+		return nil, false, err
+	}
+	return b.keepHealth(cluster, hb.Health), true, nil
+}
+
 // flipWait bounds how long a heartbeat waits for the write that clears
 // its gateway's stale flag: the heartbeat's own job, recording liveness,
 // is done, and a later heartbeat clears the flag if this write fails.
@@ -86,28 +121,11 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		b.writeError(w, r, err)
 		return
 	}
-	// Few heartbeats decode at once: a heartbeat body is one entry per
-	// remote cluster, and a burst of them waiting here holds no memory yet
-	// (their bodies are still unread).
-	select {
-	case b.hbSlots <- struct{}{}:
-		defer func() { <-b.hbSlots }()
-	case <-r.Context().Done():
-		return
-	}
-	var hb api.HeartbeatRequest
-	if err := b.decodeHeartbeat(w, r, &hb); err != nil {
+	health, read, err := b.readHealth(w, r, cluster)
+	if err != nil {
 		b.writeError(w, r, err)
 		return
 	}
-	if err := validate.Health("health", hb.Health); err != nil {
-		b.writeError(w, r, err)
-		return
-	}
-	// An exact-size copy: the decoder's spare capacity would otherwise be
-	// kept for every gateway until its next heartbeat.
-	hb.Health = append([]api.PeerHealth(nil), hb.Health...)
-	b.internHealth(hb.Health)
 	observed := remoteIP(r)
 	key := api.GatewayKey(cluster, host)
 	gateway := func() (g api.Gateway, ok bool) {
@@ -126,8 +144,11 @@ func (b *Broker) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	// Record liveness before reading the record again: a stale sweep that
 	// commits after this sees the heartbeat; one that committed before is
 	// seen below and undone.
-	b.live.set(api.GatewayStatus{ClusterID: cluster, Hostname: host, Epoch: g.Epoch,
-		LastHeartbeat: time.Now().UTC(), Health: hb.Health})
+	if read {
+		b.live.set(gatewayLive{cluster: cluster, host: host, epoch: g.Epoch, last: time.Now().UTC(), health: health})
+	} else {
+		b.live.touch(cluster, host, g.Epoch, time.Now().UTC())
+	}
 	if g, ok = gateway(); !ok {
 		b.writeError(w, r, errNotRegistered(cluster, host))
 		return
@@ -186,35 +207,33 @@ func (b *Broker) refresh(key, observed string) error {
 	return nil
 }
 
-// decodeHeartbeat is decodeBody with the heartbeat's own size limit: a
-// heartbeat carries one entry per remote cluster, so it is bounded by
-// bytes (MaxHeartbeatBytes), not by a count of peers.
+// Heartbeat size: a heartbeat carries one health entry per remote
+// cluster, so its limit follows the member count: heartbeatBase plus
+// heartbeatPerMember for each member. A real entry is about 200 bytes
+// of JSON.
+const (
+	heartbeatBase      = 64 << 10
+	heartbeatPerMember = 2 << 10
+)
+
+// heartbeatLimit is the most bytes a heartbeat's body may hold now.
+func (b *Broker) heartbeatLimit() int64 {
+	if b.cfg.MaxHeartbeatBytes > 0 {
+		return b.cfg.MaxHeartbeatBytes
+	}
+	n := 0
+	b.core.View(func(s core.Reader) { n = s.ClusterCount() })
+	return heartbeatBase + int64(n)*heartbeatPerMember
+}
+
+// decodeHeartbeat is decodeBody with the heartbeat's own size limit.
 func (b *Broker) decodeHeartbeat(w http.ResponseWriter, r *http.Request, v any) *api.Error {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return &api.Error{Code: api.CodeUnsupportedMedia, Message: "request body must be Content-Type: application/json"}
 	}
-	return validate.Decode(http.MaxBytesReader(w, r.Body, b.cfg.MaxHeartbeatBytes), v, b.cfg.MaxHeartbeatBytes)
-}
-
-// internHealth makes the status table share one copy of each cluster ID
-// and status string instead of holding one per entry per gateway.
-func (b *Broker) internHealth(hs []api.PeerHealth) {
-	b.core.View(func(s core.Reader) {
-		for i := range hs {
-			if c := s.Cluster(hs[i].Cluster); c != nil {
-				hs[i].Cluster = c.ID
-			}
-			switch hs[i].Status {
-			case api.StatusConnected:
-				hs[i].Status = api.StatusConnected
-			case api.StatusConnecting:
-				hs[i].Status = api.StatusConnecting
-			case api.StatusError:
-				hs[i].Status = api.StatusError
-			}
-		}
-	})
+	limit := b.heartbeatLimit()
+	return validate.Decode(http.MaxBytesReader(w, r.Body, limit), v, limit)
 }
 
 func errNotRegistered(cluster, host string) *api.Error {

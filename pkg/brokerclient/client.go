@@ -312,6 +312,26 @@ func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.call(ctx, http.MethodDelete, "/v1/tokens/"+esc(id), c.cred, nil, nil)
 }
 
+// Policy reads the clusterset's policy (what members may claim) and the
+// members outside it (admin or any member).
+func (c *Client) Policy(ctx context.Context) (*api.PolicyStatus, error) {
+	var out api.PolicyStatus
+	if err := c.call(ctx, http.MethodGet, "/v1/policy", c.cred, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetPolicy replaces the clusterset's policy (admin). It governs joins from
+// then on; members outside it are listed in the answer, not removed.
+func (c *Client) SetPolicy(ctx context.Context, p api.Policy) (*api.PolicyStatus, error) {
+	var out api.PolicyStatus
+	if err := c.call(ctx, http.MethodPut, "/v1/policy", c.cred, p, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RemoveCluster removes a cluster with its gateways, exports and
 // credential (admin, or the cluster itself).
 func (c *Client) RemoveCluster(ctx context.Context, clusterID string) error {

@@ -27,6 +27,8 @@ type Validity struct {
 // the importing cluster's kube-proxy then balances over every pod of every
 // exporting cluster (see PlanImport).
 func BuildExport(clusterID string, se *mcsv1beta1.ServiceExport, svc *corev1.Service, eps []*discoveryv1.EndpointSlice) (api.Export, Validity) {
+	// CreatedAt is the broker's own time of first receipt; ours is sent
+	// for brokers from before it kept one (which require it).
 	e := api.Export{ClusterID: clusterID, Namespace: se.Namespace, Name: se.Name,
 		CreatedAt: se.CreationTimestamp.Time.UTC()}
 	if svc == nil || !svc.DeletionTimestamp.IsZero() {

@@ -546,8 +546,13 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("an IP family the cluster does not serve", func(t *testing.T) {
-		south, _ := b.Join("south", "10.3.0.0/16", "10.103.0.0/16")
-		err := south.PublishExport(ctx, api.Export{ClusterID: "south", Namespace: "demo", Name: "v6", Type: api.TypeClusterSetIP,
+		jr, err := b.Client("").Join(ctx, b.JoinToken("south"), api.JoinRequest{ClusterID: "south",
+			PodCIDRs: []string{"10.3.0.0/16", "fd00:3::/64"}, ServiceCIDRs: []string{"10.103.0.0/16"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		south := b.Client(jr.Credential)
+		err = south.PublishExport(ctx, api.Export{ClusterID: "south", Namespace: "demo", Name: "v6", Type: api.TypeClusterSetIP,
 			Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 80}}, IPFamilies: []string{"IPv6"}, CreatedAt: time.Now().UTC(),
 			Endpoints: []api.Endpoint{{Addresses: []string{"fd00:3::1"}, Ready: true, Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 8080}}}}})
 		if err != nil {

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/mcs-api/config/crd"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
@@ -84,6 +85,7 @@ func startClusterWith(t testing.TB, b *brokertest.Broker, id, podCIDR, svcCIDR s
 	if o.qps == 0 {
 		o.qps, o.burst = export.DefaultQPS, export.DefaultBurst
 	}
+	o.api.ServiceCIDR = svcCIDR // the broker takes only ClusterIPs inside the cluster's service CIDRs
 	env := kubeapi.StartWith(t, o.api)
 	cfg := *env.Config
 	cfg.QPS, cfg.Burst = 500, 1000
@@ -328,12 +330,17 @@ func (c *cluster) export(ns, name string) {
 func (c *cluster) updateExport(ns, name string, fn func(*mcsv1beta1.ServiceExport)) {
 	c.t.Helper()
 	ses := c.mcs.MulticlusterV1beta1().ServiceExports(ns)
-	se, err := ses.Get(context.Background(), name, metav1.GetOptions{})
+	// The controller writes the status meanwhile: again on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		se, err := ses.Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		fn(se)
+		_, err = ses.Update(context.Background(), se, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		c.t.Fatal(err)
-	}
-	fn(se)
-	if _, err := ses.Update(context.Background(), se, metav1.UpdateOptions{}); err != nil {
 		c.t.Fatal(err)
 	}
 }

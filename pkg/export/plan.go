@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -17,10 +16,6 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
-
-// MaxEndpointsPerSlice is the size at which slices are split, as the
-// EndpointSlice controller does by default.
-const MaxEndpointsPerSlice = 100
 
 // Import is what one namespace of an importing cluster must hold for one
 // multi-cluster service. Owner references and, for ClusterSetIP, the
@@ -219,7 +214,18 @@ func PlanImport(s Service, sc Scope) Import {
 		for _, d := range dropped {
 			imp.Dropped = append(imp.Dropped, e.ClusterID+": "+d)
 		}
-		imp.Slices = append(imp.Slices, slicesOf(s, derived, e, why)...)
+		ss := slicesOf(s, derived, e, why)
+		if len(ss) > api.MaxSlicesPerExport {
+			// The broker refuses such an export; a record that got past it
+			// still makes no more slices here than any export may.
+			left := 0
+			for _, es := range ss[api.MaxSlicesPerExport:] {
+				left += len(es.Endpoints)
+			}
+			imp.Dropped = append(imp.Dropped, fmt.Sprintf("%s: %d endpoints (beyond %d EndpointSlices per export)", e.ClusterID, left, api.MaxSlicesPerExport))
+			ss = ss[:api.MaxSlicesPerExport]
+		}
+		imp.Slices = append(imp.Slices, ss...)
 	}
 	return imp
 }
@@ -285,7 +291,7 @@ func sliceable(eps []api.Endpoint) ([]api.Endpoint, []string) {
 
 // slicesOf is one cluster's endpoints as EndpointSlices of the derived
 // Service, grouped by address family and port set, split at
-// MaxEndpointsPerSlice; names are stable for the same grouping, withheld or
+// api.MaxEndpointsPerSlice; names are stable for the same grouping, withheld or
 // not, so that withholding and restoring a cluster are updates in place.
 func slicesOf(s Service, derived string, e api.Export, why *Withholding) []*discoveryv1.EndpointSlice {
 	type group struct {
@@ -306,7 +312,7 @@ func slicesOf(s Service, derived string, e api.Export, why *Withholding) []*disc
 			if len(addrs) == 0 {
 				continue
 			}
-			sig := string(fam) + "|" + portsSig(ep.Ports)
+			sig := string(fam) + "|" + api.PortSetKey(ep.Ports)
 			g := groups[sig]
 			if g == nil {
 				g = &group{family: fam, ports: ep.Ports}
@@ -327,9 +333,9 @@ func slicesOf(s Service, derived string, e api.Export, why *Withholding) []*disc
 	var out []*discoveryv1.EndpointSlice
 	for _, sig := range order {
 		g := groups[sig]
-		for i := 0; i < len(g.eps); i += MaxEndpointsPerSlice {
-			chunk := g.eps[i:min(i+MaxEndpointsPerSlice, len(g.eps))]
-			h := sha256.Sum256(fmt.Appendf(nil, "%s|%d", sig, i/MaxEndpointsPerSlice))
+		for i := 0; i < len(g.eps); i += api.MaxEndpointsPerSlice {
+			chunk := g.eps[i:min(i+api.MaxEndpointsPerSlice, len(g.eps))]
+			h := sha256.Sum256(fmt.Appendf(nil, "%s|%d", sig, i/api.MaxEndpointsPerSlice))
 			es := &discoveryv1.EndpointSlice{
 				ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace,
 					Name: derived + "-" + e.ClusterID + "-" + hex.EncodeToString(h[:])[:8],
@@ -358,14 +364,6 @@ func slicesOf(s Service, derived string, e api.Export, why *Withholding) []*disc
 		}
 	}
 	return out
-}
-
-func portsSig(ps []api.ServicePort) string {
-	var b strings.Builder
-	for _, p := range ps {
-		fmt.Fprintf(&b, "%s/%s/%d/%s;", p.Name, p.Protocol, p.Port, p.AppProtocol)
-	}
-	return b.String()
 }
 
 func ptr[T any](v T) *T { return &v }

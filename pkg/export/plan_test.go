@@ -117,18 +117,40 @@ func TestPlanImportSplitsLargeClusters(t *testing.T) {
 	for _, s := range imp.Slices {
 		names[s.Name] = true
 		n += len(s.Endpoints)
-		if len(s.Endpoints) > MaxEndpointsPerSlice {
+		if len(s.Endpoints) > api.MaxEndpointsPerSlice {
 			t.Fatalf("slice of %d endpoints", len(s.Endpoints))
 		}
 	}
 	if len(imp.Slices) != 3 || len(names) != 3 || n != 250 {
 		t.Fatalf("%d slices (%d names) holding %d endpoints", len(imp.Slices), len(names), n)
 	}
+	if c := api.EndpointSlices(e.Endpoints); c != len(imp.Slices) {
+		t.Fatalf("the broker counts %d slices for what the importer builds as %d", c, len(imp.Slices))
+	}
 	again := PlanImport(Resolve([]api.Export{e})[0], importer)
 	for i := range again.Slices {
 		if again.Slices[i].Name != imp.Slices[i].Name {
 			t.Fatal("slice names are not stable")
 		}
+	}
+}
+
+// TestPlanImportCapsSlicesPerExport: an export whose every endpoint has a
+// port set of its own (one EndpointSlice each) makes no more slices in the
+// importing cluster than any export may; the rest is reported dropped.
+func TestPlanImportCapsSlicesPerExport(t *testing.T) {
+	e := exp("east", 0, func(e *api.Export) {
+		for i := range api.MaxEndpoints {
+			e.Endpoints = append(e.Endpoints, api.Endpoint{Addresses: []string{fmt.Sprintf("10.1.%d.%d", i/200, i%200+1)}, Ready: true,
+				Ports: []api.ServicePort{{Name: "p", Protocol: "TCP", Port: int32(1000 + i)}}})
+		}
+	})
+	imp := PlanImport(Resolve([]api.Export{e})[0], importer)
+	if len(imp.Slices) > api.MaxSlicesPerExport {
+		t.Fatalf("one export of %d endpoints, a port set each, makes %d EndpointSlices; want at most %d", len(e.Endpoints), len(imp.Slices), api.MaxSlicesPerExport)
+	}
+	if len(imp.Dropped) != 1 || !strings.Contains(imp.Dropped[0], "east: 1936 endpoints") {
+		t.Fatalf("dropped %q; want east's 1936 endpoints beyond the cap", imp.Dropped)
 	}
 }
 

@@ -227,7 +227,7 @@ func portsDiffer(es []api.Export) []string {
 	key := func(e api.Export) string {
 		ps := slices.Clone(e.Ports)
 		sortPorts(ps)
-		return portsSig(ps)
+		return api.PortSetKey(ps)
 	}
 	first := key(es[0])
 	differ := false

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 // brokerHelper performs one broker call from inside a namespace (the broker
-// is reachable only on the underlay): TB_BROKER=token|join|remove.
+// is reachable only on the underlay): TB_BROKER=token|join|remove|status|snapshot|policy.
 func brokerHelper() bool {
 	action := os.Getenv("TB_BROKER")
 	if action == "" {
@@ -77,6 +77,11 @@ func brokerHelper() bool {
 				return err
 			}
 			return json.NewEncoder(os.Stdout).Encode(s)
+		case "policy": // the default policy and the ranges in TB_ALLOW
+			p := api.DefaultPolicy()
+			p.AllowedCIDRs = append(p.AllowedCIDRs, strings.Split(os.Getenv("TB_ALLOW"), ",")...)
+			_, err := c.SetPolicy(ctx, p)
+			return err
 		case "snapshot":
 			s, err := c.Snapshot(ctx)
 			if err != nil {
@@ -445,11 +450,18 @@ func testMesh(t *testing.T, mode wg.Mode) {
 	})
 
 	t.Run("a cluster announcing our underlay as a CIDR is refused, the mesh keeps working", func(t *testing.T) {
-		c5 := m.addClusterSvc(5, "192.0.2.0/24") // the underlay: gateways, broker, endpoints
+		// The broker refuses such a join by default (outside the clusterset
+		// policy, or covering a gateway's endpoint): an admin allowing the
+		// underlay's range by mistake lets in a CIDR covering the broker,
+		// and the gateways still refuse it.
+		if _, err := m.brokerCall("policy", map[string]string{"TB_ALLOW": "192.0.2.0/24"}); err != nil {
+			t.Fatal(err)
+		}
+		c5 := m.addClusterSvc(5, "192.0.2.0/30") // part of the underlay: the broker
 		m.startGateway(c5)
 		m.reachAll(t, []int{1, 2, 5}, 45*time.Second)
 		for _, c := range []*cluster{c1, c2} {
-			if r := m.ownedRoutes(c); strings.Contains(r, "192.0.2.0/24") {
+			if r := m.ownedRoutes(c); strings.Contains(r, "192.0.2.0/30") {
 				t.Errorf("%s routes the underlay into the tunnel:\n%s", c.id, r)
 			}
 		}
@@ -459,7 +471,7 @@ func testMesh(t *testing.T, mode wg.Mode) {
 				t.Errorf("metrics lack %s (%v)", want, err)
 			}
 		}
-		if !strings.Contains(c1.gw.Tail(1<<20), "CIDR 192.0.2.0/24 covers") {
+		if !strings.Contains(c1.gw.Tail(1<<20), "CIDR 192.0.2.0/30 covers") {
 			t.Error("gateway log does not report the refused CIDR")
 		}
 		if _, err := m.brokerCall("remove", map[string]string{"TB_CLUSTER": "c5"}); err != nil {

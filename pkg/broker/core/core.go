@@ -122,6 +122,11 @@ type Core struct {
 	// health is what readiness reports.
 	health health
 
+	// applied is the store Version of the committed state, for waiters;
+	// lastCommit shares the reads of what the store last committed.
+	applied    applied
+	lastCommit lastCommitReads
+
 	// writer is owned by the writer goroutine alone.
 	writer struct {
 		version      int64 // the store's position of the committed state, the base of every commit
@@ -166,7 +171,7 @@ func New(cfg Config) (*Core, error) {
 	}
 	c.state.st = st
 	c.watchLog.entries, c.watchLog.rev, c.watchLog.notify = events, st.rev, make(chan struct{})
-	c.writer.version = loaded.Version
+	c.setVersion(loaded.Version)
 	if l, ok := cfg.Store.(interface{ MaxChanges() int }); ok {
 		c.maxChanges = l.MaxChanges()
 	}

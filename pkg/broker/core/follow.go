@@ -104,9 +104,9 @@ func (c *Core) applyFollowed(batch store.Batch, ok bool) {
 	st.rev = next
 	c.appendLog(events, next)
 	c.state.Unlock()
-	c.writer.version = batch.Version
 	c.metrics.followed.Inc()
 	c.updateAuth(batch.Changes)
+	c.setVersion(batch.Version) // last: waiters find the new credentials
 }
 
 // restartFollow reloads the state and follows the store again from there.
@@ -155,8 +155,8 @@ func (c *Core) reload() error {
 	c.state.st = st
 	c.replaceLog(events, st.rev)
 	c.state.Unlock()
-	c.writer.version = max(c.writer.version, loaded.Version)
 	c.auth.Store(newAuthTable(st))
+	c.setVersion(max(c.writer.version, loaded.Version))
 	c.health.ok()
 	return nil
 }

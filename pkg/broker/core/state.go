@@ -18,6 +18,7 @@ type TokenRecord struct {
 const (
 	MetaAdminHash = "adminHash"
 	metaGossipKey = "gossipKey"
+	metaPolicy    = "policy"
 )
 
 // Reader reads the records. The committed state (Core.View) and a Txn
@@ -29,6 +30,8 @@ type Reader interface {
 	Cluster(id string) *api.Cluster
 	// Clusters copies every cluster, for the pure rules.
 	Clusters() []api.Cluster
+	// ClusterCount is the number of clusters.
+	ClusterCount() int
 	Gateway(key string) *api.Gateway
 	// Gateways copies every gateway, for the pure rules.
 	Gateways() []api.Gateway
@@ -43,6 +46,9 @@ type Reader interface {
 	Credential(cluster string) (hash string, ok bool)
 	// GossipKey is the clusterset's memberlist key, nil until made.
 	GossipKey() []byte
+	// Policy is the clusterset's policy; set is false until the admin
+	// sets one (api.DefaultPolicy applies).
+	Policy() (p api.Policy, set bool)
 }
 
 // records are the broker's records; the committed state holds them
@@ -55,6 +61,7 @@ type records struct {
 	tokens    table[*TokenRecord]
 	creds     table[string]
 	gossipKey []byte
+	policy    *api.Policy
 }
 
 var _ Reader = (*records)(nil)
@@ -72,6 +79,8 @@ func (r *records) Clusters() []api.Cluster {
 	}
 	return out
 }
+
+func (r *records) ClusterCount() int { return r.clusters.count() }
 
 func (r *records) Gateway(key string) *api.Gateway { v, _ := r.gateways.get(key); return v }
 
@@ -98,6 +107,13 @@ func (r *records) TokenIDs() []string { return r.tokens.keys("") }
 func (r *records) Credential(cluster string) (string, bool) { return r.creds.get(cluster) }
 
 func (r *records) GossipKey() []byte { return r.gossipKey }
+
+func (r *records) Policy() (api.Policy, bool) {
+	if r.policy == nil {
+		return api.DefaultPolicy(), false
+	}
+	return *r.policy, true
+}
 
 // state is the committed state: the records, the admin credential's hash
 // and the recorded outcomes of idempotent writes.
@@ -162,12 +178,21 @@ func decodeChange(ch store.Change) (func(*state), error) {
 		set, err := decodeOutcomes(ch)
 		return func(s *state) { s.outcomes.set(ch.Key, set) }, err
 	case store.KindMeta:
+		var pol *api.Policy
+		if ch.Key == metaPolicy && ch.Value != nil {
+			pol = new(api.Policy)
+			if err := json.Unmarshal(ch.Value, pol); err != nil {
+				return nil, fmt.Errorf("decode %s %q: %w", ch.Kind, ch.Key, err)
+			}
+		}
 		return func(s *state) {
 			switch ch.Key {
 			case MetaAdminHash:
 				s.adminHash = string(ch.Value)
 			case metaGossipKey:
 				s.gossipKey = ch.Value
+			case metaPolicy:
+				s.policy = pol
 			}
 		}, nil
 	}

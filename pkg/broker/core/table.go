@@ -64,6 +64,21 @@ func (t *table[V]) keys(prefix string) []string {
 
 func (t *table[V]) len() int { return len(t.base) }
 
+// count is the number of present keys, the transaction's changes included.
+func (t *table[V]) count() int {
+	n := len(t.base)
+	for k, s := range t.over {
+		_, inBase := t.base[k]
+		switch {
+		case s.gone && inBase:
+			n--
+		case !s.gone && !inBase:
+			n++
+		}
+	}
+	return n
+}
+
 // fold applies the transaction's changes to the base. The caller holds
 // the state's write lock.
 func (t *table[V]) fold() {

@@ -20,12 +20,13 @@ type Txn struct {
 	maxBytes int // bytes of changes one commit may carry (store.ChangeBytes); 0: no limit
 	bytes    int
 
-	changes  []store.Change
-	events   []logEntry
-	undo     []func()
-	outcomes []*outcome // answers recorded by this transaction's writes
-	pruned   map[string]bool
-	gossip   bool // gossipKey set
+	changes   []store.Change
+	events    []logEntry
+	undo      []func()
+	outcomes  []*outcome // answers recorded by this transaction's writes
+	pruned    map[string]bool
+	gossip    bool // gossipKey set
+	policySet bool
 
 	// cur is the write running; next holds the continuations of writes
 	// that need more transactions (Continue).
@@ -36,7 +37,7 @@ type Txn struct {
 func newTxn(s *state, limit, maxBytes int) *Txn {
 	return &Txn{
 		records: records{rev: s.rev, clusters: s.clusters.on(), gateways: s.gateways.on(), exports: s.exports.on(),
-			tokens: s.tokens.on(), creds: s.creds.on(), gossipKey: s.gossipKey},
+			tokens: s.tokens.on(), creds: s.creds.on(), gossipKey: s.gossipKey, policy: s.policy},
 		base: s, limit: limit, maxBytes: maxBytes, pruned: map[string]bool{}, next: map[*request]func(*Txn) error{},
 	}
 }
@@ -192,6 +193,15 @@ func (t *Txn) PutGossipKey(k []byte) {
 	t.private(store.KindMeta, metaGossipKey, k)
 }
 
+// PutPolicy stores the clusterset's policy (private: never watched).
+func (t *Txn) PutPolicy(p api.Policy) {
+	old, oldSet := t.policy, t.policySet
+	t.undo = append(t.undo, func() { t.policy, t.policySet = old, oldSet })
+	t.policy, t.policySet = &p, true
+	b, _ := json.Marshal(p)
+	t.private(store.KindMeta, metaPolicy, b)
+}
+
 // outcome finds a recorded answer, this transaction's included.
 func (t *Txn) outcome(id string) *outcome {
 	for _, o := range t.outcomes {
@@ -230,6 +240,9 @@ func (t *Txn) fold(s *state) error {
 	t.creds.fold()
 	if t.gossip {
 		s.gossipKey = t.gossipKey
+	}
+	if t.policySet {
+		s.policy = t.policy
 	}
 	for _, ch := range t.changes {
 		if ch.Kind == store.KindOutcome {

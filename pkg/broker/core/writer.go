@@ -146,8 +146,8 @@ func (c *Core) commitPart(pending []*request) []*request {
 		}
 		c.health.ok()
 		c.metrics.batchSize.Observe(float64(len(part)))
-		c.writer.version = max(c.writer.version, version)
 		c.publish(t)
+		c.setVersion(max(c.writer.version, version))
 		return append(c.answer(part, answers, t), rest...)
 	}
 }

@@ -2,15 +2,32 @@ package rules
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 )
 
+// Members is what a registration is decided against.
+type Members struct {
+	// Clusters and Gateways are every cluster's records.
+	Clusters []api.Cluster
+	Gateways []api.Gateway
+	// Tunnel is the broker's pool of tunnel IPs.
+	Tunnel netip.Prefix
+	// MaxGatewaysPerCluster caps the gateway records of one cluster.
+	MaxGatewaysPerCluster int
+}
+
 // Registration decides what storing gateway g means for the gateways
-// already registered (all clusters' records). It returns the records to
-// write: g itself (unless nothing changed) and, when g is active, every
-// other active gateway of its cluster set inactive. It refuses
+// already registered. It returns the records to write: g itself (unless
+// nothing changed) and, when g is active, every other active gateway of
+// its cluster set inactive. It refuses
+//   - an endpoint address inside any cluster's pod or service CIDRs or
+//     the tunnel pool: every gateway would refuse that CIDR or this peer,
+//     so a member could cut another off (or loop its own traffic);
+//   - a new gateway beyond m.MaxGatewaysPerCluster (each one's heartbeats
+//     are kept by every broker replica);
 //   - a WireGuard key already used by another cluster (peers are told
 //     apart by key), and
 //   - an active registration whose epoch is lower than the cluster's
@@ -18,26 +35,37 @@ import (
 //     partitioned old active) may not take "active" back. An equal or
 //     higher epoch wins, so the newest holder of the lease is the one
 //     active gateway.
-func Registration(existing []api.Gateway, g api.Gateway) ([]api.Gateway, *api.Error) {
+func Registration(m Members, g api.Gateway) ([]api.Gateway, *api.Error) {
 	if g.Epoch < 0 {
 		return nil, &api.Error{Code: api.CodeInvalid, Field: "epoch",
 			Message: fmt.Sprintf("epoch: %d is negative; epochs count up from 0", g.Epoch)}
 	}
-	sorted := append([]api.Gateway(nil), existing...)
+	if err := endpointOutsideCIDRs(m, g); err != nil {
+		return nil, err
+	}
+	sorted := append([]api.Gateway(nil), m.Gateways...)
 	sort.Slice(sorted, func(i, j int) bool {
 		if sorted[i].ClusterID != sorted[j].ClusterID {
 			return sorted[i].ClusterID < sorted[j].ClusterID
 		}
 		return sorted[i].Hostname < sorted[j].Hostname
 	})
+	own, known := 0, false
 	for _, o := range sorted {
 		if o.ClusterID != g.ClusterID && o.PublicKey == g.PublicKey {
 			return nil, &api.Error{Code: api.CodeConflict, Field: "publicKey", Cluster: o.ClusterID,
 				Message: fmt.Sprintf("WireGuard public key is already used by gateway %s of cluster %q", o.Hostname, o.ClusterID)}
 		}
+		if o.ClusterID == g.ClusterID {
+			own++
+			known = known || o.Hostname == g.Hostname
+		}
 	}
-	var same *api.Gateway
-	var out []api.Gateway
+	if !known && own >= m.MaxGatewaysPerCluster {
+		return nil, &api.Error{Code: api.CodeQuotaExceeded, Field: "hostname", Cluster: g.ClusterID, Message: fmt.Sprintf(
+			"cluster %q already has %d gateways, the most one cluster may register; delete departed ones (DELETE .../gateways/HOST, or meshctl leave), or ask the broker's admin to raise --max-gateways-per-cluster",
+			g.ClusterID, own)}
+	}
 	if g.Active {
 		if cur, holder, ok := ActiveEpoch(sorted, g.ClusterID); ok && g.Epoch < cur {
 			return nil, &api.Error{Code: api.CodeConflict, Field: "epoch", Cluster: g.ClusterID,
@@ -46,6 +74,8 @@ func Registration(existing []api.Gateway, g api.Gateway) ([]api.Gateway, *api.Er
 					g.Epoch, cur, g.ClusterID, holder)}
 		}
 	}
+	var same *api.Gateway
+	var out []api.Gateway
 	for i := range sorted {
 		o := sorted[i]
 		if o.ClusterID != g.ClusterID {
@@ -78,4 +108,31 @@ func ActiveEpoch(gateways []api.Gateway, cluster string) (epoch int64, hostname 
 		}
 	}
 	return epoch, hostname, ok
+}
+
+// endpointOutsideCIDRs refuses a gateway whose private or public address
+// lies inside a cluster's CIDRs (its own included) or the tunnel pool.
+func endpointOutsideCIDRs(m Members, g api.Gateway) *api.Error {
+	clusters := append([]api.Cluster(nil), m.Clusters...)
+	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
+	for _, f := range []struct{ field, addr string }{{"privateIP", g.PrivateIP}, {"publicIP", g.PublicIP}} {
+		a, err := netip.ParseAddr(f.addr)
+		if err != nil {
+			continue
+		}
+		if m.Tunnel.IsValid() && m.Tunnel.Contains(a) {
+			return &api.Error{Code: api.CodeConflict, Field: f.field, Message: fmt.Sprintf(
+				"%s: %s is inside the broker's tunnel CIDR %s; give the address other gateways reach this node on", f.field, f.addr, m.Tunnel)}
+		}
+		for _, c := range clusters {
+			for _, s := range append(append([]string{}, c.PodCIDRs...), c.ServiceCIDRs...) {
+				if p, err := netip.ParsePrefix(s); err == nil && p.Contains(a) {
+					return &api.Error{Code: api.CodeConflict, Field: f.field, Cluster: c.ID, Message: fmt.Sprintf(
+						"%s: %s is inside %s, a CIDR of cluster %q: gateways would refuse that CIDR or this gateway; give the address other gateways reach this node on",
+						f.field, f.addr, s, c.ID)}
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -225,6 +225,19 @@ func (s *Etcd) Revision(ctx context.Context) (int64, error) {
 	return strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
 }
 
+// LastCommit reads the Version of the last commit any replica made (a
+// linearizable read): a replica that has applied less is behind.
+func (s *Etcd) LastCommit(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, s.revKey(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read the last commit: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
 // Ping checks that etcd answers a linearizable read (what a quorum has
 // committed), the condition for commits to go through.
 func (s *Etcd) Ping(ctx context.Context) error {

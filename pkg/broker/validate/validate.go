@@ -259,46 +259,8 @@ func Export(e *api.Export) *api.Error {
 	default:
 		return invalid("type", "%q is not ClusterSetIP or Headless", e.Type)
 	}
-	if e.CreatedAt.IsZero() {
-		// A zero time would be the oldest export of all and win every
-		// conflict against exports that do carry their time.
-		return invalid("createdAt", "required: the ServiceExport's creationTimestamp")
-	}
-	if len(e.Ports) > api.MaxPorts {
-		return invalid("ports", "at most %d ports", api.MaxPorts)
-	}
-	type protoPort struct {
-		proto string
-		port  int32
-	}
-	portAt := make(map[protoPort]int, len(e.Ports))
-	nameAt := make(map[string]int, len(e.Ports))
-	for i, p := range e.Ports {
-		f := fmt.Sprintf("ports[%d]", i)
-		if p.Name != "" {
-			if errs := isDNS1123Label(p.Name); len(errs) > 0 {
-				return invalid(f+".name", "%q: %s", p.Name, strings.Join(errs, "; "))
-			}
-			if j, dup := nameAt[p.Name]; dup {
-				return invalid(f+".name", "%q is also the name of ports[%d]; port names must be unique", p.Name, j)
-			}
-			nameAt[p.Name] = i
-		}
-		switch p.Protocol {
-		case "TCP", "UDP", "SCTP":
-		default:
-			return invalid(f+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol)
-		}
-		if p.Port < 1 || p.Port > 65535 {
-			return invalid(f+".port", "%d is out of range 1-65535", p.Port)
-		}
-		if len(p.AppProtocol) > 256 {
-			return invalid(f+".appProtocol", "longer than 256 bytes")
-		}
-		if j, dup := portAt[protoPort{p.Protocol, p.Port}]; dup {
-			return invalid(f, "%s/%d is also ports[%d]; each protocol and port may appear once", p.Protocol, p.Port, j)
-		}
-		portAt[protoPort{p.Protocol, p.Port}] = i
+	if err := ports("ports", e.Ports, true); err != nil {
+		return err
 	}
 	if len(e.IPs) > api.MaxIPs {
 		return invalid("ips", "at most one IP per family")
@@ -379,6 +341,58 @@ func Export(e *api.Export) *api.Error {
 				return invalid(f+".hostname", "%q: %s", ep.Hostname, strings.Join(errs, "; "))
 			}
 		}
+		// Importers write these into EndpointSlices, which refuse a bad
+		// name, protocol or number. Two Service ports may target the
+		// same pod port, so a protocol and number may repeat here.
+		if err := ports(f+".ports", ep.Ports, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ports checks a list of ports: names are RFC 1123 labels and unique, the
+// protocol is TCP, UDP or SCTP, the number 1-65535, and (a Service's
+// ports, service) each protocol and number appears once.
+func ports(field string, ps []api.ServicePort, service bool) *api.Error {
+	if len(ps) > api.MaxPorts {
+		return invalid(field, "at most %d ports", api.MaxPorts)
+	}
+	type protoPort struct {
+		proto string
+		port  int32
+	}
+	portAt := make(map[protoPort]int, len(ps))
+	nameAt := make(map[string]int, len(ps))
+	for i, p := range ps {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if p.Name != "" {
+			if errs := isDNS1123Label(p.Name); len(errs) > 0 {
+				return invalid(f+".name", "%q: %s", p.Name, strings.Join(errs, "; "))
+			}
+		}
+		// An EndpointSlice takes one unnamed port at most.
+		if p.Name != "" || !service {
+			if j, dup := nameAt[p.Name]; dup {
+				return invalid(f+".name", "%q is also the name of %s[%d]; port names must be unique", p.Name, field, j)
+			}
+			nameAt[p.Name] = i
+		}
+		switch p.Protocol {
+		case "TCP", "UDP", "SCTP":
+		default:
+			return invalid(f+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol)
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			return invalid(f+".port", "%d is out of range 1-65535", p.Port)
+		}
+		if len(p.AppProtocol) > api.MaxAppProtocol {
+			return invalid(f+".appProtocol", "longer than %d bytes", api.MaxAppProtocol)
+		}
+		if j, dup := portAt[protoPort{p.Protocol, p.Port}]; dup && service {
+			return invalid(f, "%s/%d is also %s[%d]; each protocol and port may appear once", p.Protocol, p.Port, field, j)
+		}
+		portAt[protoPort{p.Protocol, p.Port}] = i
 	}
 	return nil
 }
@@ -464,4 +478,38 @@ func decodeError(err error) *api.Error {
 		return &api.Error{Code: api.CodeBadRequest, Field: f, Message: fmt.Sprintf("unknown field %q", f)}
 	}
 	return &api.Error{Code: api.CodeBadRequest, Message: "invalid JSON body: " + msg}
+}
+
+// MaxAllowedCIDRs bounds a clusterset policy's allowed ranges.
+const MaxAllowedCIDRs = 64
+
+// Policy checks a clusterset policy the admin sets.
+func Policy(p *api.Policy) *api.Error {
+	if len(p.AllowedCIDRs) == 0 {
+		return invalid("allowedCIDRs", "at least one range is required (no member could join); the default is %s",
+			strings.Join(api.DefaultPolicy().AllowedCIDRs, ","))
+	}
+	if len(p.AllowedCIDRs) > MaxAllowedCIDRs {
+		return invalid("allowedCIDRs", "at most %d ranges", MaxAllowedCIDRs)
+	}
+	for i, s := range p.AllowedCIDRs {
+		f := fmt.Sprintf("allowedCIDRs[%d]", i)
+		q, err := netip.ParsePrefix(s)
+		if err != nil {
+			return invalid(f, "%q is not a CIDR: %v", s, err)
+		}
+		if q.Masked() != q {
+			return invalid(f, "%q has host bits set; did you mean %s?", s, q.Masked())
+		}
+		if q.Addr().Is4In6() {
+			return invalid(f, "%q is an IPv4-mapped IPv6 prefix; write it as the IPv4 CIDR %s", s, netip.PrefixFrom(q.Addr().Unmap(), q.Bits()-96))
+		}
+	}
+	if p.MinPrefixLengthIPv4 < 0 || p.MinPrefixLengthIPv4 > 32 {
+		return invalid("minPrefixLengthIPv4", "%d is out of range 0 (any) to 32", p.MinPrefixLengthIPv4)
+	}
+	if p.MinPrefixLengthIPv6 < 0 || p.MinPrefixLengthIPv6 > 128 {
+		return invalid("minPrefixLengthIPv6", "%d is out of range 0 (any) to 128", p.MinPrefixLengthIPv6)
+	}
+	return nil
 }

@@ -52,7 +52,30 @@ func TestExportFields(t *testing.T) {
 		}},
 		{"", func(e *api.Export) { e.IPFamilies = []string{"IPv4", "IPv6"} }},
 		{"", func(e *api.Export) { e.IPs = nil; e.IPFamilies = []string{"IPv6"} }},
-		{"createdAt", func(e *api.Export) { e.CreatedAt = time.Time{} }},
+		// The broker keeps its own time of first receipt; the exporter's is ignored.
+		{"", func(e *api.Export) { e.CreatedAt = time.Time{} }},
+		{"endpoints[0].ports[0].name", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"}, Ports: []api.ServicePort{{Name: "BAD_NAME", Protocol: "TCP", Port: 80}}}}
+		}},
+		{"endpoints[0].ports[1].name", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"},
+				Ports: []api.ServicePort{{Name: "a", Protocol: "TCP", Port: 80}, {Name: "a", Protocol: "TCP", Port: 81}}}}
+		}},
+		{"endpoints[0].ports[1].name", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"},
+				Ports: []api.ServicePort{{Protocol: "TCP", Port: 80}, {Protocol: "UDP", Port: 81}}}}
+		}},
+		// Two Service ports may target one pod port.
+		{"", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"},
+				Ports: []api.ServicePort{{Name: "a", Protocol: "TCP", Port: 8080}, {Name: "b", Protocol: "TCP", Port: 8080}}}}
+		}},
+		{"endpoints[0].ports[0].protocol", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"}, Ports: []api.ServicePort{{Name: "a", Protocol: "ICMP", Port: 80}}}}
+		}},
+		{"endpoints[0].ports[0].port", func(e *api.Export) {
+			e.Endpoints = []api.Endpoint{{Addresses: []string{"10.1.0.5"}, Ports: []api.ServicePort{{Name: "a", Protocol: "TCP", Port: 0}}}}
+		}},
 		{"ports[2]", func(e *api.Export) {
 			e.Ports = append(e.Ports, api.ServicePort{Name: "web", Protocol: "TCP", Port: 80})
 		}},

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"regexp"
 	"slices"
 	"sort"
@@ -24,6 +23,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/brokerclient"
+	"github.com/tunnelmesh/tunnelmesh/pkg/cidr"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
@@ -474,10 +474,12 @@ func cidrs(ctx context.Context, c *kube.Cluster, o *JoinOptions, s *progress.Ste
 			"cannot tell the cluster's pod and service CIDRs")
 	}
 	for _, l := range [][]string{o.PodCIDRs, o.ServiceCIDRs} {
-		for _, p := range l {
-			if pr, err := netip.ParsePrefix(p); err != nil || pr.Masked() != pr {
-				return cli.Usage("pass CIDRs like 10.244.0.0/16", "invalid CIDR %q", p)
+		for i, p := range l {
+			pr, err := cidr.Parse(p, cidr.Strict)
+			if err != nil {
+				return cli.Usage("pass CIDRs like 10.244.0.0/16", "invalid CIDR %q: %v", p, err)
 			}
+			l[i] = pr.String() // the broker takes the canonical form only
 		}
 	}
 	s.Done(fmt.Sprintf("pods %s, services %s (%s)", strings.Join(o.PodCIDRs, ","), strings.Join(o.ServiceCIDRs, ","), src))

@@ -54,10 +54,12 @@ func AddFlag(cmd *cobra.Command, f *Format) {
 	})
 }
 
-// Grid is what a table shows: headers and rows of cells.
+// Grid is what a table shows: headers and rows of cells, and notes
+// printed under the table.
 type Grid struct {
 	Headers []string
 	Rows    [][]string
+	Notes   []string
 }
 
 // Print writes obj as JSON or YAML, or grid as a table.
@@ -98,5 +100,16 @@ func PrintTable(w io.Writer, g Grid) error {
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for i, n := range g.Notes {
+		if i == 0 {
+			n = "\n" + n
+		}
+		if _, err := fmt.Fprintln(w, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }

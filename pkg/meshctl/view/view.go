@@ -5,6 +5,7 @@ package view
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -33,7 +34,10 @@ type Data struct {
 	// WithheldSlices are this cluster's import slices marked withheld.
 	WithheldSlices []discoveryv1.EndpointSlice
 	HasCluster     bool
-	Now            time.Time
+	// Policy is the clusterset's policy and the members outside it; nil
+	// when the broker does not serve it (an older broker).
+	Policy *api.PolicyStatus
+	Now    time.Time
 }
 
 // Load reads the broker's state and its gateways' status.
@@ -49,6 +53,13 @@ func Load(ctx context.Context, c *brokerclient.Client) (*Data, error) {
 	if d.Status, err = c.Status(ctx); err != nil {
 		return nil, fmt.Errorf("read gateway status: %w", err)
 	}
+	var ae *api.Error
+	switch d.Policy, err = c.Policy(ctx); {
+	case errors.As(err, &ae) && ae.Code == api.CodeNotFound:
+		d.Policy = nil // a broker from before the clusterset policy
+	case err != nil:
+		return nil, fmt.Errorf("read the clusterset policy: %w", err)
+	}
 	return d, nil
 }
 
@@ -63,11 +74,22 @@ func (d *Data) status(cluster, host string) (api.GatewayStatus, bool) {
 	return api.GatewayStatus{}, false
 }
 
-// Clusters is `show clusters`.
-func (d *Data) Clusters() ([]api.Cluster, output.Grid) {
+// ClusterView is a member as `show clusters` shows it.
+type ClusterView struct {
+	api.Cluster
+	// OutsidePolicy lists the member's CIDRs that the clusterset policy
+	// does not allow (it joined under an earlier policy): flagged, not
+	// removed.
+	OutsidePolicy []api.PolicyViolation `json:"outsidePolicy,omitempty"`
+}
+
+// Clusters is `show clusters`: the members, whether each is inside the
+// clusterset policy, and the policy under the table.
+func (d *Data) Clusters() ([]ClusterView, output.Grid) {
 	cs := append([]api.Cluster(nil), d.Snapshot.Clusters...)
 	sort.Slice(cs, func(i, j int) bool { return cs[i].ID < cs[j].ID })
-	g := output.Grid{Headers: []string{"CLUSTER", "POD CIDRS", "SERVICE CIDRS", "TUNNEL IP", "ACTIVE GATEWAY", "EXPORTS", "AGE"}}
+	g := output.Grid{Headers: []string{"CLUSTER", "POD CIDRS", "SERVICE CIDRS", "TUNNEL IP", "ACTIVE GATEWAY", "EXPORTS", "POLICY", "AGE"}}
+	out := make([]ClusterView, 0, len(cs))
 	for _, c := range cs {
 		active, n := "", 0
 		for _, gw := range d.Snapshot.Gateways {
@@ -80,10 +102,36 @@ func (d *Data) Clusters() ([]api.Cluster, output.Grid) {
 				n++
 			}
 		}
+		v := ClusterView{Cluster: c}
+		policy := ""
+		if d.Policy != nil {
+			var outside []string
+			for _, o := range d.Policy.Outside {
+				if o.Cluster == c.ID {
+					v.OutsidePolicy = append(v.OutsidePolicy, o)
+					outside = append(outside, o.CIDR)
+				}
+			}
+			policy = "ok"
+			if len(outside) > 0 {
+				policy = "outside: " + strings.Join(outside, ",")
+			}
+		}
+		out = append(out, v)
 		g.Rows = append(g.Rows, []string{c.ID, strings.Join(c.PodCIDRs, ","), strings.Join(c.ServiceCIDRs, ","), c.TunnelIP,
-			active, strconv.Itoa(n), Age(d.Now, c.JoinedAt)})
+			active, strconv.Itoa(n), policy, Age(d.Now, c.JoinedAt)})
 	}
-	return cs, g
+	if p := d.Policy; p != nil {
+		note := "Clusterset policy: " + p.Policy.String()
+		if p.Default {
+			note += " (the default)"
+		}
+		g.Notes = append(g.Notes, note)
+		if len(p.Outside) > 0 {
+			g.Notes = append(g.Notes, "Members outside the policy joined before it was tightened: they stay linked; the broker's admin removes them if they must go.")
+		}
+	}
+	return out, g
 }
 
 // Gateways is `show gateways`.
@@ -234,7 +282,7 @@ func (d *Data) Connections() ([]Connection, output.Grid) {
 
 // All is `show all`: every table under a heading.
 type All struct {
-	Clusters    []api.Cluster `json:"clusters"`
+	Clusters    []ClusterView `json:"clusters"`
 	Gateways    []api.Gateway `json:"gateways"`
 	Exports     []api.Export  `json:"exports"`
 	Connections []Connection  `json:"connections"`

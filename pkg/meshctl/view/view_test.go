@@ -22,7 +22,7 @@ var now = time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
 // gateway yet); east sees west connected and has not reported north.
 func fixture() *Data {
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	return &Data{
+	d := &Data{
 		Now: now,
 		Snapshot: api.Snapshot{
 			Revision: 42,
@@ -69,6 +69,10 @@ func fixture() *Data {
 			}},
 		},
 	}
+	// Tightened after north joined with an IPv6 range: north is flagged.
+	pol := api.Policy{AllowedCIDRs: []string{"10.0.0.0/8"}, MinPrefixLengthIPv4: 12, MinPrefixLengthIPv6: 48}
+	d.Policy = &api.PolicyStatus{Policy: pol, Outside: pol.Outside(d.Snapshot.Clusters)}
+	return d
 }
 
 func TestTables(t *testing.T) {
