@@ -69,12 +69,7 @@ func TestHolderCutOffWithACandidateItCannotGossipWith(t *testing.T) {
 func TestHoldingWithoutRenewalIsBounded(t *testing.T) {
 	c := newCluster(t)
 	const maxHold = 4 * time.Second
-	a := c.startWith("node-a", func(cfg *Config) { cfg.MaxHold = maxHold })
-	c.waitOneActive(t, 10*time.Second, "", 0)
-	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
-		_, known := a.e.labelled.get()
-		return known
-	})
+	a := c.startLone(t, func(cfg *Config) { cfg.MaxHold = maxHold })
 	cut := time.Now()
 	a.cut.Store(true)
 	time.Sleep(2 * time.Second)
@@ -366,13 +361,8 @@ func TestLoneHolderStaysEntitledThroughAnOutage(t *testing.T) {
 		mu    sync.Mutex
 		until time.Time
 	)
-	a := c.startWith("node-a", func(cfg *Config) {
+	a := c.startLone(t, func(cfg *Config) {
 		cfg.Entitled = func(u time.Time) { mu.Lock(); until = u; mu.Unlock() }
-	})
-	c.waitOneActive(t, 10*time.Second, "", 0)
-	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
-		_, known := a.e.labelled.get()
-		return known
 	})
 	cut := time.Now()
 	a.cut.Store(true)
@@ -394,4 +384,17 @@ func TestLoneHolderStaysEntitledThroughAnOutage(t *testing.T) {
 		t.Errorf("the lone holder's entitlement (its WireGuard fence) had run out, holding through the outage, at %d checks (every 50 ms): %s",
 			len(closed), strings.Join(closed, " "))
 	}
+}
+
+// startLone starts node-a as the only labelled candidate and waits until it
+// is active and knows it is alone.
+func (c *cluster) startLone(t *testing.T, tune func(*Config)) *candidate {
+	t.Helper()
+	a := c.startWith("node-a", tune)
+	c.waitOneActive(t, 10*time.Second, "", 0)
+	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
+		_, known := a.e.labelled.get()
+		return known
+	})
+	return a
 }
