@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -21,6 +22,31 @@ type Policy struct {
 	// claims is at least this long, so no wider; 0: any length.
 	MinPrefixLengthIPv4 int `json:"minPrefixLengthIPv4"`
 	MinPrefixLengthIPv6 int `json:"minPrefixLengthIPv6"`
+	// Overlap is what a join whose CIDRs overlap a member's gets:
+	// OverlapTranslate (also when empty: a policy stored before the field)
+	// or OverlapRefuse.
+	Overlap string `json:"overlap,omitempty"`
+	// MappedCIDRs is the mapped pool translated clusters' mapped CIDRs are
+	// taken from (DefaultMappedCIDRs when empty). Moving it leaves mapped
+	// CIDRs given out before where they are; no cluster may join with a
+	// CIDR inside it.
+	MappedCIDRs []string `json:"mappedCIDRs,omitempty"`
+}
+
+// OverlapRule is the policy's Overlap, empty read as OverlapTranslate.
+func (pol Policy) OverlapRule() string {
+	if pol.Overlap == "" {
+		return OverlapTranslate
+	}
+	return pol.Overlap
+}
+
+// MappedPool is the policy's MappedCIDRs, empty read as DefaultMappedCIDRs.
+func (pol Policy) MappedPool() []string {
+	if len(pol.MappedCIDRs) == 0 {
+		return DefaultMappedCIDRs
+	}
+	return pol.MappedCIDRs
 }
 
 // DefaultPolicy is the policy of a broker whose admin set none: the
@@ -32,6 +58,8 @@ func DefaultPolicy() Policy {
 		AllowedCIDRs:        []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"},
 		MinPrefixLengthIPv4: 12,
 		MinPrefixLengthIPv6: 48,
+		Overlap:             OverlapTranslate,
+		MappedCIDRs:         slices.Clone(DefaultMappedCIDRs),
 	}
 }
 
@@ -110,6 +138,7 @@ func (pol Policy) String() string {
 		}
 		return fmt.Sprintf("at most /%d wide", n)
 	}
-	return fmt.Sprintf("pod and service CIDRs inside %s; IPv4 %s, IPv6 %s",
-		strings.Join(pol.AllowedCIDRs, ", "), width(pol.MinPrefixLengthIPv4), width(pol.MinPrefixLengthIPv6))
+	return fmt.Sprintf("pod and service CIDRs inside %s; IPv4 %s, IPv6 %s; overlapping joins: %s (mapped pool %s)",
+		strings.Join(pol.AllowedCIDRs, ", "), width(pol.MinPrefixLengthIPv4), width(pol.MinPrefixLengthIPv6),
+		pol.OverlapRule(), strings.Join(pol.MappedPool(), ", "))
 }

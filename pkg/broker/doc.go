@@ -26,8 +26,11 @@
 // member's CIDRs, what an export may name and when it was made, the
 // per-cluster caps) are pure functions in package rules; the CIDR rules a
 // join must pass — the clusterset policy (api.Policy, set by the admin),
-// no overlap (api.CheckOverlaps), no existing gateway endpoint covered
-// (api.CheckCoversGateways) — are the contract's, which meshctl shares.
+// no overlap left untranslated (rules.Join: both sides of an overlap get
+// mapped CIDRs from the policy's mapped pool, or the join is refused when
+// the policy says refuse; api.CheckMesh is the rule kept), no existing
+// gateway endpoint covered (api.CheckCoversGateways) — are the contract's,
+// which meshctl shares.
 //
 // What a member cannot make the broker hold without bound: gateways and
 // exports per cluster and EndpointSlices per export are capped (Config),

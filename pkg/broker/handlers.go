@@ -163,10 +163,13 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 
 // addressPlan is what the address rules need: the tunnel pool, and the
 // mapped pool and overlap rule of the clusterset policy.
-func (b *Broker) addressPlan(_ core.Reader) rules.AddressPlan {
-	plan := rules.AddressPlan{Tunnel: b.cfg.TunnelCIDR, Overlap: api.OverlapTranslate}
-	for _, s := range api.DefaultMappedCIDRs {
-		plan.Mapped = append(plan.Mapped, netip.MustParsePrefix(s))
+func (b *Broker) addressPlan(r core.Reader) rules.AddressPlan {
+	pol, _ := r.Policy()
+	plan := rules.AddressPlan{Tunnel: b.cfg.TunnelCIDR, Overlap: pol.OverlapRule()}
+	for _, s := range pol.MappedPool() {
+		if p, err := netip.ParsePrefix(s); err == nil { // stored policies were validated
+			plan.Mapped = append(plan.Mapped, p)
+		}
 	}
 	return plan
 }

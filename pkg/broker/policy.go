@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"fmt"
 	"net/http"
+	"net/netip"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/core"
@@ -43,6 +45,13 @@ func (b *Broker) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	if err := validate.Policy(&p); err != nil {
 		b.writeError(w, r, err)
 		return
+	}
+	for i, s := range p.MappedCIDRs {
+		if q := netip.MustParsePrefix(s); q.Overlaps(b.cfg.TunnelCIDR) { // validated above
+			b.writeError(w, r, &api.Error{Code: api.CodeInvalid, Field: fmt.Sprintf("mappedCIDRs[%d]", i), Message: fmt.Sprintf(
+				"mappedCIDRs[%d]: %s overlaps the broker's tunnel pool %s; pick a mapped pool clear of it", i, s, b.cfg.TunnelCIDR)})
+			return
+		}
 	}
 	var st api.PolicyStatus
 	err := b.write(w, r, func(t *core.Txn) (core.Result, error) {

@@ -108,3 +108,70 @@ func TestMemberCannotTranslate(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyOverlapAndMappedPool: the clusterset policy decides what an
+// overlapping join gets. Set to refuse, a join overlapping a member is
+// refused, naming the member and the policy, and nothing is written; a
+// moved mapped pool is where the next translation comes from, while mapped
+// CIDRs given out before stay; a pool over the tunnel pool and an unknown
+// overlap rule are refused.
+func TestPolicyOverlapAndMappedPool(t *testing.T) {
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", nil)
+	ctx := ctxT(t)
+	admin := tb.adminClient()
+	tb.join("east", "10.244.0.0/16", "10.96.0.0/12")
+	if _, err := admin.Translate(ctx, "east", []string{"10.244.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	pol := api.DefaultPolicy()
+	pol.Overlap = api.OverlapRefuse
+	if _, err := admin.SetPolicy(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := admin.Snapshot(ctx)
+	_, err := tb.client("").Join(ctx, tb.JoinToken("west"), api.JoinRequest{ClusterID: "west", PodCIDRs: []string{"10.244.0.0/16"}, ServiceCIDRs: []string{"10.97.0.0/16"}})
+	var ae *api.Error
+	if !asAPI(err, &ae) || ae.Code != api.CodeCIDROverlap || ae.Cluster != "east" || !strings.Contains(ae.Message, "overlap: refuse") {
+		t.Fatalf("an overlapping join under overlap: refuse: %v; want CIDROverlap naming east and the policy", err)
+	}
+	if after, _ := admin.Snapshot(ctx); after.Revision != before.Revision {
+		t.Fatalf("the refused join wrote something: revision %d → %d", before.Revision, after.Revision)
+	}
+
+	pol.Overlap = ""                                        // read as translate: a policy stored before the field
+	pol.MappedCIDRs = []string{"198.18.0.0/15", "fc00::/8"} // room for /16s, not for kind's /12
+	if st, err := admin.SetPolicy(ctx, pol); err != nil || !strings.Contains(st.Policy.String(), "overlapping joins: translate (mapped pool 198.18.0.0/15, fc00::/8)") {
+		t.Fatalf("set the pool: %+v, %v", st, err)
+	}
+	_, wr := tb.join("west", "10.244.0.0/16", "10.200.0.0/16")
+	if got := fmtTranslations(wr.Cluster); got != "10.244.0.0/16>198.18.0.0/16" || len(wr.Translated) != 0 {
+		t.Errorf("west's translations %q, translated with it %+v; want a /16 from the new pool and east kept as it was", got, wr.Translated)
+	}
+	_, err = tb.client("").Join(ctx, tb.JoinToken("north"), api.JoinRequest{ClusterID: "north", PodCIDRs: []string{"10.50.0.0/16"}, ServiceCIDRs: []string{"10.96.0.0/12"}})
+	if !asAPI(err, &ae) || ae.Code != api.CodeExhausted || !strings.Contains(ae.Message, "198.18.0.0/15") {
+		t.Errorf("a /12 to translate with no room in the pool: %v; want Exhausted naming the pool", err)
+	}
+	_, err = tb.client("").Join(ctx, tb.JoinToken("south"), api.JoinRequest{ClusterID: "south", PodCIDRs: []string{"198.18.0.0/24"}, ServiceCIDRs: []string{"10.98.0.0/16"}})
+	if apiCode(err) == "" {
+		t.Errorf("a join inside the mapped pool was let in")
+	}
+	snap, _ := admin.Snapshot(ctx)
+	for _, c := range snap.Clusters {
+		if c.ID == "east" && fmtTranslations(c) != "10.244.0.0/16>240.0.0.0/16" {
+			t.Errorf("east's mapped CIDR moved with the pool: %s", fmtTranslations(c))
+		}
+	}
+	if probs := api.CheckMesh(snap.Clusters); len(probs) > 0 {
+		t.Fatalf("the clusterset breaks its address rule: %q", probs)
+	}
+
+	for _, bad := range []api.Policy{
+		{AllowedCIDRs: pol.AllowedCIDRs, Overlap: "nat"},
+		{AllowedCIDRs: pol.AllowedCIDRs, MappedCIDRs: []string{"240.0.0.1/5"}},
+		{AllowedCIDRs: pol.AllowedCIDRs, MappedCIDRs: []string{"100.64.0.0/10"}}, // holds the tunnel pool 100.127.0.0/16
+	} {
+		if _, err := admin.SetPolicy(ctx, bad); apiCode(err) != api.CodeInvalid {
+			t.Errorf("policy %+v: %v; want Invalid", bad, err)
+		}
+	}
+}

@@ -20,7 +20,9 @@ import (
 
 // BenchmarkDataplane measures, on the same namespaces and in one run,
 // pod-to-pod TCP throughput (1 and 4 streams) and ping RTT over these
-// paths: tunnelmesh on embedded wireguard-go (userspace), tunnelmesh on
+// paths: tunnelmesh on embedded wireguard-go (userspace), the same between
+// two clusters with identical CIDRs, so both translated (each gateway
+// rewrites every packet both ways: the worst case of translation), tunnelmesh on
 // kernel WireGuard (its own pair of clusters; the row says why it is
 // skipped where the module is absent), plain veth routing with no tunnel
 // (the ceiling), and the standalone wireguard-go program of the same
@@ -47,6 +49,17 @@ func BenchmarkDataplane(b *testing.B) {
 	m.startGateway(c2)
 	m.reachAll(b, []int{1, 2}, 45*time.Second)
 	bed := m.bed
+	// Translated: two clusters joined with the same CIDRs (kind's defaults,
+	// as TestTranslatedMesh), same WireGuard mode and settings as c1 and c2.
+	t1, t2 := m.addClusterCIDRs(5, 244, "10.96.0.0/12"), m.addClusterCIDRs(6, 244, "10.96.0.0/12")
+	m.startGateway(t1)
+	m.startGateway(t2)
+	m.setMeshIPs()
+	if t1.meshIP == t1.podIP || t2.meshIP == t2.podIP {
+		b.Fatalf("clusters with identical CIDRs not translated: %s is %s, %s is %s", t1.podIP, t1.meshIP, t2.podIP, t2.meshIP)
+	}
+	m.reachAll(b, []int{5, 6}, 45*time.Second)
+	bed.Start(t2.podNS, "iperf3-server-translated", nil, "iperf3", "-s")
 	kernelErr := wg.KernelAvailable()
 	if kernelErr == nil {
 		for _, i := range []int{3, 4} {
@@ -117,10 +130,12 @@ func BenchmarkDataplane(b *testing.B) {
 	time.Sleep(300 * time.Millisecond)
 
 	type path struct{ name, dst, src, ns string }
+	const tmesh, translated, ceiling, reference = 0, 1, 2, 3 // rows of paths
 	paths := []path{
-		{"tunnelmesh (tmesh0, userspace wireguard-go)", "10.2.0.2", "10.1.0.2", c1.podNS},
-		{"veth, no tunnel (ceiling)", "10.2.1.2", "10.1.1.2", c1.podNS},
-		{"standalone wireguard-go + wg (reference)", "10.2.2.2", "10.1.2.2", c1.podNS},
+		tmesh:      {"tunnelmesh (tmesh0, userspace wireguard-go)", "10.2.0.2", "10.1.0.2", c1.podNS},
+		translated: {"tunnelmesh, both translated (userspace)", t2.meshIP, t1.podIP, t1.podNS},
+		ceiling:    {"veth, no tunnel (ceiling)", "10.2.1.2", "10.1.1.2", c1.podNS},
+		reference:  {"standalone wireguard-go + wg (reference)", "10.2.2.2", "10.1.2.2", c1.podNS},
 	}
 	const kernelRow = "tunnelmesh (tmesh0, kernel WireGuard)"
 	if kernelErr == nil {
@@ -179,7 +194,9 @@ func BenchmarkDataplane(b *testing.B) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\ndataplane benchmark: pod→pod TCP, iperf3 %d s per run, median of %d interleaved rounds (order rotated), %s; load avg before %s, after %s\n",
 		secs, rounds, time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadBefore, loadAfter)
-	fmt.Fprintf(&sb, "tunnel MTU %s (tmesh0 and reference), underlay veth MTU 1500\n\n", tmeshMTU)
+	fmt.Fprintf(&sb, "tunnel MTU %s (tmesh0 and reference), underlay veth MTU 1500\n", tmeshMTU)
+	fmt.Fprintf(&sb, "translated row: pod %s of %s (known as %s) → pod %s of %s at %s; both clusters joined with pod CIDR %s, service CIDR %s\n\n",
+		t1.podIP, t1.id, t1.meshIP, t2.podIP, t2.id, t2.meshIP, t1.pod, t1.svc)
 	fmt.Fprintf(&sb, "| %-44s | %13s | %13s | %13s |\n", "path", "1 stream Gb/s", "4 streams Gb/s", "ping avg ms")
 	fmt.Fprintf(&sb, "|%s|%s|%s|%s|\n", strings.Repeat("-", 46), strings.Repeat("-", 15), strings.Repeat("-", 16), strings.Repeat("-", 15))
 	one, four := make([]float64, len(paths)), make([]float64, len(paths))
@@ -197,8 +214,10 @@ func BenchmarkDataplane(b *testing.B) {
 		}
 		return fmt.Sprintf("%.2f×", a/b)
 	}
-	fmt.Fprintf(&sb, "\ntunnelmesh / reference: 1 stream %s, 4 streams %s\n", ratio(one[0], one[2]), ratio(four[0], four[2]))
-	fmt.Fprintf(&sb, "tunnelmesh / ceiling:   1 stream %s, 4 streams %s\n", ratio(one[0], one[1]), ratio(four[0], four[1]))
+	fmt.Fprintf(&sb, "\ntunnelmesh / reference: 1 stream %s, 4 streams %s\n", ratio(one[tmesh], one[reference]), ratio(four[tmesh], four[reference]))
+	fmt.Fprintf(&sb, "tunnelmesh / ceiling:   1 stream %s, 4 streams %s\n", ratio(one[tmesh], one[ceiling]), ratio(four[tmesh], four[ceiling]))
+	fmt.Fprintf(&sb, "translated / untranslated tunnelmesh: 1 stream %s, 4 streams %s (target ≥ 0.95×)\n",
+		ratio(one[translated], one[tmesh]), ratio(four[translated], four[tmesh]))
 	var failed []string
 	for i, p := range paths {
 		fmt.Fprintf(&sb, "  runs %-44s 1 stream %v, 4 streams %v\n", p.name, fmtRuns(res[i].one.ok), fmtRuns(res[i].four.ok))

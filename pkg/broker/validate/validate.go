@@ -480,7 +480,7 @@ func decodeError(err error) *api.Error {
 	return &api.Error{Code: api.CodeBadRequest, Message: "invalid JSON body: " + msg}
 }
 
-// MaxAllowedCIDRs bounds a clusterset policy's allowed ranges.
+// MaxAllowedCIDRs bounds a clusterset policy's allowed ranges (and its mapped pool's).
 const MaxAllowedCIDRs = 64
 
 // Policy checks a clusterset policy the admin sets.
@@ -489,11 +489,31 @@ func Policy(p *api.Policy) *api.Error {
 		return invalid("allowedCIDRs", "at least one range is required (no member could join); the default is %s",
 			strings.Join(api.DefaultPolicy().AllowedCIDRs, ","))
 	}
-	if len(p.AllowedCIDRs) > MaxAllowedCIDRs {
-		return invalid("allowedCIDRs", "at most %d ranges", MaxAllowedCIDRs)
+	if err := policyRanges("allowedCIDRs", p.AllowedCIDRs); err != nil {
+		return err
 	}
-	for i, s := range p.AllowedCIDRs {
-		f := fmt.Sprintf("allowedCIDRs[%d]", i)
+	if p.MinPrefixLengthIPv4 < 0 || p.MinPrefixLengthIPv4 > 32 {
+		return invalid("minPrefixLengthIPv4", "%d is out of range 0 (any) to 32", p.MinPrefixLengthIPv4)
+	}
+	if p.MinPrefixLengthIPv6 < 0 || p.MinPrefixLengthIPv6 > 128 {
+		return invalid("minPrefixLengthIPv6", "%d is out of range 0 (any) to 128", p.MinPrefixLengthIPv6)
+	}
+	switch p.Overlap {
+	case "", api.OverlapTranslate, api.OverlapRefuse:
+	default:
+		return invalid("overlap", "%q is neither %q nor %q", p.Overlap, api.OverlapTranslate, api.OverlapRefuse)
+	}
+	return policyRanges("mappedCIDRs", p.MappedCIDRs)
+}
+
+// policyRanges checks a list of ranges of the policy: at most
+// MaxAllowedCIDRs, each a CIDR in canonical form.
+func policyRanges(field string, ranges []string) *api.Error {
+	if len(ranges) > MaxAllowedCIDRs {
+		return invalid(field, "at most %d ranges", MaxAllowedCIDRs)
+	}
+	for i, s := range ranges {
+		f := fmt.Sprintf("%s[%d]", field, i)
 		q, err := netip.ParsePrefix(s)
 		if err != nil {
 			return invalid(f, "%q is not a CIDR: %v", s, err)
@@ -504,12 +524,6 @@ func Policy(p *api.Policy) *api.Error {
 		if q.Addr().Is4In6() {
 			return invalid(f, "%q is an IPv4-mapped IPv6 prefix; write it as the IPv4 CIDR %s", s, netip.PrefixFrom(q.Addr().Unmap(), q.Bits()-96))
 		}
-	}
-	if p.MinPrefixLengthIPv4 < 0 || p.MinPrefixLengthIPv4 > 32 {
-		return invalid("minPrefixLengthIPv4", "%d is out of range 0 (any) to 32", p.MinPrefixLengthIPv4)
-	}
-	if p.MinPrefixLengthIPv6 < 0 || p.MinPrefixLengthIPv6 > 128 {
-		return invalid("minPrefixLengthIPv6", "%d is out of range 0 (any) to 128", p.MinPrefixLengthIPv6)
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ func TestPolicySetAndShown(t *testing.T) {
 	tb, dir := clusterset(t)
 	flags := []string{"--broker-info", filepath.Join(dir, "info.json"), "--credential-file", filepath.Join(dir, "admin")}
 	out, stderr, code := run(t, append([]string{"show", "clusters"}, flags...)...)
-	if code != 0 || !strings.Contains(out, "Clusterset policy: pod and service CIDRs inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7; IPv4 at most /12 wide, IPv6 at most /48 wide (the default)") {
+	if code != 0 || !strings.Contains(out, "Clusterset policy: pod and service CIDRs inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7; IPv4 at most /12 wide, IPv6 at most /48 wide; overlapping joins: translate (mapped pool 240.0.0.0/5, fc00::/8) (the default)") {
 		t.Fatalf("show clusters: exit %d\n%s%s", code, out, stderr)
 	}
 	out, stderr, code = run(t, append([]string{"policy", "set", "--allowed-cidrs", "10.1.0.0/16,10.3.0.0/16,10.96.0.0/16", "--min-prefix-length-ipv4", "16"}, flags...)...)
@@ -49,6 +49,13 @@ func TestPolicySetAndShown(t *testing.T) {
 	}
 	if _, stderr, code = run(t, append([]string{"policy", "set"}, flags...)...); code != cli.ExitUsage {
 		t.Fatalf("policy set without a value: exit %d\n%s", code, stderr)
+	}
+	out, stderr, code = run(t, append([]string{"policy", "set", "--overlap", "refuse", "--mapped-cidrs", "240.0.0.0/6"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "inside 10.1.0.0/16, 10.3.0.0/16, 10.96.0.0/16; IPv4 at most /16 wide, IPv6 at most /48 wide; overlapping joins: refuse (mapped pool 240.0.0.0/6)") {
+		t.Fatalf("policy set --overlap refuse --mapped-cidrs: exit %d\n%s%s", code, out, stderr)
+	}
+	if _, stderr, code = run(t, append([]string{"policy", "set", "--overlap", "nat"}, flags...)...); code != cli.ExitRefused || !strings.Contains(stderr, `"nat" is neither "translate" nor "refuse"`) {
+		t.Fatalf("policy set --overlap nat: exit %d\n%s", code, stderr)
 	}
 	out, stderr, code = run(t, append([]string{"policy", "set", "--default"}, flags...)...)
 	if code != 0 || !strings.Contains(out, "Every member is inside it.") {

@@ -26,7 +26,7 @@ func (d *Data) Graph() string {
 	for _, c := range clusters {
 		fmt.Fprintf(&b, "  subgraph %s {\n", quote("cluster_"+c.ID))
 		fmt.Fprintf(&b, "    label=%s;\n    style=rounded; color=\"#555555\";\n",
-			quote(fmt.Sprintf("%s\npods %s\nservices %s", c.ID, strings.Join(c.PodCIDRs, ", "), strings.Join(c.ServiceCIDRs, ", "))))
+			quote(fmt.Sprintf("%s\npods %s\nservices %s", c.ID, strings.Join(realAndMapped(c, c.PodCIDRs), ", "), strings.Join(realAndMapped(c, c.ServiceCIDRs), ", "))))
 		n := 0
 		for _, g := range gws {
 			if g.ClusterID != c.ID {

@@ -118,7 +118,7 @@ func (d *Data) Clusters() ([]ClusterView, output.Grid) {
 			}
 		}
 		out = append(out, v)
-		g.Rows = append(g.Rows, []string{c.ID, strings.Join(c.PodCIDRs, ","), strings.Join(c.ServiceCIDRs, ","), c.TunnelIP,
+		g.Rows = append(g.Rows, []string{c.ID, strings.Join(realAndMapped(c, c.PodCIDRs), ","), strings.Join(realAndMapped(c, c.ServiceCIDRs), ","), c.TunnelIP,
 			active, strconv.Itoa(n), policy, Age(d.Now, c.JoinedAt)})
 	}
 	if p := d.Policy; p != nil {
@@ -132,6 +132,20 @@ func (d *Data) Clusters() ([]ClusterView, output.Grid) {
 		}
 	}
 	return out, g
+}
+
+// realAndMapped lists cidrs of c (its pod or service CIDRs), each
+// translated one beside the mapped CIDR the rest of the mesh knows it by:
+// "10.244.0.0/16 as 240.0.0.0/16".
+func realAndMapped(c api.Cluster, cidrs []string) []string {
+	ss := make([]string, 0, len(cidrs))
+	for _, s := range cidrs {
+		if m := c.MappedOf(s); m != "" {
+			s += " as " + m
+		}
+		ss = append(ss, s)
+	}
+	return ss
 }
 
 // Gateways is `show gateways`.

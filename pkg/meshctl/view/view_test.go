@@ -27,7 +27,8 @@ func fixture() *Data {
 		Snapshot: api.Snapshot{
 			Revision: 42,
 			Clusters: []api.Cluster{
-				{ID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.96.2.0/24"}, TunnelIP: "100.127.0.2", JoinedAt: ago(3 * time.Hour)},
+				{ID: "west", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"10.96.2.0/24"}, TunnelIP: "100.127.0.2", JoinedAt: ago(3 * time.Hour),
+					Translations: []api.Translation{{Real: "10.2.0.0/16", Mapped: "240.0.0.0/16"}}}, // its service CIDR is not translated
 				{ID: "east", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.96.1.0/24"}, TunnelIP: "100.127.0.1", JoinedAt: ago(50 * time.Hour)},
 				{ID: "north", PodCIDRs: []string{"10.3.0.0/16", "fd00:3::/56"}, ServiceCIDRs: []string{"10.96.3.0/24"}, TunnelIP: "100.127.0.3", JoinedAt: ago(90 * time.Second)},
 			},

@@ -21,8 +21,10 @@ func New(e *env.Env) *cobra.Command {
 		Short: "Make the current cluster a member of the clusterset",
 		Long: `Make the current cluster (--context) a member of the clusterset whose broker
 BROKER-INFO (written by 'meshctl deploy-broker') names: check the broker, find the
-pod and service CIDRs, pick a gateway node, join the broker (which refuses CIDRs
-overlapping a member, and taken IDs, before anything in the cluster changes),
+pod and service CIDRs, pick a gateway node, join the broker (CIDRs overlapping a
+member's are translated: both clusters' get mapped CIDRs, unless the clusterset
+policy refuses overlapping joins; taken IDs and CIDRs outside the policy are
+refused before anything in the cluster changes),
 store the cluster's credential in Secret tunnelmesh-system/tunnelmesh-broker,
 install the components and wait until they are up.
 

@@ -1,5 +1,6 @@
 // Package policy is `meshctl policy set`: the broker admin's change of the
-// clusterset policy (the ranges members may claim).
+// clusterset policy (the ranges members may claim, what an overlapping
+// join gets, the mapped pool).
 package policy
 
 import (
@@ -23,13 +24,18 @@ import (
 func New(e *env.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Change the clusterset policy: the ranges member clusters may claim (broker admin)",
+		Short: "Change the clusterset policy: the ranges member clusters may claim, overlapping joins (broker admin)",
 		Long: `The clusterset policy says which pod and service CIDRs a cluster may join with:
 inside one of the allowed ranges, and no wider than the minimum prefix length of
 its family. By default: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10
 and fc00::/7, IPv4 at most /12 wide, IPv6 at most /48 wide. ` + "`meshctl show clusters`" + `
 shows it and flags members outside it; they joined under an earlier policy and
-stay linked until the broker's admin removes them.`,
+stay linked until the broker's admin removes them.
+
+It also says what a join whose CIDRs overlap a member's gets: translated (the
+default: the overlapping CIDRs of both clusters get mapped CIDRs from the
+mapped pool, 240.0.0.0/5 and fc00::/8 by default) or refused. Moving the mapped
+pool leaves the mapped CIDRs already given out where they are.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
@@ -39,19 +45,24 @@ stay linked until the broker's admin removes them.`,
 		min4    int
 		min6    int
 		dflt    bool
+		overlap string
+		mapped  []string
 	)
 	set := &cobra.Command{
 		Use:   "set",
-		Short: "Set the allowed ranges and minimum prefix lengths; flags left out keep their value",
+		Short: "Set the allowed ranges, minimum prefix lengths, overlap rule or mapped pool; flags left out keep their value",
 		Example: `  meshctl policy set --allowed-cidrs 10.0.0.0/8,fd00::/8 --broker-info broker-info.json --credential-file admin.token
   meshctl policy set --min-prefix-length-ipv4 16 --broker-info broker-info.json --credential-file admin.token
+  meshctl policy set --overlap refuse --broker-info broker-info.json --credential-file admin.token
+  meshctl policy set --mapped-cidrs 240.0.0.0/5,fc00::/8 --broker-info broker-info.json --credential-file admin.token
   meshctl policy set --default --broker-info broker-info.json --credential-file admin.token`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			f := c.Flags()
-			changed := f.Changed("allowed-cidrs") || f.Changed("min-prefix-length-ipv4") || f.Changed("min-prefix-length-ipv6")
+			changed := f.Changed("allowed-cidrs") || f.Changed("min-prefix-length-ipv4") || f.Changed("min-prefix-length-ipv6") ||
+				f.Changed("overlap") || f.Changed("mapped-cidrs")
 			if !changed && !dflt {
-				return cli.Usage("pass --allowed-cidrs, --min-prefix-length-ipv4, --min-prefix-length-ipv6 or --default; `meshctl show clusters` shows the policy",
+				return cli.Usage("pass --allowed-cidrs, --min-prefix-length-ipv4, --min-prefix-length-ipv6, --overlap, --mapped-cidrs or --default; `meshctl show clusters` shows the policy",
 					"nothing to set")
 			}
 			if changed && dflt {
@@ -80,6 +91,12 @@ stay linked until the broker's admin removes them.`,
 			if f.Changed("min-prefix-length-ipv6") {
 				p.MinPrefixLengthIPv6 = min6
 			}
+			if f.Changed("overlap") {
+				p.Overlap = overlap
+			}
+			if f.Changed("mapped-cidrs") {
+				p.MappedCIDRs = mapped
+			}
 			st, err := bc.SetPolicy(ctx, p)
 			if err != nil {
 				return explain(err, url)
@@ -96,6 +113,8 @@ stay linked until the broker's admin removes them.`,
 	p.StringSliceVar(&allowed, "allowed-cidrs", nil, "ranges members' pod and service CIDRs must lie in (comma-separated or repeated)")
 	p.IntVar(&min4, "min-prefix-length-ipv4", 0, "an IPv4 CIDR a member claims is at least this long (0: any)")
 	p.IntVar(&min6, "min-prefix-length-ipv6", 0, "an IPv6 CIDR a member claims is at least this long (0: any)")
+	p.StringVar(&overlap, "overlap", "", "what a join whose CIDRs overlap a member's gets: translate (mapped CIDRs for both) or refuse")
+	p.StringSliceVar(&mapped, "mapped-cidrs", nil, "the mapped pool translated CIDRs take their mapped CIDRs from (comma-separated or repeated)")
 	p.BoolVar(&dflt, "default", false, "set the default policy")
 	cmd.AddCommand(set)
 	return cmd
