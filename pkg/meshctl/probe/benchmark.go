@@ -253,7 +253,7 @@ func Benchmark(ctx context.Context, pair Pair, o BenchOptions) (rep *BenchReport
 	for i, cl := range clients {
 		row := BenchRow{Client: cl, Server: server}
 		err := p.Run(fmt.Sprintf("Measuring %s from %s", o.Kind, cl), func(s *progress.Step) error {
-			pod := run.BenchClient(i, cl.Node, o.Image, o.Kind, srv.Status.PodIP, o.Duration.String(), o.Samples)
+			pod := run.BenchClient(i, cl.Node, o.Image, o.Kind, MeshIP(pair.ServerTranslations, srv.Status.PodIP), o.Duration.String(), o.Samples)
 			if _, err := pair.Client.Client.CoreV1().Pods(run.Namespace()).Create(rctx, pod, metav1.CreateOptions{FieldManager: kube.FieldManager}); err != nil {
 				return fmt.Errorf("create the benchmark client: %w", err)
 			}

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/golden"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
@@ -139,7 +140,7 @@ func TestParseAndJudge(t *testing.T) {
 	}
 	rep := &VerifyReport{Run: r.ID, Server: Placement{"east", "east-worker", RoleWorker}, Client: Placement{"west", "west-worker", RoleWorker}}
 	rep.Steps = append(rep.Steps, StepReport{Step: "server-ready", Result: StepPass, Millis: 2100, Detail: "echo server 10.1.0.7"})
-	rep.Steps = append(rep.Steps, Judge(steps, res, "10.2.1.9", "east")...)
+	rep.Steps = append(rep.Steps, Judge(steps, res, "10.2.1.9", nil, "east")...)
 	if rep.Failed() != 1 {
 		t.Errorf("failed = %d", rep.Failed())
 	}
@@ -150,17 +151,50 @@ func TestParseAndJudge(t *testing.T) {
 	golden.Assert(t, "verify.table", b.Bytes())
 
 	// The server saw another address: the source-ip step fails, naming both.
-	natted := Judge(steps[:1], res[:1], "10.2.3.3", "east")
+	natted := Judge(steps[:1], res[:1], "10.2.3.3", nil, "east")
 	if len(natted) != 2 || natted[1].Result != StepFail || !strings.Contains(natted[1].Detail, "saw 10.2.1.9, not the client's pod IP 10.2.3.3") {
 		t.Errorf("masqueraded: %+v", natted)
 	}
 	// The client's IP unknown: the source step is skipped, not failed.
-	if unknown := Judge(steps[:1], res[:1], "", "east"); unknown[1].Result != StepSkip || (&VerifyReport{Steps: unknown}).Failed() != 0 {
+	if unknown := Judge(steps[:1], res[:1], "", nil, "east"); unknown[1].Result != StepSkip || (&VerifyReport{Steps: unknown}).Failed() != 0 {
 		t.Errorf("unknown client IP: %+v", unknown)
 	}
+	// The client's cluster translated (10.2.0.0/16 known as 240.1.0.0/16):
+	// the server must see the client's mapped address, and its real one is
+	// a failure.
+	tr := []api.Translation{{Real: "10.2.0.0/16", Mapped: "240.1.0.0/16"}}
+	mapped := Judge(steps[:1], []netprobe.StepResult{{Step: StepPodIPTCP, OK: true, Attempts: 1,
+		Answer: `{"podIP":"10.1.0.7","cluster":"east","node":"east-worker","client":"240.1.1.9:40312","proto":"http"}`}}, "10.2.1.9", tr, "east")
+	if len(mapped) != 2 || mapped[1].Result != StepPass || mapped[1].Detail != "east saw the client's mapped address 240.1.1.9 (pod IP 10.2.1.9)" {
+		t.Errorf("translated client seen at its mapped address: %+v", mapped)
+	}
+	if real := Judge(steps[:1], res[:1], "10.2.1.9", tr, "east"); len(real) != 2 || real[1].Result != StepFail ||
+		!strings.Contains(real[1].Detail, "saw 10.2.1.9, not the client's mapped address 240.1.1.9") {
+		t.Errorf("translated client seen at its real address: %+v", real)
+	}
 	// A step the client never printed fails as not run.
-	if missing := Judge(steps, res[:2], "10.2.1.9", "east"); missing[4].Result != StepFail || !strings.Contains(missing[4].Detail, "not run") {
+	if missing := Judge(steps, res[:2], "10.2.1.9", nil, "east"); missing[4].Result != StepFail || !strings.Contains(missing[4].Detail, "not run") {
 		t.Errorf("missing step: %+v", missing)
+	}
+}
+
+// TestMeshIP: a pod is reached at its mapped address where its cluster is
+// translated (the host part kept), at its own elsewhere.
+func TestMeshIP(t *testing.T) {
+	tr := []api.Translation{{Real: "10.244.0.0/16", Mapped: "240.0.0.0/16"}, {Real: "fd00:1::/64", Mapped: "fc00::/64"}}
+	for _, c := range []struct {
+		ts       []api.Translation
+		ip, want string
+	}{
+		{tr, "10.244.3.7", "240.0.3.7"},
+		{tr, "fd00:1::5", "fc00::5"},
+		{tr, "10.245.3.7", "10.245.3.7"}, // not a translated CIDR
+		{nil, "10.244.3.7", "10.244.3.7"},
+		{tr, "not an IP", "not an IP"},
+	} {
+		if got := MeshIP(c.ts, c.ip); got != c.want {
+			t.Errorf("MeshIP(%v, %s) = %s, want %s", c.ts, c.ip, got, c.want)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/status"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
@@ -25,6 +27,21 @@ import (
 type Pair struct {
 	Server, Client     *kube.Cluster
 	ServerID, ClientID string
+	// ServerTranslations and ClientTranslations are what each cluster's
+	// active gateway translates (its MeshGateway status; none when it has
+	// none): a translated cluster's pods are reached, and seen, at their
+	// mapped addresses.
+	ServerTranslations, ClientTranslations []api.Translation
+}
+
+// MeshIP is ip as the rest of the mesh reaches and sees it: its mapped
+// address where ts translates it, ip itself otherwise. Pure.
+func MeshIP(ts []api.Translation, ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	return api.Cluster{Translations: ts}.ToMesh(a).String()
 }
 
 // Members checks that both clusters joined the same clusterset as
@@ -41,10 +58,14 @@ func Members(ctx context.Context, server, client *kube.Cluster) (Pair, error) {
 			return p, cli.Refused(nil, "run `meshctl join` in it first", "%s has not joined a clusterset", c.Describe())
 		}
 		urls[i] = m.URL
+		var ts []api.Translation
+		if mg, err := status.Get(ctx, c.Dynamic, defaults.Namespace, m.ClusterID); err == nil {
+			ts = mg.Status.Translations
+		}
 		if i == 0 {
-			p.ServerID = m.ClusterID
+			p.ServerID, p.ServerTranslations = m.ClusterID, ts
 		} else {
-			p.ClientID = m.ClusterID
+			p.ClientID, p.ClientTranslations = m.ClusterID, ts
 		}
 	}
 	if p.ServerID == p.ClientID {

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/netprobe"
@@ -195,7 +196,7 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 
 	// 3. The client in the other cluster.
 	began = time.Now()
-	steps := run.VerifySteps(server.Status.PodIP)
+	steps := run.VerifySteps(MeshIP(pair.ServerTranslations, server.Status.PodIP))
 	wait := StepWait(rctx, len(steps))
 	var client *corev1.Pod
 	clientIP := "" // kept from while it ran: a finished pod may lose it
@@ -224,7 +225,7 @@ func Verify(ctx context.Context, pair Pair, o VerifyOptions) (rep *VerifyReport,
 	if err != nil {
 		return stop("client", began, err)
 	}
-	rep.Steps = append(rep.Steps, Judge(steps, results, clientIP, pair.ServerID)...)
+	rep.Steps = append(rep.Steps, Judge(steps, results, clientIP, pair.ClientTranslations, pair.ServerID)...)
 	return rep, nil
 }
 
@@ -313,8 +314,10 @@ type echoReply struct {
 }
 
 // Judge turns the client's results into report steps; the source-address
-// step compares what the server saw with the client pod's IP. Pure.
-func Judge(steps []netprobe.Step, results []netprobe.StepResult, clientIP, serverCluster string) []StepReport {
+// step compares what the server saw with the client pod's IP, or its
+// mapped address where clientTr (the client cluster's translations)
+// translates it. Pure.
+func Judge(steps []netprobe.Step, results []netprobe.StepResult, clientIP string, clientTr []api.Translation, serverCluster string) []StepReport {
 	byName := map[string]netprobe.StepResult{}
 	for _, r := range results {
 		byName[r.Step] = r
@@ -351,14 +354,18 @@ func Judge(steps []netprobe.Step, results []netprobe.StepResult, clientIP, serve
 			if err != nil {
 				seen = rep.Client
 			}
+			want, what := clientIP, "the client's pod IP "+clientIP
+			if m := MeshIP(clientTr, clientIP); clientIP != "" && m != clientIP {
+				want, what = m, fmt.Sprintf("the client's mapped address %s (pod IP %s)", m, clientIP)
+			}
 			switch {
 			case clientIP == "":
 				out = append(out, StepReport{Step: "source-ip-kept", Result: StepSkip, Detail: fmt.Sprintf("%s saw %s; the client pod's IP is not known to compare", serverCluster, seen)})
-			case seen == clientIP:
-				out = append(out, StepReport{Step: "source-ip-kept", Result: StepPass, Detail: fmt.Sprintf("%s saw the client's pod IP %s", serverCluster, seen)})
+			case seen == want:
+				out = append(out, StepReport{Step: "source-ip-kept", Result: StepPass, Detail: fmt.Sprintf("%s saw %s", serverCluster, what)})
 			default:
 				out = append(out, StepReport{Step: "source-ip-kept", Result: StepFail,
-					Detail: fmt.Sprintf("%s saw %s, not the client's pod IP %s: something masquerades pod traffic on the way (the CNI? run `meshctl diagnose`)", serverCluster, seen, clientIP)})
+					Detail: fmt.Sprintf("%s saw %s, not %s: something masquerades pod traffic on the way (the CNI? run `meshctl diagnose`)", serverCluster, seen, what)})
 			}
 		}
 	}
