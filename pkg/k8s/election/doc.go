@@ -114,6 +114,11 @@
 // crashed gateway came back and its start starved the control plane.
 // Renewals run beside the election's loop, so a slow answer neither stops
 // the loop nor the entitlement below from following memberlist's contact.
+// Past that time, with renewals timing out rather than refused, the holder
+// keeps its tenure with its fence closed (waitFenced) until the Lease
+// nears expiry: a renewal that still lands wins the apiserver's
+// compare-and-swap against any standby's takeover, or loses it and the
+// holder steps down as it would have — either way at most one sends.
 //
 // The WireGuard fence. Config.Entitled tells the caller until when this
 // candidate may act as the active one — as long as it keeps its tenure

@@ -187,10 +187,14 @@ type Elector struct {
 	// A renewal runs beside the loop (renew → renewed), so that a slow
 	// apiserver does not stop it: the loop keeps the entitlement moving
 	// with memberlist's contact and steps down on time meanwhile.
-	renewing    bool
-	renewEpoch  int64 // the epoch the renewal in flight writes
-	renewCancel context.CancelFunc
-	renewDone   chan renewResult
+	renewing   bool
+	renewEpoch int64 // the epoch the renewal in flight writes
+	// renewSlow: the last renewal timed out (the apiserver is slow or out
+	// of reach, it did not refuse); fenced: past actUntil, the tenure is
+	// kept with the fence closed in case a slow renewal still lands.
+	renewSlow, fenced bool
+	renewCancel       context.CancelFunc
+	renewDone         chan renewResult
 	// apiSeen (unix ns) is when the apiserver last answered: a list, a
 	// watch event, a write. probing: a standby checks it (see probeAPI).
 	apiSeen atomic.Int64
@@ -400,6 +404,9 @@ type leaseClient interface {
 func (e *Elector) step(ctx context.Context, now time.Time) {
 	if e.held {
 		silent := now.Sub(e.lastRenew)
+		if silent <= e.cfg.RenewDeadline {
+			e.fenced = false // renewals are timely again
+		}
 		switch {
 		case e.lease == nil || e.rolledBack():
 			// Deleted or rolled back (a recreated namespace, a restored
@@ -440,12 +447,22 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 				// Slow or failing renewals: keep the tenure while no other
 				// candidate can take the role (actUntil); stepping down
 				// sooner only tears the data plane down for nothing.
-				if until, bound := e.actUntil(); !now.Before(until) {
-					if why == "" {
-						why = "the apiserver answers too slowly"
+				if until, bound := e.actUntil(); now.Before(until) {
+					e.fenced = false
+				} else {
+					if waitFenced(now, e.nearExpiry(), e.renewSlow || e.fenced, e.renewing) {
+						if !e.fenced {
+							e.fenced = true
+							e.cfg.Logger.Warn("renewals time out: the WireGuard fence is closed, since another candidate could take over now; keeping the tenure until the Lease nears expiry in case a renewal lands",
+								"node", e.cfg.Identity, "epoch", e.epoch, "lastRenewal", silent.Round(time.Millisecond), "why", bound)
+						}
+					} else {
+						if why == "" {
+							why = "the apiserver answers too slowly"
+						}
+						e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s; %s", silent.Round(time.Millisecond), why, bound))
+						break
 					}
-					e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s; %s", silent.Round(time.Millisecond), why, bound))
-					break
 				}
 			}
 			if now.Sub(e.lastTry) >= e.cfg.RenewInterval {
@@ -509,7 +526,7 @@ func (e *Elector) entitlement(now time.Time) time.Time {
 //   - but never past the point where the Lease nears expiry.
 func (e *Elector) actUntil() (time.Time, string) {
 	until, why := e.lastRenew.Add(e.cfg.RenewDeadline), "the renew deadline passed"
-	nearExpiry := e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
+	nearExpiry := e.nearExpiry()
 	contact, name, bounded := e.members.contactBound(e.heldSince, e.cfg.RenewDeadline)
 	if !bounded {
 		contact = nearExpiry
@@ -521,6 +538,24 @@ func (e *Elector) actUntil() (time.Time, string) {
 		until, why = nearExpiry, "the Lease nears expiry"
 	}
 	return until, why
+}
+
+// nearExpiry is when the Lease, last renewed by this holder, nears expiry:
+// a standby may take it soon after, so the holder steps down by then.
+func (e *Elector) nearExpiry() time.Time {
+	return e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
+}
+
+// waitFenced: a holder past actUntil — its fence closed, another candidate
+// could take over — keeps its tenure, rather than stepping down, while a
+// renewal is in flight or the last one timed out (a slow apiserver, not a
+// refusal), until the Lease nears expiry. If one lands before the others
+// take the Lease (the apiserver's compare-and-swap decides), the fence
+// opens again with nothing torn down; a step-down would rebuild the data
+// plane under a new epoch, which costs the tunnel seconds. If another wins,
+// the holder sees it (conflict, watch) and steps down as usual.
+func waitFenced(now, nearExpiry time.Time, slow, renewing bool) bool {
+	return (slow || renewing) && now.Before(nearExpiry)
 }
 
 // entitle tells Entitled when the entitlement ends, moves back or has
@@ -709,7 +744,7 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 	if !wasHeld {
 		e.heldSince = start
 	}
-	e.held, e.acquireFailing, e.renewFailing = true, false, false
+	e.held, e.acquireFailing, e.renewFailing, e.renewSlow, e.fenced = true, false, false, false, false
 	if e.holding {
 		e.holding = false
 		e.metrics.holding.Set(0)
@@ -735,6 +770,9 @@ func (e *Elector) renew(ctx context.Context) {
 	// Up to when the holder may act anyway: a slow apiserver's answer
 	// still counts until then.
 	until, _ := e.actUntil()
+	if e.fenced {
+		until = e.nearExpiry() // waitFenced: a late answer still counts
+	}
 	timeout := until.Sub(start)
 	if e.holding || timeout < e.cfg.RenewInterval {
 		timeout = e.cfg.RenewInterval // keep re-checking holdable meanwhile
@@ -806,10 +844,18 @@ func (e *Elector) renewed(ctx context.Context, r renewResult) {
 		if !e.renewFailing {
 			e.cfg.Logger.Warn("renew the gateway Lease; retrying until the deadline", "node", e.cfg.Identity, "took", time.Since(r.start).Round(time.Millisecond), "err", err)
 		}
-		e.renewFailing = true
+		e.renewFailing, e.renewSlow = true, errors.Is(err, context.DeadlineExceeded)
+		if !e.renewSlow {
+			e.fenced = false // refused, not slow: waitFenced no longer applies
+		}
 		return
 	}
-	e.lastRenew, e.renewFailing = r.start, false
+	if e.fenced && time.Since(r.start) > e.cfg.RenewInterval {
+		e.cfg.Logger.Info("renewed the Lease after all: same tenure, the fence opens again once renewals or memberlist contact are timely", "node", e.cfg.Identity, "epoch", e.epoch, "took", time.Since(r.start).Round(time.Millisecond))
+	}
+	// fenced stays until actUntil is ahead again (step): a renewal that
+	// landed late has to be followed by a timely one.
+	e.lastRenew, e.renewFailing, e.renewSlow = r.start, false, false
 	if r.epoch != e.epoch {
 		e.cfg.Logger.Warn("a record outside the Lease carries a newer epoch than this tenure's: took a higher one", "node", e.cfg.Identity, "from", e.epoch, "to", r.epoch)
 		e.epoch = r.epoch
@@ -867,7 +913,7 @@ func (e *Elector) giveUp(ctx context.Context) error {
 }
 
 func (e *Elector) stepDown(reason, why string) {
-	e.held = false
+	e.held, e.fenced = false, false
 	if e.renewing {
 		e.renewCancel() // its outcome no longer counts (renewed)
 	}

@@ -398,3 +398,45 @@ func (c *cluster) startLone(t *testing.T, tune func(*Config)) *candidate {
 	})
 	return a
 }
+
+// TestLateRenewalsWithLateContactKeepTheTenureFenced: on a starved node
+// the holder's renewals and its memberlist contact are both late for a
+// moment (here: its apiserver requests take 900 ms more for 1.5 s and its
+// memberlist is silent; the standby cannot write, so nobody takes over).
+// The holder's fence closes — another candidate could take over — but it
+// keeps its tenure: once a renewal lands it is active at the same epoch,
+// entitled again, with nothing torn down. Stepping down instead rebuilt
+// the data plane under a new epoch (seconds of WireGuard handshake in
+// kind), and with acquisitions as slow as the renewals nobody was active.
+func TestLateRenewalsWithLateContactKeepTheTenureFenced(t *testing.T) {
+	c := newCluster(t)
+	var (
+		mu    sync.Mutex
+		until time.Time
+	)
+	a := c.startWith("node-a", func(cfg *Config) {
+		cfg.Entitled = func(u time.Time) { mu.Lock(); until = u; mu.Unlock() }
+	})
+	_, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
+	b := c.start("node-b")
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(b.e.members.alive()) == 2 && len(a.e.members.alive()) == 2 })
+	b.cut.Store(true) // the standby cannot take over
+	slowFrom := time.Now()
+	_ = a.e.members.ml.Shutdown()
+	a.slow.Store(int64(900 * time.Millisecond))
+	time.Sleep(1500 * time.Millisecond)
+	a.slow.Store(0)
+	testkit.Until(t, 5*time.Second, "the holder is entitled again", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return until.After(time.Now())
+	})
+	for _, s := range a.historyCopy() {
+		if s.at.After(slowFrom) && (s.Role != Active || s.Epoch != epoch) {
+			t.Errorf("%+.1fs after its renewals and contact turned late: %s %s at epoch %d (held it at %d)", s.at.Sub(slowFrom).Seconds(), a.name, s.Role, s.Epoch, epoch)
+		}
+	}
+	if v := metric(t, a.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 0 {
+		t.Errorf("the holder stepped down %v times", v)
+	}
+}

@@ -73,3 +73,28 @@ func TestActUntil(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitFenced: past actUntil, the holder keeps its tenure (fenced) only
+// while a slow renewal may still land, and never once the Lease nears
+// expiry; a refused renewal ends it at once.
+func TestWaitFenced(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	near := t0.Add(time.Second)
+	for _, tt := range []struct {
+		name           string
+		now            time.Time
+		slow, renewing bool
+		want           bool
+	}{
+		{"last renewal timed out: wait", t0, true, false, true},
+		{"a renewal in flight: wait", t0, false, true, true},
+		{"last renewal refused (an error, not slowness): step down", t0, false, false, false},
+		{"timed out, but the Lease nears expiry: step down", near, true, true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := waitFenced(tt.now, near, tt.slow, tt.renewing); got != tt.want {
+				t.Fatalf("waitFenced = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
