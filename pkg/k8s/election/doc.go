@@ -99,16 +99,26 @@
 // over.
 // The cost of holding is only that the MeshGateway status is not written
 // and the route agents keep following the Lease holder they knew, which is
-// still right. Slowness rather than an outage (the process was not
-// scheduled for a renew deadline, a renewal had not yet failed) keeps the
-// role until the Lease nears expiry (handOverForSlowness): stepping down
-// only rebuilt the data plane a moment later, seen in kind whenever a
-// crashed gateway came back and its start starved the active's node.
+// still right.
+//
+// Slowness rather than an outage (renewals answered late or timing out on
+// a loaded apiserver, the holder's loop not scheduled in time) keeps the
+// tenure for as long as no other candidate can take over (Elector.actUntil):
+// RenewDeadline after the last two-way memberlist contact with each other
+// candidate that could declare the holder dead, and never past the point
+// where the Lease nears expiry. A candidate gone since before the tenure
+// began (the crashed holder it replaced) sets no bound: restarted, it
+// rejoins memberlist and counts from then on, or it waits for the Lease to
+// expire. Stepping down sooner only tore the data plane down and took the
+// Lease again a moment later with a new epoch — seen in kind whenever a
+// crashed gateway came back and its start starved the control plane.
+// Renewals run beside the election's loop, so a slow answer neither stops
+// the loop nor the entitlement below from following memberlist's contact.
 //
 // The WireGuard fence. Config.Entitled tells the caller until when this
-// candidate may act as the active one — RenewDeadline (plus half a
-// RenewInterval for the next tick) after its last renewal, or after the
-// oldest ping answer it holds on through an outage — and the node keeps
+// candidate may act as the active one — as long as it keeps its tenure
+// (above), or through an outage RenewDeadline after the oldest ping answer
+// it holds on, plus half a RenewInterval for the next tick — and the node keeps
 // its WireGuard port closed in the kernel past that time (pkg/nft.Fence).
 // That ends before memberlist's quickest death verdict, the earliest a
 // standby can take over, so whatever the role of a frozen, starved or

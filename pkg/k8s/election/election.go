@@ -179,10 +179,18 @@ type Elector struct {
 	published  State
 	sentOnce   bool
 	nextTry    time.Time // acquisition backoff after an apiserver error
+	heldSince  time.Time // local time this candidate's current run of tenures began
 	// holding: the renewal deadline passed with the apiserver unreachable,
 	// and the role is kept because no other candidate can take it (doc.go).
 	holding bool
 	lastTry time.Time // start of the last renewal attempt
+	// A renewal runs beside the loop (renew → renewed), so that a slow
+	// apiserver does not stop it: the loop keeps the entitlement moving
+	// with memberlist's contact and steps down on time meanwhile.
+	renewing    bool
+	renewEpoch  int64 // the epoch the renewal in flight writes
+	renewCancel context.CancelFunc
+	renewDone   chan renewResult
 	// apiSeen (unix ns) is when the apiserver last answered: a list, a
 	// watch event, a write. probing: a standby checks it (see probeAPI).
 	apiSeen atomic.Int64
@@ -236,6 +244,7 @@ func New(cfg Config) (*Elector, error) {
 		states:    make(chan State, 1),
 		release:   make(chan chan error),
 		done:      make(chan struct{}),
+		renewDone: make(chan renewResult, 1),
 		published: State{Role: Standby},
 	}, nil
 }
@@ -278,6 +287,8 @@ func (e *Elector) Run(ctx context.Context) error {
 		case ev := <-leases:
 			e.observe(ev.lease, time.Now())
 			e.synced = true
+		case r := <-e.renewDone:
+			e.renewed(ctx, r)
 		case <-e.members.changed:
 		case <-tick.C:
 		case <-rejoin.C:
@@ -408,19 +419,34 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 		case silent > e.cfg.MaxHold:
 			e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v, longer than the %v a holder may keep the role without one", silent.Round(time.Millisecond), e.cfg.MaxHold))
 		case silent > e.cfg.RenewDeadline:
-			hold, why := e.holdable(now, silent)
-			if !hold || handOverForSlowness(e.renewFailing, silent, e.cfg) {
-				if why == "" {
-					why = "the apiserver answers too slowly"
-				}
-				e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s", silent.Round(time.Millisecond), why))
+			if name, ep, ok := e.members.activeClaim(e.cfg.Identity); ok {
+				e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and candidate %q claims to be active at epoch %d", silent.Round(time.Millisecond), name, ep))
 				break
 			}
-			if !e.holding {
-				e.holding = true
-				e.metrics.holding.Set(1)
-				e.cfg.Logger.Warn("the apiserver is unreachable: keeping the active role, since every labelled candidate answers, none claims the role and none reaches the apiserver",
-					"node", e.cfg.Identity, "epoch", e.epoch, "lastRenewal", silent.Round(time.Millisecond), "atMost", e.cfg.MaxHold)
+			hold, why := e.holdable(now, silent)
+			if hold && e.renewFailing {
+				// An outage: hold on until the apiserver answers (MaxHold).
+				if !e.holding {
+					e.holding = true
+					e.metrics.holding.Set(1)
+					e.cfg.Logger.Warn("the apiserver is unreachable: keeping the active role, since every labelled candidate answers, none claims the role and none reaches the apiserver",
+						"node", e.cfg.Identity, "epoch", e.epoch, "lastRenewal", silent.Round(time.Millisecond), "atMost", e.cfg.MaxHold)
+				}
+			} else {
+				if e.holding {
+					e.holding = false
+					e.metrics.holding.Set(0)
+				}
+				// Slow or failing renewals: keep the tenure while no other
+				// candidate can take the role (actUntil); stepping down
+				// sooner only tears the data plane down for nothing.
+				if until, bound := e.actUntil(); !now.Before(until) {
+					if why == "" {
+						why = "the apiserver answers too slowly"
+					}
+					e.stepDown(reasonRenewDeadline, fmt.Sprintf("no renewal for %v and %s; %s", silent.Round(time.Millisecond), why, bound))
+					break
+				}
 			}
 			if now.Sub(e.lastTry) >= e.cfg.RenewInterval {
 				e.renew(ctx)
@@ -437,48 +463,64 @@ func (e *Elector) step(ctx context.Context, now time.Time) {
 	e.publish()
 }
 
-// entitlement is until when the holder may act, judged at now; it ends
-// before any standby could take over, and the fence holds the holder to
-// it even when its loop does not run. A standby takes over on memberlist's
-// death verdict (at least its quickest, 0.9 s, of silence) once renewals
-// stopped, or on the Lease's expiry:
-//   - a renewal vouches for RenewDeadline;
-//   - fresh two-way contact with every live candidate (the oldest answer
-//     to this holder's pings) for RenewDeadline more: none of them can
-//     declare it dead meanwhile — a slow apiserver then costs no traffic;
-//   - but not past the point where the Lease nears expiry (a candidate it
-//     cannot hear from could take it then), unless it holds through an
-//     outage (every labelled candidate vouches, none reaches the apiserver);
-//   - a lone holder's until its Lease nears expiry (handOverForSlowness),
-//     and so is one whose other candidates are all gone from memberlist
-//     (down, restarting, unable to gossip): none of them can declare it
-//     dead, and one that starts reads the Lease as a whole LeaseDuration
-//     plus MaxClockSkew old at least before it takes it;
-//   - never past MaxHold without a renewal.
-//
-// Half a RenewInterval more lets the loop's next tick decide before it
-// runs out.
+// entitlement is until when the holder may act: actUntil; or, while it
+// holds through an outage, RenewDeadline after its last contact with each
+// other candidate (none can declare it dead meanwhile, and none takes an
+// expired Lease from a holder that claims the role) — up to MaxHold when
+// there is no other; never past MaxHold without a renewal. The fence holds
+// the holder to it even when its loop does not run. Half a RenewInterval
+// more lets the loop's next tick decide before it runs out.
 func (e *Elector) entitlement(now time.Time) time.Time {
 	if !e.held {
 		return time.Time{}
 	}
-	until := e.lastRenew.Add(e.cfg.RenewDeadline)
-	if t := e.members.oldestAck(); !t.IsZero() && t.Add(e.cfg.RenewDeadline).After(until) {
-		until = t.Add(e.cfg.RenewDeadline)
-	}
-	nearExpiry := e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
-	switch {
-	case e.holding:
-	case e.lone() || len(e.members.alive()) <= 1:
-		until = nearExpiry
-	case until.After(nearExpiry):
-		until = nearExpiry
+	var until time.Time
+	if e.holding {
+		until = e.lastRenew.Add(e.cfg.RenewDeadline)
+		if c, _, bounded := e.members.contactBound(e.heldSince, e.cfg.RenewDeadline); !bounded {
+			until = e.lastRenew.Add(e.cfg.MaxHold)
+		} else if c.After(until) {
+			until = c
+		}
+	} else {
+		until, _ = e.actUntil()
 	}
 	until = until.Add(e.cfg.RenewInterval / 2)
 	if m := e.lastRenew.Add(e.cfg.MaxHold); until.After(m) {
 		until = m
 	}
 	return until
+}
+
+// actUntil is until when a holder that is not holding through an outage
+// may act on its last renewal, and what bounds it. A standby takes over
+// on memberlist's death verdict (at least its quickest, 0.9 s, of silence)
+// once renewals stopped, or on the Lease's expiry:
+//   - a renewal vouches for RenewDeadline;
+//   - fresh two-way contact with a live candidate (its last answer to this
+//     holder's pings) for RenewDeadline more: it cannot declare the holder
+//     dead meanwhile — a slow apiserver then costs nothing;
+//   - a candidate that left memberlist during this tenure may have declared
+//     the holder dead already: nothing more;
+//   - one gone since before the tenure began (the crashed holder this one
+//     replaced, a node down) or never seen cannot preempt: restarted, it
+//     either rejoins memberlist (and counts as live) or, never having heard
+//     this holder, can only take the Lease once it expires;
+//   - but never past the point where the Lease nears expiry.
+func (e *Elector) actUntil() (time.Time, string) {
+	until, why := e.lastRenew.Add(e.cfg.RenewDeadline), "the renew deadline passed"
+	nearExpiry := e.lastRenew.Add(e.cfg.LeaseDuration - e.cfg.RenewDeadline)
+	contact, name, bounded := e.members.contactBound(e.heldSince, e.cfg.RenewDeadline)
+	if !bounded {
+		contact = nearExpiry
+	}
+	if contact.After(until) {
+		until, why = contact, fmt.Sprintf("candidate %q answered no ping for a renew deadline", name)
+	}
+	if !until.Before(nearExpiry) {
+		until, why = nearExpiry, "the Lease nears expiry"
+	}
+	return until, why
 }
 
 // entitle tells Entitled when the entitlement ends, moves back or has
@@ -504,20 +546,6 @@ func (e *Elector) holdable(now time.Time, silent time.Duration) (bool, string) {
 		return false, "the labelled candidates are not known yet (listing the nodes failed)"
 	}
 	return e.members.holdable(now, e.cfg.RenewDeadline, silent, names)
-}
-
-// lone: no other candidate is labelled, and memberlist has seen none.
-func (e *Elector) lone() bool {
-	names, known := e.labelled.get()
-	if !known || !e.members.lone() {
-		return false
-	}
-	for _, n := range names {
-		if n != e.cfg.Identity {
-			return false
-		}
-	}
-	return true
 }
 
 // rolledBack: the Lease names an epoch below this tenure's. Every
@@ -563,26 +591,11 @@ func (e *Elector) watchLabelled(ctx context.Context) {
 	}
 }
 
-// handOverForSlowness: a holder past its renew deadline with no failed
-// renewal (its loop was not scheduled in time — a node starved by a
-// gateway starting beside it, say — or the apiserver is slow, not gone)
-// keeps the role until its Lease nears expiry, renewing meanwhile.
-// Stepping down would tear the data plane down and, nobody else being
-// better placed, take the Lease again a moment later: a gap for nothing.
-// It is safe because a standby preempts only a holder memberlist declares
-// dead whose renewals stopped too, and because the holder's WireGuard
-// fence (Entitled) runs out RenewDeadline after its last renewal whatever
-// the role says, before any standby could take over.
-func handOverForSlowness(renewFailing bool, silent time.Duration, cfg Config) bool {
-	if renewFailing {
-		return false // the outage case: holdable decides
-	}
-	return silent >= cfg.LeaseDuration-cfg.RenewDeadline
-}
-
 func (e *Elector) ours(l *coordinationv1.Lease) bool {
 	h, ep := LeaseHolder(l)
-	return h == e.cfg.Identity && ep == e.epoch
+	// The watch may show a renewal that takes a higher epoch (floor)
+	// before its answer arrives.
+	return h == e.cfg.Identity && (ep == e.epoch || e.renewing && ep == e.renewEpoch)
 }
 
 // acquirable says why a standby may take the Lease now (a metric label and
@@ -693,6 +706,9 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 		return
 	}
 	wasHeld := e.held
+	if !wasHeld {
+		e.heldSince = start
+	}
 	e.held, e.acquireFailing, e.renewFailing = true, false, false
 	if e.holding {
 		e.holding = false
@@ -711,14 +727,18 @@ func (e *Elector) acquire(ctx context.Context, reason, why string) {
 }
 
 func (e *Elector) renew(ctx context.Context) {
+	if e.renewing {
+		return
+	}
 	start := time.Now()
 	e.lastTry = start
-	timeout := e.cfg.RenewDeadline - start.Sub(e.lastRenew)
-	if e.holding {
+	// Up to when the holder may act anyway: a slow apiserver's answer
+	// still counts until then.
+	until, _ := e.actUntil()
+	timeout := until.Sub(start)
+	if e.holding || timeout < e.cfg.RenewInterval {
 		timeout = e.cfg.RenewInterval // keep re-checking holdable meanwhile
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	l := e.lease.DeepCopy()
 	now := metav1.NewMicroTime(start)
 	l.Spec.RenewTime = &now
@@ -730,15 +750,50 @@ func (e *Elector) renew(ctx context.Context) {
 		epoch = f + 1
 		l.Spec.LeaseTransitions = ptr(int32(epoch))
 	}
-	got, err := e.leases().Update(ctx, l, metav1.UpdateOptions{})
-	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	e.renewing, e.renewEpoch, e.renewCancel = true, epoch, cancel
+	r := renewResult{start: start, tenure: e.epoch, epoch: epoch}
+	go func() {
+		defer cancel()
+		r.got, r.err = e.leases().Update(rctx, l, metav1.UpdateOptions{})
+		e.renewDone <- r // buffered: the loop takes it, or Run has ended
+	}()
+}
+
+// renewResult is the outcome of one renewal.
+type renewResult struct {
+	start         time.Time
+	tenure, epoch int64 // the tenure's epoch when it started, the epoch written
+	got           *coordinationv1.Lease
+	err           error
+}
+
+// renewed applies a renewal's outcome in the loop.
+func (e *Elector) renewed(ctx context.Context, r renewResult) {
+	e.renewing, e.renewCancel = false, nil
+	if !e.held || r.tenure != e.epoch {
+		// The tenure ended (or a new one began) meanwhile: only what the
+		// Lease now says counts; step and acquirable judge it.
+		if r.err == nil {
+			e.apiAnswered()
+			e.observe(r.got, time.Now())
+		}
+		return
+	}
+	if r.err != nil && e.landed(r) {
+		// The answer was lost (a timeout) but the watch showed the write.
+		r.err, r.got = nil, e.lease
+	}
+	if err := r.err; err != nil {
+		if ctx.Err() != nil {
 			return // Run is ending
 		}
 		if apierrors.IsConflict(err) {
 			// Someone else wrote the Lease: read it; step() steps down
 			// unless it is still ours.
-			e.refresh(ctx)
+			rctx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
+			defer cancel()
+			e.refresh(rctx)
 			if e.lease == nil || !e.ours(e.lease) {
 				e.stepDown(reasonLost, "the Lease changed under this holder")
 			}
@@ -749,15 +804,15 @@ func (e *Elector) renew(ctx context.Context) {
 			return
 		}
 		if !e.renewFailing {
-			e.cfg.Logger.Warn("renew the gateway Lease; retrying until the deadline", "node", e.cfg.Identity, "deadline", e.cfg.RenewDeadline, "err", err)
+			e.cfg.Logger.Warn("renew the gateway Lease; retrying until the deadline", "node", e.cfg.Identity, "took", time.Since(r.start).Round(time.Millisecond), "err", err)
 		}
 		e.renewFailing = true
 		return
 	}
-	e.lastRenew, e.renewFailing = start, false
-	if epoch != e.epoch {
-		e.cfg.Logger.Warn("a record outside the Lease carries a newer epoch than this tenure's: took a higher one", "node", e.cfg.Identity, "from", e.epoch, "to", epoch)
-		e.epoch = epoch
+	e.lastRenew, e.renewFailing = r.start, false
+	if r.epoch != e.epoch {
+		e.cfg.Logger.Warn("a record outside the Lease carries a newer epoch than this tenure's: took a higher one", "node", e.cfg.Identity, "from", e.epoch, "to", r.epoch)
+		e.epoch = r.epoch
 	}
 	e.apiAnswered()
 	if e.holding {
@@ -765,13 +820,31 @@ func (e *Elector) renew(ctx context.Context) {
 		e.metrics.holding.Set(0)
 		e.cfg.Logger.Info("the apiserver answers again: renewed the Lease", "node", e.cfg.Identity, "epoch", e.epoch)
 	}
-	e.observe(got, time.Now())
+	e.observe(r.got, time.Now())
 }
 
-// giveUp empties the holder (keeping the epoch, which the next holder
-// increments) and leaves memberlist.
+// landed: the Lease seen is this renewal's write.
+func (e *Elector) landed(r renewResult) bool {
+	if e.lease == nil || e.lease.Spec.RenewTime == nil {
+		return false
+	}
+	h, ep := LeaseHolder(e.lease)
+	return h == e.cfg.Identity && ep == r.epoch && e.lease.Spec.RenewTime.Time.Equal(r.start.Truncate(time.Microsecond))
+}
+
+// settleRenewal waits for a renewal in flight (cancelled) and applies it,
+// so that what follows writes over the Lease it left.
+func (e *Elector) settleRenewal(ctx context.Context) {
+	if !e.renewing {
+		return
+	}
+	e.renewCancel()
+	e.renewed(ctx, <-e.renewDone)
+}
+
 func (e *Elector) giveUp(ctx context.Context) error {
 	var err error
+	e.settleRenewal(ctx)
 	if e.held {
 		l := e.lease.DeepCopy()
 		empty := ""
@@ -795,6 +868,9 @@ func (e *Elector) giveUp(ctx context.Context) error {
 
 func (e *Elector) stepDown(reason, why string) {
 	e.held = false
+	if e.renewing {
+		e.renewCancel() // its outcome no longer counts (renewed)
+	}
 	if e.holding {
 		e.holding = false
 		e.metrics.holding.Set(0)

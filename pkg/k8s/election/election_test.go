@@ -40,6 +40,7 @@ type candidate struct {
 	e       *Elector
 	cancel  context.CancelFunc
 	cut     atomic.Bool   // when set, its apiserver requests fail (a partition)
+	slow    atomic.Int64  // when set, its apiserver requests take this long more (ns): a loaded control plane
 	recDone chan struct{} // closed when the state recorder has stopped
 	mu      sync.Mutex
 	history []stamped
@@ -116,6 +117,13 @@ func (c *cluster) startWith(name string, tune func(*Config)) *candidate {
 			if cand.cut.Load() {
 				return nil, errors.New("partitioned by the test")
 			}
+			if d := time.Duration(cand.slow.Load()); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-r.Context().Done():
+					return nil, r.Context().Err()
+				}
+			}
 			resp, err := rt.RoundTrip(r)
 			if err == nil {
 				// A watch already open stops too: a partition cuts streams.
@@ -174,6 +182,20 @@ func (c *cluster) startWith(name string, tune func(*Config)) *candidate {
 }
 
 // crash stops a candidate without releasing anything.
+// startPair starts node-a and node-b and waits for one to be active and
+// the other to see both in memberlist.
+func (c *cluster) startPair(t *testing.T) (act, other *candidate, epoch int64) {
+	t.Helper()
+	a, b := c.start("node-a"), c.start("node-b")
+	act, epoch = c.waitOneActive(t, 10*time.Second, "", 0)
+	other = b
+	if act == b {
+		other = a
+	}
+	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	return act, other, epoch
+}
+
 func (c *cluster) crash(cand *candidate) {
 	cand.cancel()
 	<-cand.e.Done()
@@ -416,13 +438,7 @@ func TestGracefulReleaseHandsOverAtOnce(t *testing.T) {
 
 func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	c := newCluster(t)
-	a, b := c.start("node-a"), c.start("node-b")
-	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	other := b
-	if act == b {
-		other = a
-	}
-	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	act, other, epoch := c.startPair(t)
 	stale, err := c.env.Client(t).CoordinationV1().Leases(defaults.Namespace).Get(t.Context(), DefaultLeaseName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +457,7 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 		return s.Role == Active && s.Epoch > epoch
 	})
 	t.Logf("partition: old active stepped down after %v, new active after %v", stepped.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-	noSplitBrain(t, a, b)
+	noSplitBrain(t, act, other)
 	if v := metric(t, act.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 1 {
 		t.Errorf("old active's renew-deadline step-downs: %v; want 1", v)
 	}
@@ -467,7 +483,7 @@ func TestPartitionedActiveStepsDownAndCannotReclaim(t *testing.T) {
 	if s, _ := other.latest(); s.Role != Active || s.Epoch <= epoch {
 		t.Fatalf("new active lost its role after the old one healed: %+v", s)
 	}
-	noSplitBrain(t, a, b)
+	noSplitBrain(t, act, other)
 }
 
 func TestCandidateWithAnotherGossipKeyCannotPreempt(t *testing.T) {

@@ -2,7 +2,9 @@ package election
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -67,12 +69,7 @@ func TestHolderCutOffWithACandidateItCannotGossipWith(t *testing.T) {
 func TestHoldingWithoutRenewalIsBounded(t *testing.T) {
 	c := newCluster(t)
 	const maxHold = 4 * time.Second
-	a := c.startWith("node-a", func(cfg *Config) { cfg.MaxHold = maxHold })
-	c.waitOneActive(t, 10*time.Second, "", 0)
-	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
-		_, known := a.e.labelled.get()
-		return known
-	})
+	a := c.startLone(t, func(cfg *Config) { cfg.MaxHold = maxHold })
 	cut := time.Now()
 	a.cut.Store(true)
 	time.Sleep(2 * time.Second)
@@ -188,13 +185,7 @@ func TestEpochAboveTheRecordedFloor(t *testing.T) {
 // not preempt it (each verdict would move the role, and back).
 func TestGossipCutBetweenCandidatesNoFlap(t *testing.T) {
 	c := newCluster(t)
-	a, b := c.start("node-a"), c.start("node-b")
-	act, epoch := c.waitOneActive(t, 10*time.Second, "", 0)
-	other := b
-	if act == b {
-		other = a
-	}
-	testkit.Until(t, 5*time.Second, "memberlist of 2", func() bool { return len(other.e.members.alive()) == 2 })
+	act, other, epoch := c.startPair(t)
 	_ = act.e.members.ml.Shutdown() // silent on 7947; its loop and renewals run on
 	testkit.Until(t, 3*time.Second, "the standby's memberlist declares the holder dead", func() bool {
 		_, dead := other.e.members.deadSince(act.name)
@@ -209,7 +200,7 @@ func TestGossipCutBetweenCandidatesNoFlap(t *testing.T) {
 			t.Fatalf("%s was active at epoch %d while the holder renewed", other.name, s.Epoch)
 		}
 	}
-	noSplitBrain(t, a, b)
+	noSplitBrain(t, act, other)
 }
 
 // TestEntitlementFollowsTheRole: Entitled is told a near future while the
@@ -328,4 +319,82 @@ func TestStartingCandidateTakesALongDeadHoldersLease(t *testing.T) {
 	if s, _ := x.latest(); s.Role == Active {
 		t.Fatalf("took a Lease renewed 2 s before, before it could expire: %+v", s)
 	}
+}
+
+// TestSlowApiserverAfterACrashKeepsTheTenure: the active crashes and the
+// standby takes over; the apiserver, loaded by what the crash set off, then
+// answers the new holder's requests 900 ms late for 5 s (kind after a
+// crash). Nobody can take over from it — the only other candidate was gone
+// before its tenure began, and one that comes back either rejoins
+// memberlist or waits for the Lease to expire — so it keeps its tenure:
+// stepping down would tear its data plane down and take the Lease again a
+// moment later (a new epoch, seconds without traffic), for nothing.
+func TestSlowApiserverAfterACrashKeepsTheTenure(t *testing.T) {
+	c := newCluster(t)
+	act, other, epoch := c.startPair(t)
+	c.crash(act)
+	_, ep := c.waitOneActive(t, 4*time.Second, act.name, epoch)
+	took := time.Now()
+	other.slow.Store(int64(900 * time.Millisecond))
+	time.Sleep(5 * time.Second)
+	other.slow.Store(0)
+	time.Sleep(time.Second)
+	for _, s := range other.historyCopy() {
+		if s.at.After(took) && (s.Role != Active || s.Epoch != ep) {
+			t.Errorf("%+.1fs after it took over, with the apiserver slow: %s %s at epoch %d (took the role at %d)", s.at.Sub(took).Seconds(), other.name, s.Role, s.Epoch, ep)
+		}
+	}
+	if v := metric(t, other.e, "tunnelmesh_gateway_election_stepdowns_total", reasonRenewDeadline); v != 0 {
+		t.Errorf("the new holder stepped down %v times on a slow apiserver", v)
+	}
+}
+
+// TestLoneHolderStaysEntitledThroughAnOutage: the only labelled candidate
+// (a cluster with one gateway node) holds its role through an apiserver
+// outage, and its WireGuard fence stays open all along: nobody else could
+// take over, so closing it only drops the cluster's traffic (seen in kind:
+// west's lone gateway dropping its own packets, "sendmmsg: operation not
+// permitted", whenever its renewals timed out on the loaded apiserver).
+func TestLoneHolderStaysEntitledThroughAnOutage(t *testing.T) {
+	c := newCluster(t)
+	var (
+		mu    sync.Mutex
+		until time.Time
+	)
+	a := c.startLone(t, func(cfg *Config) {
+		cfg.Entitled = func(u time.Time) { mu.Lock(); until = u; mu.Unlock() }
+	})
+	cut := time.Now()
+	a.cut.Store(true)
+	var closed []string
+	for time.Since(cut) < 4*time.Second {
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		u := until
+		mu.Unlock()
+		if now := time.Now(); !u.After(now) {
+			closed = append(closed, fmt.Sprintf("%+.2fs", now.Sub(cut).Seconds()))
+		}
+	}
+	a.cut.Store(false)
+	if s, _ := a.latest(); s.Role != Active {
+		t.Fatalf("the lone holder gave up its role 4 s into an apiserver outage: %+v", s)
+	}
+	if len(closed) > 0 {
+		t.Errorf("the lone holder's entitlement (its WireGuard fence) had run out, holding through the outage, at %d checks (every 50 ms): %s",
+			len(closed), strings.Join(closed, " "))
+	}
+}
+
+// startLone starts node-a as the only labelled candidate and waits until it
+// is active and knows it is alone.
+func (c *cluster) startLone(t *testing.T, tune func(*Config)) *candidate {
+	t.Helper()
+	a := c.startWith("node-a", tune)
+	c.waitOneActive(t, 10*time.Second, "", 0)
+	testkit.Until(t, 5*time.Second, "the holder lists itself as the only labelled candidate", func() bool {
+		_, known := a.e.labelled.get()
+		return known
+	})
+	return a
 }

@@ -79,6 +79,7 @@ type members struct {
 	said    map[string]selfMeta  // what the others announce
 	apiFrom map[string]time.Time // since when (local clock) another says it reaches the apiserver
 	acked   map[string]time.Time // last answered ping
+	joined  map[string]time.Time // when last seen joining (alive again)
 	// sources are the candidates' addresses (the last Peers listing): the
 	// only ones memberlist accepts streams and packets from.
 	sources   membership.Sources
@@ -221,31 +222,46 @@ func (m *members) holdable(now time.Time, fresh, silent time.Duration, labelled 
 	return true, ""
 }
 
-// oldestAck is the oldest last answered ping among the other live
-// candidates (zero when there is none): how fresh the contact is on which
-// a holder holds.
-func (m *members) oldestAck() time.Time {
+// contactBound is until when no other candidate can have declared this
+// one dead: fresh after the last contact with each other candidate that
+// could (see Elector.actUntil), the earliest of them; bounded is false
+// when none could, and name is the one that sets the bound.
+//   - One alive and never declared dead during the tenure (begun at since):
+//     its last answer to a ping, or its (re)join — a candidate that meets
+//     this one alive needs a whole death verdict of silence after that.
+//   - One declared dead during the tenure may hold this one dead too, even
+//     after it came back, until this one's refutation has reached it: only
+//     answers to pings sent fresh after its return count.
+//   - One gone since before the tenure, or never seen, sets no bound.
+func (m *members) contactBound(since time.Time, fresh time.Duration) (until time.Time, name string, bounded bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var t time.Time
-	for name, alive := range m.state {
-		if name != m.name && alive && (t.IsZero() || m.acked[name].Before(t)) {
-			t = m.acked[name]
+	for n, alive := range m.state {
+		if n == m.name {
+			continue
+		}
+		gone, seenDead := m.deadAt[n]
+		duringTenure := seenDead && !gone.Before(since)
+		if !alive && !duringTenure {
+			continue
+		}
+		var c time.Time
+		switch {
+		case !duringTenure:
+			c = m.acked[n]
+			if m.joined[n].After(c) {
+				c = m.joined[n]
+			}
+		case !alive:
+			c = m.acked[n]
+		case !m.acked[n].Before(m.joined[n].Add(fresh)):
+			c = m.acked[n]
+		}
+		if b := c.Add(fresh); !bounded || b.Before(until) {
+			until, name, bounded = b, n, true
 		}
 	}
-	return t
-}
-
-// lone reports whether no other candidate has ever been seen.
-func (m *members) lone() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name := range m.state {
-		if name != m.name {
-			return false
-		}
-	}
-	return true
+	return until, name, bounded
 }
 
 // activeClaim returns the live candidate other than except that announces
@@ -270,6 +286,9 @@ func (m *members) claimsActive(name string) bool {
 
 func (m *members) set(name string, alive bool) {
 	m.mu.Lock()
+	if alive && !m.state[name] {
+		m.joined[name] = time.Now()
+	}
 	m.state[name] = alive
 	if !alive {
 		m.deadAt[name] = time.Now()
@@ -307,7 +326,8 @@ func (m *members) alive() map[string]bool {
 
 func startMembers(name string, g GossipConfig, logger *slog.Logger) (*members, error) {
 	m := &members{name: name, peers: g.Peers, changed: make(chan struct{}, 1), metas: make(chan selfMeta, 1), state: map[string]bool{},
-		deadAt: map[string]time.Time{}, said: map[string]selfMeta{}, apiFrom: map[string]time.Time{}, acked: map[string]time.Time{}}
+		deadAt: map[string]time.Time{}, said: map[string]selfMeta{}, apiFrom: map[string]time.Time{}, acked: map[string]time.Time{},
+		joined: map[string]time.Time{}}
 	ml, err := membership.Start(membership.Config{
 		Name: name, BindAddr: g.BindAddr, BindPort: g.BindPort, AdvertiseAddr: g.AdvertiseAddr, SecretKey: g.SecretKey,
 		Profile: membership.Profile{ProbeInterval: g.ProbeInterval, ProbeTimeout: g.ProbeTimeout, SuspicionMult: g.SuspicionMult,
