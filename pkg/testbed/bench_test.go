@@ -171,15 +171,17 @@ func BenchmarkDataplane(b *testing.B) {
 	}
 	res := make([]benchRow, len(paths))
 	for n := 0; n < b.N; n++ {
-		// RTT first, on idle paths; then throughput rounds interleaved across
-		// paths so a burst of load from elsewhere hits all of them alike.
+		// Rounds interleaved across paths so a burst of load from elsewhere
+		// hits all of them alike: each round, RTT on idle paths, then
+		// throughput.
 		for _, p := range paths { // warm-up, discarded: the first pings after setup pay one-off costs
 			_, _ = pingRTT(bed, p.ns, p.dst, p.src)
 		}
-		for i, p := range paths {
-			res[i].rtt.add(pingRTT(bed, p.ns, p.dst, p.src))
-		}
 		for r := 0; r < rounds; r++ {
+			for k := range paths {
+				i := (k + r) % len(paths)
+				res[i].rtt.add(pingRTT(bed, paths[i].ns, paths[i].dst, paths[i].src))
+			}
 			for k := range paths { // rotate the order every round
 				i := (k + r) % len(paths)
 				res[i].one.add(iperf(bed, paths[i].ns, paths[i].dst, paths[i].src, 1, secs))
@@ -192,7 +194,7 @@ func BenchmarkDataplane(b *testing.B) {
 	}
 	loadAfter := load()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\ndataplane benchmark: pod→pod TCP, iperf3 %d s per run, median of %d interleaved rounds (order rotated), %s; load avg before %s, after %s\n",
+	fmt.Fprintf(&sb, "\ndataplane benchmark: pod→pod TCP, iperf3 %d s per run, ping 50 × 20 ms, median of %d interleaved rounds (order rotated), %s; load avg before %s, after %s\n",
 		secs, rounds, time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadBefore, loadAfter)
 	fmt.Fprintf(&sb, "tunnel MTU %s (tmesh0 and reference), underlay veth MTU 1500\n", tmeshMTU)
 	fmt.Fprintf(&sb, "translated row: pod %s of %s (known as %s) → pod %s of %s at %s; both clusters joined with pod CIDR %s, service CIDR %s\n\n",
@@ -220,7 +222,7 @@ func BenchmarkDataplane(b *testing.B) {
 		ratio(one[translated], one[tmesh]), ratio(four[translated], four[tmesh]))
 	var failed []string
 	for i, p := range paths {
-		fmt.Fprintf(&sb, "  runs %-44s 1 stream %v, 4 streams %v\n", p.name, fmtRuns(res[i].one.ok), fmtRuns(res[i].four.ok))
+		fmt.Fprintf(&sb, "  runs %-44s 1 stream %v, 4 streams %v, ping %v\n", p.name, fmtRuns(res[i].one.ok), fmtRuns(res[i].four.ok), fmtRuns(res[i].rtt.ok))
 		for _, f := range [][]string{res[i].rtt.failed, res[i].one.failed, res[i].four.failed} {
 			for _, e := range f {
 				failed = append(failed, p.name+": "+e)
