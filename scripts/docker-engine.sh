@@ -49,7 +49,15 @@ start_engine() {
   else
     if ! pgrep -x dockerd >/dev/null; then
       say "starting dockerd (log $LOG)"
-      setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+      # Without the caller's other descriptors: a lock the caller holds
+      # (flock /work/e2e.lock make e2e) must not live on in the daemon.
+      (
+        for fd in /proc/self/fd/*; do
+          n=${fd##*/}
+          [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-" 2>/dev/null
+        done
+        exec setsid nohup dockerd >>"$LOG" 2>&1 </dev/null
+      ) &
     fi
   fi
   for _ in $(seq 60); do answers && return 0; sleep 1; done
