@@ -38,6 +38,10 @@ type crash struct {
 	name string
 	// failover: the fault makes a standby take over (else nothing may move).
 	failover bool
+	// restarts: the kubelet restarts the killed gateway at once, so its own
+	// node may win the role back (a new tenure, a higher epoch) before the
+	// standby takes it; either is the failover.
+	restarts bool
 	// flow is how long the probe stream runs (the fault comes 2 s in).
 	flow time.Duration
 	// fault breaks node (east's active) and returns how to undo it; heal
@@ -67,7 +71,7 @@ func crashes() []crash {
 		return healed, nil
 	}
 	return []crash{{
-		name: "KillProcess", failover: true, flow: 50 * time.Second,
+		name: "KillProcess", failover: true, restarts: true, flow: 50 * time.Second,
 		// SIGKILL of the gateway process: no SIGTERM, no Lease release;
 		// the kubelet restarts the container.
 		fault: func(ctx context.Context, east meshCluster, node string) (func(context.Context) error, error) {
@@ -196,7 +200,7 @@ func runCrash(ctx context.Context, t *testing.T, east, west meshCluster, c crash
 	t.Cleanup(doHeal)
 	newActive, toActive := old, time.Duration(0)
 	if c.failover {
-		newActive, toActive = waitNewActive(ctx, t, east, old, oldEpoch, faulted)
+		newActive, toActive = waitNewActive(ctx, t, east, old, oldEpoch, faulted, c.restarts)
 	}
 	if d := c.healAfter - time.Since(faulted); d > 0 {
 		time.Sleep(d)

@@ -433,7 +433,7 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	if err := east.Client.CoreV1().Pods(defaults.Namespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
-	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, killed)
+	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, killed, false)
 	rep, err := f.wait()
 	if err != nil {
 		t.Fatal(err)

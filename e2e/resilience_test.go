@@ -141,7 +141,7 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 		}
 	})
 	logf("node %s stopped (docker stop took %s)", old, time.Since(stopped).Round(time.Millisecond))
-	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, stopped)
+	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, stopped, false)
 	rep, err := f.wait()
 	if err != nil {
 		t.Fatal(err)
@@ -187,10 +187,14 @@ func flowOutage(rep flowReport, at time.Time) string {
 
 // waitNewActive waits until another node than old holds east's active role
 // with a newer epoch, and returns it with the time since since.
-func waitNewActive(ctx context.Context, t *testing.T, c meshCluster, old string, oldEpoch int64, since time.Time) (string, time.Duration) {
+//
+// With sameNode, old's own node may be the new active (at a higher epoch):
+// the kubelet restarts a killed gateway at once, and the restarted process
+// may take the Lease its node held before the standby does.
+func waitNewActive(ctx context.Context, t *testing.T, c meshCluster, old string, oldEpoch int64, since time.Time, sameNode bool) (string, time.Duration) {
 	t.Helper()
 	for {
-		if m, err := activeGateway(ctx, c); err == nil && m.Status.ActiveNode != "" && m.Status.ActiveNode != old && m.Status.Epoch > oldEpoch {
+		if m, err := activeGateway(ctx, c); err == nil && m.Status.ActiveNode != "" && (sameNode || m.Status.ActiveNode != old) && m.Status.Epoch > oldEpoch {
 			return m.Status.ActiveNode, time.Since(since)
 		}
 		if time.Since(since) > 2*time.Minute {
