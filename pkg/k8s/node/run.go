@@ -14,7 +14,10 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/election"
 	"github.com/tunnelmesh/tunnelmesh/pkg/routeagent"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
@@ -134,9 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	r := &runner{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName)}
 
-	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	n, err := r.cfg.Client.CoreV1().Nodes().Get(gctx, cfg.NodeName, metav1.GetOptions{})
-	cancel()
+	n, err := r.readNode(ctx)
 	if err != nil {
 		return fmt.Errorf("read node %s (is --node-name right, and may this ServiceAccount get nodes?): %w", cfg.NodeName, err)
 	}
@@ -200,4 +201,39 @@ func firstAddr(ips []netip.Addr, v4 bool) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// nodeReadTimeout bounds how long start-up keeps asking for its Node.
+const nodeReadTimeout = 2 * time.Minute
+
+// readNode reads this node's Node object. Right after a node (re)starts
+// the apiserver's Service address may not lead to the apiserver yet
+// (kube-proxy has not programmed it: connections fail or reach something
+// else), so failures are retried within nodeReadTimeout; only a missing
+// Node or a refused permission ends start-up at once. Exiting instead
+// would leave the node without mesh routes for the kubelet's back-off.
+func (r *runner) readNode(ctx context.Context) (*corev1.Node, error) {
+	final := func(err error) bool {
+		return apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)
+	}
+	var n *corev1.Node
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, time.Second, nodeReadTimeout, true, func(ctx context.Context) (bool, error) {
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		got, err := r.cfg.Client.CoreV1().Nodes().Get(gctx, r.cfg.NodeName, metav1.GetOptions{})
+		if err == nil || final(err) {
+			n = got
+			return true, err
+		}
+		if last == nil {
+			r.log.Warn("cannot read this node yet; retrying", "err", err)
+		}
+		last = err
+		return false, nil
+	})
+	if err != nil && !final(err) && last != nil {
+		err = fmt.Errorf("%w (last: %v)", err, last)
+	}
+	return n, err
 }
