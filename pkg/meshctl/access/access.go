@@ -188,3 +188,10 @@ func Explain(err error, url string) error {
 	}
 	return cli.Failed(err, "", "broker call to %s failed", url)
 }
+
+// NeedsAdmin is the refusal of a call only the broker's admin may make
+// (what, e.g. "translating a cluster"), with where that credential is.
+func NeedsAdmin(ae *api.Error, what string) error {
+	return cli.Refused(ae, fmt.Sprintf("pass --broker-info and --credential-file with the broker's admin credential (admin.token; in-cluster broker: key admin.token of Secret %s/%s)",
+		defaults.Namespace, kube.BrokerPKISecret), "%s needs the broker's admin credential", what)
+}

@@ -13,11 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/env"
-	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
 // New returns `policy` and `policy set`.
@@ -106,10 +104,7 @@ pool leaves the mapped CIDRs already given out where they are.`,
 		},
 	}
 	p := set.Flags()
-	p.StringVar(&af.InfoFile, "broker-info", "", "broker-info file giving the broker's URL and CA")
-	p.StringVar(&af.URL, "broker-url", "", "broker URL (overrides --broker-info's)")
-	p.StringVar(&af.CAFile, "ca-file", "", "broker CA certificate (overrides --broker-info's)")
-	p.StringVar(&af.CredentialFile, "credential-file", "", "file holding the broker's admin credential (admin.token)")
+	af.Register(p, "the broker's admin credential (admin.token)")
 	p.StringSliceVar(&allowed, "allowed-cidrs", nil, "ranges members' pod and service CIDRs must lie in (comma-separated or repeated)")
 	p.IntVar(&min4, "min-prefix-length-ipv4", 0, "an IPv4 CIDR a member claims is at least this long (0: any)")
 	p.IntVar(&min6, "min-prefix-length-ipv6", 0, "an IPv6 CIDR a member claims is at least this long (0: any)")
@@ -126,8 +121,7 @@ func explain(err error, url string) error {
 	if errors.As(err, &ae) {
 		switch ae.Code {
 		case api.CodeForbidden:
-			return cli.Refused(ae, fmt.Sprintf("pass --broker-info and --credential-file with the broker's admin credential (admin.token; in-cluster broker: key admin.token of Secret %s/%s)",
-				defaults.Namespace, kube.BrokerPKISecret), "changing the clusterset policy needs the broker's admin credential")
+			return access.NeedsAdmin(ae, "changing the clusterset policy")
 		case api.CodeInvalid, api.CodeBadRequest:
 			return cli.Refused(ae, "fix the value the broker names", "the broker refused the policy")
 		case api.CodeNotFound:

@@ -11,11 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
-	"github.com/tunnelmesh/tunnelmesh/pkg/defaults"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/access"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cli"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/cmd/env"
-	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/kube"
 )
 
 // New returns `translate CLUSTER`.
@@ -80,8 +78,7 @@ func explain(err error, url string) error {
 	if errors.As(err, &ae) {
 		switch ae.Code {
 		case api.CodeForbidden:
-			return cli.Refused(ae, fmt.Sprintf("pass --broker-info and --credential-file with the broker's admin credential (admin.token; in-cluster broker: key admin.token of Secret %s/%s)",
-				defaults.Namespace, kube.BrokerPKISecret), "translating a cluster needs the broker's admin credential")
+			return access.NeedsAdmin(ae, "translating a cluster")
 		case api.CodeNotFound:
 			return cli.Refused(ae, "`meshctl show clusters` lists the members", "no such member cluster")
 		case api.CodeInvalid, api.CodeBadRequest:
