@@ -207,6 +207,7 @@ func TestMesh(t *testing.T) {
 	sub("Crash", testCrashes)
 	sub("BrokerOutage", testBrokerOutage)
 	sub("DeadCluster", testDeadCluster)
+	sub("OverlappingCIDRs", testOverlappingCIDRs)
 	sub("Leave", testLeave)
 	sub("Uninstall", func(ctx context.Context, t *testing.T, east, west meshCluster) {
 		testUninstall(ctx, t, before, west, east)

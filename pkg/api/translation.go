@@ -37,7 +37,8 @@ const (
 // server or DNS upstream lives there. Linux has treated it as ordinary
 // unicast since 2.6.25, and mapped addresses only ever pass through
 // Linux nodes and tunnels of the clusterset. Its lower half, 240.0.0.0/5,
-// holds 128 mapped /12s, kind's service CIDR; the upper half stays clear
+// holds 128 mapped /12s (kubeadm's default service CIDR; kind's is a /16);
+// the upper half stays clear
 // of the limited broadcast address. fc00::/8 is the half of the unique
 // local block that RFC 4193 leaves undefined (L=0): every real ULA is in
 // fd00::/8.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -188,6 +189,39 @@ func SetupClusters(ctx context.Context, specs []ClusterSpec, nodeImage, workDir 
 		return e, err
 	}
 	return e, e.waitImagesReported(start)
+}
+
+// AddCluster creates one more cluster beside the running ones, as Setup
+// creates them (project images loaded, every node ready and reporting the
+// images), and adds it to e.Clusters so GatherLogs and Teardown include it.
+// A leftover cluster of that name is deleted first.
+func (e *Env) AddCluster(ctx context.Context, s ClusterSpec) (*Cluster, error) {
+	existing, err := e.Provider.List()
+	if err != nil {
+		return nil, fmt.Errorf("list kind clusters: %w", err)
+	}
+	if slices.Contains(existing, s.Name) {
+		logf("deleting leftover cluster %s", s.Name)
+		if err := e.Provider.Delete(s.Name, ""); err != nil {
+			return nil, fmt.Errorf("delete leftover cluster %s: %w", s.Name, err)
+		}
+	}
+	c := &Cluster{Spec: s, Kubeconfig: filepath.Join(e.WorkDir, s.Name+".kubeconfig")}
+	e.Clusters = append(e.Clusters, c)
+	start := time.Now()
+	if err := e.create(ctx, c); err != nil {
+		return c, err
+	}
+	return c, e.waitImagesReported(start)
+}
+
+// RemoveCluster deletes a cluster AddCluster made and drops it from e.Clusters.
+func (e *Env) RemoveCluster(c *Cluster) error {
+	e.Clusters = slices.DeleteFunc(e.Clusters, func(x *Cluster) bool { return x == c })
+	if err := e.Provider.Delete(c.Spec.Name, c.Kubeconfig); err != nil {
+		return fmt.Errorf("delete cluster %s: %w", c.Spec.Name, err)
+	}
+	return nil
 }
 
 // Existing returns the names of the given clusters that exist in kind.

@@ -133,6 +133,51 @@ func testTranslatedMesh(t *testing.T, mode wg.Mode) {
 			t.Errorf("c1's gateway opened its device %d times, want once", n)
 		}
 	})
+
+	// A NetworkPolicy ipBlock is, in a policy-enforcing CNI, a filter on
+	// the server pod's ingress by source address; here that filter in c3's
+	// server pod. c1 and c2 share every real address, yet a rule naming
+	// one's mapped pod CIDR lets exactly that cluster's pods in, and the
+	// real CIDR they share names neither (no CNI in this test bed enforces
+	// policies: the nft rule stands in for one, the packets are real).
+	t.Run("ipBlock on a mapped CIDR tells clusters with identical CIDRs apart", func(t *testing.T) {
+		snap := m.snapshot()
+		mapped := map[string]string{}
+		for _, rec := range snap.Clusters {
+			mapped[rec.ID] = rec.MappedOf(c1.pod)
+		}
+		if mapped[c1.id] == "" || mapped[c2.id] == "" {
+			t.Fatalf("mapped pod CIDRs %v: c1 and c2 should both be translated", mapped)
+		}
+		m.bed.MustExec(c3.podNS, "nft", "add", "table", "inet", "policy")
+		m.bed.MustExec(c3.podNS, "nft", "add", "chain", "inet", "policy", "ingress", "{ type filter hook input priority 0 ; policy accept ; }")
+		allowOnly := func(cidr string) {
+			m.bed.MustExec(c3.podNS, "nft", "flush", "chain", "inet", "policy", "ingress")
+			m.bed.MustExec(c3.podNS, "nft", "add", "rule", "inet", "policy", "ingress",
+				"tcp", "dport", fmt.Sprint(testbed.EchoPort), "ip", "saddr", "!=", cidr, "reject", "with", "tcp", "reset")
+		}
+		check := func(policy string, from *cluster, allowed bool) {
+			t.Helper()
+			out, err := m.bed.Helper(from.podNS, "tcp", c3.meshIP, "1000")
+			switch {
+			case allowed && out != "FROM "+from.meshIP:
+				t.Errorf("ipBlock %s: %s's pod (%s, known as %s) → c3: %q %v; want let in", policy, from.id, from.podIP, from.meshIP, out, err)
+			case !allowed && err == nil:
+				t.Errorf("ipBlock %s: %s's pod (%s, known as %s) got in (%q); want refused", policy, from.id, from.podIP, from.meshIP, out)
+			}
+		}
+		for _, allow := range []*cluster{c1, c2} {
+			allowOnly(mapped[allow.id])
+			for _, from := range []*cluster{c1, c2} {
+				check(mapped[allow.id]+" ("+allow.id+"'s mapped pod CIDR)", from, from == allow)
+			}
+		}
+		allowOnly(c1.pod)
+		for _, from := range []*cluster{c1, c2} {
+			check(c1.pod+" (the real CIDR c1 and c2 share)", from, false)
+		}
+		m.bed.MustExec(c3.podNS, "nft", "delete", "table", "inet", "policy")
+	})
 }
 
 // TestTranslatedStandbyTakeover: clusters a and b with identical CIDRs,
