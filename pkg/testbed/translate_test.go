@@ -149,11 +149,11 @@ func testTranslatedMesh(t *testing.T, mode wg.Mode) {
 		if mapped[c1.id] == "" || mapped[c2.id] == "" {
 			t.Fatalf("mapped pod CIDRs %v: c1 and c2 should both be translated", mapped)
 		}
-		m.bed.MustExec(c3.podNS, "nft", "add", "table", "inet", "policy")
-		m.bed.MustExec(c3.podNS, "nft", "add", "chain", "inet", "policy", "ingress", "{ type filter hook input priority 0 ; policy accept ; }")
+		m.bed.MustExec(c3.podNS, "nft", "add", "table", "inet", "netpol")
+		m.bed.MustExec(c3.podNS, "nft", "add", "chain", "inet", "netpol", "ingress", "{ type filter hook input priority 0 ; policy accept ; }")
 		allowOnly := func(cidr string) {
-			m.bed.MustExec(c3.podNS, "nft", "flush", "chain", "inet", "policy", "ingress")
-			m.bed.MustExec(c3.podNS, "nft", "add", "rule", "inet", "policy", "ingress",
+			m.bed.MustExec(c3.podNS, "nft", "flush", "chain", "inet", "netpol", "ingress")
+			m.bed.MustExec(c3.podNS, "nft", "add", "rule", "inet", "netpol", "ingress",
 				"tcp", "dport", fmt.Sprint(testbed.EchoPort), "ip", "saddr", "!=", cidr, "reject", "with", "tcp", "reset")
 		}
 		check := func(policy string, from *cluster, allowed bool) {
@@ -176,7 +176,7 @@ func testTranslatedMesh(t *testing.T, mode wg.Mode) {
 		for _, from := range []*cluster{c1, c2} {
 			check(c1.pod+" (the real CIDR c1 and c2 share)", from, false)
 		}
-		m.bed.MustExec(c3.podNS, "nft", "delete", "table", "inet", "policy")
+		m.bed.MustExec(c3.podNS, "nft", "delete", "table", "inet", "netpol")
 	})
 }
 
