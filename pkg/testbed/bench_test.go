@@ -220,6 +220,8 @@ func BenchmarkDataplane(b *testing.B) {
 	fmt.Fprintf(&sb, "tunnelmesh / ceiling:   1 stream %s, 4 streams %s\n", ratio(one[tmesh], one[ceiling]), ratio(four[tmesh], four[ceiling]))
 	fmt.Fprintf(&sb, "translated / untranslated tunnelmesh: 1 stream %s, 4 streams %s (target ≥ 0.95×)\n",
 		ratio(one[translated], one[tmesh]), ratio(four[translated], four[tmesh]))
+	fmt.Fprintf(&sb, "  paired by round (the two rows of one round meet the same load): median of the per-round ratios: 1 stream %s, 4 streams %s\n",
+		paired(res[translated].one, res[tmesh].one), paired(res[translated].four, res[tmesh].four))
 	var failed []string
 	for i, p := range paths {
 		fmt.Fprintf(&sb, "  runs %-44s 1 stream %v, 4 streams %v, ping %v\n", p.name, fmtRuns(res[i].one.ok), fmtRuns(res[i].four.ok), fmtRuns(res[i].rtt.ok))
@@ -242,6 +244,20 @@ func BenchmarkDataplane(b *testing.B) {
 	if len(failed) > 0 {
 		b.Errorf("%d iperf3 or ping runs failed (listed with the table)", len(failed))
 	}
+}
+
+// paired is the median of a's and b's per-round ratios, with the ratios:
+// rounds rotate the order of the paths, so the two runs of one round meet
+// the same burst of load from elsewhere far more often than two medians do.
+func paired(a, b runs) string {
+	if len(a.failed)+len(b.failed) > 0 || len(a.ok) != len(b.ok) || len(a.ok) == 0 {
+		return "n/a (a run failed)"
+	}
+	r := make([]float64, len(a.ok))
+	for i := range r {
+		r[i] = a.ok[i] / b.ok[i]
+	}
+	return fmt.Sprintf("%.2f× %v", median(r), fmtRuns(r))
 }
 
 // benchRow is one path's measurements.
@@ -355,5 +371,22 @@ func TestBenchRunsReportFailures(t *testing.T) {
 	none.add(0, errors.New("ping 10.2.0.2: exit status 1"))
 	if c := none.cell("%.3f"); c != "FAILED" {
 		t.Errorf("cell %q with every run failed; want FAILED", c)
+	}
+}
+
+// TestBenchPaired: the paired ratio is taken round by round, and a failed
+// run breaks the pairing instead of shifting it.
+func TestBenchPaired(t *testing.T) {
+	a := runs{ok: []float64{2, 4, 3}}
+	b := runs{ok: []float64{2, 2, 3}}
+	if got := paired(a, b); got != "1.00× [1.00 2.00 1.00]" {
+		t.Errorf("paired %q; want the median of the per-round ratios 1, 2, 1", got)
+	}
+	var c runs
+	c.add(2, nil)
+	c.add(0, errors.New("iperf3: exit status 1"))
+	c.add(3, nil)
+	if got := paired(a, c); got != "n/a (a run failed)" {
+		t.Errorf("paired with a failed run: %q", got)
 	}
 }
