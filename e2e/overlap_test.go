@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,17 +43,23 @@ func testOverlappingCIDRs(ctx context.Context, t *testing.T, east, west meshClus
 	nc, err := env.AddCluster(ctx, northSpec)
 	// registered before the log gathering below, so it runs after it
 	t.Cleanup(func() {
+		if os.Getenv("E2E_KEEP") == "1" && t.Failed() {
+			logf("E2E_KEEP=1: %s kept (kubeconfig %s)", northSpec.Name, nc.Kubeconfig)
+			return
+		}
 		if nc != nil && slices.Contains(env.Clusters, nc) {
 			if err := env.RemoveCluster(nc); err != nil {
 				t.Log(err)
 			}
 		}
 	})
+	north := meshCluster{nc, "north", netip.Prefix{}}
+	if nc != nil && nc.Client != nil {
+		gatherOnFailure(t, east, west, north)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	north := meshCluster{nc, "north", netip.Prefix{}}
-	gatherOnFailure(t, east, west, north)
 	nPod, nSvc, err := kubeadmSubnets(ctx, north)
 	if err != nil {
 		t.Fatal(err)

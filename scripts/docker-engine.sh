@@ -8,7 +8,12 @@
 #     build cmd/tm-runc-shim, install it as $SHIM and register it in
 #     /etc/docker/daemon.json as the default runtime (dockerd reloads on SIGHUP).
 #     On a normal host nothing is changed.
-#  3. Prove it: run a privileged container of a tiny locally made image.
+#  3. Raise the kernel's inotify limits where they are below what kind
+#     needs for several clusters (kind's "known issues": every node's
+#     kubelet, kube-proxy and containerd take inotify instances of root, which
+#     all nodes share; at 128 a third cluster's kube-proxy fails with "too
+#     many open files"). Never lowered.
+#  4. Prove it: run a privileged container of a tiny locally made image.
 # Exit status 0 = engine ready; 1 = no usable engine (message on stderr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,7 +116,22 @@ probe() {
   docker run --rm --privileged tunnelmesh/probe:1 /bin/true
 }
 
+# raise_inotify: fs.inotify limits up to kind's recommendation, never down.
+raise_inotify() {
+  local key want have
+  for kv in fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288; do
+    key=${kv%=*} want=${kv#*=}
+    have=$(cat "/proc/sys/${key//.//}")
+    if [ "$have" -lt "$want" ]; then
+      [ "$(id -u)" = 0 ] || die "$key is $have, below the $want kind needs for three clusters, and we are not root to raise it"
+      echo "$want" >"/proc/sys/${key//.//}" || die "cannot raise $key to $want"
+      say "raised $key from $have to $want (kind's recommendation; every kind node's kubelet and kube-proxy use them)"
+    fi
+  done
+}
+
 answers || start_engine
+raise_inotify
 if caps_incomplete; then
   [ "$(id -u)" = 0 ] || die "capability bounding set is incomplete and we are not root to register $RUNTIME"
   command -v jq >/dev/null || apt_install jq

@@ -154,6 +154,9 @@ func SetupClusters(ctx context.Context, specs []ClusterSpec, nodeImage, workDir 
 		return e, fmt.Errorf("list kind clusters: %w", err)
 	}
 	if reuse && e.reusable(existing) {
+		if err := fenceKindNetwork(ctx); err != nil {
+			return e, err
+		}
 		for _, c := range e.Clusters {
 			if err := e.attach(ctx, c); err != nil {
 				return e, err
@@ -175,6 +178,10 @@ func SetupClusters(ctx context.Context, specs []ClusterSpec, nodeImage, workDir 
 		}
 	}
 	start := time.Now()
+	fenced := make(chan error, 1)
+	fctx, stopFence := context.WithCancel(ctx)
+	defer stopFence()
+	go func() { fenced <- fenceWhenNetworkExists(fctx) }()
 	errs := make([]error, len(e.Clusters))
 	var wg sync.WaitGroup
 	for i, c := range e.Clusters {
@@ -186,6 +193,9 @@ func SetupClusters(ctx context.Context, specs []ClusterSpec, nodeImage, workDir 
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		return e, err
+	}
+	if err := <-fenced; err != nil {
 		return e, err
 	}
 	return e, e.waitImagesReported(start)
@@ -205,6 +215,9 @@ func (e *Env) AddCluster(ctx context.Context, s ClusterSpec) (*Cluster, error) {
 		if err := e.Provider.Delete(s.Name, ""); err != nil {
 			return nil, fmt.Errorf("delete leftover cluster %s: %w", s.Name, err)
 		}
+	}
+	if err := fenceKindNetwork(ctx); err != nil {
+		return nil, err
 	}
 	c := &Cluster{Spec: s, Kubeconfig: filepath.Join(e.WorkDir, s.Name+".kubeconfig")}
 	e.Clusters = append(e.Clusters, c)
@@ -345,12 +358,20 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 	var last string
+	start, said := time.Now(), time.Now()
 	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
-		last = c.NotReady(ctx)
-		return last == "", nil
+		msg := c.NotReady(ctx)
+		if ctx.Err() == nil || last == "" { // keep what was not ready, not the deadline's error
+			last = msg
+		}
+		if msg != "" && time.Since(said) > 30*time.Second {
+			logf("cluster %s not ready %s after the wait began: %s", c.Spec.Name, time.Since(start).Round(time.Second), msg)
+			said = time.Now()
+		}
+		return msg == "", nil
 	})
 	if err != nil {
-		return fmt.Errorf("not ready: %s", last)
+		return fmt.Errorf("not ready after %s: %s", time.Since(start).Round(time.Second), last)
 	}
 	return nil
 }
@@ -537,6 +558,7 @@ func (e *Env) Teardown() {
 			logf("delete cluster %s: %v", c.Spec.Name, err)
 		}
 	}
+	e.removeFence()
 }
 
 // Logf prints the test bed's progress lines.

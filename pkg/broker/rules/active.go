@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
@@ -111,7 +112,8 @@ func ActiveEpoch(gateways []api.Gateway, cluster string) (epoch int64, hostname 
 }
 
 // endpointOutsideCIDRs refuses a gateway whose private or public address
-// lies inside a cluster's CIDRs (its own included) or the tunnel pool.
+// lies inside a cluster's CIDRs (its own included), real or mapped, or the
+// tunnel pool.
 func endpointOutsideCIDRs(m Members, g api.Gateway) *api.Error {
 	clusters := append([]api.Cluster(nil), m.Clusters...)
 	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
@@ -125,7 +127,7 @@ func endpointOutsideCIDRs(m Members, g api.Gateway) *api.Error {
 				"%s: %s is inside the broker's tunnel CIDR %s; give the address other gateways reach this node on", f.field, f.addr, m.Tunnel)}
 		}
 		for _, c := range clusters {
-			for _, s := range append(append([]string{}, c.PodCIDRs...), c.ServiceCIDRs...) {
+			for _, s := range slices.Concat(c.PodCIDRs, c.ServiceCIDRs, c.MeshCIDRs()) {
 				if p, err := netip.ParsePrefix(s); err == nil && p.Contains(a) {
 					return &api.Error{Code: api.CodeConflict, Field: f.field, Cluster: c.ID, Message: fmt.Sprintf(
 						"%s: %s is inside %s, a CIDR of cluster %q: gateways would refuse that CIDR or this gateway; give the address other gateways reach this node on",

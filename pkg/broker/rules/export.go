@@ -28,26 +28,36 @@ type ExportLimits struct {
 //     public address;
 //   - more EndpointSlices or exports than lim allows.
 //
+// The CIDRs are c's mesh CIDRs: where c is translated, its exports carry
+// the mapped addresses its gateway answers at, and a real address of a
+// translated CIDR is refused — in the mesh it is another cluster's (or the
+// importer's own) address.
+//
 // The stored CreatedAt is the broker's: when it first received the export
 // (now for a new one), kept across updates whatever the exporter sends, so
 // that "the oldest export wins" cannot be won by claiming 1970. A kept time
 // is never before c joined (records stored before the broker kept its own
 // time held the exporter's).
 func Publication(c api.Cluster, old *api.Export, count int, e api.Export, lim ExportLimits, now time.Time) (api.Export, *api.Error) {
-	pods, svcs := prefixes(c.PodCIDRs), prefixes(c.ServiceCIDRs)
+	pods, svcs := c.MeshPodCIDRs(), c.MeshServiceCIDRs()
+	podP, svcP := prefixes(pods), prefixes(svcs)
+	as := ""
+	if c.Translated() {
+		as = " as the mesh knows them (translated: " + api.DescribeTranslations(c.Translations) + ")"
+	}
 	for i, s := range e.IPs {
-		if a, err := netip.ParseAddr(s); err == nil && !inAny(svcs, a) {
+		if a, err := netip.ParseAddr(s); err == nil && !inAny(svcP, a) {
 			return e, &api.Error{Code: api.CodeInvalid, Field: fmt.Sprintf("ips[%d]", i), Message: fmt.Sprintf(
-				"ips[%d]: %s is not inside cluster %q's service CIDRs (%v); export the Service's own ClusterIP", i, s, c.ID, c.ServiceCIDRs)}
+				"ips[%d]: %s is not inside cluster %q's service CIDRs%s (%v); export the Service's own ClusterIP", i, s, c.ID, as, svcs)}
 		}
 	}
 	for i, ep := range e.Endpoints {
 		for j, s := range ep.Addresses {
-			if a, err := netip.ParseAddr(s); err == nil && !inAny(pods, a) {
+			if a, err := netip.ParseAddr(s); err == nil && !inAny(podP, a) {
 				f := fmt.Sprintf("endpoints[%d].addresses[%d]", i, j)
 				return e, &api.Error{Code: api.CodeInvalid, Field: f, Message: fmt.Sprintf(
-					"%s: %s is not inside cluster %q's pod CIDRs (%v): an export's endpoints are its own pods (host-network pods and addresses outside the cluster cannot be exported)",
-					f, s, c.ID, c.PodCIDRs)}
+					"%s: %s is not inside cluster %q's pod CIDRs%s (%v): an export's endpoints are its own pods (host-network pods and addresses outside the cluster cannot be exported)",
+					f, s, c.ID, as, pods)}
 			}
 		}
 	}

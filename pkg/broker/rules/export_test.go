@@ -12,6 +12,10 @@ func TestPublication(t *testing.T) {
 	joined := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	now := joined.Add(48 * time.Hour)
 	east := api.Cluster{ID: "east", PodCIDRs: []string{"10.1.0.0/16", "fd00:1::/64"}, ServiceCIDRs: []string{"10.101.0.0/16"}, JoinedAt: joined}
+	// the same cluster translated (its IPv4 CIDRs overlap another member's):
+	// the mesh knows its pods and ClusterIPs only at their mapped addresses
+	translated := east
+	translated.Translations = []api.Translation{{Real: "10.1.0.0/16", Mapped: "240.1.0.0/16"}, {Real: "10.101.0.0/16", Mapped: "240.2.0.0/16"}}
 	lim := ExportLimits{PerCluster: 3, SlicesPerExport: 4}
 	ep := func(addrs ...string) api.Endpoint { return api.Endpoint{Addresses: addrs, Ready: true} }
 	exp := func(ips []string, eps ...api.Endpoint) api.Export {
@@ -30,6 +34,7 @@ func TestPublication(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
+		c       *api.Cluster // default east
 		old     *api.Export
 		count   int
 		e       api.Export
@@ -50,10 +55,20 @@ func TestPublication(t *testing.T) {
 		{name: "an update at the cap", old: stored(joined), count: 3, e: exp(nil), created: joined},
 		{name: "slices at the cap", e: exp(nil, ported(4)...), created: now},
 		{name: "slices beyond the cap", e: exp(nil, ported(5)...), field: "endpoints"},
+		{name: "translated: mapped pods behind the mapped ClusterIP, untranslated IPv6 as is", c: &translated,
+			e: exp([]string{"240.2.0.10"}, ep("240.1.0.5"), ep("fd00:1::5")), created: now},
+		{name: "translated: a real pod address (in the mesh, another cluster's pod or the importer's own)", c: &translated,
+			e: exp(nil, ep("10.1.0.5")), field: "endpoints[0].addresses[0]"},
+		{name: "translated: the real ClusterIP", c: &translated, e: exp([]string{"10.101.0.10"}), field: "ips[0]"},
+		{name: "untranslated: a mapped-looking address", e: exp(nil, ep("240.1.0.5")), field: "endpoints[0].addresses[0]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Publication(east, tc.old, tc.count, tc.e, lim, now)
+			c := east
+			if tc.c != nil {
+				c = *tc.c
+			}
+			got, err := Publication(c, tc.old, tc.count, tc.e, lim, now)
 			if tc.field != "" || tc.code != "" {
 				code := tc.code
 				if code == "" {

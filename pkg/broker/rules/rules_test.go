@@ -49,7 +49,8 @@ func gw(cluster, host string, active bool, epoch int64, key string) api.Gateway 
 
 func TestRegistration(t *testing.T) {
 	clusters := []api.Cluster{{ID: "a", PodCIDRs: []string{"10.1.0.0/16"}, ServiceCIDRs: []string{"10.101.0.0/16"}},
-		{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"fd00:2::/64"}}}
+		{ID: "b", PodCIDRs: []string{"10.2.0.0/16"}, ServiceCIDRs: []string{"fd00:2::/64"},
+			Translations: []api.Translation{{Real: "10.2.0.0/16", Mapped: "240.2.0.0/16"}}}}
 	at := func(g api.Gateway, private, public string) api.Gateway {
 		g.PrivateIP, g.PublicIP = private, public
 		return g
@@ -96,6 +97,7 @@ func TestRegistration(t *testing.T) {
 		{name: "endpoint inside another cluster's pod CIDR", g: at(a1, "10.2.0.7", ""), errField: "privateIP", cluster: "b"},
 		{name: "public IP inside another cluster's IPv6 service CIDR", g: at(a1, "192.0.2.1", "fd00:2::7"), errField: "publicIP", cluster: "b"},
 		{name: "endpoint inside its own service CIDR", g: at(a1, "10.101.3.3", ""), errField: "privateIP", cluster: "a"},
+		{name: "endpoint inside another cluster's mapped pod CIDR", g: at(a1, "240.2.0.7", ""), errField: "privateIP", cluster: "b"},
 		{name: "endpoint inside the tunnel pool", g: at(a1, "100.127.0.2", ""), errField: "privateIP"},
 		{name: "a gateway beyond the cap", existing: many(16), g: gw("a", "a99", false, 0, "KA"), errField: "hostname",
 			errCode: api.CodeQuotaExceeded, cluster: "a"},
