@@ -36,8 +36,8 @@ var northSpec = kindbed.ClusterSpec{Name: "tm-north", Nodes: []map[string]string
 // address (mapped where its cluster is translated); a ClusterIP and a
 // headless Service exported from the new cluster resolve under
 // clusterset.local in east to mapped addresses and answer; meshctl verify
-// passes between the two translated clusters. The new cluster leaves and
-// is deleted; east and west go on.
+// and meshctl benchmark run between the two translated clusters. The new
+// cluster leaves and is deleted; east and west go on.
 func testOverlappingCIDRs(ctx context.Context, t *testing.T, east, west meshCluster) {
 	start := time.Now()
 	nc, err := env.AddCluster(ctx, northSpec)
@@ -239,6 +239,11 @@ func testOverlappingCIDRs(ctx context.Context, t *testing.T, east, west meshClus
 	}
 	if _, err := meshctl(ctx, t, north.Cluster, "verify", "--to-kubeconfig", east.Kubeconfig, "--timeout", "3m"); err != nil {
 		t.Errorf("verify, server in north, client in east (both translated): %v", err)
+	}
+	if out, err := meshctl(ctx, t, north.Cluster, "benchmark", "throughput", "--duration", "3s", "--to-kubeconfig", east.Kubeconfig); err != nil {
+		t.Errorf("benchmark, server in north, clients in east (both translated): %v", err)
+	} else {
+		logf("meshctl benchmark throughput (server in north, clients in east; both translated):\n%s", out)
 	}
 
 	// north leaves; east and west go on (east keeps its mapped addresses
