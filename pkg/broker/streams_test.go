@@ -28,6 +28,24 @@ func handlersRunning(name string) int {
 	return strings.Count(buf.String(), "broker.(*Broker)."+name+"(")
 }
 
+// goroutinesIn counts the goroutines whose stack holds every one of the
+// function names given (as "pkg.(*T).f(").
+func goroutinesIn(funcs ...string) int {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+	n := 0
+	for _, stack := range strings.Split(buf.String(), "\n\n") {
+		all := true
+		for _, f := range funcs {
+			all = all && strings.Contains(stack, f)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
 // stuckClient sends one GET and never reads the answer; its receive buffer
 // is tiny so the broker's writes block once the kernel buffers fill.
 func stuckClient(t *testing.T, tb *testBroker, path, cred string) {
