@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"sigs.k8s.io/kind/pkg/cluster"
 )
 
 // The kind network's fence keeps the test bed's traffic inside the
@@ -70,8 +72,8 @@ func fenceWhenNetworkExists(ctx context.Context) error {
 }
 
 // removeFence deletes the fence once no kind cluster is left.
-func (e *Env) removeFence() {
-	if left, err := e.Provider.List(); err != nil || len(left) > 0 {
+func removeFence(p *cluster.Provider) {
+	if left, err := p.List(); err != nil || len(left) > 0 {
 		return
 	}
 	if out, err := exec.Command("nft", "delete", "table", "inet", fenceTable).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {

@@ -256,7 +256,8 @@ func Existing(specs []ClusterSpec) ([]string, error) {
 }
 
 // Delete deletes the named kind clusters, removing their contexts from
-// the default kubeconfig ($KUBECONFIG or ~/.kube/config) too.
+// the default kubeconfig ($KUBECONFIG or ~/.kube/config) too, and the kind
+// network's fence with the last kind cluster.
 func Delete(names ...string) error {
 	p := cluster.NewProvider(cluster.ProviderWithDocker(), cluster.ProviderWithLogger(kindcmd.NewLogger()))
 	var errs []error
@@ -265,6 +266,7 @@ func Delete(names ...string) error {
 			errs = append(errs, fmt.Errorf("delete cluster %s: %w", n, err))
 		}
 	}
+	removeFence(p)
 	return errors.Join(errs...)
 }
 
@@ -558,7 +560,7 @@ func (e *Env) Teardown() {
 			logf("delete cluster %s: %v", c.Spec.Name, err)
 		}
 	}
-	e.removeFence()
+	removeFence(e.Provider)
 }
 
 // Logf prints the test bed's progress lines.
