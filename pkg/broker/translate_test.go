@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,49 @@ func TestPolicyOverlapAndMappedPool(t *testing.T) {
 		if _, err := admin.SetPolicy(ctx, bad); apiCode(err) != api.CodeInvalid {
 			t.Errorf("policy %+v: %v; want Invalid", bad, err)
 		}
+	}
+}
+
+// TestTranslatedExporterNamesOnlyItsMeshAddresses: east and west join with
+// the same CIDRs, so both are translated. East, holding its valid
+// credential, publishes exports: its real pod address and ClusterIP are
+// refused (in the mesh 10.244.0.0/16 is nobody's own, and to an importer
+// it is its own pods), as is west's mapped address; east's mapped pods
+// behind its mapped ClusterIP — what its export controller publishes —
+// are stored.
+func TestTranslatedExporterNamesOnlyItsMeshAddresses(t *testing.T) {
+	tb := startBroker(t, initDir(t), "127.0.0.1:0", nil)
+	ctx := ctxT(t)
+	east, _ := tb.join("east", "10.244.0.0/16", "10.96.0.0/16")
+	_, wr := tb.join("west", "10.244.0.0/16", "10.96.0.0/16")
+	if len(wr.Translated) != 1 || wr.Translated[0].ID != "east" {
+		t.Fatalf("east not translated by west's join: %+v", wr.Translated)
+	}
+	er := wr.Translated[0]
+	mesh := func(c api.Cluster, ip string) string { return c.ToMesh(netip.MustParseAddr(ip)).String() }
+	ep := func(addr string) []api.Endpoint {
+		return []api.Endpoint{{Addresses: []string{addr}, Ready: true, Ports: []api.ServicePort{{Name: "http", Protocol: "TCP", Port: 8080}}}}
+	}
+	for _, tc := range []struct {
+		name, ip, pod, field string
+	}{
+		{"its real pod behind its mapped ClusterIP", mesh(er, "10.96.0.10"), "10.244.0.5", "endpoints[0].addresses[0]"},
+		{"its real ClusterIP", "10.96.0.10", mesh(er, "10.244.0.5"), "ips[0]"},
+		{"west's mapped pod", mesh(er, "10.96.0.10"), mesh(wr.Cluster, "10.244.0.5"), "endpoints[0].addresses[0]"},
+	} {
+		e := export("east", "shop", "cart")
+		e.IPs, e.Endpoints = []string{tc.ip}, ep(tc.pod)
+		var ae *api.Error
+		if err := east.PublishExport(ctx, e); !asAPI(err, &ae) || ae.Code != api.CodeInvalid || ae.Field != tc.field {
+			t.Errorf("%s (ClusterIP %s, pod %s): %v; want Invalid on %s", tc.name, tc.ip, tc.pod, err, tc.field)
+		}
+	}
+	if snap, err := east.Snapshot(ctx); err != nil || len(snap.Exports) != 0 {
+		t.Fatalf("refused exports stored: %+v %v", snap.Exports, err)
+	}
+	ok := export("east", "shop", "cart")
+	ok.IPs, ok.Endpoints = []string{mesh(er, "10.96.0.10")}, ep(mesh(er, "10.244.0.5"))
+	if err := east.PublishExport(ctx, ok); err != nil {
+		t.Fatalf("east's mapped pod behind its mapped ClusterIP (%s, %s): %v", ok.IPs[0], ok.Endpoints[0].Addresses[0], err)
 	}
 }
