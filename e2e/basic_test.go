@@ -38,9 +38,13 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 }
 
 // TestClustersReady: every node of both clusters is Ready, the system pods
-// are available, and the gateway candidates carry their label.
+// are available, the gateway candidates carry their label, and the host
+// forwards nothing from kind's network to its own (kindbed's fence).
 func TestClustersReady(t *testing.T) {
 	ctx := testCtx(t, 5*time.Minute)
+	if msg := kindbed.CheckFence(ctx); msg != "" {
+		t.Error(msg)
+	}
 	for _, c := range env.Clusters {
 		if msg := c.NotReady(ctx); msg != "" {
 			t.Errorf("%s: %s", c.Spec.Name, msg)

@@ -16,10 +16,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/export"
+	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/discovery"
 	"github.com/tunnelmesh/tunnelmesh/pkg/kindbed"
 )
 
@@ -43,14 +43,15 @@ func testOverlappingCIDRs(ctx context.Context, t *testing.T, east, west meshClus
 	nc, err := env.AddCluster(ctx, northSpec)
 	// registered before the log gathering below, so it runs after it
 	t.Cleanup(func() {
+		if nc == nil || !slices.Contains(env.Clusters, nc) {
+			return
+		}
 		if os.Getenv("E2E_KEEP") == "1" && t.Failed() {
 			logf("E2E_KEEP=1: %s kept (kubeconfig %s)", northSpec.Name, nc.Kubeconfig)
 			return
 		}
-		if nc != nil && slices.Contains(env.Clusters, nc) {
-			if err := env.RemoveCluster(nc); err != nil {
-				t.Log(err)
-			}
+		if err := env.RemoveCluster(nc); err != nil {
+			t.Log(err)
 		}
 	})
 	north := meshCluster{nc, "north", netip.Prefix{}}
@@ -315,25 +316,18 @@ func getSeen(ctx context.Context, from meshCluster, node, url string, tr map[str
 }
 
 // kubeadmSubnets reads the pod and service subnets the cluster was made
-// with (kubeadm's ClusterConfiguration, which kind writes).
+// with (kubeadm's ClusterConfiguration, which kind writes), parsed as
+// meshctl join's discovery parses them.
 func kubeadmSubnets(ctx context.Context, c meshCluster) (pod, svc string, err error) {
-	cm, err := c.Client.CoreV1().ConfigMaps("kube-system").Get(ctx, "kubeadm-config", metav1.GetOptions{})
+	cm, err := c.Client.CoreV1().ConfigMaps(discovery.KubeadmNamespace).Get(ctx, discovery.KubeadmConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return "", "", fmt.Errorf("%s: %w", c.id, err)
 	}
-	var cfg struct {
-		Networking struct {
-			PodSubnet     string `json:"podSubnet"`
-			ServiceSubnet string `json:"serviceSubnet"`
-		} `json:"networking"`
+	p, sv, err := discovery.ParseKubeadm(cm.Data[discovery.KubeadmClusterKey])
+	if err != nil || len(p) == 0 || len(sv) == 0 {
+		return "", "", fmt.Errorf("%s: pod subnets %v, service subnets %v: %v", c.id, p, sv, err)
 	}
-	if err := yaml.Unmarshal([]byte(cm.Data["ClusterConfiguration"]), &cfg); err != nil {
-		return "", "", fmt.Errorf("%s: kubeadm ClusterConfiguration: %w", c.id, err)
-	}
-	if cfg.Networking.PodSubnet == "" || cfg.Networking.ServiceSubnet == "" {
-		return "", "", fmt.Errorf("%s: kubeadm ClusterConfiguration names no pod or service subnet", c.id)
-	}
-	return cfg.Networking.PodSubnet, cfg.Networking.ServiceSubnet, nil
+	return discovery.Join(p), discovery.Join(sv), nil
 }
 
 // importedAddrs lists the endpoint addresses c's import of name holds from

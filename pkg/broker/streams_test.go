@@ -22,11 +22,7 @@ import (
 )
 
 // handlersRunning counts goroutines inside the named broker handler.
-func handlersRunning(name string) int {
-	var buf bytes.Buffer
-	_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
-	return strings.Count(buf.String(), "broker.(*Broker)."+name+"(")
-}
+func handlersRunning(name string) int { return goroutinesIn("broker.(*Broker)." + name + "(") }
 
 // goroutinesIn counts the goroutines whose stack holds every one of the
 // function names given (as "pkg.(*T).f(").

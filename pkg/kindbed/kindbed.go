@@ -168,13 +168,8 @@ func SetupClusters(ctx context.Context, specs []ClusterSpec, nodeImage, workDir 
 		return e, e.waitImagesReported(time.Now())
 	}
 	for _, c := range e.Clusters {
-		for _, name := range existing {
-			if name == c.Spec.Name {
-				logf("deleting leftover cluster %s", name)
-				if err := e.Provider.Delete(name, ""); err != nil {
-					return e, fmt.Errorf("delete leftover cluster %s: %w", name, err)
-				}
-			}
+		if err := e.deleteLeftover(existing, c.Spec.Name); err != nil {
+			return e, err
 		}
 	}
 	start := time.Now()
@@ -210,11 +205,8 @@ func (e *Env) AddCluster(ctx context.Context, s ClusterSpec) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list kind clusters: %w", err)
 	}
-	if slices.Contains(existing, s.Name) {
-		logf("deleting leftover cluster %s", s.Name)
-		if err := e.Provider.Delete(s.Name, ""); err != nil {
-			return nil, fmt.Errorf("delete leftover cluster %s: %w", s.Name, err)
-		}
+	if err := e.deleteLeftover(existing, s.Name); err != nil {
+		return nil, err
 	}
 	if err := fenceKindNetwork(ctx); err != nil {
 		return nil, err
@@ -226,6 +218,19 @@ func (e *Env) AddCluster(ctx context.Context, s ClusterSpec) (*Cluster, error) {
 		return c, err
 	}
 	return c, e.waitImagesReported(start)
+}
+
+// deleteLeftover deletes cluster name if it is among existing (kept by an
+// earlier run with E2E_KEEP=1, or left by an interrupted one).
+func (e *Env) deleteLeftover(existing []string, name string) error {
+	if !slices.Contains(existing, name) {
+		return nil
+	}
+	logf("deleting leftover cluster %s", name)
+	if err := e.Provider.Delete(name, ""); err != nil {
+		return fmt.Errorf("delete leftover cluster %s: %w", name, err)
+	}
+	return nil
 }
 
 // RemoveCluster deletes a cluster AddCluster made and drops it from e.Clusters.
