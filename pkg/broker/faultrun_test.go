@@ -183,8 +183,8 @@ func TestFaultInjection(t *testing.T) {
 				return write{}, errNothing
 			}
 		},
-		func(ctx context.Context, n int) (write, error) { // gateway registrations
-			g := gateway("gwc", fmt.Sprintf("g%03d", n%150), 4)
+		func(ctx context.Context, n int) (write, error) { // gateway registrations, new addresses of 12 hosts (the quota is 16)
+			g := gateway("gwc", fmt.Sprintf("g%03d", n%(broker.DefaultGatewaysPerCluster-4)), 4)
 			g.Active, g.PrivateIP = false, fmt.Sprintf("10.250.%d.%d", n/250%250, n%250+1)
 			return write{kind: api.KindGateway, key: api.GatewayKey("gwc", g.Hostname), version: g.PrivateIP}, gwc.RegisterGateway(ctx, g)
 		},
