@@ -404,6 +404,46 @@ func testServiceExport(ctx context.Context, t *testing.T, east, west meshCluster
 	}
 }
 
+// podFailover is what failoverByPodDelete saw.
+type podFailover struct {
+	old, newActive string
+	toActive       time.Duration // from the delete to the new active
+	killed         time.Time
+	rep            flowReport
+}
+
+// failoverByPodDelete deletes c's active gateway pod with grace period 0
+// while a flow (every 100 ms, 30 s) runs from a pod on node to addr, and
+// waits for a new active gateway and the flow's end.
+func failoverByPodDelete(ctx context.Context, t *testing.T, c meshCluster, node, addr string) podFailover {
+	t.Helper()
+	m, err := activeGateway(ctx, c)
+	if err != nil || m.Status.ActiveNode == "" {
+		t.Fatalf("no active gateway in %s: %v", c.id, err)
+	}
+	old, oldEpoch := m.Status.ActiveNode, m.Status.Epoch
+	pods, err := c.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/component=gateway", FieldSelector: "spec.nodeName=" + old})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("gateway pod on %s: %v (%d found)", old, err, len(pods.Items))
+	}
+	f := startFlow(ctx, c.Cluster, node, addr, 30*time.Second, 100*time.Millisecond)
+	if err := waitFlowRunning(ctx, c.Cluster, f); err != nil {
+		t.Fatal(err)
+	}
+	zero := int64(0)
+	killed := time.Now()
+	if err := c.Client.CoreV1().Pods(defaults.Namespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	newActive, toActive := waitNewActive(ctx, t, c, old, oldEpoch, killed, false)
+	rep, err := f.wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return podFailover{old: old, newActive: newActive, toActive: toActive, killed: killed, rep: rep}
+}
+
 // testFailover deletes east's active gateway pod with grace period 0 while
 // a UDP flow runs from east's plain worker to a west pod, and times until a
 // standby is active and the flow moves again; then a new request from the
@@ -411,36 +451,14 @@ func testServiceExport(ctx context.Context, t *testing.T, east, west meshCluster
 // crash: the kubelet still sends SIGTERM, so the gateway tears its data
 // plane down and releases the Lease (testCrashes has the crashes).
 func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
-	m, err := activeGateway(ctx, east)
-	if err != nil || m.Status.ActiveNode == "" {
-		t.Fatalf("no active gateway in east: %v", err)
-	}
-	old, oldEpoch := m.Status.ActiveNode, m.Status.Epoch
 	dst, err := echoPodOn(ctx, west.Cluster, "tm-west-control-plane")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := east.Client.CoreV1().Pods(defaults.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: "app.kubernetes.io/component=gateway", FieldSelector: "spec.nodeName=" + old})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("gateway pod on %s: %v (%d found)", old, err, len(pods.Items))
-	}
-	f := startFlow(ctx, east.Cluster, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort), 30*time.Second, 100*time.Millisecond)
-	if err := waitFlowRunning(ctx, east.Cluster, f); err != nil {
-		t.Fatal(err)
-	}
-	zero := int64(0)
-	killed := time.Now()
-	if err := east.Client.CoreV1().Pods(defaults.Namespace).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-		t.Fatal(err)
-	}
-	newActive, toActive := waitNewActive(ctx, t, east, old, oldEpoch, killed, false)
-	rep, err := f.wait()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fo := failoverByPodDelete(ctx, t, east, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort))
+	old, newActive, killed, rep := fo.old, fo.newActive, fo.killed, fo.rep
 	hold("graceful failover, active gateway pod deleted with grace 0 (SIGTERM: the Lease is handed over) (%s → %s): new active %s after the delete; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
-		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent, rep.gapsSince(killed))
+		old, newActive, fo.toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent, rep.gapsSince(killed))
 	checkFailoverGaps(t, rep, killed)
 	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
 	r, err := east.GetEcho(ctx, plainWorker, url)

@@ -252,7 +252,7 @@ func notConverged(ctx context.Context, clusters ...meshCluster) string {
 		if err != nil {
 			return err.Error()
 		}
-		if m.Status.Connected != 1 || m.Status.Total != 1 {
+		if want := len(clusters) - 1; m.Status.Connected != want || m.Status.Total != want {
 			return fmt.Sprintf("%s: active %s, %d/%d tunnels up", c.id, m.Status.ActiveNode, m.Status.Connected, m.Status.Total)
 		}
 	}
