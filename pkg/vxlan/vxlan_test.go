@@ -127,6 +127,11 @@ func TestSet(t *testing.T) {
 		if net.IP.Equal(u.IP, net.ParseIP("192.0.2.99")) {
 			break
 		}
+		if u.LinkIndex != before {
+			// The kernel's own: an underlay ARP entry on br0 aging from
+			// REACHABLE to STALE (Set writes only on the vxlan device).
+			continue
+		}
 		t.Errorf("second Set wrote a neighbour or FDB entry: %+v", u.Neigh)
 	}
 	for u := range addrs {
