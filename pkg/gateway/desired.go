@@ -36,7 +36,11 @@ type Local struct {
 	ServiceCIDRs []netip.Prefix
 	// ObservedIP is the address the broker saw for this gateway, if known;
 	// a remote gateway behind the same NAT is reached on its private IP.
+	// Unset, it is read from this gateway's own record (Hostname), else
+	// from its cluster's active one.
 	ObservedIP string
+	// Hostname is this gateway's hostname in the broker's records.
+	Hostname string
 	// UnderlayAddrs are this gateway's own underlay addresses and
 	// BrokerAddrs the broker's: a remote CIDR covering one of them (or a
 	// peer's endpoint) would pull that traffic into the tunnel, so it is refused.
@@ -147,11 +151,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
 			d.TunnelIP = a
 			if local.ObservedIP == "" {
-				for _, g := range gws[c.ID] {
-					if g.Active && g.ObservedIP != "" {
-						local.ObservedIP = g.ObservedIP
-					}
-				}
+				local.ObservedIP = observedSelf(local.Hostname, gws[c.ID])
 			}
 		}
 	}
@@ -330,6 +330,27 @@ cidrs:
 		Keepalive:  Keepalive,
 	}
 	return rp, refused, ""
+}
+
+// observedSelf is the address the broker saw for this gateway: its own
+// record's (a standby registers too, so it is known before a failover),
+// else its cluster's active record's. Mid-failover the cluster may have no
+// active record (the old active registered as standby, the new one not yet
+// as active); without its own record a gateway would then send a remote
+// behind the same NAT to the NAT's address: the first handshake is lost
+// and WireGuard retries only 5 s later.
+func observedSelf(hostname string, own []api.Gateway) string {
+	var active string
+	for _, g := range own {
+		switch {
+		case g.ObservedIP == "":
+		case hostname != "" && g.Hostname == hostname:
+			return g.ObservedIP
+		case g.Active:
+			active = g.ObservedIP
+		}
+	}
+	return active
 }
 
 // chooseGateway picks the gateway whose endpoint the peer uses: the active,

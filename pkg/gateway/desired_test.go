@@ -58,6 +58,29 @@ func TestCompute(t *testing.T) {
 		{name: "same NAT: private IP used", local: Local{ObservedIP: "198.51.100.7"},
 			snap:   api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		// The broker sees every gateway of the kind test bed behind the same
+		// SNAT (kube-proxy in front of it). While a failover is under way
+		// this cluster has no active record: the old active has registered
+		// as standby, the new one not yet as active. This gateway's own
+		// record still says where the broker saw it: the remote is behind
+		// the same NAT and reached on its private IP, not on the NAT's.
+		{name: "same NAT mid-failover (no active record of our own): our own record tells", local: Local{Hostname: "a2"},
+			snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
+				{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.11", ObservedIP: "198.51.100.7", Epoch: 1},
+				{ClusterID: "a", Hostname: "a2", PrivateIP: "192.0.2.12", ObservedIP: "198.51.100.7", Epoch: 1},
+				with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		{name: "own record before the active's", local: Local{Hostname: "a2"},
+			snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
+				{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.11", ObservedIP: "203.0.113.50", Active: true, Epoch: 1},
+				{ClusterID: "a", Hostname: "a2", PrivateIP: "192.0.2.12", ObservedIP: "198.51.100.7", Epoch: 1},
+				with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
+		{name: "no record of our own yet: the active's observed IP", local: Local{Hostname: "a2"},
+			snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
+				{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.11", ObservedIP: "198.51.100.7", Active: true, Epoch: 1},
+				with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
 		{name: "active fresh gateway wins over stale and standby", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
 			with(gb, func(g *api.Gateway) { g.Hostname = "b0"; g.PrivateIP = "192.0.2.20"; g.Stale = true }),
 			with(gb, func(g *api.Gateway) {
@@ -126,6 +149,7 @@ func TestCompute(t *testing.T) {
 			if tc.local.ObservedIP != "" {
 				l.ObservedIP = tc.local.ObservedIP
 			}
+			l.Hostname = tc.local.Hostname
 			l.UnderlayAddrs, l.BrokerAddrs = tc.local.UnderlayAddrs, tc.local.BrokerAddrs
 			l.NodeAddrs, l.APIServerAddrs, l.DNSAddrs = tc.local.NodeAddrs, tc.local.APIServerAddrs, tc.local.DNSAddrs
 			allowed := tc.allowed

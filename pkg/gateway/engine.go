@@ -73,6 +73,9 @@ func New(cfg Config, reg Registrar, views Follower) *Engine {
 	if cfg.Local.Interface == "" {
 		cfg.Local.Interface = defaults.Interface
 	}
+	if cfg.Local.Hostname == "" {
+		cfg.Local.Hostname = cfg.Hostname
+	}
 	if cfg.Role == "" {
 		cfg.Role = RoleActive
 	}
