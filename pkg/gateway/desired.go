@@ -41,6 +41,8 @@ type Local struct {
 	ObservedIP string
 	// Hostname is this gateway's hostname in the broker's records.
 	Hostname string
+	// observedKnown: ObservedIP was given or read from a record (Compute).
+	observedKnown bool
 	// UnderlayAddrs are this gateway's own underlay addresses and
 	// BrokerAddrs the broker's: a remote CIDR covering one of them (or a
 	// peer's endpoint) would pull that traffic into the tunnel, so it is refused.
@@ -151,7 +153,9 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
 			d.TunnelIP = a
 			if local.ObservedIP == "" {
-				local.ObservedIP = observedSelf(local.Hostname, gws[c.ID])
+				local.ObservedIP, local.observedKnown = observedSelf(local.Hostname, gws[c.ID])
+			} else {
+				local.observedKnown = true
 			}
 		}
 	}
@@ -172,16 +176,29 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	clusters := slices.Clone(snap.Clusters)
 	sort.Slice(clusters, func(i, j int) bool { return clusters[i].ID < clusters[j].ID })
 	protected := protectedAddrs(local)
-	endpoints := map[string]netip.Addr{} // remote cluster -> its chosen gateway's endpoint
+	endpoints := map[string]netip.Addr{}  // remote cluster -> its chosen gateway's endpoint
+	undecided := map[string]api.Gateway{} // remote cluster -> its gateway, whose endpoint needs our observed IP
 	for _, c := range clusters {
 		if g, ok := chooseGateway(gws[c.ID]); ok && c.ID != local.ClusterID {
-			if ep := endpoint(local, g); ep.IsValid() {
+			if !local.observedKnown && g.PublicIP == "" && g.ObservedIP != "" && g.ObservedIP != g.PrivateIP {
+				undecided[c.ID] = g
+			} else if ep := endpoint(local, g); ep.IsValid() {
 				endpoints[c.ID] = ep.Addr()
 			}
 		}
 	}
 	for _, c := range clusters {
 		if c.ID == local.ClusterID {
+			continue
+		}
+		// Private or observed address: which one depends on whether the
+		// broker sees this gateway from the same address (one NAT), and it
+		// has not recorded this gateway yet (its first moments). Linked a
+		// moment later, never first to a guess: a handshake sent to the
+		// wrong address is retried by WireGuard only after 5 s.
+		if g, ok := undecided[c.ID]; ok {
+			d.Problems = append(d.Problems, fmt.Sprintf("cluster %q: waiting for the broker's record of this gateway: whether it sees gateway %s from the same address decides its endpoint (private %s or observed %s)",
+				c.ID, g.Hostname, g.PrivateIP, g.ObservedIP))
 			continue
 		}
 		// A gateway endpoint inside another cluster's CIDR: routing that CIDR
@@ -332,25 +349,23 @@ cidrs:
 	return rp, refused, ""
 }
 
-// observedSelf is the address the broker saw for this gateway: its own
-// record's (a standby registers too, so it is known before a failover),
-// else its cluster's active record's. Mid-failover the cluster may have no
-// active record (the old active registered as standby, the new one not yet
-// as active); without its own record a gateway would then send a remote
-// behind the same NAT to the NAT's address: the first handshake is lost
-// and WireGuard retries only 5 s later.
-func observedSelf(hostname string, own []api.Gateway) string {
-	var active string
+// observedSelf is the address the broker saw for this gateway, and whether
+// it is known: its own record's (a standby registers too, so it is known
+// before a failover), else its cluster's active record's. Mid-failover the
+// cluster may have no active record (the old active registered as standby,
+// the new one not yet as active), and a gateway that just started may not
+// see its own record yet: not known then.
+func observedSelf(hostname string, own []api.Gateway) (string, bool) {
+	active, found := "", false
 	for _, g := range own {
 		switch {
-		case g.ObservedIP == "":
 		case hostname != "" && g.Hostname == hostname:
-			return g.ObservedIP
-		case g.Active:
-			active = g.ObservedIP
+			return g.ObservedIP, true
+		case g.Active && g.ObservedIP != "":
+			active, found = g.ObservedIP, true
 		}
 	}
-	return active
+	return active, found
 }
 
 // chooseGateway picks the gateway whose endpoint the peer uses: the active,

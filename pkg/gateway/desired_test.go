@@ -53,7 +53,27 @@ func TestCompute(t *testing.T) {
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "192.0.2.2:51820"}, routes: 3},
 		{name: "public IP preferred", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.PublicIP = "203.0.113.9" })}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "203.0.113.9:51820"}, routes: 3},
-		{name: "NAT: observed IP used", snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+		{name: "NAT: observed IP used", local: Local{ObservedIP: "203.0.113.1"},
+			snap:   api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "198.51.100.7:51820"}, routes: 3},
+		{name: "NAT, our own record read: observed IP used", local: Local{Hostname: "a1"},
+			snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
+				{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.11", ObservedIP: "203.0.113.1", Active: true, Epoch: 1},
+				with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "198.51.100.7:51820"}, routes: 3},
+		// Just started (seen in kind): the view has the remote's record but
+		// not yet this gateway's. Private or observed cannot be decided, so
+		// the peer waits (a moment) rather than take a guess whose first
+		// handshake is lost; a remote whose endpoint needs no decision links.
+		{name: "our own address not known yet: a peer behind a NAT waits", local: Local{Hostname: "a1"},
+			snap: api.Snapshot{Clusters: []api.Cluster{ca, cb, cc}, Gateways: []api.Gateway{
+				with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" }), with(gc, func(g *api.Gateway) { g.ObservedIP = g.PrivateIP })}},
+			tunnel: "100.127.0.1", endpoints: map[string]string{"c": "192.0.2.3:51821"}, routes: 3,
+			problem: `cluster "b": waiting for the broker's record of this gateway: whether it sees gateway b1 from the same address decides its endpoint (private 192.0.2.2 or observed 198.51.100.7)`},
+		{name: "our own record without an observed IP: decided (observed used)", local: Local{Hostname: "a1"},
+			snap: api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{
+				{ClusterID: "a", Hostname: "a1", PrivateIP: "192.0.2.11", Active: true, Epoch: 1},
+				with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
 			tunnel: "100.127.0.1", endpoints: map[string]string{"b": "198.51.100.7:51820"}, routes: 3},
 		{name: "same NAT: private IP used", local: Local{ObservedIP: "198.51.100.7"},
 			snap:   api.Snapshot{Clusters: []api.Cluster{ca, cb}, Gateways: []api.Gateway{with(gb, func(g *api.Gateway) { g.ObservedIP = "198.51.100.7" })}},
