@@ -212,6 +212,23 @@ func runCrash(ctx context.Context, t *testing.T, east, west meshCluster, c crash
 		t.Errorf("%s did not come back: %v", old, err)
 		back = healedAt
 	}
+	// The mesh's convergence is timed from the return on, while the flow
+	// still runs (timed after the flow's end, it was the flow's length).
+	converged := make(chan time.Time, 1)
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	go func() {
+		for pollCtx.Err() == nil {
+			if notConverged(pollCtx, east, west) == "" {
+				converged <- time.Now()
+				return
+			}
+			select {
+			case <-pollCtx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
 	rep, err := f.wait()
 	changes := holders.stop()
 	if err != nil {
@@ -221,6 +238,11 @@ func runCrash(ctx context.Context, t *testing.T, east, west meshCluster, c crash
 		t.Fatalf("after the %s of %s: %v", c.name, old, err)
 	}
 	convergedAfter := time.Since(healedAt)
+	select {
+	case at := <-converged:
+		convergedAfter = at.Sub(healedAt)
+	default:
+	}
 
 	what := fmt.Sprintf("crash %s of east's active gateway %s", c.name, old)
 	if c.failover {
