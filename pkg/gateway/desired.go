@@ -41,8 +41,6 @@ type Local struct {
 	ObservedIP string
 	// Hostname is this gateway's hostname in the broker's records.
 	Hostname string
-	// observedKnown: ObservedIP was given or read from a record (Compute).
-	observedKnown bool
 	// UnderlayAddrs are this gateway's own underlay addresses and
 	// BrokerAddrs the broker's: a remote CIDR covering one of them (or a
 	// peer's endpoint) would pull that traffic into the tunnel, so it is refused.
@@ -137,6 +135,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		gws[g.ClusterID] = append(gws[g.ClusterID], g)
 	}
 	member := false
+	observedKnown := local.ObservedIP != "" // else read from the records below
 	for _, c := range snap.Clusters {
 		if c.ID != local.ClusterID {
 			continue
@@ -152,10 +151,8 @@ func Compute(local Local, snap api.Snapshot) Desired {
 		}
 		if a, err := netip.ParseAddr(c.TunnelIP); err == nil {
 			d.TunnelIP = a
-			if local.ObservedIP == "" {
-				local.ObservedIP, local.observedKnown = observedSelf(local.Hostname, gws[c.ID])
-			} else {
-				local.observedKnown = true
+			if !observedKnown {
+				local.ObservedIP, observedKnown = observedSelf(local.Hostname, gws[c.ID])
 			}
 		}
 	}
@@ -180,7 +177,7 @@ func Compute(local Local, snap api.Snapshot) Desired {
 	undecided := map[string]api.Gateway{} // remote cluster -> its gateway, whose endpoint needs our observed IP
 	for _, c := range clusters {
 		if g, ok := chooseGateway(gws[c.ID]); ok && c.ID != local.ClusterID {
-			if !local.observedKnown && g.PublicIP == "" && g.ObservedIP != "" && g.ObservedIP != g.PrivateIP {
+			if !observedKnown && natDependent(g) {
 				undecided[c.ID] = g
 			} else if ep := endpoint(local, g); ep.IsValid() {
 				endpoints[c.ID] = ep.Addr()
@@ -399,6 +396,14 @@ func chooseGateway(gws []api.Gateway) (api.Gateway, bool) {
 	return best, true
 }
 
+// natDependent: g announces no public IP and the broker saw it from another
+// address than its private one, so its endpoint depends on whether the broker
+// sees this gateway from that same address (one NAT: the private IP) or not
+// (the observed one).
+func natDependent(g api.Gateway) bool {
+	return g.PublicIP == "" && g.ObservedIP != "" && g.ObservedIP != g.PrivateIP
+}
+
 // endpoint: the public IP when the gateway announces one; the private IP
 // when both gateways sit behind the same public address (same site) or the
 // broker saw no NAT; otherwise the address the broker observed (the NAT's
@@ -419,7 +424,7 @@ func endpoint(local Local, g api.Gateway) netip.AddrPort {
 	switch {
 	case g.PublicIP != "":
 		return pick(g.PublicIP)
-	case g.ObservedIP == "" || g.ObservedIP == g.PrivateIP || g.ObservedIP == local.ObservedIP:
+	case !natDependent(g) || g.ObservedIP == local.ObservedIP:
 		return pick(g.PrivateIP)
 	default:
 		return pick(g.ObservedIP)
