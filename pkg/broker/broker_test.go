@@ -26,7 +26,12 @@ func TestJoinRegisterWatchedByOtherCluster(t *testing.T) {
 	col := watchAll(t, b, 0)
 	col.until(t, "initial snapshot", 10*time.Second, func(ev api.Event) bool { return ev.Type == api.EventSnapshot })
 
-	if err := a.RegisterGateway(ctx, gateway("east", "node-1", 1)); err != nil {
+	// The observed address decides other gateways' endpoints (one NAT or
+	// not) and the stale flag their choice: a member claiming either in
+	// its body is overruled by what the broker saw.
+	spoofed := gateway("east", "node-1", 1)
+	spoofed.ObservedIP, spoofed.Stale = "203.0.113.66", true
+	if err := a.RegisterGateway(ctx, spoofed); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	ev := col.until(t, "east's gateway in west's watch", 10*time.Second, func(ev api.Event) bool {
