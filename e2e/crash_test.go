@@ -262,9 +262,8 @@ func runCrash(ctx context.Context, t *testing.T, east, west meshCluster, c crash
 		// The failover's own gap (checked above against maxFailoverGap):
 		// a killed process restarted at once may count as back (its start
 		// time has whole seconds) before that gap has even begun.
-		atFailover := c.failover && g.ToMs >= faulted.UnixMilli() && g.FromMs <= faulted.UnixMilli()+3000
 		switch {
-		case atFailover:
+		case c.failover && atEvent(g.FromMs, g.ToMs, faulted):
 		case time.UnixMilli(g.FromMs).After(back):
 			t.Errorf("the flow stood still %s from %+.1fs after %s came back: the returning node disturbed the active",
 				d, time.UnixMilli(g.FromMs).Sub(back).Seconds(), old)

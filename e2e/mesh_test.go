@@ -456,14 +456,13 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 		t.Fatal(err)
 	}
 	fo := failoverByPodDelete(ctx, t, east, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort))
-	old, newActive, killed, rep := fo.old, fo.newActive, fo.killed, fo.rep
 	hold("graceful failover, active gateway pod deleted with grace 0 (SIGTERM: the Lease is handed over) (%s → %s): new active %s after the delete; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
-		old, newActive, fo.toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent, rep.gapsSince(killed))
-	checkFailoverGaps(t, rep, killed)
+		fo.old, fo.newActive, fo.toActive.Round(time.Millisecond), flowOutage(fo.rep, fo.killed), fo.rep.OK, fo.rep.Sent, fo.rep.gapsSince(fo.killed))
+	checkFailoverGaps(t, fo.rep, fo.killed)
 	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
 	r, err := east.GetEcho(ctx, plainWorker, url)
 	if err != nil {
-		t.Fatalf("after failover to %s: %v", newActive, err)
+		t.Fatalf("after failover to %s: %v", fo.newActive, err)
 	}
 	checkClient(t, east, plainWorker, r)
 	// The killed pod's replacement must be a ready standby again before

@@ -255,13 +255,8 @@ func testOverlappingCIDRs(ctx context.Context, t *testing.T, east, west meshClus
 	if t.Failed() {
 		return
 	}
-	for start := time.Now(); ; time.Sleep(2 * time.Second) {
-		if last = notConverged(ctx, all...); last == "" {
-			break
-		}
-		if time.Since(start) > 4*time.Minute {
-			t.Fatalf("4 minutes after east's gateway failover: %s", last)
-		}
+	if err := awaitConverged(ctx, 4*time.Minute, all...); err != nil {
+		t.Fatalf("after east's gateway failover: %v", err)
 	}
 
 	// north leaves; east and west go on (east keeps its mapped addresses
@@ -270,14 +265,8 @@ func testOverlappingCIDRs(ctx context.Context, t *testing.T, east, west meshClus
 		t.Fatal(err)
 	}
 	left := time.Now()
-	for {
-		if last = notConverged(ctx, east, west); last == "" {
-			break
-		}
-		if time.Since(left) > 3*time.Minute {
-			t.Fatalf("3 minutes after north left: %s", last)
-		}
-		time.Sleep(2 * time.Second)
+	if err := awaitConverged(ctx, 3*time.Minute, east, west); err != nil {
+		t.Fatalf("after north left: %v", err)
 	}
 	m, err := activeGateway(ctx, east)
 	if err != nil {
@@ -311,8 +300,7 @@ func testTranslatedFailover(ctx context.Context, t *testing.T, east, north meshC
 		t.Fatal(err)
 	}
 	fo := failoverByPodDelete(ctx, t, east, clients["east"], fmt.Sprintf("%s:%d", meshAddr(tr, "north", dst), kindbed.EchoPort))
-	old, newActive, killed, rep := fo.old, fo.newActive, fo.killed, fo.rep
-	checkFailoverGaps(t, rep, killed)
+	checkFailoverGaps(t, fo.rep, fo.killed)
 	m, err := activeGateway(ctx, east)
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +309,7 @@ func testTranslatedFailover(ctx context.Context, t *testing.T, east, north meshC
 		t.Errorf("east's new active gateway %s translates %q; before the failover %q", m.Status.ActiveNode, got, want)
 	}
 	hold("translated failover: east (translated: %s) active gateway pod deleted with grace 0 (%s → %s): new active %s after the delete; east pod → north pod at its mapped address: %s; %d/%d probes (every 100 ms) answered",
-		api.DescribeTranslations(tr["east"]), old, newActive, fo.toActive.Round(time.Millisecond), flowOutage(rep, killed), rep.OK, rep.Sent)
+		api.DescribeTranslations(tr["east"]), fo.old, fo.newActive, fo.toActive.Round(time.Millisecond), flowOutage(fo.rep, fo.killed), fo.rep.OK, fo.rep.Sent)
 	for _, pair := range [][2]meshCluster{{east, north}, {north, east}} {
 		from, to := pair[0], pair[1]
 		dst, err := echoPodOn(ctx, to.Cluster, servers[to.id])
@@ -330,7 +318,7 @@ func testTranslatedFailover(ctx context.Context, t *testing.T, east, north meshC
 		}
 		url := fmt.Sprintf("http://%s:%d/", meshAddr(tr, to.id, dst), kindbed.EchoPort)
 		if line, err := getSeen(ctx, from, clients[from.id], url, tr, to.Spec.Name, dst); err != nil {
-			t.Errorf("after east's failover to %s: %v", newActive, err)
+			t.Errorf("after east's failover to %s: %v", fo.newActive, err)
 		} else {
 			logf("overlap, after east's failover: %s", line)
 		}

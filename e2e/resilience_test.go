@@ -208,17 +208,8 @@ func waitNewActive(ctx context.Context, t *testing.T, c meshCluster, old string,
 // both clusters' active gateways report their tunnel, and a pod on node
 // reaches a west pod with its own address.
 func waitConverged(ctx context.Context, east, west meshCluster, node string) error {
-	deadline := time.Now().Add(4 * time.Minute)
-	var last string
-	for time.Now().Before(deadline) {
-		last = notConverged(ctx, east, west)
-		if last == "" {
-			break
-		}
-		time.Sleep(2 * time.Second)
-	}
-	if last != "" {
-		return fmt.Errorf("not converged after 4 minutes: %s", last)
+	if err := awaitConverged(ctx, 4*time.Minute, east, west); err != nil {
+		return err
 	}
 	dst, err := echoPodOn(ctx, west.Cluster, "tm-west-control-plane")
 	if err != nil {
@@ -234,6 +225,25 @@ func waitConverged(ctx context.Context, east, west meshCluster, node string) err
 	return nil
 }
 
+// awaitConverged polls notConverged every 2 s until it reports nothing;
+// after within, its last report is the error.
+func awaitConverged(ctx context.Context, within time.Duration, clusters ...meshCluster) error {
+	deadline := time.Now().Add(within)
+	for {
+		last := notConverged(ctx, clusters...)
+		if last == "" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not converged after %s: %s", within, last)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// notConverged says what keeps clusters from being converged ("" when
+// nothing does): a node or a tunnelmesh pod not ready, or an active gateway
+// without a tunnel to every other cluster given.
 func notConverged(ctx context.Context, clusters ...meshCluster) string {
 	for _, c := range clusters {
 		if msg := c.NotReady(ctx); msg != "" {

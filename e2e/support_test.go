@@ -214,13 +214,19 @@ func (f *flow) wait() (flowReport, error) {
 	return f.rep, nil
 }
 
+// atEvent: a gap from fromMs to toMs is the one an event at at caused (it
+// began within 3 s after at, or spans it).
+func atEvent(fromMs, toMs int64, at time.Time) bool {
+	return toMs >= at.UnixMilli() && fromMs <= at.UnixMilli()+3000
+}
+
 // failoverGap returns the gap of the flow that began within 3 s after at
 // (or spans it): the traffic's outage around an event at that time, and
 // when the traffic moved again, measured from at.
 func (r flowReport) failoverGap(at time.Time) (gap, resumed time.Duration, found bool) {
 	ms := at.UnixMilli()
 	for _, g := range r.Gaps {
-		if g.ToMs >= ms && g.FromMs <= ms+3000 {
+		if atEvent(g.FromMs, g.ToMs, at) {
 			return time.Duration(g.ToMs-g.FromMs) * time.Millisecond, time.Duration(g.ToMs-ms) * time.Millisecond, true
 		}
 	}
