@@ -6,7 +6,10 @@ package testkit
 import (
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -51,22 +54,70 @@ func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) t
 }
 
 // FreePorts returns n distinct loopback TCP ports that were free a moment
-// ago (all held open together while chosen, so they differ).
+// ago (all held open together while chosen, so they differ). They are
+// picked below the kernel's ephemeral range (net.ipv4.ip_local_port_range):
+// a port the kernel handed out for ":0" is one it may hand out again, as
+// the source port of any process's outgoing connection, between the choice
+// and the bind of the child (etcd, kube-apiserver) that is given it, and
+// that bind then fails with "address already in use". A CI run beside a
+// busy machine lost an etcd member to that.
 func FreePorts(n int) ([]int, error) {
+	return freePorts(n, false)
+}
+
+// ephemeralLow is where the kernel's ephemeral port range begins.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768 // Linux's default
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return 32768
+	}
+	return lo
+}
+
+// lowestPort is the first port FreePorts considers: above the ports
+// services are commonly given.
+const lowestPort = 10000
+
+func freePorts(n int, udpToo bool) ([]int, error) {
+	hi := ephemeralLow()
+	if hi-lowestPort < 1000 {
+		return nil, fmt.Errorf("free loopback port: the ephemeral range begins at %d, leaving too few ports below it above %d", hi, lowestPort)
+	}
 	var out []int
-	var ls []net.Listener
+	var closers []io.Closer
 	defer func() {
-		for _, l := range ls {
-			l.Close()
+		for _, c := range closers {
+			c.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free loopback port: %w", err)
+	seen := map[int]bool{}
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("free loopback port: none of %d ports tried in [%d, %d) was free", tries, lowestPort, hi)
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		port := lowestPort + rand.IntN(hi-lowestPort)
+		if seen[port] {
+			continue
+		}
+		seen[port] = true
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		closers = append(closers, l)
+		if udpToo {
+			u, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				continue
+			}
+			closers = append(closers, u)
+		}
+		out = append(out, port)
 	}
 	return out, nil
 }
@@ -82,24 +133,14 @@ func Ports(t testing.TB, n int) []int {
 }
 
 // DualPort returns a loopback port free for both TCP and UDP (a DNS server
-// serves both).
+// serves both), chosen as FreePorts chooses.
 func DualPort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
+	p, err := freePorts(1, true)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no loopback port free for both TCP and UDP")
-	return 0
+	return p[0]
 }
 
 // Check is nil when ok, else the error format names: the shape of a

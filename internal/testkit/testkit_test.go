@@ -33,3 +33,17 @@ func TestFreePortsAreDistinct(t *testing.T) {
 		seen[x] = true
 	}
 }
+
+// TestFreePortsAreNotEphemeral: a port the kernel hands out for ":0" may
+// be handed out again as some process's outgoing source port before the
+// child the test gave it binds it ("address already in use": an etcd
+// member of a CI run never started). FreePorts stays below that range.
+func TestFreePortsAreNotEphemeral(t *testing.T) {
+	low := ephemeralLow()
+	ports := append(Ports(t, 50), DualPort(t))
+	for _, p := range ports {
+		if p < lowestPort || p >= low {
+			t.Fatalf("port %d: want one in [%d, %d), below the ephemeral range", p, lowestPort, low)
+		}
+	}
+}

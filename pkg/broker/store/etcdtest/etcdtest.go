@@ -61,6 +61,7 @@ type Member struct {
 	mu        sync.Mutex
 	cmd       *exec.Cmd
 	exited    chan struct{}
+	killed    bool // by the test: its exit is no failure
 }
 
 // Start runs an n-member cluster and waits until it has a leader.
@@ -87,7 +88,10 @@ func start(t testing.TB, n, maxTxnOps int) *Cluster {
 			"--listen-client-urls=" + m.ClientURL, "--advertise-client-urls=" + m.ClientURL,
 			"--listen-peer-urls=" + m.peerURL, "--initial-advertise-peer-urls=" + m.peerURL,
 			"--initial-cluster=" + strings.Join(initial, ","), "--initial-cluster-state=new",
-			"--initial-cluster-token=tunnelmesh-test", "--log-level=error",
+			"--initial-cluster-token=tunnelmesh-test",
+			// warn: a failure's message carries etcd's own account of slow
+			// heartbeats and applies (see logTails).
+			"--log-level=warn",
 			// etcd's own timings: shorter ones make a loaded test machine
 			// hold elections over and over.
 			"--heartbeat-interval=100", "--election-timeout=1000",
@@ -104,7 +108,7 @@ func start(t testing.TB, n, maxTxnOps int) *Cluster {
 			m.stop()
 		}
 	})
-	c.WaitHealthy(60 * time.Second)
+	c.WaitHealthy(120 * time.Second)
 	return c
 }
 
@@ -123,7 +127,7 @@ func (c *Cluster) start(m *Member) {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); log.Close(); close(exited) }()
 	m.mu.Lock()
-	m.cmd, m.exited = cmd, exited
+	m.cmd, m.exited, m.killed = cmd, exited, false
 	m.mu.Unlock()
 }
 
@@ -178,6 +182,7 @@ func (c *Cluster) Leader() int {
 func (m *Member) kill(sig syscall.Signal) {
 	m.mu.Lock()
 	cmd, exited := m.cmd, m.exited
+	m.killed = true
 	m.mu.Unlock()
 	if cmd == nil {
 		return
@@ -198,18 +203,63 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		s, err := store.OpenEtcd(ctx, store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/etcdtest-health", DialTimeout: 2 * time.Second}, true)
+		// Each try may take its time: on a machine loaded to a standstill
+		// (a CI run beside a kind e2e) a first write took over 2 s, and a
+		// try cut off at 2 s again and again never succeeded.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s, err := store.OpenEtcd(ctx, store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/etcdtest-health", DialTimeout: 5 * time.Second}, true)
 		cancel()
 		if err == nil {
 			s.Close()
 			return
 		}
+		if dead := c.exited(); dead != "" {
+			c.t.Fatalf("etcdtest: cluster not healthy: %s", dead)
+		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("etcdtest: cluster not healthy after %s: %v", timeout, err)
+			c.t.Fatalf("etcdtest: cluster not healthy after %s: %v%s", timeout, err, c.logTails())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// exited names a member whose process has ended, with its log's end
+// (a port taken, a data directory refused), or is "".
+func (c *Cluster) exited() string {
+	for _, m := range c.Members {
+		m.mu.Lock()
+		exited, killed := m.exited, m.killed
+		m.mu.Unlock()
+		if killed {
+			continue
+		}
+		select {
+		case <-exited:
+			return fmt.Sprintf("member %s exited; its log ends:\n%s", m.Name, c.logTail(m))
+		default:
+		}
+	}
+	return ""
+}
+
+// logTails is every member's log end, for a failure's message.
+func (c *Cluster) logTails() string {
+	var b strings.Builder
+	for _, m := range c.Members {
+		fmt.Fprintf(&b, "\nmember %s's log ends:\n%s", m.Name, c.logTail(m))
+	}
+	return b.String()
+}
+
+func (c *Cluster) logTail(m *Member) string {
+	b, err := os.ReadFile(filepath.Join(c.dir, m.Name+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
 }
 
 // Open opens (creating) a store under prefix, closed at cleanup.
