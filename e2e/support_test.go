@@ -233,12 +233,16 @@ func (r flowReport) failoverGap(at time.Time) (gap, resumed time.Duration, found
 	return 0, 0, false
 }
 
-// gapsSince describes every gap of the flow relative to at, e.g.
+// gapsSince describes every gap of the flow that had not ended by at,
+// relative to at, e.g.
 // "+0.1s…+0.4s (300ms)".
 func (r flowReport) gapsSince(at time.Time) string {
 	var parts []string
 	for _, g := range r.Gaps {
 		from, to := time.UnixMilli(g.FromMs).Sub(at), time.UnixMilli(g.ToMs).Sub(at)
+		if to < 0 {
+			continue // over before at (a crash report printed the failover's gap again, at -20.0s…-18.8s from the return)
+		}
 		parts = append(parts, fmt.Sprintf("%+.1fs…%+.1fs (%s)", from.Seconds(), to.Seconds(), (to-from).Round(time.Millisecond)))
 	}
 	if len(parts) == 0 {
