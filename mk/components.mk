@@ -153,11 +153,17 @@ define build-image
 	@rm -rf $(IMAGE_CTX)/$(1) && mkdir -p $(IMAGE_CTX)/$(1) $(dir $(3))
 	@cp $(2)/Dockerfile $(FILES_$(1)) $(IMAGE_CTX)/$(1)/
 	@scripts/docker-engine.sh >/dev/null
+	@docker image inspect -f '{{.Id}}' $(IMG_$(1)) >$(IMAGE_CTX)/$(1).prev-id 2>/dev/null || rm -f $(IMAGE_CTX)/$(1).prev-id
 	$(if $(filter kube-proxy,$(1)),@docker image inspect $(DEBIAN_IPTABLES) >/dev/null 2>&1 || \
 		images/components/debian-iptables/build.sh $(DEBIAN_IPTABLES) $(DEBIAN_STAMP))
 	docker build -q $(if $(filter kube-proxy,$(1)),--build-arg BASE=$(DEBIAN_IPTABLES)) -t $(IMG_$(1)) $(IMAGE_CTX)/$(1) 2>&1 >/dev/null | { grep -v -e DEPRECATED -e 'legacy builder' -e buildx -e '^ *$$' >&2 || true; }; test $${PIPESTATUS[0]} -eq 0
 	docker save -o $(3).tmp $(IMG_$(1)) && mv $(3).tmp $(3)
 	@rm -rf $(IMAGE_CTX)/$(1)
+	@# The image this build replaced, untagged now: every rebuild left one
+	@# behind (a day of work had 60 of them, 3.7 GB, and a CI run hit a full disk).
+	@prev=$$(cat $(IMAGE_CTX)/$(1).prev-id 2>/dev/null); rm -f $(IMAGE_CTX)/$(1).prev-id; \
+		if [ -n "$$prev" ] && [ "$$prev" != "$$(docker image inspect -f '{{.Id}}' $(IMG_$(1)))" ]; then \
+			docker rmi "$$prev" >/dev/null 2>&1 || true; fi
 	@echo "image: $(IMG_$(1)) -> $(3) ($$(du -m $(3) | cut -f1) MB)"
 endef
 

@@ -53,6 +53,27 @@ phase() {
   if [ "$rc" -eq 0 ]; then results+=(ok); else results+=("FAILED (exit $rc)"); finish "$rc"; fi
 }
 
+# disk_space: a full disk fails far from its cause — a CI run's etcd could not
+# take a first write, another's node image could not import an image ("no
+# space left on device") — so a run that would fill it says so first. A run
+# uses about 12 GiB (kind node volumes, images, the build cache); 20 leaves room.
+need_gib=${TEST_DISK_GIB:-20}
+disk_space() {
+  local path avail_kb short=0
+  for path in "$PWD" "${TMPDIR:-/tmp}" /var/lib/docker "${HOME:-/root}"; do
+    while [ ! -e "$path" ]; do path=$(dirname "$path"); done
+    avail_kb=$(df -Pk "$path" | awk 'NR==2 {print $4}')
+    echo "disk: $path: $((avail_kb / 1024 / 1024)) GiB free"
+    if [ "$avail_kb" -lt $((need_gib * 1024 * 1024)) ]; then
+      echo "disk: $path has less than the $need_gib GiB a run needs; free some (docker system prune, go clean -cache) or set TEST_DISK_GIB"
+      short=1
+    fi
+  done
+  if [ "$short" = 1 ] && [ "${CI:-}" = true ]; then return 1; fi
+  return 0
+}
+
+phase "disk space" disk_space
 phase "vet (gofmt, go vet, staticcheck)" $MAKE --no-print-directory deps vet
 phase "unit-test binaries" $MAKE --no-print-directory unit-test-binaries
 
