@@ -218,15 +218,9 @@ func runCrash(ctx context.Context, t *testing.T, east, west meshCluster, c crash
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	defer stopPoll()
 	go func() {
-		for pollCtx.Err() == nil {
-			if notConverged(pollCtx, east, west) == "" {
-				converged <- time.Now()
-				return
-			}
-			select {
-			case <-pollCtx.Done():
-			case <-time.After(time.Second):
-			}
+		// Until the flow's end (stopPoll); waitConverged below has the say.
+		if awaitConverged(pollCtx, time.Hour, east, west) == nil {
+			converged <- time.Now()
 		}
 	}()
 	rep, err := f.wait()

@@ -225,8 +225,8 @@ func waitConverged(ctx context.Context, east, west meshCluster, node string) err
 	return nil
 }
 
-// awaitConverged polls notConverged every 2 s until it reports nothing;
-// after within, its last report is the error.
+// awaitConverged polls notConverged every second until it reports
+// nothing; after within (or ctx's end), its last report is the error.
 func awaitConverged(ctx context.Context, within time.Duration, clusters ...meshCluster) error {
 	deadline := time.Now().Add(within)
 	for {
@@ -234,10 +234,14 @@ func awaitConverged(ctx context.Context, within time.Duration, clusters ...meshC
 		if last == "" {
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if time.Now().After(deadline) {
 			return fmt.Errorf("not converged after %s: %s", within, last)
 		}
-		time.Sleep(2 * time.Second)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not converged (%v): %s", ctx.Err(), last)
+		case <-time.After(time.Second):
+		}
 	}
 }
 
