@@ -160,7 +160,7 @@ define build-image
 	docker save -o $(3).tmp $(IMG_$(1)) && mv $(3).tmp $(3)
 	@rm -rf $(IMAGE_CTX)/$(1)
 	@# The image this build replaced, untagged now: every rebuild left one
-	@# behind (a day of work had 60 of them, 3.7 GB, and a CI run hit a full disk).
+	@# behind (a day of work left 3.7 GB of them, and a CI run hit a full disk).
 	@prev=$$(cat $(IMAGE_CTX)/$(1).prev-id 2>/dev/null); rm -f $(IMAGE_CTX)/$(1).prev-id; \
 		if [ -n "$$prev" ] && [ "$$prev" != "$$(docker image inspect -f '{{.Id}}' $(IMG_$(1)))" ]; then \
 			docker rmi "$$prev" >/dev/null 2>&1 || true; fi

@@ -53,11 +53,12 @@ phase() {
   if [ "$rc" -eq 0 ]; then results+=(ok); else results+=("FAILED (exit $rc)"); finish "$rc"; fi
 }
 
-# disk_space: a full disk fails far from its cause — a CI run's etcd could not
-# take a first write, another's node image could not import an image ("no
-# space left on device") — so a run that would fill it says so first. A clean
-# clone's run took 8.7 GiB at its peak (kind node volumes, images, the build
-# cache: 55.8 GiB free before, 47.1 GiB in the e2e); 20 leaves room.
+# disk_space: a full disk fails far from its cause — a CI run's node image
+# could not import an image ("no space left on device"), another's etcd
+# (likely the same cause) took no write — so a run that would fill it says so
+# first. A clean clone's run took 8.3 GiB at its peak (kind node volumes,
+# images, the build cache: 53.2 GiB free before, 45.0 GiB in the e2e); 20
+# leaves room.
 need_gib=${TEST_DISK_GIB:-20}
 disk_space() {
   local path avail_kb short=0

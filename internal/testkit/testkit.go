@@ -59,8 +59,8 @@ func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) t
 // a port the kernel handed out for ":0" is one it may hand out again, as
 // the source port of any process's outgoing connection, between the choice
 // and the bind of the child (etcd, kube-apiserver) that is given it, and
-// that bind then fails with "address already in use". A CI run beside a
-// busy machine lost an etcd member to that.
+// that bind then fails with "address already in use" (reproduced with a
+// live loopback connection's source port).
 func FreePorts(n int) ([]int, error) {
 	return freePorts(n, false)
 }

@@ -36,8 +36,8 @@ func TestFreePortsAreDistinct(t *testing.T) {
 
 // TestFreePortsAreNotEphemeral: a port the kernel hands out for ":0" may
 // be handed out again as some process's outgoing source port before the
-// child the test gave it binds it ("address already in use": an etcd
-// member of a CI run never started). FreePorts stays below that range.
+// child the test gave it binds it ("address already in use"). FreePorts
+// stays below that range.
 func TestFreePortsAreNotEphemeral(t *testing.T) {
 	low := ephemeralLow()
 	ports := append(Ports(t, 50), DualPort(t))

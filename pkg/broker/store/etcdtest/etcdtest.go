@@ -203,9 +203,8 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		// Each try may take its time: on a machine loaded to a standstill
-		// (a CI run beside a kind e2e) a first write took over 2 s, and a
-		// try cut off at 2 s again and again never succeeded.
+		// Each try may take its time: on a machine slow enough that a first
+		// write takes over 2 s, tries cut off at 2 s would never succeed.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s, err := store.OpenEtcd(ctx, store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/etcdtest-health", DialTimeout: 5 * time.Second}, true)
 		cancel()
