@@ -29,6 +29,10 @@ func TestOverlappingJoinsTranslated(t *testing.T) {
 		t.Fatalf("the first cluster got translations with nothing to overlap: %+v", er.Cluster.Translations)
 	}
 	col := watchAll(t, east, 0)
+	// The watch's first snapshot before west joins: else, when the watch
+	// connects after the join, east's translation comes inside that
+	// snapshot, not as the live change this test wants (a CI run timed out so).
+	col.until(t, "initial snapshot", 10*time.Second, func(ev api.Event) bool { return ev.Type == api.EventSnapshot })
 	_, wr := tb.join("west", "10.244.0.0/16", "10.96.0.0/12")
 	if got := fmtTranslations(wr.Cluster); got != "10.244.0.0/16>240.1.0.0/16 10.96.0.0/12>240.32.0.0/12" {
 		t.Errorf("west's translations %q", got)
@@ -61,6 +65,7 @@ func TestTranslateLater(t *testing.T) {
 	east, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
 	admin := tb.adminClient()
 	col := watchAll(t, east, 0)
+	col.until(t, "initial snapshot", 10*time.Second, func(ev api.Event) bool { return ev.Type == api.EventSnapshot }) // as above
 	c, err := admin.Translate(ctx, "east", []string{"10.1.0.0/16"})
 	if err != nil || fmtTranslations(*c) != "10.1.0.0/16>240.0.0.0/16" {
 		t.Fatalf("translate east's pods: %+v, %v", c, err)
