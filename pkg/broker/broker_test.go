@@ -231,6 +231,9 @@ func TestStaleGatewayMarkedAndCleared(t *testing.T) {
 	a, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
 	tb.join("west", "10.2.0.0/16", "10.102.0.0/16") // the cluster east reports health about
 	col := watchAll(t, a, 0)
+	// Connected first: a watch that connected after the mark would get it
+	// inside its snapshot, not as the event waited for below.
+	col.until(t, "initial snapshot", 10*time.Second, func(ev api.Event) bool { return ev.Type == api.EventSnapshot })
 	if err := a.RegisterGateway(ctx, gateway("east", "gw", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -266,8 +269,9 @@ func TestStaleGatewayMarkedAndCleared(t *testing.T) {
 func TestHealthReadyMetrics(t *testing.T) {
 	tb := startBroker(t, initDir(t), "127.0.0.1:0", nil)
 	a, _ := tb.join("east", "10.1.0.0/16", "10.101.0.0/16")
-	watchAll(t, a, 0)
-	time.Sleep(300 * time.Millisecond)
+	col := watchAll(t, a, 0)
+	// The broker counts a watch before it sends the first snapshot.
+	col.until(t, "initial snapshot", 10*time.Second, func(ev api.Event) bool { return ev.Type == api.EventSnapshot })
 	hc := httpClient(t, tb)
 	for _, p := range []string{"/healthz", "/readyz"} {
 		resp, err := hc.Get(tb.url + p)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/brokertest"
 	"github.com/tunnelmesh/tunnelmesh/pkg/broker/store"
@@ -37,12 +37,9 @@ func buildBroker(t *testing.T) string {
 }
 
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	// Below the ephemeral range: the broker binds it again after a kill,
+	// and a port from ":0" could meanwhile be an outgoing connection's.
+	return fmt.Sprintf("127.0.0.1:%d", testkit.Ports(t, 1)[0])
 }
 
 type brokerProc struct {

@@ -272,7 +272,10 @@ func TestReplicasRacingOverlappingJoins(t *testing.T) {
 // heartbeat's time; once it stops, it is marked stale.
 func TestReplicasShareGatewayLiveness(t *testing.T) {
 	ec, dir := etcdClusterset(t)
-	fast := func(c *broker.Config) { c.StaleAfter = 800 * time.Millisecond }
+	// 3 s: B trusts A's published heartbeats for up to 2*StaleAfter/4+1s
+	// (2.5 s here) and sees them up to StaleAfter/4 plus an etcd write late;
+	// with 800 ms that lag left under half a second for a loaded etcd.
+	fast := func(c *broker.Config) { c.StaleAfter = 3 * time.Second }
 	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
 	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
 	ctx := ctxT(t)
@@ -281,7 +284,7 @@ func TestReplicasShareGatewayLiveness(t *testing.T) {
 		t.Fatal(err)
 	}
 	onB := watchAll(t, b.Admin(), 0)
-	end := time.Now().Add(4 * time.Second)
+	end := time.Now().Add(8 * time.Second) // B sweeps from StaleAfter after its start
 	for time.Now().Before(end) {
 		if err := east.Heartbeat(ctx, "east", "gw", nil); err != nil {
 			t.Fatal(err)

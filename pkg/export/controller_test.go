@@ -426,8 +426,25 @@ func TestLifecycle(t *testing.T) {
 		if err := east.broker.Heartbeat(ctx, "east", "east-gw", nil); err != nil {
 			t.Fatal(err)
 		}
+		// It keeps heartbeating while west is checked: one heartbeat is
+		// fresh for StaleAfter only, shorter than a slow reconcile may take.
+		beating := make(chan struct{})
+		beat := make(chan struct{})
+		go func() {
+			defer close(beat)
+			for {
+				select {
+				case <-beating:
+					return
+				case <-time.After(300 * time.Millisecond):
+					_ = east.broker.Heartbeat(ctx, "east", "east-gw", nil)
+				}
+			}
+		}()
 		west.wantImport("demo", "db", want{typ: mcsv1beta1.Headless, ports: "pg/TCP/5432", clusters: "east",
 			endpoints: map[string][]string{"east": {"10.1.0.20/db-0", "10.1.0.21/db-1"}}})
+		close(beating)
+		<-beat
 		if err := east.broker.DeleteGateway(ctx, "east", "east-gw"); err != nil {
 			t.Fatal(err)
 		}

@@ -141,10 +141,8 @@ func TestDataPlaneStandbyAndPromotion(t *testing.T) {
 				if got := observe(t, dev); got != standby {
 					t.Fatalf("after demotion %+v, want %+v", got, standby)
 				}
+				// Logged, not asserted: the times are bench-failover's figures.
 				t.Logf("%s: promotion %s, demotion %s", mode, promote, demote)
-				if promote > 500*time.Millisecond || demote > 500*time.Millisecond {
-					t.Errorf("promotion %s / demotion %s: want well under a second", promote, demote)
-				}
 			}
 			if err := dp.Set(d); err != nil {
 				t.Fatal(err)

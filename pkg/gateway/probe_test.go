@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	osexec "os/exec"
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/testbed"
 	"github.com/tunnelmesh/tunnelmesh/pkg/wg"
 )
@@ -199,8 +201,15 @@ func TestProberPathMTU(t *testing.T) {
 		r, _ := pa.result(b)
 		return r
 	}
-	if r := tick(1); r.MTULastOK.IsZero() || r.MTU != 1420 {
-		t.Fatalf("no full-size answer over loopback: %+v", r)
+	tick(1)
+	// Both probers' receivers must run for the answer: wait for it.
+	if err := testkit.Poll(5*time.Second, 20*time.Millisecond, func() error {
+		if r, _ := pa.result(b); r.MTULastOK.IsZero() || r.MTU != 1420 {
+			return fmt.Errorf("no full-size answer over loopback: %+v", r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	out, err := osexec.Command("nft", "add table inet mtutest; add chain inet mtutest in { type filter hook input priority 0; }; "+
 		"add rule inet mtutest in udp dport 51899 ip length > 1000 drop").CombinedOutput()

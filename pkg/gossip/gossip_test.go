@@ -75,7 +75,7 @@ func sees(m *Mesh, cluster, host string, epoch int64, alive bool) func() bool {
 func TestActiveGatewaysOfThreeClustersKnowEachOtherThroughFailover(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
 	a := start(t, Gateway{ClusterID: "a", Epoch: 3, Hostname: "a-gw1", Endpoint: "192.0.2.1:51820"}, 0, key)
-	b := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820"}, 0, key)
+	b := start(t, Gateway{ClusterID: "b", Epoch: 1, Hostname: "b-gw1", Endpoint: "192.0.2.2:51820"}, testkit.DualPort(t), key) // bound again below by b2: below the ephemeral range
 	c := start(t, Gateway{ClusterID: "c", Epoch: 7, Hostname: "c-gw1", Endpoint: "192.0.2.3:51820"}, 0, key)
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatal(err)

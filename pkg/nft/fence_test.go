@@ -42,13 +42,16 @@ func TestFence(t *testing.T) {
 	if !send(port + 1) {
 		t.Fatal("the fence stopped another port")
 	}
-	if err := f.Allow(time.Now().Add(400 * time.Millisecond)); err != nil {
+	// 2 s: the allowance is an absolute time, and the commit, dial and send
+	// below must fit in it on a loaded machine.
+	until := time.Now().Add(2 * time.Second)
+	if err := f.Allow(until); err != nil {
 		t.Fatal(err)
 	}
 	if !send(port) {
 		t.Fatal("an open fence dropped a datagram")
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Until(until) + 100*time.Millisecond)
 	if send(port) {
 		t.Fatal("the fence stayed open past the allowance")
 	}

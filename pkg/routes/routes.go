@@ -53,6 +53,7 @@ type Table struct {
 	proto    netlink.RouteProtocol // tags and identifies the routes this Table owns
 	mu       sync.Mutex
 	want     State
+	set      bool      // Set was called: want is a desired state, not the empty start
 	addrs    []Address // addresses this Table added, removed on teardown
 	problems []string  // desired routes refused because another owner holds the destination
 	kick     chan struct{}
@@ -95,7 +96,7 @@ func (t *Table) Problems() []string {
 // Set replaces the desired state and applies it.
 func (t *Table) Set(s State) error {
 	t.mu.Lock()
-	t.want = s
+	t.want, t.set = s, true
 	t.mu.Unlock()
 	return t.Reconcile()
 }
@@ -221,6 +222,18 @@ func (t *Table) Run(ctx context.Context, resync time.Duration) error {
 	ach, err := subscribeAddrs(done)
 	if err != nil {
 		return err
+	}
+	// A route deleted between Set and the subscription raised no event
+	// seen here: check once now rather than at the first resync. (Before
+	// any Set there is nothing to keep, and routes of an earlier run are
+	// left for the first Set.)
+	t.mu.Lock()
+	set := t.set
+	t.mu.Unlock()
+	if set {
+		if err := t.Reconcile(); err != nil {
+			t.log.Warn("reconcile routes", "err", err)
+		}
 	}
 	tick := time.NewTicker(resync)
 	defer tick.Stop()

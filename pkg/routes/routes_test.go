@@ -88,6 +88,36 @@ func TestForeignRouteNotTakenOver(t *testing.T) {
 	}
 }
 
+// TestRouteDeletedBeforeRunIsRestored: a route deleted after Set and
+// before Run subscribed raises no event Run can see; Run puts it back when
+// it starts, not at the next resync (an hour here).
+func TestRouteDeletedBeforeRunIsRestored(t *testing.T) {
+	testbed.RequireNetns(t)
+	dev := link(t)
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	dst := netip.MustParsePrefix("10.6.0.0/16")
+	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
+	if got := routeShow(t, dst.String()); got != "" {
+		t.Fatalf("route still there after the delete: %q", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- tb.Run(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, func() error {
+		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
+			return fmt.Errorf("route not restored: %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSubscriptionRestarts: when the route event subscription ends (as the
 // kernel ends it with ENOBUFS), Run subscribes again, so a route deleted
 // afterwards comes back at once, not at the next resync (an hour here).

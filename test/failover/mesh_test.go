@@ -136,7 +136,8 @@ func newMeshWith(t testing.TB, o options) *mesh {
 		m.clientB = m.envB.Client(t)
 		k8stest.Apply(t, m.envB.Config, objs)
 	}
-	m.broker = brokertest.Start(t, brokertest.Options{})
+	// A port below the ephemeral range: a broker outage restarts the broker on it.
+	m.broker = brokertest.Start(t, brokertest.Options{Addr: fmt.Sprintf("127.0.0.1:%d", testkit.Ports(t, 1)[0])})
 
 	ul := m.bed.Underlay()
 	m.ul = ul

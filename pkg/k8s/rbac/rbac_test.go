@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/tunnelmesh/tunnelmesh/deploy"
 	"github.com/tunnelmesh/tunnelmesh/internal/kubeapi"
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	tmapi "github.com/tunnelmesh/tunnelmesh/pkg/api"
 	"github.com/tunnelmesh/tunnelmesh/pkg/gateway"
 	"github.com/tunnelmesh/tunnelmesh/pkg/k8s/brokersecret"
@@ -252,12 +252,9 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	rbac := boundRoles(t, objs)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	// memberlist binds it (TCP and UDP) afresh in every run: a port below
+	// the ephemeral range, which no outgoing connection takes meanwhile.
+	port := testkit.DualPort(t)
 	return &env{t: t, api: api, admin: admin, dyn: dynamic.NewForConfigOrDie(api.Config), rbac: rbac, port: port}
 }
 
