@@ -121,7 +121,8 @@ func run(log *slog.Logger) error {
 			log.Info("a meshnet route was deleted; reconciling")
 			d.Kick()
 		}
-		if err := apply.WatchRouteDeletes(ctx, nil, onDelete); err != nil {
+		subscribed := func() { d.Kick() } // routes deleted before the watch: check them once now
+		if err := apply.WatchRouteDeletes(ctx, nil, subscribed, onDelete); err != nil {
 			log.Warn("not watching route deletions; relying on the periodic resync", "err", err)
 		}
 	}()

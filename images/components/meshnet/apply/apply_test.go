@@ -201,8 +201,17 @@ func TestWatchRouteDeletes(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	fired := make(chan struct{}, 8)
 	done := make(chan error, 1)
-	go func() { done <- WatchRouteDeletes(ctx, &ns, func() { fired <- struct{}{} }) }()
-	time.Sleep(200 * time.Millisecond) // let the subscription start
+	watching := make(chan struct{})
+	go func() {
+		done <- WatchRouteDeletes(ctx, &ns, func() { close(watching) }, func() { fired <- struct{}{} })
+	}()
+	select {
+	case <-watching:
+	case err := <-done:
+		t.Fatalf("the watch ended before it subscribed: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not subscribe")
+	}
 
 	nstest.Run(t, "ip", "-n", name, "route", "del", "198.18.2.0/24") // someone else's: no call
 	select {

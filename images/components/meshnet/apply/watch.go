@@ -11,8 +11,10 @@ import (
 
 // WatchRouteDeletes calls onDelete whenever a meshnet route (proto 79) disappears
 // from the namespace ns (nil: the caller's), so the daemon puts it back at once
-// instead of at the next resync. It returns when ctx ends.
-func WatchRouteDeletes(ctx context.Context, ns *netns.NsHandle, onDelete func()) error {
+// instead of at the next resync. It calls subscribed once when it watches:
+// a deletion before that raised no event here, so the caller checks its routes
+// then. It returns when ctx ends.
+func WatchRouteDeletes(ctx context.Context, ns *netns.NsHandle, subscribed, onDelete func()) error {
 	ch := make(chan netlink.RouteUpdate, 64)
 	errs := make(chan error, 1)
 	if err := netlink.RouteSubscribeWithOptions(ch, ctx.Done(), netlink.RouteSubscribeOptions{
@@ -26,6 +28,7 @@ func WatchRouteDeletes(ctx context.Context, ns *netns.NsHandle, onDelete func())
 	}); err != nil {
 		return fmt.Errorf("subscribe to route events: %w", err)
 	}
+	subscribed()
 	for {
 		select {
 		case <-ctx.Done():
