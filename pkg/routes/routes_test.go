@@ -53,6 +53,16 @@ func routeShow(t *testing.T, dst string) string {
 	return strings.TrimSpace(out)
 }
 
+// restored checks that the route to dst via dev is in the table.
+func restored(t *testing.T, dst netip.Prefix, dev string) func() error {
+	return func() error {
+		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
+			return fmt.Errorf("route not restored: %q", got)
+		}
+		return nil
+	}
+}
+
 // TestForeignRouteNotTakenOver: a route of another owner to a destination
 // we want is left alone, reported as a problem, and survives Teardown.
 func TestForeignRouteNotTakenOver(t *testing.T) {
@@ -108,12 +118,7 @@ func TestRouteDeletedBeforeRunIsRestored(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- tb.Run(ctx, time.Hour) }()
 	t.Cleanup(func() { cancel(); <-stopped })
-	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, func() error {
-		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
-			return fmt.Errorf("route not restored: %q", got)
-		}
-		return nil
-	}); err != nil {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -162,12 +167,6 @@ func TestSubscriptionRestarts(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- tb.Run(ctx, time.Hour) }()
 	t.Cleanup(func() { cancel(); <-stopped })
-	restored := func() error {
-		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
-			return fmt.Errorf("route not restored: %q", got)
-		}
-		return nil
-	}
 	// Working subscription first.
 	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, func() error {
 		if subs.Load() < 1 {
@@ -178,7 +177,7 @@ func TestSubscriptionRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
-	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored); err != nil {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
 		t.Fatal(err)
 	}
 	once.Do(func() { close(end) })
@@ -192,7 +191,7 @@ func TestSubscriptionRestarts(t *testing.T) {
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
 	start := time.Now()
-	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored); err != nil {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("route deleted after the subscription ended came back in %s", time.Since(start).Round(time.Millisecond))
@@ -259,12 +258,7 @@ func TestSubscriptionOverflow(t *testing.T) {
 		t.Error("the first subscription ended, but not with ENOBUFS")
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
-	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, func() error {
-		if got := routeShow(t, dst.String()); !strings.Contains(got, "dev "+dev) {
-			return fmt.Errorf("route not restored: %q", got)
-		}
-		return nil
-	}); err != nil {
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
 		t.Fatal(err)
 	}
 }
