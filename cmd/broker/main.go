@@ -106,6 +106,10 @@ func newServe() *cobra.Command {
 			if err != nil || pool.Masked() != pool || !pool.Addr().Is4() || pool.Bits() > 30 {
 				return fmt.Errorf("--tunnel-cidr %q: want a canonical IPv4 CIDR of /30 or larger", tunnelCIDR)
 			}
+			if staleAfter < broker.MinStaleAfter {
+				return fmt.Errorf("--stale-after %s: want at least %s, and at least two of the gateways' heartbeats (gateway --heartbeat-interval)",
+					staleAfter, broker.MinStaleAfter)
+			}
 			if err := sf.check(); err != nil {
 				return err
 			}
@@ -177,7 +181,7 @@ func newServe() *cobra.Command {
 	f.StringVar(&dataDir, "data-dir", "", "broker data directory made by `broker init` (required; with --store etcd it holds only the PKI)")
 	f.StringVar(&pkiDir, "pki-dir", "", "directory with the server certificate, key and admin.token made by `broker init`, when not the data directory (e.g. a mounted Secret); its admin credential is the store's")
 	f.StringVar(&listen, "listen", ":8443", "HTTPS listen address")
-	f.DurationVar(&staleAfter, "stale-after", broker.DefaultStaleAfter, "mark a gateway stale after this long without a heartbeat")
+	f.DurationVar(&staleAfter, "stale-after", broker.DefaultStaleAfter, "mark a gateway stale after this long without a heartbeat (at least 3s)")
 	f.StringVar(&tunnelCIDR, "tunnel-cidr", broker.DefaultTunnelCIDR.String(), "pool of per-cluster tunnel IPs; joins overlapping it are refused")
 	f.IntVar(&retention, "log-retention", broker.DefaultLogRetention, "changes kept for watch resumption; older watchers get a snapshot")
 	f.DurationVar(&bookmark, "bookmark-interval", broker.DefaultBookmarkInterval, "bookmark period on idle watch streams")

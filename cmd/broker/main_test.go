@@ -92,3 +92,27 @@ func TestOpenStoreWithPKIElsewhere(t *testing.T) {
 		t.Fatal("without --pki-dir an empty data dir must be refused (broker init makes the store)")
 	}
 }
+
+// TestServeRefusesTooShortStaleAfter: a TTL shorter than the replicas'
+// exchange of heartbeats can keep up with is refused before anything starts.
+func TestServeRefusesTooShortStaleAfter(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := run(t, "init", "--data-dir", dir); err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	for _, v := range []string{"0s", "-5s", "2s", "2.999s"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := run(t, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-level", "error", "--stale-after", v)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.HasPrefix(err.Error(), "--stale-after "+v+": ") || !strings.Contains(err.Error(), "at least 3s") {
+				t.Errorf("--stale-after %s: got %v, want a clear refusal", v, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("serve --stale-after %s did not refuse to start", v)
+		}
+	}
+}

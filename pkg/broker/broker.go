@@ -72,7 +72,11 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultStaleAfter       = 30 * time.Second
+	DefaultStaleAfter = 30 * time.Second
+	// MinStaleAfter is the shortest TTL a broker serves with: replicas
+	// trust each other's heartbeat summaries for StaleAfter/2 + 1 s, which
+	// must stay shorter than the TTL itself.
+	MinStaleAfter           = 3 * time.Second
 	DefaultLogRetention     = core.DefaultLogRetention
 	DefaultBookmarkInterval = 10 * time.Second
 	DefaultMaxBodyBytes     = 1 << 20
