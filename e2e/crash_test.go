@@ -241,7 +241,7 @@ func runCrash(ctx context.Context, t *testing.T, east, west meshCluster, c crash
 	what := fmt.Sprintf("crash %s of east's active gateway %s", c.name, old)
 	if c.failover {
 		hold("%s: new active %s after %s; %s; %d/%d probes (every 100 ms) answered; gaps from the fault: %s; back %s after the fault, gaps from then: %s; mesh converged %s after recovery",
-			what, newActive, toActive.Round(time.Millisecond), flowOutage(rep, faulted), rep.OK, rep.Sent, rep.gapsSince(faulted),
+			what, newActive, toActive.Round(time.Millisecond), flowOutage(rep, faulted, faulted.Add(toActive)), rep.OK, rep.Sent, rep.gapsSince(faulted),
 			back.Sub(faulted).Round(time.Second), rep.gapsSince(back), convergedAfter.Round(time.Second))
 	} else {
 		hold("%s: no failover (active stays %s); %d/%d probes (every 100 ms) answered; gaps from the fault: %s; Lease holder changes: %d; mesh converged %s after the cut was undone",

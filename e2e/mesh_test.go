@@ -457,7 +457,7 @@ func testFailover(ctx context.Context, t *testing.T, east, west meshCluster) {
 	}
 	fo := failoverByPodDelete(ctx, t, east, plainWorker, fmt.Sprintf("%s:%d", dst, kindbed.EchoPort))
 	hold("graceful failover, active gateway pod deleted with grace 0 (SIGTERM: the Lease is handed over) (%s → %s): new active %s after the delete; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
-		fo.old, fo.newActive, fo.toActive.Round(time.Millisecond), flowOutage(fo.rep, fo.killed), fo.rep.OK, fo.rep.Sent, fo.rep.gapsSince(fo.killed))
+		fo.old, fo.newActive, fo.toActive.Round(time.Millisecond), flowOutage(fo.rep, fo.killed, fo.killed.Add(fo.toActive)), fo.rep.OK, fo.rep.Sent, fo.rep.gapsSince(fo.killed))
 	checkFailoverGaps(t, fo.rep, fo.killed)
 	url := fmt.Sprintf("http://%s:%d/", dst, kindbed.EchoPort)
 	r, err := east.GetEcho(ctx, plainWorker, url)

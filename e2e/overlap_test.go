@@ -309,7 +309,7 @@ func testTranslatedFailover(ctx context.Context, t *testing.T, east, north meshC
 		t.Errorf("east's new active gateway %s translates %q; before the failover %q", m.Status.ActiveNode, got, want)
 	}
 	hold("translated failover: east (translated: %s) active gateway pod deleted with grace 0 (%s → %s): new active %s after the delete; east pod → north pod at its mapped address: %s; %d/%d probes (every 100 ms) answered",
-		api.DescribeTranslations(tr["east"]), fo.old, fo.newActive, fo.toActive.Round(time.Millisecond), flowOutage(fo.rep, fo.killed), fo.rep.OK, fo.rep.Sent)
+		api.DescribeTranslations(tr["east"]), fo.old, fo.newActive, fo.toActive.Round(time.Millisecond), flowOutage(fo.rep, fo.killed, fo.killed.Add(fo.toActive)), fo.rep.OK, fo.rep.Sent)
 	for _, pair := range [][2]meshCluster{{east, north}, {north, east}} {
 		from, to := pair[0], pair[1]
 		dst, err := echoPodOn(ctx, to.Cluster, servers[to.id])

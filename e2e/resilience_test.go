@@ -147,7 +147,7 @@ func testNodeStopFailover(ctx context.Context, t *testing.T, east, west meshClus
 		t.Fatal(err)
 	}
 	hold("graceful failover, active gateway's node container stopped (docker stop: systemd shuts down, SIGTERM) (%s → %s): new active %s after `docker stop` began; %s; %d/%d probes (every 100 ms) answered; gaps: %s",
-		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, stopped), rep.OK, rep.Sent, rep.gapsSince(stopped))
+		old, newActive, toActive.Round(time.Millisecond), flowOutage(rep, stopped, stopped.Add(toActive)), rep.OK, rep.Sent, rep.gapsSince(stopped))
 	checkFailoverGaps(t, rep, stopped)
 
 	restartedAt := time.Now()
@@ -176,13 +176,18 @@ func checkFailoverGaps(t *testing.T, rep flowReport, at time.Time) {
 	}
 }
 
-// flowOutage says how long the flow stood still at an event at at.
-func flowOutage(rep flowReport, at time.Time) string {
-	gap, resumed, found := rep.failoverGap(at)
-	if !found {
+// flowOutage says how long the flow stood still at an event at at whose
+// failover was seen done at until (at itself when nothing failed over).
+func flowOutage(rep flowReport, at, until time.Time) string {
+	longest, total, resumed, n := rep.failoverGap(at, until)
+	switch n {
+	case 0:
 		return "the flow saw no gap over 200 ms at the event"
+	case 1:
+		return fmt.Sprintf("the flow stood still %s and moved again %s after it", longest.Round(time.Millisecond), resumed.Round(time.Millisecond))
 	}
-	return fmt.Sprintf("the flow stood still %s and moved again %s after it", gap.Round(time.Millisecond), resumed.Round(time.Millisecond))
+	return fmt.Sprintf("the flow stood still %s at the longest (%d gaps, %s in all) and moved again for good %s after it",
+		longest.Round(time.Millisecond), n, total.Round(time.Millisecond), resumed.Round(time.Millisecond))
 }
 
 // waitNewActive waits until another node than old holds east's active role

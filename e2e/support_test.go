@@ -220,17 +220,23 @@ func atEvent(fromMs, toMs int64, at time.Time) bool {
 	return toMs >= at.UnixMilli() && fromMs <= at.UnixMilli()+3000
 }
 
-// failoverGap returns the gap of the flow that began within 3 s after at
-// (or spans it): the traffic's outage around an event at that time, and
-// when the traffic moved again, measured from at.
-func (r flowReport) failoverGap(at time.Time) (gap, resumed time.Duration, found bool) {
-	ms := at.UnixMilli()
+// failoverGap measures the flow's outage around an event at at whose
+// failover was seen done at until: of the gaps that span at or began by
+// the later of until and 3 s after at, the longest, their sum, how many,
+// and when (from at) the last of them ended — the flow moving again for
+// good. A killed process may answer a moment longer, so the outage can be
+// two gaps; the first alone would understate it.
+func (r flowReport) failoverGap(at, until time.Time) (longest, total, resumed time.Duration, n int) {
+	end := max(until.UnixMilli(), at.UnixMilli()+3000)
 	for _, g := range r.Gaps {
-		if atEvent(g.FromMs, g.ToMs, at) {
-			return time.Duration(g.ToMs-g.FromMs) * time.Millisecond, time.Duration(g.ToMs-ms) * time.Millisecond, true
+		if g.ToMs < at.UnixMilli() || g.FromMs > end {
+			continue
 		}
+		d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond
+		longest, total, n = max(longest, d), total+d, n+1
+		resumed = max(resumed, time.Duration(g.ToMs-at.UnixMilli())*time.Millisecond)
 	}
-	return 0, 0, false
+	return longest, total, resumed, n
 }
 
 // gapsSince describes every gap of the flow that had not ended by at,
