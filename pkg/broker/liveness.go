@@ -113,7 +113,7 @@ const presenceAt = ""
 // as complete only when this exchange worked and every summary is recent:
 // a replica that could not publish (its store unreachable) may have heard
 // from gateways that nobody else did.
-func (b *Broker) exchangePresence(ps presenceStore, every time.Duration) {
+func (b *Broker) exchangePresence(ps presenceStore, recent time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StaleAfter/2)
 	defer cancel()
 	now := time.Now()
@@ -148,7 +148,7 @@ func (b *Broker) exchangePresence(ps presenceStore, every time.Duration) {
 		if json.Unmarshal(v, &m) != nil {
 			continue
 		}
-		if at, ok := m[presenceAt]; ok && now.Sub(time.UnixMilli(at)) > 2*every+time.Second {
+		if at, ok := m[presenceAt]; ok && now.Sub(time.UnixMilli(at)) > recent {
 			complete = false // that replica has not published lately
 		}
 		delete(m, presenceAt)

@@ -17,6 +17,9 @@ func (b *Broker) sweepLoop() {
 	if every < 100*time.Millisecond {
 		every = 100 * time.Millisecond
 	}
+	// How old the other replicas' summaries, and this replica's view made
+	// of them, may be and still count: two exchanges missed, and a second.
+	recent := 2*every + time.Second
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	ps, shared := b.store.(presenceStore)
@@ -28,7 +31,7 @@ func (b *Broker) sweepLoop() {
 		case <-tick.C:
 		}
 		if shared {
-			b.exchangePresence(ps, every)
+			b.exchangePresence(ps, recent)
 		}
 		b.finishRemovals()
 		// After a restart gateways get one full TTL to heartbeat again.
@@ -38,7 +41,7 @@ func (b *Broker) sweepLoop() {
 		// Without a recent, complete view of the other replicas'
 		// heartbeats, a gateway heartbeating to another replica would
 		// look stale here: no sweep until the view is back.
-		if shared && time.Since(time.Unix(0, b.live.peersAt.Load())) > 2*every+time.Second {
+		if shared && time.Since(time.Unix(0, b.live.peersAt.Load())) > recent {
 			continue
 		}
 		b.sweepStale()
