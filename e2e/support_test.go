@@ -217,7 +217,13 @@ func (f *flow) wait() (flowReport, error) {
 // atEvent: a gap from fromMs to toMs is the one an event at at caused (it
 // began within 3 s after at, or spans it).
 func atEvent(fromMs, toMs int64, at time.Time) bool {
-	return toMs >= at.UnixMilli() && fromMs <= at.UnixMilli()+3000
+	return inWindow(fromMs, toMs, at, at)
+}
+
+// inWindow: a gap from fromMs to toMs had not ended by at and began by the
+// later of until and 3 s after at.
+func inWindow(fromMs, toMs int64, at, until time.Time) bool {
+	return toMs >= at.UnixMilli() && fromMs <= max(until.UnixMilli(), at.UnixMilli()+3000)
 }
 
 // failoverGap measures the flow's outage around an event at at whose
@@ -227,9 +233,8 @@ func atEvent(fromMs, toMs int64, at time.Time) bool {
 // good. A killed process may answer a moment longer, so the outage can be
 // two gaps; the first alone would understate it.
 func (r flowReport) failoverGap(at, until time.Time) (longest, total, resumed time.Duration, n int) {
-	end := max(until.UnixMilli(), at.UnixMilli()+3000)
 	for _, g := range r.Gaps {
-		if g.ToMs < at.UnixMilli() || g.FromMs > end {
+		if !inWindow(g.FromMs, g.ToMs, at, until) {
 			continue
 		}
 		d := time.Duration(g.ToMs-g.FromMs) * time.Millisecond

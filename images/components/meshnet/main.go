@@ -121,8 +121,8 @@ func run(log *slog.Logger) error {
 			log.Info("a meshnet route was deleted; reconciling")
 			d.Kick()
 		}
-		subscribed := func() { d.Kick() } // routes deleted before the watch: check them once now
-		if err := apply.WatchRouteDeletes(ctx, nil, subscribed, onDelete); err != nil {
+		// Once subscribed, d.Kick checks the routes: one deleted before the watch raised no event.
+		if err := apply.WatchRouteDeletes(ctx, nil, d.Kick, onDelete); err != nil {
 			log.Warn("not watching route deletions; relying on the periodic resync", "err", err)
 		}
 	}()
