@@ -35,7 +35,7 @@ test-unit: deps vet unit-test-binaries test-unit-run
 
 # test-unit-run: the Go tests alone (scripts/test.sh runs the prerequisites as phases of their own)
 test-unit-run:
-	$(GO) test -count=1 -timeout 20m ./...
+	@scripts/go-test.sh _output/test-phases/unit.log $(GO) test -count=1 -timeout 20m ./...
 
 ## fuzz-brief: every fuzz target for FUZZ_BRIEF inputs each (default 15000x), beyond the seeds go test runs
 # A count, not a duration: a time-boxed run can end with the fuzzer's own

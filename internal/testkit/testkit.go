@@ -1,15 +1,17 @@
 // Package testkit holds what the tests of several packages share: waiting
-// for a condition, and free loopback ports. It imports nothing of the
+// for a condition, free loopback ports, a buffer safe to share. It imports nothing of the
 // project, so any package's tests (and test beds in pkg/) can use it.
 package testkit
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -150,4 +152,22 @@ func Check(ok bool, format string, args ...any) error {
 		return nil
 	}
 	return fmt.Errorf(format, args...)
+}
+
+// Buffer is a bytes.Buffer that a logger and a test can share.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

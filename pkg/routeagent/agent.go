@@ -154,7 +154,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			<-tableDone
+			if tableDone != nil { // nil once the route watch has ended on its own
+				<-tableDone
+			}
 			return nil
 		case err := <-tableDone:
 			if err != nil {

@@ -2,11 +2,12 @@ package routeagent
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter"
 	"github.com/tunnelmesh/tunnelmesh/pkg/nsenter/nstest"
+	"github.com/vishvananda/netns"
 )
 
 // cluster is three "nodes" on one bridge — gateway candidates G and G2, worker
@@ -127,10 +129,14 @@ func (c *cluster) input(t *testing.T, self nstest.NS, active nstest.NS, mode Mod
 	}
 }
 
-// startAgent runs an agent in n until the returned stop is called (or the test ends).
+// startAgent runs an agent in n until the returned stop is called (or the test
+// ends). Stopping waits for Run to return, 30 s at most: an agent that does not
+// stop fails the test with its log and the stacks of every goroutine, rather
+// than hanging the test binary until its timeout.
 func startAgent(t *testing.T, n nstest.NS, resync time.Duration) (*Agent, func()) {
 	h := n.Handle
-	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry()})
+	logs := &testkit.Buffer{}
+	a := New(Config{NetNS: &h, Resync: resync, Log: slog.New(slog.NewTextHandler(logs, nil)), Metrics: prometheus.NewRegistry()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -138,8 +144,18 @@ func startAgent(t *testing.T, n nstest.NS, resync time.Duration) (*Agent, func()
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("agent in %s: %v", n.Name, err)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("agent in %s: %v", n.Name, err)
+				}
+			case <-time.After(30 * time.Second):
+				stacks := make([]byte, 1<<20)
+				stacks = stacks[:runtime.Stack(stacks, true)]
+				t.Errorf("agent in %s: Run did not return 30s after its context ended; its log:\n%s\ngoroutines:\n%s", n.Name, logs, stacks)
+			}
+			if t.Failed() {
+				t.Logf("log of the agent in %s:\n%s", n.Name, logs)
 			}
 		})
 	}
@@ -413,5 +429,43 @@ func TestAgentFlowFailoverRestart(t *testing.T) {
 				t.Error("uninstall left the NAT table")
 			}
 		})
+	}
+}
+
+// TestRunReturnsAfterRouteWatchEnded: when the route watch ends on its own
+// (here it cannot enter the namespace), Run carries on with its resync and
+// still returns once its context ends.
+func TestRunReturnsAfterRouteWatchEnded(t *testing.T) {
+	f, err := os.Open(os.DevNull) // an open descriptor that is no network namespace: every setns fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	notNS := netns.NsHandle(f.Fd())
+	logs := &testkit.Buffer{}
+	a := New(Config{NetNS: &notNS, Resync: time.Hour, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	p, ad := netip.MustParsePrefix, netip.MustParseAddr
+	in := Input{
+		Self:   Self{Name: "w", Interface: "eth0", MTU: 1500, Addresses: []netip.Prefix{p("172.18.0.4/24")}},
+		Active: Gateway{Node: "g", Addresses: []netip.Addr{ad("172.18.0.2")}},
+		Local:  []netip.Prefix{p("10.244.0.0/16")}, Remote: []netip.Prefix{p("10.50.0.0/16")},
+	}
+	if err := a.Set(in); err == nil || !strings.Contains(err.Error(), "enter network namespace") {
+		t.Fatalf("Set in a descriptor that is no namespace: err = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	testkit.Until(t, 5*time.Second, "Run to notice its route watch ended", func() bool {
+		return strings.Contains(logs.String(), "route event watch ended")
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return 5s after its context ended")
 	}
 }

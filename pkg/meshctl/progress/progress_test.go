@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelmesh/tunnelmesh/internal/testkit"
 	"github.com/tunnelmesh/tunnelmesh/pkg/meshctl/internal/golden"
 )
 
@@ -49,7 +50,7 @@ func TestPlain(t *testing.T) {
 }
 
 func TestTTYRewritesOneLine(t *testing.T) {
-	var b syncBuffer
+	var b testkit.Buffer
 	clk := &fakeClock{t: time.Unix(0, 0)}
 	p := New(&b, true)
 	p.Now = clk.now
@@ -79,15 +80,3 @@ func TestDuration(t *testing.T) {
 		}
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
