@@ -74,8 +74,9 @@ type Config struct {
 const (
 	DefaultStaleAfter = 30 * time.Second
 	// MinStaleAfter is the shortest TTL a broker serves with: replicas
-	// trust each other's heartbeat summaries for StaleAfter/2 + 1 s, which
-	// must stay shorter than the TTL itself.
+	// publish their heartbeat summaries every StaleAfter/4 and sweep only
+	// with summaries at most StaleAfter/2 old, so an etcd write and read
+	// must fit in the StaleAfter/4 between (750 ms at 3 s).
 	MinStaleAfter           = 3 * time.Second
 	DefaultLogRetention     = core.DefaultLogRetention
 	DefaultBookmarkInterval = 10 * time.Second

@@ -21,8 +21,9 @@ type liveness struct {
 	m  map[string]gatewayLive // key: cluster/hostname
 
 	// peerSeen is when the other replicas sharing the store last heard
-	// from each gateway; peersAt is when that was learnt in full (every
-	// replica's summary recent), zero when it was not.
+	// from each gateway; peersAt is how current that is: the time of the
+	// oldest summary it was made of, zero when it is incomplete (a
+	// summary too old, or the exchange failed).
 	peerSeen atomic.Pointer[map[string]time.Time]
 	peersAt  atomic.Int64 // unix nanoseconds
 	// flips are the stale-flag clearings in flight, by gateway key.
@@ -110,10 +111,10 @@ const presenceAt = ""
 // heartbeating to one replica is not marked stale by another. Heartbeats
 // stay soft state: this is one small write per replica per sweep, not one
 // per heartbeat, and it makes no revision. The other replicas' view counts
-// as complete only when this exchange worked and every summary is recent:
-// a replica that could not publish (its store unreachable) may have heard
-// from gateways that nobody else did.
-func (b *Broker) exchangePresence(ps presenceStore, recent time.Duration) {
+// as complete only when this exchange worked and every summary is within
+// window: a replica that could not publish (its store unreachable) may have
+// heard from gateways that nobody else did.
+func (b *Broker) exchangePresence(ps presenceStore, window time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StaleAfter/2)
 	defer cancel()
 	now := time.Now()
@@ -139,7 +140,7 @@ func (b *Broker) exchangePresence(ps presenceStore, recent time.Duration) {
 		return
 	}
 	merged := map[string]time.Time{}
-	complete := true
+	complete, oldest := true, now
 	for id, v := range all {
 		if id == b.replica {
 			continue
@@ -148,8 +149,14 @@ func (b *Broker) exchangePresence(ps presenceStore, recent time.Duration) {
 		if json.Unmarshal(v, &m) != nil {
 			continue
 		}
-		if at, ok := m[presenceAt]; ok && now.Sub(time.UnixMilli(at)) > recent {
-			complete = false // that replica has not published lately
+		if ms, ok := m[presenceAt]; ok {
+			at := time.UnixMilli(ms)
+			if now.Sub(at) > window {
+				complete = false // that replica has not published lately
+			}
+			if at.Before(oldest) {
+				oldest = at
+			}
 		}
 		delete(m, presenceAt)
 		for k, ms := range m {
@@ -160,7 +167,7 @@ func (b *Broker) exchangePresence(ps presenceStore, recent time.Duration) {
 	}
 	b.live.peerSeen.Store(&merged)
 	if complete {
-		b.live.peersAt.Store(now.UnixNano())
+		b.live.peersAt.Store(oldest.UnixNano())
 	} else {
 		b.live.peersAt.Store(0)
 	}

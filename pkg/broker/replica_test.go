@@ -272,9 +272,9 @@ func TestReplicasRacingOverlappingJoins(t *testing.T) {
 // heartbeat's time; once it stops, it is marked stale.
 func TestReplicasShareGatewayLiveness(t *testing.T) {
 	ec, dir := etcdClusterset(t)
-	// 3 s: B trusts A's published heartbeats for up to 2*StaleAfter/4+1s
-	// (2.5 s here) and sees them up to StaleAfter/4 plus an etcd write late;
-	// with 800 ms that lag left under half a second for a loaded etcd.
+	// 3 s: B sweeps with A's published heartbeats while they are at most
+	// StaleAfter/2 old (1.5 s here); A publishes every StaleAfter/4, which
+	// leaves 750 ms for a loaded etcd.
 	fast := func(c *broker.Config) { c.StaleAfter = 3 * time.Second }
 	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
 	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
@@ -299,6 +299,56 @@ func TestReplicasShareGatewayLiveness(t *testing.T) {
 	st, err := b.Client(east.Credential()).Status(ctx)
 	if err != nil || len(st) != 1 || time.Since(st[0].LastHeartbeat) > 2*time.Second {
 		t.Fatalf("status on B: %+v, %v; want the heartbeat A took", st, err)
+	}
+	onB.until(t, "stale once heartbeats stop", 10*time.Second, func(ev api.Event) bool { return ev.Gateway != nil && ev.Gateway.Stale })
+}
+
+// slowPublish delays a replica's heartbeat summaries by d before they are
+// written (a slow etcd), so the other replicas read them d older.
+type slowPublish struct {
+	*store.Etcd
+	d time.Duration
+}
+
+func (s slowPublish) PutPresence(ctx context.Context, replica string, data []byte, ttl time.Duration) error {
+	select {
+	case <-time.After(s.d):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Etcd.PutPresence(ctx, replica, data, ttl)
+}
+
+// TestReplicaSweepsOnlyWithAFreshView: a gateway heartbeating to replica A
+// twice per TTL is never marked stale by replica B, also when A's summaries
+// reach B late. B's view of A's heartbeats is as old as A's summary, not as
+// B's reading of it: B used to trust a summary read up to StaleAfter/2 + 1 s
+// after A wrote it, for as long again, so that a gateway that heartbeated
+// StaleAfter/2 before A wrote could look older than the TTL.
+func TestReplicaSweepsOnlyWithAFreshView(t *testing.T) {
+	ec, dir := etcdClusterset(t)
+	fast := func(c *broker.Config) { c.StaleAfter = 3 * time.Second }
+	// A's exchange gives up after StaleAfter/2: 1.3 s keeps the write inside it.
+	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: slowPublish{ec.Open(t, "/tm"), 1300 * time.Millisecond}, Tweak: fast})
+	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
+	ctx := ctxT(t)
+	east, _ := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
+	if err := east.RegisterGateway(ctx, gateway("east", "gw", 1)); err != nil {
+		t.Fatal(err)
+	}
+	onB := watchAll(t, b.Admin(), 0)
+	// Every 1.4 s, within two per StaleAfter; B sweeps from StaleAfter after its start.
+	end := time.Now().Add(15 * time.Second)
+	for time.Now().Before(end) {
+		if err := east.Heartbeat(ctx, "east", "gw", nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1400 * time.Millisecond)
+	}
+	for len(onB.ch) > 0 {
+		if ev := <-onB.ch; ev.Gateway != nil && ev.Gateway.Stale {
+			t.Fatalf("the gateway was marked stale while it heartbeated to A twice per TTL: %+v", ev)
+		}
 	}
 	onB.until(t, "stale once heartbeats stop", 10*time.Second, func(ev api.Event) bool { return ev.Gateway != nil && ev.Gateway.Stale })
 }

@@ -17,9 +17,12 @@ func (b *Broker) sweepLoop() {
 	if every < 100*time.Millisecond {
 		every = 100 * time.Millisecond
 	}
-	// How old the other replicas' summaries, and this replica's view made
-	// of them, may be and still count: two exchanges missed, and a second.
-	recent := 2*every + time.Second
+	// How old this replica's view of the other replicas' heartbeats may be
+	// and still count: two of their exchanges. The view is as old as the
+	// oldest summary in it (not as the exchange that read it), so a gateway
+	// that heartbeats twice per TTL to another replica is seen within
+	// window + StaleAfter/2 <= StaleAfter, never stale.
+	window := 2 * every
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	ps, shared := b.store.(presenceStore)
@@ -31,7 +34,7 @@ func (b *Broker) sweepLoop() {
 		case <-tick.C:
 		}
 		if shared {
-			b.exchangePresence(ps, recent)
+			b.exchangePresence(ps, window)
 		}
 		b.finishRemovals()
 		// After a restart gateways get one full TTL to heartbeat again.
@@ -41,7 +44,7 @@ func (b *Broker) sweepLoop() {
 		// Without a recent, complete view of the other replicas'
 		// heartbeats, a gateway heartbeating to another replica would
 		// look stale here: no sweep until the view is back.
-		if shared && time.Since(time.Unix(0, b.live.peersAt.Load())) > recent {
+		if shared && time.Since(time.Unix(0, b.live.peersAt.Load())) > window {
 			continue
 		}
 		b.sweepStale()
