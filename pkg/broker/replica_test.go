@@ -271,32 +271,8 @@ func TestReplicasRacingOverlappingJoins(t *testing.T) {
 // replica is not marked stale by the other, whose status shows the
 // heartbeat's time; once it stops, it is marked stale.
 func TestReplicasShareGatewayLiveness(t *testing.T) {
-	ec, dir := etcdClusterset(t)
-	// 3 s: B sweeps with A's published heartbeats while they are at most
-	// StaleAfter/2 old (1.5 s here); A publishes every StaleAfter/4, which
-	// leaves 750 ms for a loaded etcd.
-	fast := func(c *broker.Config) { c.StaleAfter = 3 * time.Second }
-	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
-	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
-	ctx := ctxT(t)
-	east, _ := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
-	if err := east.RegisterGateway(ctx, gateway("east", "gw", 1)); err != nil {
-		t.Fatal(err)
-	}
-	onB := watchAll(t, b.Admin(), 0)
-	end := time.Now().Add(8 * time.Second) // B sweeps from StaleAfter after its start
-	for time.Now().Before(end) {
-		if err := east.Heartbeat(ctx, "east", "gw", nil); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(150 * time.Millisecond)
-	}
-	for len(onB.ch) > 0 {
-		if ev := <-onB.ch; ev.Gateway != nil && ev.Gateway.Stale {
-			t.Fatalf("replica B marked the gateway stale while it heartbeated to A: %+v", ev)
-		}
-	}
-	st, err := b.Client(east.Credential()).Status(ctx)
+	east, b, onB := heartbeatsToA(t, nil, 150*time.Millisecond, 8*time.Second)
+	st, err := b.Client(east.Credential()).Status(ctxT(t))
 	if err != nil || len(st) != 1 || time.Since(st[0].LastHeartbeat) > 2*time.Second {
 		t.Fatalf("status on B: %+v, %v; want the heartbeat A took", st, err)
 	}
@@ -326,10 +302,28 @@ func (s slowPublish) PutPresence(ctx context.Context, replica string, data []byt
 // after A wrote it, for as long again, so that a gateway that heartbeated
 // StaleAfter/2 before A wrote could look older than the TTL.
 func TestReplicaSweepsOnlyWithAFreshView(t *testing.T) {
-	ec, dir := etcdClusterset(t)
-	fast := func(c *broker.Config) { c.StaleAfter = 3 * time.Second }
 	// A's exchange gives up after StaleAfter/2: 1.3 s keeps the write inside it.
-	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: slowPublish{ec.Open(t, "/tm"), 1300 * time.Millisecond}, Tweak: fast})
+	slowA := func(e *store.Etcd) store.Store { return slowPublish{e, 1300 * time.Millisecond} }
+	_, _, onB := heartbeatsToA(t, slowA, 1400*time.Millisecond, 15*time.Second) // 1.4 s: within two per TTL
+	onB.until(t, "stale once heartbeats stop", 10*time.Second, func(ev api.Event) bool { return ev.Gateway != nil && ev.Gateway.Stale })
+}
+
+// heartbeatsToA starts replicas A (its store wrapped by wrapA, when set) and
+// B of one clusterset at StaleAfter 3 s, registers a gateway of east on A and
+// heartbeats it to A alone every interval for d, failing if it is marked
+// stale meanwhile. It returns east's client, B, and a watch on B.
+func heartbeatsToA(t *testing.T, wrapA func(*store.Etcd) store.Store, interval, d time.Duration) (*brokerclient.Client, *brokertest.Broker, *collector) {
+	t.Helper()
+	ec, dir := etcdClusterset(t)
+	// 3 s: B sweeps with A's published heartbeats while they are at most
+	// StaleAfter/2 old (1.5 s here); A publishes every StaleAfter/4, which
+	// leaves 750 ms for a loaded etcd.
+	fast := func(c *broker.Config) { c.StaleAfter = 3 * time.Second }
+	var storeA store.Store = ec.Open(t, "/tm")
+	if wrapA != nil {
+		storeA = wrapA(storeA.(*store.Etcd))
+	}
+	a := brokertest.Start(t, brokertest.Options{Dir: dir, Store: storeA, Tweak: fast})
 	b := brokertest.Start(t, brokertest.Options{Dir: dir, Store: ec.Open(t, "/tm"), Tweak: fast})
 	ctx := ctxT(t)
 	east, _ := a.Join("east", "10.1.0.0/16", "10.101.0.0/16")
@@ -337,20 +331,19 @@ func TestReplicaSweepsOnlyWithAFreshView(t *testing.T) {
 		t.Fatal(err)
 	}
 	onB := watchAll(t, b.Admin(), 0)
-	// Every 1.4 s, within two per StaleAfter; B sweeps from StaleAfter after its start.
-	end := time.Now().Add(15 * time.Second)
+	end := time.Now().Add(d) // B sweeps from StaleAfter after its start
 	for time.Now().Before(end) {
 		if err := east.Heartbeat(ctx, "east", "gw", nil); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(1400 * time.Millisecond)
+		time.Sleep(interval)
 	}
 	for len(onB.ch) > 0 {
 		if ev := <-onB.ch; ev.Gateway != nil && ev.Gateway.Stale {
-			t.Fatalf("the gateway was marked stale while it heartbeated to A twice per TTL: %+v", ev)
+			t.Fatalf("the gateway was marked stale while it heartbeated to A every %v: %+v", interval, ev)
 		}
 	}
-	onB.until(t, "stale once heartbeats stop", 10*time.Second, func(ev api.Event) bool { return ev.Gateway != nil && ev.Gateway.Stale })
+	return east, b, onB
 }
 
 // slowFollow delays every commit another replica made by d, as a replica
