@@ -1,6 +1,7 @@
 // Package testkit holds what the tests of several packages share: waiting
-// for a condition, free loopback ports, a buffer safe to share. It imports nothing of the
-// project, so any package's tests (and test beds in pkg/) can use it.
+// for a condition, free loopback ports, a buffer a logger and a test share.
+// It imports nothing of the project, so any package's tests (and test beds
+// in pkg/) can use it.
 package testkit
 
 import (

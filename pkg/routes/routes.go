@@ -208,20 +208,23 @@ func foreignRoute(w netlink.Route, ours netlink.RouteProtocol) (string, error) {
 }
 
 // Run puts back routes and addresses that something else removes (netlink
-// route and address events) and re-checks every resync, until ctx ends. A
-// subscription that ends (the kernel drops it with ENOBUFS when events
-// outrun us) is started again at once, followed by a full reconcile for the
-// events it may have lost.
+// route and address events) and re-checks every resync, until ctx ends; it
+// returns nil then. A subscription that cannot start, or that ends (the
+// kernel drops it with ENOBUFS when events outrun us), is started again,
+// followed by a full reconcile for the events it may have lost.
 func (t *Table) Run(ctx context.Context, resync time.Duration) error {
 	done := make(chan struct{})
 	defer close(done)
-	rch, err := t.subscribeRoutes(done)
+	// A first subscription that fails is retried like one that ends: a
+	// watcher that gave up at the start would leave the routes unguarded
+	// for as long as the process runs (the gateway re-applies peers only).
+	rch, err := resubscribe(ctx, t.log, func() (<-chan netlink.RouteUpdate, error) { return t.subscribeRoutes(done) })
 	if err != nil {
-		return err
+		return nil // ctx ended
 	}
-	ach, err := subscribeAddrs(done)
+	ach, err := resubscribe(ctx, t.log, func() (<-chan netlink.AddrUpdate, error) { return subscribeAddrs(done) })
 	if err != nil {
-		return err
+		return nil
 	}
 	// A route deleted between Set and the subscription raised no event
 	// seen here: check once now rather than at the first resync. (Before
@@ -288,19 +291,22 @@ func subscribeAddrs(done <-chan struct{}) (<-chan netlink.AddrUpdate, error) {
 	return ch, nil
 }
 
-// resubscribe retries sub until it succeeds or ctx ends.
+// resubscribe retries sub until it succeeds or ctx ends, 200 ms after the
+// first failure and backing off to 5 s.
 func resubscribe[C any](ctx context.Context, log *slog.Logger, sub func() (C, error)) (C, error) {
+	wait := 200 * time.Millisecond
 	for {
 		c, err := sub()
 		if err == nil {
 			return c, nil
 		}
-		log.Warn("subscribe again", "err", err)
+		log.Warn("subscribe again", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return c, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 

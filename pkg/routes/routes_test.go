@@ -2,6 +2,7 @@ package routes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -256,6 +257,50 @@ func TestSubscriptionOverflow(t *testing.T) {
 	}
 	if !overflowed.Load() {
 		t.Error("the first subscription ended, but not with ENOBUFS")
+	}
+	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
+	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFirstSubscriptionRetried: a route event subscription that fails to
+// start is tried again, not given up: Run used to return the error, and the
+// gateway's routes were then never put back until it restarted.
+func TestFirstSubscriptionRetried(t *testing.T) {
+	testbed.RequireNetns(t)
+	dev := link(t)
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	real := tb.subscribe
+	var subs atomic.Int32
+	tb.subscribe = func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
+		if subs.Add(1) <= 2 {
+			return errors.New("no buffer space available (injected)")
+		}
+		return real(ch, done)
+	}
+	dst := netip.MustParsePrefix("10.8.0.0/16")
+	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- tb.Run(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, func() error {
+		if subs.Load() < 3 {
+			return fmt.Errorf("%d subscription attempts, want 3", subs.Load())
+		}
+		return nil
+	}); err != nil {
+		select {
+		case err := <-stopped:
+			stopped <- err // for the cleanup
+			t.Fatalf("Run returned before its context ended (%v), after %d subscription attempts", err, subs.Load())
+		default:
+		}
+		t.Fatal(err)
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
 	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
