@@ -70,8 +70,7 @@ func TestForeignRouteNotTakenOver(t *testing.T) {
 	testbed.RequireNetns(t)
 	ours, theirs := link(t), link(t)
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "add", "10.9.0.0/16", "dev", theirs)
-	tb := NewTable(nil)
-	t.Cleanup(func() { _ = tb.Teardown() })
+	tb := newTable(t)
 	err := tb.Set(State{Routes: []Route{
 		{Dst: netip.MustParsePrefix("10.9.0.0/16"), Dev: ours},
 		{Dst: netip.MustParsePrefix("10.8.0.0/16"), Dev: ours},
@@ -105,8 +104,7 @@ func TestForeignRouteNotTakenOver(t *testing.T) {
 func TestRouteDeletedBeforeRunIsRestored(t *testing.T) {
 	testbed.RequireNetns(t)
 	dev := link(t)
-	tb := NewTable(nil)
-	t.Cleanup(func() { _ = tb.Teardown() })
+	tb := newTable(t)
 	dst := netip.MustParsePrefix("10.6.0.0/16")
 	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
 		t.Fatal(err)
@@ -130,8 +128,7 @@ func TestRouteDeletedBeforeRunIsRestored(t *testing.T) {
 func TestSubscriptionRestarts(t *testing.T) {
 	testbed.RequireNetns(t)
 	dev := link(t)
-	tb := NewTable(nil)
-	t.Cleanup(func() { _ = tb.Teardown() })
+	tb := newTable(t)
 	real := tb.subscribe
 	var subs atomic.Int32
 	end := make(chan struct{})
@@ -161,20 +158,9 @@ func TestSubscriptionRestarts(t *testing.T) {
 		return nil
 	}
 	dst := netip.MustParsePrefix("10.7.0.0/16")
-	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- tb.Run(ctx, time.Hour) }()
-	t.Cleanup(func() { cancel(); <-stopped })
+	setAndRun(t, tb, dst, dev)
 	// Working subscription first.
-	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, func() error {
-		if subs.Load() < 1 {
-			return fmt.Errorf("Run has not subscribed")
-		}
-		return nil
-	}); err != nil {
+	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, subscribed(&subs, 1)); err != nil {
 		t.Fatal(err)
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
@@ -182,12 +168,7 @@ func TestSubscriptionRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	once.Do(func() { close(end) })
-	if err := testkit.Poll(3*time.Second, 10*time.Millisecond, func() error {
-		if subs.Load() < 2 {
-			return fmt.Errorf("not subscribed again (%d subscriptions)", subs.Load())
-		}
-		return nil
-	}); err != nil {
+	if err := testkit.Poll(3*time.Second, 10*time.Millisecond, subscribed(&subs, 2)); err != nil {
 		t.Fatal(err)
 	}
 	testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "route", "del", dst.String())
@@ -204,8 +185,7 @@ func TestSubscriptionRestarts(t *testing.T) {
 func TestSubscriptionOverflow(t *testing.T) {
 	testbed.RequireNetns(t)
 	dev, other := link(t), link(t)
-	tb := NewTable(nil)
-	t.Cleanup(func() { _ = tb.Teardown() })
+	tb := newTable(t)
 	var subs atomic.Int32
 	var overflowed atomic.Bool
 	tb.subscribe = func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
@@ -221,19 +201,8 @@ func TestSubscriptionOverflow(t *testing.T) {
 		return netlink.RouteSubscribeWithOptions(ch, done, o)
 	}
 	dst := netip.MustParsePrefix("10.7.0.0/16")
-	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- tb.Run(ctx, time.Hour) }()
-	t.Cleanup(func() { cancel(); <-stopped })
-	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, func() error {
-		if subs.Load() < 1 {
-			return fmt.Errorf("Run has not subscribed")
-		}
-		return nil
-	}); err != nil {
+	setAndRun(t, tb, dst, dev)
+	if err := testkit.Poll(3*time.Second, 5*time.Millisecond, subscribed(&subs, 1)); err != nil {
 		t.Fatal(err)
 	}
 	batch := filepath.Join(t.TempDir(), "routes")
@@ -247,13 +216,8 @@ func TestSubscriptionOverflow(t *testing.T) {
 	if out, err := testbed.Exec(context.Background(), testbed.SelfNS(), "ip", "-batch", batch); err != nil {
 		t.Fatalf("route burst: %v %s", err, out)
 	}
-	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, func() error {
-		if subs.Load() < 2 {
-			return fmt.Errorf("not subscribed again (%d subscriptions, ENOBUFS seen: %v)", subs.Load(), overflowed.Load())
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, subscribed(&subs, 2)); err != nil {
+		t.Fatalf("%v (ENOBUFS seen: %v)", err, overflowed.Load())
 	}
 	if !overflowed.Load() {
 		t.Error("the first subscription ended, but not with ENOBUFS")
@@ -270,8 +234,7 @@ func TestSubscriptionOverflow(t *testing.T) {
 func TestFirstSubscriptionRetried(t *testing.T) {
 	testbed.RequireNetns(t)
 	dev := link(t)
-	tb := NewTable(nil)
-	t.Cleanup(func() { _ = tb.Teardown() })
+	tb := newTable(t)
 	real := tb.subscribe
 	var subs atomic.Int32
 	tb.subscribe = func(ch chan<- netlink.RouteUpdate, done <-chan struct{}) error {
@@ -281,19 +244,8 @@ func TestFirstSubscriptionRetried(t *testing.T) {
 		return real(ch, done)
 	}
 	dst := netip.MustParsePrefix("10.8.0.0/16")
-	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- tb.Run(ctx, time.Hour) }()
-	t.Cleanup(func() { cancel(); <-stopped })
-	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, func() error {
-		if subs.Load() < 3 {
-			return fmt.Errorf("%d subscription attempts, want 3", subs.Load())
-		}
-		return nil
-	}); err != nil {
+	stopped := setAndRun(t, tb, dst, dev)
+	if err := testkit.Poll(5*time.Second, 10*time.Millisecond, subscribed(&subs, 3)); err != nil {
 		select {
 		case err := <-stopped:
 			stopped <- err // for the cleanup
@@ -306,4 +258,36 @@ func TestFirstSubscriptionRetried(t *testing.T) {
 	if err := testkit.Poll(3*time.Second, 20*time.Millisecond, restored(t, dst, dev)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// setAndRun sets a route to dst out of dev and runs tb until the test ends,
+// with an hour's resync: only route events put a deleted route back. Run's
+// result arrives on the channel.
+func setAndRun(t *testing.T, tb *Table, dst netip.Prefix, dev string) chan error {
+	t.Helper()
+	if err := tb.Set(State{Routes: []Route{{Dst: dst, Dev: dev}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- tb.Run(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	return stopped
+}
+
+// subscribed checks that Run has tried to subscribe to route events n times.
+func subscribed(subs *atomic.Int32, n int32) func() error {
+	return func() error {
+		if got := subs.Load(); got < n {
+			return fmt.Errorf("%d route subscription attempts, want %d", got, n)
+		}
+		return nil
+	}
+}
+
+// newTable returns a Table whose routes are torn down when the test ends.
+func newTable(t *testing.T) *Table {
+	tb := NewTable(nil)
+	t.Cleanup(func() { _ = tb.Teardown() })
+	return tb
 }
